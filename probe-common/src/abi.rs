@@ -1,0 +1,165 @@
+//! Event layouts. Every event is `EventHeader` followed by a fixed payload.
+//!
+//! Event kinds are stable numbers: a decoder built against an older probe-common must
+//! never mistake one kind for another, so numbers are never reused.
+
+use crate::limits::{ARGV_SLOT_LEN, ARGV_SLOTS, ENV_NAME_LEN, PATH_LEN};
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_FORK: u32 = 2;
+pub const EVENT_EXIT: u32 = 3;
+pub const EVENT_FILE: u32 = 10;
+pub const EVENT_ENV: u32 = 20;
+pub const EVENT_CONNECT: u32 = 30;
+
+/// Common header at offset 0 of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of the `EVENT_*` numbers.
+    pub kind: u32,
+    /// CPU the event was produced on (`bpf_get_smp_processor_id`).
+    pub cpu: u32,
+    /// Thread-group id (the userspace "pid").
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// `bpf_ktime_get_boot_ns`: monotonic, counts suspend, comparable across CPUs.
+    pub ktime_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
+
+/// `ExecEvent::flags`
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 0;
+/// More arguments than `ARGV_SLOTS`; `argc` still counts them (up to 255).
+pub const EXEC_ARGV_MORE: u32 = 1 << 1;
+
+/// A successful execve/execveat of a watched process.
+///
+/// Filename and argv are read from user memory at `sys_enter_execve` (the old image),
+/// parked per thread, and emitted at `sched_process_exec` once the exec succeeded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub uid: u32,
+    pub gid: u32,
+    /// Number of argv entries seen (slots filled, plus the ones that did not fit).
+    pub argc: u32,
+    /// `EXEC_*` flags.
+    pub flags: u32,
+    /// Bit `i` set: argv slot `i` was cut at `ARGV_SLOT_LEN - 1` bytes.
+    pub argv_truncated_mask: u32,
+    /// Bytes of `filename` before the NUL.
+    pub filename_len: u32,
+    pub filename: [u8; PATH_LEN],
+    /// NUL-terminated argv strings, one per slot.
+    pub argv: [[u8; ARGV_SLOT_LEN]; ARGV_SLOTS],
+}
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 24 + PATH_LEN + ARGV_SLOTS * ARGV_SLOT_LEN);
+
+/// A watched process created a new process (not a thread: thread clones are filtered in
+/// the kernel because threads share their group's watch).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub parent_tgid: u32,
+    pub child_tgid: u32,
+}
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 32);
+
+/// `ExitEvent::flags`: `exit_code` came from `exit_group(2)`. Without it the process
+/// ended some other way (a signal, for example) and the code is unknown here.
+pub const EXIT_CODE_KNOWN: u32 = 1 << 0;
+
+/// A watched thread-group leader exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub exit_code: i32,
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 32);
+
+/// `FileEvent::op`: which syscall touched the path.
+pub const FILE_OP_OPEN: u32 = 1;
+pub const FILE_OP_OPENAT: u32 = 2;
+pub const FILE_OP_READLINK: u32 = 3;
+pub const FILE_OP_READLINKAT: u32 = 4;
+
+/// A watched process named a policy path in a path-taking syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent {
+    pub header: EventHeader,
+    /// `FILE_OP_*`.
+    pub op: u32,
+    /// Policy entry whose path matched (see `PolicyRef`).
+    pub entry_id: u32,
+    /// The dirfd argument (`AT_FDCWD` = -100), or -100 for the non-`at` syscalls.
+    pub dfd: i32,
+    /// open flags (`O_*`); 0 for readlink.
+    pub open_flags: u32,
+    /// Bytes of `path` before the NUL.
+    pub path_len: u32,
+    /// Non-zero: the path did not fit in `PATH_LEN - 1` bytes.
+    pub path_truncated: u32,
+    pub path: [u8; PATH_LEN],
+}
+const _: () = assert!(core::mem::size_of::<FileEvent>() == 24 + 24 + PATH_LEN);
+
+/// `EnvEvent::op`
+pub const ENV_OP_GETENV: u32 = 1;
+pub const ENV_OP_SECURE_GETENV: u32 = 2;
+
+/// A watched process looked up an environment variable that the policy names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EnvEvent {
+    pub header: EventHeader,
+    /// `ENV_OP_*`.
+    pub op: u32,
+    /// Policy entry whose name matched (case-folded).
+    pub entry_id: u32,
+    /// Bytes of `name` before the NUL.
+    pub name_len: u32,
+    /// Non-zero: the name did not fit in `ENV_NAME_LEN - 1` bytes.
+    pub name_truncated: u32,
+    /// The name exactly as the program passed it (not case-folded).
+    pub name: [u8; ENV_NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<EnvEvent>() == 24 + 16 + ENV_NAME_LEN);
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `connect(2)` by a watched process to an IPv4/IPv6 address, with its result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// Syscall result: 0, or `-errno` (`-EINPROGRESS` = -115 for non-blocking sockets).
+    pub ret: i32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Destination port in host byte order.
+    pub port: u16,
+    pub _pad0: u32,
+    /// IPv4 in the first 4 bytes, or the 16 bytes of IPv6, network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 56);
+
+/// Parked between `sys_enter_connect` and `sys_exit_connect`, keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingConnect {
+    pub fd: i32,
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<PendingConnect>() == 24);

@@ -1,0 +1,142 @@
+//! Checked decoding of ring-buffer records. The only place where raw bytes become
+//! typed events; every length is checked before a read.
+
+use core::mem::size_of;
+
+use crate::abi::*;
+use crate::maps::{PolicyRef, WatchEntry};
+
+// SAFETY: all of these are `repr(C)`, `Copy`, made only of integers and byte arrays,
+// and have explicit padding fields, so every bit pattern is a valid value.
+unsafe impl aya::Pod for WatchEntry {}
+unsafe impl aya::Pod for PolicyRef {}
+unsafe impl aya::Pod for EventHeader {}
+unsafe impl aya::Pod for PendingConnect {}
+
+/// A decoded event. Large payloads are boxed so the enum stays small.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Exec(alloc_box::Box<ExecEvent>),
+    Fork(ForkEvent),
+    Exit(ExitEvent),
+    File(alloc_box::Box<FileEvent>),
+    Env(EnvEvent),
+    Connect(ConnectEvent),
+}
+
+mod alloc_box {
+    pub use alloc::boxed::Box;
+}
+
+impl Event {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::Exec(e) => &e.header,
+            Event::Fork(e) => &e.header,
+            Event::Exit(e) => &e.header,
+            Event::File(e) => &e.header,
+            Event::Env(e) => &e.header,
+            Event::Connect(e) => &e.header,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {need}-byte event header")]
+    ShortHeader { len: usize, need: usize },
+    #[error("unknown event kind {kind} in a {len}-byte record")]
+    UnknownKind { kind: u32, len: usize },
+    #[error("event kind {kind} needs {need} bytes but the record has {len}")]
+    Truncated { kind: u32, len: usize, need: usize },
+    #[error("event kind {kind} is {need} bytes but the record has {len}: kernel and userspace ABI differ")]
+    Oversized { kind: u32, len: usize, need: usize },
+    #[error("event kind {kind}: {field} length {value} exceeds its {cap}-byte array")]
+    BadLength { kind: u32, field: &'static str, value: u32, cap: usize },
+}
+
+/// Reads a `T` from the start of `bytes`, which must be exactly `size_of::<T>()` long.
+fn read_exact<T: Copy>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Truncated { kind, len: bytes.len(), need });
+    }
+    if bytes.len() > need {
+        return Err(DecodeError::Oversized { kind, len: bytes.len(), need });
+    }
+    // SAFETY: length checked above; `T` is one of the plain-old-data ABI structs for
+    // which every bit pattern is valid; `read_unaligned` because ring-buffer records
+    // are only 8-byte aligned by contract, which we do not rely on.
+    Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn check_len(kind: u32, field: &'static str, value: u32, cap: usize) -> Result<(), DecodeError> {
+    if value as usize >= cap {
+        return Err(DecodeError::BadLength { kind, field, value, cap });
+    }
+    Ok(())
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let need = size_of::<EventHeader>();
+    if bytes.len() < need {
+        return Err(DecodeError::ShortHeader { len: bytes.len(), need });
+    }
+    let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    Ok(match kind {
+        EVENT_EXEC => {
+            let e: ExecEvent = read_exact(kind, bytes)?;
+            check_len(kind, "filename_len", e.filename_len, e.filename.len())?;
+            Event::Exec(alloc_box::Box::new(e))
+        }
+        EVENT_FORK => Event::Fork(read_exact(kind, bytes)?),
+        EVENT_EXIT => Event::Exit(read_exact(kind, bytes)?),
+        EVENT_FILE => {
+            let e: FileEvent = read_exact(kind, bytes)?;
+            check_len(kind, "path_len", e.path_len, e.path.len())?;
+            Event::File(alloc_box::Box::new(e))
+        }
+        EVENT_ENV => {
+            let e: EnvEvent = read_exact(kind, bytes)?;
+            check_len(kind, "name_len", e.name_len, e.name.len())?;
+            Event::Env(e)
+        }
+        EVENT_CONNECT => Event::Connect(read_exact(kind, bytes)?),
+        _ => return Err(DecodeError::UnknownKind { kind, len: bytes.len() }),
+    })
+}
+
+/// Bytes up to the first NUL (or the whole slice).
+pub fn until_nul(bytes: &[u8]) -> &[u8] {
+    match bytes.iter().position(|&b| b == 0) {
+        Some(n) => &bytes[..n],
+        None => bytes,
+    }
+}
+
+impl ExecEvent {
+    pub fn filename_bytes(&self) -> &[u8] {
+        &self.filename[..self.filename_len as usize]
+    }
+    /// The captured argv entries, in order; at most `ARGV_SLOTS`.
+    pub fn argv_bytes(&self) -> impl Iterator<Item = &[u8]> {
+        let filled = (self.argc as usize).min(self.argv.len());
+        self.argv[..filled].iter().map(|slot| until_nul(slot))
+    }
+}
+
+impl FileEvent {
+    pub fn path_bytes(&self) -> &[u8] {
+        &self.path[..self.path_len as usize]
+    }
+}
+
+impl EnvEvent {
+    pub fn name_bytes(&self) -> &[u8] {
+        &self.name[..self.name_len as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,17 @@
+//! Size limits shared by both sides. Changing one changes the ABI.
+
+/// Bytes captured of a path (open/readlink targets, exec filename), NUL included.
+/// Also the LPM-trie key width, which the kernel caps at 256 bytes.
+pub const PATH_LEN: usize = 256;
+/// Bytes captured of one environment variable name, NUL included.
+pub const ENV_NAME_LEN: usize = 64;
+/// argv is captured into fixed slots so the verifier sees constant offsets.
+pub const ARGV_SLOTS: usize = 8;
+/// Bytes per argv slot, NUL included.
+pub const ARGV_SLOT_LEN: usize = 128;
+/// Capacity of the kernel's watched-process map.
+pub const MAX_WATCHED: u32 = 16_384;
+/// Capacity of the policy's env-name and path maps.
+pub const MAX_POLICY_ENTRIES: u32 = 1_024;
+/// Ring buffer size in bytes (power of two, multiple of the page size).
+pub const RING_BYTES: u32 = 4 * 1024 * 1024;

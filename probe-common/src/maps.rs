@@ -1,0 +1,78 @@
+//! Map names, map value layouts and the indices of the array maps.
+
+/// Map names as they appear in the object file; both sides use these constants.
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_WATCHED: &str = "WATCHED";
+pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
+pub const MAP_PATHS: &str = "PATHS";
+pub const MAP_DROPS: &str = "DROPS";
+pub const MAP_TP_OFFSETS: &str = "TP_OFFSETS";
+
+/// Value of a `WATCHED` entry (key: tgid).
+///
+/// `origin` says why the process is watched, so userspace can tell a root it chose
+/// from a descendant the kernel added at fork.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchEntry {
+    pub origin: u32,
+    /// tgid of the parent that passed the watch on at fork (0 for roots).
+    pub parent_tgid: u32,
+}
+const _: () = assert!(core::mem::size_of::<WatchEntry>() == 8);
+
+pub const WATCH_ORIGIN_ROOT: u32 = 1;
+pub const WATCH_ORIGIN_FORK: u32 = 2;
+
+/// Value stored in `ENV_NAMES` and `PATHS`: the id of the policy entry that put the
+/// key there. Userspace maps it back to category and matcher.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyRef {
+    pub entry_id: u32,
+    /// `PATH_MATCH_*`: whether the path entry is exact or a prefix.
+    pub match_kind: u32,
+}
+const _: () = assert!(core::mem::size_of::<PolicyRef>() == 8);
+
+pub const PATH_MATCH_EXACT: u32 = 1;
+pub const PATH_MATCH_PREFIX: u32 = 2;
+
+/// Key of `ENV_NAMES`: the name in ASCII upper case, zero padded. The kernel folds the
+/// looked-up name the same way, so `https_proxy` and `HTTPS_PROXY` hit one entry;
+/// userspace then applies the policy's own case rule to the original name.
+pub type EnvNameKey = [u8; crate::ENV_NAME_LEN];
+
+/// Per-CPU drop counters (`DROPS`, a per-CPU array), one slot per reason.
+/// Userspace sums the CPUs and reports every non-zero slot.
+pub const DROP_RING_FULL_EXEC: u32 = 0;
+pub const DROP_RING_FULL_FORK: u32 = 1;
+pub const DROP_RING_FULL_EXIT: u32 = 2;
+pub const DROP_RING_FULL_FILE: u32 = 3;
+pub const DROP_RING_FULL_ENV: u32 = 4;
+pub const DROP_RING_FULL_CONNECT: u32 = 5;
+/// A watched process forked but the watched map was full: its child is not watched.
+pub const DROP_WATCHED_FULL: u32 = 6;
+/// Exec arguments could not be parked between sys_enter_execve and sched_process_exec.
+pub const DROP_PENDING_FULL: u32 = 7;
+pub const DROP_SLOTS: u32 = 8;
+
+/// Names of the drop slots, indexed by slot, for reports.
+pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
+    "ring_full_exec",
+    "ring_full_fork",
+    "ring_full_exit",
+    "ring_full_file",
+    "ring_full_env",
+    "ring_full_connect",
+    "watched_map_full",
+    "exec_pending_map_full",
+];
+
+/// Field offsets of the sched tracepoints, read by userspace from tracefs `format`
+/// files and written into the `TP_OFFSETS` array, because these layouts change between
+/// kernel versions (6.18 turned the fork comms into `__data_loc` strings, for example).
+pub const TP_FORK_CHILD_PID: u32 = 0;
+pub const TP_EXEC_FILENAME: u32 = 1;
+pub const TP_EXEC_OLD_PID: u32 = 2;
+pub const TP_OFFSET_SLOTS: u32 = 3;

@@ -1,0 +1,66 @@
+//! Every map of the object. Names are the `probe_common::MAP_*` constants.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
+};
+use probe_common::{
+    ENV_NAME_LEN, EnvNameKey, ExecEvent, MAX_POLICY_ENTRIES, MAX_WATCHED, PATH_LEN,
+    PendingConnect, PolicyRef, RING_BYTES, WatchEntry, DROP_SLOTS, TP_OFFSET_SLOTS,
+};
+
+/// The one ring buffer all events go through.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Watched thread groups (key: tgid). Roots are written by userspace; children are
+/// added at fork by `process::sched_process_fork`, removed at exit.
+#[map]
+pub static WATCHED: HashMap<u32, WatchEntry> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Policy env names, upper-cased and zero padded.
+#[map]
+pub static ENV_NAMES: HashMap<EnvNameKey, PolicyRef> =
+    HashMap::with_max_entries(MAX_POLICY_ENTRIES, 0);
+
+/// Policy paths. Exact entries include the terminating NUL in their prefix, so they
+/// only match the whole path; prefix entries stop before it.
+#[map]
+pub static PATHS: LpmTrie<[u8; PATH_LEN], PolicyRef> =
+    LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 0);
+
+/// Per-CPU drop counters, one slot per `probe_common::DROP_*` reason.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);
+
+/// Field offsets of the sched tracepoints (`probe_common::TP_*`), from tracefs.
+#[map]
+pub static TP_OFFSETS: Array<u32> = Array::with_max_entries(TP_OFFSET_SLOTS, 0);
+
+/// argv/filename parked between sys_enter_execve and sched_process_exec (key: tid).
+/// LRU so that an exec that fails without us seeing it cannot leak an entry.
+#[map]
+pub static PENDING_EXEC: LruHashMap<u32, ExecEvent> = LruHashMap::with_max_entries(1_024, 0);
+
+/// Scratch space for building a pending exec: far larger than the 512-byte BPF stack.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch LPM key for path lookups (260 bytes: too big to keep on the stack with anything else).
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_LEN]>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Clone flags of the in-flight clone/clone3 of a thread (key: tid), so that
+/// sched_process_fork can tell a new thread from a new process.
+#[map]
+pub static CLONE_FLAGS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1_024, 0);
+
+/// exit_group(2) code per watched tgid, read when the leader exits.
+#[map]
+pub static EXIT_CODES: LruHashMap<u32, i32> = LruHashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Destination parked between sys_enter_connect and sys_exit_connect (key: tid).
+#[map]
+pub static PENDING_CONNECT: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(1_024, 0);
+
+const _: () = assert!(ENV_NAME_LEN == 64);

@@ -1,0 +1,289 @@
+//! Process lifecycle: exec (filename, argv, uid), fork/clone, exit; and the watched set.
+//!
+//! match-proto: syscalls:sys_enter_execve(filename, argv, envp)
+//! match-proto: syscalls:sys_enter_execveat(fd, filename, argv, envp, flags)
+//! match-proto: sched:sched_process_exec(__data_loc filename, pid, old_pid)
+//! match-proto: syscalls:sys_enter_clone(clone_flags, ...), syscalls:sys_enter_clone3(uargs, size)
+//! match-proto: sched:sched_process_fork(child_pid)               [offset from tracefs]
+//! match-proto: syscalls:sys_enter_exit_group(error_code)
+//! match-proto: sched:sched_process_exit                          [current task only]
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{
+        bpf_get_current_uid_gid, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use probe_common::{
+    ARGV_SLOT_LEN, ARGV_SLOTS, DROP_PENDING_FULL, DROP_RING_FULL_EXEC, DROP_RING_FULL_EXIT,
+    DROP_RING_FULL_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXIT, EVENT_FORK,
+    EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, ExecEvent, ExitEvent, ForkEvent,
+    PATH_LEN, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_FORK_CHILD_PID, WATCH_ORIGIN_FORK, WatchEntry,
+};
+
+use crate::{
+    maps::{CLONE_FLAGS, EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, WATCHED},
+    util::{count_drop, current_ids, header, is_watched, syscall_arg, tp_offset},
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+/// argv entries counted (not captured) past the slots, so `argc` stays meaningful.
+const ARGV_COUNT_LIMIT: usize = 64;
+
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_exec(&ctx, syscall_arg(0), syscall_arg(1));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_exec(&ctx, syscall_arg(1), syscall_arg(2));
+    0
+}
+
+/// Reads filename and argv from the old image while it still exists, and parks them
+/// for `sched_process_exec`. Only watched processes pay for this.
+#[inline(always)]
+fn try_enter_exec(ctx: &TracePointContext, filename_at: usize, argv_at: usize) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    if !is_watched(tgid) {
+        return Ok(());
+    }
+    let filename: *const u8 = unsafe { ctx.read_at(filename_at) }.map_err(|e| e as i64)?;
+    let argv: *const *const u8 = unsafe { ctx.read_at(argv_at) }.map_err(|e| e as i64)?;
+    let scratch = EXEC_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: per-CPU scratch value, exclusively ours while this program runs.
+    let pending = unsafe { &mut *scratch };
+    pending.flags = 0;
+    pending.argv_truncated_mask = 0;
+    pending.filename_len = match unsafe { bpf_probe_read_user_str_bytes(filename, &mut pending.filename) } {
+        Ok(s) => s.len() as u32,
+        Err(_) => 0,
+    };
+    if pending.filename_len as usize >= PATH_LEN - 1 {
+        pending.flags |= EXEC_FILENAME_TRUNCATED;
+    }
+    let mut argc = 0u32;
+    for slot in 0..ARGV_SLOTS {
+        let arg: *const u8 = match unsafe { bpf_probe_read_user(argv.wrapping_add(slot)) } {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        if arg.is_null() {
+            break;
+        }
+        let len = match unsafe { bpf_probe_read_user_str_bytes(arg, &mut pending.argv[slot]) } {
+            Ok(s) => s.len(),
+            Err(_) => {
+                pending.argv[slot][0] = 0;
+                0
+            }
+        };
+        if len >= ARGV_SLOT_LEN - 1 {
+            pending.argv_truncated_mask |= 1 << slot;
+        }
+        argc += 1;
+    }
+    if argc as usize == ARGV_SLOTS {
+        // Count what did not fit so the report can say "and N more".
+        for extra in ARGV_SLOTS..ARGV_COUNT_LIMIT {
+            match unsafe { bpf_probe_read_user(argv.wrapping_add(extra)) } {
+                Ok(p) if !p.is_null() => {
+                    pending.flags |= EXEC_ARGV_MORE;
+                    argc += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+    pending.argc = argc;
+    if PENDING_EXEC.insert(tid, &*pending, 0).is_err() {
+        count_drop(DROP_PENDING_FULL);
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    if !is_watched(tgid) {
+        return Ok(());
+    }
+    let old_pid: i32 = match tp_offset(TP_EXEC_OLD_PID) {
+        Some(off) => unsafe { ctx.read_at(off) }.map_err(|e| e as i64)?,
+        None => tid as i32,
+    };
+    let pending = PENDING_EXEC.get_ptr(old_pid as u32);
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop(DROP_RING_FULL_EXEC);
+        return Ok(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved, exclusively owned ring-buffer record.
+    let e = unsafe { &mut *event };
+    e.header = header(EVENT_EXEC, tgid, tid);
+    let uid_gid = bpf_get_current_uid_gid();
+    e.uid = uid_gid as u32;
+    e.gid = (uid_gid >> 32) as u32;
+    e.flags = 0;
+    e.argc = 0;
+    e.argv_truncated_mask = 0;
+    e.filename_len = 0;
+    if let Some(p) = pending {
+        // SAFETY: map value pointer from a successful lookup.
+        let p = unsafe { &*p };
+        e.argc = p.argc;
+        e.flags = p.flags;
+        e.argv_truncated_mask = p.argv_truncated_mask;
+        // One helper call copies all slots: an open-coded 1 KiB copy would blow the
+        // instruction budget.
+        let dst = unsafe {
+            core::slice::from_raw_parts_mut(e.argv.as_mut_ptr().cast::<u8>(), ARGV_SLOTS * ARGV_SLOT_LEN)
+        };
+        if unsafe { bpf_probe_read_kernel_buf(p.argv.as_ptr().cast::<u8>(), dst) }.is_err() {
+            e.argc = 0;
+        }
+    }
+    // The kernel's own view of the file that was executed (after PATH search), which
+    // is better than the pathname argument; fall back to the argument if absent.
+    let mut have_filename = false;
+    if let Some(off) = tp_offset(TP_EXEC_FILENAME) {
+        let loc: u32 = unsafe { ctx.read_at(off) }.unwrap_or(0);
+        let data = (loc & 0xffff) as usize;
+        if data != 0 {
+            let src = unsafe { (ctx.as_ptr() as *const u8).add(data) };
+            if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut e.filename) } {
+                e.filename_len = s.len() as u32;
+                have_filename = true;
+            }
+        }
+    }
+    if !have_filename {
+        if let Some(p) = pending {
+            let p = unsafe { &*p };
+            if unsafe { bpf_probe_read_kernel_buf(p.filename.as_ptr(), &mut e.filename) }.is_ok() {
+                e.filename_len = p.filename_len;
+            }
+        }
+    }
+    if e.filename_len as usize >= PATH_LEN - 1 {
+        e.flags |= EXEC_FILENAME_TRUNCATED;
+    }
+    entry.submit(0);
+    let _ = PENDING_EXEC.remove(old_pid as u32);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    if is_watched(tgid) {
+        if let Ok(flags) = unsafe { ctx.read_at::<u64>(syscall_arg(0)) } {
+            let _ = CLONE_FLAGS.insert(tid, flags, 0);
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    if is_watched(tgid) {
+        // `struct clone_args` starts with `__aligned_u64 flags`.
+        if let Ok(args) = unsafe { ctx.read_at::<*const u64>(syscall_arg(0)) } {
+            if let Ok(flags) = unsafe { bpf_probe_read_user(args) } {
+                let _ = CLONE_FLAGS.insert(tid, flags, 0);
+            }
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+/// Runs in the parent before the child is scheduled, so the child is watched from its
+/// first instruction. Threads share their group's watch and are skipped.
+#[inline(always)]
+fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    if !is_watched(tgid) {
+        return Ok(());
+    }
+    let flags = CLONE_FLAGS.get_ptr(tid).map(|p| unsafe { *p }).unwrap_or(0);
+    let _ = CLONE_FLAGS.remove(tid);
+    if flags & CLONE_THREAD != 0 {
+        return Ok(());
+    }
+    let child_off = tp_offset(TP_FORK_CHILD_PID).ok_or(-1i64)?;
+    let child: i32 = unsafe { ctx.read_at(child_off) }.map_err(|e| e as i64)?;
+    let child = child as u32;
+    let watch = WatchEntry { origin: WATCH_ORIGIN_FORK, parent_tgid: tgid };
+    if WATCHED.insert(child, watch, 0).is_err() {
+        count_drop(DROP_WATCHED_FULL);
+        warn!(ctx, "watched set full: child {} of {} is not watched", child, tgid);
+    }
+    match EVENTS.reserve::<ForkEvent>(0) {
+        Some(mut entry) => {
+            entry.write(ForkEvent { header: header(EVENT_FORK, tgid, tid), parent_tgid: tgid, child_tgid: child });
+            entry.submit(0);
+        }
+        None => count_drop(DROP_RING_FULL_FORK),
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
+    let (tgid, _) = current_ids();
+    if is_watched(tgid) {
+        if let Ok(code) = unsafe { ctx.read_at::<i64>(syscall_arg(0)) } {
+            let _ = EXIT_CODES.insert(tgid, code as i32, 0);
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    // Only the group leader's exit ends the watch; other threads exit on their own.
+    if tid != tgid || !is_watched(tgid) {
+        return Ok(());
+    }
+    let code = EXIT_CODES.get_ptr(tgid).map(|p| unsafe { *p });
+    let _ = EXIT_CODES.remove(tgid);
+    let _ = WATCHED.remove(tgid);
+    match EVENTS.reserve::<ExitEvent>(0) {
+        Some(mut entry) => {
+            entry.write(ExitEvent {
+                header: header(EVENT_EXIT, tgid, tid),
+                exit_code: code.unwrap_or(0),
+                flags: if code.is_some() { EXIT_CODE_KNOWN } else { 0 },
+            });
+            entry.submit(0);
+        }
+        None => count_drop(DROP_RING_FULL_EXIT),
+    }
+    Ok(())
+}

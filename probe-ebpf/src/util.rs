@@ -1,0 +1,58 @@
+//! Helpers shared by every sensor.
+
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns};
+use probe_common::EventHeader;
+
+use crate::maps::{DROPS, TP_OFFSETS, WATCHED};
+
+/// (tgid, tid) of the current task.
+#[inline(always)]
+pub fn current_ids() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+/// The one check every hook makes first: an unwatched process costs this lookup only.
+#[inline(always)]
+pub fn is_watched(tgid: u32) -> bool {
+    WATCHED.get_ptr(tgid).is_some()
+}
+
+#[inline(always)]
+pub fn header(kind: u32, tgid: u32, tid: u32) -> EventHeader {
+    EventHeader {
+        kind,
+        // SAFETY: plain helper calls without arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        tgid,
+        tid,
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+    }
+}
+
+/// Counts one lost event or lost watch in this CPU's slot.
+#[inline(always)]
+pub fn count_drop(slot: u32) {
+    if let Some(counter) = DROPS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while we run.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Offset of a sched tracepoint field, as userspace found it in tracefs.
+#[inline(always)]
+pub fn tp_offset(slot: u32) -> Option<usize> {
+    match TP_OFFSETS.get(slot) {
+        Some(&off) if off != 0 => Some(off as usize),
+        _ => None,
+    }
+}
+
+/// Argument `n` of a `syscalls:sys_enter_*` tracepoint. Those layouts are stable:
+/// common fields (8 bytes), `__syscall_nr` (4 + 4 padding), then one 8-byte slot per
+/// argument from offset 16.
+pub const fn syscall_arg(n: usize) -> usize {
+    16 + 8 * n
+}
+/// `ret` of a `syscalls:sys_exit_*` tracepoint.
+pub const SYSCALL_RET: usize = 16;

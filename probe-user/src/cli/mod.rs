@@ -1,0 +1,76 @@
+//! Command-line interface (the binary edge: errors are anyhow here, typed below).
+
+mod policy_cmd;
+mod run;
+mod spawn;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes of probectl itself (a `run` otherwise exits with its command's code).
+pub mod exit {
+    /// probectl could not do its job (no root, no BPF, bad policy, ...).
+    pub const FAILURE: i32 = 125;
+    /// The command was found but could not be executed.
+    pub const CANNOT_EXECUTE: i32 = 126;
+    /// The command was not found.
+    pub const NOT_FOUND: i32 = 127;
+    /// `policy check` found an invalid policy.
+    pub const INVALID_POLICY: i32 = 1;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "probectl",
+    version,
+    about = "Shows which command-line tool read the time zone, proxy or API-relay settings before it made network calls",
+    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command under watch and report what it probed before it connected.
+    Run(RunArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Write one JSON object per line to stdout instead of the readable report (stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Policy file to use instead of the built-in default policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The command and its arguments. Started as the invoking user (SUDO_UID/SUDO_GID)
+    /// when probectl runs under sudo.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files; errors name file:line:column.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(run::run(args))
+        }
+        Command::Policy(PolicyCommand::Check { files }) => Ok(policy_cmd::check(&files)),
+    }
+}

@@ -1,0 +1,176 @@
+//! `probectl run -- CMD`: run a command under watch, stream what it probes and where it
+//! connects, print a report, and exit with the command's exit code.
+
+use std::io;
+use std::process::{Command, ExitStatus};
+
+use anyhow::Context as _;
+use probe_user::correlate::{CliIdentity, Correlator, DropCount, Record, RunReport};
+use probe_user::events::EventReader;
+use probe_user::output::{Format, Printer, time::WallClock};
+use probe_user::policy;
+use probe_user::process::ProcessTable;
+use probe_user::sensors::Sensors;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{RunArgs, exit, spawn};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    let policy = match &args.policy {
+        Some(path) => policy::load_file(path)?,
+        None => policy::load_default()?,
+    };
+    let mut sensors = Sensors::load(&policy)?;
+    for s in sensors.unattached() {
+        eprintln!(
+            "probectl: warning: sensor {} did not attach ({}): {}; the report will be marked partial",
+            s.program,
+            s.attach_point,
+            s.error.as_deref().unwrap_or("?")
+        );
+    }
+    let mut reader = EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
+    let format = if args.json { Format::Json } else { Format::Human };
+    let out: Box<dyn io::Write + Send> = match format {
+        Format::Json => Box::new(io::stdout()),
+        Format::Human => Box::new(io::stderr()),
+    };
+    let mut printer = Printer::new(format, out);
+
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    let program = args.command[0].to_string_lossy().into_owned();
+    let gate = match spawn::spawn_gated(cmd, spawn::invoking_user()) {
+        Ok(gate) => gate,
+        Err(err) => return Ok(report_spawn_error(&program, &err)),
+    };
+    let root = gate.pid;
+    if let Err(err) = sensors.watch(root) {
+        gate.abort();
+        return Err(err).context("cannot add the command to the watched set");
+    }
+    let mut procs = ProcessTable::default();
+    procs.add_root(root, std::process::id());
+    let start_ns = WallClock::boot_now_ns();
+    let mut correlator = Correlator::new(&policy, start_ns);
+    if format == Format::Human {
+        eprintln!("probectl: watching pid {root}: {} (policy {})", escape_argv(&args.command), policy.name);
+    }
+    let spawner = gate.release().context("cannot start the command")?;
+
+    // Wait for the child on a plain thread; the event loop below stays responsive.
+    let (status_tx, mut status_rx) = tokio::sync::oneshot::channel::<io::Result<ExitStatus>>();
+    std::thread::spawn(move || {
+        let status = match spawner.join() {
+            Ok(Ok(mut child)) => child.wait(),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(io::Error::other("the spawning thread panicked")),
+        };
+        let _ = status_tx.send(status);
+    });
+
+    // Ctrl-C reaches the command through the terminal; probectl stays to report.
+    // SIGTERM/SIGINT sent to probectl alone are passed on to the command.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut batch = Vec::new();
+    let status = loop {
+        tokio::select! {
+            read = reader.read_batch(&mut batch) => {
+                read.context("reading the event ring buffer")?;
+                for event in batch.drain(..) {
+                    if let Some(record) = correlator.handle(&event, &mut procs) {
+                        printer.emit(&record);
+                    }
+                }
+                sensors.flush_kernel_logs();
+            }
+            status = &mut status_rx => break status.unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status"))),
+            _ = sigint.recv() => forward(root, nix::sys::signal::Signal::SIGINT),
+            _ = sigterm.recv() => forward(root, nix::sys::signal::Signal::SIGTERM),
+        }
+    };
+    // Everything the command did happened before its exit, so it is in the ring now.
+    reader.drain(&mut batch);
+    for event in batch.drain(..) {
+        if let Some(record) = correlator.handle(&event, &mut procs) {
+            printer.emit(&record);
+        }
+    }
+    sensors.flush_kernel_logs();
+
+    let exit_code = match status {
+        Ok(status) => exit_code_of(status),
+        Err(err) => return Ok(report_spawn_error(&program, &err)),
+    };
+
+    let mut drops: Vec<DropCount> = sensors
+        .drops()?
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, count)| DropCount { reason: format!("kernel:{reason}"), count })
+        .collect();
+    for (reason, count) in [
+        ("userspace:decode_error", reader.decode_errors),
+        ("userspace:timeline_overflow", correlator.timeline_overflow),
+        ("userspace:output_write_error", printer.write_errors),
+    ] {
+        if count > 0 {
+            drops.push(DropCount { reason: reason.to_owned(), count });
+        }
+    }
+    let info = procs.get(root).cloned().unwrap_or_default();
+    let report = RunReport {
+        policy: policy.name.clone(),
+        cli: CliIdentity {
+            pid: root,
+            name: info.name().to_owned(),
+            exe: info.exe.clone(),
+            script: info.script().map(str::to_owned),
+            argv: info.argv.clone(),
+            uid: info.uid,
+        },
+        probes: correlator.summarize(),
+        connections: correlator.connections.clone(),
+        partial: sensors.unattached().next().is_some(),
+        unattached_sensors: sensors.unattached().cloned().collect(),
+        drops,
+        exit_code,
+    };
+    printer.emit(&Record::Report(report));
+    Ok(exit_code)
+}
+
+fn forward(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+fn exit_code_of(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn report_spawn_error(program: &str, err: &io::Error) -> i32 {
+    let program = probe_user::output::escape::escape_bytes(program.as_bytes());
+    match err.kind() {
+        io::ErrorKind::NotFound => {
+            eprintln!("probectl: command not found: {program}\n  hint: check the name and PATH (under sudo, PATH is sudo's secure_path)");
+            exit::NOT_FOUND
+        }
+        io::ErrorKind::PermissionDenied => {
+            eprintln!("probectl: cannot execute {program}: {err}\n  hint: check the file's execute permission for the invoking user");
+            exit::CANNOT_EXECUTE
+        }
+        _ => {
+            eprintln!("probectl: cannot start {program}: {err}");
+            exit::CANNOT_EXECUTE
+        }
+    }
+}
+
+fn escape_argv(argv: &[std::ffi::OsString]) -> String {
+    argv.iter()
+        .map(|a| probe_user::output::escape::escape_bytes(a.as_encoded_bytes()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

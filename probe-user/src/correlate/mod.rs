@@ -1,0 +1,264 @@
+//! Correlation: turns events into records, keeps the run's probe timeline, and links
+//! each connection to the probes that came before it in the same process tree.
+
+pub mod records;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use probe_common::{
+    AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_MORE, EXIT_CODE_KNOWN, EnvEvent, decode::Event,
+    FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_READLINK, FILE_OP_READLINKAT, FileEvent,
+};
+
+use crate::output::{escape::escape_bytes, time::WallClock};
+use crate::policy::CompiledPolicy;
+use crate::process::ProcessTable;
+pub use records::*;
+
+/// Probes kept for correlation in one run. Past this the oldest are folded away and
+/// counted (`timeline_overflow`), never silently forgotten.
+pub const MAX_TIMELINE: usize = 100_000;
+
+#[derive(Debug, Clone)]
+struct TimelineProbe {
+    ktime_ns: u64,
+    pid: u32,
+    categories: Vec<String>,
+    target_type: TargetType,
+    target: String,
+    how: &'static str,
+}
+
+pub struct Correlator {
+    clock: WallClock,
+    start_ns: u64,
+    category_names: Vec<String>,
+    classifier: crate::policy::Classifier,
+    timeline: Vec<TimelineProbe>,
+    /// Probes evicted from a full timeline.
+    pub timeline_overflow: u64,
+    /// (pid, how, target) already streamed; repeats are only counted.
+    streamed: HashSet<(u32, &'static str, String)>,
+    pub connections: Vec<ConnectionRecord>,
+    /// Kernel matches (case-folded) that the policy's exact case rule rejected.
+    pub case_mismatches: u64,
+}
+
+impl Correlator {
+    pub fn new(policy: &CompiledPolicy, start_ns: u64) -> Self {
+        Self {
+            clock: WallClock::new(),
+            start_ns,
+            category_names: policy.categories.iter().map(|c| c.name.clone()).collect(),
+            classifier: policy.classifier.clone(),
+            timeline: Vec::new(),
+            timeline_overflow: 0,
+            streamed: HashSet::new(),
+            connections: Vec::new(),
+            case_mismatches: 0,
+        }
+    }
+
+    fn offset_ms(&self, ktime_ns: u64) -> f64 {
+        (ktime_ns as f64 - self.start_ns as f64) / 1e6
+    }
+
+    /// Updates the process table and returns the records to stream for this event.
+    pub fn handle(&mut self, event: &Event, procs: &mut ProcessTable) -> Option<Record> {
+        match event {
+            Event::Exec(e) => {
+                let argv: Vec<String> = e.argv_bytes().map(escape_bytes).collect();
+                let pid = e.header.tgid;
+                procs.on_exec(pid, e.uid, e.filename_bytes(), argv.clone(), e.flags & EXEC_ARGV_MORE != 0);
+                let info = procs.get(pid);
+                Some(Record::Exec(ExecRecord {
+                    time: self.clock.rfc3339(e.header.ktime_ns),
+                    offset_ms: self.offset_ms(e.header.ktime_ns),
+                    pid,
+                    ppid: info.map(|i| i.ppid).unwrap_or(0),
+                    uid: e.uid,
+                    exe: escape_bytes(e.filename_bytes()),
+                    argv,
+                    argv_incomplete: e.flags & EXEC_ARGV_MORE != 0,
+                }))
+            }
+            Event::Fork(e) => {
+                procs.on_fork(e.parent_tgid, e.child_tgid);
+                None
+            }
+            Event::Exit(e) => {
+                let code = (e.flags & EXIT_CODE_KNOWN != 0).then_some(e.exit_code);
+                procs.on_exit(e.header.tgid, code);
+                Some(Record::Exit(ExitRecord {
+                    time: self.clock.rfc3339(e.header.ktime_ns),
+                    offset_ms: self.offset_ms(e.header.ktime_ns),
+                    pid: e.header.tgid,
+                    exit_code: code,
+                }))
+            }
+            Event::File(e) => self.on_file(e, procs),
+            Event::Env(e) => self.on_env(e, procs),
+            Event::Connect(e) => Some(Record::Connect(self.on_connect(e, procs))),
+        }
+    }
+
+    fn on_env(&mut self, e: &EnvEvent, procs: &ProcessTable) -> Option<Record> {
+        let name = escape_bytes(e.name_bytes());
+        let cats = self.classifier.env_categories(&name);
+        if cats.is_empty() {
+            self.case_mismatches += 1;
+            return None;
+        }
+        let how = if e.op == ENV_OP_GETENV { "getenv" } else { "secure_getenv" };
+        self.probe(e.header.ktime_ns, e.header.tgid, e.header.tid, cats, TargetType::Env, name, how, e.name_truncated != 0, procs)
+    }
+
+    fn on_file(&mut self, e: &FileEvent, procs: &ProcessTable) -> Option<Record> {
+        let path = escape_bytes(e.path_bytes());
+        let cats = self.classifier.path_categories(&path);
+        if cats.is_empty() {
+            return None;
+        }
+        let how = match e.op {
+            FILE_OP_OPEN => "open",
+            FILE_OP_OPENAT => "openat",
+            FILE_OP_READLINK => "readlink",
+            FILE_OP_READLINKAT => "readlinkat",
+            _ => "file",
+        };
+        self.probe(e.header.ktime_ns, e.header.tgid, e.header.tid, cats, TargetType::File, path, how, e.path_truncated != 0, procs)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site per event kind; a struct would only rename them")]
+    fn probe(
+        &mut self,
+        ktime_ns: u64,
+        pid: u32,
+        tid: u32,
+        cats: Vec<usize>,
+        target_type: TargetType,
+        target: String,
+        how: &'static str,
+        truncated: bool,
+        procs: &ProcessTable,
+    ) -> Option<Record> {
+        let categories: Vec<String> = cats.iter().map(|&i| self.category_names[i].clone()).collect();
+        if self.timeline.len() >= MAX_TIMELINE {
+            self.timeline.remove(0);
+            self.timeline_overflow += 1;
+        }
+        self.timeline.push(TimelineProbe { ktime_ns, pid, categories: categories.clone(), target_type, target: target.clone(), how });
+        if !self.streamed.insert((pid, how, target.clone())) {
+            return None;
+        }
+        Some(Record::Probe(ProbeRecord {
+            time: self.clock.rfc3339(ktime_ns),
+            offset_ms: self.offset_ms(ktime_ns),
+            pid,
+            tid,
+            process: procs.get(pid).map(|p| p.name().to_owned()).unwrap_or_default(),
+            categories,
+            target_type,
+            target,
+            how,
+            truncated,
+        }))
+    }
+
+    fn on_connect(&mut self, e: &ConnectEvent, procs: &ProcessTable) -> ConnectionRecord {
+        let destination = destination(e);
+        let result = match e.ret {
+            0 => "ok".to_owned(),
+            -115 => "in_progress".to_owned(),
+            r => format!("{:?}", nix::errno::Errno::from_raw(-r)),
+        };
+        // Every watched process of a run belongs to the one tree, so every earlier probe counts.
+        let mut folded: BTreeMap<(String, TargetType, String, &'static str), PriorProbe> = BTreeMap::new();
+        for p in self.timeline.iter().filter(|p| p.ktime_ns <= e.header.ktime_ns) {
+            let ms_before = (e.header.ktime_ns - p.ktime_ns) as f64 / 1e6;
+            for cat in &p.categories {
+                let entry = folded.entry((cat.clone(), p.target_type, p.target.clone(), p.how)).or_insert_with(|| PriorProbe {
+                    category: cat.clone(),
+                    target_type: p.target_type,
+                    target: p.target.clone(),
+                    how: p.how,
+                    pids: Vec::new(),
+                    count: 0,
+                    first_ms_before: ms_before,
+                    last_ms_before: ms_before,
+                });
+                entry.count += 1;
+                entry.last_ms_before = ms_before;
+                if !entry.pids.contains(&p.pid) {
+                    entry.pids.push(p.pid);
+                }
+            }
+        }
+        let mut probes_before: Vec<PriorProbe> = folded.into_values().collect();
+        // Category, then the earliest probe first.
+        probes_before.sort_by(|a, b| a.category.cmp(&b.category).then(b.first_ms_before.total_cmp(&a.first_ms_before)));
+        let record = ConnectionRecord {
+            time: self.clock.rfc3339(e.header.ktime_ns),
+            offset_ms: self.offset_ms(e.header.ktime_ns),
+            pid: e.header.tgid,
+            tid: e.header.tid,
+            process: procs.get(e.header.tgid).map(|p| p.name().to_owned()).unwrap_or_default(),
+            lineage: procs.lineage(e.header.tgid),
+            destination,
+            result,
+            probes_before,
+        };
+        self.connections.push(record.clone());
+        record
+    }
+
+    /// Per-category summary of every probe in the run.
+    pub fn summarize(&self) -> Vec<CategorySummary> {
+        let mut by_cat: BTreeMap<String, BTreeMap<(TargetType, String), ProbeSummary>> = BTreeMap::new();
+        for p in &self.timeline {
+            for cat in &p.categories {
+                let s = by_cat.entry(cat.clone()).or_default().entry((p.target_type, p.target.clone())).or_insert_with(|| ProbeSummary {
+                    target_type: p.target_type,
+                    target: p.target.clone(),
+                    how: Vec::new(),
+                    count: 0,
+                    pids: Vec::new(),
+                    first_offset_ms: self.offset_ms(p.ktime_ns),
+                });
+                s.count += 1;
+                if !s.how.contains(&p.how) {
+                    s.how.push(p.how);
+                }
+                if !s.pids.contains(&p.pid) {
+                    s.pids.push(p.pid);
+                }
+            }
+        }
+        // Report categories in policy order.
+        self.category_names
+            .iter()
+            .filter_map(|name| {
+                let probes = by_cat.remove(name)?;
+                let mut probes: Vec<ProbeSummary> = probes.into_values().collect();
+                probes.sort_by(|a, b| a.first_offset_ms.total_cmp(&b.first_offset_ms));
+                Some(CategorySummary { category: name.clone(), probes })
+            })
+            .collect()
+    }
+}
+
+fn destination(e: &ConnectEvent) -> Destination {
+    match e.family {
+        AF_INET => Destination {
+            family: "ipv4",
+            address: Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3]).to_string(),
+            port: e.port,
+        },
+        AF_INET6 => Destination { family: "ipv6", address: Ipv6Addr::from(e.addr).to_string(), port: e.port },
+        other => Destination { family: "unknown", address: format!("family {other}"), port: e.port },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! The internal records: one structure per thing a user reads, from which both the
+//! human format and JSON lines are produced.
+
+use serde::Serialize;
+
+use crate::sensors::AttachStatus;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Exec(ExecRecord),
+    Probe(ProbeRecord),
+    Connect(ConnectionRecord),
+    Exit(ExitRecord),
+    Report(RunReport),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub exe: String,
+    pub argv: Vec<String>,
+    /// More arguments existed than were captured.
+    pub argv_incomplete: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetType {
+    Env,
+    File,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    pub tid: u32,
+    /// Short name of the process (exe basename).
+    pub process: String,
+    pub categories: Vec<String>,
+    pub target_type: TargetType,
+    /// The env name or path, escaped.
+    pub target: String,
+    /// How it was seen: getenv, secure_getenv, open, openat, readlink, readlinkat.
+    pub how: &'static str,
+    /// The kernel truncated the target (path or name too long).
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    /// `ipv4` or `ipv6`.
+    pub family: &'static str,
+    pub address: String,
+    pub port: u16,
+}
+
+/// A probe that came before a connection, folded by (category, target, how).
+#[derive(Debug, Clone, Serialize)]
+pub struct PriorProbe {
+    pub category: String,
+    pub target_type: TargetType,
+    pub target: String,
+    pub how: &'static str,
+    pub pids: Vec<u32>,
+    pub count: u64,
+    /// Milliseconds between the first such probe and the connection.
+    pub first_ms_before: f64,
+    /// Milliseconds between the last such probe and the connection.
+    pub last_ms_before: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    pub tid: u32,
+    pub process: String,
+    /// pid, parent, grandparent... within the watched tree.
+    pub lineage: Vec<u32>,
+    pub destination: Destination,
+    /// `ok`, `in_progress` (non-blocking connect), or the errno name.
+    pub result: String,
+    pub probes_before: Vec<PriorProbe>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExitRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    /// `None` when the process did not call exit_group (killed by a signal, say).
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CliIdentity {
+    pub pid: u32,
+    pub name: String,
+    pub exe: String,
+    /// For interpreters: the script or package path from argv.
+    pub script: Option<String>,
+    pub argv: Vec<String>,
+    pub uid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeSummary {
+    pub target_type: TargetType,
+    pub target: String,
+    pub how: Vec<&'static str>,
+    pub count: u64,
+    pub pids: Vec<u32>,
+    pub first_offset_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CategorySummary {
+    pub category: String,
+    pub probes: Vec<ProbeSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DropCount {
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub policy: String,
+    pub cli: CliIdentity,
+    pub probes: Vec<CategorySummary>,
+    pub connections: Vec<ConnectionRecord>,
+    /// Some sensor did not attach: what it would have seen is missing.
+    pub partial: bool,
+    pub unattached_sensors: Vec<AttachStatus>,
+    /// Every non-zero loss: kernel drop counters and userspace decode failures.
+    pub drops: Vec<DropCount>,
+    pub exit_code: i32,
+}

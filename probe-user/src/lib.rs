@@ -1,0 +1,13 @@
+//! probectl: shows which command-line tool read the time zone, proxy settings, API-relay
+//! settings or host identity before it made network calls.
+//!
+//! Data flow: kernel sensors (`sensors`) → ring buffer → `events` (decode) →
+//! `process` (table) → `correlate` (timelines, probes-before-connect) → `output`.
+//! `policy` compiles YAML into the kernel maps and the userspace classifier.
+
+pub mod correlate;
+pub mod events;
+pub mod output;
+pub mod policy;
+pub mod process;
+pub mod sensors;

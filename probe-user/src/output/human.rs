@@ -1,0 +1,129 @@
+//! The human format. Every string in a record is already escaped.
+
+use std::fmt::Write as _;
+
+use crate::correlate::{ConnectionRecord, Record, RunReport, TargetType};
+
+pub fn render(record: &Record) -> String {
+    let mut s = String::new();
+    match record {
+        Record::Exec(e) => {
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] exec    {}  argv: {}{}",
+                secs(e.offset_ms),
+                e.pid,
+                e.exe,
+                e.argv.join(" "),
+                if e.argv_incomplete { " …(more)" } else { "" }
+            );
+        }
+        Record::Probe(p) => {
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] probe   {:<10} {:<9} {}{}  ({})",
+                secs(p.offset_ms),
+                p.pid,
+                p.categories.join(","),
+                p.how,
+                p.target,
+                if p.truncated { " (truncated)" } else { "" },
+                p.process
+            );
+        }
+        Record::Connect(c) => {
+            let _ = writeln!(s, "{:>9}  [{}] connect {}  ({})", secs(c.offset_ms), c.pid, dest_line(c), c.process);
+            if c.probes_before.is_empty() {
+                let _ = writeln!(s, "{:>9}           no policy probes before it", "");
+            } else {
+                let cats: Vec<&str> = c.probes_before.iter().map(|p| p.category.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                let _ = writeln!(s, "{:>9}           after probing: {}", "", cats.join(", "));
+            }
+        }
+        Record::Exit(e) => {
+            let code = e.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown (no exit_group)".into());
+            let _ = writeln!(s, "{:>9}  [{}] exit    code {code}", secs(e.offset_ms), e.pid);
+        }
+        Record::Report(r) => render_report(&mut s, r),
+    }
+    s
+}
+
+fn secs(ms: f64) -> String {
+    format!("+{:.3}s", ms / 1000.0)
+}
+
+fn dest_line(c: &ConnectionRecord) -> String {
+    let addr = if c.destination.family == "ipv6" { format!("[{}]", c.destination.address) } else { c.destination.address.clone() };
+    format!("{addr}:{} -> {}", c.destination.port, c.result)
+}
+
+fn render_report(s: &mut String, r: &RunReport) {
+    let _ = writeln!(s, "\n== probectl report (policy: {}) ==", r.policy);
+    let cli = &r.cli;
+    let _ = writeln!(s, "CLI      {} (pid {}{})", cli.name, cli.pid, cli.uid.map(|u| format!(", uid {u}")).unwrap_or_default());
+    let _ = writeln!(s, "  exe    {}", cli.exe);
+    if let Some(script) = &cli.script {
+        let _ = writeln!(s, "  script {script}");
+    }
+    let _ = writeln!(s, "  argv   {}", cli.argv.join(" "));
+    let _ = writeln!(s, "\nProbes by category:");
+    if r.probes.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for cat in &r.probes {
+        let _ = writeln!(s, "  {}", cat.category);
+        for p in &cat.probes {
+            let kind = match p.target_type {
+                TargetType::Env => "env ",
+                TargetType::File => "file",
+            };
+            let pids: Vec<String> = p.pids.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                s,
+                "    {kind} {:<28} via {:<18} x{:<4} first at {}  pid {}",
+                p.target,
+                p.how.join(","),
+                p.count,
+                secs(p.first_offset_ms),
+                pids.join(",")
+            );
+        }
+    }
+    let _ = writeln!(s, "\nConnections:");
+    if r.connections.is_empty() {
+        let _ = writeln!(s, "  (none)");
+    }
+    for c in &r.connections {
+        let lineage: Vec<String> = c.lineage.iter().map(u32::to_string).collect();
+        let _ = writeln!(s, "  {} at {} by {} (pid {})", dest_line(c), secs(c.offset_ms), c.process, lineage.join(" < "));
+        if c.probes_before.is_empty() {
+            let _ = writeln!(s, "    no policy probes before it");
+        }
+        for p in &c.probes_before {
+            let _ = writeln!(
+                s,
+                "    before it: {:<10} {:<10} {:<28} x{:<4} {:.1} ms before",
+                p.category, p.how, p.target, p.count, p.first_ms_before
+            );
+        }
+    }
+    let _ = writeln!(s);
+    if r.partial {
+        let _ = writeln!(s, "PARTIAL: these sensors did not attach, so what they watch is missing:");
+        for u in &r.unattached_sensors {
+            let _ = writeln!(s, "  {} ({}): {}", u.program, u.attach_point, u.error.as_deref().unwrap_or("?"));
+        }
+    } else {
+        let _ = writeln!(s, "Sensors: all attached.");
+    }
+    if r.drops.is_empty() {
+        let _ = writeln!(s, "Lost events: none.");
+    } else {
+        let _ = writeln!(s, "LOST EVENTS:");
+        for d in &r.drops {
+            let _ = writeln!(s, "  {}: {}", d.reason, d.count);
+        }
+    }
+    let _ = writeln!(s, "Command exit code: {}", r.exit_code);
+}

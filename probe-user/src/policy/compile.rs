@@ -1,0 +1,107 @@
+//! Compilation: a validated policy becomes kernel map entries (what the kernel filters
+//! on) and a classifier (how userspace names what the kernel reported).
+
+use probe_common::{ENV_NAME_LEN, EnvNameKey, PATH_LEN, PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef};
+
+use super::schema::{Category, Policy};
+
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    pub name: String,
+    pub categories: Vec<Category>,
+    pub kernel: KernelEntries,
+    pub classifier: Classifier,
+}
+
+/// Keys and values for the kernel's policy maps.
+#[derive(Debug, Clone, Default)]
+pub struct KernelEntries {
+    /// `ENV_NAMES`: upper-cased, zero-padded names.
+    pub env_names: Vec<(EnvNameKey, PolicyRef)>,
+    /// `PATHS`: (prefix length in bits, padded path bytes, value).
+    pub paths: Vec<(u32, [u8; PATH_LEN], PolicyRef)>,
+}
+
+/// Maps what the kernel saw back to policy categories.
+#[derive(Debug, Clone, Default)]
+pub struct Classifier {
+    env: Vec<(String, bool, usize)>,
+    exact_paths: Vec<(String, usize)>,
+    prefixes: Vec<(String, usize)>,
+}
+
+impl Classifier {
+    /// Categories (indices) whose env list names `name`, honouring each one's case rule.
+    pub fn env_categories(&self, name: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .env
+            .iter()
+            .filter(|(n, ci, _)| if *ci { n.eq_ignore_ascii_case(name) } else { n == name })
+            .map(|(_, _, c)| *c)
+            .collect();
+        out.dedup();
+        out
+    }
+
+    /// Categories (indices) whose paths or prefixes cover `path`.
+    pub fn path_categories(&self, path: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .exact_paths
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, c)| *c)
+            .chain(self.prefixes.iter().filter(|(p, _)| path.starts_with(p.as_str())).map(|(_, c)| *c))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+fn env_key(name: &str) -> EnvNameKey {
+    let mut key = [0u8; ENV_NAME_LEN];
+    for (dst, src) in key.iter_mut().zip(name.bytes()) {
+        *dst = src.to_ascii_uppercase();
+    }
+    key
+}
+
+fn path_key(path: &str) -> [u8; PATH_LEN] {
+    let mut key = [0u8; PATH_LEN];
+    key[..path.len()].copy_from_slice(path.as_bytes());
+    key
+}
+
+pub(super) fn compile(policy: Policy) -> CompiledPolicy {
+    let mut kernel = KernelEntries::default();
+    let mut classifier = Classifier::default();
+    let mut next_id = 0u32;
+    let mut id = || {
+        next_id += 1;
+        next_id
+    };
+    for (index, cat) in policy.categories.iter().enumerate() {
+        for name in &cat.env {
+            let key = env_key(name);
+            // Two categories may name one variable; the kernel needs it once.
+            if !kernel.env_names.iter().any(|(k, _)| *k == key) {
+                kernel.env_names.push((key, PolicyRef { entry_id: id(), match_kind: 0 }));
+            }
+            classifier.env.push((name.clone(), cat.env_case_insensitive, index));
+        }
+        for path in &cat.paths {
+            // The NUL terminator is part of an exact key, so it cannot match longer paths.
+            let bits = ((path.len() + 1) * 8) as u32;
+            kernel.paths.push((bits, path_key(path), PolicyRef { entry_id: id(), match_kind: PATH_MATCH_EXACT }));
+            classifier.exact_paths.push((path.clone(), index));
+        }
+        for prefix in &cat.path_prefixes {
+            let bits = (prefix.len() * 8) as u32;
+            kernel.paths.push((bits, path_key(prefix), PolicyRef { entry_id: id(), match_kind: PATH_MATCH_PREFIX }));
+            classifier.prefixes.push((prefix.clone(), index));
+        }
+    }
+    kernel.paths.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    kernel.paths.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    CompiledPolicy { name: policy.metadata.name.clone(), categories: policy.categories, kernel, classifier }
+}

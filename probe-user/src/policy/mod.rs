@@ -1,0 +1,52 @@
+//! Policies: YAML schema, validation with file:line:column errors, and compilation into
+//! kernel map entries plus the userspace classifier.
+
+mod compile;
+mod schema;
+
+pub use compile::{Classifier, CompiledPolicy, KernelEntries};
+pub use schema::{Category, Metadata, Policy};
+
+use std::path::Path;
+
+/// The built-in policy, embedded at build time.
+pub const DEFAULT_POLICY_YAML: &str = include_str!("../../../policies/default.yaml");
+pub const DEFAULT_POLICY_SOURCE: &str = "<built-in policies/default.yaml>";
+
+/// The only `apiVersion` this build understands.
+pub const API_VERSION: &str = "probectl.dev/v1alpha1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}\n  hint: check the path and that it is readable")]
+    Read { path: String, source: std::io::Error },
+    #[error("{source_name}:{line}:{column}: {message}")]
+    Parse { source_name: String, line: usize, column: usize, message: String },
+    #[error("{source_name}: {message}\n  hint: {hint}")]
+    Invalid { source_name: String, message: String, hint: String },
+}
+
+/// Loads the embedded default policy.
+pub fn load_default() -> Result<CompiledPolicy, PolicyError> {
+    parse(DEFAULT_POLICY_YAML, DEFAULT_POLICY_SOURCE)
+}
+
+/// Loads and validates a policy file.
+pub fn load_file(path: &Path) -> Result<CompiledPolicy, PolicyError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses, validates and compiles policy text. `source_name` goes into error messages.
+pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyError> {
+    let policy: Policy = serde_yaml::from_str(text).map_err(|err| {
+        let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        PolicyError::Parse { source_name: source_name.to_owned(), line, column, message: err.to_string() }
+    })?;
+    schema::validate(&policy, source_name)?;
+    Ok(compile::compile(policy))
+}
+
+#[cfg(test)]
+mod tests;

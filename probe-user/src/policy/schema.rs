@@ -1,0 +1,118 @@
+//! The serde schema of a policy file, and its validation.
+
+use serde::Deserialize;
+
+use probe_common::{ENV_NAME_LEN, PATH_LEN};
+
+use super::{API_VERSION, PolicyError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub categories: Vec<Category>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A named set of probe targets: env names and file paths.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Category {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Environment variable names, matched exactly (see `env_case_insensitive`).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Match `env` names in any letter case (`https_proxy` = `HTTPS_PROXY`).
+    #[serde(default)]
+    pub env_case_insensitive: bool,
+    /// Absolute paths matched exactly.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Absolute path prefixes: everything under them matches.
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+}
+
+fn invalid(source_name: &str, message: String, hint: &str) -> PolicyError {
+    PolicyError::Invalid { source_name: source_name.to_owned(), message, hint: hint.to_owned() }
+}
+
+pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyError> {
+    if policy.api_version != API_VERSION {
+        return Err(invalid(
+            source_name,
+            format!("unsupported apiVersion {:?}", policy.api_version),
+            &format!("this probectl reads `apiVersion: {API_VERSION}`"),
+        ));
+    }
+    if policy.kind != "Policy" {
+        return Err(invalid(source_name, format!("unsupported kind {:?}", policy.kind), "use `kind: Policy`"));
+    }
+    if policy.metadata.name.trim().is_empty() {
+        return Err(invalid(source_name, "metadata.name is empty".into(), "give the policy a name"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for cat in &policy.categories {
+        if cat.name.trim().is_empty() {
+            return Err(invalid(source_name, "a category has an empty name".into(), "name every category"));
+        }
+        if !seen.insert(cat.name.as_str()) {
+            return Err(invalid(
+                source_name,
+                format!("category {:?} is defined twice", cat.name),
+                "merge the two definitions or rename one",
+            ));
+        }
+        for name in &cat.env {
+            validate_env_name(name).map_err(|why| {
+                invalid(source_name, format!("category {:?}: env name {name:?} {why}", cat.name), "env names are 1-63 bytes of letters, digits and `_`")
+            })?;
+        }
+        for (list, what) in [(&cat.paths, "path"), (&cat.path_prefixes, "path prefix")] {
+            for path in list {
+                validate_path(path).map_err(|why| {
+                    invalid(source_name, format!("category {:?}: {what} {path:?} {why}", cat.name), "paths are absolute, at most 255 bytes, without NUL")
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_env_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() >= ENV_NAME_LEN {
+        return Err("is too long");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err("has characters other than letters, digits and `_`");
+    }
+    Ok(())
+}
+
+fn validate_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("is not absolute");
+    }
+    if path.len() >= PATH_LEN {
+        return Err("is too long");
+    }
+    if path.contains('\0') {
+        return Err("contains NUL");
+    }
+    Ok(())
+}

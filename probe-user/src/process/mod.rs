@@ -1,0 +1,140 @@
+//! The process table: what userspace knows of each watched process (lineage, exe,
+//! argv, uid), built from exec/fork/exit events and seeded from /proc for roots.
+
+use std::collections::HashMap;
+
+use crate::output::escape::escape_bytes;
+
+#[derive(Debug, Clone, Default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: Option<u32>,
+    /// Executable path (escaped for display).
+    pub exe: String,
+    /// argv (each entry escaped for display).
+    pub argv: Vec<String>,
+    /// More argv entries existed than the kernel captured.
+    pub argv_incomplete: bool,
+    pub exit_code: Option<i32>,
+    pub exited: bool,
+}
+
+impl ProcessInfo {
+    /// A short name for output: the basename of the exe, or of argv[0].
+    pub fn name(&self) -> &str {
+        let full = if self.exe.is_empty() { self.argv.first().map(String::as_str).unwrap_or("?") } else { &self.exe };
+        full.rsplit('/').next().unwrap_or(full)
+    }
+
+    /// For interpreters, the script or package they run (first argument that is not
+    /// an option), which is what identifies the CLI; `None` for native programs.
+    pub fn script(&self) -> Option<&str> {
+        const INTERPRETERS: &[&str] = &["node", "nodejs", "python", "python3", "bun", "deno", "ruby", "perl", "sh", "bash"];
+        let name = self.name();
+        let is_interpreter = INTERPRETERS.iter().any(|i| name == *i || (name.starts_with(i) && name[i.len()..].chars().all(|c| c.is_ascii_digit() || c == '.')));
+        if !is_interpreter {
+            return None;
+        }
+        self.argv.iter().skip(1).find(|a| !a.starts_with('-')).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, ProcessInfo>,
+}
+
+impl ProcessTable {
+    pub fn get(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.procs.get(&pid)
+    }
+
+    /// Adds a root from /proc (best effort: it may have exited already).
+    pub fn seed_from_proc(&mut self, pid: u32) {
+        let info = read_proc(pid).unwrap_or(ProcessInfo { pid, ..Default::default() });
+        self.procs.insert(pid, info);
+    }
+
+    /// Adds a root whose parent is known but whose image is not yet the final one
+    /// (a gated child of `probectl run` before its exec).
+    pub fn add_root(&mut self, pid: u32, ppid: u32) {
+        self.procs.insert(pid, ProcessInfo { pid, ppid, ..Default::default() });
+    }
+
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        let mut info = self.procs.get(&parent).cloned().unwrap_or_default();
+        info.pid = child;
+        info.ppid = parent;
+        info.exit_code = None;
+        info.exited = false;
+        self.procs.insert(child, info);
+    }
+
+    pub fn on_exec(&mut self, pid: u32, uid: u32, exe: &[u8], argv: Vec<String>, argv_incomplete: bool) {
+        let info = self.procs.entry(pid).or_insert_with(|| ProcessInfo { pid, ..Default::default() });
+        info.uid = Some(uid);
+        info.exe = escape_bytes(exe);
+        info.argv = argv;
+        info.argv_incomplete = argv_incomplete;
+    }
+
+    pub fn on_exit(&mut self, pid: u32, code: Option<i32>) {
+        if let Some(info) = self.procs.get_mut(&pid) {
+            info.exited = true;
+            info.exit_code = code;
+        }
+    }
+
+    /// pid, then parent, grandparent... as far as the table knows.
+    pub fn lineage(&self, pid: u32) -> Vec<u32> {
+        let mut chain = vec![pid];
+        let mut cur = pid;
+        while let Some(info) = self.procs.get(&cur) {
+            if info.ppid == 0 || chain.contains(&info.ppid) || !self.procs.contains_key(&info.ppid) {
+                break;
+            }
+            chain.push(info.ppid);
+            cur = info.ppid;
+        }
+        chain
+    }
+}
+
+fn read_proc(pid: u32) -> Option<ProcessInfo> {
+    let base = format!("/proc/{pid}");
+    let status = std::fs::read_to_string(format!("{base}/status")).ok()?;
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<u32>().ok())
+    };
+    let exe = std::fs::read_link(format!("{base}/exe")).map(|p| escape_bytes(p.as_os_str().as_encoded_bytes())).unwrap_or_default();
+    let argv = std::fs::read(format!("{base}/cmdline"))
+        .map(|raw| raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(escape_bytes).collect())
+        .unwrap_or_default();
+    Some(ProcessInfo { pid, ppid: field("PPid:")?, uid: field("Uid:"), exe, argv, ..Default::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreters_are_identified_by_their_script() {
+        let node = ProcessInfo { exe: "/usr/bin/node".into(), argv: vec!["node".into(), "--no-warnings".into(), "/opt/cli/cli.js".into()], ..Default::default() };
+        assert_eq!(node.name(), "node");
+        assert_eq!(node.script(), Some("/opt/cli/cli.js"));
+        let py = ProcessInfo { exe: "/usr/bin/python3.11".into(), argv: vec!["python3".into(), "x.py".into()], ..Default::default() };
+        assert_eq!(py.script(), Some("x.py"));
+        let native = ProcessInfo { exe: "/usr/bin/curl".into(), argv: vec!["curl".into(), "x".into()], ..Default::default() };
+        assert_eq!(native.script(), None);
+    }
+
+    #[test]
+    fn lineage_follows_forks_and_stops_at_unknown_parents() {
+        let mut t = ProcessTable::default();
+        t.add_root(10, 1);
+        t.on_fork(10, 11);
+        t.on_fork(11, 12);
+        assert_eq!(t.lineage(12), [12, 11, 10]);
+    }
+}

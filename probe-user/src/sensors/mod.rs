@@ -1,0 +1,286 @@
+//! Loading the kernel object, filling its policy maps, attaching every program, and
+//! reporting honestly what attached where.
+
+mod libc;
+pub mod tracefs;
+
+use std::path::PathBuf;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+};
+use probe_common::{
+    DROP_SLOT_NAMES, DROP_SLOTS, EnvNameKey, MAP_DROPS, MAP_ENV_NAMES, MAP_EVENTS, MAP_PATHS,
+    MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
+    TP_FORK_CHILD_PID, WATCH_ORIGIN_ROOT, WatchEntry,
+};
+use serde::Serialize;
+
+use crate::policy::CompiledPolicy;
+
+/// The compiled kernel object, embedded at build time.
+static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(
+        "probectl needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) to load eBPF programs\n  hint: run it with sudo, e.g. `sudo probectl run -- CMD`"
+    )]
+    NotRoot,
+    #[error("tracefs is unavailable: {detail}\n  hint: mount it with `mount -t tracefs nodev /sys/kernel/tracing` (needs CONFIG_TRACING)")]
+    Tracefs { detail: String },
+    #[error(
+        "cannot load the eBPF programs: {source}\n  hint: probectl needs a kernel with BPF ring buffers (5.8+) and tracepoints; check `dmesg` and that BPF is not disabled (kernel.unprivileged_bpf_disabled does not matter as root, but lockdown=confidentiality does)"
+    )]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("the eBPF object has no map {0}: kernel and userspace builds do not match")]
+    MissingMap(&'static str),
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("no sensor could attach; nothing would be seen:\n{0}\n  hint: check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS")]
+    NothingAttached(String),
+}
+
+/// Which family of sensors a program belongs to (see docs/architecture.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Process,
+    Files,
+    Env,
+    Net,
+}
+
+enum AttachPoint {
+    Tracepoint(&'static str, &'static str),
+    /// A libc symbol; the library is found at start (see `libc::own_libc`).
+    LibcUprobe(&'static str),
+}
+
+struct ProgramSpec {
+    program: &'static str,
+    family: Family,
+    point: AttachPoint,
+}
+
+const fn tp(program: &'static str, family: Family, category: &'static str) -> ProgramSpec {
+    ProgramSpec { program, family, point: AttachPoint::Tracepoint(category, program) }
+}
+
+/// Every program in the object and where it attaches. The program name is the
+/// tracepoint name for tracepoints.
+const PROGRAMS: &[ProgramSpec] = &[
+    tp("sys_enter_execve", Family::Process, "syscalls"),
+    tp("sys_enter_execveat", Family::Process, "syscalls"),
+    tp("sched_process_exec", Family::Process, "sched"),
+    tp("sys_enter_clone", Family::Process, "syscalls"),
+    tp("sys_enter_clone3", Family::Process, "syscalls"),
+    tp("sched_process_fork", Family::Process, "sched"),
+    tp("sys_enter_exit_group", Family::Process, "syscalls"),
+    tp("sched_process_exit", Family::Process, "sched"),
+    tp("sys_enter_open", Family::Files, "syscalls"),
+    tp("sys_enter_openat", Family::Files, "syscalls"),
+    tp("sys_enter_readlink", Family::Files, "syscalls"),
+    tp("sys_enter_readlinkat", Family::Files, "syscalls"),
+    ProgramSpec { program: "getenv", family: Family::Env, point: AttachPoint::LibcUprobe("getenv") },
+    ProgramSpec { program: "secure_getenv", family: Family::Env, point: AttachPoint::LibcUprobe("secure_getenv") },
+    tp("sys_enter_connect", Family::Net, "syscalls"),
+    tp("sys_exit_connect", Family::Net, "syscalls"),
+];
+
+/// What happened to one program at start-up; shown in reports and logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachStatus {
+    pub program: &'static str,
+    pub family: Family,
+    /// e.g. `tracepoint syscalls/sys_enter_openat`, `uprobe /lib/.../libc.so.6:getenv`.
+    pub attach_point: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Loaded and attached kernel sensors. Dropping it detaches everything.
+pub struct Sensors {
+    ebpf: Ebpf,
+    pub status: Vec<AttachStatus>,
+    pub mounted_tracefs: bool,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Sensors {
+    /// Loads the object, writes the policy into the kernel maps and attaches every
+    /// program. Attach failures are recorded in `status`, not fatal, unless nothing
+    /// attached at all.
+    pub fn load(policy: &CompiledPolicy) -> Result<Self, SensorError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(SensorError::NotRoot);
+        }
+        let (tracefs_root, mounted_tracefs) = tracefs::ensure_mounted()?;
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new().load(PROBE_OBJECT).map_err(|source| SensorError::Load { source })?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(err) => {
+                tracing::warn!("kernel-side diagnostics unavailable: {err}");
+                None
+            }
+        };
+        let mut sensors = Sensors { ebpf, status: Vec::new(), mounted_tracefs, logger };
+        sensors.write_tp_offsets(&tracefs_root)?;
+        sensors.write_policy(policy)?;
+        sensors.attach_all();
+        if !sensors.status.iter().any(|s| s.attached) {
+            let detail = sensors
+                .status
+                .iter()
+                .map(|s| format!("  {}: {}", s.attach_point, s.error.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(SensorError::NothingAttached(detail));
+        }
+        Ok(sensors)
+    }
+
+    fn write_tp_offsets(&mut self, root: &std::path::Path) -> Result<(), SensorError> {
+        let offsets = [
+            (TP_FORK_CHILD_PID, "sched_process_fork", "child_pid"),
+            (TP_EXEC_FILENAME, "sched_process_exec", "filename"),
+            (TP_EXEC_OLD_PID, "sched_process_exec", "old_pid"),
+        ];
+        let map = self.ebpf.map_mut(MAP_TP_OFFSETS).ok_or(SensorError::MissingMap(MAP_TP_OFFSETS))?;
+        let mut array: Array<_, u32> =
+            Array::try_from(map).map_err(|source| SensorError::Map { map: MAP_TP_OFFSETS, source })?;
+        for (slot, event, field) in offsets {
+            let offset = tracefs::field_offset(root, "sched", event, field)?;
+            array.set(slot, offset, 0).map_err(|source| SensorError::Map { map: MAP_TP_OFFSETS, source })?;
+        }
+        Ok(())
+    }
+
+    fn write_policy(&mut self, policy: &CompiledPolicy) -> Result<(), SensorError> {
+        let map = self.ebpf.map_mut(MAP_ENV_NAMES).ok_or(SensorError::MissingMap(MAP_ENV_NAMES))?;
+        let mut env: HashMap<_, EnvNameKey, PolicyRef> =
+            HashMap::try_from(map).map_err(|source| SensorError::Map { map: MAP_ENV_NAMES, source })?;
+        for (key, value) in &policy.kernel.env_names {
+            env.insert(key, value, 0).map_err(|source| SensorError::Map { map: MAP_ENV_NAMES, source })?;
+        }
+        let map = self.ebpf.map_mut(MAP_PATHS).ok_or(SensorError::MissingMap(MAP_PATHS))?;
+        let mut paths: LpmTrie<_, [u8; PATH_LEN], PolicyRef> =
+            LpmTrie::try_from(map).map_err(|source| SensorError::Map { map: MAP_PATHS, source })?;
+        for (bits, data, value) in &policy.kernel.paths {
+            paths
+                .insert(&Key::new(*bits, *data), value, 0)
+                .map_err(|source| SensorError::Map { map: MAP_PATHS, source })?;
+        }
+        Ok(())
+    }
+
+    fn attach_all(&mut self) {
+        let libc = libc::own_libc();
+        for spec in PROGRAMS {
+            let (attach_point, result) = match &spec.point {
+                AttachPoint::Tracepoint(category, name) => (
+                    format!("tracepoint {category}/{name}"),
+                    self.attach_tracepoint(spec.program, category, name),
+                ),
+                AttachPoint::LibcUprobe(symbol) => match &libc {
+                    Some(path) => (
+                        format!("uprobe {}:{symbol}", path.display()),
+                        self.attach_uprobe(spec.program, symbol, path.clone()),
+                    ),
+                    None => (format!("uprobe libc:{symbol}"), Err("no libc found in /proc/self/maps".to_owned())),
+                },
+            };
+            if let Err(err) = &result {
+                tracing::warn!("sensor {} not attached at {attach_point}: {err}", spec.program);
+            }
+            self.status.push(AttachStatus {
+                program: spec.program,
+                family: spec.family,
+                attach_point,
+                attached: result.is_ok(),
+                error: result.err(),
+            });
+        }
+    }
+
+    fn attach_tracepoint(&mut self, program: &str, category: &str, name: &str) -> Result<(), String> {
+        let prog = self.ebpf.program_mut(program).ok_or("program missing from the object")?;
+        let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        prog.attach(category, name).map_err(|e| format!("attach: {e:#}"))?;
+        Ok(())
+    }
+
+    fn attach_uprobe(&mut self, program: &str, symbol: &str, target: PathBuf) -> Result<(), String> {
+        let prog = self.ebpf.program_mut(program).ok_or("program missing from the object")?;
+        let prog: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
+        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        prog.attach(symbol, &target, UProbeScope::AllProcesses).map_err(|e| format!("attach: {e:#}"))?;
+        Ok(())
+    }
+
+    /// Adds a root process to the kernel's watched set. Its descendants are added by
+    /// the kernel at fork.
+    pub fn watch(&mut self, tgid: u32) -> Result<(), SensorError> {
+        let map = self.ebpf.map_mut(MAP_WATCHED).ok_or(SensorError::MissingMap(MAP_WATCHED))?;
+        let mut watched: HashMap<_, u32, WatchEntry> =
+            HashMap::try_from(map).map_err(|source| SensorError::Map { map: MAP_WATCHED, source })?;
+        watched
+            .insert(tgid, WatchEntry { origin: WATCH_ORIGIN_ROOT, parent_tgid: 0 }, 0)
+            .map_err(|source| SensorError::Map { map: MAP_WATCHED, source })
+    }
+
+    /// Takes the event ring buffer; call once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, SensorError> {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(SensorError::MissingMap(MAP_EVENTS))?;
+        RingBuf::try_from(map).map_err(|source| SensorError::Map { map: MAP_EVENTS, source })
+    }
+
+    /// Kernel drop counters summed over CPUs, by reason, including zeros.
+    pub fn drops(&self) -> Result<Vec<(&'static str, u64)>, SensorError> {
+        let map = self.ebpf.map(MAP_DROPS).ok_or(SensorError::MissingMap(MAP_DROPS))?;
+        let array: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| SensorError::Map { map: MAP_DROPS, source })?;
+        (0..DROP_SLOTS)
+            .map(|slot| {
+                let per_cpu = array.get(&slot, 0).map_err(|source| SensorError::Map { map: MAP_DROPS, source })?;
+                Ok((DROP_SLOT_NAMES[slot as usize], per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Forwards pending kernel-side diagnostics (aya-log) to tracing.
+    pub fn flush_kernel_logs(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
+    }
+
+    /// Sensors that did not attach, for "partial" markers in reports.
+    pub fn unattached(&self) -> impl Iterator<Item = &AttachStatus> {
+        self.status.iter().filter(|s| !s.attached)
+    }
+}
+
+fn raise_memlock_limit() {
+    // Kernels since 5.11 account BPF memory to the cgroup and ignore RLIMIT_MEMLOCK;
+    // older ones need it raised. Failure only matters on those, where load will say so.
+    let unlimited = libc_rlimit();
+    // SAFETY: plain setrlimit call with a valid struct.
+    let _ = unsafe { ::libc::setrlimit(::libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+fn libc_rlimit() -> ::libc::rlimit {
+    ::libc::rlimit { rlim_cur: ::libc::RLIM_INFINITY, rlim_max: ::libc::RLIM_INFINITY }
+}
