@@ -90,6 +90,11 @@ pub const FILE_OP_READLINK: u32 = 3;
 pub const FILE_OP_READLINKAT: u32 = 4;
 
 /// A watched process named a policy path in a path-taking syscall.
+///
+/// The syscall's arguments are parked at `sys_enter_*` and the path is read at
+/// `sys_exit_*`: by then the kernel has faulted the string's page in (a fresh process's
+/// string literals are often not yet mapped at entry, where a non-faulting read fails),
+/// and the result is known.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FileEvent {
@@ -102,19 +107,39 @@ pub struct FileEvent {
     pub dfd: i32,
     /// open flags (`O_*`); 0 for readlink.
     pub open_flags: u32,
+    /// Syscall result: an fd (open), a byte count (readlink), or `-errno`.
+    pub ret: i32,
     /// Bytes of `path` before the NUL.
     pub path_len: u32,
     /// Non-zero: the path did not fit in `PATH_LEN - 1` bytes.
     pub path_truncated: u32,
+    pub _pad0: u32,
     pub path: [u8; PATH_LEN],
 }
-const _: () = assert!(core::mem::size_of::<FileEvent>() == 24 + 24 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<FileEvent>() == 24 + 32 + PATH_LEN);
+
+/// Arguments of a path-taking syscall, parked between enter and exit (key: tid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingPath {
+    /// User address of the path string.
+    pub path_ptr: u64,
+    pub op: u32,
+    pub dfd: i32,
+    pub open_flags: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingPath>() == 24);
 
 /// `EnvEvent::op`
 pub const ENV_OP_GETENV: u32 = 1;
 pub const ENV_OP_SECURE_GETENV: u32 = 2;
 
 /// A watched process looked up an environment variable that the policy names.
+///
+/// The name pointer is parked by the getenv uprobe and the name is read by the
+/// uretprobe, for the same reason as `FileEvent`: at entry the caller's string literal
+/// may sit in a page the process has not touched yet; getenv itself faults it in.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EnvEvent {
@@ -127,10 +152,23 @@ pub struct EnvEvent {
     pub name_len: u32,
     /// Non-zero: the name did not fit in `ENV_NAME_LEN - 1` bytes.
     pub name_truncated: u32,
+    /// Non-zero: the variable was set (getenv returned non-NULL).
+    pub value_present: u32,
+    pub _pad0: u32,
     /// The name exactly as the program passed it (not case-folded).
     pub name: [u8; ENV_NAME_LEN],
 }
-const _: () = assert!(core::mem::size_of::<EnvEvent>() == 24 + 16 + ENV_NAME_LEN);
+const _: () = assert!(core::mem::size_of::<EnvEvent>() == 24 + 24 + ENV_NAME_LEN);
+
+/// A getenv call in flight, parked by the entry uprobe (key: tid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingEnv {
+    pub name_ptr: u64,
+    pub op: u32,
+    pub _pad0: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingEnv>() == 16);
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

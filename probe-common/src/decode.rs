@@ -12,6 +12,8 @@ unsafe impl aya::Pod for WatchEntry {}
 unsafe impl aya::Pod for PolicyRef {}
 unsafe impl aya::Pod for EventHeader {}
 unsafe impl aya::Pod for PendingConnect {}
+unsafe impl aya::Pod for PendingPath {}
+unsafe impl aya::Pod for PendingEnv {}
 
 /// A decoded event. Large payloads are boxed so the enum stays small.
 #[derive(Clone, Debug)]

@@ -1,46 +1,83 @@
-//! Environment lookups: uprobes on libc getenv/secure_getenv. Userspace attaches them
-//! to the libc the watched processes map; this side filters to watched processes and
-//! policy names before it reserves any ring-buffer space.
+//! Environment lookups: uprobes and uretprobes on libc getenv/secure_getenv.
+//! Userspace attaches them to the libc the watched processes map; this side filters
+//! to watched processes and policy names before it reserves any ring-buffer space.
 //!
-//! match-proto: uprobe libc:getenv(const char *name)
-//! match-proto: uprobe libc:secure_getenv(const char *name)
+//! match-proto: uprobe    libc:getenv(const char *name)        -> park name pointer
+//! match-proto: uretprobe libc:getenv -> char *                -> read name, emit
+//! match-proto: uprobe    libc:secure_getenv(const char *name) -> park name pointer
+//! match-proto: uretprobe libc:secure_getenv -> char *         -> read name, emit
+//!
+//! The name is read on return, not on entry: a freshly forked or exec'd process often
+//! has not touched the page that holds the caller's string literal yet, and a BPF
+//! read cannot fault it in. getenv reads the name itself, so at return it is resident.
 
-use aya_ebpf::{helpers::bpf_probe_read_user_str_bytes, macros::uprobe, programs::ProbeContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_user_str_bytes,
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
 use probe_common::{
     DROP_RING_FULL_ENV, ENV_NAME_LEN, ENV_OP_GETENV, ENV_OP_SECURE_GETENV, EVENT_ENV, EnvEvent,
+    PendingEnv,
 };
 
 use crate::{
-    maps::{ENV_NAMES, EVENTS},
+    maps::{ENV_NAMES, EVENTS, PENDING_ENV},
     util::{count_drop, current_ids, header, is_watched},
 };
 
 #[uprobe]
 pub fn getenv(ctx: ProbeContext) -> u32 {
-    let _ = try_getenv(&ctx, ENV_OP_GETENV);
+    park(&ctx, ENV_OP_GETENV);
     0
 }
 
 #[uprobe]
 pub fn secure_getenv(ctx: ProbeContext) -> u32 {
-    let _ = try_getenv(&ctx, ENV_OP_SECURE_GETENV);
+    park(&ctx, ENV_OP_SECURE_GETENV);
+    0
+}
+
+#[uretprobe]
+pub fn getenv_ret(ctx: RetProbeContext) -> u32 {
+    let _ = try_return(&ctx);
+    0
+}
+
+#[uretprobe]
+pub fn secure_getenv_ret(ctx: RetProbeContext) -> u32 {
+    let _ = try_return(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_getenv(ctx: &ProbeContext, op: u32) -> Result<(), i64> {
+fn park(ctx: &ProbeContext, op: u32) {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
-        return Ok(());
+        return;
     }
-    let name_ptr: *const u8 = ctx.arg(0).ok_or(-1i64)?;
+    if let Some(name_ptr) = ctx.arg::<u64>(0) {
+        let _ = PENDING_ENV.insert(tid, PendingEnv { name_ptr, op, _pad0: 0 }, 0);
+    }
+}
+
+#[inline(always)]
+fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    let Some(pending) = PENDING_ENV.get_ptr(tid) else {
+        return Ok(());
+    };
+    // SAFETY: value pointer from a successful lookup; copied before the remove.
+    let pending = unsafe { *pending };
+    let _ = PENDING_ENV.remove(tid);
+    let value: u64 = ctx.ret();
     let mut name = [0u8; ENV_NAME_LEN];
-    let len = unsafe { bpf_probe_read_user_str_bytes(name_ptr, &mut name) }
+    let len = unsafe { bpf_probe_read_user_str_bytes(pending.name_ptr as *const u8, &mut name) }
         .map_err(|e| e as i64)?
         .len();
     if len >= ENV_NAME_LEN - 1 {
-        // Longer than any name a policy may hold (policy validation caps them), so it
-        // cannot match; not an event, not a drop.
+        // Longer than any name a policy may hold (validation caps them below this), so
+        // it cannot match: not an event, not a drop.
         return Ok(());
     }
     let mut key = [0u8; ENV_NAME_LEN];
@@ -56,10 +93,12 @@ fn try_getenv(ctx: &ProbeContext, op: u32) -> Result<(), i64> {
         Some(mut entry) => {
             entry.write(EnvEvent {
                 header: header(EVENT_ENV, tgid, tid),
-                op,
+                op: pending.op,
                 entry_id,
                 name_len: len as u32,
                 name_truncated: 0,
+                value_present: (value != 0) as u32,
+                _pad0: 0,
                 name,
             });
             entry.submit(0);

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use probe_common::{
     ENV_NAME_LEN, EnvNameKey, ExecEvent, MAX_POLICY_ENTRIES, MAX_WATCHED, PATH_LEN,
-    PendingConnect, PolicyRef, RING_BYTES, WatchEntry, DROP_SLOTS, TP_OFFSET_SLOTS,
+    PendingConnect, PendingEnv, PendingPath, PolicyRef, RING_BYTES, WatchEntry, DROP_SLOTS, TP_OFFSET_SLOTS,
 };
 
 /// The one ring buffer all events go through.
@@ -64,3 +64,11 @@ pub static EXIT_CODES: LruHashMap<u32, i32> = LruHashMap::with_max_entries(MAX_W
 pub static PENDING_CONNECT: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(1_024, 0);
 
 const _: () = assert!(ENV_NAME_LEN == 64);
+
+/// Path-taking syscall arguments parked between enter and exit (key: tid).
+#[map]
+pub static PENDING_PATH: LruHashMap<u32, PendingPath> = LruHashMap::with_max_entries(4_096, 0);
+
+/// getenv calls in flight, parked between the uprobe and the uretprobe (key: tid).
+#[map]
+pub static PENDING_ENV: LruHashMap<u32, PendingEnv> = LruHashMap::with_max_entries(4_096, 0);

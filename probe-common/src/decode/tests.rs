@@ -20,8 +20,10 @@ fn file_event(path: &[u8]) -> FileEvent {
         entry_id: 7,
         dfd: -100,
         open_flags: 0,
+        ret: 3,
         path_len: path.len() as u32,
         path_truncated: 0,
+        _pad0: 0,
         path: [0; PATH_LEN],
     };
     e.path[..path.len()].copy_from_slice(path);

@@ -111,7 +111,8 @@ impl Correlator {
             return None;
         }
         let how = if e.op == ENV_OP_GETENV { "getenv" } else { "secure_getenv" };
-        self.probe(e.header.ktime_ns, e.header.tgid, e.header.tid, cats, TargetType::Env, name, how, e.name_truncated != 0, procs)
+        let seen = Seen { how, result: if e.value_present != 0 { "set".into() } else { "unset".into() }, truncated: e.name_truncated != 0 };
+        self.probe(&e.header, cats, TargetType::Env, name, seen, procs)
     }
 
     fn on_file(&mut self, e: &FileEvent, procs: &ProcessTable) -> Option<Record> {
@@ -127,22 +128,21 @@ impl Correlator {
             FILE_OP_READLINKAT => "readlinkat",
             _ => "file",
         };
-        self.probe(e.header.ktime_ns, e.header.tgid, e.header.tid, cats, TargetType::File, path, how, e.path_truncated != 0, procs)
+        let result = if e.ret >= 0 { "ok".to_owned() } else { errno_name(e.ret) };
+        let seen = Seen { how, result, truncated: e.path_truncated != 0 };
+        self.probe(&e.header, cats, TargetType::File, path, seen, procs)
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site per event kind; a struct would only rename them")]
     fn probe(
         &mut self,
-        ktime_ns: u64,
-        pid: u32,
-        tid: u32,
+        header: &probe_common::EventHeader,
         cats: Vec<usize>,
         target_type: TargetType,
         target: String,
-        how: &'static str,
-        truncated: bool,
+        seen: Seen,
         procs: &ProcessTable,
     ) -> Option<Record> {
+        let (ktime_ns, pid, tid, how) = (header.ktime_ns, header.tgid, header.tid, seen.how);
         let categories: Vec<String> = cats.iter().map(|&i| self.category_names[i].clone()).collect();
         if self.timeline.len() >= MAX_TIMELINE {
             self.timeline.remove(0);
@@ -162,7 +162,8 @@ impl Correlator {
             target_type,
             target,
             how,
-            truncated,
+            result: seen.result,
+            truncated: seen.truncated,
         }))
     }
 
@@ -171,7 +172,7 @@ impl Correlator {
         let result = match e.ret {
             0 => "ok".to_owned(),
             -115 => "in_progress".to_owned(),
-            r => format!("{:?}", nix::errno::Errno::from_raw(-r)),
+            r => errno_name(r),
         };
         // Every watched process of a run belongs to the one tree, so every earlier probe counts.
         let mut folded: BTreeMap<(String, TargetType, String, &'static str), PriorProbe> = BTreeMap::new();
@@ -246,6 +247,18 @@ impl Correlator {
             })
             .collect()
     }
+}
+
+/// How a probe was seen and what it got.
+struct Seen {
+    how: &'static str,
+    result: String,
+    truncated: bool,
+}
+
+/// `-111` -> `ECONNREFUSED`.
+fn errno_name(ret: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(-ret))
 }
 
 fn destination(e: &ConnectEvent) -> Destination {

@@ -49,6 +49,9 @@ pub struct ProbeRecord {
     pub target: String,
     /// How it was seen: getenv, secure_getenv, open, openat, readlink, readlinkat.
     pub how: &'static str,
+    /// What the probe got: `set`/`unset` for env lookups; `ok` or the errno name for
+    /// file operations.
+    pub result: String,
     /// The kernel truncated the target (path or name too long).
     pub truncated: bool,
 }

@@ -8,13 +8,13 @@ fn hdr(kind: u32, pid: u32, ktime_ns: u64) -> EventHeader {
 }
 
 fn env(pid: u32, t: u64, name: &str) -> Event {
-    let mut e = EnvEvent { header: hdr(EVENT_ENV, pid, t), op: ENV_OP_GETENV, entry_id: 1, name_len: name.len() as u32, name_truncated: 0, name: [0; ENV_NAME_LEN] };
+    let mut e = EnvEvent { header: hdr(EVENT_ENV, pid, t), op: ENV_OP_GETENV, entry_id: 1, name_len: name.len() as u32, name_truncated: 0, value_present: 0, _pad0: 0, name: [0; ENV_NAME_LEN] };
     e.name[..name.len()].copy_from_slice(name.as_bytes());
     Event::Env(e)
 }
 
 fn file(pid: u32, t: u64, op: u32, path: &str) -> Event {
-    let mut e = FileEvent { header: hdr(EVENT_FILE, pid, t), op, entry_id: 1, dfd: -100, open_flags: 0, path_len: path.len() as u32, path_truncated: 0, path: [0; PATH_LEN] };
+    let mut e = FileEvent { header: hdr(EVENT_FILE, pid, t), op, entry_id: 1, dfd: -100, open_flags: 0, ret: 3, path_len: path.len() as u32, path_truncated: 0, _pad0: 0, path: [0; PATH_LEN] };
     e.path[..path.len()].copy_from_slice(path.as_bytes());
     Event::File(Box::new(e))
 }

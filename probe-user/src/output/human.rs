@@ -21,13 +21,14 @@ pub fn render(record: &Record) -> String {
         Record::Probe(p) => {
             let _ = writeln!(
                 s,
-                "{:>9}  [{}] probe   {:<10} {:<9} {}{}  ({})",
+                "{:>9}  [{}] probe   {:<10} {:<9} {}{} -> {}  ({})",
                 secs(p.offset_ms),
                 p.pid,
                 p.categories.join(","),
                 p.how,
                 p.target,
                 if p.truncated { " (truncated)" } else { "" },
+                p.result,
                 p.process
             );
         }

@@ -62,7 +62,8 @@ pub enum Family {
 
 enum AttachPoint {
     Tracepoint(&'static str, &'static str),
-    /// A libc symbol; the library is found at start (see `libc::own_libc`).
+    /// A libc symbol; the library is found at start (see `libc::own_libc`). The
+    /// program's own section says whether it is a uprobe or a uretprobe.
     LibcUprobe(&'static str),
 }
 
@@ -91,8 +92,14 @@ const PROGRAMS: &[ProgramSpec] = &[
     tp("sys_enter_openat", Family::Files, "syscalls"),
     tp("sys_enter_readlink", Family::Files, "syscalls"),
     tp("sys_enter_readlinkat", Family::Files, "syscalls"),
+    tp("sys_exit_open", Family::Files, "syscalls"),
+    tp("sys_exit_openat", Family::Files, "syscalls"),
+    tp("sys_exit_readlink", Family::Files, "syscalls"),
+    tp("sys_exit_readlinkat", Family::Files, "syscalls"),
     ProgramSpec { program: "getenv", family: Family::Env, point: AttachPoint::LibcUprobe("getenv") },
+    ProgramSpec { program: "getenv_ret", family: Family::Env, point: AttachPoint::LibcUprobe("getenv") },
     ProgramSpec { program: "secure_getenv", family: Family::Env, point: AttachPoint::LibcUprobe("secure_getenv") },
+    ProgramSpec { program: "secure_getenv_ret", family: Family::Env, point: AttachPoint::LibcUprobe("secure_getenv") },
     tp("sys_enter_connect", Family::Net, "syscalls"),
     tp("sys_exit_connect", Family::Net, "syscalls"),
 ];
@@ -195,7 +202,7 @@ impl Sensors {
                 ),
                 AttachPoint::LibcUprobe(symbol) => match &libc {
                     Some(path) => (
-                        format!("uprobe {}:{symbol}", path.display()),
+                        format!("{} {}:{symbol}", if spec.program.ends_with("_ret") { "uretprobe" } else { "uprobe" }, path.display()),
                         self.attach_uprobe(spec.program, symbol, path.clone()),
                     ),
                     None => (format!("uprobe libc:{symbol}"), Err("no libc found in /proc/self/maps".to_owned())),

@@ -1,0 +1,153 @@
+//! Shared helpers of the root integration tests: privilege checks that fail loudly
+//! under CI, fixture builds, a real TCP listener, and running `probectl` with a deadline.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long any single probectl run may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// True when the eBPF tests can run. Under `CI=true` a missing capability is a test
+/// failure, never a skip; on a developer machine without root the test says so
+/// loudly and returns early.
+pub fn bpf_available(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: CI=true but not running as root; the eBPF integration tests must run here, not be skipped");
+    }
+    eprintln!("NOT RUN {test}: needs root to load eBPF programs (run `sudo -E cargo xtask test`)");
+    false
+}
+
+pub fn probectl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_probectl"))
+}
+
+/// Compiles the C fixture once per test binary into the cargo tmp dir.
+pub fn c_fixture() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tz_probe.c");
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tz_probe-{}", std::process::id()));
+            let status = Command::new("cc")
+                .args(["-O1", "-Wall", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cc to build {}: {e} (install gcc)", src.display()));
+            assert!(status.success(), "cc failed to build {}", src.display());
+            out
+        })
+        .clone()
+}
+
+pub fn node_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node_probe.js")
+}
+
+/// A real listener on loopback that accepts and drains every connection.
+pub struct Listener {
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener");
+        let port = listener.local_addr().expect("listener address").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut sink = Vec::new();
+                    let _ = stream.read_to_end(&mut sink);
+                });
+            }
+        });
+        Self { port }
+    }
+}
+
+/// Runs a command to completion, failing the test if it outlives `DEADLINE`.
+pub fn run_with_deadline(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(out) => out.expect("wait for probectl"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            panic!("{cmd:?} did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// The result of `probectl run --json -- ARGS`.
+pub struct JsonRun {
+    pub code: i32,
+    pub records: Vec<Value>,
+    pub stderr: String,
+}
+
+impl JsonRun {
+    pub fn of_type(&self, ty: &str) -> Vec<&Value> {
+        self.records.iter().filter(|r| r["type"] == ty).collect()
+    }
+
+    pub fn report(&self) -> &Value {
+        let reports = self.of_type("report");
+        assert_eq!(reports.len(), 1, "expected one report record; stderr:\n{}", self.stderr);
+        reports[0]
+    }
+
+    /// A probe record matching pid, how and target, or a panic that shows all probes.
+    pub fn probe(&self, pid: u64, how: &[&str], target: &str) -> &Value {
+        self.of_type("probe")
+            .into_iter()
+            .find(|p| p["pid"] == pid && how.iter().any(|h| p["how"] == *h) && p["target"] == target)
+            .unwrap_or_else(|| panic!("no probe {how:?} {target} by pid {pid}; probes: {:#?}\nstderr:\n{}", self.of_type("probe"), self.stderr))
+    }
+}
+
+pub fn probectl_json(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> JsonRun {
+    let mut cmd = Command::new(probectl());
+    cmd.arg("run").arg("--json").arg("--").args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = run_with_deadline(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The watched command shares stdout; records are the lines that parse as objects
+    // with a `type`.
+    let records = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("type").is_some())
+        .collect();
+    JsonRun { code: out.status.code().unwrap_or(-1), records, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// Names of the probes listed before a connection, as (category, how, target).
+pub fn probes_before(conn: &Value) -> Vec<(String, String, String)> {
+    conn["probes_before"]
+        .as_array()
+        .expect("probes_before is an array")
+        .iter()
+        .map(|p| (p["category"].as_str().unwrap().to_owned(), p["how"].as_str().unwrap().to_owned(), p["target"].as_str().unwrap().to_owned()))
+        .collect()
+}
