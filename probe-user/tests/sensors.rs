@@ -157,3 +157,47 @@ fn tempfile_path(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     dir.join(format!("{name}-{}-{:?}", std::process::id(), std::thread::current().id()))
 }
+
+#[test]
+fn a_burst_is_delivered_or_counted_as_lost_never_silently_dropped() {
+    if !bpf_available("a_burst_is_delivered_or_counted_as_lost_never_silently_dropped") {
+        return;
+    }
+    const CALLS: u64 = 50_000;
+    let run = probectl_json(&[c_fixture().as_os_str(), OsStr::new("burst"), OsStr::new(&CALLS.to_string())], &[]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let report = run.report();
+    let delivered: u64 = report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["probes"].as_array().unwrap())
+        .filter(|p| p["target"] == "TZ")
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum();
+    let lost: u64 = report["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| ["kernel:ring_full_env", "userspace:timeline_overflow"].contains(&d["reason"].as_str().unwrap()))
+        .map(|d| d["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(delivered + lost, CALLS, "every getenv(TZ) is either reported or counted as lost: delivered {delivered}, lost {lost}, drops {:#}", report["drops"]);
+    // Repeats are folded in the stream: one line, not fifty thousand.
+    let streamed = run.of_type("probe").iter().filter(|p| p["target"] == "TZ").count();
+    assert_eq!(streamed, 1);
+}
+
+#[test]
+fn command_runs_as_the_sudo_invoking_user() {
+    if !bpf_available("command_runs_as_the_sudo_invoking_user") {
+        return;
+    }
+    let fixture = c_fixture();
+    let run = probectl_json(&[fixture.as_os_str(), OsStr::new("exit"), OsStr::new("0")], &[("SUDO_UID", "65534"), ("SUDO_GID", "65534")]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let exec = run.of_type("exec");
+    assert_eq!(exec.len(), 1, "{exec:#?}");
+    assert_eq!(exec[0]["uid"], 65534, "exec'd as SUDO_UID, not root");
+    assert_eq!(run.report()["cli"]["uid"], 65534);
+}

@@ -3,7 +3,7 @@
 
 pub mod records;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{
@@ -35,7 +35,7 @@ pub struct Correlator {
     start_ns: u64,
     category_names: Vec<String>,
     classifier: crate::policy::Classifier,
-    timeline: Vec<TimelineProbe>,
+    timeline: VecDeque<TimelineProbe>,
     /// Probes evicted from a full timeline.
     pub timeline_overflow: u64,
     /// (pid, how, target) already streamed; repeats are only counted.
@@ -52,7 +52,7 @@ impl Correlator {
             start_ns,
             category_names: policy.categories.iter().map(|c| c.name.clone()).collect(),
             classifier: policy.classifier.clone(),
-            timeline: Vec::new(),
+            timeline: VecDeque::new(),
             timeline_overflow: 0,
             streamed: HashSet::new(),
             connections: Vec::new(),
@@ -145,10 +145,10 @@ impl Correlator {
         let (ktime_ns, pid, tid, how) = (header.ktime_ns, header.tgid, header.tid, seen.how);
         let categories: Vec<String> = cats.iter().map(|&i| self.category_names[i].clone()).collect();
         if self.timeline.len() >= MAX_TIMELINE {
-            self.timeline.remove(0);
+            self.timeline.pop_front();
             self.timeline_overflow += 1;
         }
-        self.timeline.push(TimelineProbe { ktime_ns, pid, categories: categories.clone(), target_type, target: target.clone(), how });
+        self.timeline.push_back(TimelineProbe { ktime_ns, pid, categories: categories.clone(), target_type, target: target.clone(), how });
         if !self.streamed.insert((pid, how, target.clone())) {
             return None;
         }
