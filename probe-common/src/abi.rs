@@ -56,7 +56,8 @@ pub struct ExecEvent {
     /// NUL-terminated argv strings, one per slot.
     pub argv: [[u8; ARGV_SLOT_LEN]; ARGV_SLOTS],
 }
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 24 + PATH_LEN + ARGV_SLOTS * ARGV_SLOT_LEN);
+const _: () =
+    assert!(core::mem::size_of::<ExecEvent>() == 24 + 24 + PATH_LEN + ARGV_SLOTS * ARGV_SLOT_LEN);
 
 /// A watched process created a new process (not a thread: thread clones are filtered in
 /// the kernel because threads share their group's watch).

@@ -51,20 +51,35 @@ pub enum DecodeError {
     UnknownKind { kind: u32, len: usize },
     #[error("event kind {kind} needs {need} bytes but the record has {len}")]
     Truncated { kind: u32, len: usize, need: usize },
-    #[error("event kind {kind} is {need} bytes but the record has {len}: kernel and userspace ABI differ")]
+    #[error(
+        "event kind {kind} is {need} bytes but the record has {len}: kernel and userspace ABI differ"
+    )]
     Oversized { kind: u32, len: usize, need: usize },
     #[error("event kind {kind}: {field} length {value} exceeds its {cap}-byte array")]
-    BadLength { kind: u32, field: &'static str, value: u32, cap: usize },
+    BadLength {
+        kind: u32,
+        field: &'static str,
+        value: u32,
+        cap: usize,
+    },
 }
 
 /// Reads a `T` from the start of `bytes`, which must be exactly `size_of::<T>()` long.
 fn read_exact<T: Copy>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if bytes.len() < need {
-        return Err(DecodeError::Truncated { kind, len: bytes.len(), need });
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+            need,
+        });
     }
     if bytes.len() > need {
-        return Err(DecodeError::Oversized { kind, len: bytes.len(), need });
+        return Err(DecodeError::Oversized {
+            kind,
+            len: bytes.len(),
+            need,
+        });
     }
     // SAFETY: length checked above; `T` is one of the plain-old-data ABI structs for
     // which every bit pattern is valid; `read_unaligned` because ring-buffer records
@@ -74,7 +89,12 @@ fn read_exact<T: Copy>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
 
 fn check_len(kind: u32, field: &'static str, value: u32, cap: usize) -> Result<(), DecodeError> {
     if value as usize >= cap {
-        return Err(DecodeError::BadLength { kind, field, value, cap });
+        return Err(DecodeError::BadLength {
+            kind,
+            field,
+            value,
+            cap,
+        });
     }
     Ok(())
 }
@@ -83,7 +103,10 @@ fn check_len(kind: u32, field: &'static str, value: u32, cap: usize) -> Result<(
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let need = size_of::<EventHeader>();
     if bytes.len() < need {
-        return Err(DecodeError::ShortHeader { len: bytes.len(), need });
+        return Err(DecodeError::ShortHeader {
+            len: bytes.len(),
+            need,
+        });
     }
     let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     Ok(match kind {
@@ -105,7 +128,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Event::Env(e)
         }
         EVENT_CONNECT => Event::Connect(read_exact(kind, bytes)?),
-        _ => return Err(DecodeError::UnknownKind { kind, len: bytes.len() }),
+        _ => {
+            return Err(DecodeError::UnknownKind {
+                kind,
+                len: bytes.len(),
+            });
+        }
     })
 }
 

@@ -57,7 +57,15 @@ fn park(ctx: &ProbeContext, op: u32) {
         return;
     }
     if let Some(name_ptr) = ctx.arg::<u64>(0) {
-        let _ = PENDING_ENV.insert(tid, PendingEnv { name_ptr, op, _pad0: 0 }, 0);
+        let _ = PENDING_ENV.insert(
+            tid,
+            PendingEnv {
+                name_ptr,
+                op,
+                _pad0: 0,
+            },
+            0,
+        );
     }
 }
 
@@ -85,7 +93,7 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
         let c = name[i];
         key[i] = if c.is_ascii_lowercase() { c - 32 } else { c };
     }
-    let Some(policy) = (unsafe { ENV_NAMES.get(&key) }) else {
+    let Some(policy) = (unsafe { ENV_NAMES.get(key) }) else {
         return Ok(());
     };
     let entry_id = policy.entry_id;

@@ -22,7 +22,7 @@ use probe_common::{
 };
 
 use crate::{
-    maps::{EVENTS, PATHS, PATH_SCRATCH, PENDING_PATH},
+    maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH},
     util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg},
 };
 
@@ -30,13 +30,25 @@ const AT_FDCWD: i32 = -100;
 
 #[tracepoint]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    park(&ctx, FILE_OP_OPEN, None, syscall_arg(0), Some(syscall_arg(1)));
+    park(
+        &ctx,
+        FILE_OP_OPEN,
+        None,
+        syscall_arg(0),
+        Some(syscall_arg(1)),
+    );
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    park(&ctx, FILE_OP_OPENAT, Some(syscall_arg(0)), syscall_arg(1), Some(syscall_arg(2)));
+    park(
+        &ctx,
+        FILE_OP_OPENAT,
+        Some(syscall_arg(0)),
+        syscall_arg(1),
+        Some(syscall_arg(2)),
+    );
     0
 }
 
@@ -48,7 +60,13 @@ pub fn sys_enter_readlink(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_readlinkat(ctx: TracePointContext) -> u32 {
-    park(&ctx, FILE_OP_READLINKAT, Some(syscall_arg(0)), syscall_arg(1), None);
+    park(
+        &ctx,
+        FILE_OP_READLINKAT,
+        Some(syscall_arg(0)),
+        syscall_arg(1),
+        None,
+    );
     0
 }
 
@@ -79,7 +97,13 @@ pub fn sys_exit_readlinkat(ctx: TracePointContext) -> u32 {
 /// Parks the arguments of a watched thread's path syscall; unwatched threads cost one
 /// lookup.
 #[inline(always)]
-fn park(ctx: &TracePointContext, op: u32, dfd_at: Option<usize>, path_at: usize, flags_at: Option<usize>) {
+fn park(
+    ctx: &TracePointContext,
+    op: u32,
+    dfd_at: Option<usize>,
+    path_at: usize,
+    flags_at: Option<usize>,
+) {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
         return;
@@ -95,7 +119,17 @@ fn park(ctx: &TracePointContext, op: u32, dfd_at: Option<usize>, path_at: usize,
         Some(at) => unsafe { ctx.read_at::<u64>(at) }.unwrap_or(0) as u32,
         None => 0,
     };
-    let _ = PENDING_PATH.insert(tid, PendingPath { path_ptr, op, dfd, open_flags, _pad0: 0 }, 0);
+    let _ = PENDING_PATH.insert(
+        tid,
+        PendingPath {
+            path_ptr,
+            op,
+            dfd,
+            open_flags,
+            _pad0: 0,
+        },
+        0,
+    );
 }
 
 /// Reads the parked path, filters it through the policy trie, and only then reserves
@@ -113,9 +147,10 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let key = PATH_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let key = unsafe { &mut *key };
-    let len = unsafe { bpf_probe_read_user_str_bytes(pending.path_ptr as *const u8, &mut key.data) }
-        .map_err(|e| e as i64)?
-        .len();
+    let len =
+        unsafe { bpf_probe_read_user_str_bytes(pending.path_ptr as *const u8, &mut key.data) }
+            .map_err(|e| e as i64)?
+            .len();
     key.prefix_len = (PATH_LEN * 8) as u32;
     let Some(policy) = PATHS.get(&*key) else {
         return Ok(());

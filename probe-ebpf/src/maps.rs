@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use probe_common::{
-    ENV_NAME_LEN, EnvNameKey, ExecEvent, MAX_POLICY_ENTRIES, MAX_WATCHED, PATH_LEN,
-    PendingConnect, PendingEnv, PendingPath, PolicyRef, RING_BYTES, WatchEntry, DROP_SLOTS, TP_OFFSET_SLOTS,
+    DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, MAX_POLICY_ENTRIES, MAX_WATCHED, PATH_LEN,
+    PendingConnect, PendingEnv, PendingPath, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, WatchEntry,
 };
 
 /// The one ring buffer all events go through.
@@ -61,7 +61,8 @@ pub static EXIT_CODES: LruHashMap<u32, i32> = LruHashMap::with_max_entries(MAX_W
 
 /// Destination parked between sys_enter_connect and sys_exit_connect (key: tid).
 #[map]
-pub static PENDING_CONNECT: LruHashMap<u32, PendingConnect> = LruHashMap::with_max_entries(1_024, 0);
+pub static PENDING_CONNECT: LruHashMap<u32, PendingConnect> =
+    LruHashMap::with_max_entries(1_024, 0);
 
 const _: () = assert!(ENV_NAME_LEN == 64);
 

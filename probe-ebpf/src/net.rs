@@ -33,16 +33,24 @@ fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
     let addr: *const u8 = unsafe { ctx.read_at(syscall_arg(1)) }.map_err(|e| e as i64)?;
     let addrlen: i64 = unsafe { ctx.read_at(syscall_arg(2)) }.map_err(|e| e as i64)?;
     let family: u16 = unsafe { bpf_probe_read_user(addr.cast::<u16>()) }.map_err(|e| e as i64)?;
-    let mut pending = PendingConnect { fd: fd as i32, family, port: 0, addr: [0; 16] };
+    let mut pending = PendingConnect {
+        fd: fd as i32,
+        family,
+        port: 0,
+        addr: [0; 16],
+    };
     // sockaddr_in / sockaddr_in6: port (network order) at offset 2 in both.
-    let port: u16 = unsafe { bpf_probe_read_user(addr.add(2).cast::<u16>()) }.map_err(|e| e as i64)?;
+    let port: u16 =
+        unsafe { bpf_probe_read_user(addr.add(2).cast::<u16>()) }.map_err(|e| e as i64)?;
     pending.port = u16::from_be(port);
     match family {
         AF_INET if addrlen >= 8 => {
-            unsafe { bpf_probe_read_user_buf(addr.add(4), &mut pending.addr[..4]) }.map_err(|e| e as i64)?;
+            unsafe { bpf_probe_read_user_buf(addr.add(4), &mut pending.addr[..4]) }
+                .map_err(|e| e as i64)?;
         }
         AF_INET6 if addrlen >= 24 => {
-            unsafe { bpf_probe_read_user_buf(addr.add(8), &mut pending.addr) }.map_err(|e| e as i64)?;
+            unsafe { bpf_probe_read_user_buf(addr.add(8), &mut pending.addr) }
+                .map_err(|e| e as i64)?;
         }
         _ => return Ok(()),
     }

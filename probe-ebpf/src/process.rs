@@ -20,9 +20,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use probe_common::{
     ARGV_SLOT_LEN, ARGV_SLOTS, DROP_PENDING_FULL, DROP_RING_FULL_EXEC, DROP_RING_FULL_EXIT,
-    DROP_RING_FULL_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXIT, EVENT_FORK,
-    EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, ExecEvent, ExitEvent, ForkEvent,
-    PATH_LEN, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_FORK_CHILD_PID, WATCH_ORIGIN_FORK, WatchEntry,
+    DROP_RING_FULL_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EXEC_ARGV_MORE,
+    EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, ExecEvent, ExitEvent, ForkEvent, PATH_LEN,
+    TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_FORK_CHILD_PID, WATCH_ORIGIN_FORK, WatchEntry,
 };
 
 use crate::{
@@ -61,10 +61,11 @@ fn try_enter_exec(ctx: &TracePointContext, filename_at: usize, argv_at: usize) -
     let pending = unsafe { &mut *scratch };
     pending.flags = 0;
     pending.argv_truncated_mask = 0;
-    pending.filename_len = match unsafe { bpf_probe_read_user_str_bytes(filename, &mut pending.filename) } {
-        Ok(s) => s.len() as u32,
-        Err(_) => 0,
-    };
+    pending.filename_len =
+        match unsafe { bpf_probe_read_user_str_bytes(filename, &mut pending.filename) } {
+            Ok(s) => s.len() as u32,
+            Err(_) => 0,
+        };
     if pending.filename_len as usize >= PATH_LEN - 1 {
         pending.flags |= EXEC_FILENAME_TRUNCATED;
     }
@@ -102,7 +103,14 @@ fn try_enter_exec(ctx: &TracePointContext, filename_at: usize, argv_at: usize) -
         }
     }
     pending.argc = argc;
-    if PENDING_EXEC.insert(tid, &*pending, 0).is_err() {
+    // Pass the map value by reference: by value it would be copied (1.3 KiB) onto the
+    // 512-byte BPF stack and the object would not link.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "a by-value argument is a stack copy in BPF"
+    )]
+    let inserted = PENDING_EXEC.insert(tid, &*pending, 0);
+    if inserted.is_err() {
         count_drop(DROP_PENDING_FULL);
     }
     Ok(())
@@ -149,7 +157,10 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         // One helper call copies all slots: an open-coded 1 KiB copy would blow the
         // instruction budget.
         let dst = unsafe {
-            core::slice::from_raw_parts_mut(e.argv.as_mut_ptr().cast::<u8>(), ARGV_SLOTS * ARGV_SLOT_LEN)
+            core::slice::from_raw_parts_mut(
+                e.argv.as_mut_ptr().cast::<u8>(),
+                ARGV_SLOTS * ARGV_SLOT_LEN,
+            )
         };
         if unsafe { bpf_probe_read_kernel_buf(p.argv.as_ptr().cast::<u8>(), dst) }.is_err() {
             e.argc = 0;
@@ -169,12 +180,10 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    if !have_filename {
-        if let Some(p) = pending {
-            let p = unsafe { &*p };
-            if unsafe { bpf_probe_read_kernel_buf(p.filename.as_ptr(), &mut e.filename) }.is_ok() {
-                e.filename_len = p.filename_len;
-            }
+    if !have_filename && let Some(p) = pending {
+        let p = unsafe { &*p };
+        if unsafe { bpf_probe_read_kernel_buf(p.filename.as_ptr(), &mut e.filename) }.is_ok() {
+            e.filename_len = p.filename_len;
         }
     }
     if e.filename_len as usize >= PATH_LEN - 1 {
@@ -188,10 +197,10 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 #[tracepoint]
 pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    if is_watched(tgid) {
-        if let Ok(flags) = unsafe { ctx.read_at::<u64>(syscall_arg(0)) } {
-            let _ = CLONE_FLAGS.insert(tid, flags, 0);
-        }
+    if is_watched(tgid)
+        && let Ok(flags) = unsafe { ctx.read_at::<u64>(syscall_arg(0)) }
+    {
+        let _ = CLONE_FLAGS.insert(tid, flags, 0);
     }
     0
 }
@@ -201,10 +210,10 @@ pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     if is_watched(tgid) {
         // `struct clone_args` starts with `__aligned_u64 flags`.
-        if let Ok(args) = unsafe { ctx.read_at::<*const u64>(syscall_arg(0)) } {
-            if let Ok(flags) = unsafe { bpf_probe_read_user(args) } {
-                let _ = CLONE_FLAGS.insert(tid, flags, 0);
-            }
+        if let Ok(args) = unsafe { ctx.read_at::<*const u64>(syscall_arg(0)) }
+            && let Ok(flags) = unsafe { bpf_probe_read_user(args) }
+        {
+            let _ = CLONE_FLAGS.insert(tid, flags, 0);
         }
     }
     0
@@ -232,14 +241,24 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     let child_off = tp_offset(TP_FORK_CHILD_PID).ok_or(-1i64)?;
     let child: i32 = unsafe { ctx.read_at(child_off) }.map_err(|e| e as i64)?;
     let child = child as u32;
-    let watch = WatchEntry { origin: WATCH_ORIGIN_FORK, parent_tgid: tgid };
+    let watch = WatchEntry {
+        origin: WATCH_ORIGIN_FORK,
+        parent_tgid: tgid,
+    };
     if WATCHED.insert(child, watch, 0).is_err() {
         count_drop(DROP_WATCHED_FULL);
-        warn!(ctx, "watched set full: child {} of {} is not watched", child, tgid);
+        warn!(
+            ctx,
+            "watched set full: child {} of {} is not watched", child, tgid
+        );
     }
     match EVENTS.reserve::<ForkEvent>(0) {
         Some(mut entry) => {
-            entry.write(ForkEvent { header: header(EVENT_FORK, tgid, tid), parent_tgid: tgid, child_tgid: child });
+            entry.write(ForkEvent {
+                header: header(EVENT_FORK, tgid, tid),
+                parent_tgid: tgid,
+                child_tgid: child,
+            });
             entry.submit(0);
         }
         None => count_drop(DROP_RING_FULL_FORK),
@@ -250,10 +269,10 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
 #[tracepoint]
 pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
     let (tgid, _) = current_ids();
-    if is_watched(tgid) {
-        if let Ok(code) = unsafe { ctx.read_at::<i64>(syscall_arg(0)) } {
-            let _ = EXIT_CODES.insert(tgid, code as i32, 0);
-        }
+    if is_watched(tgid)
+        && let Ok(code) = unsafe { ctx.read_at::<i64>(syscall_arg(0)) }
+    {
+        let _ = EXIT_CODES.insert(tgid, code as i32, 0);
     }
     0
 }

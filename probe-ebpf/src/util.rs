@@ -1,6 +1,8 @@
 //! Helpers shared by every sensor.
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns};
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+};
 use probe_common::EventHeader;
 
 use crate::maps::{DROPS, TP_OFFSETS, WATCHED};

@@ -7,7 +7,11 @@ use clap::Parser as _;
 fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROBECTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 
     let cli = cli::Cli::parse();
     let code = match cli::dispatch(cli) {

@@ -8,7 +8,11 @@ use std::process::Command;
 use common::*;
 
 fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -16,7 +20,8 @@ fn not_root_is_a_clear_error() {
     // As root, drop to nobody with setpriv to see what an unprivileged user sees.
     let mut cmd = if nix::unistd::geteuid().is_root() {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(probectl());
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(probectl());
         c
     } else {
         Command::new(probectl())
@@ -32,15 +37,23 @@ fn not_root_is_a_clear_error() {
 
 #[test]
 fn bad_policy_file_names_file_line_and_column() {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bad-policy-{}.yaml", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bad-policy-{}.yaml", std::process::id()));
     std::fs::write(&path, "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: bad\ncategories:\n  - name: tz\n    paths: [/etc/localtime]\n    envv: [TZ]\n").unwrap();
     let mut cmd = Command::new(probectl());
-    cmd.arg("run").arg("--policy").arg(&path).args(["--", "true"]);
+    cmd.arg("run")
+        .arg("--policy")
+        .arg(&path)
+        .args(["--", "true"]);
     let out = run_with_deadline(cmd);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(125), "{msg}");
-    assert!(msg.contains(&format!("{}:8:", path.display())), "file:line:column: {msg}");
+    assert!(
+        msg.contains(&format!("{}:8:", path.display())),
+        "file:line:column: {msg}"
+    );
     assert!(msg.contains("unknown field `envv`"), "{msg}");
+    assert!(msg.contains("did you mean `env`?"), "{msg}");
 
     let mut check = Command::new(probectl());
     check.args(["policy", "check"]).arg(&path);
@@ -48,7 +61,10 @@ fn bad_policy_file_names_file_line_and_column() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     let mut ok = Command::new(probectl());
-    ok.args(["policy", "check"]).arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/default.yaml"));
+    ok.args(["policy", "check"]).arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ));
     let out = run_with_deadline(ok);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
@@ -60,7 +76,10 @@ fn unknown_command_is_a_usage_error() {
     let out = run_with_deadline(cmd);
     let msg = text(&out);
     assert_eq!(out.status.code(), Some(2), "{msg}");
-    assert!(msg.contains("unrecognized subcommand 'frobnicate'"), "{msg}");
+    assert!(
+        msg.contains("unrecognized subcommand 'frobnicate'"),
+        "{msg}"
+    );
     assert!(msg.contains("--help"), "points at help: {msg}");
 }
 

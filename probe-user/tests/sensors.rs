@@ -15,14 +15,30 @@ fn c_fixture_open_readlink_getenv_then_connect_are_linked() {
     let listener = Listener::start();
     let fixture = c_fixture();
     let port = listener.port.to_string();
-    let run = probectl_json(&[fixture.as_os_str(), OsStr::new("probe"), OsStr::new(&port)], &[]);
-    assert_eq!(run.code, 0, "fixture exit code passes through; stderr:\n{}", run.stderr);
+    let run = probectl_json(
+        &[fixture.as_os_str(), OsStr::new("probe"), OsStr::new(&port)],
+        &[],
+    );
+    assert_eq!(
+        run.code, 0,
+        "fixture exit code passes through; stderr:\n{}",
+        run.stderr
+    );
 
     let report = run.report();
     let pid = report["cli"]["pid"].as_u64().expect("cli pid");
     assert_eq!(report["cli"]["exe"], fixture.to_str().unwrap());
-    assert_eq!(report["partial"], false, "all sensors attach on this kernel: {:#}", report["unattached_sensors"]);
-    assert_eq!(report["drops"].as_array().unwrap().len(), 0, "no events lost: {:#}", report["drops"]);
+    assert_eq!(
+        report["partial"], false,
+        "all sensors attach on this kernel: {:#}",
+        report["unattached_sensors"]
+    );
+    assert_eq!(
+        report["drops"].as_array().unwrap().len(),
+        0,
+        "no events lost: {:#}",
+        report["drops"]
+    );
 
     let exec = run.of_type("exec");
     assert_eq!(exec.len(), 1, "one exec: {exec:#?}");
@@ -47,11 +63,27 @@ fn c_fixture_open_readlink_getenv_then_connect_are_linked() {
     assert_eq!(conn["destination"]["port"], listener.port);
     assert_eq!(conn["result"], "ok");
     let before = probes_before(conn);
-    for (cat, how, target) in [("timezone", "getenv", "TZ"), ("proxy", "getenv", "HTTPS_PROXY")] {
-        assert!(before.contains(&(cat.into(), how.into(), target.into())), "{cat} {how} {target} missing before the connect: {before:?}");
+    for (cat, how, target) in [
+        ("timezone", "getenv", "TZ"),
+        ("proxy", "getenv", "HTTPS_PROXY"),
+    ] {
+        assert!(
+            before.contains(&(cat.into(), how.into(), target.into())),
+            "{cat} {how} {target} missing before the connect: {before:?}"
+        );
     }
-    assert!(before.iter().any(|(c, h, t)| c == "timezone" && h.starts_with("open") && t == "/etc/localtime"), "{before:?}");
-    assert!(before.iter().any(|(c, h, t)| c == "timezone" && h.starts_with("readlink") && t == "/etc/localtime"), "{before:?}");
+    assert!(
+        before
+            .iter()
+            .any(|(c, h, t)| c == "timezone" && h.starts_with("open") && t == "/etc/localtime"),
+        "{before:?}"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|(c, h, t)| c == "timezone" && h.starts_with("readlink") && t == "/etc/localtime"),
+        "{before:?}"
+    );
     assert_eq!(report["connections"].as_array().unwrap().len(), 1);
 }
 
@@ -71,23 +103,48 @@ fn node_reads_proxy_and_time_zone_then_connects() {
     let report = run.report();
     let pid = report["cli"]["pid"].as_u64().unwrap();
     assert_eq!(report["cli"]["name"], "node");
-    assert_eq!(report["cli"]["script"], script.to_str().unwrap(), "the CLI is named by its script");
+    assert_eq!(
+        report["cli"]["script"],
+        script.to_str().unwrap(),
+        "the CLI is named by its script"
+    );
 
     // process.env.HTTPS_PROXY -> getenv("HTTPS_PROXY"); Intl time zone -> getenv("TZ")
     // and /etc/localtime.
     run.probe(pid, &["getenv"], "HTTPS_PROXY");
     run.probe(pid, &["getenv"], "TZ");
-    let connects: Vec<_> = run.of_type("connect").into_iter().filter(|c| c["destination"]["port"] == listener.port).collect();
-    assert_eq!(connects.len(), 1, "one connect to the listener: {:#?}", run.of_type("connect"));
+    let connects: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["port"] == listener.port)
+        .collect();
+    assert_eq!(
+        connects.len(),
+        1,
+        "one connect to the listener: {:#?}",
+        run.of_type("connect")
+    );
     let conn = connects[0];
     assert_eq!(conn["pid"], pid);
     assert_eq!(conn["destination"]["address"], "127.0.0.1");
-    assert!(conn["result"] == "in_progress" || conn["result"] == "ok", "non-blocking connect: {}", conn["result"]);
-    let before = probes_before(conn);
-    assert!(before.contains(&("proxy".into(), "getenv".into(), "HTTPS_PROXY".into())), "{before:?}");
-    assert!(before.contains(&("timezone".into(), "getenv".into(), "TZ".into())), "{before:?}");
     assert!(
-        before.iter().any(|(c, _, t)| c == "timezone" && t == "/etc/localtime"),
+        conn["result"] == "in_progress" || conn["result"] == "ok",
+        "non-blocking connect: {}",
+        conn["result"]
+    );
+    let before = probes_before(conn);
+    assert!(
+        before.contains(&("proxy".into(), "getenv".into(), "HTTPS_PROXY".into())),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&("timezone".into(), "getenv".into(), "TZ".into())),
+        "{before:?}"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|(c, _, t)| c == "timezone" && t == "/etc/localtime"),
         "ICU looks at /etc/localtime before the connect: {before:?}"
     );
 }
@@ -100,26 +157,52 @@ fn grandchild_inherits_the_watch_from_its_first_instruction() {
     let listener = Listener::start();
     let port = listener.port.to_string();
     let pidfile = tempfile_path("pids");
-    let run = probectl_json(&[c_fixture().as_os_str(), OsStr::new("fork"), OsStr::new(&port), pidfile.as_os_str()], &[]);
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("fork"),
+            OsStr::new(&port),
+            pidfile.as_os_str(),
+        ],
+        &[],
+    );
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let pids: Vec<u64> = std::fs::read_to_string(&pidfile)
         .expect("fixture wrote its pid file")
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    let [root, child, grandchild] = pids[..] else { panic!("pid file: {pids:?}") };
+    let [root, child, grandchild] = pids[..] else {
+        panic!("pid file: {pids:?}")
+    };
     assert_eq!(run.report()["cli"]["pid"], root);
 
     // Only the grandchild probes; the kernel watched it because its parent was watched.
     run.probe(grandchild, &["openat", "open"], "/etc/localtime");
     run.probe(grandchild, &["getenv"], "TZ");
-    assert!(run.of_type("probe").iter().all(|p| p["pid"] == grandchild), "only the grandchild probes: {:#?}", run.of_type("probe"));
+    assert!(
+        run.of_type("probe").iter().all(|p| p["pid"] == grandchild),
+        "only the grandchild probes: {:#?}",
+        run.of_type("probe")
+    );
     let conn = run.of_type("connect");
     assert_eq!(conn.len(), 1, "{conn:#?}");
     assert_eq!(conn[0]["pid"], grandchild);
-    assert_eq!(conn[0]["lineage"], serde_json::json!([grandchild, child, root]), "lineage from fork events");
-    assert!(probes_before(conn[0]).iter().any(|(c, _, t)| c == "timezone" && t == "/etc/localtime"));
-    let exits: Vec<u64> = run.of_type("exit").iter().map(|e| e["pid"].as_u64().unwrap()).collect();
+    assert_eq!(
+        conn[0]["lineage"],
+        serde_json::json!([grandchild, child, root]),
+        "lineage from fork events"
+    );
+    assert!(
+        probes_before(conn[0])
+            .iter()
+            .any(|(c, _, t)| c == "timezone" && t == "/etc/localtime")
+    );
+    let exits: Vec<u64> = run
+        .of_type("exit")
+        .iter()
+        .map(|e| e["pid"].as_u64().unwrap())
+        .collect();
     for pid in [root, child, grandchild] {
         assert!(exits.contains(&pid), "exit of {pid} seen: {exits:?}");
     }
@@ -133,12 +216,26 @@ fn unwatched_processes_produce_no_events() {
     // A process outside the watched tree does the same probes while a run is active.
     let listener = Listener::start();
     let port = listener.port.to_string();
-    let outsider = std::process::Command::new(c_fixture()).args(["probe", &port]).spawn().expect("start outsider");
-    let run = probectl_json(&[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("0")], &[]);
+    let outsider = std::process::Command::new(c_fixture())
+        .args(["probe", &port])
+        .spawn()
+        .expect("start outsider");
+    let run = probectl_json(
+        &[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("0")],
+        &[],
+    );
     let outsider_pid = outsider.id() as u64;
     let _ = outsider.wait_with_output();
-    assert!(run.records.iter().all(|r| r["pid"] != outsider_pid), "outsider leaked into the run: {:#?}", run.records);
-    assert!(run.of_type("probe").is_empty(), "{:#?}", run.of_type("probe"));
+    assert!(
+        run.records.iter().all(|r| r["pid"] != outsider_pid),
+        "outsider leaked into the run: {:#?}",
+        run.records
+    );
+    assert!(
+        run.of_type("probe").is_empty(),
+        "{:#?}",
+        run.of_type("probe")
+    );
 }
 
 #[test]
@@ -146,16 +243,26 @@ fn command_exit_code_is_passed_through() {
     if !bpf_available("command_exit_code_is_passed_through") {
         return;
     }
-    let run = probectl_json(&[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("7")], &[]);
+    let run = probectl_json(
+        &[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("7")],
+        &[],
+    );
     assert_eq!(run.code, 7, "stderr:\n{}", run.stderr);
     assert_eq!(run.report()["exit_code"], 7);
     let exit = run.of_type("exit");
-    assert_eq!(exit[0]["exit_code"], 7, "exit_group code from the kernel: {exit:#?}");
+    assert_eq!(
+        exit[0]["exit_code"], 7,
+        "exit_group code from the kernel: {exit:#?}"
+    );
 }
 
 fn tempfile_path(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    dir.join(format!("{name}-{}-{:?}", std::process::id(), std::thread::current().id()))
+    dir.join(format!(
+        "{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ))
 }
 
 #[test]
@@ -164,7 +271,14 @@ fn a_burst_is_delivered_or_counted_as_lost_never_silently_dropped() {
         return;
     }
     const CALLS: u64 = 50_000;
-    let run = probectl_json(&[c_fixture().as_os_str(), OsStr::new("burst"), OsStr::new(&CALLS.to_string())], &[]);
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("burst"),
+            OsStr::new(&CALLS.to_string()),
+        ],
+        &[],
+    );
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let report = run.report();
     let delivered: u64 = report["probes"]
@@ -179,12 +293,24 @@ fn a_burst_is_delivered_or_counted_as_lost_never_silently_dropped() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|d| ["kernel:ring_full_env", "userspace:timeline_overflow"].contains(&d["reason"].as_str().unwrap()))
+        .filter(|d| {
+            ["kernel:ring_full_env", "userspace:timeline_overflow"]
+                .contains(&d["reason"].as_str().unwrap())
+        })
         .map(|d| d["count"].as_u64().unwrap())
         .sum();
-    assert_eq!(delivered + lost, CALLS, "every getenv(TZ) is either reported or counted as lost: delivered {delivered}, lost {lost}, drops {:#}", report["drops"]);
+    assert_eq!(
+        delivered + lost,
+        CALLS,
+        "every getenv(TZ) is either reported or counted as lost: delivered {delivered}, lost {lost}, drops {:#}",
+        report["drops"]
+    );
     // Repeats are folded in the stream: one line, not fifty thousand.
-    let streamed = run.of_type("probe").iter().filter(|p| p["target"] == "TZ").count();
+    let streamed = run
+        .of_type("probe")
+        .iter()
+        .filter(|p| p["target"] == "TZ")
+        .count();
     assert_eq!(streamed, 1);
 }
 
@@ -194,7 +320,10 @@ fn command_runs_as_the_sudo_invoking_user() {
         return;
     }
     let fixture = c_fixture();
-    let run = probectl_json(&[fixture.as_os_str(), OsStr::new("exit"), OsStr::new("0")], &[("SUDO_UID", "65534"), ("SUDO_GID", "65534")]);
+    let run = probectl_json(
+        &[fixture.as_os_str(), OsStr::new("exit"), OsStr::new("0")],
+        &[("SUDO_UID", "65534"), ("SUDO_GID", "65534")],
+    );
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let exec = run.of_type("exec");
     assert_eq!(exec.len(), 1, "{exec:#?}");

@@ -8,7 +8,10 @@ use std::ffi::OsStr;
 use common::*;
 
 fn tracefs_mounted() -> bool {
-    std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts").lines().any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
+    std::fs::read_to_string("/proc/mounts")
+        .expect("read /proc/mounts")
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("tracefs"))
 }
 
 #[test]
@@ -28,9 +31,17 @@ fn run_mounts_tracefs_when_it_is_missing() {
             .unwrap_or_else(|e| panic!("cannot unmount {target} to set up the test: {e}"));
     }
     assert!(!tracefs_mounted());
-    let run = probectl_json(&[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("3")], &[]);
+    let run = probectl_json(
+        &[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("3")],
+        &[],
+    );
     assert_eq!(run.code, 3, "stderr:\n{}", run.stderr);
     assert!(tracefs_mounted(), "probectl mounted tracefs");
-    assert_eq!(run.report()["partial"], false, "every tracepoint attached after the mount: {:#}", run.report()["unattached_sensors"]);
+    assert_eq!(
+        run.report()["partial"],
+        false,
+        "every tracepoint attached after the mount: {:#}",
+        run.report()["unattached_sensors"]
+    );
     assert_eq!(run.of_type("exec").len(), 1);
 }

@@ -1,1 +1,70 @@
-fn main() {}
+//! Workspace automation, run as `cargo xtask <command>` (alias in .cargo/config.toml):
+//! one place that knows the prerequisites of the eBPF build and how to build, demo and
+//! test probectl. Errors are anyhow here at the edge; each prints as one `error:` line
+//! and exits 1, while `demo` and `test` pass on their child's exit code.
+
+mod cmd;
+mod demo;
+mod setup;
+mod workspace;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    bin_name = "cargo xtask",
+    about = "Set up, build, demo and test probectl",
+    after_help = "Every command runs `setup` first; it only installs what is missing."
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Check the prerequisites (LLVM 22 dev packages, nightly with rust-src,
+    /// bpf-linker) and install the missing ones.
+    Setup,
+    /// Build probectl and probe-demo (debug).
+    Build,
+    /// Build, then run probe-demo under `probectl run` against a local listener (needs
+    /// root).
+    Demo,
+    /// Run the workspace tests one at a time; the eBPF integration tests need root.
+    #[command(
+        after_help = "Examples:\n  cargo xtask test\n  cargo xtask test -- sensors\n  cargo xtask test -- sensors -- --nocapture"
+    )]
+    Test {
+        /// Test name filters for `cargo test`; arguments after a further `--` go to
+        /// the test binaries.
+        #[arg(last = true, value_name = "FILTER")]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match dispatch(cli.task) {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("[xtask] error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs one task and returns the exit code for the process.
+fn dispatch(task: Task) -> Result<i32> {
+    match task {
+        Task::Setup => setup::run(false).map(|_| 0),
+        Task::Build => {
+            let tools = setup::run(false)?;
+            workspace::build(&tools)?;
+            Ok(0)
+        }
+        Task::Demo => demo::run(),
+        Task::Test { args } => workspace::test(&args),
+    }
+}

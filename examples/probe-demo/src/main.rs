@@ -14,14 +14,28 @@ fn main() {
         std::process::exit(2);
     };
     // Each of these is one libc getenv(3) call.
-    for name in ["TZ", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "ANTHROPIC_BASE_URL"] {
+    for name in [
+        "TZ",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "ANTHROPIC_BASE_URL",
+    ] {
         let value = std::env::var_os(name);
-        println!("probe-demo: {name} is {}", if value.is_some() { "set" } else { "unset" });
+        println!(
+            "probe-demo: {name} is {}",
+            if value.is_some() { "set" } else { "unset" }
+        );
     }
     // openat(AT_FDCWD, "/etc/localtime") and readlink("/etc/localtime").
     let mut zone = Vec::new();
     let opened = std::fs::File::open("/etc/localtime").and_then(|mut f| f.read_to_end(&mut zone));
-    println!("probe-demo: read /etc/localtime: {}", opened.map(|n| format!("{n} bytes")).unwrap_or_else(|e| e.to_string()));
+    println!(
+        "probe-demo: read /etc/localtime: {}",
+        opened
+            .map(|n| format!("{n} bytes"))
+            .unwrap_or_else(|e| e.to_string())
+    );
     match std::fs::read_link("/etc/localtime") {
         Ok(target) => println!("probe-demo: /etc/localtime -> {}", target.display()),
         Err(err) => println!("probe-demo: readlink /etc/localtime: {err}"),

@@ -6,11 +6,18 @@ use crate::limits::PATH_LEN;
 
 fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
     // SAFETY: test helper over plain ABI structs.
-    unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+        .to_vec()
 }
 
 fn header(kind: u32) -> EventHeader {
-    EventHeader { kind, cpu: 1, tgid: 42, tid: 43, ktime_ns: 1_000 }
+    EventHeader {
+        kind,
+        cpu: 1,
+        tgid: 42,
+        tid: 43,
+        ktime_ns: 1_000,
+    }
 }
 
 fn file_event(path: &[u8]) -> FileEvent {
@@ -33,7 +40,9 @@ fn file_event(path: &[u8]) -> FileEvent {
 #[test]
 fn decodes_a_file_event() {
     let raw = bytes_of(&file_event(b"/etc/localtime"));
-    let Event::File(e) = decode(&raw).expect("decodes") else { panic!("wrong kind") };
+    let Event::File(e) = decode(&raw).expect("decodes") else {
+        panic!("wrong kind")
+    };
     assert_eq!(e.path_bytes(), b"/etc/localtime");
     assert_eq!(e.header.tgid, 42);
     assert_eq!(e.entry_id, 7);
@@ -50,20 +59,32 @@ fn decodes_a_connect_event() {
         _pad0: 0,
         addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     };
-    let Event::Connect(d) = decode(&bytes_of(&e)).expect("decodes") else { panic!("wrong kind") };
+    let Event::Connect(d) = decode(&bytes_of(&e)).expect("decodes") else {
+        panic!("wrong kind")
+    };
     assert_eq!(d, e);
 }
 
 #[test]
 fn rejects_a_record_shorter_than_the_header() {
-    assert_eq!(decode(&[1, 0, 0]).unwrap_err(), DecodeError::ShortHeader { len: 3, need: 24 });
+    assert_eq!(
+        decode(&[1, 0, 0]).unwrap_err(),
+        DecodeError::ShortHeader { len: 3, need: 24 }
+    );
 }
 
 #[test]
 fn rejects_a_truncated_payload() {
     let raw = bytes_of(&file_event(b"/etc/localtime"));
     let err = decode(&raw[..raw.len() - 1]).unwrap_err();
-    assert_eq!(err, DecodeError::Truncated { kind: EVENT_FILE, len: raw.len() - 1, need: raw.len() });
+    assert_eq!(
+        err,
+        DecodeError::Truncated {
+            kind: EVENT_FILE,
+            len: raw.len() - 1,
+            need: raw.len()
+        }
+    );
 }
 
 #[test]
@@ -71,7 +92,16 @@ fn rejects_an_oversized_record() {
     let mut raw = bytes_of(&file_event(b"/etc/localtime"));
     raw.extend_from_slice(&[0; 8]);
     let err = decode(&raw).unwrap_err();
-    assert!(matches!(err, DecodeError::Oversized { kind: EVENT_FILE, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            DecodeError::Oversized {
+                kind: EVENT_FILE,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -79,13 +109,24 @@ fn rejects_a_string_length_past_its_array() {
     let mut e = file_event(b"/etc/localtime");
     e.path_len = PATH_LEN as u32;
     let err = decode(&bytes_of(&e)).unwrap_err();
-    assert_eq!(err, DecodeError::BadLength { kind: EVENT_FILE, field: "path_len", value: PATH_LEN as u32, cap: PATH_LEN });
+    assert_eq!(
+        err,
+        DecodeError::BadLength {
+            kind: EVENT_FILE,
+            field: "path_len",
+            value: PATH_LEN as u32,
+            cap: PATH_LEN
+        }
+    );
 }
 
 #[test]
 fn rejects_an_unknown_kind() {
     let raw = bytes_of(&header(999));
-    assert_eq!(decode(&raw).unwrap_err(), DecodeError::UnknownKind { kind: 999, len: 24 });
+    assert_eq!(
+        decode(&raw).unwrap_err(),
+        DecodeError::UnknownKind { kind: 999, len: 24 }
+    );
 }
 
 #[test]
@@ -104,7 +145,9 @@ fn exec_argv_stops_at_the_filled_slots() {
     e.filename[..9].copy_from_slice(b"/bin/node");
     e.argv[0][..4].copy_from_slice(b"node");
     e.argv[1][..6].copy_from_slice(b"cli.js");
-    let Event::Exec(d) = decode(&bytes_of(&e)).expect("decodes") else { panic!("wrong kind") };
+    let Event::Exec(d) = decode(&bytes_of(&e)).expect("decodes") else {
+        panic!("wrong kind")
+    };
     let argv: Vec<&[u8]> = d.argv_bytes().collect();
     assert_eq!(argv, [b"node".as_slice(), b"cli.js".as_slice()]);
     assert_eq!(d.filename_bytes(), b"/bin/node");

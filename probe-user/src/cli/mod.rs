@@ -51,7 +51,12 @@ pub struct RunArgs {
     pub policy: Option<PathBuf>,
     /// The command and its arguments. Started as the invoking user (SUDO_UID/SUDO_GID)
     /// when probectl runs under sudo.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<std::ffi::OsString>,
 }
 
@@ -68,7 +73,9 @@ pub enum PolicyCommand {
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(run::run(args))
         }
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_cmd::check(&files)),

@@ -29,8 +29,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             s.error.as_deref().unwrap_or("?")
         );
     }
-    let mut reader = EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
-    let format = if args.json { Format::Json } else { Format::Human };
+    let mut reader =
+        EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Human
+    };
     let out: Box<dyn io::Write + Send> = match format {
         Format::Json => Box::new(io::stdout()),
         Format::Human => Box::new(io::stderr()),
@@ -54,7 +59,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let start_ns = WallClock::boot_now_ns();
     let mut correlator = Correlator::new(&policy, start_ns);
     if format == Format::Human {
-        eprintln!("probectl: watching pid {root}: {} (policy {})", escape_argv(&args.command), policy.name);
+        eprintln!(
+            "probectl: watching pid {root}: {} (policy {})",
+            escape_argv(&args.command),
+            policy.name
+        );
     }
     let spawner = gate.release().context("cannot start the command")?;
 
@@ -108,7 +117,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         .drops()?
         .into_iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(reason, count)| DropCount { reason: format!("kernel:{reason}"), count })
+        .map(|(reason, count)| DropCount {
+            reason: format!("kernel:{reason}"),
+            count,
+        })
         .collect();
     for (reason, count) in [
         ("userspace:decode_error", reader.decode_errors),
@@ -116,7 +128,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         ("userspace:output_write_error", printer.write_errors),
     ] {
         if count > 0 {
-            drops.push(DropCount { reason: reason.to_owned(), count });
+            drops.push(DropCount {
+                reason: reason.to_owned(),
+                count,
+            });
         }
     }
     let info = procs.get(root).cloned().unwrap_or_default();
@@ -147,18 +162,24 @@ fn forward(pid: u32, sig: nix::sys::signal::Signal) {
 
 fn exit_code_of(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 fn report_spawn_error(program: &str, err: &io::Error) -> i32 {
     let program = probe_user::output::escape::escape_bytes(program.as_bytes());
     match err.kind() {
         io::ErrorKind::NotFound => {
-            eprintln!("probectl: command not found: {program}\n  hint: check the name and PATH (under sudo, PATH is sudo's secure_path)");
+            eprintln!(
+                "probectl: command not found: {program}\n  hint: check the name and PATH (under sudo, PATH is sudo's secure_path)"
+            );
             exit::NOT_FOUND
         }
         io::ErrorKind::PermissionDenied => {
-            eprintln!("probectl: cannot execute {program}: {err}\n  hint: check the file's execute permission for the invoking user");
+            eprintln!(
+                "probectl: cannot execute {program}: {err}\n  hint: check the file's execute permission for the invoking user"
+            );
             exit::CANNOT_EXECUTE
         }
         _ => {

@@ -26,14 +26,16 @@ pub fn invoking_user() -> Option<Credentials> {
         return None;
     }
     let uid: u32 = std::env::var("SUDO_UID").ok()?.parse().ok()?;
-    let gid: u32 = std::env::var("SUDO_GID").ok().and_then(|g| g.parse().ok()).unwrap_or(uid);
+    let gid: u32 = std::env::var("SUDO_GID")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(uid);
     let mut groups = vec![gid];
-    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        if let Ok(name) = std::ffi::CString::new(user.name) {
-            if let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)) {
-                groups = list.into_iter().map(|g| g.as_raw()).collect();
-            }
-        }
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        && let Ok(name) = std::ffi::CString::new(user.name)
+        && let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+    {
+        groups = list.into_iter().map(|g| g.as_raw()).collect();
     }
     Some(Credentials { uid, gid, groups })
 }
@@ -66,7 +68,12 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn spawn_gated(mut cmd: Command, creds: Option<Credentials>) -> io::Result<Gate> {
     let (pid_r, pid_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
-    let (pid_r_raw, pid_w_raw, go_r_raw, go_w_raw) = (pid_r.as_raw_fd(), pid_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
+    let (pid_r_raw, pid_w_raw, go_r_raw, go_w_raw) = (
+        pid_r.as_raw_fd(),
+        pid_w.as_raw_fd(),
+        go_r.as_raw_fd(),
+        go_w.as_raw_fd(),
+    );
     // SAFETY: the closure only makes async-signal-safe system calls and does not
     // allocate; see the module comment.
     unsafe {
@@ -88,13 +95,12 @@ pub fn spawn_gated(mut cmd: Command, creds: Option<Credentials>) -> io::Result<G
                     _ => return Err(io::Error::last_os_error()),
                 }
             }
-            if let Some(c) = &creds {
-                if libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
+            if let Some(c) = &creds
+                && (libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0
                     || libc::setgid(c.gid) != 0
-                    || libc::setuid(c.uid) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
+                    || libc::setuid(c.uid) != 0)
+            {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
@@ -116,5 +122,9 @@ pub fn spawn_gated(mut cmd: Command, creds: Option<Credentials>) -> io::Result<G
             _ => read_err,
         });
     }
-    Ok(Gate { pid: i32::from_ne_bytes(pid) as u32, go: std::fs::File::from(go_w), spawner })
+    Ok(Gate {
+        pid: i32::from_ne_bytes(pid) as u32,
+        go: std::fs::File::from(go_w),
+        spawner,
+    })
 }

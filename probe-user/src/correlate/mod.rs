@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{
-    AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_MORE, EXIT_CODE_KNOWN, EnvEvent, decode::Event,
-    FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_READLINK, FILE_OP_READLINKAT, FileEvent,
+    AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_MORE, EXIT_CODE_KNOWN, EnvEvent,
+    FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_READLINK, FILE_OP_READLINKAT, FileEvent, decode::Event,
 };
 
 use crate::output::{escape::escape_bytes, time::WallClock};
@@ -70,7 +70,13 @@ impl Correlator {
             Event::Exec(e) => {
                 let argv: Vec<String> = e.argv_bytes().map(escape_bytes).collect();
                 let pid = e.header.tgid;
-                procs.on_exec(pid, e.uid, e.filename_bytes(), argv.clone(), e.flags & EXEC_ARGV_MORE != 0);
+                procs.on_exec(
+                    pid,
+                    e.uid,
+                    e.filename_bytes(),
+                    argv.clone(),
+                    e.flags & EXEC_ARGV_MORE != 0,
+                );
                 let info = procs.get(pid);
                 Some(Record::Exec(ExecRecord {
                     time: self.clock.rfc3339(e.header.ktime_ns),
@@ -78,7 +84,9 @@ impl Correlator {
                     pid,
                     ppid: info.map(|i| i.ppid).unwrap_or(0),
                     uid: e.uid,
-                    exe: escape_bytes(e.filename_bytes()),
+                    exe: info
+                        .map(|i| i.exe.clone())
+                        .unwrap_or_else(|| escape_bytes(e.filename_bytes())),
                     argv,
                     argv_incomplete: e.flags & EXEC_ARGV_MORE != 0,
                 }))
@@ -110,8 +118,20 @@ impl Correlator {
             self.case_mismatches += 1;
             return None;
         }
-        let how = if e.op == ENV_OP_GETENV { "getenv" } else { "secure_getenv" };
-        let seen = Seen { how, result: if e.value_present != 0 { "set".into() } else { "unset".into() }, truncated: e.name_truncated != 0 };
+        let how = if e.op == ENV_OP_GETENV {
+            "getenv"
+        } else {
+            "secure_getenv"
+        };
+        let seen = Seen {
+            how,
+            result: if e.value_present != 0 {
+                "set".into()
+            } else {
+                "unset".into()
+            },
+            truncated: e.name_truncated != 0,
+        };
         self.probe(&e.header, cats, TargetType::Env, name, seen, procs)
     }
 
@@ -128,8 +148,16 @@ impl Correlator {
             FILE_OP_READLINKAT => "readlinkat",
             _ => "file",
         };
-        let result = if e.ret >= 0 { "ok".to_owned() } else { errno_name(e.ret) };
-        let seen = Seen { how, result, truncated: e.path_truncated != 0 };
+        let result = if e.ret >= 0 {
+            "ok".to_owned()
+        } else {
+            errno_name(e.ret)
+        };
+        let seen = Seen {
+            how,
+            result,
+            truncated: e.path_truncated != 0,
+        };
         self.probe(&e.header, cats, TargetType::File, path, seen, procs)
     }
 
@@ -143,12 +171,22 @@ impl Correlator {
         procs: &ProcessTable,
     ) -> Option<Record> {
         let (ktime_ns, pid, tid, how) = (header.ktime_ns, header.tgid, header.tid, seen.how);
-        let categories: Vec<String> = cats.iter().map(|&i| self.category_names[i].clone()).collect();
+        let categories: Vec<String> = cats
+            .iter()
+            .map(|&i| self.category_names[i].clone())
+            .collect();
         if self.timeline.len() >= MAX_TIMELINE {
             self.timeline.pop_front();
             self.timeline_overflow += 1;
         }
-        self.timeline.push_back(TimelineProbe { ktime_ns, pid, categories: categories.clone(), target_type, target: target.clone(), how });
+        self.timeline.push_back(TimelineProbe {
+            ktime_ns,
+            pid,
+            categories: categories.clone(),
+            target_type,
+            target: target.clone(),
+            how,
+        });
         if !self.streamed.insert((pid, how, target.clone())) {
             return None;
         }
@@ -157,7 +195,10 @@ impl Correlator {
             offset_ms: self.offset_ms(ktime_ns),
             pid,
             tid,
-            process: procs.get(pid).map(|p| p.name().to_owned()).unwrap_or_default(),
+            process: procs
+                .get(pid)
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default(),
             categories,
             target_type,
             target,
@@ -175,20 +216,27 @@ impl Correlator {
             r => errno_name(r),
         };
         // Every watched process of a run belongs to the one tree, so every earlier probe counts.
-        let mut folded: BTreeMap<(String, TargetType, String, &'static str), PriorProbe> = BTreeMap::new();
-        for p in self.timeline.iter().filter(|p| p.ktime_ns <= e.header.ktime_ns) {
+        let mut folded: BTreeMap<(String, TargetType, String, &'static str), PriorProbe> =
+            BTreeMap::new();
+        for p in self
+            .timeline
+            .iter()
+            .filter(|p| p.ktime_ns <= e.header.ktime_ns)
+        {
             let ms_before = (e.header.ktime_ns - p.ktime_ns) as f64 / 1e6;
             for cat in &p.categories {
-                let entry = folded.entry((cat.clone(), p.target_type, p.target.clone(), p.how)).or_insert_with(|| PriorProbe {
-                    category: cat.clone(),
-                    target_type: p.target_type,
-                    target: p.target.clone(),
-                    how: p.how,
-                    pids: Vec::new(),
-                    count: 0,
-                    first_ms_before: ms_before,
-                    last_ms_before: ms_before,
-                });
+                let entry = folded
+                    .entry((cat.clone(), p.target_type, p.target.clone(), p.how))
+                    .or_insert_with(|| PriorProbe {
+                        category: cat.clone(),
+                        target_type: p.target_type,
+                        target: p.target.clone(),
+                        how: p.how,
+                        pids: Vec::new(),
+                        count: 0,
+                        first_ms_before: ms_before,
+                        last_ms_before: ms_before,
+                    });
                 entry.count += 1;
                 entry.last_ms_before = ms_before;
                 if !entry.pids.contains(&p.pid) {
@@ -198,13 +246,20 @@ impl Correlator {
         }
         let mut probes_before: Vec<PriorProbe> = folded.into_values().collect();
         // Category, then the earliest probe first.
-        probes_before.sort_by(|a, b| a.category.cmp(&b.category).then(b.first_ms_before.total_cmp(&a.first_ms_before)));
+        probes_before.sort_by(|a, b| {
+            a.category
+                .cmp(&b.category)
+                .then(b.first_ms_before.total_cmp(&a.first_ms_before))
+        });
         let record = ConnectionRecord {
             time: self.clock.rfc3339(e.header.ktime_ns),
             offset_ms: self.offset_ms(e.header.ktime_ns),
             pid: e.header.tgid,
             tid: e.header.tid,
-            process: procs.get(e.header.tgid).map(|p| p.name().to_owned()).unwrap_or_default(),
+            process: procs
+                .get(e.header.tgid)
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default(),
             lineage: procs.lineage(e.header.tgid),
             destination,
             result,
@@ -216,17 +271,22 @@ impl Correlator {
 
     /// Per-category summary of every probe in the run.
     pub fn summarize(&self) -> Vec<CategorySummary> {
-        let mut by_cat: BTreeMap<String, BTreeMap<(TargetType, String), ProbeSummary>> = BTreeMap::new();
+        let mut by_cat: BTreeMap<String, BTreeMap<(TargetType, String), ProbeSummary>> =
+            BTreeMap::new();
         for p in &self.timeline {
             for cat in &p.categories {
-                let s = by_cat.entry(cat.clone()).or_default().entry((p.target_type, p.target.clone())).or_insert_with(|| ProbeSummary {
-                    target_type: p.target_type,
-                    target: p.target.clone(),
-                    how: Vec::new(),
-                    count: 0,
-                    pids: Vec::new(),
-                    first_offset_ms: self.offset_ms(p.ktime_ns),
-                });
+                let s = by_cat
+                    .entry(cat.clone())
+                    .or_default()
+                    .entry((p.target_type, p.target.clone()))
+                    .or_insert_with(|| ProbeSummary {
+                        target_type: p.target_type,
+                        target: p.target.clone(),
+                        how: Vec::new(),
+                        count: 0,
+                        pids: Vec::new(),
+                        first_offset_ms: self.offset_ms(p.ktime_ns),
+                    });
                 s.count += 1;
                 if !s.how.contains(&p.how) {
                     s.how.push(p.how);
@@ -243,7 +303,10 @@ impl Correlator {
                 let probes = by_cat.remove(name)?;
                 let mut probes: Vec<ProbeSummary> = probes.into_values().collect();
                 probes.sort_by(|a, b| a.first_offset_ms.total_cmp(&b.first_offset_ms));
-                Some(CategorySummary { category: name.clone(), probes })
+                Some(CategorySummary {
+                    category: name.clone(),
+                    probes,
+                })
             })
             .collect()
     }
@@ -268,8 +331,16 @@ fn destination(e: &ConnectEvent) -> Destination {
             address: Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3]).to_string(),
             port: e.port,
         },
-        AF_INET6 => Destination { family: "ipv6", address: Ipv6Addr::from(e.addr).to_string(), port: e.port },
-        other => Destination { family: "unknown", address: format!("family {other}"), port: e.port },
+        AF_INET6 => Destination {
+            family: "ipv6",
+            address: Ipv6Addr::from(e.addr).to_string(),
+            port: e.port,
+        },
+        other => Destination {
+            family: "unknown",
+            address: format!("family {other}"),
+            port: e.port,
+        },
     }
 }
 

@@ -4,17 +4,43 @@ use super::*;
 use crate::policy::load_default;
 
 fn hdr(kind: u32, pid: u32, ktime_ns: u64) -> EventHeader {
-    EventHeader { kind, cpu: 0, tgid: pid, tid: pid, ktime_ns }
+    EventHeader {
+        kind,
+        cpu: 0,
+        tgid: pid,
+        tid: pid,
+        ktime_ns,
+    }
 }
 
 fn env(pid: u32, t: u64, name: &str) -> Event {
-    let mut e = EnvEvent { header: hdr(EVENT_ENV, pid, t), op: ENV_OP_GETENV, entry_id: 1, name_len: name.len() as u32, name_truncated: 0, value_present: 0, _pad0: 0, name: [0; ENV_NAME_LEN] };
+    let mut e = EnvEvent {
+        header: hdr(EVENT_ENV, pid, t),
+        op: ENV_OP_GETENV,
+        entry_id: 1,
+        name_len: name.len() as u32,
+        name_truncated: 0,
+        value_present: 0,
+        _pad0: 0,
+        name: [0; ENV_NAME_LEN],
+    };
     e.name[..name.len()].copy_from_slice(name.as_bytes());
     Event::Env(e)
 }
 
 fn file(pid: u32, t: u64, op: u32, path: &str) -> Event {
-    let mut e = FileEvent { header: hdr(EVENT_FILE, pid, t), op, entry_id: 1, dfd: -100, open_flags: 0, ret: 3, path_len: path.len() as u32, path_truncated: 0, _pad0: 0, path: [0; PATH_LEN] };
+    let mut e = FileEvent {
+        header: hdr(EVENT_FILE, pid, t),
+        op,
+        entry_id: 1,
+        dfd: -100,
+        open_flags: 0,
+        ret: 3,
+        path_len: path.len() as u32,
+        path_truncated: 0,
+        _pad0: 0,
+        path: [0; PATH_LEN],
+    };
     e.path[..path.len()].copy_from_slice(path.as_bytes());
     Event::File(Box::new(e))
 }
@@ -22,7 +48,15 @@ fn file(pid: u32, t: u64, op: u32, path: &str) -> Event {
 fn connect(pid: u32, t: u64, port: u16, ret: i32) -> Event {
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    Event::Connect(ConnectEvent { header: hdr(EVENT_CONNECT, pid, t), fd: 3, ret, family: AF_INET, port, _pad0: 0, addr })
+    Event::Connect(ConnectEvent {
+        header: hdr(EVENT_CONNECT, pid, t),
+        fd: 3,
+        ret,
+        family: AF_INET,
+        port,
+        _pad0: 0,
+        addr,
+    })
 }
 
 #[test]
@@ -40,11 +74,18 @@ fn connection_lists_the_probes_before_it_by_category() {
     ] {
         c.handle(&ev, &mut procs);
     }
-    let Some(Record::Connect(rec)) = c.handle(&connect(100, 10_000_000, 4000, 0), &mut procs) else { panic!("no connect record") };
+    let Some(Record::Connect(rec)) = c.handle(&connect(100, 10_000_000, 4000, 0), &mut procs)
+    else {
+        panic!("no connect record")
+    };
     assert_eq!(rec.destination.address, "127.0.0.1");
     assert_eq!(rec.destination.port, 4000);
     assert_eq!(rec.result, "ok");
-    let got: Vec<(&str, &str, &str, u64)> = rec.probes_before.iter().map(|p| (p.category.as_str(), p.how, p.target.as_str(), p.count)).collect();
+    let got: Vec<(&str, &str, &str, u64)> = rec
+        .probes_before
+        .iter()
+        .map(|p| (p.category.as_str(), p.how, p.target.as_str(), p.count))
+        .collect();
     assert_eq!(
         got,
         [
@@ -55,7 +96,11 @@ fn connection_lists_the_probes_before_it_by_category() {
         ]
     );
     let tz = &rec.probes_before[1];
-    assert!((tz.first_ms_before - 9.0).abs() < 1e-9, "{}", tz.first_ms_before);
+    assert!(
+        (tz.first_ms_before - 9.0).abs() < 1e-9,
+        "{}",
+        tz.first_ms_before
+    );
 }
 
 #[test]
@@ -75,7 +120,10 @@ fn repeated_probes_stream_once_and_case_rule_is_applied() {
     let mut c = Correlator::new(&policy, 0);
     let mut procs = ProcessTable::default();
     assert!(c.handle(&env(1, 1, "TZ"), &mut procs).is_some());
-    assert!(c.handle(&env(1, 2, "TZ"), &mut procs).is_none(), "repeat is folded");
+    assert!(
+        c.handle(&env(1, 2, "TZ"), &mut procs).is_none(),
+        "repeat is folded"
+    );
     // The kernel folds case; `tz` is not the policy's `TZ`.
     assert!(c.handle(&env(1, 3, "tz"), &mut procs).is_none());
     assert_eq!(c.case_mismatches, 1);
@@ -89,6 +137,8 @@ fn connect_errors_are_named() {
     let policy = load_default().unwrap();
     let mut c = Correlator::new(&policy, 0);
     let mut procs = ProcessTable::default();
-    let Some(Record::Connect(rec)) = c.handle(&connect(1, 1, 9, -111), &mut procs) else { panic!() };
+    let Some(Record::Connect(rec)) = c.handle(&connect(1, 1, 9, -111), &mut procs) else {
+        panic!()
+    };
     assert_eq!(rec.result, "ECONNREFUSED");
 }

@@ -21,7 +21,11 @@ impl EventReader {
         // as the RingBuf lives, i.e. as long as this AsyncFd.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|err| std::io::Error::other(err.to_string()))?;
-        Ok(Self { ring, decode_errors: 0, last_decode_error: None })
+        Ok(Self {
+            ring,
+            decode_errors: 0,
+            last_decode_error: None,
+        })
     }
 
     /// Waits until the kernel has published at least one record, then appends every

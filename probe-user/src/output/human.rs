@@ -33,17 +33,38 @@ pub fn render(record: &Record) -> String {
             );
         }
         Record::Connect(c) => {
-            let _ = writeln!(s, "{:>9}  [{}] connect {}  ({})", secs(c.offset_ms), c.pid, dest_line(c), c.process);
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] connect {}  ({})",
+                secs(c.offset_ms),
+                c.pid,
+                dest_line(c),
+                c.process
+            );
             if c.probes_before.is_empty() {
                 let _ = writeln!(s, "{:>9}           no policy probes before it", "");
             } else {
-                let cats: Vec<&str> = c.probes_before.iter().map(|p| p.category.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+                let cats: Vec<&str> = c
+                    .probes_before
+                    .iter()
+                    .map(|p| p.category.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
                 let _ = writeln!(s, "{:>9}           after probing: {}", "", cats.join(", "));
             }
         }
         Record::Exit(e) => {
-            let code = e.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown (no exit_group)".into());
-            let _ = writeln!(s, "{:>9}  [{}] exit    code {code}", secs(e.offset_ms), e.pid);
+            let code = e
+                .exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "unknown (no exit_group)".into());
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] exit    code {code}",
+                secs(e.offset_ms),
+                e.pid
+            );
         }
         Record::Report(r) => render_report(&mut s, r),
     }
@@ -55,14 +76,24 @@ fn secs(ms: f64) -> String {
 }
 
 fn dest_line(c: &ConnectionRecord) -> String {
-    let addr = if c.destination.family == "ipv6" { format!("[{}]", c.destination.address) } else { c.destination.address.clone() };
+    let addr = if c.destination.family == "ipv6" {
+        format!("[{}]", c.destination.address)
+    } else {
+        c.destination.address.clone()
+    };
     format!("{addr}:{} -> {}", c.destination.port, c.result)
 }
 
 fn render_report(s: &mut String, r: &RunReport) {
     let _ = writeln!(s, "\n== probectl report (policy: {}) ==", r.policy);
     let cli = &r.cli;
-    let _ = writeln!(s, "CLI      {} (pid {}{})", cli.name, cli.pid, cli.uid.map(|u| format!(", uid {u}")).unwrap_or_default());
+    let _ = writeln!(
+        s,
+        "CLI      {} (pid {}{})",
+        cli.name,
+        cli.pid,
+        cli.uid.map(|u| format!(", uid {u}")).unwrap_or_default()
+    );
     let _ = writeln!(s, "  exe    {}", cli.exe);
     if let Some(script) = &cli.script {
         let _ = writeln!(s, "  script {script}");
@@ -97,7 +128,14 @@ fn render_report(s: &mut String, r: &RunReport) {
     }
     for c in &r.connections {
         let lineage: Vec<String> = c.lineage.iter().map(u32::to_string).collect();
-        let _ = writeln!(s, "  {} at {} by {} (pid {})", dest_line(c), secs(c.offset_ms), c.process, lineage.join(" < "));
+        let _ = writeln!(
+            s,
+            "  {} at {} by {} (pid {})",
+            dest_line(c),
+            secs(c.offset_ms),
+            c.process,
+            lineage.join(" < ")
+        );
         if c.probes_before.is_empty() {
             let _ = writeln!(s, "    no policy probes before it");
         }
@@ -111,9 +149,18 @@ fn render_report(s: &mut String, r: &RunReport) {
     }
     let _ = writeln!(s);
     if r.partial {
-        let _ = writeln!(s, "PARTIAL: these sensors did not attach, so what they watch is missing:");
+        let _ = writeln!(
+            s,
+            "PARTIAL: these sensors did not attach, so what they watch is missing:"
+        );
         for u in &r.unattached_sensors {
-            let _ = writeln!(s, "  {} ({}): {}", u.program, u.attach_point, u.error.as_deref().unwrap_or("?"));
+            let _ = writeln!(
+                s,
+                "  {} ({}): {}",
+                u.program,
+                u.attach_point,
+                u.error.as_deref().unwrap_or("?")
+            );
         }
     } else {
         let _ = writeln!(s, "Sensors: all attached.");

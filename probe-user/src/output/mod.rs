@@ -26,7 +26,11 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(format: Format, out: Box<dyn Write + Send>) -> Self {
-        Self { format, out, write_errors: 0 }
+        Self {
+            format,
+            out,
+            write_errors: 0,
+        }
     }
 
     pub fn emit(&mut self, record: &Record) {

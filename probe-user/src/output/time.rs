@@ -10,12 +10,16 @@ pub struct WallClock {
 }
 
 fn now_ns(id: ClockId) -> i128 {
-    clock_gettime(id).map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128).unwrap_or(0)
+    clock_gettime(id)
+        .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+        .unwrap_or(0)
 }
 
 impl WallClock {
     pub fn new() -> Self {
-        Self { offset_ns: now_ns(ClockId::CLOCK_REALTIME) - now_ns(ClockId::CLOCK_BOOTTIME) }
+        Self {
+            offset_ns: now_ns(ClockId::CLOCK_REALTIME) - now_ns(ClockId::CLOCK_BOOTTIME),
+        }
     }
 
     pub fn boot_now_ns() -> u64 {
@@ -40,7 +44,12 @@ pub fn format_utc(epoch_ns: i128) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
@@ -65,7 +74,13 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(format_utc(0), "1970-01-01T00:00:00.000000Z");
         // 2026-11-24T20:46:29.5Z
-        assert_eq!(format_utc(1_795_553_189_500_000_000), "2026-11-24T20:46:29.500000Z");
-        assert_eq!(format_utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(
+            format_utc(1_795_553_189_500_000_000),
+            "2026-11-24T20:46:29.500000Z"
+        );
+        assert_eq!(
+            format_utc(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Compilation: a validated policy becomes kernel map entries (what the kernel filters
 //! on) and a classifier (how userspace names what the kernel reported).
 
-use probe_common::{ENV_NAME_LEN, EnvNameKey, PATH_LEN, PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef};
+use probe_common::{
+    ENV_NAME_LEN, EnvNameKey, PATH_LEN, PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef,
+};
 
 use super::schema::{Category, Policy};
 
@@ -36,7 +38,13 @@ impl Classifier {
         let mut out: Vec<usize> = self
             .env
             .iter()
-            .filter(|(n, ci, _)| if *ci { n.eq_ignore_ascii_case(name) } else { n == name })
+            .filter(|(n, ci, _)| {
+                if *ci {
+                    n.eq_ignore_ascii_case(name)
+                } else {
+                    n == name
+                }
+            })
             .map(|(_, _, c)| *c)
             .collect();
         out.dedup();
@@ -50,7 +58,12 @@ impl Classifier {
             .iter()
             .filter(|(p, _)| p == path)
             .map(|(_, c)| *c)
-            .chain(self.prefixes.iter().filter(|(p, _)| path.starts_with(p.as_str())).map(|(_, c)| *c))
+            .chain(
+                self.prefixes
+                    .iter()
+                    .filter(|(p, _)| path.starts_with(p.as_str()))
+                    .map(|(_, c)| *c),
+            )
             .collect();
         out.sort_unstable();
         out.dedup();
@@ -85,23 +98,50 @@ pub(super) fn compile(policy: Policy) -> CompiledPolicy {
             let key = env_key(name);
             // Two categories may name one variable; the kernel needs it once.
             if !kernel.env_names.iter().any(|(k, _)| *k == key) {
-                kernel.env_names.push((key, PolicyRef { entry_id: id(), match_kind: 0 }));
+                kernel.env_names.push((
+                    key,
+                    PolicyRef {
+                        entry_id: id(),
+                        match_kind: 0,
+                    },
+                ));
             }
-            classifier.env.push((name.clone(), cat.env_case_insensitive, index));
+            classifier
+                .env
+                .push((name.clone(), cat.env_case_insensitive, index));
         }
         for path in &cat.paths {
             // The NUL terminator is part of an exact key, so it cannot match longer paths.
             let bits = ((path.len() + 1) * 8) as u32;
-            kernel.paths.push((bits, path_key(path), PolicyRef { entry_id: id(), match_kind: PATH_MATCH_EXACT }));
+            kernel.paths.push((
+                bits,
+                path_key(path),
+                PolicyRef {
+                    entry_id: id(),
+                    match_kind: PATH_MATCH_EXACT,
+                },
+            ));
             classifier.exact_paths.push((path.clone(), index));
         }
         for prefix in &cat.path_prefixes {
             let bits = (prefix.len() * 8) as u32;
-            kernel.paths.push((bits, path_key(prefix), PolicyRef { entry_id: id(), match_kind: PATH_MATCH_PREFIX }));
+            kernel.paths.push((
+                bits,
+                path_key(prefix),
+                PolicyRef {
+                    entry_id: id(),
+                    match_kind: PATH_MATCH_PREFIX,
+                },
+            ));
             classifier.prefixes.push((prefix.clone(), index));
         }
     }
-    kernel.paths.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    kernel.paths.sort_by_key(|a| (a.0, a.1));
     kernel.paths.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-    CompiledPolicy { name: policy.metadata.name.clone(), categories: policy.categories, kernel, classifier }
+    CompiledPolicy {
+        name: policy.metadata.name.clone(),
+        categories: policy.categories,
+        kernel,
+        classifier,
+    }
 }

@@ -3,6 +3,7 @@
 
 mod compile;
 mod schema;
+mod suggest;
 
 pub use compile::{Classifier, CompiledPolicy, KernelEntries};
 pub use schema::{Category, Metadata, Policy};
@@ -18,12 +19,27 @@ pub const API_VERSION: &str = "probectl.dev/v1alpha1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read policy file {path}: {source}\n  hint: check the path and that it is readable")]
-    Read { path: String, source: std::io::Error },
-    #[error("{source_name}:{line}:{column}: {message}")]
-    Parse { source_name: String, line: usize, column: usize, message: String },
+    #[error(
+        "cannot read policy file {path}: {source}\n  hint: check the path and that it is readable"
+    )]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{source_name}:{line}:{column}: {message}{}", hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+    Parse {
+        source_name: String,
+        line: usize,
+        column: usize,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("{source_name}: {message}\n  hint: {hint}")]
-    Invalid { source_name: String, message: String, hint: String },
+    Invalid {
+        source_name: String,
+        message: String,
+        hint: String,
+    },
 }
 
 /// Loads the embedded default policy.
@@ -33,16 +49,33 @@ pub fn load_default() -> Result<CompiledPolicy, PolicyError> {
 
 /// Loads and validates a policy file.
 pub fn load_file(path: &Path) -> Result<CompiledPolicy, PolicyError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse(&text, &path.display().to_string())
 }
 
 /// Parses, validates and compiles policy text. `source_name` goes into error messages.
 pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyError> {
     let policy: Policy = serde_yaml::from_str(text).map_err(|err| {
-        let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        PolicyError::Parse { source_name: source_name.to_owned(), line, column, message: err.to_string() }
+        let (line, column) = err
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        let mut message = err.to_string();
+        // serde_yaml repeats the position at the end; it is already in front.
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        let hint = suggest::did_you_mean(&message);
+        PolicyError::Parse {
+            source_name: source_name.to_owned(),
+            line,
+            column,
+            message,
+            hint,
+        }
     })?;
     schema::validate(&policy, source_name)?;
     Ok(compile::compile(policy))

@@ -46,7 +46,11 @@ pub struct Category {
 }
 
 fn invalid(source_name: &str, message: String, hint: &str) -> PolicyError {
-    PolicyError::Invalid { source_name: source_name.to_owned(), message, hint: hint.to_owned() }
+    PolicyError::Invalid {
+        source_name: source_name.to_owned(),
+        message,
+        hint: hint.to_owned(),
+    }
 }
 
 pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyError> {
@@ -58,15 +62,27 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
         ));
     }
     if policy.kind != "Policy" {
-        return Err(invalid(source_name, format!("unsupported kind {:?}", policy.kind), "use `kind: Policy`"));
+        return Err(invalid(
+            source_name,
+            format!("unsupported kind {:?}", policy.kind),
+            "use `kind: Policy`",
+        ));
     }
     if policy.metadata.name.trim().is_empty() {
-        return Err(invalid(source_name, "metadata.name is empty".into(), "give the policy a name"));
+        return Err(invalid(
+            source_name,
+            "metadata.name is empty".into(),
+            "give the policy a name",
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     for cat in &policy.categories {
         if cat.name.trim().is_empty() {
-            return Err(invalid(source_name, "a category has an empty name".into(), "name every category"));
+            return Err(invalid(
+                source_name,
+                "a category has an empty name".into(),
+                "name every category",
+            ));
         }
         if !seen.insert(cat.name.as_str()) {
             return Err(invalid(
@@ -77,13 +93,21 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
         }
         for name in &cat.env {
             validate_env_name(name).map_err(|why| {
-                invalid(source_name, format!("category {:?}: env name {name:?} {why}", cat.name), "env names are 1-63 bytes of letters, digits and `_`")
+                invalid(
+                    source_name,
+                    format!("category {:?}: env name {name:?} {why}", cat.name),
+                    "env names are 1-63 bytes of letters, digits and `_`",
+                )
             })?;
         }
         for (list, what) in [(&cat.paths, "path"), (&cat.path_prefixes, "path prefix")] {
             for path in list {
                 validate_path(path).map_err(|why| {
-                    invalid(source_name, format!("category {:?}: {what} {path:?} {why}", cat.name), "paths are absolute, at most 255 bytes, without NUL")
+                    invalid(
+                        source_name,
+                        format!("category {:?}: {what} {path:?} {why}", cat.name),
+                        "paths are absolute, at most 255 bytes, without NUL",
+                    )
                 })?;
             }
         }

@@ -12,31 +12,67 @@ fn default_policy_declares_the_three_categories() {
 #[test]
 fn default_policy_classifies_env_names_with_each_case_rule() {
     let p = load_default().unwrap();
-    let cat = |i: Vec<usize>| i.iter().map(|&i| p.categories[i].name.clone()).collect::<Vec<_>>();
+    let cat = |i: Vec<usize>| {
+        i.iter()
+            .map(|&i| p.categories[i].name.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(cat(p.classifier.env_categories("https_proxy")), ["proxy"]);
     assert_eq!(cat(p.classifier.env_categories("HTTPS_PROXY")), ["proxy"]);
     assert_eq!(cat(p.classifier.env_categories("TZ")), ["timezone"]);
-    assert!(p.classifier.env_categories("tz").is_empty(), "TZ is case-sensitive");
-    assert_eq!(cat(p.classifier.env_categories("ANTHROPIC_BASE_URL")), ["api-relay"]);
+    assert!(
+        p.classifier.env_categories("tz").is_empty(),
+        "TZ is case-sensitive"
+    );
+    assert_eq!(
+        cat(p.classifier.env_categories("ANTHROPIC_BASE_URL")),
+        ["api-relay"]
+    );
     assert!(p.classifier.env_categories("HOME").is_empty());
 }
 
 #[test]
 fn default_policy_classifies_paths() {
     let p = load_default().unwrap();
-    let cat = |i: Vec<usize>| i.iter().map(|&i| p.categories[i].name.clone()).collect::<Vec<_>>();
-    assert_eq!(cat(p.classifier.path_categories("/etc/localtime")), ["timezone"]);
-    assert_eq!(cat(p.classifier.path_categories("/usr/share/zoneinfo/Europe/Paris")), ["timezone"]);
-    assert!(p.classifier.path_categories("/etc/localtime.bak").is_empty());
+    let cat = |i: Vec<usize>| {
+        i.iter()
+            .map(|&i| p.categories[i].name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        cat(p.classifier.path_categories("/etc/localtime")),
+        ["timezone"]
+    );
+    assert_eq!(
+        cat(p
+            .classifier
+            .path_categories("/usr/share/zoneinfo/Europe/Paris")),
+        ["timezone"]
+    );
+    assert!(
+        p.classifier
+            .path_categories("/etc/localtime.bak")
+            .is_empty()
+    );
     assert!(p.classifier.path_categories("/etc/passwd").is_empty());
 }
 
 #[test]
 fn exact_kernel_keys_include_the_nul_and_prefixes_do_not() {
     let p = load_default().unwrap();
-    let localtime = p.kernel.paths.iter().find(|(_, k, _)| k.starts_with(b"/etc/localtime\0")).unwrap();
+    let localtime = p
+        .kernel
+        .paths
+        .iter()
+        .find(|(_, k, _)| k.starts_with(b"/etc/localtime\0"))
+        .unwrap();
     assert_eq!(localtime.0, (b"/etc/localtime".len() as u32 + 1) * 8);
-    let zoneinfo = p.kernel.paths.iter().find(|(_, k, _)| k.starts_with(b"/usr/share/zoneinfo/\0")).unwrap();
+    let zoneinfo = p
+        .kernel
+        .paths
+        .iter()
+        .find(|(_, k, _)| k.starts_with(b"/usr/share/zoneinfo/\0"))
+        .unwrap();
     assert_eq!(zoneinfo.0, b"/usr/share/zoneinfo/".len() as u32 * 8);
 }
 
@@ -48,7 +84,12 @@ fn kernel_env_keys_are_upper_case_and_unique() {
         k[..s.len()].copy_from_slice(s.as_bytes());
         k
     };
-    assert!(p.kernel.env_names.iter().any(|(k, _)| *k == key("HTTPS_PROXY")));
+    assert!(
+        p.kernel
+            .env_names
+            .iter()
+            .any(|(k, _)| *k == key("HTTPS_PROXY"))
+    );
     let mut keys: Vec<_> = p.kernel.env_names.iter().map(|(k, _)| *k).collect();
     keys.sort();
     keys.dedup();
@@ -59,7 +100,15 @@ fn kernel_env_keys_are_upper_case_and_unique() {
 fn bad_yaml_reports_line_and_column() {
     let text = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\ncategories:\n  - name: a\n    env: [TZ\n";
     let err = parse(text, "bad.yaml").unwrap_err();
-    let PolicyError::Parse { source_name, line, column, .. } = &err else { panic!("{err}") };
+    let PolicyError::Parse {
+        source_name,
+        line,
+        column,
+        ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
     assert_eq!(source_name, "bad.yaml");
     assert!(*line >= 7, "line {line} in {err}");
     assert!(*column > 0, "{err}");
@@ -73,6 +122,12 @@ fn unknown_field_is_rejected_with_its_position() {
     let msg = err.to_string();
     assert!(msg.contains("typo.yaml:7:"), "{msg}");
     assert!(msg.contains("unknown field `envs`"), "{msg}");
+    assert!(msg.contains("hint: did you mean `env`?"), "{msg}");
+    assert_eq!(
+        msg.matches("line 7").count(),
+        0,
+        "position given once, as file:line:col: {msg}"
+    );
 }
 
 #[test]
@@ -87,7 +142,17 @@ fn relative_path_and_bad_env_name_are_rejected_with_a_hint() {
 #[test]
 fn duplicate_category_and_wrong_api_version_are_rejected() {
     let dup = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\ncategories:\n  - name: a\n  - name: a\n";
-    assert!(parse(dup, "d.yaml").unwrap_err().to_string().contains("defined twice"));
+    assert!(
+        parse(dup, "d.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("defined twice")
+    );
     let ver = "apiVersion: v9\nkind: Policy\nmetadata:\n  name: x\n";
-    assert!(parse(ver, "v.yaml").unwrap_err().to_string().contains("unsupported apiVersion"));
+    assert!(
+        parse(ver, "v.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported apiVersion")
+    );
 }

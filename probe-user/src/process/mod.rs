@@ -23,20 +23,36 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     /// A short name for output: the basename of the exe, or of argv[0].
     pub fn name(&self) -> &str {
-        let full = if self.exe.is_empty() { self.argv.first().map(String::as_str).unwrap_or("?") } else { &self.exe };
+        let full = if self.exe.is_empty() {
+            self.argv.first().map(String::as_str).unwrap_or("?")
+        } else {
+            &self.exe
+        };
         full.rsplit('/').next().unwrap_or(full)
     }
 
     /// For interpreters, the script or package they run (first argument that is not
     /// an option), which is what identifies the CLI; `None` for native programs.
     pub fn script(&self) -> Option<&str> {
-        const INTERPRETERS: &[&str] = &["node", "nodejs", "python", "python3", "bun", "deno", "ruby", "perl", "sh", "bash"];
+        const INTERPRETERS: &[&str] = &[
+            "node", "nodejs", "python", "python3", "bun", "deno", "ruby", "perl", "sh", "bash",
+        ];
         let name = self.name();
-        let is_interpreter = INTERPRETERS.iter().any(|i| name == *i || (name.starts_with(i) && name[i.len()..].chars().all(|c| c.is_ascii_digit() || c == '.')));
+        let is_interpreter = INTERPRETERS.iter().any(|i| {
+            name == *i
+                || (name.starts_with(i)
+                    && name[i.len()..]
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == '.'))
+        });
         if !is_interpreter {
             return None;
         }
-        self.argv.iter().skip(1).find(|a| !a.starts_with('-')).map(String::as_str)
+        self.argv
+            .iter()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .map(String::as_str)
     }
 }
 
@@ -52,14 +68,24 @@ impl ProcessTable {
 
     /// Adds a root from /proc (best effort: it may have exited already).
     pub fn seed_from_proc(&mut self, pid: u32) {
-        let info = read_proc(pid).unwrap_or(ProcessInfo { pid, ..Default::default() });
+        let info = read_proc(pid).unwrap_or(ProcessInfo {
+            pid,
+            ..Default::default()
+        });
         self.procs.insert(pid, info);
     }
 
     /// Adds a root whose parent is known but whose image is not yet the final one
     /// (a gated child of `probectl run` before its exec).
     pub fn add_root(&mut self, pid: u32, ppid: u32) {
-        self.procs.insert(pid, ProcessInfo { pid, ppid, ..Default::default() });
+        self.procs.insert(
+            pid,
+            ProcessInfo {
+                pid,
+                ppid,
+                ..Default::default()
+            },
+        );
     }
 
     pub fn on_fork(&mut self, parent: u32, child: u32) {
@@ -71,10 +97,20 @@ impl ProcessTable {
         self.procs.insert(child, info);
     }
 
-    pub fn on_exec(&mut self, pid: u32, uid: u32, exe: &[u8], argv: Vec<String>, argv_incomplete: bool) {
-        let info = self.procs.entry(pid).or_insert_with(|| ProcessInfo { pid, ..Default::default() });
+    pub fn on_exec(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        exe: &[u8],
+        argv: Vec<String>,
+        argv_incomplete: bool,
+    ) {
+        let info = self.procs.entry(pid).or_insert_with(|| ProcessInfo {
+            pid,
+            ..Default::default()
+        });
         info.uid = Some(uid);
-        info.exe = escape_bytes(exe);
+        info.exe = escape_bytes(&absolute_exe(pid, exe));
         info.argv = argv;
         info.argv_incomplete = argv_incomplete;
     }
@@ -91,7 +127,8 @@ impl ProcessTable {
         let mut chain = vec![pid];
         let mut cur = pid;
         while let Some(info) = self.procs.get(&cur) {
-            if info.ppid == 0 || chain.contains(&info.ppid) || !self.procs.contains_key(&info.ppid) {
+            if info.ppid == 0 || chain.contains(&info.ppid) || !self.procs.contains_key(&info.ppid)
+            {
                 break;
             }
             chain.push(info.ppid);
@@ -101,17 +138,47 @@ impl ProcessTable {
     }
 }
 
+/// The kernel reports the pathname as passed to execve, which may be relative
+/// (`./cli`). Exec is rare enough to afford one readlink of /proc/<pid>/exe to make it
+/// absolute; if the process is already gone, the relative name is kept.
+fn absolute_exe(pid: u32, exe: &[u8]) -> Vec<u8> {
+    if exe.first() == Some(&b'/') {
+        return exe.to_vec();
+    }
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.into_os_string().into_encoded_bytes())
+        .unwrap_or_else(|_| exe.to_vec())
+}
+
 fn read_proc(pid: u32) -> Option<ProcessInfo> {
     let base = format!("/proc/{pid}");
     let status = std::fs::read_to_string(format!("{base}/status")).ok()?;
     let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<u32>().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok())
     };
-    let exe = std::fs::read_link(format!("{base}/exe")).map(|p| escape_bytes(p.as_os_str().as_encoded_bytes())).unwrap_or_default();
-    let argv = std::fs::read(format!("{base}/cmdline"))
-        .map(|raw| raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(escape_bytes).collect())
+    let exe = std::fs::read_link(format!("{base}/exe"))
+        .map(|p| escape_bytes(p.as_os_str().as_encoded_bytes()))
         .unwrap_or_default();
-    Some(ProcessInfo { pid, ppid: field("PPid:")?, uid: field("Uid:"), exe, argv, ..Default::default() })
+    let argv = std::fs::read(format!("{base}/cmdline"))
+        .map(|raw| {
+            raw.split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(escape_bytes)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(ProcessInfo {
+        pid,
+        ppid: field("PPid:")?,
+        uid: field("Uid:"),
+        exe,
+        argv,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -120,12 +187,28 @@ mod tests {
 
     #[test]
     fn interpreters_are_identified_by_their_script() {
-        let node = ProcessInfo { exe: "/usr/bin/node".into(), argv: vec!["node".into(), "--no-warnings".into(), "/opt/cli/cli.js".into()], ..Default::default() };
+        let node = ProcessInfo {
+            exe: "/usr/bin/node".into(),
+            argv: vec![
+                "node".into(),
+                "--no-warnings".into(),
+                "/opt/cli/cli.js".into(),
+            ],
+            ..Default::default()
+        };
         assert_eq!(node.name(), "node");
         assert_eq!(node.script(), Some("/opt/cli/cli.js"));
-        let py = ProcessInfo { exe: "/usr/bin/python3.11".into(), argv: vec!["python3".into(), "x.py".into()], ..Default::default() };
+        let py = ProcessInfo {
+            exe: "/usr/bin/python3.11".into(),
+            argv: vec!["python3".into(), "x.py".into()],
+            ..Default::default()
+        };
         assert_eq!(py.script(), Some("x.py"));
-        let native = ProcessInfo { exe: "/usr/bin/curl".into(), argv: vec!["curl".into(), "x".into()], ..Default::default() };
+        let native = ProcessInfo {
+            exe: "/usr/bin/curl".into(),
+            argv: vec!["curl".into(), "x".into()],
+            ..Default::default()
+        };
         assert_eq!(native.script(), None);
     }
 

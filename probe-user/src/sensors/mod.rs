@@ -29,7 +29,9 @@ pub enum SensorError {
         "probectl needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) to load eBPF programs\n  hint: run it with sudo, e.g. `sudo probectl run -- CMD`"
     )]
     NotRoot,
-    #[error("tracefs is unavailable: {detail}\n  hint: mount it with `mount -t tracefs nodev /sys/kernel/tracing` (needs CONFIG_TRACING)")]
+    #[error(
+        "tracefs is unavailable: {detail}\n  hint: mount it with `mount -t tracefs nodev /sys/kernel/tracing` (needs CONFIG_TRACING)"
+    )]
     Tracefs { detail: String },
     #[error(
         "cannot load the eBPF programs: {source}\n  hint: probectl needs a kernel with BPF ring buffers (5.8+) and tracepoints; check `dmesg` and that BPF is not disabled (kernel.unprivileged_bpf_disabled does not matter as root, but lockdown=confidentiality does)"
@@ -46,7 +48,9 @@ pub enum SensorError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("no sensor could attach; nothing would be seen:\n{0}\n  hint: check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS")]
+    #[error(
+        "no sensor could attach; nothing would be seen:\n{0}\n  hint: check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS"
+    )]
     NothingAttached(String),
 }
 
@@ -74,7 +78,11 @@ struct ProgramSpec {
 }
 
 const fn tp(program: &'static str, family: Family, category: &'static str) -> ProgramSpec {
-    ProgramSpec { program, family, point: AttachPoint::Tracepoint(category, program) }
+    ProgramSpec {
+        program,
+        family,
+        point: AttachPoint::Tracepoint(category, program),
+    }
 }
 
 /// Every program in the object and where it attaches. The program name is the
@@ -96,10 +104,26 @@ const PROGRAMS: &[ProgramSpec] = &[
     tp("sys_exit_openat", Family::Files, "syscalls"),
     tp("sys_exit_readlink", Family::Files, "syscalls"),
     tp("sys_exit_readlinkat", Family::Files, "syscalls"),
-    ProgramSpec { program: "getenv", family: Family::Env, point: AttachPoint::LibcUprobe("getenv") },
-    ProgramSpec { program: "getenv_ret", family: Family::Env, point: AttachPoint::LibcUprobe("getenv") },
-    ProgramSpec { program: "secure_getenv", family: Family::Env, point: AttachPoint::LibcUprobe("secure_getenv") },
-    ProgramSpec { program: "secure_getenv_ret", family: Family::Env, point: AttachPoint::LibcUprobe("secure_getenv") },
+    ProgramSpec {
+        program: "getenv",
+        family: Family::Env,
+        point: AttachPoint::LibcUprobe("getenv"),
+    },
+    ProgramSpec {
+        program: "getenv_ret",
+        family: Family::Env,
+        point: AttachPoint::LibcUprobe("getenv"),
+    },
+    ProgramSpec {
+        program: "secure_getenv",
+        family: Family::Env,
+        point: AttachPoint::LibcUprobe("secure_getenv"),
+    },
+    ProgramSpec {
+        program: "secure_getenv_ret",
+        family: Family::Env,
+        point: AttachPoint::LibcUprobe("secure_getenv"),
+    },
     tp("sys_enter_connect", Family::Net, "syscalls"),
     tp("sys_exit_connect", Family::Net, "syscalls"),
 ];
@@ -134,7 +158,9 @@ impl Sensors {
         }
         let (tracefs_root, mounted_tracefs) = tracefs::ensure_mounted()?;
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new().load(PROBE_OBJECT).map_err(|source| SensorError::Load { source })?;
+        let mut ebpf = EbpfLoader::new()
+            .load(PROBE_OBJECT)
+            .map_err(|source| SensorError::Load { source })?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(err) => {
@@ -142,7 +168,12 @@ impl Sensors {
                 None
             }
         };
-        let mut sensors = Sensors { ebpf, status: Vec::new(), mounted_tracefs, logger };
+        let mut sensors = Sensors {
+            ebpf,
+            status: Vec::new(),
+            mounted_tracefs,
+            logger,
+        };
         sensors.write_tp_offsets(&tracefs_root)?;
         sensors.write_policy(policy)?;
         sensors.attach_all();
@@ -150,7 +181,13 @@ impl Sensors {
             let detail = sensors
                 .status
                 .iter()
-                .map(|s| format!("  {}: {}", s.attach_point, s.error.as_deref().unwrap_or("?")))
+                .map(|s| {
+                    format!(
+                        "  {}: {}",
+                        s.attach_point,
+                        s.error.as_deref().unwrap_or("?")
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             return Err(SensorError::NothingAttached(detail));
@@ -164,30 +201,59 @@ impl Sensors {
             (TP_EXEC_FILENAME, "sched_process_exec", "filename"),
             (TP_EXEC_OLD_PID, "sched_process_exec", "old_pid"),
         ];
-        let map = self.ebpf.map_mut(MAP_TP_OFFSETS).ok_or(SensorError::MissingMap(MAP_TP_OFFSETS))?;
-        let mut array: Array<_, u32> =
-            Array::try_from(map).map_err(|source| SensorError::Map { map: MAP_TP_OFFSETS, source })?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_TP_OFFSETS)
+            .ok_or(SensorError::MissingMap(MAP_TP_OFFSETS))?;
+        let mut array: Array<_, u32> = Array::try_from(map).map_err(|source| SensorError::Map {
+            map: MAP_TP_OFFSETS,
+            source,
+        })?;
         for (slot, event, field) in offsets {
             let offset = tracefs::field_offset(root, "sched", event, field)?;
-            array.set(slot, offset, 0).map_err(|source| SensorError::Map { map: MAP_TP_OFFSETS, source })?;
+            array
+                .set(slot, offset, 0)
+                .map_err(|source| SensorError::Map {
+                    map: MAP_TP_OFFSETS,
+                    source,
+                })?;
         }
         Ok(())
     }
 
     fn write_policy(&mut self, policy: &CompiledPolicy) -> Result<(), SensorError> {
-        let map = self.ebpf.map_mut(MAP_ENV_NAMES).ok_or(SensorError::MissingMap(MAP_ENV_NAMES))?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_ENV_NAMES)
+            .ok_or(SensorError::MissingMap(MAP_ENV_NAMES))?;
         let mut env: HashMap<_, EnvNameKey, PolicyRef> =
-            HashMap::try_from(map).map_err(|source| SensorError::Map { map: MAP_ENV_NAMES, source })?;
+            HashMap::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_ENV_NAMES,
+                source,
+            })?;
         for (key, value) in &policy.kernel.env_names {
-            env.insert(key, value, 0).map_err(|source| SensorError::Map { map: MAP_ENV_NAMES, source })?;
+            env.insert(key, value, 0)
+                .map_err(|source| SensorError::Map {
+                    map: MAP_ENV_NAMES,
+                    source,
+                })?;
         }
-        let map = self.ebpf.map_mut(MAP_PATHS).ok_or(SensorError::MissingMap(MAP_PATHS))?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_PATHS)
+            .ok_or(SensorError::MissingMap(MAP_PATHS))?;
         let mut paths: LpmTrie<_, [u8; PATH_LEN], PolicyRef> =
-            LpmTrie::try_from(map).map_err(|source| SensorError::Map { map: MAP_PATHS, source })?;
+            LpmTrie::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_PATHS,
+                source,
+            })?;
         for (bits, data, value) in &policy.kernel.paths {
             paths
                 .insert(&Key::new(*bits, *data), value, 0)
-                .map_err(|source| SensorError::Map { map: MAP_PATHS, source })?;
+                .map_err(|source| SensorError::Map {
+                    map: MAP_PATHS,
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -202,14 +268,28 @@ impl Sensors {
                 ),
                 AttachPoint::LibcUprobe(symbol) => match &libc {
                     Some(path) => (
-                        format!("{} {}:{symbol}", if spec.program.ends_with("_ret") { "uretprobe" } else { "uprobe" }, path.display()),
+                        format!(
+                            "{} {}:{symbol}",
+                            if spec.program.ends_with("_ret") {
+                                "uretprobe"
+                            } else {
+                                "uprobe"
+                            },
+                            path.display()
+                        ),
                         self.attach_uprobe(spec.program, symbol, path.clone()),
                     ),
-                    None => (format!("uprobe libc:{symbol}"), Err("no libc found in /proc/self/maps".to_owned())),
+                    None => (
+                        format!("uprobe libc:{symbol}"),
+                        Err("no libc found in /proc/self/maps".to_owned()),
+                    ),
                 },
             };
             if let Err(err) = &result {
-                tracing::warn!("sensor {} not attached at {attach_point}: {err}", spec.program);
+                tracing::warn!(
+                    "sensor {} not attached at {attach_point}: {err}",
+                    spec.program
+                );
             }
             self.status.push(AttachStatus {
                 program: spec.program,
@@ -221,47 +301,96 @@ impl Sensors {
         }
     }
 
-    fn attach_tracepoint(&mut self, program: &str, category: &str, name: &str) -> Result<(), String> {
-        let prog = self.ebpf.program_mut(program).ok_or("program missing from the object")?;
+    fn attach_tracepoint(
+        &mut self,
+        program: &str,
+        category: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or("program missing from the object")?;
         let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
         prog.load().map_err(|e| format!("load: {e:#}"))?;
-        prog.attach(category, name).map_err(|e| format!("attach: {e:#}"))?;
+        prog.attach(category, name)
+            .map_err(|e| format!("attach: {e:#}"))?;
         Ok(())
     }
 
-    fn attach_uprobe(&mut self, program: &str, symbol: &str, target: PathBuf) -> Result<(), String> {
-        let prog = self.ebpf.program_mut(program).ok_or("program missing from the object")?;
+    fn attach_uprobe(
+        &mut self,
+        program: &str,
+        symbol: &str,
+        target: PathBuf,
+    ) -> Result<(), String> {
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or("program missing from the object")?;
         let prog: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
         prog.load().map_err(|e| format!("load: {e:#}"))?;
-        prog.attach(symbol, &target, UProbeScope::AllProcesses).map_err(|e| format!("attach: {e:#}"))?;
+        prog.attach(symbol, &target, UProbeScope::AllProcesses)
+            .map_err(|e| format!("attach: {e:#}"))?;
         Ok(())
     }
 
     /// Adds a root process to the kernel's watched set. Its descendants are added by
     /// the kernel at fork.
     pub fn watch(&mut self, tgid: u32) -> Result<(), SensorError> {
-        let map = self.ebpf.map_mut(MAP_WATCHED).ok_or(SensorError::MissingMap(MAP_WATCHED))?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_WATCHED)
+            .ok_or(SensorError::MissingMap(MAP_WATCHED))?;
         let mut watched: HashMap<_, u32, WatchEntry> =
-            HashMap::try_from(map).map_err(|source| SensorError::Map { map: MAP_WATCHED, source })?;
+            HashMap::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_WATCHED,
+                source,
+            })?;
         watched
-            .insert(tgid, WatchEntry { origin: WATCH_ORIGIN_ROOT, parent_tgid: 0 }, 0)
-            .map_err(|source| SensorError::Map { map: MAP_WATCHED, source })
+            .insert(
+                tgid,
+                WatchEntry {
+                    origin: WATCH_ORIGIN_ROOT,
+                    parent_tgid: 0,
+                },
+                0,
+            )
+            .map_err(|source| SensorError::Map {
+                map: MAP_WATCHED,
+                source,
+            })
     }
 
     /// Takes the event ring buffer; call once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, SensorError> {
-        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(SensorError::MissingMap(MAP_EVENTS))?;
-        RingBuf::try_from(map).map_err(|source| SensorError::Map { map: MAP_EVENTS, source })
+        let map = self
+            .ebpf
+            .take_map(MAP_EVENTS)
+            .ok_or(SensorError::MissingMap(MAP_EVENTS))?;
+        RingBuf::try_from(map).map_err(|source| SensorError::Map {
+            map: MAP_EVENTS,
+            source,
+        })
     }
 
     /// Kernel drop counters summed over CPUs, by reason, including zeros.
     pub fn drops(&self) -> Result<Vec<(&'static str, u64)>, SensorError> {
-        let map = self.ebpf.map(MAP_DROPS).ok_or(SensorError::MissingMap(MAP_DROPS))?;
+        let map = self
+            .ebpf
+            .map(MAP_DROPS)
+            .ok_or(SensorError::MissingMap(MAP_DROPS))?;
         let array: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| SensorError::Map { map: MAP_DROPS, source })?;
+            PerCpuArray::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_DROPS,
+                source,
+            })?;
         (0..DROP_SLOTS)
             .map(|slot| {
-                let per_cpu = array.get(&slot, 0).map_err(|source| SensorError::Map { map: MAP_DROPS, source })?;
+                let per_cpu = array.get(&slot, 0).map_err(|source| SensorError::Map {
+                    map: MAP_DROPS,
+                    source,
+                })?;
                 Ok((DROP_SLOT_NAMES[slot as usize], per_cpu.iter().sum()))
             })
             .collect()
@@ -289,5 +418,8 @@ fn raise_memlock_limit() {
 }
 
 fn libc_rlimit() -> ::libc::rlimit {
-    ::libc::rlimit { rlim_cur: ::libc::RLIM_INFINITY, rlim_max: ::libc::RLIM_INFINITY }
+    ::libc::rlimit {
+        rlim_cur: ::libc::RLIM_INFINITY,
+        rlim_max: ::libc::RLIM_INFINITY,
+    }
 }

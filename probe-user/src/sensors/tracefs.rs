@@ -32,10 +32,20 @@ pub fn ensure_mounted() -> Result<(PathBuf, bool), SensorError> {
 }
 
 /// Offset of `field` in the `format` file of `category/event`.
-pub fn field_offset(root: &Path, category: &str, event: &str, field: &str) -> Result<u32, SensorError> {
-    let path = root.join("events").join(category).join(event).join("format");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|err| SensorError::Tracefs { detail: format!("cannot read {}: {err}", path.display()) })?;
+pub fn field_offset(
+    root: &Path,
+    category: &str,
+    event: &str,
+    field: &str,
+) -> Result<u32, SensorError> {
+    let path = root
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
+    let text = std::fs::read_to_string(&path).map_err(|err| SensorError::Tracefs {
+        detail: format!("cannot read {}: {err}", path.display()),
+    })?;
     parse_field_offset(&text, field).ok_or_else(|| SensorError::Tracefs {
         detail: format!("{} has no field {field:?}", path.display()),
     })
@@ -51,7 +61,9 @@ pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        let offset = rest.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?;
+        let offset = rest
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:"))?;
         offset.trim().parse().ok()
     })
 }

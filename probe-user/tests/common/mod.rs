@@ -24,7 +24,9 @@ pub fn bpf_available(test: &str) -> bool {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: CI=true but not running as root; the eBPF integration tests must run here, not be skipped");
+        panic!(
+            "{test}: CI=true but not running as root; the eBPF integration tests must run here, not be skipped"
+        );
     }
     eprintln!("NOT RUN {test}: needs root to load eBPF programs (run `sudo -E cargo xtask test`)");
     false
@@ -40,13 +42,19 @@ pub fn c_fixture() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tz_probe.c");
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tz_probe-{}", std::process::id()));
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("tz_probe-{}", std::process::id()));
             let status = Command::new("cc")
                 .args(["-O1", "-Wall", "-o"])
                 .arg(&out)
                 .arg(&src)
                 .status()
-                .unwrap_or_else(|e| panic!("cannot run cc to build {}: {e} (install gcc)", src.display()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot run cc to build {}: {e} (install gcc)",
+                        src.display()
+                    )
+                });
             assert!(status.success(), "cc failed to build {}", src.display());
             out
         })
@@ -81,8 +89,12 @@ impl Listener {
 
 /// Runs a command to completion, failing the test if it outlives `DEADLINE`.
 pub fn run_with_deadline(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -91,7 +103,10 @@ pub fn run_with_deadline(mut cmd: Command) -> Output {
     match rx.recv_timeout(DEADLINE) {
         Ok(out) => out.expect("wait for probectl"),
         Err(_) => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             panic!("{cmd:?} did not finish within {DEADLINE:?}");
         }
     }
@@ -111,7 +126,12 @@ impl JsonRun {
 
     pub fn report(&self) -> &Value {
         let reports = self.of_type("report");
-        assert_eq!(reports.len(), 1, "expected one report record; stderr:\n{}", self.stderr);
+        assert_eq!(
+            reports.len(),
+            1,
+            "expected one report record; stderr:\n{}",
+            self.stderr
+        );
         reports[0]
     }
 
@@ -119,8 +139,16 @@ impl JsonRun {
     pub fn probe(&self, pid: u64, how: &[&str], target: &str) -> &Value {
         self.of_type("probe")
             .into_iter()
-            .find(|p| p["pid"] == pid && how.iter().any(|h| p["how"] == *h) && p["target"] == target)
-            .unwrap_or_else(|| panic!("no probe {how:?} {target} by pid {pid}; probes: {:#?}\nstderr:\n{}", self.of_type("probe"), self.stderr))
+            .find(|p| {
+                p["pid"] == pid && how.iter().any(|h| p["how"] == *h) && p["target"] == target
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no probe {how:?} {target} by pid {pid}; probes: {:#?}\nstderr:\n{}",
+                    self.of_type("probe"),
+                    self.stderr
+                )
+            })
     }
 }
 
@@ -139,7 +167,11 @@ pub fn probectl_json(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> JsonRu
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v.get("type").is_some())
         .collect();
-    JsonRun { code: out.status.code().unwrap_or(-1), records, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    JsonRun {
+        code: out.status.code().unwrap_or(-1),
+        records,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Names of the probes listed before a connection, as (category, how, target).
@@ -148,6 +180,12 @@ pub fn probes_before(conn: &Value) -> Vec<(String, String, String)> {
         .as_array()
         .expect("probes_before is an array")
         .iter()
-        .map(|p| (p["category"].as_str().unwrap().to_owned(), p["how"].as_str().unwrap().to_owned(), p["target"].as_str().unwrap().to_owned()))
+        .map(|p| {
+            (
+                p["category"].as_str().unwrap().to_owned(),
+                p["how"].as_str().unwrap().to_owned(),
+                p["target"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }

@@ -1,0 +1,53 @@
+//! "did you mean ...?" hints for misspelt policy fields.
+
+/// From a serde message such as ``unknown field `envv`, expected one of `name`, `env` ``,
+/// suggests the closest expected field, if one is close enough to be a typo.
+pub fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.split_once("unknown field `")?.1;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let (best, distance) = expected
+        .iter()
+        .map(|e| (*e, edit_distance(unknown, e)))
+        .min_by_key(|(_, d)| *d)?;
+    (distance <= 2 || best.starts_with(unknown) || unknown.starts_with(best))
+        .then(|| format!("did you mean `{best}`?"))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn suggests_the_nearest_field() {
+        let msg = "categories[0]: unknown field `envv`, expected one of `name`, `description`, `env`, `paths`";
+        assert_eq!(did_you_mean(msg).as_deref(), Some("did you mean `env`?"));
+        let msg = "unknown field `path_prefix`, expected one of `paths`, `path_prefixes`";
+        assert_eq!(
+            did_you_mean(msg).as_deref(),
+            Some("did you mean `path_prefixes`?")
+        );
+        assert_eq!(
+            did_you_mean("unknown field `zzzzzzzz`, expected one of `name`, `env`"),
+            None
+        );
+        assert_eq!(did_you_mean("invalid type: string"), None);
+    }
+}

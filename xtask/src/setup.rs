@@ -1,0 +1,320 @@
+//! `cargo xtask setup`: checks each prerequisite of the build and installs only what is
+//! missing, so running it again (every other xtask command does) costs a few quick
+//! checks. Anything it cannot fix stops the run with an error that names the missing
+//! piece and the command that fixes it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd::{self, say};
+
+const TAG: &str = "setup";
+
+/// Debian packages bpf-linker needs to build and run against the system LLVM 22: the
+/// LLVM development files with Polly, plus the zstd and zlib libraries LLVM links.
+const LLVM_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+/// Where the Debian LLVM 22 packages install; bpf-linker's build finds LLVM through it.
+const DEFAULT_LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// What the later steps need to know about the environment setup found.
+pub struct Tools {
+    /// Set when bpf-linker lives in cargo's bin directory but that directory is not on
+    /// PATH: rustc looks the linker up on PATH, so builds xtask runs get it prepended.
+    extra_bin_dir: Option<PathBuf>,
+}
+
+impl Tools {
+    /// A `cargo` command whose PATH finds bpf-linker.
+    pub fn cargo(&self) -> Command {
+        let mut cargo = cmd::cargo();
+        if let Some(dir) = &self.extra_bin_dir {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let dirs = std::iter::once(dir.clone()).chain(std::env::split_paths(&path));
+            // Only fails if the directory contains ':', in which case PATH stays as is
+            // and the build reports the missing linker itself.
+            if let Ok(joined) = std::env::join_paths(dirs) {
+                cargo.env("PATH", joined);
+            }
+        }
+        cargo
+    }
+}
+
+/// Something missing that apt-get can install.
+struct Missing {
+    /// What is missing, as shown to the user (a package or a command).
+    what: &'static str,
+    /// The Debian package that provides it.
+    package: &'static str,
+    /// How to get it where apt-get is not available.
+    otherwise: &'static str,
+}
+
+/// Checks (and where possible installs) the prerequisites. `test_tools` adds the ones
+/// only the tests need (Node.js for the Node fixtures, a C compiler for the C ones).
+pub fn run(test_tools: bool) -> Result<Tools> {
+    let mut missing = Vec::new();
+    check_llvm_packages(&mut missing);
+    if test_tools {
+        check_command(
+            "node",
+            "nodejs",
+            "install Node.js so that `node` is on PATH",
+            &mut missing,
+        );
+        check_command(
+            "cc",
+            "gcc",
+            "install a C compiler so that `cc` is on PATH",
+            &mut missing,
+        );
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    check_nightly()?;
+    // After the LLVM packages: building bpf-linker needs them.
+    let tools = check_bpf_linker()?;
+    say(TAG, "all prerequisites are present");
+    Ok(tools)
+}
+
+/// Whether we run as root (effective uid 0). Asks `id -u` rather than libc so xtask
+/// needs no dependency beyond anyhow and clap.
+pub fn is_root() -> Result<bool> {
+    let uid = cmd::probe_stdout(Command::new("id").arg("-u"))
+        .context("could not run `id -u` to find out whether xtask runs as root")?;
+    Ok(uid.trim() == "0")
+}
+
+fn check_llvm_packages(missing: &mut Vec<Missing>) {
+    for package in LLVM_PACKAGES {
+        match deb_installed(package) {
+            Some(true) => say(TAG, format_args!("{package}: installed")),
+            Some(false) => {
+                say(TAG, format_args!("{package}: missing"));
+                missing.push(Missing {
+                    what: package,
+                    package,
+                    otherwise: "install the LLVM 22 development files (with Polly, zstd and zlib) by other means and set LLVM_PREFIX to their prefix",
+                });
+            }
+            None => {
+                // Not Debian-based: nothing to query, and apt-get would not help. LLVM
+                // may well be installed another way; if not, building bpf-linker
+                // below fails and says so.
+                say(
+                    TAG,
+                    format_args!(
+                        "LLVM 22 packages: cannot check (no dpkg-query); LLVM 22 must be installed by other means, with LLVM_PREFIX set if it is not in {DEFAULT_LLVM_PREFIX}"
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// `Some(installed?)`, or `None` when dpkg-query is not there to ask.
+fn deb_installed(package: &str) -> Option<bool> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .ok()?;
+    // dpkg-query exits non-zero for a package it has never heard of: that is "missing".
+    Some(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("install ok installed"),
+    )
+}
+
+fn check_command(
+    command: &'static str,
+    package: &'static str,
+    otherwise: &'static str,
+    missing: &mut Vec<Missing>,
+) {
+    match version_of(Path::new(command)) {
+        Some(version) => say(TAG, format_args!("{command}: installed ({version})")),
+        None => {
+            say(TAG, format_args!("{command}: missing"));
+            missing.push(Missing {
+                what: command,
+                package,
+                otherwise,
+            });
+        }
+    }
+}
+
+/// The first line of `program --version`, if it runs and succeeds.
+fn version_of(program: &Path) -> Option<String> {
+    let out = cmd::probe_stdout(Command::new(program).arg("--version"))?;
+    Some(out.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+/// Installs the missing packages with one `apt-get update` and one `apt-get install`,
+/// or explains how to when that is not possible here.
+fn apt_install(missing: &[Missing]) -> Result<()> {
+    let names: Vec<&str> = missing.iter().map(|m| m.what).collect();
+    let names = names.join(", ");
+    let packages: Vec<&str> = missing.iter().map(|m| m.package).collect();
+    if cmd::probe_stdout(Command::new("apt-get").arg("--version")).is_none() {
+        // One line per remedy: the four LLVM packages share one.
+        let mut remedies: Vec<(&str, Vec<&str>)> = Vec::new();
+        for m in missing {
+            match remedies
+                .iter_mut()
+                .find(|(otherwise, _)| *otherwise == m.otherwise)
+            {
+                Some((_, whats)) => whats.push(m.what),
+                None => remedies.push((m.otherwise, vec![m.what])),
+            }
+        }
+        let mut how = String::new();
+        for (otherwise, whats) in remedies {
+            how.push_str(&format!("\n  {}: {otherwise}", whats.join(", ")));
+        }
+        bail!("missing: {names}; apt-get is not available to install them:{how}");
+    }
+    if !is_root()? {
+        bail!(
+            "missing: {names}; installing them needs root. Fix:\n  sudo apt-get install -y {}\n(run `sudo apt-get update` first if apt cannot find them), then run this xtask command again",
+            packages.join(" ")
+        );
+    }
+    say(
+        TAG,
+        format_args!("installing {} with apt-get...", packages.join(" ")),
+    );
+    let apt = || {
+        let mut apt = Command::new("apt-get");
+        // No debconf questions: there is nobody to answer them mid-build.
+        apt.env("DEBIAN_FRONTEND", "noninteractive");
+        apt
+    };
+    cmd::run_ok(TAG, apt().arg("update"))?;
+    cmd::run_ok(TAG, apt().args(["install", "-y"]).args(&packages))?;
+    // apt-get succeeding means the packages are installed; a command (node, cc) could
+    // still be absent if the distribution's package names it differently.
+    for m in missing.iter().filter(|m| m.what != m.package) {
+        if version_of(Path::new(m.what)).is_none() {
+            bail!(
+                "installed {} but `{} --version` still fails: {}",
+                m.package,
+                m.what,
+                m.otherwise
+            );
+        }
+        say(TAG, format_args!("{}: installed", m.what));
+    }
+    Ok(())
+}
+
+/// The eBPF crate is built by `rustup run nightly cargo build -Z build-std=core` (see
+/// probe-user/build.rs), so rustup, a nightly toolchain and its rust-src are needed.
+fn check_nightly() -> Result<()> {
+    let toolchains = cmd::probe_stdout(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup not found: the eBPF crate is built with `rustup run nightly`. Fix: install rustup (https://rustup.rs), then `rustup toolchain install nightly --component rust-src`")?;
+    let Some(nightly) = toolchains.lines().find(|line| line.starts_with("nightly")) else {
+        bail!(
+            "the rustup toolchain `nightly` is missing (the eBPF crate needs it). Fix: `rustup toolchain install nightly --component rust-src` (this downloads from static.rust-lang.org; where that is unreachable the toolchain has to be preinstalled)"
+        );
+    };
+    let name = nightly.split_whitespace().next().unwrap_or(nightly);
+    say(TAG, format_args!("nightly toolchain: installed ({name})"));
+
+    let components = cmd::probe_stdout(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context("`rustup component list --toolchain nightly --installed` failed")?;
+    if components
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some("rust-src"))
+    {
+        say(TAG, "rust-src (nightly): installed");
+        return Ok(());
+    }
+    say(TAG, "rust-src (nightly): missing; installing...");
+    cmd::run_ok(
+        TAG,
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+    )
+    .context("could not add rust-src to nightly (build-std needs it). Fix: `rustup component add rust-src --toolchain nightly` where static.rust-lang.org is reachable")?;
+    say(TAG, "rust-src (nightly): installed");
+    Ok(())
+}
+
+/// bpf-linker links the eBPF object. It counts as present if it runs from PATH or from
+/// cargo's bin directory (where `cargo install` puts it).
+fn check_bpf_linker() -> Result<Tools> {
+    if let Some(tools) = find_bpf_linker() {
+        return Ok(tools);
+    }
+    say(TAG, "bpf-linker: missing");
+    let llvm_prefix: OsString =
+        std::env::var_os("LLVM_PREFIX").unwrap_or_else(|| DEFAULT_LLVM_PREFIX.into());
+    say(TAG, "installing bpf-linker (about 3 minutes)...");
+    // `--no-default-features --features llvm-22` makes bpf-linker link the system
+    // LLVM 22 found through LLVM_PREFIX.
+    cmd::run_ok(
+        TAG,
+        cmd::cargo()
+            .args(["install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", &llvm_prefix),
+    )
+    .with_context(|| {
+        format!(
+            "could not build bpf-linker against the LLVM in {}. Fix: make sure LLVM 22 is installed there (`sudo apt-get install -y {}`), or set LLVM_PREFIX to its prefix, then run `cargo xtask setup` again",
+            llvm_prefix.to_string_lossy(),
+            LLVM_PACKAGES.join(" ")
+        )
+    })?;
+    find_bpf_linker().context(
+        "`cargo install bpf-linker` succeeded but `bpf-linker --version` still fails. Fix: put cargo's bin directory (usually ~/.cargo/bin) on PATH",
+    )
+}
+
+fn find_bpf_linker() -> Option<Tools> {
+    if let Some(version) = version_of(Path::new("bpf-linker")) {
+        say(TAG, format_args!("bpf-linker: installed ({version})"));
+        return Some(Tools {
+            extra_bin_dir: None,
+        });
+    }
+    let bin_dir = cargo_bin_dir()?;
+    let version = version_of(&bin_dir.join("bpf-linker"))?;
+    say(
+        TAG,
+        format_args!(
+            "bpf-linker: installed ({version}) in {}, which is not on PATH; xtask adds it for the builds it runs",
+            bin_dir.display()
+        ),
+    );
+    Some(Tools {
+        extra_bin_dir: Some(bin_dir),
+    })
+}
+
+/// Where `cargo install` puts binaries: $CARGO_INSTALL_ROOT/bin, else
+/// $CARGO_HOME/bin, else ~/.cargo/bin.
+fn cargo_bin_dir() -> Option<PathBuf> {
+    let root = std::env::var_os("CARGO_INSTALL_ROOT")
+        .or_else(|| std::env::var_os("CARGO_HOME"))
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))?;
+    Some(root.join("bin"))
+}
