@@ -330,3 +330,49 @@ fn command_runs_as_the_sudo_invoking_user() {
     assert_eq!(exec[0]["uid"], 65534, "exec'd as SUDO_UID, not root");
     assert_eq!(run.report()["cli"]["uid"], 65534);
 }
+
+#[test]
+fn ipv6_connect_reports_address_port_and_refusal() {
+    if !bpf_available("ipv6_connect_reports_address_port_and_refusal") {
+        return;
+    }
+    let listener = Listener::start_on("[::1]:0");
+    let port = listener.port.to_string();
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("connect6"),
+            OsStr::new(&port),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let conn = run.of_type("connect");
+    assert_eq!(conn.len(), 1, "{conn:#?}");
+    assert_eq!(conn[0]["destination"]["family"], "ipv6");
+    assert_eq!(conn[0]["destination"]["address"], "::1");
+    assert_eq!(conn[0]["destination"]["port"], listener.port);
+    assert_eq!(conn[0]["result"], "ok");
+
+    // A port nobody listens on: the result is the errno, reported by name.
+    let closed = std::net::TcpListener::bind("[::1]:0").expect("bind");
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("connect6"),
+            OsStr::new(&closed_port.to_string()),
+        ],
+        &[],
+    );
+    assert_eq!(
+        run.code, 1,
+        "the fixture reports the failed connect; stderr:\n{}",
+        run.stderr
+    );
+    let conn = run.of_type("connect");
+    assert_eq!(conn.len(), 1, "{conn:#?}");
+    assert_eq!(conn[0]["result"], "ECONNREFUSED");
+    assert_eq!(conn[0]["destination"]["port"], closed_port);
+}

@@ -72,7 +72,12 @@ pub struct Listener {
 
 impl Listener {
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback listener");
+        Self::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_on(addr: &str) -> Self {
+        let listener = TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("bind a loopback listener on {addr}: {e}"));
         let port = listener.local_addr().expect("listener address").port();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
