@@ -23,7 +23,7 @@ use probe_common::{
 
 use crate::{
     maps::{ENV_NAMES, EVENTS, PENDING_ENV},
-    util::{count_drop, current_ids, header, is_watched},
+    util::{count_drop, current_ids, header, is_watched, take_parked},
 };
 
 #[uprobe]
@@ -72,12 +72,9 @@ fn park(ctx: &ProbeContext, op: u32) {
 #[inline(always)]
 fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
-    let Some(pending) = PENDING_ENV.get_ptr(tid) else {
+    let Some(pending) = take_parked(&PENDING_ENV, tid) else {
         return Ok(());
     };
-    // SAFETY: value pointer from a successful lookup; copied before the remove.
-    let pending = unsafe { *pending };
-    let _ = PENDING_ENV.remove(tid);
     let value: u64 = ctx.ret();
     let mut name = [0u8; ENV_NAME_LEN];
     let len = unsafe { bpf_probe_read_user_str_bytes(pending.name_ptr as *const u8, &mut name) }

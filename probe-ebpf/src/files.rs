@@ -23,7 +23,7 @@ use probe_common::{
 
 use crate::{
     maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH},
-    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg},
+    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -137,12 +137,9 @@ fn park(
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
-    let Some(pending) = PENDING_PATH.get_ptr(tid) else {
+    let Some(pending) = take_parked(&PENDING_PATH, tid) else {
         return Ok(());
     };
-    // SAFETY: value pointer from a successful lookup; copied before the remove.
-    let pending = unsafe { *pending };
-    let _ = PENDING_PATH.remove(tid);
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.map_err(|e| e as i64)?;
     let key = PATH_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.

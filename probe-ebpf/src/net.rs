@@ -14,7 +14,7 @@ use probe_common::{
 
 use crate::{
     maps::{EVENTS, PENDING_CONNECT},
-    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg},
+    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
 };
 
 #[tracepoint]
@@ -67,12 +67,9 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
-    let Some(pending) = PENDING_CONNECT.get_ptr(tid) else {
+    let Some(pending) = take_parked(&PENDING_CONNECT, tid) else {
         return Ok(());
     };
-    // SAFETY: value pointer from a successful lookup; copied out before the remove.
-    let pending = unsafe { *pending };
-    let _ = PENDING_CONNECT.remove(tid);
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.map_err(|e| e as i64)?;
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {

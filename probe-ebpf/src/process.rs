@@ -27,7 +27,7 @@ use probe_common::{
 
 use crate::{
     maps::{CLONE_FLAGS, EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, WATCHED},
-    util::{count_drop, current_ids, header, is_watched, syscall_arg, tp_offset},
+    util::{count_drop, current_ids, header, is_watched, syscall_arg, take_parked, tp_offset},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -233,8 +233,7 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     if !is_watched(tgid) {
         return Ok(());
     }
-    let flags = CLONE_FLAGS.get_ptr(tid).map(|p| unsafe { *p }).unwrap_or(0);
-    let _ = CLONE_FLAGS.remove(tid);
+    let flags = take_parked(&CLONE_FLAGS, tid).unwrap_or(0);
     if flags & CLONE_THREAD != 0 {
         return Ok(());
     }

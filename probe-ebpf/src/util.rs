@@ -5,6 +5,8 @@ use aya_ebpf::helpers::{
 };
 use probe_common::EventHeader;
 
+use aya_ebpf::maps::LruHashMap;
+
 use crate::maps::{DROPS, TP_OFFSETS, WATCHED};
 
 /// (tgid, tid) of the current task.
@@ -58,3 +60,15 @@ pub const fn syscall_arg(n: usize) -> usize {
 }
 /// `ret` of a `syscalls:sys_exit_*` tracepoint.
 pub const SYSCALL_RET: usize = 16;
+
+/// Takes (copies out and removes) what an entry program parked for this thread.
+/// The exit side of every enter/exit pair starts here; a thread with nothing parked
+/// (unwatched, or its entry ran before we attached) costs one lookup.
+#[inline(always)]
+pub fn take_parked<V: Copy>(map: &LruHashMap<u32, V>, tid: u32) -> Option<V> {
+    let value = map.get_ptr(tid)?;
+    // SAFETY: value pointer from a successful lookup, copied before the remove.
+    let value = unsafe { *value };
+    let _ = map.remove(tid);
+    Some(value)
+}
