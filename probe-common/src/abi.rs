@@ -84,11 +84,40 @@ pub struct ExitEvent {
 }
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 32);
 
-/// `FileEvent::op`: which syscall touched the path.
-pub const FILE_OP_OPEN: u32 = 1;
-pub const FILE_OP_OPENAT: u32 = 2;
-pub const FILE_OP_READLINK: u32 = 3;
-pub const FILE_OP_READLINKAT: u32 = 4;
+/// `FileEvent::op`: which syscall touched the path. The value is an index into
+/// `FILE_SYSCALLS`.
+pub const FILE_OP_OPEN: u32 = 0;
+pub const FILE_OP_OPENAT: u32 = 1;
+pub const FILE_OP_READLINK: u32 = 2;
+pub const FILE_OP_READLINKAT: u32 = 3;
+pub const FILE_OP_OPENAT2: u32 = 4;
+pub const FILE_OP_CREAT: u32 = 5;
+pub const FILE_OP_STAT: u32 = 6;
+pub const FILE_OP_LSTAT: u32 = 7;
+pub const FILE_OP_FSTATAT: u32 = 8;
+pub const FILE_OP_STATX: u32 = 9;
+pub const FILE_OP_ACCESS: u32 = 10;
+pub const FILE_OP_FACCESSAT: u32 = 11;
+pub const FILE_OP_FACCESSAT2: u32 = 12;
+
+/// Path-taking syscalls the files sensor traces, indexed by `FILE_OP_*`:
+/// (tracepoint suffix, the name reports use). The kernel programs are named
+/// `sys_enter_<suffix>` / `sys_exit_<suffix>`, after their tracepoints.
+pub const FILE_SYSCALLS: [(&str, &str); 13] = [
+    ("open", "open"),
+    ("openat", "openat"),
+    ("readlink", "readlink"),
+    ("readlinkat", "readlinkat"),
+    ("openat2", "openat2"),
+    ("creat", "creat"),
+    ("newstat", "stat"),
+    ("newlstat", "lstat"),
+    ("newfstatat", "fstatat"),
+    ("statx", "statx"),
+    ("access", "access"),
+    ("faccessat", "faccessat"),
+    ("faccessat2", "faccessat2"),
+];
 
 /// A watched process named a policy path in a path-taking syscall.
 ///

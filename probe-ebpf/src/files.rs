@@ -1,10 +1,20 @@
-//! Path-taking syscalls that name a policy path: open/openat of time-zone and other
-//! policy files, readlink/readlinkat (how ICU and glibc find the zone name).
+//! Path-taking syscalls that name a policy path: the open family (how files are
+//! read), readlink (how ICU and glibc find the zone name), the stat family and access
+//! (how programs check for a file before or instead of reading it).
 //!
-//! match-proto: syscalls:sys_enter_open(filename, flags, mode)         + sys_exit_open(ret)
-//! match-proto: syscalls:sys_enter_openat(dfd, filename, flags, mode)  + sys_exit_openat(ret)
-//! match-proto: syscalls:sys_enter_readlink(path, buf, bufsiz)         + sys_exit_readlink(ret)
-//! match-proto: syscalls:sys_enter_readlinkat(dfd, pathname, buf, bufsiz) + sys_exit_readlinkat(ret)
+//! match-proto: syscalls:sys_enter_open(filename, flags, mode)              + sys_exit_open(ret)
+//! match-proto: syscalls:sys_enter_openat(dfd, filename, flags, mode)       + sys_exit_openat(ret)
+//! match-proto: syscalls:sys_enter_openat2(dfd, filename, how, usize)       + sys_exit_openat2(ret)
+//! match-proto: syscalls:sys_enter_creat(pathname, mode)                    + sys_exit_creat(ret)
+//! match-proto: syscalls:sys_enter_readlink(path, buf, bufsiz)              + sys_exit_readlink(ret)
+//! match-proto: syscalls:sys_enter_readlinkat(dfd, pathname, buf, bufsiz)   + sys_exit_readlinkat(ret)
+//! match-proto: syscalls:sys_enter_newstat(filename, statbuf)               + sys_exit_newstat(ret)
+//! match-proto: syscalls:sys_enter_newlstat(filename, statbuf)              + sys_exit_newlstat(ret)
+//! match-proto: syscalls:sys_enter_newfstatat(dfd, filename, statbuf, flag) + sys_exit_newfstatat(ret)
+//! match-proto: syscalls:sys_enter_statx(dfd, filename, flags, mask, buffer) + sys_exit_statx(ret)
+//! match-proto: syscalls:sys_enter_access(filename, mode)                   + sys_exit_access(ret)
+//! match-proto: syscalls:sys_enter_faccessat(dfd, filename, mode)           + sys_exit_faccessat(ret)
+//! match-proto: syscalls:sys_enter_faccessat2(dfd, filename, mode, flags)   + sys_exit_faccessat2(ret)
 //!
 //! Entry parks the arguments of watched threads; exit reads the path (its page is
 //! resident by then, see `FileEvent`), filters it through the policy trie and emits
@@ -12,13 +22,15 @@
 //! dirfd-relative resolution comes with the complete files sensor.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user_str_bytes},
+    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use probe_common::{
-    DROP_RING_FULL_FILE, EVENT_FILE, FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_READLINK,
-    FILE_OP_READLINKAT, FileEvent, PATH_LEN, PendingPath,
+    DROP_RING_FULL_FILE, EVENT_FILE, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT,
+    FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT,
+    FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent,
+    PATH_LEN, PendingPath,
 };
 
 use crate::{
@@ -28,82 +40,52 @@ use crate::{
 
 const AT_FDCWD: i32 = -100;
 
-#[tracepoint]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    park(
-        &ctx,
-        FILE_OP_OPEN,
-        None,
-        syscall_arg(0),
-        Some(syscall_arg(1)),
-    );
-    0
+/// Where a syscall keeps the flags worth reporting.
+#[derive(Clone, Copy)]
+enum Flags {
+    None,
+    /// A plain argument (open/openat flags, statx/fstatat flags, faccessat2 flags).
+    Arg(usize),
+    /// `struct open_how *` argument: `flags` is its first `u64` (openat2).
+    OpenHow(usize),
 }
 
-#[tracepoint]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    park(
-        &ctx,
-        FILE_OP_OPENAT,
-        Some(syscall_arg(0)),
-        syscall_arg(1),
-        Some(syscall_arg(2)),
-    );
-    0
+/// One enter program (parks the arguments) and one exit program (reads the path,
+/// filters, emits) per syscall. `dfd` is the argument index of the dirfd, if any.
+macro_rules! path_syscall {
+    ($enter:ident, $exit:ident, $op:expr, dfd: $dfd:expr, path: $path:expr, flags: $flags:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            park(&ctx, $op, $dfd, syscall_arg($path), $flags);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = try_exit(&ctx);
+            0
+        }
+    };
 }
 
-#[tracepoint]
-pub fn sys_enter_readlink(ctx: TracePointContext) -> u32 {
-    park(&ctx, FILE_OP_READLINK, None, syscall_arg(0), None);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_readlinkat(ctx: TracePointContext) -> u32 {
-    park(
-        &ctx,
-        FILE_OP_READLINKAT,
-        Some(syscall_arg(0)),
-        syscall_arg(1),
-        None,
-    );
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_readlink(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_readlinkat(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
-    0
-}
+path_syscall!(sys_enter_open, sys_exit_open, FILE_OP_OPEN, dfd: None, path: 0, flags: Flags::Arg(1));
+path_syscall!(sys_enter_openat, sys_exit_openat, FILE_OP_OPENAT, dfd: Some(0), path: 1, flags: Flags::Arg(2));
+path_syscall!(sys_enter_openat2, sys_exit_openat2, FILE_OP_OPENAT2, dfd: Some(0), path: 1, flags: Flags::OpenHow(2));
+path_syscall!(sys_enter_creat, sys_exit_creat, FILE_OP_CREAT, dfd: None, path: 0, flags: Flags::None);
+path_syscall!(sys_enter_readlink, sys_exit_readlink, FILE_OP_READLINK, dfd: None, path: 0, flags: Flags::None);
+path_syscall!(sys_enter_readlinkat, sys_exit_readlinkat, FILE_OP_READLINKAT, dfd: Some(0), path: 1, flags: Flags::None);
+path_syscall!(sys_enter_newstat, sys_exit_newstat, FILE_OP_STAT, dfd: None, path: 0, flags: Flags::None);
+path_syscall!(sys_enter_newlstat, sys_exit_newlstat, FILE_OP_LSTAT, dfd: None, path: 0, flags: Flags::None);
+path_syscall!(sys_enter_newfstatat, sys_exit_newfstatat, FILE_OP_FSTATAT, dfd: Some(0), path: 1, flags: Flags::Arg(3));
+path_syscall!(sys_enter_statx, sys_exit_statx, FILE_OP_STATX, dfd: Some(0), path: 1, flags: Flags::Arg(2));
+path_syscall!(sys_enter_access, sys_exit_access, FILE_OP_ACCESS, dfd: None, path: 0, flags: Flags::None);
+path_syscall!(sys_enter_faccessat, sys_exit_faccessat, FILE_OP_FACCESSAT, dfd: Some(0), path: 1, flags: Flags::None);
+path_syscall!(sys_enter_faccessat2, sys_exit_faccessat2, FILE_OP_FACCESSAT2, dfd: Some(0), path: 1, flags: Flags::Arg(3));
 
 /// Parks the arguments of a watched thread's path syscall; unwatched threads cost one
 /// lookup.
 #[inline(always)]
-fn park(
-    ctx: &TracePointContext,
-    op: u32,
-    dfd_at: Option<usize>,
-    path_at: usize,
-    flags_at: Option<usize>,
-) {
+fn park(ctx: &TracePointContext, op: u32, dfd_arg: Option<usize>, path_at: usize, flags: Flags) {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
         return;
@@ -111,13 +93,17 @@ fn park(
     let Ok(path_ptr) = (unsafe { ctx.read_at::<u64>(path_at) }) else {
         return;
     };
-    let dfd = match dfd_at {
-        Some(at) => unsafe { ctx.read_at::<i64>(at) }.unwrap_or(AT_FDCWD as i64) as i32,
+    let dfd = match dfd_arg {
+        Some(n) => unsafe { ctx.read_at::<i64>(syscall_arg(n)) }.unwrap_or(AT_FDCWD as i64) as i32,
         None => AT_FDCWD,
     };
-    let open_flags = match flags_at {
-        Some(at) => unsafe { ctx.read_at::<u64>(at) }.unwrap_or(0) as u32,
-        None => 0,
+    let open_flags = match flags {
+        Flags::None => 0,
+        Flags::Arg(n) => unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.unwrap_or(0) as u32,
+        Flags::OpenHow(n) => unsafe { ctx.read_at::<*const u64>(syscall_arg(n)) }
+            .ok()
+            .and_then(|how| unsafe { bpf_probe_read_user(how) }.ok())
+            .unwrap_or(0) as u32,
     };
     let _ = PENDING_PATH.insert(
         tid,

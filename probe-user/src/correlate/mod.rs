@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{
     AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_MORE, EXIT_CODE_KNOWN, EnvEvent,
-    FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_READLINK, FILE_OP_READLINKAT, FileEvent, decode::Event,
+    FILE_SYSCALLS, FileEvent, decode::Event,
 };
 
 use crate::output::{escape::escape_bytes, time::WallClock};
@@ -141,13 +141,9 @@ impl Correlator {
         if cats.is_empty() {
             return None;
         }
-        let how = match e.op {
-            FILE_OP_OPEN => "open",
-            FILE_OP_OPENAT => "openat",
-            FILE_OP_READLINK => "readlink",
-            FILE_OP_READLINKAT => "readlinkat",
-            _ => "file",
-        };
+        let how = FILE_SYSCALLS
+            .get(e.op as usize)
+            .map_or("file", |(_, name)| *name);
         let result = if e.ret >= 0 {
             "ok".to_owned()
         } else {

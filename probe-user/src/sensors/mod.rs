@@ -12,8 +12,8 @@ use aya::{
     programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 use probe_common::{
-    DROP_SLOT_NAMES, DROP_SLOTS, EnvNameKey, MAP_DROPS, MAP_ENV_NAMES, MAP_EVENTS, MAP_PATHS,
-    MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
+    DROP_SLOT_NAMES, DROP_SLOTS, EnvNameKey, FILE_SYSCALLS, MAP_DROPS, MAP_ENV_NAMES, MAP_EVENTS,
+    MAP_PATHS, MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
     TP_FORK_CHILD_PID, WATCH_ORIGIN_ROOT, WatchEntry,
 };
 use serde::Serialize;
@@ -65,73 +65,70 @@ pub enum Family {
 }
 
 enum AttachPoint {
-    Tracepoint(&'static str, &'static str),
+    Tracepoint(&'static str, String),
     /// A libc symbol; the library is found at start (see `libc::own_libc`). The
     /// program's own section says whether it is a uprobe or a uretprobe.
     LibcUprobe(&'static str),
 }
 
 struct ProgramSpec {
-    program: &'static str,
+    program: String,
     family: Family,
     point: AttachPoint,
 }
 
-const fn tp(program: &'static str, family: Family, category: &'static str) -> ProgramSpec {
+/// A tracepoint program; programs are named after their tracepoints.
+fn tp(family: Family, category: &'static str, name: &str) -> ProgramSpec {
     ProgramSpec {
-        program,
+        program: name.to_owned(),
         family,
-        point: AttachPoint::Tracepoint(category, program),
+        point: AttachPoint::Tracepoint(category, name.to_owned()),
     }
 }
 
-/// Every program in the object and where it attaches. The program name is the
-/// tracepoint name for tracepoints.
-const PROGRAMS: &[ProgramSpec] = &[
-    tp("sys_enter_execve", Family::Process, "syscalls"),
-    tp("sys_enter_execveat", Family::Process, "syscalls"),
-    tp("sched_process_exec", Family::Process, "sched"),
-    tp("sys_enter_clone", Family::Process, "syscalls"),
-    tp("sys_enter_clone3", Family::Process, "syscalls"),
-    tp("sched_process_fork", Family::Process, "sched"),
-    tp("sys_enter_exit_group", Family::Process, "syscalls"),
-    tp("sched_process_exit", Family::Process, "sched"),
-    tp("sys_enter_open", Family::Files, "syscalls"),
-    tp("sys_enter_openat", Family::Files, "syscalls"),
-    tp("sys_enter_readlink", Family::Files, "syscalls"),
-    tp("sys_enter_readlinkat", Family::Files, "syscalls"),
-    tp("sys_exit_open", Family::Files, "syscalls"),
-    tp("sys_exit_openat", Family::Files, "syscalls"),
-    tp("sys_exit_readlink", Family::Files, "syscalls"),
-    tp("sys_exit_readlinkat", Family::Files, "syscalls"),
+fn uprobe(family: Family, program: &str, symbol: &'static str) -> ProgramSpec {
     ProgramSpec {
-        program: "getenv",
-        family: Family::Env,
-        point: AttachPoint::LibcUprobe("getenv"),
-    },
-    ProgramSpec {
-        program: "getenv_ret",
-        family: Family::Env,
-        point: AttachPoint::LibcUprobe("getenv"),
-    },
-    ProgramSpec {
-        program: "secure_getenv",
-        family: Family::Env,
-        point: AttachPoint::LibcUprobe("secure_getenv"),
-    },
-    ProgramSpec {
-        program: "secure_getenv_ret",
-        family: Family::Env,
-        point: AttachPoint::LibcUprobe("secure_getenv"),
-    },
-    tp("sys_enter_connect", Family::Net, "syscalls"),
-    tp("sys_exit_connect", Family::Net, "syscalls"),
-];
+        program: program.to_owned(),
+        family,
+        point: AttachPoint::LibcUprobe(symbol),
+    }
+}
+
+/// Every program in the object and where it attaches.
+fn programs() -> Vec<ProgramSpec> {
+    let mut specs = vec![
+        tp(Family::Process, "syscalls", "sys_enter_execve"),
+        tp(Family::Process, "syscalls", "sys_enter_execveat"),
+        tp(Family::Process, "sched", "sched_process_exec"),
+        tp(Family::Process, "syscalls", "sys_enter_clone"),
+        tp(Family::Process, "syscalls", "sys_enter_clone3"),
+        tp(Family::Process, "sched", "sched_process_fork"),
+        tp(Family::Process, "syscalls", "sys_enter_exit_group"),
+        tp(Family::Process, "sched", "sched_process_exit"),
+    ];
+    for (suffix, _) in FILE_SYSCALLS {
+        specs.push(tp(
+            Family::Files,
+            "syscalls",
+            &format!("sys_enter_{suffix}"),
+        ));
+        specs.push(tp(Family::Files, "syscalls", &format!("sys_exit_{suffix}")));
+    }
+    specs.extend([
+        uprobe(Family::Env, "getenv", "getenv"),
+        uprobe(Family::Env, "getenv_ret", "getenv"),
+        uprobe(Family::Env, "secure_getenv", "secure_getenv"),
+        uprobe(Family::Env, "secure_getenv_ret", "secure_getenv"),
+        tp(Family::Net, "syscalls", "sys_enter_connect"),
+        tp(Family::Net, "syscalls", "sys_exit_connect"),
+    ]);
+    specs
+}
 
 /// What happened to one program at start-up; shown in reports and logs.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttachStatus {
-    pub program: &'static str,
+    pub program: String,
     pub family: Family,
     /// e.g. `tracepoint syscalls/sys_enter_openat`, `uprobe /lib/.../libc.so.6:getenv`.
     pub attach_point: String,
@@ -260,11 +257,11 @@ impl Sensors {
 
     fn attach_all(&mut self) {
         let libc = libc::own_libc();
-        for spec in PROGRAMS {
+        for spec in programs() {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
                     format!("tracepoint {category}/{name}"),
-                    self.attach_tracepoint(spec.program, category, name),
+                    self.attach_tracepoint(&spec.program, category, name),
                 ),
                 AttachPoint::LibcUprobe(symbol) => match &libc {
                     Some(path) => (
@@ -277,7 +274,7 @@ impl Sensors {
                             },
                             path.display()
                         ),
-                        self.attach_uprobe(spec.program, symbol, path.clone()),
+                        self.attach_uprobe(&spec.program, symbol, path.clone()),
                     ),
                     None => (
                         format!("uprobe libc:{symbol}"),

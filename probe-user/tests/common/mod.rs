@@ -163,6 +163,22 @@ pub fn probectl_json(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> JsonRu
     for (k, v) in envs {
         cmd.env(k, v);
     }
+    json_run(cmd)
+}
+
+/// `probectl run --json --policy POLICY -- ARGS`.
+pub fn probectl_json_with_policy(policy: &Path, args: &[&std::ffi::OsStr]) -> JsonRun {
+    let mut cmd = Command::new(probectl());
+    cmd.arg("run")
+        .arg("--json")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--")
+        .args(args);
+    json_run(cmd)
+}
+
+fn json_run(cmd: Command) -> JsonRun {
     let out = run_with_deadline(cmd);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The watched command shares stdout; records are the lines that parse as objects

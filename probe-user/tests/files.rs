@@ -1,0 +1,104 @@
+//! Root integration tests of the files sensor: every path-taking syscall it covers,
+//! made by a real fixture with the exact syscall, reported with its result.
+
+mod common;
+
+use std::ffi::OsStr;
+
+use common::*;
+
+#[test]
+fn every_path_syscall_is_seen_with_its_result() {
+    if !bpf_available("every_path_syscall_is_seen_with_its_result") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let creat_target = dir.join("creat-target");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: files-test\ncategories:\n  - name: timezone\n    paths: [/etc/localtime]\n  - name: scratch\n    paths: [{}]\n",
+            creat_target.display()
+        ),
+    )
+    .unwrap();
+    let run = probectl_json_with_policy(
+        &policy,
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("files"),
+            OsStr::new("/etc/localtime"),
+            creat_target.as_os_str(),
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    for how in [
+        "open",
+        "openat",
+        "openat2",
+        "readlink",
+        "readlinkat",
+        "stat",
+        "lstat",
+        "fstatat",
+        "statx",
+        "access",
+        "faccessat",
+        "faccessat2",
+    ] {
+        let probe = run.probe(pid, &[how], "/etc/localtime");
+        assert_eq!(probe["categories"][0], "timezone", "{how}");
+        assert_eq!(
+            probe["result"], "ok",
+            "{how} of /etc/localtime succeeds: {probe:#}"
+        );
+    }
+    let creat = run.probe(pid, &["creat"], creat_target.to_str().unwrap());
+    assert_eq!(creat["categories"][0], "scratch");
+    assert_eq!(creat["result"], "ok");
+    assert!(creat_target.exists(), "the fixture really created it");
+}
+
+#[test]
+fn a_failed_open_reports_its_errno() {
+    if !bpf_available("a_failed_open_reports_its_errno") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("enoent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing-zone");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: enoent\ncategories:\n  - name: timezone\n    path_prefixes: [{}/]\n", dir.display()),
+    )
+    .unwrap();
+    let creat_in_missing_dir = dir.join("no-such-dir/x");
+    let run = probectl_json_with_policy(
+        &policy,
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("files"),
+            missing.as_os_str(),
+            creat_in_missing_dir.as_os_str(),
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    for how in ["openat", "stat", "access"] {
+        assert_eq!(
+            run.probe(pid, &[how], missing.to_str().unwrap())["result"],
+            "ENOENT",
+            "{how}"
+        );
+    }
+    assert_eq!(
+        run.probe(pid, &["creat"], creat_in_missing_dir.to_str().unwrap())["result"],
+        "ENOENT"
+    );
+}
