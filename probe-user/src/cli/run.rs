@@ -1,19 +1,65 @@
-//! `probectl run -- CMD`: run a command under watch, stream what it probes and where it
-//! connects, print a report, and exit with the command's exit code.
+//! `probectl run -- CMD`: run a command under watch, stream what it and its
+//! descendants probe and where they connect, print a report, and exit with the
+//! command's exit code.
+//!
+//! The run lasts until the command *and every descendant* have exited, as with
+//! `strace -f`: a CLI that double-forks a helper which phones home later is still
+//! reported. Ctrl-C after the command exited stops waiting and prints the report.
 
 use std::io;
 use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use probe_user::correlate::{CliIdentity, Correlator, DropCount, Record, RunReport};
-use probe_user::events::EventReader;
+use probe_user::events::{Event, EventReader};
 use probe_user::output::{Format, Printer, time::WallClock};
-use probe_user::policy;
+use probe_user::policy::{self, CompiledPolicy};
 use probe_user::process::ProcessTable;
 use probe_user::sensors::Sensors;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{RunArgs, exit, spawn};
+
+/// How often the liveness of remaining descendants is re-checked against /proc while
+/// waiting for them, in case an exit event was lost (losses are counted and reported).
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
+
+/// Everything one run reads from and writes to.
+struct Session {
+    sensors: Sensors,
+    reader: EventReader,
+    procs: ProcessTable,
+    correlator: Correlator,
+    printer: Printer,
+    batch: Vec<Event>,
+}
+
+impl Session {
+    fn process_batch(&mut self) {
+        for event in self.batch.drain(..) {
+            if let Some(record) = self.correlator.handle(&event, &mut self.procs) {
+                self.printer.emit(&record);
+            }
+        }
+        self.sensors.flush_kernel_logs();
+    }
+
+    async fn read(&mut self) -> anyhow::Result<()> {
+        self.reader
+            .read_batch(&mut self.batch)
+            .await
+            .context("reading the event ring buffer")?;
+        self.process_batch();
+        Ok(())
+    }
+
+    /// Handles every event already in the ring without waiting.
+    fn drain(&mut self) {
+        self.reader.drain(&mut self.batch);
+        self.process_batch();
+    }
+}
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let policy = match &args.policy {
@@ -29,7 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             s.error.as_deref().unwrap_or("?")
         );
     }
-    let mut reader =
+    let reader =
         EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
     let format = if args.json {
         Format::Json
@@ -40,7 +86,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         Format::Json => Box::new(io::stdout()),
         Format::Human => Box::new(io::stderr()),
     };
-    let mut printer = Printer::new(format, out);
+    let printer = Printer::new(format, out);
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
@@ -56,8 +102,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let mut procs = ProcessTable::default();
     procs.add_root(root, std::process::id());
-    let start_ns = WallClock::boot_now_ns();
-    let mut correlator = Correlator::new(&policy, start_ns);
+    let correlator = Correlator::new(&policy, WallClock::boot_now_ns());
     if format == Format::Human {
         eprintln!(
             "probectl: watching pid {root}: {} (policy {})",
@@ -66,6 +111,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     let spawner = gate.release().context("cannot start the command")?;
+    let mut session = Session {
+        sensors,
+        reader,
+        procs,
+        correlator,
+        printer,
+        batch: Vec::new(),
+    };
 
     // Wait for the child on a plain thread; the event loop below stays responsive.
     let (status_tx, mut status_rx) = tokio::sync::oneshot::channel::<io::Result<ExitStatus>>();
@@ -82,38 +135,76 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     // SIGTERM/SIGINT sent to probectl alone are passed on to the command.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut batch = Vec::new();
     let status = loop {
         tokio::select! {
-            read = reader.read_batch(&mut batch) => {
-                read.context("reading the event ring buffer")?;
-                for event in batch.drain(..) {
-                    if let Some(record) = correlator.handle(&event, &mut procs) {
-                        printer.emit(&record);
-                    }
-                }
-                sensors.flush_kernel_logs();
-            }
+            read = session.read() => read?,
             status = &mut status_rx => break status.unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status"))),
             _ = sigint.recv() => forward(root, nix::sys::signal::Signal::SIGINT),
             _ = sigterm.recv() => forward(root, nix::sys::signal::Signal::SIGTERM),
         }
     };
     // Everything the command did happened before its exit, so it is in the ring now.
-    reader.drain(&mut batch);
-    for event in batch.drain(..) {
-        if let Some(record) = correlator.handle(&event, &mut procs) {
-            printer.emit(&record);
-        }
-    }
-    sensors.flush_kernel_logs();
-
+    session.drain();
     let exit_code = match status {
         Ok(status) => exit_code_of(status),
         Err(err) => return Ok(report_spawn_error(&program, &err)),
     };
+    wait_for_descendants(&mut session, root, format, &mut sigint, &mut sigterm).await?;
 
-    let mut drops: Vec<DropCount> = sensors
+    let report = build_report(&session, &policy, root, exit_code)?;
+    session.printer.emit(&Record::Report(report));
+    Ok(exit_code)
+}
+
+/// Keeps watching until every descendant of the command has exited, or until the
+/// user interrupts.
+async fn wait_for_descendants(
+    session: &mut Session,
+    root: u32,
+    format: Format,
+    sigint: &mut Signal,
+    sigterm: &mut Signal,
+) -> anyhow::Result<()> {
+    let remaining = |s: &Session| s.procs.live().filter(|&p| p != root).collect::<Vec<_>>();
+    let left = remaining(session);
+    if left.is_empty() {
+        return Ok(());
+    }
+    if format == Format::Human {
+        eprintln!(
+            "probectl: pid {root} exited; still watching {} descendant(s) ({}); Ctrl-C stops and reports",
+            left.len(),
+            left.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+    while !remaining(session).is_empty() {
+        tokio::select! {
+            read = session.read() => read?,
+            _ = liveness.tick() => {
+                // Events of a process that just exited are already in the ring.
+                session.drain();
+                session.procs.prune_dead();
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    session.drain();
+    Ok(())
+}
+
+fn build_report(
+    session: &Session,
+    policy: &CompiledPolicy,
+    root: u32,
+    exit_code: i32,
+) -> anyhow::Result<RunReport> {
+    let mut drops: Vec<DropCount> = session
+        .sensors
         .drops()?
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -123,9 +214,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         })
         .collect();
     for (reason, count) in [
-        ("userspace:decode_error", reader.decode_errors),
-        ("userspace:timeline_overflow", correlator.timeline_overflow),
-        ("userspace:output_write_error", printer.write_errors),
+        ("userspace:decode_error", session.reader.decode_errors),
+        (
+            "userspace:timeline_overflow",
+            session.correlator.timeline_overflow,
+        ),
+        ("userspace:output_write_error", session.printer.write_errors),
     ] {
         if count > 0 {
             drops.push(DropCount {
@@ -134,8 +228,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             });
         }
     }
-    let info = procs.get(root).cloned().unwrap_or_default();
-    let report = RunReport {
+    let info = session.procs.get(root).cloned().unwrap_or_default();
+    Ok(RunReport {
         policy: policy.name.clone(),
         cli: CliIdentity {
             pid: root,
@@ -145,15 +239,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             argv: info.argv.clone(),
             uid: info.uid,
         },
-        probes: correlator.summarize(),
-        connections: correlator.connections.clone(),
-        partial: sensors.unattached().next().is_some(),
-        unattached_sensors: sensors.unattached().cloned().collect(),
+        probes: session.correlator.summarize(),
+        connections: session.correlator.connections.clone(),
+        partial: session.sensors.unattached().next().is_some(),
+        unattached_sensors: session.sensors.unattached().cloned().collect(),
         drops,
         exit_code,
-    };
-    printer.emit(&Record::Report(report));
-    Ok(exit_code)
+    })
 }
 
 fn forward(pid: u32, sig: nix::sys::signal::Signal) {

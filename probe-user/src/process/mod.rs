@@ -1,7 +1,7 @@
 //! The process table: what userspace knows of each watched process (lineage, exe,
 //! argv, uid), built from exec/fork/exit events and seeded from /proc for roots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::output::escape::escape_bytes;
 
@@ -59,6 +59,8 @@ impl ProcessInfo {
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
+    /// Watched processes not yet seen to exit.
+    live: HashSet<u32>,
 }
 
 impl ProcessTable {
@@ -86,6 +88,28 @@ impl ProcessTable {
                 ..Default::default()
             },
         );
+        self.live.insert(pid);
+    }
+
+    /// Watched processes that have not exited yet.
+    pub fn live(&self) -> impl Iterator<Item = u32> + '_ {
+        self.live.iter().copied()
+    }
+
+    /// Forgets live processes that are gone (or zombies) although no exit event said
+    /// so, which happens only when the event was lost (and counted). Called on a timer
+    /// while waiting for descendants, never per event.
+    pub fn prune_dead(&mut self) -> usize {
+        let before = self.live.len();
+        self.live.retain(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // The state follows the parenthesised comm, which may itself contain ')'.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        });
+        before - self.live.len()
     }
 
     pub fn on_fork(&mut self, parent: u32, child: u32) {
@@ -95,6 +119,7 @@ impl ProcessTable {
         info.exit_code = None;
         info.exited = false;
         self.procs.insert(child, info);
+        self.live.insert(child);
     }
 
     pub fn on_exec(
@@ -116,6 +141,7 @@ impl ProcessTable {
     }
 
     pub fn on_exit(&mut self, pid: u32, code: Option<i32>) {
+        self.live.remove(&pid);
         if let Some(info) = self.procs.get_mut(&pid) {
             info.exited = true;
             info.exit_code = code;
@@ -219,5 +245,9 @@ mod tests {
         t.on_fork(10, 11);
         t.on_fork(11, 12);
         assert_eq!(t.lineage(12), [12, 11, 10]);
+        t.on_exit(11, Some(0));
+        let mut live: Vec<u32> = t.live().collect();
+        live.sort_unstable();
+        assert_eq!(live, [10, 12]);
     }
 }
