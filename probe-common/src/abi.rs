@@ -31,8 +31,11 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 
 /// `ExecEvent::flags`
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 0;
-/// More arguments than `ARGV_SLOTS`; `argc` still counts them (up to 255).
+/// More arguments than `ARGV_SLOTS`; `argc` still counts them (up to 64).
 pub const EXEC_ARGV_MORE: u32 = 1 << 1;
+/// The arguments parked at sys_enter_execve were not found at sched_process_exec
+/// (evicted or never parked): argv is missing, not empty.
+pub const EXEC_ARGV_LOST: u32 = 1 << 2;
 
 /// A successful execve/execveat of a watched process.
 ///
@@ -59,8 +62,8 @@ pub struct ExecEvent {
 const _: () =
     assert!(core::mem::size_of::<ExecEvent>() == 24 + 24 + PATH_LEN + ARGV_SLOTS * ARGV_SLOT_LEN);
 
-/// A watched process created a new process (not a thread: thread clones are filtered in
-/// the kernel because threads share their group's watch).
+/// A watched process created a new process (not a thread: `task_newtask` gives the
+/// clone flags, and `CLONE_THREAD` children share their group's watch).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForkEvent {
@@ -74,7 +77,7 @@ const _: () = assert!(core::mem::size_of::<ForkEvent>() == 32);
 /// ended some other way (a signal, for example) and the code is unknown here.
 pub const EXIT_CODE_KNOWN: u32 = 1 << 0;
 
-/// A watched thread-group leader exited.
+/// The last thread of a watched thread group exited (the group is dead).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitEvent {
@@ -222,12 +225,14 @@ pub struct ConnectEvent {
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 56);
 
 /// Parked between `sys_enter_connect` and `sys_exit_connect`, keyed by thread id.
+/// The address is read at exit, when the kernel has copied it (so its page is
+/// resident), like paths and env names.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingConnect {
+    /// User address of the `struct sockaddr`.
+    pub addr_ptr: u64,
     pub fd: i32,
-    pub family: u16,
-    pub port: u16,
-    pub addr: [u8; 16],
+    pub addrlen: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingConnect>() == 24);
+const _: () = assert!(core::mem::size_of::<PendingConnect>() == 16);

@@ -55,7 +55,16 @@ pub const DROP_RING_FULL_CONNECT: u32 = 5;
 pub const DROP_WATCHED_FULL: u32 = 6;
 /// Exec arguments could not be parked between sys_enter_execve and sched_process_exec.
 pub const DROP_PENDING_FULL: u32 = 7;
-pub const DROP_SLOTS: u32 = 8;
+/// A watched thread's path argument could not be read at syscall exit.
+pub const DROP_UNREADABLE_PATH: u32 = 8;
+/// A watched thread's getenv name could not be read at return.
+pub const DROP_UNREADABLE_ENV_NAME: u32 = 9;
+/// A watched thread's connect address could not be read.
+pub const DROP_UNREADABLE_SOCKADDR: u32 = 10;
+/// A watched process forked but the child's pid could not be read: the child is not
+/// watched.
+pub const DROP_UNREADABLE_FORK: u32 = 11;
+pub const DROP_SLOTS: u32 = 12;
 
 /// Names of the drop slots, indexed by slot, for reports.
 pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
@@ -67,12 +76,21 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "ring_full_connect",
     "watched_map_full",
     "exec_pending_map_full",
+    "unreadable_path",
+    "unreadable_env_name",
+    "unreadable_sockaddr",
+    "unreadable_fork_child",
 ];
 
-/// Field offsets of the sched tracepoints, read by userspace from tracefs `format`
-/// files and written into the `TP_OFFSETS` array, because these layouts change between
-/// kernel versions (6.18 turned the fork comms into `__data_loc` strings, for example).
-pub const TP_FORK_CHILD_PID: u32 = 0;
-pub const TP_EXEC_FILENAME: u32 = 1;
-pub const TP_EXEC_OLD_PID: u32 = 2;
-pub const TP_OFFSET_SLOTS: u32 = 3;
+/// Field offsets of the sched/task tracepoints, read by userspace from tracefs
+/// `format` files and written into the `TP_OFFSETS` array, because these layouts
+/// change between kernel versions (6.18 turned the sched_process_fork comms into
+/// `__data_loc` strings, for example). An offset of 0 means "field absent".
+pub const TP_NEWTASK_PID: u32 = 0;
+pub const TP_NEWTASK_CLONE_FLAGS: u32 = 1;
+pub const TP_EXEC_FILENAME: u32 = 2;
+pub const TP_EXEC_OLD_PID: u32 = 3;
+/// `sched_process_exit.group_dead` (added in 6.x); without it the leader's exit is
+/// taken as the group's.
+pub const TP_EXIT_GROUP_DEAD: u32 = 4;
+pub const TP_OFFSET_SLOTS: u32 = 5;

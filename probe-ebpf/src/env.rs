@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    DROP_RING_FULL_ENV, ENV_NAME_LEN, ENV_OP_GETENV, ENV_OP_SECURE_GETENV, EVENT_ENV, EnvEvent,
-    PendingEnv,
+    DROP_RING_FULL_ENV, DROP_UNREADABLE_ENV_NAME, ENV_NAME_LEN, ENV_OP_GETENV,
+    ENV_OP_SECURE_GETENV, EVENT_ENV, EnvEvent, PendingEnv,
 };
 
 use crate::{
@@ -56,6 +56,14 @@ fn park(ctx: &ProbeContext, op: u32) {
     if !is_watched(tgid) {
         return;
     }
+    // glibc's secure_getenv calls getenv: keep the outer call's parked entry so the
+    // lookup is reported once, as secure_getenv.
+    if op == ENV_OP_GETENV
+        && let Some(outer) = PENDING_ENV.get_ptr(tid)
+        && unsafe { (*outer).op } == ENV_OP_SECURE_GETENV
+    {
+        return;
+    }
     if let Some(name_ptr) = ctx.arg::<u64>(0) {
         let _ = PENDING_ENV.insert(
             tid,
@@ -77,9 +85,13 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
     };
     let value: u64 = ctx.ret();
     let mut name = [0u8; ENV_NAME_LEN];
-    let len = unsafe { bpf_probe_read_user_str_bytes(pending.name_ptr as *const u8, &mut name) }
-        .map_err(|e| e as i64)?
-        .len();
+    let Ok(read) =
+        (unsafe { bpf_probe_read_user_str_bytes(pending.name_ptr as *const u8, &mut name) })
+    else {
+        count_drop(DROP_UNREADABLE_ENV_NAME);
+        return Ok(());
+    };
+    let len = read.len();
     if len >= ENV_NAME_LEN - 1 {
         // Longer than any name a policy may hold (validation caps them below this), so
         // it cannot match: not an event, not a drop.

@@ -27,10 +27,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    DROP_RING_FULL_FILE, EVENT_FILE, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT,
-    FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT,
-    FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent,
-    PATH_LEN, PendingPath,
+    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, EVENT_FILE, FILE_OP_ACCESS, FILE_OP_CREAT,
+    FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN,
+    FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT,
+    FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath,
 };
 
 use crate::{
@@ -130,10 +130,16 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let key = PATH_SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let key = unsafe { &mut *key };
-    let len =
-        unsafe { bpf_probe_read_user_str_bytes(pending.path_ptr as *const u8, &mut key.data) }
-            .map_err(|e| e as i64)?
-            .len();
+    // Zeroed first so the bytes after the NUL, which are copied into the event, are
+    // not left over from another process's lookup.
+    key.data = [0; PATH_LEN];
+    let Ok(path) =
+        (unsafe { bpf_probe_read_user_str_bytes(pending.path_ptr as *const u8, &mut key.data) })
+    else {
+        count_drop(DROP_UNREADABLE_PATH);
+        return Ok(());
+    };
+    let len = path.len();
     key.prefix_len = (PATH_LEN * 8) as u32;
     let Some(policy) = PATHS.get(&*key) else {
         return Ok(());

@@ -50,11 +50,6 @@ pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_LEN]>> = PerCpuArray::with_max_entries(1, 0);
 
-/// Clone flags of the in-flight clone/clone3 of a thread (key: tid), so that
-/// sched_process_fork can tell a new thread from a new process.
-#[map]
-pub static CLONE_FLAGS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1_024, 0);
-
 /// exit_group(2) code per watched tgid, read when the leader exits.
 #[map]
 pub static EXIT_CODES: LruHashMap<u32, i32> = LruHashMap::with_max_entries(MAX_WATCHED, 0);

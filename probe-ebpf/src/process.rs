@@ -3,10 +3,9 @@
 //! match-proto: syscalls:sys_enter_execve(filename, argv, envp)
 //! match-proto: syscalls:sys_enter_execveat(fd, filename, argv, envp, flags)
 //! match-proto: sched:sched_process_exec(__data_loc filename, pid, old_pid)
-//! match-proto: syscalls:sys_enter_clone(clone_flags, ...), syscalls:sys_enter_clone3(uargs, size)
-//! match-proto: sched:sched_process_fork(child_pid)               [offset from tracefs]
+//! match-proto: task:task_newtask(pid, comm, clone_flags, ...)    [offsets from tracefs]
 //! match-proto: syscalls:sys_enter_exit_group(error_code)
-//! match-proto: sched:sched_process_exit                          [current task only]
+//! match-proto: sched:sched_process_exit(..., group_dead)         [offset from tracefs]
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -20,14 +19,15 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use probe_common::{
     ARGV_SLOT_LEN, ARGV_SLOTS, DROP_PENDING_FULL, DROP_RING_FULL_EXEC, DROP_RING_FULL_EXIT,
-    DROP_RING_FULL_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EXEC_ARGV_MORE,
-    EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, ExecEvent, ExitEvent, ForkEvent, PATH_LEN,
-    TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_FORK_CHILD_PID, WATCH_ORIGIN_FORK, WatchEntry,
+    DROP_RING_FULL_FORK, DROP_UNREADABLE_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXIT,
+    EVENT_FORK, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN,
+    ExecEvent, ExitEvent, ForkEvent, PATH_LEN, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
+    TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_FORK, WatchEntry,
 };
 
 use crate::{
-    maps::{CLONE_FLAGS, EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, WATCHED},
-    util::{count_drop, current_ids, header, is_watched, syscall_arg, take_parked, tp_offset},
+    maps::{EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, WATCHED},
+    util::{count_drop, current_ids, header, is_watched, syscall_arg, tp_offset},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -144,7 +144,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let uid_gid = bpf_get_current_uid_gid();
     e.uid = uid_gid as u32;
     e.gid = (uid_gid >> 32) as u32;
-    e.flags = 0;
+    e.flags = if pending.is_some() { 0 } else { EXEC_ARGV_LOST };
     e.argc = 0;
     e.argv_truncated_mask = 0;
     e.filename_len = 0;
@@ -195,50 +195,36 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 #[tracepoint]
-pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = current_ids();
-    if is_watched(tgid)
-        && let Ok(flags) = unsafe { ctx.read_at::<u64>(syscall_arg(0)) }
-    {
-        let _ = CLONE_FLAGS.insert(tid, flags, 0);
-    }
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let _ = try_newtask(&ctx);
     0
 }
 
-#[tracepoint]
-pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = current_ids();
-    if is_watched(tgid) {
-        // `struct clone_args` starts with `__aligned_u64 flags`.
-        if let Ok(args) = unsafe { ctx.read_at::<*const u64>(syscall_arg(0)) }
-            && let Ok(flags) = unsafe { bpf_probe_read_user(args) }
-        {
-            let _ = CLONE_FLAGS.insert(tid, flags, 0);
-        }
-    }
-    0
-}
-
-#[tracepoint]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let _ = try_fork(&ctx);
-    0
-}
-
-/// Runs in the parent before the child is scheduled, so the child is watched from its
-/// first instruction. Threads share their group's watch and are skipped.
+/// Runs in the parent inside copy_process, before the child can run, so a child of a
+/// watched process is watched from its first instruction. Threads (`CLONE_THREAD`)
+/// share their group's watch and are skipped; fork, vfork and clone of a process are
+/// not.
 #[inline(always)]
-fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
         return Ok(());
     }
-    let flags = take_parked(&CLONE_FLAGS, tid).unwrap_or(0);
+    let (Some(pid_off), Some(flags_off)) =
+        (tp_offset(TP_NEWTASK_PID), tp_offset(TP_NEWTASK_CLONE_FLAGS))
+    else {
+        count_drop(DROP_UNREADABLE_FORK);
+        return Ok(());
+    };
+    let (Ok(child), Ok(flags)) = (unsafe { ctx.read_at::<i32>(pid_off) }, unsafe {
+        ctx.read_at::<u64>(flags_off)
+    }) else {
+        count_drop(DROP_UNREADABLE_FORK);
+        return Ok(());
+    };
     if flags & CLONE_THREAD != 0 {
         return Ok(());
     }
-    let child_off = tp_offset(TP_FORK_CHILD_PID).ok_or(-1i64)?;
-    let child: i32 = unsafe { ctx.read_at(child_off) }.map_err(|e| e as i64)?;
     let child = child as u32;
     let watch = WatchEntry {
         origin: WATCH_ORIGIN_FORK,
@@ -283,10 +269,19 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
-    // Only the group leader's exit ends the watch; other threads exit on their own.
-    if tid != tgid || !is_watched(tgid) {
+    if !is_watched(tgid) {
+        return Ok(());
+    }
+    // The watch ends when the whole group is dead, not when the leader exits: a leader
+    // may pthread_exit while other threads run on, and exec from a non-leader thread
+    // kills the old leader first.
+    let group_dead = match tp_offset(TP_EXIT_GROUP_DEAD) {
+        Some(off) => unsafe { ctx.read_at::<u8>(off) }.map_err(|e| e as i64)? != 0,
+        None => tid == tgid,
+    };
+    if !group_dead {
         return Ok(());
     }
     let code = EXIT_CODES.get_ptr(tgid).map(|p| unsafe { *p });

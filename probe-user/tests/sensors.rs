@@ -213,28 +213,65 @@ fn unwatched_processes_produce_no_events() {
     if !bpf_available("unwatched_processes_produce_no_events") {
         return;
     }
-    // A process outside the watched tree does the same probes while a run is active.
+    // The watched command blocks on a FIFO. Opening the FIFO's write end returns only
+    // once the command has opened the read end, i.e. while the programs are attached
+    // and the run is live. An outsider then does every probe; only after it finished is
+    // the command released.
     let listener = Listener::start();
     let port = listener.port.to_string();
-    let outsider = std::process::Command::new(c_fixture())
+    let fifo = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fixture = c_fixture();
+    let run = {
+        let (fixture, fifo) = (fixture.clone(), fifo.clone());
+        std::thread::spawn(move || {
+            probectl_json(
+                &[
+                    fixture.as_os_str(),
+                    OsStr::new("wait-fifo"),
+                    fifo.as_os_str(),
+                ],
+                &[],
+            )
+        })
+    };
+    let mut gate = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open the FIFO's write end");
+    let outsider = std::process::Command::new(&fixture)
         .args(["probe", &port])
-        .spawn()
-        .expect("start outsider");
-    let run = probectl_json(
-        &[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("0")],
-        &[],
-    );
-    let outsider_pid = outsider.id() as u64;
-    let _ = outsider.wait_with_output();
+        .output()
+        .expect("run outsider");
+    assert!(outsider.status.success(), "outsider probed and connected");
+    std::io::Write::write_all(&mut gate, b"x").expect("release the watched command");
+    drop(gate);
+    let run = run.join().expect("probectl thread");
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
     assert!(
-        run.records.iter().all(|r| r["pid"] != outsider_pid),
-        "outsider leaked into the run: {:#?}",
+        run.records
+            .iter()
+            .all(|r| r.get("pid").is_none_or(|p| p == pid)),
+        "only the watched pid appears: {:#?}",
         run.records
     );
     assert!(
         run.of_type("probe").is_empty(),
-        "{:#?}",
+        "the outsider's probes leaked: {:#?}",
         run.of_type("probe")
+    );
+    assert!(
+        run.of_type("connect").is_empty(),
+        "the outsider's connect leaked: {:#?}",
+        run.of_type("connect")
+    );
+    assert_eq!(
+        run.of_type("exec").len(),
+        1,
+        "the watched command itself was seen"
     );
 }
 

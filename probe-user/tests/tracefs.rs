@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::ffi::OsStr;
-
 use common::*;
 
 fn tracefs_mounted() -> bool {
@@ -19,29 +17,52 @@ fn run_mounts_tracefs_when_it_is_missing() {
     if !bpf_available("run_mounts_tracefs_when_it_is_missing") {
         return;
     }
-    // Unmount every tracefs (and the debugfs view of it) so the run starts without one.
-    while tracefs_mounted() {
-        let target = std::fs::read_to_string("/proc/mounts")
-            .unwrap()
-            .lines()
-            .find(|l| l.split_whitespace().nth(2) == Some("tracefs"))
-            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-            .unwrap();
-        nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH)
-            .unwrap_or_else(|e| panic!("cannot unmount {target} to set up the test: {e}"));
-    }
-    assert!(!tracefs_mounted());
-    let run = probectl_json(
-        &[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("3")],
-        &[],
+    // In a private mount namespace, so the host's tracefs stays mounted for everyone
+    // else: unmount every tracefs there, run probectl, and list the mounts it left.
+    let script = format!(
+        "set -e\n\
+         grep ' tracefs ' /proc/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l \"$m\"; done\n\
+         if grep -q ' tracefs ' /proc/mounts; then echo 'still mounted' >&2; exit 90; fi\n\
+         {} run --json -- {} exit 3 >\"$1\" || echo \"probectl exit $?\" >&2\n\
+         grep ' tracefs ' /proc/mounts\n",
+        probectl().display(),
+        c_fixture().display()
     );
-    assert_eq!(run.code, 3, "stderr:\n{}", run.stderr);
-    assert!(tracefs_mounted(), "probectl mounted tracefs");
+    let records = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tracefs-{}.jsonl", std::process::id()));
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ])
+    .arg(&records);
+    let out = run_with_deadline(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "namespace script failed: {stderr}");
+    assert!(
+        stderr.contains("probectl exit 3"),
+        "the command's exit code passed through: {stderr}"
+    );
+    assert!(
+        stdout.contains("/sys/kernel/tracing tracefs"),
+        "probectl mounted tracefs: {stdout}"
+    );
+    let text = std::fs::read_to_string(&records).expect("records");
+    let report: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["type"] == "report")
+        .expect("a report");
     assert_eq!(
-        run.report()["partial"],
-        false,
+        report["partial"], false,
         "every tracepoint attached after the mount: {:#}",
-        run.report()["unattached_sensors"]
+        report["unattached_sensors"]
     );
-    assert_eq!(run.of_type("exec").len(), 1);
+    assert!(tracefs_mounted(), "the host's tracefs is untouched");
 }

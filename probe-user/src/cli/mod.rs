@@ -43,12 +43,17 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Write one JSON object per line to stdout instead of the readable report (stderr).
+    /// Write one JSON object per line to stdout instead of the readable report
+    /// (stderr). The command's own stdout then goes to stderr, so that stdout carries
+    /// only probectl's records and the command cannot forge any.
     #[arg(long)]
     pub json: bool,
     /// Policy file to use instead of the built-in default policy.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Write records (readable or JSON) to FILE instead of stderr/stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// The command and its arguments. Started as the invoking user (SUDO_UID/SUDO_GID)
     /// when probectl runs under sudo.
     #[arg(

@@ -7,6 +7,7 @@
 //! reported. Ctrl-C after the command exited stops waiting and prints the report.
 
 use std::io;
+use std::os::fd::AsFd as _;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
@@ -82,16 +83,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         Format::Human
     };
-    let out: Box<dyn io::Write + Send> = match format {
-        Format::Json => Box::new(io::stdout()),
-        Format::Human => Box::new(io::stderr()),
+    let out: Box<dyn io::Write + Send> = match (&args.output, format) {
+        (Some(path), _) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create the output file {}", path.display()))?,
+        ),
+        (None, Format::Json) => Box::new(io::stdout()),
+        (None, Format::Human) => Box::new(io::stderr()),
     };
     let printer = Printer::new(format, out);
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
+    if args.json && args.output.is_none() {
+        // stdout carries the records; the command writes to stderr instead.
+        cmd.stdout(std::process::Stdio::from(
+            io::stderr().as_fd().try_clone_to_owned()?,
+        ));
+    }
+    let creds = spawn::invoking_user();
+    match &creds {
+        Some(creds) => spawn::set_user_env(&mut cmd, creds),
+        None if nix::unistd::geteuid().is_root() => {
+            eprintln!("probectl: note: SUDO_UID is not set, so the command runs as root")
+        }
+        None => {}
+    }
     let program = args.command[0].to_string_lossy().into_owned();
-    let gate = match spawn::spawn_gated(cmd, spawn::invoking_user()) {
+    let gate = match spawn::spawn_gated(cmd, creds, sensors.original_memlock) {
         Ok(gate) => gate,
         Err(err) => return Ok(report_spawn_error(&program, &err)),
     };
@@ -131,15 +150,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let _ = status_tx.send(status);
     });
 
-    // Ctrl-C reaches the command through the terminal; probectl stays to report.
-    // SIGTERM/SIGINT sent to probectl alone are passed on to the command.
+    // Ctrl-C and a hang-up reach the command through the terminal (it is in our
+    // foreground process group), so probectl does not pass them on again, which many
+    // CLIs would read as "force quit"; it stays to report. SIGTERM sent to probectl is
+    // passed on.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let status = loop {
         tokio::select! {
             read = session.read() => read?,
             status = &mut status_rx => break status.unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status"))),
-            _ = sigint.recv() => forward(root, nix::sys::signal::Signal::SIGINT),
+            _ = sigint.recv() => {}
+            _ = sighup.recv() => {}
             _ = sigterm.recv() => forward(root, nix::sys::signal::Signal::SIGTERM),
         }
     };
@@ -220,6 +243,7 @@ fn build_report(
             session.correlator.timeline_overflow,
         ),
         ("userspace:output_write_error", session.printer.write_errors),
+        ("kernel:exec_argv_lost", session.correlator.argv_lost),
     ] {
         if count > 0 {
             drops.push(DropCount {
@@ -228,6 +252,17 @@ fn build_report(
             });
         }
     }
+    let filtered = [
+        ("env_name_case_mismatch", session.correlator.case_mismatches),
+        ("path_unclassified", session.correlator.unclassified_paths),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(reason, count)| DropCount {
+        reason: reason.to_owned(),
+        count,
+    })
+    .collect();
     let info = session.procs.get(root).cloned().unwrap_or_default();
     Ok(RunReport {
         policy: policy.name.clone(),
@@ -244,6 +279,8 @@ fn build_report(
         partial: session.sensors.unattached().next().is_some(),
         unattached_sensors: session.sensors.unattached().cloned().collect(),
         drops,
+        filtered,
+        coverage_notes: session.sensors.coverage_notes(),
         exit_code,
     })
 }

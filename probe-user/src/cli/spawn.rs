@@ -1,9 +1,10 @@
 //! Starting the watched command so that it is watched from its first instruction.
 //!
 //! The child is forked by `std::process::Command`, then blocks in `pre_exec` until the
-//! parent has put its pid into the kernel's watched set; only then does it drop
-//! privileges and exec. Everything the child does between fork and exec is
-//! async-signal-safe: raw read/write/close/setgroups/setgid/setuid, no allocation.
+//! parent has put its pid into the kernel's watched set; only then does it restore
+//! the memlock limit, drop privileges and exec. Everything the child does between
+//! fork and exec is async-signal-safe: raw read/write/close/setrlimit/setgroups/
+//! setgid/setuid, no allocation.
 
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::{AsRawFd as _, OwnedFd};
@@ -17,6 +18,9 @@ pub struct Credentials {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<libc::gid_t>,
+    /// From the passwd entry, for HOME/USER/LOGNAME: a CLI that reads `~/.npmrc` or
+    /// its own settings must look in the user's home, not root's.
+    pub user: Option<(String, std::path::PathBuf)>,
 }
 
 /// Under sudo, the invoking user (SUDO_UID/SUDO_GID) and their groups; otherwise
@@ -31,13 +35,28 @@ pub fn invoking_user() -> Option<Credentials> {
         .and_then(|g| g.parse().ok())
         .unwrap_or(uid);
     let mut groups = vec![gid];
-    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        && let Ok(name) = std::ffi::CString::new(user.name)
-        && let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
-    {
-        groups = list.into_iter().map(|g| g.as_raw()).collect();
+    let mut user_entry = None;
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        if let Ok(name) = std::ffi::CString::new(user.name.clone())
+            && let Ok(list) = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+        {
+            groups = list.into_iter().map(|g| g.as_raw()).collect();
+        }
+        user_entry = Some((user.name, user.dir));
     }
-    Some(Credentials { uid, gid, groups })
+    Some(Credentials {
+        uid,
+        gid,
+        groups,
+        user: user_entry,
+    })
+}
+
+/// Puts the user's identity into the command's environment (sudo leaves root's).
+pub fn set_user_env(cmd: &mut Command, creds: &Credentials) {
+    if let Some((name, home)) = &creds.user {
+        cmd.env("HOME", home).env("USER", name).env("LOGNAME", name);
+    }
 }
 
 /// A forked child waiting at the gate, before exec.
@@ -65,7 +84,13 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
-pub fn spawn_gated(mut cmd: Command, creds: Option<Credentials>) -> io::Result<Gate> {
+/// Forks the command and stops it before exec; see the module comment. `memlock` is
+/// the RLIMIT_MEMLOCK to restore in the child (probectl raised its own).
+pub fn spawn_gated(
+    mut cmd: Command,
+    creds: Option<Credentials>,
+    memlock: Option<libc::rlimit>,
+) -> io::Result<Gate> {
     let (pid_r, pid_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (pid_r_raw, pid_w_raw, go_r_raw, go_w_raw) = (
@@ -94,6 +119,11 @@ pub fn spawn_gated(mut cmd: Command, creds: Option<Credentials>) -> io::Result<G
                     _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
                     _ => return Err(io::Error::last_os_error()),
                 }
+            }
+            if let Some(limit) = &memlock
+                && libc::setrlimit(libc::RLIMIT_MEMLOCK, limit) != 0
+            {
+                return Err(io::Error::last_os_error());
             }
             if let Some(c) = &creds
                 && (libc::setgroups(c.groups.len(), c.groups.as_ptr()) != 0

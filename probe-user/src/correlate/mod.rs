@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{
-    AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_MORE, EXIT_CODE_KNOWN, EnvEvent,
-    FILE_SYSCALLS, FileEvent, decode::Event,
+    AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE,
+    EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, EnvEvent, FILE_SYSCALLS, FileEvent, decode::Event,
 };
 
 use crate::output::{escape::escape_bytes, time::WallClock};
@@ -43,6 +43,11 @@ pub struct Correlator {
     pub connections: Vec<ConnectionRecord>,
     /// Kernel matches (case-folded) that the policy's exact case rule rejected.
     pub case_mismatches: u64,
+    /// Kernel path matches that the classifier did not place in any category (only
+    /// possible for truncated paths).
+    pub unclassified_paths: u64,
+    /// Execs whose argv the kernel could not keep until the exec completed.
+    pub argv_lost: u64,
 }
 
 impl Correlator {
@@ -57,6 +62,8 @@ impl Correlator {
             streamed: HashSet::new(),
             connections: Vec::new(),
             case_mismatches: 0,
+            unclassified_paths: 0,
+            argv_lost: 0,
         }
     }
 
@@ -68,6 +75,9 @@ impl Correlator {
     pub fn handle(&mut self, event: &Event, procs: &mut ProcessTable) -> Option<Record> {
         match event {
             Event::Exec(e) => {
+                if e.flags & EXEC_ARGV_LOST != 0 {
+                    self.argv_lost += 1;
+                }
                 let argv: Vec<String> = e.argv_bytes().map(escape_bytes).collect();
                 let pid = e.header.tgid;
                 procs.on_exec(
@@ -89,6 +99,11 @@ impl Correlator {
                         .unwrap_or_else(|| escape_bytes(e.filename_bytes())),
                     argv,
                     argv_incomplete: e.flags & EXEC_ARGV_MORE != 0,
+                    argv_truncated: (0..probe_common::ARGV_SLOTS)
+                        .filter(|i| e.argv_truncated_mask & (1 << i) != 0)
+                        .collect(),
+                    argv_lost: e.flags & EXEC_ARGV_LOST != 0,
+                    exe_truncated: e.flags & EXEC_FILENAME_TRUNCATED != 0,
                 }))
             }
             Event::Fork(e) => {
@@ -96,7 +111,8 @@ impl Correlator {
                 None
             }
             Event::Exit(e) => {
-                let code = (e.flags & EXIT_CODE_KNOWN != 0).then_some(e.exit_code);
+                // exit_group's argument is an int; the status a parent sees is its low byte.
+                let code = (e.flags & EXIT_CODE_KNOWN != 0).then_some(e.exit_code & 0xff);
                 procs.on_exit(e.header.tgid, code);
                 Some(Record::Exit(ExitRecord {
                     time: self.clock.rfc3339(e.header.ktime_ns),
@@ -139,6 +155,7 @@ impl Correlator {
         let path = escape_bytes(e.path_bytes());
         let cats = self.classifier.path_categories(&path);
         if cats.is_empty() {
+            self.unclassified_paths += 1;
             return None;
         }
         let how = FILE_SYSCALLS

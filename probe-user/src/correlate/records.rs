@@ -26,6 +26,12 @@ pub struct ExecRecord {
     pub argv: Vec<String>,
     /// More arguments existed than were captured.
     pub argv_incomplete: bool,
+    /// Indices of arguments cut at the capture limit (127 bytes).
+    pub argv_truncated: Vec<usize>,
+    /// The kernel lost the arguments of this exec (counted in the report's drops).
+    pub argv_lost: bool,
+    /// The executable path was cut at the capture limit (255 bytes).
+    pub exe_truncated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -147,5 +153,10 @@ pub struct RunReport {
     pub unattached_sensors: Vec<AttachStatus>,
     /// Every non-zero loss: kernel drop counters and userspace decode failures.
     pub drops: Vec<DropCount>,
+    /// Kernel matches that userspace did not report, and why (for example an env name
+    /// whose letter case the policy's exact rule rejects). Not losses, but counted.
+    pub filtered: Vec<DropCount>,
+    /// What this run could not see, whatever the policy says.
+    pub coverage_notes: Vec<String>,
     pub exit_code: i32,
 }

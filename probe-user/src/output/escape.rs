@@ -10,7 +10,7 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
         for c in chunk.valid().chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
-                c if c.is_control() => {
+                c if c.is_control() || is_invisible_format(c) => {
                     let mut buf = [0u8; 4];
                     for b in c.encode_utf8(&mut buf).bytes() {
                         out.push_str(&format!("\\x{b:02x}"));
@@ -26,6 +26,15 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// Characters that are not control characters but still let a string lie about how it
+/// looks: bidirectional overrides and isolates (U+202A-202E, U+2066-2069), zero-width
+/// and other format characters, line and paragraph separators, the BOM.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::escape_bytes;
@@ -37,5 +46,14 @@ mod tests {
         assert_eq!(escape_bytes(b"a\\b"), "a\\\\b");
         assert_eq!(escape_bytes(b"\xff\xfe"), "\\xff\\xfe");
         assert_eq!(escape_bytes("zoneinfo/Améri".as_bytes()), "zoneinfo/Améri");
+        // U+202E RIGHT-TO-LEFT OVERRIDE would make "evil\u{202e}txt.sh" display as "evilhs.txt".
+        assert_eq!(
+            escape_bytes("evil\u{202e}txt.sh".as_bytes()),
+            "evil\\xe2\\x80\\xaetxt.sh"
+        );
+        assert_eq!(
+            escape_bytes("a\u{200b}b\u{2028}c".as_bytes()),
+            "a\\xe2\\x80\\x8bb\\xe2\\x80\\xa8c"
+        );
     }
 }

@@ -10,12 +10,24 @@ pub fn render(record: &Record) -> String {
         Record::Exec(e) => {
             let _ = writeln!(
                 s,
-                "{:>9}  [{}] exec    {}  argv: {}{}",
+                "{:>9}  [{}] exec    {}{}  argv: {}{}{}",
                 secs(e.offset_ms),
                 e.pid,
                 e.exe,
-                e.argv.join(" "),
-                if e.argv_incomplete { " …(more)" } else { "" }
+                if e.exe_truncated { " (truncated)" } else { "" },
+                shell_words(&e.argv),
+                if e.argv_incomplete {
+                    " …(more arguments)"
+                } else {
+                    ""
+                },
+                if e.argv_lost {
+                    " (arguments lost, counted)"
+                } else if e.argv_truncated.is_empty() {
+                    ""
+                } else {
+                    " (some arguments truncated)"
+                }
             );
         }
         Record::Probe(p) => {
@@ -98,7 +110,7 @@ fn render_report(s: &mut String, r: &RunReport) {
     if let Some(script) = &cli.script {
         let _ = writeln!(s, "  script {script}");
     }
-    let _ = writeln!(s, "  argv   {}", cli.argv.join(" "));
+    let _ = writeln!(s, "  argv   {}", shell_words(&cli.argv));
     let _ = writeln!(s, "\nProbes by category:");
     if r.probes.is_empty() {
         let _ = writeln!(s, "  (none)");
@@ -173,5 +185,41 @@ fn render_report(s: &mut String, r: &RunReport) {
             let _ = writeln!(s, "  {}: {}", d.reason, d.count);
         }
     }
+    if !r.filtered.is_empty() {
+        let _ = writeln!(s, "Matched in the kernel but not reported:");
+        for d in &r.filtered {
+            let _ = writeln!(s, "  {}: {}", d.reason, d.count);
+        }
+    }
+    let _ = writeln!(s, "Not covered by this build:");
+    for note in &r.coverage_notes {
+        let _ = writeln!(s, "  - {note}");
+    }
     let _ = writeln!(s, "Command exit code: {}", r.exit_code);
+}
+
+/// Joins arguments so their boundaries stay visible: an argument with a space, a
+/// quote or nothing in it is single-quoted, shell style.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty() && !a.contains([' ', '\'', '"', '\t']) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_words;
+
+    #[test]
+    fn argument_boundaries_stay_visible() {
+        let argv = ["node", "my cli.js", "", "it's"].map(String::from);
+        assert_eq!(shell_words(&argv), r#"node 'my cli.js' '' 'it'\''s'"#);
+    }
 }

@@ -14,7 +14,7 @@ use aya::{
 use probe_common::{
     DROP_SLOT_NAMES, DROP_SLOTS, EnvNameKey, FILE_SYSCALLS, MAP_DROPS, MAP_ENV_NAMES, MAP_EVENTS,
     MAP_PATHS, MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
-    TP_FORK_CHILD_PID, WATCH_ORIGIN_ROOT, WatchEntry,
+    TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_ROOT, WatchEntry,
 };
 use serde::Serialize;
 
@@ -100,9 +100,7 @@ fn programs() -> Vec<ProgramSpec> {
         tp(Family::Process, "syscalls", "sys_enter_execve"),
         tp(Family::Process, "syscalls", "sys_enter_execveat"),
         tp(Family::Process, "sched", "sched_process_exec"),
-        tp(Family::Process, "syscalls", "sys_enter_clone"),
-        tp(Family::Process, "syscalls", "sys_enter_clone3"),
-        tp(Family::Process, "sched", "sched_process_fork"),
+        tp(Family::Process, "task", "task_newtask"),
         tp(Family::Process, "syscalls", "sys_enter_exit_group"),
         tp(Family::Process, "sched", "sched_process_exit"),
     ];
@@ -141,7 +139,13 @@ pub struct AttachStatus {
 pub struct Sensors {
     ebpf: Ebpf,
     pub status: Vec<AttachStatus>,
+    /// probectl mounted tracefs itself (it was missing).
     pub mounted_tracefs: bool,
+    /// RLIMIT_MEMLOCK before probectl raised it, so a command it starts gets the
+    /// original limit back instead of inheriting "unlimited".
+    pub original_memlock: Option<::libc::rlimit>,
+    /// The libc the getenv uprobes are attached to.
+    pub libc: Option<PathBuf>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -154,7 +158,7 @@ impl Sensors {
             return Err(SensorError::NotRoot);
         }
         let (tracefs_root, mounted_tracefs) = tracefs::ensure_mounted()?;
-        raise_memlock_limit();
+        let original_memlock = raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
             .load(PROBE_OBJECT)
             .map_err(|source| SensorError::Load { source })?;
@@ -169,6 +173,8 @@ impl Sensors {
             ebpf,
             status: Vec::new(),
             mounted_tracefs,
+            original_memlock,
+            libc: libc::own_libc(),
             logger,
         };
         sensors.write_tp_offsets(&tracefs_root)?;
@@ -193,10 +199,39 @@ impl Sensors {
     }
 
     fn write_tp_offsets(&mut self, root: &std::path::Path) -> Result<(), SensorError> {
+        // (slot, category, event, field, required)
         let offsets = [
-            (TP_FORK_CHILD_PID, "sched_process_fork", "child_pid"),
-            (TP_EXEC_FILENAME, "sched_process_exec", "filename"),
-            (TP_EXEC_OLD_PID, "sched_process_exec", "old_pid"),
+            (TP_NEWTASK_PID, "task", "task_newtask", "pid", true),
+            (
+                TP_NEWTASK_CLONE_FLAGS,
+                "task",
+                "task_newtask",
+                "clone_flags",
+                true,
+            ),
+            (
+                TP_EXEC_FILENAME,
+                "sched",
+                "sched_process_exec",
+                "filename",
+                true,
+            ),
+            (
+                TP_EXEC_OLD_PID,
+                "sched",
+                "sched_process_exec",
+                "old_pid",
+                true,
+            ),
+            // Older kernels lack it; the kernel side then treats the leader's exit as
+            // the group's.
+            (
+                TP_EXIT_GROUP_DEAD,
+                "sched",
+                "sched_process_exit",
+                "group_dead",
+                false,
+            ),
         ];
         let map = self
             .ebpf
@@ -206,8 +241,15 @@ impl Sensors {
             map: MAP_TP_OFFSETS,
             source,
         })?;
-        for (slot, event, field) in offsets {
-            let offset = tracefs::field_offset(root, "sched", event, field)?;
+        for (slot, category, event, field, required) in offsets {
+            let offset = match tracefs::field_offset(root, category, event, field) {
+                Ok(offset) => offset,
+                Err(err) if !required => {
+                    tracing::info!("optional tracepoint field absent: {err}");
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             array
                 .set(slot, offset, 0)
                 .map_err(|source| SensorError::Map {
@@ -256,7 +298,7 @@ impl Sensors {
     }
 
     fn attach_all(&mut self) {
-        let libc = libc::own_libc();
+        let libc = self.libc.clone();
         for spec in programs() {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
@@ -400,23 +442,45 @@ impl Sensors {
         }
     }
 
+    /// What this build cannot see on any kernel, stated in every report so that a clean
+    /// report is not read as "nothing happened". Shrinks as the sensors grow.
+    pub fn coverage_notes(&self) -> Vec<String> {
+        let libc = self.libc.as_ref().map_or_else(
+            || "no libc (none found)".to_owned(),
+            |p| p.display().to_string(),
+        );
+        vec![
+            format!(
+                "getenv/secure_getenv are traced in {libc} only: statically linked programs and programs with another libc (musl, Nix, containers) are not covered"
+            ),
+            "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup; their environment reads are not visible yet".to_owned(),
+            "only absolute paths are matched: relative and dirfd-relative paths, and symlinks to policy files, are not".to_owned(),
+            "connects are traced at the connect(2) syscall: a non-blocking connect is reported as in_progress without its final outcome; io_uring connects, sendto/sendmsg destinations (UDP, DNS) and unix sockets are not traced yet".to_owned(),
+        ]
+    }
+
     /// Sensors that did not attach, for "partial" markers in reports.
     pub fn unattached(&self) -> impl Iterator<Item = &AttachStatus> {
         self.status.iter().filter(|s| !s.attached)
     }
 }
 
-fn raise_memlock_limit() {
-    // Kernels since 5.11 account BPF memory to the cgroup and ignore RLIMIT_MEMLOCK;
-    // older ones need it raised. Failure only matters on those, where load will say so.
-    let unlimited = libc_rlimit();
-    // SAFETY: plain setrlimit call with a valid struct.
-    let _ = unsafe { ::libc::setrlimit(::libc::RLIMIT_MEMLOCK, &unlimited) };
-}
-
-fn libc_rlimit() -> ::libc::rlimit {
-    ::libc::rlimit {
+/// Raises RLIMIT_MEMLOCK to unlimited and returns the previous limit. Kernels since
+/// 5.11 account BPF memory to the cgroup and ignore the limit; older ones need it
+/// raised. Failure only matters on those, where loading will say so.
+fn raise_memlock_limit() -> Option<::libc::rlimit> {
+    let mut previous = ::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit calls with valid pointers.
+    if unsafe { ::libc::getrlimit(::libc::RLIMIT_MEMLOCK, &mut previous) } != 0 {
+        return None;
+    }
+    let unlimited = ::libc::rlimit {
         rlim_cur: ::libc::RLIM_INFINITY,
         rlim_max: ::libc::RLIM_INFINITY,
-    }
+    };
+    let _ = unsafe { ::libc::setrlimit(::libc::RLIMIT_MEMLOCK, &unlimited) };
+    Some(previous)
 }

@@ -45,7 +45,7 @@ pub fn c_fixture() -> PathBuf {
             let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("tz_probe-{}", std::process::id()));
             let status = Command::new("cc")
-                .args(["-O1", "-Wall", "-o"])
+                .args(["-O1", "-Wall", "-pthread", "-o"])
                 .arg(&out)
                 .arg(&src)
                 .status()
