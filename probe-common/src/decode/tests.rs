@@ -1,5 +1,5 @@
 extern crate std;
-use std::vec::Vec;
+use std::{vec, vec::Vec};
 
 use super::*;
 use crate::limits::PATH_LEN;
@@ -151,4 +151,41 @@ fn exec_argv_stops_at_the_filled_slots() {
     let argv: Vec<&[u8]> = d.argv_bytes().collect();
     assert_eq!(argv, [b"node".as_slice(), b"cli.js".as_slice()]);
     assert_eq!(d.filename_bytes(), b"/bin/node");
+}
+
+#[test]
+fn every_kind_rejects_truncated_and_oversized_records() {
+    let sizes = [
+        (EVENT_EXEC, size_of::<ExecEvent>()),
+        (EVENT_FORK, size_of::<ForkEvent>()),
+        (EVENT_EXIT, size_of::<ExitEvent>()),
+        (EVENT_FILE, size_of::<FileEvent>()),
+        (EVENT_ENV, size_of::<EnvEvent>()),
+        (EVENT_CONNECT, size_of::<ConnectEvent>()),
+    ];
+    for (kind, size) in sizes {
+        let mut raw = vec![0u8; size];
+        raw[..4].copy_from_slice(&kind.to_ne_bytes());
+        assert!(
+            decode(&raw).is_ok(),
+            "kind {kind}: an all-zero record of the right size decodes"
+        );
+        assert_eq!(
+            decode(&raw[..size - 1]).unwrap_err(),
+            DecodeError::Truncated {
+                kind,
+                len: size - 1,
+                need: size
+            }
+        );
+        raw.push(0);
+        assert_eq!(
+            decode(&raw).unwrap_err(),
+            DecodeError::Oversized {
+                kind,
+                len: size + 1,
+                need: size
+            }
+        );
+    }
 }
