@@ -3,13 +3,14 @@
 //! Event kinds are stable numbers: a decoder built against an older probe-common must
 //! never mistake one kind for another, so numbers are never reused.
 
-use crate::limits::{ARGV_SLOT_LEN, ARGV_SLOTS, ENV_NAME_LEN, PATH_LEN};
+use crate::limits::{ARGV_SLOT_LEN, ARGV_SLOTS, ENV_NAME_LEN, ENV_VALUE_PREFIX_LEN, PATH_LEN};
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
 pub const EVENT_FILE: u32 = 10;
 pub const EVENT_ENV: u32 = 20;
+pub const EVENT_ENV_AT_EXEC: u32 = 21;
 pub const EVENT_CONNECT: u32 = 30;
 
 /// Common header at offset 0 of every event.
@@ -202,6 +203,39 @@ pub struct PendingEnv {
     pub _pad0: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingEnv>() == 16);
+
+/// `ExecEnvEvent::flags`: `value` holds a prefix of the value (the policy asked for
+/// it; otherwise only the name is reported).
+pub const EXEC_ENV_VALUE_CAPTURED: u32 = 1 << 0;
+/// The value is longer than the captured prefix.
+pub const EXEC_ENV_VALUE_TRUNCATED: u32 = 1 << 1;
+
+/// Environment entries scanned per exec; a larger environment sets
+/// `EXEC_ENV_SCAN_INCOMPLETE` on nothing but the drop counter `env_scan_incomplete`.
+pub const EXEC_ENV_MAX_ENTRIES: u32 = 512;
+
+/// A policy env name present in the environment handed to execve: the only signal
+/// for runtimes that copy the environment at start (Bun, Python, Go) and never call
+/// getenv per lookup. It says "exposed at exec", never "looked up".
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEnvEvent {
+    pub header: EventHeader,
+    /// Policy entry whose name matched (case-folded).
+    pub entry_id: u32,
+    /// Bytes of `name`.
+    pub name_len: u32,
+    /// Bytes of `value` (0 unless `EXEC_ENV_VALUE_CAPTURED`).
+    pub value_len: u32,
+    /// `EXEC_ENV_*` flags.
+    pub flags: u32,
+    /// The name as it appears in the environment.
+    pub name: [u8; ENV_NAME_LEN],
+    /// A prefix of the value, when the policy asks for one.
+    pub value: [u8; ENV_VALUE_PREFIX_LEN],
+}
+const _: () =
+    assert!(core::mem::size_of::<ExecEnvEvent>() == 24 + 16 + ENV_NAME_LEN + ENV_VALUE_PREFIX_LEN);
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

@@ -23,6 +23,7 @@ pub enum Event {
     Exit(ExitEvent),
     File(alloc_box::Box<FileEvent>),
     Env(EnvEvent),
+    EnvAtExec(alloc_box::Box<ExecEnvEvent>),
     Connect(ConnectEvent),
 }
 
@@ -38,6 +39,7 @@ impl Event {
             Event::Exit(e) => &e.header,
             Event::File(e) => &e.header,
             Event::Env(e) => &e.header,
+            Event::EnvAtExec(e) => &e.header,
             Event::Connect(e) => &e.header,
         }
     }
@@ -127,6 +129,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             check_len(kind, "name_len", e.name_len, e.name.len())?;
             Event::Env(e)
         }
+        EVENT_ENV_AT_EXEC => {
+            let e: ExecEnvEvent = read_exact(kind, bytes)?;
+            check_len(kind, "name_len", e.name_len, e.name.len())?;
+            check_len(kind, "value_len", e.value_len, e.value.len() + 1)?;
+            Event::EnvAtExec(alloc_box::Box::new(e))
+        }
         EVENT_CONNECT => Event::Connect(read_exact(kind, bytes)?),
         _ => {
             return Err(DecodeError::UnknownKind {
@@ -159,6 +167,15 @@ impl ExecEvent {
 impl FileEvent {
     pub fn path_bytes(&self) -> &[u8] {
         &self.path[..self.path_len as usize]
+    }
+}
+
+impl ExecEnvEvent {
+    pub fn name_bytes(&self) -> &[u8] {
+        &self.name[..self.name_len as usize]
+    }
+    pub fn value_bytes(&self) -> &[u8] {
+        &self.value[..self.value_len as usize]
     }
 }
 

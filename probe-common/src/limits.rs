@@ -5,6 +5,8 @@
 pub const PATH_LEN: usize = 256;
 /// Bytes captured of one environment variable name, NUL included.
 pub const ENV_NAME_LEN: usize = 64;
+/// Bytes of an environment value captured at exec (for policy categories that ask).
+pub const ENV_VALUE_PREFIX_LEN: usize = 64;
 /// argv is captured into fixed slots so the verifier sees constant offsets.
 pub const ARGV_SLOTS: usize = 8;
 /// Bytes per argv slot, NUL included.

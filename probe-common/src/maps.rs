@@ -37,6 +37,9 @@ const _: () = assert!(core::mem::size_of::<PolicyRef>() == 8);
 
 pub const PATH_MATCH_EXACT: u32 = 1;
 pub const PATH_MATCH_PREFIX: u32 = 2;
+/// `PolicyRef::match_kind` of an env name whose value prefix is reported when it is
+/// present at exec (proxy and relay URLs; never for secrets).
+pub const ENV_CAPTURE_VALUE: u32 = 1;
 
 /// Key of `ENV_NAMES`: the name in ASCII upper case, zero padded. The kernel folds the
 /// looked-up name the same way, so `https_proxy` and `HTTPS_PROXY` hit one entry;
@@ -64,7 +67,11 @@ pub const DROP_UNREADABLE_SOCKADDR: u32 = 10;
 /// A watched process forked but the child's pid could not be read: the child is not
 /// watched.
 pub const DROP_UNREADABLE_FORK: u32 = 11;
-pub const DROP_SLOTS: u32 = 12;
+pub const DROP_RING_FULL_ENV_AT_EXEC: u32 = 12;
+/// An exec's environment had more than `EXEC_ENV_MAX_ENTRIES` entries; the rest were
+/// not scanned.
+pub const DROP_ENV_SCAN_INCOMPLETE: u32 = 13;
+pub const DROP_SLOTS: u32 = 14;
 
 /// Names of the drop slots, indexed by slot, for reports.
 pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
@@ -80,6 +87,8 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "unreadable_env_name",
     "unreadable_sockaddr",
     "unreadable_fork_child",
+    "ring_full_env_at_exec",
+    "env_scan_incomplete",
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

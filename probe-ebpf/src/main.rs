@@ -5,6 +5,7 @@
 #![no_main]
 
 mod env;
+mod exec_env;
 mod files;
 mod maps;
 mod net;

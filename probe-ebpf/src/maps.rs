@@ -68,3 +68,19 @@ pub static PENDING_PATH: LruHashMap<u32, PendingPath> = LruHashMap::with_max_ent
 /// getenv calls in flight, parked between the uprobe and the uretprobe (key: tid).
 #[map]
 pub static PENDING_ENV: LruHashMap<u32, PendingEnv> = LruHashMap::with_max_entries(4_096, 0);
+
+/// Scratch for one environment entry during the exec-time scan: the entry itself
+/// (`NAME=value`, with room past the name for a fixed-size value copy) and the
+/// case-folded name used as the `ENV_NAMES` key.
+#[repr(C)]
+pub struct EnvScratch {
+    pub entry: [u8; ENV_ENTRY_BUF],
+    pub key: EnvNameKey,
+}
+
+/// `NAME=` (at most `ENV_NAME_LEN`) plus a full value prefix always fits, so the value
+/// copy at a variable offset never reads past the buffer.
+pub const ENV_ENTRY_BUF: usize = ENV_NAME_LEN + probe_common::ENV_VALUE_PREFIX_LEN + 8;
+
+#[map]
+pub static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);

@@ -161,6 +161,7 @@ fn every_kind_rejects_truncated_and_oversized_records() {
         (EVENT_EXIT, size_of::<ExitEvent>()),
         (EVENT_FILE, size_of::<FileEvent>()),
         (EVENT_ENV, size_of::<EnvEvent>()),
+        (EVENT_ENV_AT_EXEC, size_of::<ExecEnvEvent>()),
         (EVENT_CONNECT, size_of::<ConnectEvent>()),
     ];
     for (kind, size) in sizes {

@@ -38,10 +38,13 @@ struct Session {
 
 impl Session {
     fn process_batch(&mut self) {
+        let mut records = Vec::new();
         for event in self.batch.drain(..) {
-            if let Some(record) = self.correlator.handle(&event, &mut self.procs) {
-                self.printer.emit(&record);
-            }
+            self.correlator
+                .handle_into(&event, &mut self.procs, &mut records);
+        }
+        for record in &records {
+            self.printer.emit(record);
         }
         self.sensors.flush_kernel_logs();
     }

@@ -3,12 +3,13 @@
 
 pub mod records;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{
     AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE,
-    EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, EnvEvent, FILE_SYSCALLS, FileEvent, decode::Event,
+    EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN,
+    EnvEvent, ExecEnvEvent, FILE_SYSCALLS, FileEvent, decode::Event,
 };
 
 use crate::output::{escape::escape_bytes, time::WallClock};
@@ -48,6 +49,8 @@ pub struct Correlator {
     pub unclassified_paths: u64,
     /// Execs whose argv the kernel could not keep until the exec completed.
     pub argv_lost: u64,
+    /// Env names present at an exec, per process, until the exec completes.
+    exposures: HashMap<u32, Vec<ExecEnvEvent>>,
 }
 
 impl Correlator {
@@ -64,6 +67,7 @@ impl Correlator {
             case_mismatches: 0,
             unclassified_paths: 0,
             argv_lost: 0,
+            exposures: HashMap::new(),
         }
     }
 
@@ -71,9 +75,34 @@ impl Correlator {
         (ktime_ns as f64 - self.start_ns as f64) / 1e6
     }
 
-    /// Updates the process table and returns the records to stream for this event.
+    /// Updates the process table and appends the records to stream for this event.
+    /// The environment present at an exec is reported right after that exec, as probes
+    /// of the new program.
+    pub fn handle_into(&mut self, event: &Event, procs: &mut ProcessTable, out: &mut Vec<Record>) {
+        out.extend(self.handle(event, procs));
+        if let Event::Exec(e) = event
+            && let Some(batch) = self.exposures.remove(&e.header.tgid)
+        {
+            // A PATH search tries several files with one environment: keep the last
+            // attempt's entry per name.
+            let mut last: BTreeMap<Vec<u8>, ExecEnvEvent> = BTreeMap::new();
+            for x in batch {
+                last.insert(x.name_bytes().to_vec(), x);
+            }
+            for x in last.into_values() {
+                out.extend(self.on_env_at_exec(&x, e.header.ktime_ns, procs));
+            }
+        }
+    }
+
+    /// Updates the process table and returns the record to stream for this event, if
+    /// any (see `handle_into`, which also reports the environment at exec).
     pub fn handle(&mut self, event: &Event, procs: &mut ProcessTable) -> Option<Record> {
         match event {
+            Event::EnvAtExec(e) => {
+                self.exposures.entry(e.header.tgid).or_default().push(**e);
+                None
+            }
             Event::Exec(e) => {
                 if e.flags & EXEC_ARGV_LOST != 0 {
                     self.argv_lost += 1;
@@ -111,6 +140,7 @@ impl Correlator {
                 None
             }
             Event::Exit(e) => {
+                self.exposures.remove(&e.header.tgid);
                 // exit_group's argument is an int; the status a parent sees is its low byte.
                 let code = (e.flags & EXIT_CODE_KNOWN != 0).then_some(e.exit_code & 0xff);
                 procs.on_exit(e.header.tgid, code);
@@ -147,8 +177,43 @@ impl Correlator {
                 "unset".into()
             },
             truncated: e.name_truncated != 0,
+            value_prefix: None,
         };
         self.probe(&e.header, cats, TargetType::Env, name, seen, procs)
+    }
+
+    /// A policy env name handed to the new program by exec. Timed at the exec, since
+    /// that is when the program received it.
+    fn on_env_at_exec(
+        &mut self,
+        e: &ExecEnvEvent,
+        exec_ktime: u64,
+        procs: &ProcessTable,
+    ) -> Option<Record> {
+        let name = escape_bytes(e.name_bytes());
+        let cats = self.classifier.env_categories(&name);
+        if cats.is_empty() {
+            self.case_mismatches += 1;
+            return None;
+        }
+        let value_prefix = (e.flags & EXEC_ENV_VALUE_CAPTURED != 0).then(|| {
+            let mut v = redact_userinfo(&escape_bytes(e.value_bytes()));
+            if e.flags & EXEC_ENV_VALUE_TRUNCATED != 0 {
+                v.push('…');
+            }
+            v
+        });
+        let seen = Seen {
+            how: "present_at_exec",
+            result: "set".into(),
+            truncated: false,
+            value_prefix,
+        };
+        let header = probe_common::EventHeader {
+            ktime_ns: exec_ktime,
+            ..e.header
+        };
+        self.probe(&header, cats, TargetType::Env, name, seen, procs)
     }
 
     fn on_file(&mut self, e: &FileEvent, procs: &ProcessTable) -> Option<Record> {
@@ -170,6 +235,7 @@ impl Correlator {
             how,
             result,
             truncated: e.path_truncated != 0,
+            value_prefix: None,
         };
         self.probe(&e.header, cats, TargetType::File, path, seen, procs)
     }
@@ -218,6 +284,7 @@ impl Correlator {
             how,
             result: seen.result,
             truncated: seen.truncated,
+            value_prefix: seen.value_prefix,
         }))
     }
 
@@ -330,6 +397,19 @@ struct Seen {
     how: &'static str,
     result: String,
     truncated: bool,
+    value_prefix: Option<String>,
+}
+
+/// Hides credentials in a proxy URL: `http://user:pass@proxy:3128` becomes
+/// `http://[redacted]@proxy:3128`. A value prefix must never leak a password.
+pub fn redact_userinfo(value: &str) -> String {
+    let authority_start = value.find("://").map_or(0, |i| i + 3);
+    let rest = &value[authority_start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}[redacted]{}", &value[..authority_start], &rest[at..]),
+        None => value.to_owned(),
+    }
 }
 
 /// `-111` -> `ECONNREFUSED`.

@@ -60,6 +60,10 @@ pub struct ProbeRecord {
     pub result: String,
     /// The kernel truncated the target (path or name too long).
     pub truncated: bool,
+    /// For `present_at_exec` of categories that ask for it: the start of the value,
+    /// credentials redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

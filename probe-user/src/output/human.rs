@@ -40,7 +40,10 @@ pub fn render(record: &Record) -> String {
                 p.how,
                 p.target,
                 if p.truncated { " (truncated)" } else { "" },
-                p.result,
+                match &p.value_prefix {
+                    Some(v) => format!("{} = {v}", p.result),
+                    None => p.result.clone(),
+                },
                 p.process
             );
         }

@@ -2,7 +2,8 @@
 //! on) and a classifier (how userspace names what the kernel reported).
 
 use probe_common::{
-    ENV_NAME_LEN, EnvNameKey, PATH_LEN, PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef,
+    ENV_CAPTURE_VALUE, ENV_NAME_LEN, EnvNameKey, PATH_LEN, PATH_MATCH_EXACT, PATH_MATCH_PREFIX,
+    PolicyRef,
 };
 
 use super::schema::{Category, Policy};
@@ -94,17 +95,24 @@ pub(super) fn compile(policy: Policy) -> CompiledPolicy {
         next_id
     };
     for (index, cat) in policy.categories.iter().enumerate() {
+        let env_flags = if cat.capture_value_prefix {
+            ENV_CAPTURE_VALUE
+        } else {
+            0
+        };
         for name in &cat.env {
             let key = env_key(name);
-            // Two categories may name one variable; the kernel needs it once.
-            if !kernel.env_names.iter().any(|(k, _)| *k == key) {
-                kernel.env_names.push((
+            // Two categories may name one variable; the kernel needs it once, with the
+            // union of what they ask for.
+            match kernel.env_names.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, value)) => value.match_kind |= env_flags,
+                None => kernel.env_names.push((
                     key,
                     PolicyRef {
                         entry_id: id(),
-                        match_kind: 0,
+                        match_kind: env_flags,
                     },
-                ));
+                )),
             }
             classifier
                 .env

@@ -37,6 +37,11 @@ pub struct Category {
     /// Match `env` names in any letter case (`https_proxy` = `HTTPS_PROXY`).
     #[serde(default)]
     pub env_case_insensitive: bool,
+    /// Report the first 64 bytes of the value when a name is present in the
+    /// environment at exec (credentials in URLs are redacted). For settings such as
+    /// proxy and relay URLs; never set it for secrets.
+    #[serde(default)]
+    pub capture_value_prefix: bool,
     /// Absolute paths matched exactly.
     #[serde(default)]
     pub paths: Vec<String>,

@@ -86,6 +86,16 @@ fn tp(family: Family, category: &'static str, name: &str) -> ProgramSpec {
     }
 }
 
+/// A tracepoint program whose name differs from its tracepoint (a second program on
+/// the same tracepoint).
+fn tp_on(family: Family, category: &'static str, program: &str, tracepoint: &str) -> ProgramSpec {
+    ProgramSpec {
+        program: program.to_owned(),
+        family,
+        point: AttachPoint::Tracepoint(category, tracepoint.to_owned()),
+    }
+}
+
 fn uprobe(family: Family, program: &str, symbol: &'static str) -> ProgramSpec {
     ProgramSpec {
         program: program.to_owned(),
@@ -113,6 +123,18 @@ fn programs() -> Vec<ProgramSpec> {
         specs.push(tp(Family::Files, "syscalls", &format!("sys_exit_{suffix}")));
     }
     specs.extend([
+        tp_on(
+            Family::Env,
+            "syscalls",
+            "sys_enter_execve_env",
+            "sys_enter_execve",
+        ),
+        tp_on(
+            Family::Env,
+            "syscalls",
+            "sys_enter_execveat_env",
+            "sys_enter_execveat",
+        ),
         uprobe(Family::Env, "getenv", "getenv"),
         uprobe(Family::Env, "getenv_ret", "getenv"),
         uprobe(Family::Env, "secure_getenv", "secure_getenv"),
@@ -453,7 +475,7 @@ impl Sensors {
             format!(
                 "getenv/secure_getenv are traced in {libc} only: statically linked programs and programs with another libc (musl, Nix, containers) are not covered"
             ),
-            "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup; their environment reads are not visible yet".to_owned(),
+            "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
             "only absolute paths are matched: relative and dirfd-relative paths, and symlinks to policy files, are not".to_owned(),
             "connects are traced at the connect(2) syscall: a non-blocking connect is reported as in_progress without its final outcome; io_uring connects, sendto/sendmsg destinations (UDP, DNS) and unix sockets are not traced yet".to_owned(),
         ]

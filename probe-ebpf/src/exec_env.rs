@@ -1,0 +1,185 @@
+//! The environment present at exec: for each policy env name in the envp handed to
+//! execve/execveat, one event with the name and, where the policy asks, a value
+//! prefix. Runtimes that copy the environment at start (Bun, Python, Go) never call
+//! getenv per lookup, so this is the only signal for them; it is reported as
+//! "present at exec", never as "looked up".
+//!
+//! match-proto: syscalls:sys_enter_execve(filename, argv, envp)
+//! match-proto: syscalls:sys_enter_execveat(fd, filename, argv, envp, flags)
+//!
+//! The scan runs in a `bpf_loop` callback (kernel 5.17+), so the verifier checks one
+//! iteration instead of unrolling hundreds. Events are emitted at entry, before the
+//! exec is known to succeed; userspace keeps them per process and attaches them to the
+//! exec that follows (a failed attempt of a PATH search is simply replaced).
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        generated::bpf_loop,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use probe_common::{
+    DROP_ENV_SCAN_INCOMPLETE, DROP_RING_FULL_ENV_AT_EXEC, ENV_CAPTURE_VALUE, ENV_NAME_LEN,
+    ENV_VALUE_PREFIX_LEN, EVENT_ENV_AT_EXEC, EXEC_ENV_MAX_ENTRIES, EXEC_ENV_VALUE_CAPTURED,
+    EXEC_ENV_VALUE_TRUNCATED, ExecEnvEvent,
+};
+
+use crate::{
+    maps::{ENV_ENTRY_BUF, ENV_NAMES, ENV_SCRATCH, EVENTS},
+    util::{count_drop, current_ids, header, is_watched, syscall_arg},
+};
+
+/// What each loop iteration needs; lives on the caller's stack.
+#[repr(C)]
+struct Scan {
+    envp: u64,
+    tgid: u32,
+    tid: u32,
+    /// Set by the callback when it reached the end of envp.
+    done: u32,
+    _pad0: u32,
+}
+
+#[tracepoint]
+pub fn sys_enter_execve_env(ctx: TracePointContext) -> u32 {
+    scan(&ctx, syscall_arg(2));
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_execveat_env(ctx: TracePointContext) -> u32 {
+    scan(&ctx, syscall_arg(3));
+    0
+}
+
+#[inline(always)]
+fn scan(ctx: &TracePointContext, envp_at: usize) {
+    let (tgid, tid) = current_ids();
+    if !is_watched(tgid) {
+        return;
+    }
+    let Ok(envp) = (unsafe { ctx.read_at::<u64>(envp_at) }) else {
+        return;
+    };
+    if envp == 0 {
+        return;
+    }
+    let mut scan = Scan {
+        envp,
+        tgid,
+        tid,
+        done: 0,
+        _pad0: 0,
+    };
+    // SAFETY: `entry` is a static BPF subprogram with the callback signature bpf_loop
+    // expects; `scan` outlives the call.
+    unsafe {
+        bpf_loop(
+            EXEC_ENV_MAX_ENTRIES,
+            entry as *mut c_void,
+            (&raw mut scan).cast(),
+            0,
+        )
+    };
+    if scan.done == 0 {
+        count_drop(DROP_ENV_SCAN_INCOMPLETE);
+    }
+}
+
+/// One envp entry. Returns 1 to stop the loop (end of envp), 0 to go on.
+#[inline(never)]
+extern "C" fn entry(index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer `scan` gave it.
+    let scan = unsafe { &mut *ctx.cast::<Scan>() };
+    let slot = (scan.envp as *const u64).wrapping_add(index as usize);
+    let Ok(ptr) = (unsafe { bpf_probe_read_user(slot) }) else {
+        scan.done = 1;
+        return 1;
+    };
+    if ptr == 0 {
+        scan.done = 1;
+        return 1;
+    }
+    let Some(scratch) = ENV_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let scratch = unsafe { &mut *scratch };
+    scratch.entry = [0; ENV_ENTRY_BUF];
+    let Ok(read) = (unsafe {
+        bpf_probe_read_user_str_bytes(
+            ptr as *const u8,
+            &mut scratch.entry[..ENV_NAME_LEN + ENV_VALUE_PREFIX_LEN],
+        )
+    }) else {
+        return 0;
+    };
+    let total = read.len();
+    // The name ends at the first '='; names longer than a policy name cannot match.
+    let mut eq = ENV_NAME_LEN;
+    for i in 0..ENV_NAME_LEN {
+        if scratch.entry[i] == b'=' {
+            eq = i;
+            break;
+        }
+    }
+    if eq == 0 || eq >= ENV_NAME_LEN - 1 {
+        return 0;
+    }
+    for i in 0..ENV_NAME_LEN {
+        let c = scratch.entry[i];
+        scratch.key[i] = if i >= eq {
+            0
+        } else if c.is_ascii_lowercase() {
+            c - 32
+        } else {
+            c
+        };
+    }
+    // The key stays in the per-CPU map value; by value it would be copied to the stack.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "a by-value key is a stack copy in BPF"
+    )]
+    let Some(policy) = (unsafe { ENV_NAMES.get(&scratch.key) }) else {
+        return 0;
+    };
+    let (entry_id, capture) = (policy.entry_id, policy.match_kind & ENV_CAPTURE_VALUE != 0);
+    let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
+        count_drop(DROP_RING_FULL_ENV_AT_EXEC);
+        return 0;
+    };
+    // SAFETY: reserved record, exclusively ours until submit.
+    let e = unsafe { &mut *reserved.as_mut_ptr() };
+    e.header = header(EVENT_ENV_AT_EXEC, scan.tgid, scan.tid);
+    e.entry_id = entry_id;
+    e.name_len = eq as u32;
+    e.flags = 0;
+    e.value_len = 0;
+    for i in 0..ENV_NAME_LEN {
+        e.name[i] = if i < eq { scratch.entry[i] } else { 0 };
+    }
+    e.value = [0; ENV_VALUE_PREFIX_LEN];
+    if capture {
+        // `eq + 1 + ENV_VALUE_PREFIX_LEN <= ENV_ENTRY_BUF`: the copy stays in bounds.
+        let start = (eq + 1) & (ENV_NAME_LEN - 1);
+        let value_len = total.saturating_sub(eq + 1).min(ENV_VALUE_PREFIX_LEN);
+        if unsafe {
+            bpf_probe_read_kernel_buf(scratch.entry.as_ptr().wrapping_add(start), &mut e.value)
+        }
+        .is_ok()
+        {
+            e.value_len = value_len as u32;
+            e.flags |= EXEC_ENV_VALUE_CAPTURED;
+            if total >= ENV_NAME_LEN + ENV_VALUE_PREFIX_LEN - 1 {
+                e.flags |= EXEC_ENV_VALUE_TRUNCATED;
+            }
+        }
+    }
+    reserved.submit(0);
+    0
+}

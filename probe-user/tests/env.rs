@@ -1,0 +1,109 @@
+//! Root integration tests of the environment present at exec: the only signal for
+//! runtimes that copy the environment at start (Python, Bun, Go).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn env_present_at_exec_is_reported_with_a_redacted_value_prefix() {
+    if !bpf_available("env_present_at_exec_is_reported_with_a_redacted_value_prefix") {
+        return;
+    }
+    let run = probectl_json(
+        &[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("0")],
+        &[
+            (
+                "HTTPS_PROXY",
+                "http://alice:hunter2@proxy.corp.example:3128",
+            ),
+            ("TZ", "Europe/Paris"),
+            ("SECRET_TOKEN", "not-in-any-policy"),
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    let proxy = run.probe(pid, &["present_at_exec"], "HTTPS_PROXY");
+    assert_eq!(proxy["categories"][0], "proxy");
+    assert_eq!(proxy["result"], "set");
+    assert_eq!(
+        proxy["value_prefix"],
+        "http://[redacted]@proxy.corp.example:3128"
+    );
+    let tz = run.probe(pid, &["present_at_exec"], "TZ");
+    assert!(
+        tz.get("value_prefix").is_none(),
+        "timezone does not ask for values: {tz:#}"
+    );
+    let all = serde_json::to_string(&run.records).unwrap();
+    assert!(
+        !all.contains("hunter2"),
+        "a proxy password never reaches the output"
+    );
+    assert!(
+        !all.contains("SECRET_TOKEN"),
+        "names no policy lists are filtered in the kernel"
+    );
+}
+
+#[test]
+fn python_copies_the_environment_and_is_reported_as_exposed_before_it_connects() {
+    if !bpf_available("python_copies_the_environment_and_is_reported_as_exposed_before_it_connects")
+    {
+        return;
+    }
+    // The interpreter itself, not a version-manager shim.
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is installed");
+    let python = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let listener = Listener::start();
+    let script = format!(
+        "import os, socket\nproxy = os.environ.get('HTTPS_PROXY')\nsocket.create_connection(('127.0.0.1', {})).close()\n",
+        listener.port
+    );
+    let run = probectl_json(
+        &[OsStr::new(&python), OsStr::new("-c"), OsStr::new(&script)],
+        &[
+            ("HTTPS_PROXY", "http://proxy.corp.example:3128"),
+            ("ANTHROPIC_BASE_URL", "https://relay.example/v1"),
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    assert_eq!(
+        run.probe(pid, &["present_at_exec"], "HTTPS_PROXY")["value_prefix"],
+        "http://proxy.corp.example:3128"
+    );
+    assert_eq!(
+        run.probe(pid, &["present_at_exec"], "ANTHROPIC_BASE_URL")["categories"][0],
+        "api-relay"
+    );
+    let conns: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["port"] == listener.port)
+        .collect();
+    assert_eq!(conns.len(), 1, "{:#?}", run.of_type("connect"));
+    let before = probes_before(conns[0]);
+    assert!(
+        before.contains(&(
+            "proxy".into(),
+            "present_at_exec".into(),
+            "HTTPS_PROXY".into()
+        )),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&(
+            "api-relay".into(),
+            "present_at_exec".into(),
+            "ANTHROPIC_BASE_URL".into()
+        )),
+        "{before:?}"
+    );
+}
