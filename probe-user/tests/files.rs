@@ -102,3 +102,67 @@ fn a_failed_open_reports_its_errno() {
         "ENOENT"
     );
 }
+
+#[test]
+fn a_zoneinfo_scan_is_folded_into_one_probe_with_a_count() {
+    if !bpf_available("a_zoneinfo_scan_is_folded_into_one_probe_with_a_count") {
+        return;
+    }
+    // What ICU does when /etc/localtime is a regular file: read every zone file.
+    let files = std::process::Command::new("find")
+        .args(["/usr/share/zoneinfo", "-type", "f"])
+        .output()
+        .expect("find");
+    let expected = String::from_utf8_lossy(&files.stdout).lines().count() as u64;
+    assert!(
+        expected > 100,
+        "the machine has tzdata ({expected} zone files)"
+    );
+    let run = probectl_json(
+        &[
+            OsStr::new("sh"),
+            OsStr::new("-c"),
+            OsStr::new("find /usr/share/zoneinfo -type f -exec cat {} + >/dev/null"),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let streamed: Vec<_> = run
+        .of_type("probe")
+        .into_iter()
+        .filter(|p| {
+            p["target"]
+                .as_str()
+                .unwrap()
+                .starts_with("/usr/share/zoneinfo/")
+        })
+        .collect();
+    assert!(
+        streamed.len() <= 6,
+        "a burst is a few lines, not hundreds: {}",
+        streamed.len()
+    );
+    assert!(
+        streamed
+            .iter()
+            .any(|p| p["folded"] == true && p["target"] == "/usr/share/zoneinfo/**"),
+        "{streamed:#?}"
+    );
+    let tz = run.report()["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["category"] == "timezone")
+        .expect("timezone probes");
+    let burst = tz["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["target"] == "/usr/share/zoneinfo/**")
+        .expect("one folded row");
+    assert!(
+        burst["distinct_targets"].as_u64().unwrap() >= expected,
+        "{burst:#} vs {expected} files"
+    );
+    assert!(burst["count"].as_u64().unwrap() >= expected);
+}

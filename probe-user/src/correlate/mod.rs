@@ -1,7 +1,10 @@
 //! Correlation: turns events into records, keeps the run's probe timeline, and links
 //! each connection to the probes that came before it in the same process tree.
 
+mod fold;
 pub mod records;
+
+pub use fold::FOLD_AFTER;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -41,6 +44,8 @@ pub struct Correlator {
     pub timeline_overflow: u64,
     /// (pid, how, target) already streamed; repeats are only counted.
     streamed: HashSet<(u32, &'static str, String)>,
+    /// Per process and policy prefix: bursts fold after a few distinct targets.
+    folder: fold::StreamFolder,
     pub connections: Vec<ConnectionRecord>,
     /// Kernel matches (case-folded) that the policy's exact case rule rejected.
     pub case_mismatches: u64,
@@ -63,6 +68,7 @@ impl Correlator {
             timeline: VecDeque::new(),
             timeline_overflow: 0,
             streamed: HashSet::new(),
+            folder: fold::StreamFolder::default(),
             connections: Vec::new(),
             case_mismatches: 0,
             unclassified_paths: 0,
@@ -269,6 +275,18 @@ impl Correlator {
         if !self.streamed.insert((pid, how, target.clone())) {
             return None;
         }
+        let (mut target, mut folded) = (target, false);
+        if target_type == TargetType::File
+            && let Some(prefix) = self.classifier.fold_prefix(&target)
+        {
+            match self.folder.decide(pid, prefix, &target) {
+                fold::StreamDecision::Show => {}
+                fold::StreamDecision::StartFold(prefix_target) => {
+                    (target, folded) = (prefix_target, true)
+                }
+                fold::StreamDecision::Suppress => return None,
+            }
+        }
         Some(Record::Probe(ProbeRecord {
             time: self.clock.rfc3339(ktime_ns),
             offset_ms: self.offset_ms(ktime_ns),
@@ -284,6 +302,7 @@ impl Correlator {
             how,
             result: seen.result,
             truncated: seen.truncated,
+            folded,
             value_prefix: seen.value_prefix,
         }))
     }
@@ -314,6 +333,7 @@ impl Correlator {
                         how: p.how,
                         pids: Vec::new(),
                         count: 0,
+                        distinct_targets: None,
                         first_ms_before: ms_before,
                         last_ms_before: ms_before,
                     });
@@ -324,7 +344,7 @@ impl Correlator {
                 }
             }
         }
-        let mut probes_before: Vec<PriorProbe> = folded.into_values().collect();
+        let mut probes_before = fold::fold_prior(folded.into_values().collect(), &self.classifier);
         // Category, then the earliest probe first.
         probes_before.sort_by(|a, b| {
             a.category
@@ -364,6 +384,7 @@ impl Correlator {
                         target: p.target.clone(),
                         how: Vec::new(),
                         count: 0,
+                        distinct_targets: None,
                         pids: Vec::new(),
                         first_offset_ms: self.offset_ms(p.ktime_ns),
                     });
@@ -381,7 +402,8 @@ impl Correlator {
             .iter()
             .filter_map(|name| {
                 let probes = by_cat.remove(name)?;
-                let mut probes: Vec<ProbeSummary> = probes.into_values().collect();
+                let probes: Vec<ProbeSummary> = probes.into_values().collect();
+                let mut probes = fold::fold_summaries(probes, &self.classifier);
                 probes.sort_by(|a, b| a.first_offset_ms.total_cmp(&b.first_offset_ms));
                 Some(CategorySummary {
                     category: name.clone(),

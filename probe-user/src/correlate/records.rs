@@ -60,6 +60,10 @@ pub struct ProbeRecord {
     pub result: String,
     /// The kernel truncated the target (path or name too long).
     pub truncated: bool,
+    /// This record stands for every further probe under a policy prefix by this
+    /// process (a burst, such as ICU reading all of /usr/share/zoneinfo): they are
+    /// counted in the report, not streamed.
+    pub folded: bool,
     /// For `present_at_exec` of categories that ask for it: the start of the value,
     /// credentials redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,6 +87,9 @@ pub struct PriorProbe {
     pub how: &'static str,
     pub pids: Vec<u32>,
     pub count: u64,
+    /// For a folded burst (target `prefix**`): how many distinct files it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_targets: Option<u64>,
     /// Milliseconds between the first such probe and the connection.
     pub first_ms_before: f64,
     /// Milliseconds between the last such probe and the connection.
@@ -130,6 +137,9 @@ pub struct ProbeSummary {
     pub target: String,
     pub how: Vec<&'static str>,
     pub count: u64,
+    /// For a folded burst (target `prefix**`): how many distinct files it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_targets: Option<u64>,
     pub pids: Vec<u32>,
     pub first_offset_ms: f64,
 }

@@ -142,3 +142,83 @@ fn connect_errors_are_named() {
     };
     assert_eq!(rec.result, "ECONNREFUSED");
 }
+
+#[test]
+fn a_zoneinfo_burst_folds_in_the_stream_the_summary_and_the_connection() {
+    let policy = load_default().unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    let mut streamed = Vec::new();
+    let zones: Vec<String> = (0..400)
+        .map(|i| format!("/usr/share/zoneinfo/Zone{i}"))
+        .collect();
+    for (i, zone) in zones.iter().enumerate() {
+        if let Some(Record::Probe(p)) =
+            c.handle(&file(9, 1_000 + i as u64, FILE_OP_OPENAT, zone), &mut procs)
+        {
+            streamed.push((p.target, p.folded));
+        }
+    }
+    // /etc/localtime is an exact path: never folded.
+    c.handle(
+        &file(9, 5_000, FILE_OP_OPENAT, "/etc/localtime"),
+        &mut procs,
+    );
+    assert_eq!(streamed.len(), FOLD_AFTER + 1, "{streamed:?}");
+    assert_eq!(
+        streamed.last().unwrap(),
+        &("/usr/share/zoneinfo/**".to_owned(), true)
+    );
+
+    let summary = c.summarize();
+    let tz = &summary[0].probes;
+    let burst = tz
+        .iter()
+        .find(|p| p.target == "/usr/share/zoneinfo/**")
+        .expect("one folded row");
+    assert_eq!((burst.count, burst.distinct_targets), (400, Some(400)));
+    assert!(tz.iter().any(|p| p.target == "/etc/localtime"));
+    assert_eq!(tz.len(), 2, "{tz:#?}");
+
+    let Some(Record::Connect(rec)) = c.handle(&connect(9, 10_000, 443, 0), &mut procs) else {
+        panic!()
+    };
+    let folded: Vec<_> = rec
+        .probes_before
+        .iter()
+        .filter(|p| p.target == "/usr/share/zoneinfo/**")
+        .collect();
+    assert_eq!(folded.len(), 1);
+    assert_eq!(folded[0].count, 400);
+    assert_eq!(rec.probes_before.len(), 2, "{:#?}", rec.probes_before);
+}
+
+#[test]
+fn a_few_zone_files_are_listed_one_by_one() {
+    let policy = load_default().unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    for (i, zone) in ["Etc/UTC", "Europe/Paris"].iter().enumerate() {
+        c.handle(
+            &file(
+                9,
+                i as u64,
+                FILE_OP_READLINK,
+                &format!("/usr/share/zoneinfo/{zone}"),
+            ),
+            &mut procs,
+        );
+    }
+    let targets: Vec<String> = c.summarize()[0]
+        .probes
+        .iter()
+        .map(|p| p.target.clone())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "/usr/share/zoneinfo/Etc/UTC",
+            "/usr/share/zoneinfo/Europe/Paris"
+        ]
+    );
+}

@@ -40,9 +40,13 @@ pub fn render(record: &Record) -> String {
                 p.how,
                 p.target,
                 if p.truncated { " (truncated)" } else { "" },
-                match &p.value_prefix {
-                    Some(v) => format!("{} = {v}", p.result),
-                    None => p.result.clone(),
+                match (&p.value_prefix, p.folded) {
+                    (_, true) => format!(
+                        "{} (a burst: further probes under this prefix are counted in the report)",
+                        p.result
+                    ),
+                    (Some(v), false) => format!("{} = {v}", p.result),
+                    (None, false) => p.result.clone(),
                 },
                 p.process
             );
@@ -126,10 +130,14 @@ fn render_report(s: &mut String, r: &RunReport) {
                 TargetType::File => "file",
             };
             let pids: Vec<String> = p.pids.iter().map(u32::to_string).collect();
+            let target = match p.distinct_targets {
+                Some(n) => format!("{} ({n} files)", p.target),
+                None => p.target.clone(),
+            };
             let _ = writeln!(
                 s,
                 "    {kind} {:<28} via {:<18} x{:<4} first at {}  pid {}",
-                p.target,
+                target,
                 p.how.join(","),
                 p.count,
                 secs(p.first_offset_ms),

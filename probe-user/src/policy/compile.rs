@@ -72,6 +72,21 @@ impl Classifier {
     }
 }
 
+impl Classifier {
+    /// The longest policy prefix under which `path` matched, if it matched only by
+    /// prefix (not as an exact path). Probes under one prefix can be folded.
+    pub fn fold_prefix(&self, path: &str) -> Option<&str> {
+        if self.exact_paths.iter().any(|(p, _)| p == path) {
+            return None;
+        }
+        self.prefixes
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| path.starts_with(p))
+            .max_by_key(|p| p.len())
+    }
+}
+
 fn env_key(name: &str) -> EnvNameKey {
     let mut key = [0u8; ENV_NAME_LEN];
     for (dst, src) in key.iter_mut().zip(name.bytes()) {

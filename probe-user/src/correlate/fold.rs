@@ -1,0 +1,157 @@
+//! Folding of probe bursts. ICU, when /etc/localtime is a regular file, reads every
+//! file under /usr/share/zoneinfo: hundreds of probes that say one thing ("it looked
+//! for the time zone"). Probes that matched only through a policy prefix are shown
+//! individually up to `FOLD_AFTER` distinct targets; beyond that, one entry per
+//! prefix carries the count, in the stream, the summary and each connection's list.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::policy::Classifier;
+
+/// Distinct targets under one prefix that are listed one by one before folding.
+pub const FOLD_AFTER: usize = 5;
+
+/// How a folded target is written: the prefix and `**`.
+pub fn folded_target(prefix: &str) -> String {
+    format!("{prefix}**")
+}
+
+/// Decides, per process and prefix, whether a probe is still streamed on its own.
+#[derive(Debug, Default)]
+pub struct StreamFolder {
+    /// Distinct targets seen per (pid, prefix); folding starts past `FOLD_AFTER`.
+    targets: HashMap<(u32, String), HashSet<String>>,
+}
+
+pub enum StreamDecision {
+    /// Stream the probe as it is.
+    Show,
+    /// This probe starts folding: stream one entry for the prefix instead.
+    StartFold(String),
+    /// Already folded: count it, do not stream it.
+    Suppress,
+}
+
+impl StreamFolder {
+    /// Called once per newly seen (pid, how, target) that matched through `prefix`.
+    /// Another operation on a file already shown is still shown.
+    pub fn decide(&mut self, pid: u32, prefix: &str, target: &str) -> StreamDecision {
+        let seen = self.targets.entry((pid, prefix.to_owned())).or_default();
+        if seen.contains(target) {
+            return StreamDecision::Show;
+        }
+        seen.insert(target.to_owned());
+        match seen.len().cmp(&(FOLD_AFTER + 1)) {
+            std::cmp::Ordering::Less => StreamDecision::Show,
+            std::cmp::Ordering::Equal => StreamDecision::StartFold(folded_target(prefix)),
+            std::cmp::Ordering::Greater => StreamDecision::Suppress,
+        }
+    }
+}
+
+/// Folds summary rows of one category: file targets under a prefix with more than
+/// `FOLD_AFTER` distinct targets become one row.
+pub fn fold_summaries(rows: Vec<ProbeSummary>, classifier: &Classifier) -> Vec<ProbeSummary> {
+    fold(
+        rows,
+        |r| {
+            (r.target_type == TargetType::File)
+                .then(|| classifier.fold_prefix(&r.target).map(str::to_owned))
+                .flatten()
+        },
+        |prefix, group| {
+            let mut merged = group[0].clone();
+            merged.target = folded_target(&prefix);
+            merged.distinct_targets = Some(group.len() as u64);
+            merged.count = group.iter().map(|r| r.count).sum();
+            merged.first_offset_ms = group
+                .iter()
+                .map(|r| r.first_offset_ms)
+                .fold(f64::INFINITY, f64::min);
+            for r in &group[1..] {
+                for how in &r.how {
+                    if !merged.how.contains(how) {
+                        merged.how.push(how);
+                    }
+                }
+                for pid in &r.pids {
+                    if !merged.pids.contains(pid) {
+                        merged.pids.push(*pid);
+                    }
+                }
+            }
+            merged
+        },
+    )
+}
+
+/// Folds a connection's prior probes the same way, per (category, how).
+pub fn fold_prior(rows: Vec<PriorProbe>, classifier: &Classifier) -> Vec<PriorProbe> {
+    let mut by_how: BTreeMap<(String, &'static str), Vec<PriorProbe>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in rows {
+        if r.target_type == TargetType::File && classifier.fold_prefix(&r.target).is_some() {
+            by_how
+                .entry((r.category.clone(), r.how))
+                .or_default()
+                .push(r);
+        } else {
+            out.push(r);
+        }
+    }
+    for group in by_how.into_values() {
+        out.extend(fold(
+            group,
+            |r| classifier.fold_prefix(&r.target).map(str::to_owned),
+            |prefix, group| {
+                let mut merged = group[0].clone();
+                merged.target = folded_target(&prefix);
+                merged.distinct_targets = Some(group.len() as u64);
+                merged.count = group.iter().map(|r| r.count).sum();
+                merged.first_ms_before = group
+                    .iter()
+                    .map(|r| r.first_ms_before)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                merged.last_ms_before = group
+                    .iter()
+                    .map(|r| r.last_ms_before)
+                    .fold(f64::INFINITY, f64::min);
+                for r in &group[1..] {
+                    for pid in &r.pids {
+                        if !merged.pids.contains(pid) {
+                            merged.pids.push(*pid);
+                        }
+                    }
+                }
+                merged
+            },
+        ));
+    }
+    out
+}
+
+/// Groups `rows` by `key`; a group larger than `FOLD_AFTER` is replaced by `merge`.
+/// Rows without a key, and small groups, are kept as they are, in order.
+fn fold<T>(
+    rows: Vec<T>,
+    key: impl Fn(&T) -> Option<String>,
+    merge: impl Fn(String, Vec<T>) -> T,
+) -> Vec<T> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        if let Some(k) = key(r) {
+            *counts.entry(k).or_default() += 1;
+        }
+    }
+    let mut groups: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in rows {
+        match key(&r) {
+            Some(k) if counts[&k] > FOLD_AFTER => groups.entry(k).or_default().push(r),
+            _ => out.push(r),
+        }
+    }
+    out.extend(groups.into_iter().map(|(k, group)| merge(k, group)));
+    out
+}
