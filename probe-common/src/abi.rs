@@ -12,6 +12,8 @@ pub const EVENT_FILE: u32 = 10;
 pub const EVENT_ENV: u32 = 20;
 pub const EVENT_ENV_AT_EXEC: u32 = 21;
 pub const EVENT_CONNECT: u32 = 30;
+pub const EVENT_CONNECT_UNIX: u32 = 31;
+pub const EVENT_CONNECT_OUTCOME: u32 = 32;
 
 /// Common header at offset 0 of every event.
 #[repr(C)]
@@ -237,6 +239,7 @@ pub struct ExecEnvEvent {
 const _: () =
     assert!(core::mem::size_of::<ExecEnvEvent>() == 24 + 16 + ENV_NAME_LEN + ENV_VALUE_PREFIX_LEN);
 
+pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
@@ -270,3 +273,56 @@ pub struct PendingConnect {
     pub addrlen: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingConnect>() == 16);
+
+/// Bytes of `sun_path` in `struct sockaddr_un`.
+pub const UNIX_PATH_LEN: usize = 108;
+/// `UnixConnectEvent::flags`: an abstract socket (`sun_path` starts with NUL); the
+/// name follows the NUL.
+pub const UNIX_ABSTRACT: u32 = 1 << 0;
+
+/// `connect(2)` by a watched process to a unix socket (the D-Bus system bus, a
+/// local proxy, an agent socket), with its result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixConnectEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    pub ret: i32,
+    /// Bytes of `path` that belong to the address (`addrlen - 2`, at most 108).
+    pub path_len: u32,
+    /// `UNIX_*` flags.
+    pub flags: u32,
+    pub path: [u8; UNIX_PATH_LEN],
+    pub _pad0: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 24 + 16 + UNIX_PATH_LEN + 4);
+
+/// The outcome of a TCP connect of a watched process, seen when the socket leaves
+/// SYN_SENT: ESTABLISHED, or CLOSE (refused, unreachable, timed out). A non-blocking
+/// connect returns `-EINPROGRESS` long before this; the header's tgid/tid are those of
+/// the task that connected, the time is the state change's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectOutcomeEvent {
+    pub header: EventHeader,
+    /// Non-zero: the connection was established; zero: it failed.
+    pub established: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Destination port, host order.
+    pub port: u16,
+    /// IPv4 in the first 4 bytes, or IPv6, network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<ConnectOutcomeEvent>() == 48);
+
+/// Who started a TCP connect, kept per socket (key: the kernel's `struct sock *`)
+/// from CLOSE->SYN_SENT, which runs in the connecting task, to the state change that
+/// ends SYN_SENT, which usually runs in softirq context where `current` is unrelated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOwner {
+    pub tgid: u32,
+    pub tid: u32,
+}
+const _: () = assert!(core::mem::size_of::<TcpOwner>() == 8);

@@ -25,6 +25,8 @@ pub enum Event {
     Env(EnvEvent),
     EnvAtExec(alloc_box::Box<ExecEnvEvent>),
     Connect(ConnectEvent),
+    ConnectUnix(alloc_box::Box<UnixConnectEvent>),
+    ConnectOutcome(ConnectOutcomeEvent),
 }
 
 mod alloc_box {
@@ -41,6 +43,8 @@ impl Event {
             Event::Env(e) => &e.header,
             Event::EnvAtExec(e) => &e.header,
             Event::Connect(e) => &e.header,
+            Event::ConnectUnix(e) => &e.header,
+            Event::ConnectOutcome(e) => &e.header,
         }
     }
 }
@@ -136,6 +140,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Event::EnvAtExec(alloc_box::Box::new(e))
         }
         EVENT_CONNECT => Event::Connect(read_exact(kind, bytes)?),
+        EVENT_CONNECT_UNIX => {
+            let e: UnixConnectEvent = read_exact(kind, bytes)?;
+            check_len(kind, "path_len", e.path_len, e.path.len() + 1)?;
+            Event::ConnectUnix(alloc_box::Box::new(e))
+        }
+        EVENT_CONNECT_OUTCOME => Event::ConnectOutcome(read_exact(kind, bytes)?),
         _ => {
             return Err(DecodeError::UnknownKind {
                 kind,
@@ -167,6 +177,18 @@ impl ExecEvent {
 impl FileEvent {
     pub fn path_bytes(&self) -> &[u8] {
         &self.path[..self.path_len as usize]
+    }
+}
+
+impl UnixConnectEvent {
+    /// The socket path; for an abstract socket, the name after the leading NUL.
+    pub fn path_bytes(&self) -> &[u8] {
+        let path = &self.path[..self.path_len as usize];
+        if self.flags & UNIX_ABSTRACT != 0 {
+            path.get(1..).unwrap_or_default()
+        } else {
+            until_nul(path)
+        }
     }
 }
 

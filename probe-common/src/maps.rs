@@ -71,7 +71,8 @@ pub const DROP_RING_FULL_ENV_AT_EXEC: u32 = 12;
 /// An exec's environment had more than `EXEC_ENV_MAX_ENTRIES` entries; the rest were
 /// not scanned.
 pub const DROP_ENV_SCAN_INCOMPLETE: u32 = 13;
-pub const DROP_SLOTS: u32 = 14;
+pub const DROP_RING_FULL_CONNECT_OUTCOME: u32 = 14;
+pub const DROP_SLOTS: u32 = 15;
 
 /// Names of the drop slots, indexed by slot, for reports.
 pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
@@ -89,6 +90,7 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "unreadable_fork_child",
     "ring_full_env_at_exec",
     "env_scan_incomplete",
+    "ring_full_connect_outcome",
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs
@@ -102,4 +104,12 @@ pub const TP_EXEC_OLD_PID: u32 = 3;
 /// `sched_process_exit.group_dead` (added in 6.x); without it the leader's exit is
 /// taken as the group's.
 pub const TP_EXIT_GROUP_DEAD: u32 = 4;
-pub const TP_OFFSET_SLOTS: u32 = 5;
+/// `sock:inet_sock_set_state` fields.
+pub const TP_SOCK_SKADDR: u32 = 5;
+pub const TP_SOCK_OLDSTATE: u32 = 6;
+pub const TP_SOCK_NEWSTATE: u32 = 7;
+pub const TP_SOCK_DPORT: u32 = 8;
+pub const TP_SOCK_FAMILY: u32 = 9;
+pub const TP_SOCK_DADDR: u32 = 10;
+pub const TP_SOCK_DADDR_V6: u32 = 11;
+pub const TP_OFFSET_SLOTS: u32 = 12;

@@ -6,7 +6,8 @@ use aya_ebpf::{
 };
 use probe_common::{
     DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, MAX_POLICY_ENTRIES, MAX_WATCHED, PATH_LEN,
-    PendingConnect, PendingEnv, PendingPath, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, WatchEntry,
+    PendingConnect, PendingEnv, PendingPath, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, TcpOwner,
+    WatchEntry,
 };
 
 /// The one ring buffer all events go through.
@@ -84,3 +85,8 @@ pub const ENV_ENTRY_BUF: usize = ENV_NAME_LEN + probe_common::ENV_VALUE_PREFIX_L
 
 #[map]
 pub static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The task that started a TCP connect, per socket (key: `struct sock *`), from
+/// CLOSE->SYN_SENT until SYN_SENT ends. LRU: a socket freed in between cannot leak.
+#[map]
+pub static TCP_OWNERS: LruHashMap<u64, TcpOwner> = LruHashMap::with_max_entries(4_096, 0);

@@ -2,10 +2,13 @@
 //!
 //! match-proto: syscalls:sys_enter_connect(fd, uservaddr, addrlen)
 //! match-proto: syscalls:sys_exit_connect(ret)
+//! match-proto: sock:inet_sock_set_state(skaddr, oldstate, newstate, dport, family, daddr, daddr_v6)  [offsets from tracefs]
 //!
 //! Entry parks the sockaddr pointer; exit reads the address (resident by then: the
-//! kernel copied it) and emits it with the result. Non-blocking connects report
-//! `-EINPROGRESS`; their final outcome is not captured by these tracepoints.
+//! kernel copied it) and emits it with the result: IPv4, IPv6 and unix sockets.
+//! Non-blocking connects return `-EINPROGRESS`; their outcome comes from the TCP state
+//! machine: CLOSE->SYN_SENT runs in the connecting task (the socket's owner is noted),
+//! and the change that leaves SYN_SENT (usually in softirq) is reported for it.
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
@@ -13,14 +16,24 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    AF_INET, AF_INET6, ConnectEvent, DROP_RING_FULL_CONNECT, DROP_UNREADABLE_SOCKADDR,
-    EVENT_CONNECT, PendingConnect,
+    AF_INET, AF_INET6, AF_UNIX, ConnectEvent, ConnectOutcomeEvent, DROP_RING_FULL_CONNECT,
+    DROP_RING_FULL_CONNECT_OUTCOME, DROP_UNREADABLE_SOCKADDR, EVENT_CONNECT, EVENT_CONNECT_OUTCOME,
+    EVENT_CONNECT_UNIX, PendingConnect, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
+    TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR, TcpOwner, UNIX_ABSTRACT,
+    UNIX_PATH_LEN, UnixConnectEvent,
 };
 
 use crate::{
-    maps::{EVENTS, PENDING_CONNECT},
-    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
+    maps::{EVENTS, PENDING_CONNECT, TCP_OWNERS},
+    util::{
+        SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked,
+        tp_offset,
+    },
 };
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -65,6 +78,9 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     };
     // sockaddr_in / sockaddr_in6: port (network order) at offset 2 in both; the
     // address at 4 (v4) or 8 (v6).
+    if family == AF_UNIX {
+        return emit_unix(tgid, tid, &pending, ret);
+    }
     let mut ip = [0u8; 16];
     let read = match family {
         AF_INET if pending.addrlen >= 8 => unsafe {
@@ -96,6 +112,104 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
             entry.submit(0);
         }
         None => count_drop(DROP_RING_FULL_CONNECT),
+    }
+    Ok(())
+}
+
+/// A unix-socket connect: the path (or abstract name) and the result.
+#[inline(always)]
+fn emit_unix(tgid: u32, tid: u32, pending: &PendingConnect, ret: i64) -> Result<(), i64> {
+    let Some(mut entry) = EVENTS.reserve::<UnixConnectEvent>(0) else {
+        count_drop(DROP_RING_FULL_CONNECT);
+        return Ok(());
+    };
+    // SAFETY: reserved record, exclusively ours until submit.
+    let e = unsafe { &mut *entry.as_mut_ptr() };
+    e.header = header(EVENT_CONNECT_UNIX, tgid, tid);
+    e.fd = pending.fd;
+    e.ret = ret as i32;
+    e.flags = 0;
+    e._pad0 = [0; 4];
+    e.path = [0; UNIX_PATH_LEN];
+    let len = (pending.addrlen as usize)
+        .saturating_sub(2)
+        .min(UNIX_PATH_LEN);
+    e.path_len = len as u32;
+    // sun_path starts at offset 2. Read the whole array; a short sockaddr on the last
+    // mapped bytes of a page falls back to a string read.
+    let src = (pending.addr_ptr as *const u8).wrapping_add(2);
+    if unsafe { bpf_probe_read_user_buf(src, &mut e.path) }.is_err()
+        && unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(src, &mut e.path) }.is_err()
+    {
+        e.path_len = 0;
+        count_drop(DROP_UNREADABLE_SOCKADDR);
+    }
+    if len > 0 && e.path[0] == 0 {
+        e.flags |= UNIX_ABSTRACT;
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_state(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let (Some(sk_off), Some(old_off), Some(new_off)) = (
+        tp_offset(TP_SOCK_SKADDR),
+        tp_offset(TP_SOCK_OLDSTATE),
+        tp_offset(TP_SOCK_NEWSTATE),
+    ) else {
+        return Ok(());
+    };
+    let skaddr: u64 = unsafe { ctx.read_at(sk_off) }.map_err(|e| e as i64)?;
+    let old: i32 = unsafe { ctx.read_at(old_off) }.map_err(|e| e as i64)?;
+    let new: i32 = unsafe { ctx.read_at(new_off) }.map_err(|e| e as i64)?;
+    if old == TCP_CLOSE && new == TCP_SYN_SENT {
+        // Inside connect(2), in the connecting task.
+        let (tgid, tid) = current_ids();
+        if is_watched(tgid) {
+            let _ = TCP_OWNERS.insert(skaddr, TcpOwner { tgid, tid }, 0);
+        }
+        return Ok(());
+    }
+    if old != TCP_SYN_SENT {
+        return Ok(());
+    }
+    let Some(owner) = take_parked(&TCP_OWNERS, skaddr) else {
+        return Ok(());
+    };
+    let family: u16 = tp_offset(TP_SOCK_FAMILY)
+        .and_then(|o| unsafe { ctx.read_at(o) }.ok())
+        .unwrap_or(0);
+    let port: u16 = tp_offset(TP_SOCK_DPORT)
+        .and_then(|o| unsafe { ctx.read_at(o) }.ok())
+        .unwrap_or(0);
+    let mut addr = [0u8; 16];
+    if family == AF_INET6 {
+        if let Some(o) = tp_offset(TP_SOCK_DADDR_V6) {
+            addr = unsafe { ctx.read_at(o) }.unwrap_or([0; 16]);
+        }
+    } else if let Some(o) = tp_offset(TP_SOCK_DADDR) {
+        let v4: [u8; 4] = unsafe { ctx.read_at(o) }.unwrap_or([0; 4]);
+        addr[..4].copy_from_slice(&v4);
+    }
+    match EVENTS.reserve::<ConnectOutcomeEvent>(0) {
+        Some(mut entry) => {
+            entry.write(ConnectOutcomeEvent {
+                header: header(EVENT_CONNECT_OUTCOME, owner.tgid, owner.tid),
+                established: (new == TCP_ESTABLISHED) as u32,
+                family,
+                port,
+                addr,
+            });
+            entry.submit(0);
+        }
+        None => count_drop(DROP_RING_FULL_CONNECT_OUTCOME),
     }
     Ok(())
 }

@@ -65,10 +65,10 @@ pub const SYSCALL_RET: usize = 16;
 /// The exit side of every enter/exit pair starts here; a thread with nothing parked
 /// (unwatched, or its entry ran before we attached) costs one lookup.
 #[inline(always)]
-pub fn take_parked<V: Copy>(map: &LruHashMap<u32, V>, tid: u32) -> Option<V> {
-    let value = map.get_ptr(tid)?;
+pub fn take_parked<K, V: Copy>(map: &LruHashMap<K, V>, key: K) -> Option<V> {
+    let value = map.get_ptr(&key)?;
     // SAFETY: value pointer from a successful lookup, copied before the remove.
     let value = unsafe { *value };
-    let _ = map.remove(tid);
+    let _ = map.remove(&key);
     Some(value)
 }

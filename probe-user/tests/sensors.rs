@@ -132,6 +132,12 @@ fn node_reads_proxy_and_time_zone_then_connects() {
         "non-blocking connect: {}",
         conn["result"]
     );
+    if conn["result"] == "in_progress" {
+        assert_eq!(
+            conn["outcome"], "established",
+            "the handshake's outcome from the socket state: {conn:#}"
+        );
+    }
     let before = probes_before(conn);
     assert!(
         before.contains(&("proxy".into(), "getenv".into(), "HTTPS_PROXY".into())),
@@ -412,4 +418,99 @@ fn ipv6_connect_reports_address_port_and_refusal() {
     assert_eq!(conn.len(), 1, "{conn:#?}");
     assert_eq!(conn[0]["result"], "ECONNREFUSED");
     assert_eq!(conn[0]["destination"]["port"], closed_port);
+}
+
+#[test]
+fn a_refused_non_blocking_connect_reports_its_outcome() {
+    if !bpf_available("a_refused_non_blocking_connect_reports_its_outcome") {
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let script = format!(
+        "require('node:net').connect({port}, '127.0.0.1').on('error', (e) => {{ process.exitCode = e.code === 'ECONNREFUSED' ? 0 : 1; }});"
+    );
+    let run = probectl_json(
+        &[OsStr::new("node"), OsStr::new("-e"), OsStr::new(&script)],
+        &[],
+    );
+    assert_eq!(
+        run.code, 0,
+        "node saw ECONNREFUSED; stderr:\n{}",
+        run.stderr
+    );
+    let conns: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["port"] == port)
+        .collect();
+    assert_eq!(conns.len(), 1, "{:#?}", run.of_type("connect"));
+    assert_eq!(
+        conns[0]["result"], "in_progress",
+        "libuv connects without blocking"
+    );
+    let report_conn = &run.report()["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["destination"]["port"] == port)
+        .cloned()
+        .unwrap();
+    let streamed_outcome = run
+        .of_type("connect_outcome")
+        .iter()
+        .any(|o| o["destination"]["port"] == port && o["outcome"] == "failed");
+    assert!(
+        conns[0]["outcome"] == "failed" || (streamed_outcome && report_conn["outcome"] == "failed"),
+        "the refusal is reported: {:#?}",
+        run.records
+    );
+}
+
+#[test]
+fn unix_socket_connects_report_the_path() {
+    if !bpf_available("unix_socket_connects_report_the_path") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("agent.sock");
+    let _ = std::fs::remove_file(&path);
+    let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind a unix listener");
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("unix"),
+            path.as_os_str(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let conn = run.of_type("connect");
+    assert_eq!(conn.len(), 1, "{conn:#?}");
+    assert_eq!(conn[0]["destination"]["family"], "unix");
+    assert_eq!(conn[0]["destination"]["address"], path.to_str().unwrap());
+    assert_eq!(conn[0]["result"], "ok");
+
+    // An abstract socket nobody listens on: the name with '@', and the refusal.
+    let name = format!("@probectl-test-{}", std::process::id());
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("unix"),
+            OsStr::new(&name),
+        ],
+        &[],
+    );
+    assert_eq!(
+        run.code, 1,
+        "the fixture saw the refusal; stderr:\n{}",
+        run.stderr
+    );
+    let conn = run.of_type("connect");
+    assert_eq!(conn.len(), 1, "{conn:#?}");
+    assert_eq!(conn[0]["destination"]["address"], name.as_str());
+    assert_eq!(conn[0]["result"], "ECONNREFUSED");
 }

@@ -163,6 +163,8 @@ fn every_kind_rejects_truncated_and_oversized_records() {
         (EVENT_ENV, size_of::<EnvEvent>()),
         (EVENT_ENV_AT_EXEC, size_of::<ExecEnvEvent>()),
         (EVENT_CONNECT, size_of::<ConnectEvent>()),
+        (EVENT_CONNECT_UNIX, size_of::<UnixConnectEvent>()),
+        (EVENT_CONNECT_OUTCOME, size_of::<ConnectOutcomeEvent>()),
     ];
     for (kind, size) in sizes {
         let mut raw = vec![0u8; size];

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{
-    AF_INET, AF_INET6, ConnectEvent, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE,
+    AF_INET, AF_INET6, ConnectOutcomeEvent, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE,
     EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN,
-    EnvEvent, ExecEnvEvent, FILE_SYSCALLS, FileEvent, decode::Event,
+    EnvEvent, ExecEnvEvent, FILE_SYSCALLS, FileEvent, UNIX_ABSTRACT, decode::Event,
 };
 
 use crate::output::{escape::escape_bytes, time::WallClock};
@@ -56,6 +56,8 @@ pub struct Correlator {
     pub argv_lost: u64,
     /// Env names present at an exec, per process, until the exec completes.
     exposures: HashMap<u32, Vec<ExecEnvEvent>>,
+    /// TCP outcomes that arrived before their connect's exit event (tgid, destination).
+    early_outcomes: Vec<(u32, Destination, &'static str)>,
 }
 
 impl Correlator {
@@ -74,6 +76,7 @@ impl Correlator {
             unclassified_paths: 0,
             argv_lost: 0,
             exposures: HashMap::new(),
+            early_outcomes: Vec::new(),
         }
     }
 
@@ -159,7 +162,29 @@ impl Correlator {
             }
             Event::File(e) => self.on_file(e, procs),
             Event::Env(e) => self.on_env(e, procs),
-            Event::Connect(e) => Some(Record::Connect(self.on_connect(e, procs))),
+            Event::Connect(e) => {
+                let dest = destination(e.family, &e.addr, e.port);
+                Some(Record::Connect(
+                    self.on_connect(&e.header, dest, e.ret, procs),
+                ))
+            }
+            Event::ConnectUnix(e) => {
+                let path = escape_bytes(e.path_bytes());
+                let address = if e.flags & UNIX_ABSTRACT != 0 {
+                    format!("@{path}")
+                } else {
+                    path
+                };
+                let dest = Destination {
+                    family: "unix",
+                    address,
+                    port: 0,
+                };
+                Some(Record::Connect(
+                    self.on_connect(&e.header, dest, e.ret, procs),
+                ))
+            }
+            Event::ConnectOutcome(e) => self.on_outcome(e),
         }
     }
 
@@ -307,9 +332,52 @@ impl Correlator {
         }))
     }
 
-    fn on_connect(&mut self, e: &ConnectEvent, procs: &ProcessTable) -> ConnectionRecord {
-        let destination = destination(e);
-        let result = match e.ret {
+    /// Marks the matching in-progress connect with its outcome and streams it. A
+    /// blocking connect already reported its result; its state change is ignored.
+    fn on_outcome(&mut self, e: &ConnectOutcomeEvent) -> Option<Record> {
+        let dest = destination(e.family, &e.addr, e.port);
+        let outcome = if e.established != 0 {
+            "established"
+        } else {
+            "failed"
+        };
+        let Some(conn) = self.connections.iter_mut().rev().find(|c| {
+            c.pid == e.header.tgid
+                && c.destination == dest
+                && c.result == "in_progress"
+                && c.outcome.is_none()
+        }) else {
+            // On loopback the handshake can end inside connect(2), before its exit
+            // event: keep the outcome for the connect record that follows.
+            self.early_outcomes.push((e.header.tgid, dest, outcome));
+            return None;
+        };
+        let outcome = if e.established != 0 {
+            "established"
+        } else {
+            "failed"
+        };
+        conn.outcome = Some(outcome.to_owned());
+        let connect_ms = conn.offset_ms;
+        let offset_ms = self.offset_ms(e.header.ktime_ns);
+        Some(Record::ConnectOutcome(ConnectOutcomeRecord {
+            time: self.clock.rfc3339(e.header.ktime_ns),
+            offset_ms,
+            pid: e.header.tgid,
+            destination: dest,
+            outcome: outcome.to_owned(),
+            ms_after_connect: offset_ms - connect_ms,
+        }))
+    }
+
+    fn on_connect(
+        &mut self,
+        header: &probe_common::EventHeader,
+        destination: Destination,
+        ret: i32,
+        procs: &ProcessTable,
+    ) -> ConnectionRecord {
+        let result = match ret {
             0 => "ok".to_owned(),
             -115 => "in_progress".to_owned(),
             r => errno_name(r),
@@ -320,9 +388,9 @@ impl Correlator {
         for p in self
             .timeline
             .iter()
-            .filter(|p| p.ktime_ns <= e.header.ktime_ns)
+            .filter(|p| p.ktime_ns <= header.ktime_ns)
         {
-            let ms_before = (e.header.ktime_ns - p.ktime_ns) as f64 / 1e6;
+            let ms_before = (header.ktime_ns - p.ktime_ns) as f64 / 1e6;
             for cat in &p.categories {
                 let entry = folded
                     .entry((cat.clone(), p.target_type, p.target.clone(), p.how))
@@ -351,22 +419,40 @@ impl Correlator {
                 .cmp(&b.category)
                 .then(b.first_ms_before.total_cmp(&a.first_ms_before))
         });
+        let outcome = self.take_early_outcome(header.tgid, &destination, &result);
         let record = ConnectionRecord {
-            time: self.clock.rfc3339(e.header.ktime_ns),
-            offset_ms: self.offset_ms(e.header.ktime_ns),
-            pid: e.header.tgid,
-            tid: e.header.tid,
+            time: self.clock.rfc3339(header.ktime_ns),
+            offset_ms: self.offset_ms(header.ktime_ns),
+            pid: header.tgid,
+            tid: header.tid,
             process: procs
-                .get(e.header.tgid)
+                .get(header.tgid)
                 .map(|p| p.name().to_owned())
                 .unwrap_or_default(),
-            lineage: procs.lineage(e.header.tgid),
+            lineage: procs.lineage(header.tgid),
             destination,
+            outcome,
             result,
             probes_before,
         };
         self.connections.push(record.clone());
         record
+    }
+
+    fn take_early_outcome(
+        &mut self,
+        tgid: u32,
+        dest: &Destination,
+        result: &str,
+    ) -> Option<String> {
+        if result != "in_progress" {
+            return None;
+        }
+        let i = self
+            .early_outcomes
+            .iter()
+            .position(|(t, d, _)| *t == tgid && d == dest)?;
+        Some(self.early_outcomes.swap_remove(i).2.to_owned())
     }
 
     /// Per-category summary of every probe in the run.
@@ -439,22 +525,22 @@ fn errno_name(ret: i32) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(-ret))
 }
 
-fn destination(e: &ConnectEvent) -> Destination {
-    match e.family {
+fn destination(family: u16, addr: &[u8; 16], port: u16) -> Destination {
+    match family {
         AF_INET => Destination {
             family: "ipv4",
-            address: Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3]).to_string(),
-            port: e.port,
+            address: Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).to_string(),
+            port,
         },
         AF_INET6 => Destination {
             family: "ipv6",
-            address: Ipv6Addr::from(e.addr).to_string(),
-            port: e.port,
+            address: Ipv6Addr::from(*addr).to_string(),
+            port,
         },
         other => Destination {
             family: "unknown",
             address: format!("family {other}"),
-            port: e.port,
+            port,
         },
     }
 }

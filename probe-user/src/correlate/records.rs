@@ -11,6 +11,7 @@ pub enum Record {
     Exec(ExecRecord),
     Probe(ProbeRecord),
     Connect(ConnectionRecord),
+    ConnectOutcome(ConnectOutcomeRecord),
     Exit(ExitRecord),
     Report(RunReport),
 }
@@ -70,11 +71,13 @@ pub struct ProbeRecord {
     pub value_prefix: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Destination {
-    /// `ipv4` or `ipv6`.
+    /// `ipv4`, `ipv6` or `unix`.
     pub family: &'static str,
+    /// The IP address, or the unix socket path (`@name` for an abstract socket).
     pub address: String,
+    /// 0 for unix sockets.
     pub port: u16,
 }
 
@@ -108,7 +111,23 @@ pub struct ConnectionRecord {
     pub destination: Destination,
     /// `ok`, `in_progress` (non-blocking connect), or the errno name.
     pub result: String,
+    /// For an `in_progress` TCP connect: `established` or `failed`, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
     pub probes_before: Vec<PriorProbe>,
+}
+
+/// The outcome of a non-blocking TCP connect, streamed when the handshake ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectOutcomeRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    pub destination: Destination,
+    /// `established` or `failed` (refused, unreachable, timed out).
+    pub outcome: String,
+    /// Milliseconds since the connect call.
+    pub ms_after_connect: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -73,6 +73,18 @@ pub fn render(record: &Record) -> String {
                 let _ = writeln!(s, "{:>9}           after probing: {}", "", cats.join(", "));
             }
         }
+        Record::ConnectOutcome(o) => {
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] connect {}:{} {} ({:.1} ms after connect)",
+                secs(o.offset_ms),
+                o.pid,
+                o.destination.address,
+                o.destination.port,
+                o.outcome,
+                o.ms_after_connect
+            );
+        }
         Record::Exit(e) => {
             let code = e
                 .exit_code
@@ -95,12 +107,20 @@ fn secs(ms: f64) -> String {
 }
 
 fn dest_line(c: &ConnectionRecord) -> String {
+    let outcome = c
+        .outcome
+        .as_ref()
+        .map(|o| format!(", {o}"))
+        .unwrap_or_default();
+    if c.destination.family == "unix" {
+        return format!("unix:{} -> {}{outcome}", c.destination.address, c.result);
+    }
     let addr = if c.destination.family == "ipv6" {
         format!("[{}]", c.destination.address)
     } else {
         c.destination.address.clone()
     };
-    format!("{addr}:{} -> {}", c.destination.port, c.result)
+    format!("{addr}:{} -> {}{outcome}", c.destination.port, c.result)
 }
 
 fn render_report(s: &mut String, r: &RunReport) {

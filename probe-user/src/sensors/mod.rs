@@ -14,7 +14,9 @@ use aya::{
 use probe_common::{
     DROP_SLOT_NAMES, DROP_SLOTS, EnvNameKey, FILE_SYSCALLS, MAP_DROPS, MAP_ENV_NAMES, MAP_EVENTS,
     MAP_PATHS, MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
-    TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_ROOT, WatchEntry,
+    TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6,
+    TP_SOCK_DPORT, TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
+    WATCH_ORIGIN_ROOT, WatchEntry,
 };
 use serde::Serialize;
 
@@ -141,6 +143,7 @@ fn programs() -> Vec<ProgramSpec> {
         uprobe(Family::Env, "secure_getenv_ret", "secure_getenv"),
         tp(Family::Net, "syscalls", "sys_enter_connect"),
         tp(Family::Net, "syscalls", "sys_exit_connect"),
+        tp(Family::Net, "sock", "inet_sock_set_state"),
     ]);
     specs
 }
@@ -252,6 +255,44 @@ impl Sensors {
                 "sched",
                 "sched_process_exit",
                 "group_dead",
+                false,
+            ),
+            // Without these, non-blocking connects keep their in_progress result.
+            (
+                TP_SOCK_SKADDR,
+                "sock",
+                "inet_sock_set_state",
+                "skaddr",
+                false,
+            ),
+            (
+                TP_SOCK_OLDSTATE,
+                "sock",
+                "inet_sock_set_state",
+                "oldstate",
+                false,
+            ),
+            (
+                TP_SOCK_NEWSTATE,
+                "sock",
+                "inet_sock_set_state",
+                "newstate",
+                false,
+            ),
+            (TP_SOCK_DPORT, "sock", "inet_sock_set_state", "dport", false),
+            (
+                TP_SOCK_FAMILY,
+                "sock",
+                "inet_sock_set_state",
+                "family",
+                false,
+            ),
+            (TP_SOCK_DADDR, "sock", "inet_sock_set_state", "daddr", false),
+            (
+                TP_SOCK_DADDR_V6,
+                "sock",
+                "inet_sock_set_state",
+                "daddr_v6",
                 false,
             ),
         ];
@@ -477,7 +518,7 @@ impl Sensors {
             ),
             "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
             "only absolute paths are matched: relative and dirfd-relative paths, and symlinks to policy files, are not".to_owned(),
-            "connects are traced at the connect(2) syscall: a non-blocking connect is reported as in_progress without its final outcome; io_uring connects, sendto/sendmsg destinations (UDP, DNS) and unix sockets are not traced yet".to_owned(),
+            "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state): io_uring connects and sendto/sendmsg destinations (UDP, DNS) are not traced yet".to_owned(),
         ]
     }
 
