@@ -14,6 +14,8 @@ pub const EVENT_ENV_AT_EXEC: u32 = 21;
 pub const EVENT_CONNECT: u32 = 30;
 pub const EVENT_CONNECT_UNIX: u32 = 31;
 pub const EVENT_CONNECT_OUTCOME: u32 = 32;
+pub const EVENT_UDP_SEND: u32 = 33;
+pub const EVENT_DNS_ANSWER: u32 = 34;
 
 /// Common header at offset 0 of every event.
 #[repr(C)]
@@ -326,3 +328,65 @@ pub struct TcpOwner {
     pub tid: u32,
 }
 const _: () = assert!(core::mem::size_of::<TcpOwner>() == 8);
+
+/// Bytes of a datagram captured for DNS decoding (a query fits; an answer is taken
+/// from `DnsAnswerEvent`).
+pub const DNS_QUERY_CAPTURE: usize = 256;
+/// Bytes of a DNS answer captured (the classic UDP limit).
+pub const DNS_ANSWER_CAPTURE: usize = 512;
+
+/// `UdpSendEvent::flags`: the call named a destination (sendto/sendmsg with an
+/// address), so `family`/`port`/`addr` are set.
+pub const UDP_DEST_GIVEN: u32 = 1 << 0;
+/// The datagram goes to port 53 (by its address, or on a socket connected to port
+/// 53): `payload` holds the start of the DNS query.
+pub const UDP_DNS: u32 = 1 << 1;
+
+/// A datagram sent by a watched process with an explicit destination (UDP, as
+/// sendto/sendmsg/sendmmsg), or any datagram to a DNS server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UdpSendEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// `UDP_*` flags.
+    pub flags: u32,
+    pub family: u16,
+    /// Destination port, host order (0 unless `UDP_DEST_GIVEN`).
+    pub port: u16,
+    /// Bytes of `payload` captured.
+    pub captured_len: u32,
+    /// Length the program asked to send.
+    pub len: u32,
+    pub _pad0: u32,
+    pub addr: [u8; 16],
+    pub payload: [u8; DNS_QUERY_CAPTURE],
+}
+const _: () = assert!(core::mem::size_of::<UdpSendEvent>() == 24 + 24 + 16 + DNS_QUERY_CAPTURE);
+
+/// A datagram received by a watched process from a DNS server (recvfrom on a socket
+/// connected to port 53, or from a port-53 source), for name attribution.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsAnswerEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    /// Bytes received (the syscall's result).
+    pub len: u32,
+    /// Bytes of `payload` captured.
+    pub captured_len: u32,
+    pub _pad0: u32,
+    pub payload: [u8; DNS_ANSWER_CAPTURE],
+}
+const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == 24 + 16 + DNS_ANSWER_CAPTURE);
+
+/// A recvfrom in flight (key: tid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingRecv {
+    pub buf_ptr: u64,
+    pub addr_ptr: u64,
+    pub fd: i32,
+    pub _pad0: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingRecv>() == 24);

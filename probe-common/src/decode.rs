@@ -27,6 +27,8 @@ pub enum Event {
     Connect(ConnectEvent),
     ConnectUnix(alloc_box::Box<UnixConnectEvent>),
     ConnectOutcome(ConnectOutcomeEvent),
+    UdpSend(alloc_box::Box<UdpSendEvent>),
+    DnsAnswer(alloc_box::Box<DnsAnswerEvent>),
 }
 
 mod alloc_box {
@@ -45,6 +47,8 @@ impl Event {
             Event::Connect(e) => &e.header,
             Event::ConnectUnix(e) => &e.header,
             Event::ConnectOutcome(e) => &e.header,
+            Event::UdpSend(e) => &e.header,
+            Event::DnsAnswer(e) => &e.header,
         }
     }
 }
@@ -146,6 +150,16 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Event::ConnectUnix(alloc_box::Box::new(e))
         }
         EVENT_CONNECT_OUTCOME => Event::ConnectOutcome(read_exact(kind, bytes)?),
+        EVENT_UDP_SEND => {
+            let e: UdpSendEvent = read_exact(kind, bytes)?;
+            check_len(kind, "captured_len", e.captured_len, e.payload.len() + 1)?;
+            Event::UdpSend(alloc_box::Box::new(e))
+        }
+        EVENT_DNS_ANSWER => {
+            let e: DnsAnswerEvent = read_exact(kind, bytes)?;
+            check_len(kind, "captured_len", e.captured_len, e.payload.len() + 1)?;
+            Event::DnsAnswer(alloc_box::Box::new(e))
+        }
         _ => {
             return Err(DecodeError::UnknownKind {
                 kind,

@@ -72,7 +72,11 @@ pub const DROP_RING_FULL_ENV_AT_EXEC: u32 = 12;
 /// not scanned.
 pub const DROP_ENV_SCAN_INCOMPLETE: u32 = 13;
 pub const DROP_RING_FULL_CONNECT_OUTCOME: u32 = 14;
-pub const DROP_SLOTS: u32 = 15;
+pub const DROP_RING_FULL_UDP: u32 = 15;
+pub const DROP_RING_FULL_DNS_ANSWER: u32 = 16;
+/// A datagram's payload or message header could not be read.
+pub const DROP_UNREADABLE_DATAGRAM: u32 = 17;
+pub const DROP_SLOTS: u32 = 18;
 
 /// Names of the drop slots, indexed by slot, for reports.
 pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
@@ -91,6 +95,9 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "ring_full_env_at_exec",
     "env_scan_incomplete",
     "ring_full_connect_outcome",
+    "ring_full_udp",
+    "ring_full_dns_answer",
+    "unreadable_datagram",
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use probe_common::{
     DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, MAX_POLICY_ENTRIES, MAX_WATCHED, PATH_LEN,
-    PendingConnect, PendingEnv, PendingPath, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, TcpOwner,
-    WatchEntry,
+    PendingConnect, PendingEnv, PendingPath, PendingRecv, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS,
+    TcpOwner, WatchEntry,
 };
 
 /// The one ring buffer all events go through.
@@ -90,3 +90,12 @@ pub static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(
 /// CLOSE->SYN_SENT until SYN_SENT ends. LRU: a socket freed in between cannot leak.
 #[map]
 pub static TCP_OWNERS: LruHashMap<u64, TcpOwner> = LruHashMap::with_max_entries(4_096, 0);
+
+/// Sockets connected to port 53, by (tgid << 32 | fd): what is sent on them is a DNS
+/// query, what comes back an answer. LRU: closed fds age out.
+#[map]
+pub static DNS_SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4_096, 0);
+
+/// recvfrom calls in flight (key: tid).
+#[map]
+pub static PENDING_RECV: LruHashMap<u32, PendingRecv> = LruHashMap::with_max_entries(4_096, 0);

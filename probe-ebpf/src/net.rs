@@ -24,7 +24,7 @@ use probe_common::{
 };
 
 use crate::{
-    maps::{EVENTS, PENDING_CONNECT, TCP_OWNERS},
+    maps::{DNS_SOCKS, EVENTS, PENDING_CONNECT, TCP_OWNERS},
     util::{
         SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked,
         tp_offset,
@@ -98,6 +98,10 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
         count_drop(DROP_UNREADABLE_SOCKADDR);
         return Ok(());
     };
+    if u16::from_be(port) == 53 {
+        // What this socket sends is a DNS query, what it receives an answer.
+        let _ = DNS_SOCKS.insert(crate::dns::dns_sock_key(tgid, pending.fd), 1, 0);
+    }
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             entry.write(ConnectEvent {

@@ -165,6 +165,8 @@ fn every_kind_rejects_truncated_and_oversized_records() {
         (EVENT_CONNECT, size_of::<ConnectEvent>()),
         (EVENT_CONNECT_UNIX, size_of::<UnixConnectEvent>()),
         (EVENT_CONNECT_OUTCOME, size_of::<ConnectOutcomeEvent>()),
+        (EVENT_UDP_SEND, size_of::<UdpSendEvent>()),
+        (EVENT_DNS_ANSWER, size_of::<DnsAnswerEvent>()),
     ];
     for (kind, size) in sizes {
         let mut raw = vec![0u8; size];

@@ -1,6 +1,7 @@
 //! Correlation: turns events into records, keeps the run's probe timeline, and links
 //! each connection to the probes that came before it in the same process tree.
 
+pub mod dns;
 mod fold;
 pub mod records;
 
@@ -10,9 +11,10 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use probe_common::{
-    AF_INET, AF_INET6, ConnectOutcomeEvent, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE,
-    EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN,
-    EnvEvent, ExecEnvEvent, FILE_SYSCALLS, FileEvent, UNIX_ABSTRACT, decode::Event,
+    AF_INET, AF_INET6, ConnectOutcomeEvent, DnsAnswerEvent, ENV_OP_GETENV, EXEC_ARGV_LOST,
+    EXEC_ARGV_MORE, EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, EXEC_FILENAME_TRUNCATED,
+    EXIT_CODE_KNOWN, EnvEvent, ExecEnvEvent, FILE_SYSCALLS, FileEvent, UDP_DEST_GIVEN, UDP_DNS,
+    UNIX_ABSTRACT, UdpSendEvent, decode::Event,
 };
 
 use crate::output::{escape::escape_bytes, time::WallClock};
@@ -58,6 +60,10 @@ pub struct Correlator {
     exposures: HashMap<u32, Vec<ExecEnvEvent>>,
     /// TCP outcomes that arrived before their connect's exit event (tgid, destination).
     early_outcomes: Vec<(u32, Destination, &'static str)>,
+    /// Names for addresses, from DNS answers and /etc/hosts.
+    pub names: dns::NameBook,
+    /// UDP destinations already reported per process; later datagrams are not.
+    udp_seen: HashSet<(u32, Destination)>,
 }
 
 impl Correlator {
@@ -77,6 +83,8 @@ impl Correlator {
             argv_lost: 0,
             exposures: HashMap::new(),
             early_outcomes: Vec::new(),
+            names: dns::NameBook::with_hosts_file("/etc/hosts"),
+            udp_seen: HashSet::new(),
         }
     }
 
@@ -185,6 +193,8 @@ impl Correlator {
                 ))
             }
             Event::ConnectOutcome(e) => self.on_outcome(e),
+            Event::UdpSend(e) => self.on_udp_send(e, procs),
+            Event::DnsAnswer(e) => self.on_dns_answer(e),
         }
     }
 
@@ -378,6 +388,7 @@ impl Correlator {
         procs: &ProcessTable,
     ) -> ConnectionRecord {
         let result = match ret {
+            UDP_SENT => "sent".to_owned(),
             0 => "ok".to_owned(),
             -115 => "in_progress".to_owned(),
             r => errno_name(r),
@@ -420,6 +431,16 @@ impl Correlator {
                 .then(b.first_ms_before.total_cmp(&a.first_ms_before))
         });
         let outcome = self.take_early_outcome(header.tgid, &destination, &result);
+        let named = destination
+            .address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .and_then(|ip| {
+                self.names
+                    .name_of(&ip)
+                    .map(|(n, src)| (escape_bytes(n.as_bytes()), src.as_str()))
+            });
+        let (domain, domain_source) = named.map_or((None, None), |(n, s)| (Some(n), Some(s)));
         let record = ConnectionRecord {
             time: self.clock.rfc3339(header.ktime_ns),
             offset_ms: self.offset_ms(header.ktime_ns),
@@ -432,11 +453,63 @@ impl Correlator {
             lineage: procs.lineage(header.tgid),
             destination,
             outcome,
+            domain,
+            domain_source,
             result,
             probes_before,
         };
         self.connections.push(record.clone());
         record
+    }
+
+    /// A DNS query is reported as such; another datagram with a destination is
+    /// reported like a connection the first time a process sends to that destination.
+    fn on_udp_send(&mut self, e: &UdpSendEvent, procs: &ProcessTable) -> Option<Record> {
+        let server =
+            (e.flags & UDP_DEST_GIVEN != 0).then(|| destination(e.family, &e.addr, e.port));
+        if e.flags & UDP_DNS != 0 {
+            let Some(questions) = dns::parse_query(&e.payload[..e.captured_len as usize]) else {
+                self.names.unparsed += 1;
+                return None;
+            };
+            return Some(Record::DnsQuery(DnsQueryRecord {
+                time: self.clock.rfc3339(e.header.ktime_ns),
+                offset_ms: self.offset_ms(e.header.ktime_ns),
+                pid: e.header.tgid,
+                process: procs
+                    .get(e.header.tgid)
+                    .map(|p| p.name().to_owned())
+                    .unwrap_or_default(),
+                server,
+                names: questions
+                    .iter()
+                    .map(|(n, _)| escape_bytes(n.as_bytes()))
+                    .collect(),
+                types: questions.into_iter().map(|(_, t)| t).collect(),
+            }));
+        }
+        let dest = server?;
+        if !self.udp_seen.insert((e.header.tgid, dest.clone())) {
+            return None;
+        }
+        Some(Record::Connect(
+            self.on_connect(&e.header, dest, UDP_SENT, procs),
+        ))
+    }
+
+    fn on_dns_answer(&mut self, e: &DnsAnswerEvent) -> Option<Record> {
+        let Some((name, addrs)) = dns::parse_answer(&e.payload[..e.captured_len as usize]) else {
+            self.names.unparsed += 1;
+            return None;
+        };
+        self.names.learn(&name, &addrs);
+        Some(Record::DnsAnswer(DnsAnswerRecord {
+            time: self.clock.rfc3339(e.header.ktime_ns),
+            offset_ms: self.offset_ms(e.header.ktime_ns),
+            pid: e.header.tgid,
+            name: escape_bytes(name.as_bytes()),
+            addresses: addrs.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     fn take_early_outcome(
@@ -499,6 +572,10 @@ impl Correlator {
             .collect()
     }
 }
+
+/// `on_connect`'s result code for a datagram sent to a destination (not a syscall
+/// result: no errno is that large).
+const UDP_SENT: i32 = i32::MIN;
 
 /// How a probe was seen and what it got.
 struct Seen {

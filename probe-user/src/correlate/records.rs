@@ -12,6 +12,8 @@ pub enum Record {
     Probe(ProbeRecord),
     Connect(ConnectionRecord),
     ConnectOutcome(ConnectOutcomeRecord),
+    DnsQuery(DnsQueryRecord),
+    DnsAnswer(DnsAnswerRecord),
     Exit(ExitRecord),
     Report(RunReport),
 }
@@ -71,7 +73,7 @@ pub struct ProbeRecord {
     pub value_prefix: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// `ipv4`, `ipv6` or `unix`.
     pub family: &'static str,
@@ -114,6 +116,12 @@ pub struct ConnectionRecord {
     /// For an `in_progress` TCP connect: `established` or `failed`, once known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// The name the process resolved for this address, and where probectl learnt it
+    /// (`dns`: an answer it received in this run; `/etc/hosts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_source: Option<&'static str>,
     pub probes_before: Vec<PriorProbe>,
 }
 
@@ -192,4 +200,30 @@ pub struct RunReport {
     /// What this run could not see, whatever the policy says.
     pub coverage_notes: Vec<String>,
     pub exit_code: i32,
+}
+
+/// A DNS query sent by a watched process (decoded from the captured datagram).
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsQueryRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    pub process: String,
+    /// The server, when the send named it (otherwise the socket's earlier connect did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<Destination>,
+    /// Question names, escaped.
+    pub names: Vec<String>,
+    /// Question types (`TYPE(A)`, `TYPE(AAAA)`, ...).
+    pub types: Vec<String>,
+}
+
+/// A DNS answer received by a watched process: the addresses it now knows a name by.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsAnswerRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    pub name: String,
+    pub addresses: Vec<String>,
 }

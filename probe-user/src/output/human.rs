@@ -85,6 +85,36 @@ pub fn render(record: &Record) -> String {
                 o.ms_after_connect
             );
         }
+        Record::DnsQuery(q) => {
+            let server = q
+                .server
+                .as_ref()
+                .map(|d| format!(" to {}:{}", d.address, d.port))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] dns     query {} {}{server}  ({})",
+                secs(q.offset_ms),
+                q.pid,
+                q.names.join(","),
+                q.types.join(","),
+                q.process
+            );
+        }
+        Record::DnsAnswer(a) => {
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] dns     {} -> {}",
+                secs(a.offset_ms),
+                a.pid,
+                a.name,
+                if a.addresses.is_empty() {
+                    "(no address)".to_owned()
+                } else {
+                    a.addresses.join(", ")
+                }
+            );
+        }
         Record::Exit(e) => {
             let code = e
                 .exit_code
@@ -120,7 +150,15 @@ fn dest_line(c: &ConnectionRecord) -> String {
     } else {
         c.destination.address.clone()
     };
-    format!("{addr}:{} -> {}{outcome}", c.destination.port, c.result)
+    let domain = c
+        .domain
+        .as_ref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
+    format!(
+        "{addr}:{}{domain} -> {}{outcome}",
+        c.destination.port, c.result
+    )
 }
 
 fn render_report(s: &mut String, r: &RunReport) {

@@ -144,6 +144,11 @@ fn programs() -> Vec<ProgramSpec> {
         tp(Family::Net, "syscalls", "sys_enter_connect"),
         tp(Family::Net, "syscalls", "sys_exit_connect"),
         tp(Family::Net, "sock", "inet_sock_set_state"),
+        tp(Family::Net, "syscalls", "sys_enter_sendto"),
+        tp(Family::Net, "syscalls", "sys_enter_sendmsg"),
+        tp(Family::Net, "syscalls", "sys_enter_sendmmsg"),
+        tp(Family::Net, "syscalls", "sys_enter_recvfrom"),
+        tp(Family::Net, "syscalls", "sys_exit_recvfrom"),
     ]);
     specs
 }
@@ -518,7 +523,7 @@ impl Sensors {
             ),
             "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
             "only absolute paths are matched: relative and dirfd-relative paths, and symlinks to policy files, are not".to_owned(),
-            "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state): io_uring connects and sendto/sendmsg destinations (UDP, DNS) are not traced yet".to_owned(),
+            "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state): UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom; io_uring connects and sends, and DNS over TCP or TLS, are not traced yet".to_owned(),
         ]
     }
 

@@ -1,0 +1,168 @@
+//! DNS attribution: names for the addresses a process connects to, from the DNS
+//! answers it received during the run, or else from /etc/hosts. Decoding is done by
+//! `simple-dns` on the bytes the kernel captured; a datagram that does not parse is
+//! counted, not guessed at.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use simple_dns::{Packet, rdata::RData};
+
+/// Where a name for an address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameSource {
+    Dns,
+    Hosts,
+}
+
+impl NameSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NameSource::Dns => "dns",
+            NameSource::Hosts => "/etc/hosts",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct NameBook {
+    from_dns: HashMap<IpAddr, String>,
+    from_hosts: HashMap<IpAddr, String>,
+    /// Captured DNS datagrams that did not parse.
+    pub unparsed: u64,
+}
+
+/// The questions of a query: (name, type).
+pub fn parse_query(payload: &[u8]) -> Option<Vec<(String, String)>> {
+    let packet = Packet::parse(payload).ok()?;
+    Some(
+        packet
+            .questions
+            .iter()
+            .map(|q| (q.qname.to_string(), format!("{:?}", q.qtype)))
+            .collect(),
+    )
+}
+
+/// The question name of an answer and the addresses it resolved to.
+pub fn parse_answer(payload: &[u8]) -> Option<(String, Vec<IpAddr>)> {
+    let packet = Packet::parse(payload).ok()?;
+    let name = packet.questions.first()?.qname.to_string();
+    let addrs = packet
+        .answers
+        .iter()
+        .filter_map(|rr| match &rr.rdata {
+            RData::A(a) => Some(IpAddr::V4(Ipv4Addr::from(a.address))),
+            RData::AAAA(a) => Some(IpAddr::V6(Ipv6Addr::from(a.address))),
+            _ => None,
+        })
+        .collect();
+    Some((name, addrs))
+}
+
+impl NameBook {
+    /// Reads /etc/hosts once, at start; a missing or unreadable file gives no names.
+    pub fn with_hosts_file(path: &str) -> Self {
+        let mut book = NameBook::default();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            book.from_hosts = parse_hosts(&text);
+        }
+        book
+    }
+
+    pub fn learn(&mut self, name: &str, addrs: &[IpAddr]) {
+        for addr in addrs {
+            self.from_dns.insert(*addr, name.to_owned());
+        }
+    }
+
+    /// The name a process would have used for `addr`: a DNS answer seen in this run
+    /// first, /etc/hosts second.
+    pub fn name_of(&self, addr: &IpAddr) -> Option<(&str, NameSource)> {
+        if let Some(n) = self.from_dns.get(addr) {
+            return Some((n, NameSource::Dns));
+        }
+        self.from_hosts
+            .get(addr)
+            .map(|n| (n.as_str(), NameSource::Hosts))
+    }
+}
+
+/// `ADDRESS NAME [ALIASES...]` lines; the first name is the canonical one.
+fn parse_hosts(text: &str) -> HashMap<IpAddr, String> {
+    let mut map = HashMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut words = line.split_whitespace();
+        let (Some(addr), Some(name)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if let Ok(addr) = addr.parse::<IpAddr>() {
+            map.entry(addr).or_insert_with(|| name.to_owned());
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simple_dns::{CLASS, Name, Question, ResourceRecord, TYPE, rdata::A};
+
+    #[test]
+    fn queries_and_answers_round_trip() {
+        let mut q = Packet::new_query(7);
+        q.questions.push(Question::new(
+            Name::new_unchecked("api.example.test"),
+            TYPE::A.into(),
+            CLASS::IN.into(),
+            false,
+        ));
+        let bytes = q.build_bytes_vec().unwrap();
+        assert_eq!(
+            parse_query(&bytes).unwrap(),
+            [("api.example.test".to_owned(), "TYPE(A)".to_owned())]
+        );
+
+        let mut a = Packet::new_reply(7);
+        a.questions.push(Question::new(
+            Name::new_unchecked("api.example.test"),
+            TYPE::A.into(),
+            CLASS::IN.into(),
+            false,
+        ));
+        a.answers.push(ResourceRecord::new(
+            Name::new_unchecked("api.example.test"),
+            CLASS::IN,
+            60,
+            RData::A(A {
+                address: 0x7f00_0001,
+            }),
+        ));
+        let (name, addrs) = parse_answer(&a.build_bytes_vec().unwrap()).unwrap();
+        assert_eq!(name, "api.example.test");
+        assert_eq!(addrs, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        assert!(parse_answer(b"\x00\x01garbage").is_none());
+    }
+
+    #[test]
+    fn hosts_lines_name_addresses_and_dns_wins() {
+        let mut book = NameBook {
+            from_hosts: parse_hosts(
+                "127.0.0.1 localhost loopback\n# c\n::1 ip6-localhost\n10.1.2.3 intranet # x\n",
+            ),
+            ..Default::default()
+        };
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(book.name_of(&lo), Some(("localhost", NameSource::Hosts)));
+        assert_eq!(
+            book.name_of(&"10.1.2.3".parse().unwrap()),
+            Some(("intranet", NameSource::Hosts))
+        );
+        book.learn("api.example.test", &[lo]);
+        assert_eq!(
+            book.name_of(&lo),
+            Some(("api.example.test", NameSource::Dns))
+        );
+    }
+}
