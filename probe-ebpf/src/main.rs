@@ -7,6 +7,7 @@
 mod dns;
 mod env;
 mod exec_env;
+mod feature_probes;
 mod files;
 mod maps;
 mod net;

@@ -95,3 +95,88 @@ fn missing_command_exits_127() {
     assert_eq!(out.status.code(), Some(127), "{msg}");
     assert!(msg.contains("command not found"), "{msg}");
 }
+
+#[test]
+fn doctor_reports_probed_features_and_every_sensor_choice() {
+    if !bpf_available("doctor_reports_probed_features_and_every_sensor_choice") {
+        return;
+    }
+    let mut cmd = Command::new(probectl());
+    cmd.args(["doctor", "--json"]);
+    let out = run_with_deadline(cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("doctor --json prints JSON");
+    let features = report["features"]["features"].as_array().unwrap();
+    let feature = |name: &str| {
+        features
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("feature {name} probed: {features:#?}"))
+    };
+    for f in features {
+        assert!(
+            !f["detail"].as_str().unwrap().is_empty(),
+            "every verdict says why: {f:#}"
+        );
+    }
+    assert_eq!(feature("tracefs")["available"], true);
+    // Independent evidence for the verdicts that files under /sys can confirm.
+    let pmu = |name: &str| {
+        std::path::Path::new(&format!("/sys/bus/event_source/devices/{name}")).exists()
+    };
+    assert_eq!(feature("uprobe")["available"], pmu("uprobe"));
+    assert_eq!(
+        feature("kprobe")["available"],
+        pmu("kprobe"),
+        "{:#}",
+        feature("kprobe")
+    );
+    let cgroup2 = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_owned());
+    assert_eq!(
+        report["features"]["cgroup2"].as_str().map(str::to_owned),
+        cgroup2,
+        "the v2 mount comes from /proc/mounts"
+    );
+
+    let sensors = report["sensors"].as_array().unwrap();
+    let families: Vec<&str> = sensors
+        .iter()
+        .map(|s| s["family"].as_str().unwrap())
+        .collect();
+    assert_eq!(families, ["process", "files", "env", "net"]);
+    for s in sensors {
+        assert_ne!(s["chosen"], "none", "{s:#}");
+        for p in s["passed_over"].as_array().unwrap() {
+            assert!(!p["reason"].as_str().unwrap().is_empty(), "{p:#}");
+        }
+    }
+    let files = sensors.iter().find(|s| s["family"] == "files").unwrap();
+    assert!(
+        files["passed_over"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["attach_point"].as_str().unwrap().starts_with("kprobe")),
+        "the kprobe link of the chain is listed: {files:#}"
+    );
+    assert!(
+        report["programs_failed"].as_array().unwrap().is_empty(),
+        "{:#}",
+        report["programs_failed"]
+    );
+    let human = run_with_deadline({
+        let mut c = Command::new(probectl());
+        c.arg("doctor");
+        c
+    });
+    let human = text(&human);
+    assert!(
+        human.contains("passed over:") && human.contains("Kernel features"),
+        "{human}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Command-line interface (the binary edge: errors are anyhow here, typed below).
 
+mod doctor;
 mod policy_cmd;
 mod run;
 mod spawn;
@@ -25,7 +26,7 @@ pub mod exit {
     name = "probectl",
     version,
     about = "Shows which command-line tool read the time zone, proxy or API-relay settings before it made network calls",
-    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
+    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n  sudo probectl doctor\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,6 +40,14 @@ pub enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Probe the kernel and show which attach point each sensor uses, which better
+    /// ones it passed over and why, and what is not covered. Exits 1 if a sensor
+    /// family has nothing attached.
+    Doctor {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -84,5 +93,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             rt.block_on(run::run(args))
         }
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_cmd::check(&files)),
+        Command::Doctor { json } => doctor::doctor(json),
     }
 }

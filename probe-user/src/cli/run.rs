@@ -279,6 +279,7 @@ fn build_report(
         },
         probes: session.correlator.summarize(),
         connections: session.correlator.connections.clone(),
+        sensors: session.sensors.choices.clone(),
         partial: session.sensors.unattached().next().is_some(),
         unattached_sensors: session.sensors.unattached().cloned().collect(),
         drops,

@@ -189,6 +189,9 @@ pub struct RunReport {
     pub cli: CliIdentity,
     pub probes: Vec<CategorySummary>,
     pub connections: Vec<ConnectionRecord>,
+    /// Each sensor family's attach point, the better ones it passed over and why, and
+    /// its blind spots (as `probectl doctor` shows them).
+    pub sensors: Vec<crate::sensors::chain::SensorChoice>,
     /// Some sensor did not attach: what it would have seen is missing.
     pub partial: bool,
     pub unattached_sensors: Vec<AttachStatus>,

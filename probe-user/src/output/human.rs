@@ -229,6 +229,19 @@ fn render_report(s: &mut String, r: &RunReport) {
         }
     }
     let _ = writeln!(s);
+    let _ = writeln!(s, "Sensors in use:");
+    for c in &r.sensors {
+        let family = serde_json::to_value(c.family)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let fallback = if c.passed_over.is_empty() {
+            ""
+        } else {
+            " (fallback; `probectl doctor` says why)"
+        };
+        let _ = writeln!(s, "  {family:<8} {}{fallback}", c.chosen);
+    }
     if r.partial {
         let _ = writeln!(
             s,

@@ -1,6 +1,8 @@
 //! Loading the kernel object, filling its policy maps, attaching every program, and
 //! reporting honestly what attached where.
 
+pub mod chain;
+pub mod features;
 mod libc;
 pub mod tracefs;
 
@@ -176,6 +178,9 @@ pub struct Sensors {
     pub original_memlock: Option<::libc::rlimit>,
     /// The libc the getenv uprobes are attached to.
     pub libc: Option<PathBuf>,
+    /// What probing the kernel found, and each family's place in its fallback chain.
+    pub features: features::KernelFeatures,
+    pub choices: Vec<chain::SensorChoice>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -205,11 +210,18 @@ impl Sensors {
             mounted_tracefs,
             original_memlock,
             libc: libc::own_libc(),
+            features: features::KernelFeatures {
+                features: Vec::new(),
+                cgroup2: None,
+            },
+            choices: Vec::new(),
             logger,
         };
+        sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root);
         sensors.write_tp_offsets(&tracefs_root)?;
         sensors.write_policy(policy)?;
         sensors.attach_all();
+        sensors.choices = chain::choices(&sensors.features, &sensors.status);
         if !sensors.status.iter().any(|s| s.attached) {
             let detail = sensors
                 .status

@@ -1,0 +1,106 @@
+//! `probectl doctor`: what the kernel allows, which attach point each sensor family
+//! uses, what better ones it passed over and why, and what that costs in coverage.
+
+use probe_user::policy;
+use probe_user::sensors::{Sensors, chain::SensorChoice, features::KernelFeatures};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct DoctorReport<'a> {
+    kernel: String,
+    features: &'a KernelFeatures,
+    sensors: &'a [SensorChoice],
+    programs_attached: usize,
+    programs_failed: Vec<&'a probe_user::sensors::AttachStatus>,
+    coverage_notes: Vec<String>,
+}
+
+pub fn doctor(json: bool) -> anyhow::Result<i32> {
+    let policy = policy::load_default()?;
+    let sensors = Sensors::load(&policy)?;
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| {
+            format!(
+                "{} {}",
+                u.sysname().to_string_lossy(),
+                u.release().to_string_lossy()
+            )
+        })
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let report = DoctorReport {
+        kernel,
+        features: &sensors.features,
+        sensors: &sensors.choices,
+        programs_attached: sensors.status.iter().filter(|s| s.attached).count(),
+        programs_failed: sensors.unattached().collect(),
+        coverage_notes: sensors.coverage_notes(),
+    };
+    let healthy =
+        sensors.choices.iter().all(|c| c.chosen != "none") && report.programs_failed.is_empty();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(if healthy { 0 } else { 1 })
+}
+
+fn render(r: &DoctorReport<'_>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "Kernel: {}", r.kernel);
+    let _ = writeln!(
+        s,
+        "\nKernel features (probed by loading and attaching a program where one exists):"
+    );
+    for f in &r.features.features {
+        let _ = writeln!(
+            s,
+            "  [{}] {:<17} {}",
+            if f.available { "ok" } else { "--" },
+            f.name,
+            f.detail
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nSensors (attach point in use; better ones passed over, and why):"
+    );
+    for c in r.sensors {
+        let family = serde_json::to_value(c.family)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(s, "  {family:<8} {}", c.chosen);
+        for p in &c.passed_over {
+            let _ = writeln!(
+                s,
+                "           passed over: {} -- {}",
+                p.attach_point, p.reason
+            );
+        }
+        for b in &c.blind_spots {
+            let _ = writeln!(s, "           blind spot:  {b}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nPrograms: {} attached, {} failed",
+        r.programs_attached,
+        r.programs_failed.len()
+    );
+    for p in &r.programs_failed {
+        let _ = writeln!(
+            s,
+            "  {} ({}): {}",
+            p.program,
+            p.attach_point,
+            p.error.as_deref().unwrap_or("?")
+        );
+    }
+    let _ = writeln!(s, "\nNot covered by this build:");
+    for n in &r.coverage_notes {
+        let _ = writeln!(s, "  - {n}");
+    }
+    s
+}
