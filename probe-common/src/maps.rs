@@ -7,6 +7,14 @@ pub const MAP_ENV_NAMES: &str = "ENV_NAMES";
 pub const MAP_PATHS: &str = "PATHS";
 pub const MAP_DROPS: &str = "DROPS";
 pub const MAP_TP_OFFSETS: &str = "TP_OFFSETS";
+pub const MAP_SETTINGS: &str = "SETTINGS";
+
+/// `SETTINGS` slots (an array of `u32`, written by userspace from the policy).
+/// Non-zero: report reads of `/proc/<pid>/environ` (some category asks for them).
+pub const SETTING_PROC_ENVIRON: u32 = 0;
+pub const SETTING_SLOTS: u32 = 4;
+/// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
+pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
 
 /// Value of a `WATCHED` entry (key: tgid).
 ///

@@ -27,14 +27,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, EVENT_FILE, FILE_OP_ACCESS, FILE_OP_CREAT,
-    FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN,
-    FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT,
-    FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath,
+    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_OP_ACCESS,
+    FILE_OP_CREAT, FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT,
+    FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT,
+    FILE_OP_STAT, FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath, SETTING_PROC_ENVIRON,
 };
 
 use crate::{
-    maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH},
+    maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH, SETTINGS},
     util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
 };
 
@@ -81,6 +81,33 @@ path_syscall!(sys_enter_statx, sys_exit_statx, FILE_OP_STATX, dfd: Some(0), path
 path_syscall!(sys_enter_access, sys_exit_access, FILE_OP_ACCESS, dfd: None, path: 0, flags: Flags::None);
 path_syscall!(sys_enter_faccessat, sys_exit_faccessat, FILE_OP_FACCESSAT, dfd: Some(0), path: 1, flags: Flags::None);
 path_syscall!(sys_enter_faccessat2, sys_exit_faccessat2, FILE_OP_FACCESSAT2, dfd: Some(0), path: 1, flags: Flags::Arg(3));
+
+/// `/proc/<anything>/environ`: another process's (or its own) whole environment,
+/// read in one go. Only when a policy category asks for it (`SETTINGS`).
+#[inline(always)]
+fn is_proc_environ(path: &[u8; PATH_LEN], len: usize) -> bool {
+    const PREFIX: &[u8; 6] = b"/proc/";
+    const SUFFIX: &[u8; 8] = b"/environ";
+    if len < PREFIX.len() + SUFFIX.len() || len >= PATH_LEN {
+        return false;
+    }
+    if SETTINGS.get(SETTING_PROC_ENVIRON).is_none_or(|on| *on == 0) {
+        return false;
+    }
+    for i in 0..PREFIX.len() {
+        if path[i] != PREFIX[i] {
+            return false;
+        }
+    }
+    let start = len - SUFFIX.len();
+    for i in 0..SUFFIX.len() {
+        // Masked so the verifier sees the index stay inside the array.
+        if path[(start + i) & (PATH_LEN - 1)] != SUFFIX[i] {
+            return false;
+        }
+    }
+    true
+}
 
 /// Parks the arguments of a watched thread's path syscall; unwatched threads cost one
 /// lookup.
@@ -141,10 +168,11 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let len = path.len();
     key.prefix_len = (PATH_LEN * 8) as u32;
-    let Some(policy) = PATHS.get(&*key) else {
-        return Ok(());
+    let entry_id = match PATHS.get(&*key) {
+        Some(policy) => policy.entry_id,
+        None if is_proc_environ(&key.data, len) => ENTRY_PROC_ENVIRON,
+        None => return Ok(()),
     };
-    let entry_id = policy.entry_id;
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         count_drop(DROP_RING_FULL_FILE);
         return Ok(());

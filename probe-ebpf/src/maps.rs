@@ -30,6 +30,10 @@ pub static ENV_NAMES: HashMap<EnvNameKey, PolicyRef> =
 pub static PATHS: LpmTrie<[u8; PATH_LEN], PolicyRef> =
     LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 0);
 
+/// Policy switches (`probe_common::SETTING_*`).
+#[map]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(probe_common::SETTING_SLOTS, 0);
+
 /// Per-CPU drop counters, one slot per `probe_common::DROP_*` reason.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS, 0);

@@ -166,3 +166,49 @@ fn a_zoneinfo_scan_is_folded_into_one_probe_with_a_count() {
     );
     assert!(burst["count"].as_u64().unwrap() >= expected);
 }
+
+#[test]
+fn reading_a_whole_environment_from_proc_is_a_probe() {
+    if !bpf_available("reading_a_whole_environment_from_proc_is_a_probe") {
+        return;
+    }
+    // Its own environment, and its parent's by pid: both count, of any pid.
+    let run = probectl_json(
+        &[
+            OsStr::new("sh"),
+            OsStr::new("-c"),
+            OsStr::new("cat /proc/self/environ /proc/$$/environ >/dev/null"),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let probes: Vec<_> = run
+        .of_type("probe")
+        .into_iter()
+        .filter(|p| p["categories"][0] == "environment")
+        .collect();
+    let targets: Vec<&str> = probes
+        .iter()
+        .map(|p| p["target"].as_str().unwrap())
+        .collect();
+    assert!(targets.contains(&"/proc/self/environ"), "{probes:#?}");
+    let shell = run.report()["cli"]["pid"].as_u64().unwrap();
+    assert!(
+        targets.contains(&format!("/proc/{shell}/environ").as_str()),
+        "{probes:#?}"
+    );
+    assert!(
+        probes
+            .iter()
+            .all(|p| p["how"] == "openat" && p["result"] == "ok"),
+        "{probes:#?}"
+    );
+    // Other /proc files are not probes.
+    assert!(
+        run.of_type("probe")
+            .iter()
+            .all(|p| p["target"].as_str().unwrap().ends_with("/environ")),
+        "{:#?}",
+        run.of_type("probe")
+    );
+}

@@ -23,6 +23,8 @@ pub struct KernelEntries {
     pub env_names: Vec<(EnvNameKey, PolicyRef)>,
     /// `PATHS`: (prefix length in bits, padded path bytes, value).
     pub paths: Vec<(u32, [u8; PATH_LEN], PolicyRef)>,
+    /// Some category counts reads of `/proc/<pid>/environ` (`SETTING_PROC_ENVIRON`).
+    pub proc_environ: bool,
 }
 
 /// Maps what the kernel saw back to policy categories.
@@ -31,6 +33,8 @@ pub struct Classifier {
     env: Vec<(String, bool, usize)>,
     exact_paths: Vec<(String, usize)>,
     prefixes: Vec<(String, usize)>,
+    /// Categories that count reads of `/proc/<pid>/environ`.
+    proc_environ: Vec<usize>,
 }
 
 impl Classifier {
@@ -66,10 +70,21 @@ impl Classifier {
                     .map(|(_, c)| *c),
             )
             .collect();
+        if is_proc_environ(path) {
+            out.extend(&self.proc_environ);
+        }
         out.sort_unstable();
         out.dedup();
         out
     }
+}
+
+/// `/proc/<pid>/environ`, `/proc/self/environ`, `/proc/<pid>/task/<tid>/environ`: the
+/// same test the kernel makes.
+pub fn is_proc_environ(path: &str) -> bool {
+    path.starts_with("/proc/")
+        && path.ends_with("/environ")
+        && path.len() > "/proc//environ".len() - 1
 }
 
 impl Classifier {
@@ -132,6 +147,10 @@ pub(super) fn compile(policy: Policy) -> CompiledPolicy {
             classifier
                 .env
                 .push((name.clone(), cat.env_case_insensitive, index));
+        }
+        if cat.proc_environ {
+            kernel.proc_environ = true;
+            classifier.proc_environ.push(index);
         }
         for path in &cat.paths {
             // The NUL terminator is part of an exact key, so it cannot match longer paths.

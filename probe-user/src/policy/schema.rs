@@ -48,6 +48,10 @@ pub struct Category {
     /// Absolute path prefixes: everything under them matches.
     #[serde(default)]
     pub path_prefixes: Vec<String>,
+    /// Reads of `/proc/<pid>/environ` (any pid, `self` too) count in this category:
+    /// the whole environment of a process, read at once.
+    #[serde(default)]
+    pub proc_environ: bool,
 }
 
 fn invalid(source_name: &str, message: String, hint: &str) -> PolicyError {

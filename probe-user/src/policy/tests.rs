@@ -4,7 +4,7 @@ use super::*;
 fn default_policy_declares_the_three_categories() {
     let policy = load_default().expect("default policy is valid");
     let names: Vec<&str> = policy.categories.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["timezone", "proxy", "api-relay"]);
+    assert_eq!(names, ["timezone", "proxy", "api-relay", "environment"]);
     assert!(!policy.kernel.env_names.is_empty());
     assert!(!policy.kernel.paths.is_empty());
 }
@@ -55,6 +55,16 @@ fn default_policy_classifies_paths() {
             .is_empty()
     );
     assert!(p.classifier.path_categories("/etc/passwd").is_empty());
+    assert_eq!(
+        cat(p.classifier.path_categories("/proc/self/environ")),
+        ["environment"]
+    );
+    assert_eq!(
+        cat(p.classifier.path_categories("/proc/1234/task/1235/environ")),
+        ["environment"]
+    );
+    assert!(p.classifier.path_categories("/proc/environ").is_empty());
+    assert!(p.kernel.proc_environ);
 }
 
 #[test]

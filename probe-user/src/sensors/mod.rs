@@ -15,10 +15,11 @@ use aya::{
 };
 use probe_common::{
     DROP_SLOT_NAMES, DROP_SLOTS, EnvNameKey, FILE_SYSCALLS, MAP_DROPS, MAP_ENV_NAMES, MAP_EVENTS,
-    MAP_PATHS, MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
-    TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6,
-    TP_SOCK_DPORT, TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
-    WATCH_ORIGIN_ROOT, WatchEntry,
+    MAP_PATHS, MAP_SETTINGS, MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef,
+    SETTING_PROC_ENVIRON, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD,
+    TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
+    TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR, WATCH_ORIGIN_ROOT,
+    WatchEntry,
 };
 use serde::Serialize;
 
@@ -341,6 +342,25 @@ impl Sensors {
     }
 
     fn write_policy(&mut self, policy: &CompiledPolicy) -> Result<(), SensorError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_SETTINGS)
+            .ok_or(SensorError::MissingMap(MAP_SETTINGS))?;
+        let mut settings: Array<_, u32> =
+            Array::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_SETTINGS,
+                source,
+            })?;
+        settings
+            .set(
+                SETTING_PROC_ENVIRON,
+                u32::from(policy.kernel.proc_environ),
+                0,
+            )
+            .map_err(|source| SensorError::Map {
+                map: MAP_SETTINGS,
+                source,
+            })?;
         let map = self
             .ebpf
             .map_mut(MAP_ENV_NAMES)
