@@ -25,6 +25,10 @@ use super::{RunArgs, exit, spawn};
 /// How often the liveness of remaining descendants is re-checked against /proc while
 /// waiting for them, in case an exit event was lost (losses are counted and reported).
 const LIVENESS_CHECK: Duration = Duration::from_millis(250);
+/// How often processes that just exec'd are checked for a newly mapped libc.
+const LIBC_SCAN_EVERY: Duration = Duration::from_millis(20);
+/// Scans (at `LIBC_SCAN_EVERY`, or per batch of events) before giving up on a process.
+const LIBC_SCAN_LIMIT: u32 = 100;
 
 /// Everything one run reads from and writes to.
 struct Session {
@@ -34,15 +38,22 @@ struct Session {
     correlator: Correlator,
     printer: Printer,
     batch: Vec<Event>,
+    /// Processes that exec'd and whose libc is not seen yet, with the scans so far.
+    libc_scans: std::collections::HashMap<u32, u32>,
 }
 
 impl Session {
     fn process_batch(&mut self) {
         let mut records = Vec::new();
         for event in self.batch.drain(..) {
+            if let Event::Exec(e) = &event {
+                // The dynamic loader maps the libc after the exec: scan until it has.
+                self.libc_scans.insert(e.header.tgid, 0);
+            }
             self.correlator
                 .handle_into(&event, &mut self.procs, &mut records);
         }
+        self.scan_libcs(&mut records);
         for record in &records {
             self.printer.emit(record);
         }
@@ -56,6 +67,32 @@ impl Session {
             .context("reading the event ring buffer")?;
         self.process_batch();
         Ok(())
+    }
+
+    /// Attaches the env uprobes to libcs that processes which just exec'd have mapped
+    /// since, reporting each attach. A process that maps no libc after
+    /// `LIBC_SCAN_LIMIT` scans (static, or gone) is dropped from the list.
+    fn scan_libcs(&mut self, records: &mut Vec<Record>) {
+        let pids: Vec<u32> = self.libc_scans.keys().copied().collect();
+        for pid in pids {
+            let (found, attached) = self.sensors.attach_env_for(pid);
+            records.extend(attached.into_iter().map(Record::Sensor));
+            let scans = self.libc_scans.entry(pid).or_default();
+            *scans += 1;
+            if found || *scans >= LIBC_SCAN_LIMIT {
+                self.libc_scans.remove(&pid);
+            }
+        }
+    }
+
+    /// A timer-driven `scan_libcs`, for processes that map their libc while no event
+    /// comes in.
+    fn rescan_libcs(&mut self) {
+        let mut records = Vec::new();
+        self.scan_libcs(&mut records);
+        for record in &records {
+            self.printer.emit(record);
+        }
     }
 
     /// Handles every event already in the ring without waiting.
@@ -140,6 +177,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         correlator,
         printer,
         batch: Vec::new(),
+        libc_scans: std::collections::HashMap::new(),
     };
 
     // Wait for the child on a plain thread; the event loop below stays responsive.
@@ -160,9 +198,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut libc_scan = tokio::time::interval(LIBC_SCAN_EVERY);
     let status = loop {
         tokio::select! {
             read = session.read() => read?,
+            _ = libc_scan.tick(), if !session.libc_scans.is_empty() => session.rescan_libcs(),
             status = &mut status_rx => break status.unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status"))),
             _ = sigint.recv() => {}
             _ = sighup.recv() => {}
@@ -175,7 +215,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         Ok(status) => exit_code_of(status),
         Err(err) => return Ok(report_spawn_error(&program, &err)),
     };
-    wait_for_descendants(&mut session, root, format, &mut sigint, &mut sigterm).await?;
+    wait_for_descendants(
+        &mut session,
+        root,
+        format,
+        &mut sigint,
+        &mut sigterm,
+        &mut libc_scan,
+    )
+    .await?;
 
     let report = build_report(&session, &policy, root, exit_code)?;
     session.printer.emit(&Record::Report(report));
@@ -190,6 +238,7 @@ async fn wait_for_descendants(
     format: Format,
     sigint: &mut Signal,
     sigterm: &mut Signal,
+    libc_scan: &mut tokio::time::Interval,
 ) -> anyhow::Result<()> {
     let remaining = |s: &Session| s.procs.live().filter(|&p| p != root).collect::<Vec<_>>();
     let left = remaining(session);
@@ -210,6 +259,7 @@ async fn wait_for_descendants(
     while !remaining(session).is_empty() {
         tokio::select! {
             read = session.read() => read?,
+            _ = libc_scan.tick(), if !session.libc_scans.is_empty() => session.rescan_libcs(),
             _ = liveness.tick() => {
                 // Events of a process that just exited are already in the ring.
                 session.drain();

@@ -13,6 +13,9 @@ pub enum Record {
     Connect(ConnectionRecord),
     ConnectOutcome(ConnectOutcomeRecord),
     DnsQuery(DnsQueryRecord),
+    /// A sensor attached (or failed to) during the run: a libc first mapped by a
+    /// watched process gets the env uprobes.
+    Sensor(crate::sensors::AttachStatus),
     DnsAnswer(DnsAnswerRecord),
     Exit(ExitRecord),
     Report(RunReport),

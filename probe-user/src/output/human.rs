@@ -115,6 +115,14 @@ pub fn render(record: &Record) -> String {
                 }
             );
         }
+        Record::Sensor(a) => {
+            let verdict = if a.attached {
+                "attached".to_owned()
+            } else {
+                format!("NOT attached: {}", a.error.as_deref().unwrap_or("?"))
+            };
+            let _ = writeln!(s, "{:>9}  sensor  {} {verdict}", "", a.attach_point);
+        }
         Record::Exit(e) => {
             let code = e
                 .exit_code

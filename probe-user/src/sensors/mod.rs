@@ -109,6 +109,14 @@ fn uprobe(family: Family, program: &str, symbol: &'static str) -> ProgramSpec {
     }
 }
 
+/// The env uprobes, (program, libc symbol), attached to every libc in use.
+const ENV_UPROBES: [(&str, &str); 4] = [
+    ("getenv", "getenv"),
+    ("getenv_ret", "getenv"),
+    ("secure_getenv", "secure_getenv"),
+    ("secure_getenv_ret", "secure_getenv"),
+];
+
 /// Every program in the object and where it attaches.
 fn programs() -> Vec<ProgramSpec> {
     let mut specs = vec![
@@ -177,8 +185,10 @@ pub struct Sensors {
     /// RLIMIT_MEMLOCK before probectl raised it, so a command it starts gets the
     /// original limit back instead of inheriting "unlimited".
     pub original_memlock: Option<::libc::rlimit>,
-    /// The libc the getenv uprobes are attached to.
+    /// The libc probectl maps; its getenv uprobes are attached at start.
     pub libc: Option<PathBuf>,
+    /// Every libc file (device, inode) the env uprobes are attached to.
+    env_libs: std::collections::HashSet<libc::FileId>,
     /// What probing the kernel found, and each family's place in its fallback chain.
     pub features: features::KernelFeatures,
     pub choices: Vec<chain::SensorChoice>,
@@ -211,6 +221,7 @@ impl Sensors {
             mounted_tracefs,
             original_memlock,
             libc: libc::own_libc(),
+            env_libs: std::collections::HashSet::new(),
             features: features::KernelFeatures {
                 features: Vec::new(),
                 cgroup2: None,
@@ -399,6 +410,9 @@ impl Sensors {
 
     fn attach_all(&mut self) {
         let libc = self.libc.clone();
+        if let Some(id) = libc.as_deref().and_then(libc::file_id) {
+            self.env_libs.insert(id);
+        }
         for spec in programs() {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
@@ -468,10 +482,56 @@ impl Sensors {
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        // Lazily attached libcs reuse the loaded program.
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| format!("load: {e:#}"))?;
+        }
         prog.attach(symbol, &target, UProbeScope::AllProcesses)
             .map_err(|e| format!("attach: {e:#}"))?;
         Ok(())
+    }
+
+    /// Attaches the env uprobes to every libc `pid` maps that none is attached to yet
+    /// (a container's glibc, musl, a copy under another path). Returns whether `pid`
+    /// maps any libc yet (right after exec only the dynamic loader does, so callers
+    /// scan again until it does) and the attach results. Reads /proc/<pid>/maps: called
+    /// for processes that just exec'd, never per event.
+    pub fn attach_env_for(&mut self, pid: u32) -> (bool, Vec<AttachStatus>) {
+        let libcs = libc::mapped_libcs(pid);
+        let mut attached = Vec::new();
+        for path in &libcs {
+            let Some(id) = libc::file_id(path) else {
+                continue;
+            };
+            if !self.env_libs.insert(id) {
+                continue;
+            }
+            for (program, symbol) in ENV_UPROBES {
+                let result = self.attach_uprobe(program, symbol, path.clone());
+                let kind = if program.ends_with("_ret") {
+                    "uretprobe"
+                } else {
+                    "uprobe"
+                };
+                let attach_point = format!(
+                    "{kind} {}:{symbol} (first mapped by pid {pid})",
+                    path.display()
+                );
+                if let Err(err) = &result {
+                    tracing::warn!("sensor {program} not attached at {attach_point}: {err}");
+                }
+                let status = AttachStatus {
+                    program: (*program).to_owned(),
+                    family: Family::Env,
+                    attach_point,
+                    attached: result.is_ok(),
+                    error: result.err(),
+                };
+                self.status.push(status.clone());
+                attached.push(status);
+            }
+        }
+        (!libcs.is_empty(), attached)
     }
 
     /// Adds a root process to the kernel's watched set. Its descendants are added by
@@ -551,7 +611,7 @@ impl Sensors {
         );
         vec![
             format!(
-                "getenv/secure_getenv are traced in {libc} only: statically linked programs and programs with another libc (musl, Nix, containers) are not covered"
+                "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps from the moment its exec is seen: lookups made before that attach are missed; statically linked programs are not covered"
             ),
             "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
             "only absolute paths are matched: relative and dirfd-relative paths, and symlinks to policy files, are not".to_owned(),

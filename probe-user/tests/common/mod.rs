@@ -210,3 +210,96 @@ pub fn probes_before(conn: &Value) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// A `probectl run --json` whose records are read while it runs, so a test can wait
+/// for one (say, the exec of its fixture) before it lets the fixture go on.
+pub struct StreamingRun {
+    child: std::process::Child,
+    records: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl StreamingRun {
+    pub fn start(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(probectl());
+        cmd.arg("run").arg("--json").arg("--").args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start probectl");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            records: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to `DEADLINE`) for a record that satisfies `pred`.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.seen.iter().find(|r| pred(r)) {
+            return found.clone();
+        }
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.records.recv_timeout(left) {
+                Ok(r) => {
+                    self.seen.push(r.clone());
+                    if pred(&r) {
+                        return r;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within {DEADLINE:?}; records so far: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for probectl to exit and returns everything it printed.
+    /// (Dropping a `StreamingRun` without finishing it stops probectl, which passes the
+    /// SIGTERM on to its command.)
+    pub fn finish(mut self) -> JsonRun {
+        let report = self.wait_for("report", |r| r["type"] == "report");
+        let _ = report;
+        let status = self.child.wait().expect("wait for probectl");
+        self.seen.extend(self.records.try_iter());
+        JsonRun {
+            code: status.code().unwrap_or(-1),
+            records: std::mem::take(&mut self.seen),
+            stderr: String::new(),
+        }
+    }
+}
+
+impl Drop for StreamingRun {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.child.wait();
+        }
+    }
+}
