@@ -1,0 +1,225 @@
+//! Network events: connections (IP, unix), their outcomes, UDP destinations and DNS.
+
+use probe_common::{
+    AF_INET, AF_INET6, ConnectOutcomeEvent, DnsAnswerEvent, EventHeader, UDP_DEST_GIVEN, UDP_DNS,
+    UdpSendEvent,
+};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::records::*;
+use super::{Correlator, TargetType, dns, errno_name, fold};
+use crate::output::escape::escape_bytes;
+use crate::process::ProcessTable;
+
+/// `on_connect`'s result code for a datagram sent to a destination (not a syscall
+/// result: no errno is that large).
+const UDP_SENT: i32 = i32::MIN;
+
+impl Correlator {
+    /// Marks the matching in-progress connect with its outcome and streams it. A
+    /// blocking connect already reported its result; its state change is ignored.
+    pub(super) fn on_outcome(&mut self, e: &ConnectOutcomeEvent) -> Option<Record> {
+        let dest = destination(e.family, &e.addr, e.port);
+        let outcome = if e.established != 0 {
+            "established"
+        } else {
+            "failed"
+        };
+        let Some(conn) = self.connections.iter_mut().rev().find(|c| {
+            c.pid == e.header.tgid
+                && c.destination == dest
+                && c.result == "in_progress"
+                && c.outcome.is_none()
+        }) else {
+            // On loopback the handshake can end inside connect(2), before its exit
+            // event: keep the outcome for the connect record that follows.
+            self.early_outcomes.push((e.header.tgid, dest, outcome));
+            return None;
+        };
+        let outcome = if e.established != 0 {
+            "established"
+        } else {
+            "failed"
+        };
+        conn.outcome = Some(outcome.to_owned());
+        let connect_ms = conn.offset_ms;
+        let offset_ms = self.offset_ms(e.header.ktime_ns);
+        Some(Record::ConnectOutcome(ConnectOutcomeRecord {
+            time: self.clock.rfc3339(e.header.ktime_ns),
+            offset_ms,
+            pid: e.header.tgid,
+            destination: dest,
+            outcome: outcome.to_owned(),
+            ms_after_connect: offset_ms - connect_ms,
+        }))
+    }
+
+    pub(super) fn on_connect(
+        &mut self,
+        header: &EventHeader,
+        destination: Destination,
+        ret: i32,
+        procs: &ProcessTable,
+    ) -> ConnectionRecord {
+        let result = match ret {
+            UDP_SENT => "sent".to_owned(),
+            0 => "ok".to_owned(),
+            -115 => "in_progress".to_owned(),
+            r => errno_name(r),
+        };
+        // Every watched process of a run belongs to the one tree, so every earlier probe counts.
+        let mut folded: BTreeMap<(String, TargetType, String, &'static str), PriorProbe> =
+            BTreeMap::new();
+        for p in self
+            .timeline
+            .iter()
+            .filter(|p| p.ktime_ns <= header.ktime_ns)
+        {
+            let ms_before = (header.ktime_ns - p.ktime_ns) as f64 / 1e6;
+            for cat in &p.categories {
+                let entry = folded
+                    .entry((cat.clone(), p.target_type, p.target.clone(), p.how))
+                    .or_insert_with(|| PriorProbe {
+                        category: cat.clone(),
+                        target_type: p.target_type,
+                        target: p.target.clone(),
+                        how: p.how,
+                        pids: Vec::new(),
+                        count: 0,
+                        distinct_targets: None,
+                        first_ms_before: ms_before,
+                        last_ms_before: ms_before,
+                    });
+                entry.count += 1;
+                entry.last_ms_before = ms_before;
+                if !entry.pids.contains(&p.pid) {
+                    entry.pids.push(p.pid);
+                }
+            }
+        }
+        let mut probes_before = fold::fold_prior(folded.into_values().collect(), &self.classifier);
+        // Category, then the earliest probe first.
+        probes_before.sort_by(|a, b| {
+            a.category
+                .cmp(&b.category)
+                .then(b.first_ms_before.total_cmp(&a.first_ms_before))
+        });
+        let outcome = self.take_early_outcome(header.tgid, &destination, &result);
+        let named = destination
+            .address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .and_then(|ip| {
+                self.names
+                    .name_of(&ip)
+                    .map(|(n, src)| (escape_bytes(n.as_bytes()), src.as_str()))
+            });
+        let (domain, domain_source) = named.map_or((None, None), |(n, s)| (Some(n), Some(s)));
+        let record = ConnectionRecord {
+            time: self.clock.rfc3339(header.ktime_ns),
+            offset_ms: self.offset_ms(header.ktime_ns),
+            pid: header.tgid,
+            tid: header.tid,
+            process: procs
+                .get(header.tgid)
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default(),
+            lineage: procs.lineage(header.tgid),
+            destination,
+            outcome,
+            domain,
+            domain_source,
+            result,
+            probes_before,
+        };
+        self.connections.push(record.clone());
+        record
+    }
+
+    /// A DNS query is reported as such; another datagram with a destination is
+    /// reported like a connection the first time a process sends to that destination.
+    pub(super) fn on_udp_send(&mut self, e: &UdpSendEvent, procs: &ProcessTable) -> Option<Record> {
+        let server =
+            (e.flags & UDP_DEST_GIVEN != 0).then(|| destination(e.family, &e.addr, e.port));
+        if e.flags & UDP_DNS != 0 {
+            let Some(questions) = dns::parse_query(&e.payload[..e.captured_len as usize]) else {
+                self.names.unparsed += 1;
+                return None;
+            };
+            return Some(Record::DnsQuery(DnsQueryRecord {
+                time: self.clock.rfc3339(e.header.ktime_ns),
+                offset_ms: self.offset_ms(e.header.ktime_ns),
+                pid: e.header.tgid,
+                process: procs
+                    .get(e.header.tgid)
+                    .map(|p| p.name().to_owned())
+                    .unwrap_or_default(),
+                server,
+                names: questions
+                    .iter()
+                    .map(|(n, _)| escape_bytes(n.as_bytes()))
+                    .collect(),
+                types: questions.into_iter().map(|(_, t)| t).collect(),
+            }));
+        }
+        let dest = server?;
+        if !self.udp_seen.insert((e.header.tgid, dest.clone())) {
+            return None;
+        }
+        Some(Record::Connect(
+            self.on_connect(&e.header, dest, UDP_SENT, procs),
+        ))
+    }
+
+    pub(super) fn on_dns_answer(&mut self, e: &DnsAnswerEvent) -> Option<Record> {
+        let Some((name, addrs)) = dns::parse_answer(&e.payload[..e.captured_len as usize]) else {
+            self.names.unparsed += 1;
+            return None;
+        };
+        self.names.learn(&name, &addrs);
+        Some(Record::DnsAnswer(DnsAnswerRecord {
+            time: self.clock.rfc3339(e.header.ktime_ns),
+            offset_ms: self.offset_ms(e.header.ktime_ns),
+            pid: e.header.tgid,
+            name: escape_bytes(name.as_bytes()),
+            addresses: addrs.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    fn take_early_outcome(
+        &mut self,
+        tgid: u32,
+        dest: &Destination,
+        result: &str,
+    ) -> Option<String> {
+        if result != "in_progress" {
+            return None;
+        }
+        let i = self
+            .early_outcomes
+            .iter()
+            .position(|(t, d, _)| *t == tgid && d == dest)?;
+        Some(self.early_outcomes.swap_remove(i).2.to_owned())
+    }
+}
+
+pub(super) fn destination(family: u16, addr: &[u8; 16], port: u16) -> Destination {
+    match family {
+        AF_INET => Destination {
+            family: "ipv4",
+            address: Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).to_string(),
+            port,
+        },
+        AF_INET6 => Destination {
+            family: "ipv6",
+            address: Ipv6Addr::from(*addr).to_string(),
+            port,
+        },
+        other => Destination {
+            family: "unknown",
+            address: format!("family {other}"),
+            port,
+        },
+    }
+}

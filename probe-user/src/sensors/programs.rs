@@ -1,0 +1,101 @@
+//! Every program in the kernel object and where it attaches: one table, so that
+//! loading, the status report and the fallback chains agree.
+
+use probe_common::FILE_SYSCALLS;
+
+use super::Family;
+
+pub(super) enum AttachPoint {
+    Tracepoint(&'static str, String),
+    /// A libc symbol; the library is found at start (see `libc::own_libc`). The
+    /// program's own section says whether it is a uprobe or a uretprobe.
+    LibcUprobe(&'static str),
+}
+
+pub(super) struct ProgramSpec {
+    pub(super) program: String,
+    pub(super) family: Family,
+    pub(super) point: AttachPoint,
+}
+
+/// A tracepoint program; programs are named after their tracepoints.
+fn tp(family: Family, category: &'static str, name: &str) -> ProgramSpec {
+    ProgramSpec {
+        program: name.to_owned(),
+        family,
+        point: AttachPoint::Tracepoint(category, name.to_owned()),
+    }
+}
+
+/// A tracepoint program whose name differs from its tracepoint (a second program on
+/// the same tracepoint).
+fn tp_on(family: Family, category: &'static str, program: &str, tracepoint: &str) -> ProgramSpec {
+    ProgramSpec {
+        program: program.to_owned(),
+        family,
+        point: AttachPoint::Tracepoint(category, tracepoint.to_owned()),
+    }
+}
+
+fn uprobe(family: Family, program: &str, symbol: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        program: program.to_owned(),
+        family,
+        point: AttachPoint::LibcUprobe(symbol),
+    }
+}
+
+/// The env uprobes, (program, libc symbol), attached to every libc in use.
+pub(super) const ENV_UPROBES: [(&str, &str); 4] = [
+    ("getenv", "getenv"),
+    ("getenv_ret", "getenv"),
+    ("secure_getenv", "secure_getenv"),
+    ("secure_getenv_ret", "secure_getenv"),
+];
+
+/// Every program in the object and where it attaches.
+pub(super) fn programs() -> Vec<ProgramSpec> {
+    let mut specs = vec![
+        tp(Family::Process, "syscalls", "sys_enter_execve"),
+        tp(Family::Process, "syscalls", "sys_enter_execveat"),
+        tp(Family::Process, "sched", "sched_process_exec"),
+        tp(Family::Process, "task", "task_newtask"),
+        tp(Family::Process, "syscalls", "sys_enter_exit_group"),
+        tp(Family::Process, "sched", "sched_process_exit"),
+    ];
+    for (suffix, _) in FILE_SYSCALLS {
+        specs.push(tp(
+            Family::Files,
+            "syscalls",
+            &format!("sys_enter_{suffix}"),
+        ));
+        specs.push(tp(Family::Files, "syscalls", &format!("sys_exit_{suffix}")));
+    }
+    specs.extend([
+        tp_on(
+            Family::Env,
+            "syscalls",
+            "sys_enter_execve_env",
+            "sys_enter_execve",
+        ),
+        tp_on(
+            Family::Env,
+            "syscalls",
+            "sys_enter_execveat_env",
+            "sys_enter_execveat",
+        ),
+        uprobe(Family::Env, "getenv", "getenv"),
+        uprobe(Family::Env, "getenv_ret", "getenv"),
+        uprobe(Family::Env, "secure_getenv", "secure_getenv"),
+        uprobe(Family::Env, "secure_getenv_ret", "secure_getenv"),
+        tp(Family::Net, "syscalls", "sys_enter_connect"),
+        tp(Family::Net, "syscalls", "sys_exit_connect"),
+        tp(Family::Net, "sock", "inet_sock_set_state"),
+        tp(Family::Net, "syscalls", "sys_enter_sendto"),
+        tp(Family::Net, "syscalls", "sys_enter_sendmsg"),
+        tp(Family::Net, "syscalls", "sys_enter_sendmmsg"),
+        tp(Family::Net, "syscalls", "sys_enter_recvfrom"),
+        tp(Family::Net, "syscalls", "sys_exit_recvfrom"),
+    ]);
+    specs
+}
