@@ -53,7 +53,8 @@ fn fake_resolver(addr: &str) -> String {
     addr.to_owned()
 }
 
-fn assert_named_connection(run: &JsonRun, port: u16) {
+/// The query for `NAME` and its answer (127.0.0.1) were decoded.
+fn assert_query_and_answer(run: &JsonRun) {
     let queries = run.of_type("dns_query");
     assert!(
         queries.iter().any(|q| q["names"][0] == NAME),
@@ -67,6 +68,10 @@ fn assert_named_connection(run: &JsonRun, port: u16) {
             .any(|a| a["name"] == NAME && a["addresses"][0] == "127.0.0.1"),
         "{answers:#?}"
     );
+}
+
+fn assert_named_connection(run: &JsonRun, port: u16) {
+    assert_query_and_answer(run);
     let conn: Vec<_> = run
         .of_type("connect")
         .into_iter()
@@ -150,19 +155,7 @@ fn glibc_getaddrinfo_queries_are_decoded_too() {
         "getent resolved {NAME}; stderr:\n{}",
         run.stderr
     );
-    let queries = run.of_type("dns_query");
-    assert!(
-        queries.iter().any(|q| q["names"][0] == NAME),
-        "{queries:#?}\nstderr:\n{}",
-        run.stderr
-    );
-    let answers = run.of_type("dns_answer");
-    assert!(
-        answers
-            .iter()
-            .any(|a| a["name"] == NAME && a["addresses"][0] == "127.0.0.1"),
-        "{answers:#?}"
-    );
+    assert_query_and_answer(&run);
     let dns_conn = run
         .of_type("connect")
         .into_iter()

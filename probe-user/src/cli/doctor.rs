@@ -67,10 +67,7 @@ fn render(r: &DoctorReport<'_>) -> String {
         "\nSensors (attach point in use; better ones passed over, and why):"
     );
     for c in r.sensors {
-        let family = serde_json::to_value(c.family)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let family = c.family.as_str();
         let _ = writeln!(s, "  {family:<8} {}", c.chosen);
         for p in &c.passed_over {
             let _ = writeln!(

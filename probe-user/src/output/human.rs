@@ -239,10 +239,7 @@ fn render_report(s: &mut String, r: &RunReport) {
     let _ = writeln!(s);
     let _ = writeln!(s, "Sensors in use:");
     for c in &r.sensors {
-        let family = serde_json::to_value(c.family)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let family = c.family.as_str();
         let fallback = if c.passed_over.is_empty() {
             ""
         } else {

@@ -71,6 +71,17 @@ pub enum Family {
     Net,
 }
 
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Process => "process",
+            Family::Files => "files",
+            Family::Env => "env",
+            Family::Net => "net",
+        }
+    }
+}
+
 /// What happened to one program at start-up; shown in reports and logs.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttachStatus {
