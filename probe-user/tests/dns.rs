@@ -123,9 +123,7 @@ fn glibc_getaddrinfo_queries_are_decoded_too() {
     // at the fake resolver in a private mount namespace, so the host's resolv.conf and
     // its resolver are never touched.
     let server = fake_resolver("127.0.0.3");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("dns-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("dns");
     let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,

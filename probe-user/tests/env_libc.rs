@@ -14,9 +14,7 @@ fn getenv_in_another_libc_is_seen_once_that_libc_is_attached() {
     }
     // A second copy of glibc under another path: another inode, so the uprobes placed
     // on the system libc at start do not fire in it.
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("altlibc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("altlibc");
     let system_libc = std::fs::read_to_string("/proc/self/maps")
         .unwrap()
         .lines()

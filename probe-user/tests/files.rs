@@ -12,9 +12,7 @@ fn every_path_syscall_is_seen_with_its_result() {
     if !bpf_available("every_path_syscall_is_seen_with_its_result") {
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("files-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("files");
     let creat_target = dir.join("creat-target");
     let policy = dir.join("policy.yaml");
     std::fs::write(
@@ -68,9 +66,7 @@ fn a_failed_open_reports_its_errno() {
     if !bpf_available("a_failed_open_reports_its_errno") {
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("enoent-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("enoent");
     let missing = dir.join("missing-zone");
     let policy = dir.join("policy.yaml");
     std::fs::write(

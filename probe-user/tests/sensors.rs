@@ -473,9 +473,7 @@ fn unix_socket_connects_report_the_path() {
     if !bpf_available("unix_socket_connects_report_the_path") {
         return;
     }
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("unix-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_dir("unix");
     let path = dir.join("agent.sock");
     let _ = std::fs::remove_file(&path);
     let _listener = std::os::unix::net::UnixListener::bind(&path).expect("bind a unix listener");

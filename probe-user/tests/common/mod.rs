@@ -32,6 +32,14 @@ pub fn bpf_available(test: &str) -> bool {
     false
 }
 
+/// A fresh directory for one test's files under cargo's tmp dir (kept after the run
+/// for inspection), named after the test and this test process.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
 pub fn probectl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_probectl"))
 }
