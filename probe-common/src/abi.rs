@@ -172,6 +172,9 @@ const _: () = assert!(core::mem::size_of::<PendingPath>() == 24);
 /// `EnvEvent::op`
 pub const ENV_OP_GETENV: u32 = 1;
 pub const ENV_OP_SECURE_GETENV: u32 = 2;
+/// The whole environment was enumerated (Node's `Object.keys(process.env)`, through
+/// libuv's `uv_os_environ`): no name, every variable.
+pub const ENV_OP_ENUMERATE: u32 = 3;
 
 /// A watched process looked up an environment variable that the policy names.
 ///

@@ -17,7 +17,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    DROP_RING_FULL_ENV, DROP_UNREADABLE_ENV_NAME, ENV_NAME_LEN, ENV_OP_GETENV,
+    DROP_RING_FULL_ENV, DROP_UNREADABLE_ENV_NAME, ENV_NAME_LEN, ENV_OP_ENUMERATE, ENV_OP_GETENV,
     ENV_OP_SECURE_GETENV, EVENT_ENV, EnvEvent, PendingEnv,
 };
 
@@ -35,6 +35,33 @@ pub fn getenv(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn secure_getenv(ctx: ProbeContext) -> u32 {
     park(&ctx, ENV_OP_SECURE_GETENV);
+    0
+}
+
+/// Node's `Object.keys(process.env)` and friends: libuv copies the whole environment.
+/// match-proto: uprobe node:uv_os_environ(uv_env_item_t **envitems, int *count)
+#[uprobe]
+pub fn uv_os_environ(_ctx: ProbeContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    if !is_watched(tgid) {
+        return 0;
+    }
+    match EVENTS.reserve::<EnvEvent>(0) {
+        Some(mut entry) => {
+            entry.write(EnvEvent {
+                header: header(EVENT_ENV, tgid, tid),
+                op: ENV_OP_ENUMERATE,
+                entry_id: 0,
+                name_len: 0,
+                name_truncated: 0,
+                value_present: 1,
+                _pad0: 0,
+                name: [0; ENV_NAME_LEN],
+            });
+            entry.submit(0);
+        }
+        None => count_drop(DROP_RING_FULL_ENV),
+    }
     0
 }
 

@@ -80,3 +80,46 @@ fn getenv_in_another_libc_is_seen_once_that_libc_is_attached() {
         report["unattached_sensors"]
     );
 }
+
+#[test]
+fn node_enumerating_process_env_is_reported() {
+    if !bpf_available("node_enumerating_process_env_is_reported") {
+        return;
+    }
+    let dir = test_dir("node-enum");
+    let fifo = dir.join("gate");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let listener = Listener::start();
+    // Object.keys(process.env) lists every variable without a getenv per name.
+    let script = format!(
+        "require('node:fs').readFileSync({fifo:?});\nconst names = Object.keys(process.env);\nrequire('node:net').connect({}, '127.0.0.1', function () {{ this.end(String(names.length)); }});",
+        listener.port,
+        fifo = fifo.to_str().unwrap()
+    );
+    let mut run = StreamingRun::start(
+        &[OsStr::new("node"), OsStr::new("-e"), OsStr::new(&script)],
+        &[],
+    );
+    let sensor = run.wait_for("the uv_os_environ uprobe on node", |r| {
+        r["type"] == "sensor" && r["program"] == "uv_os_environ"
+    });
+    assert_eq!(sensor["attached"], true, "{sensor:#}");
+    std::fs::write(&fifo, b"go").expect("release the script");
+    let run = run.finish();
+    assert_eq!(run.code, 0);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    let probe = run.probe(pid, &["enumerated"], "*");
+    assert_eq!(probe["categories"][0], "environment");
+    let conn: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["port"] == listener.port)
+        .collect();
+    assert_eq!(conn.len(), 1, "{:#?}", run.of_type("connect"));
+    assert!(
+        probes_before(conn[0]).contains(&("environment".into(), "enumerated".into(), "*".into())),
+        "{:#}",
+        conn[0]
+    );
+}

@@ -13,7 +13,7 @@ pub use fold::FOLD_AFTER;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use probe_common::{
-    ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_ENV_VALUE_CAPTURED,
+    ENV_OP_ENUMERATE, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_ENV_VALUE_CAPTURED,
     EXEC_ENV_VALUE_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, EnvEvent, ExecEnvEvent,
     FILE_SYSCALLS, FileEvent, UNIX_ABSTRACT, decode::Event,
 };
@@ -200,6 +200,26 @@ impl Correlator {
     }
 
     fn on_env(&mut self, e: &EnvEvent, procs: &ProcessTable) -> Option<Record> {
+        if e.op == ENV_OP_ENUMERATE {
+            let cats = self.classifier.whole_environment_categories();
+            if cats.is_empty() {
+                return None;
+            }
+            let seen = Seen {
+                how: "enumerated",
+                result: "set".into(),
+                truncated: false,
+                value_prefix: None,
+            };
+            return self.probe(
+                &e.header,
+                cats,
+                TargetType::Env,
+                "*".to_owned(),
+                seen,
+                procs,
+            );
+        }
         let name = escape_bytes(e.name_bytes());
         let cats = self.classifier.env_categories(&name);
         if cats.is_empty() {

@@ -39,6 +39,12 @@ pub struct Classifier {
 
 impl Classifier {
     /// Categories (indices) whose env list names `name`, honouring each one's case rule.
+    /// Categories that count reads of the whole environment: `/proc/<pid>/environ`
+    /// and enumerations such as Node's `Object.keys(process.env)`.
+    pub fn whole_environment_categories(&self) -> Vec<usize> {
+        self.proc_environ.clone()
+    }
+
     pub fn env_categories(&self, name: &str) -> Vec<usize> {
         let mut out: Vec<usize> = self
             .env

@@ -48,8 +48,8 @@ pub struct Category {
     /// Absolute path prefixes: everything under them matches.
     #[serde(default)]
     pub path_prefixes: Vec<String>,
-    /// Reads of `/proc/<pid>/environ` (any pid, `self` too) count in this category:
-    /// the whole environment of a process, read at once.
+    /// Reads of the whole environment count in this category: `/proc/<pid>/environ`
+    /// of any pid (`self` too), and enumerations (Node's `Object.keys(process.env)`).
     #[serde(default)]
     pub proc_environ: bool,
 }

@@ -449,7 +449,42 @@ impl Sensors {
                 attached.push(status);
             }
         }
+        attached.extend(self.attach_node_for(pid));
         (!libcs.is_empty(), attached)
+    }
+
+    /// Node enumerates the environment through libuv's exported `uv_os_environ`
+    /// without a getenv per name: a uprobe on each distinct node binary a watched
+    /// process runs reports `Object.keys(process.env)` and the like.
+    fn attach_node_for(&mut self, pid: u32) -> Option<AttachStatus> {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let name = exe.file_name()?.to_str()?;
+        if !(name == "node" || name == "nodejs" || name.starts_with("node-")) {
+            return None;
+        }
+        let path = std::path::Path::new(&format!("/proc/{pid}/root"))
+            .join(exe.strip_prefix("/").unwrap_or(&exe));
+        let id = libc::file_id(&path)?;
+        if !self.env_libs.insert(id) {
+            return None;
+        }
+        let result = self.attach_uprobe("uv_os_environ", "uv_os_environ", path.clone());
+        let attach_point = format!(
+            "uprobe {}:uv_os_environ (first run by pid {pid})",
+            path.display()
+        );
+        if let Err(err) = &result {
+            tracing::warn!("sensor uv_os_environ not attached at {attach_point}: {err}");
+        }
+        let status = AttachStatus {
+            program: "uv_os_environ".to_owned(),
+            family: Family::Env,
+            attach_point,
+            attached: result.is_ok(),
+            error: result.err(),
+        };
+        self.status.push(status.clone());
+        Some(status)
     }
 
     /// Adds a root process to the kernel's watched set. Its descendants are added by
