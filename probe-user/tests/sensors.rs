@@ -512,3 +512,40 @@ fn unix_socket_connects_report_the_path() {
     assert_eq!(conn[0]["destination"]["address"], name.as_str());
     assert_eq!(conn[0]["result"], "ECONNREFUSED");
 }
+
+#[test]
+fn long_and_many_arguments_are_flagged_and_counted_never_silently_cut() {
+    if !bpf_available("long_and_many_arguments_are_flagged_and_counted_never_silently_cut") {
+        return;
+    }
+    let long = "x".repeat(300);
+    let extra: Vec<String> = (0..10).map(|i| format!("arg{i}")).collect();
+    let fixture = c_fixture();
+    let mut args: Vec<&OsStr> = vec![
+        fixture.as_os_str(),
+        OsStr::new("exit"),
+        OsStr::new("0"),
+        OsStr::new(&long),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let run = probectl_json(&args, &[]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let exec = run.of_type("exec");
+    assert_eq!(exec.len(), 1);
+    let argv = exec[0]["argv"].as_array().unwrap();
+    assert_eq!(argv.len(), 8, "eight slots are captured: {argv:#?}");
+    assert_eq!(
+        argv[3].as_str().unwrap().len(),
+        127,
+        "the long argument is cut at 127 bytes"
+    );
+    assert_eq!(exec[0]["argv_truncated"], serde_json::json!([3]));
+    assert_eq!(exec[0]["argv_incomplete"], true, "14 arguments, 8 captured");
+    let truncated = run.report()["truncated"].as_array().unwrap().clone();
+    assert!(
+        truncated
+            .iter()
+            .any(|t| t["reason"] == "argv" && t["count"] == 1),
+        "{truncated:#?}"
+    );
+}

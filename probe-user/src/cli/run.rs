@@ -333,6 +333,15 @@ fn build_report(
         partial: session.sensors.unattached().next().is_some(),
         unattached_sensors: session.sensors.unattached().cloned().collect(),
         drops,
+        truncated: session
+            .correlator
+            .truncated
+            .iter()
+            .map(|(reason, count)| DropCount {
+                reason: (*reason).to_owned(),
+                count: *count,
+            })
+            .collect(),
         filtered,
         coverage_notes: session.sensors.coverage_notes(),
         exit_code,

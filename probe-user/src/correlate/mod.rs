@@ -57,6 +57,9 @@ pub struct Correlator {
     pub unclassified_paths: u64,
     /// Execs whose argv the kernel could not keep until the exec completed.
     pub argv_lost: u64,
+    /// Strings the kernel had to cut at their capture limit, by kind: the data is
+    /// partly lost, so it is counted like a drop.
+    pub truncated: BTreeMap<&'static str, u64>,
     /// Env names present at an exec, per process, until the exec completes.
     exposures: HashMap<u32, Vec<ExecEnvEvent>>,
     /// TCP outcomes that arrived before their connect's exit event (tgid, destination).
@@ -82,6 +85,7 @@ impl Correlator {
             case_mismatches: 0,
             unclassified_paths: 0,
             argv_lost: 0,
+            truncated: BTreeMap::new(),
             exposures: HashMap::new(),
             early_outcomes: Vec::new(),
             names: dns::NameBook::with_hosts_file("/etc/hosts"),
@@ -124,6 +128,12 @@ impl Correlator {
             Event::Exec(e) => {
                 if e.flags & EXEC_ARGV_LOST != 0 {
                     self.argv_lost += 1;
+                }
+                if e.argv_truncated_mask != 0 || e.flags & EXEC_ARGV_MORE != 0 {
+                    *self.truncated.entry("argv").or_default() += 1;
+                }
+                if e.flags & EXEC_FILENAME_TRUNCATED != 0 {
+                    *self.truncated.entry("exe_path").or_default() += 1;
                 }
                 let argv: Vec<String> = e.argv_bytes().map(escape_bytes).collect();
                 let pid = e.header.tgid;
@@ -284,6 +294,9 @@ impl Correlator {
         if cats.is_empty() {
             self.unclassified_paths += 1;
             return None;
+        }
+        if e.path_truncated != 0 {
+            *self.truncated.entry("file_path").or_default() += 1;
         }
         let how = FILE_SYSCALLS
             .get(e.op as usize)

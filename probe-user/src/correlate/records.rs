@@ -200,6 +200,8 @@ pub struct RunReport {
     pub unattached_sensors: Vec<AttachStatus>,
     /// Every non-zero loss: kernel drop counters and userspace decode failures.
     pub drops: Vec<DropCount>,
+    /// Strings cut at their capture limit (argv, exe and file paths), by kind.
+    pub truncated: Vec<DropCount>,
     /// Kernel matches that userspace did not report, and why (for example an env name
     /// whose letter case the policy's exact rule rejects). Not losses, but counted.
     pub filtered: Vec<DropCount>,

@@ -272,6 +272,12 @@ fn render_report(s: &mut String, r: &RunReport) {
             let _ = writeln!(s, "  {}: {}", d.reason, d.count);
         }
     }
+    if !r.truncated.is_empty() {
+        let _ = writeln!(s, "Cut at the capture limit:");
+        for d in &r.truncated {
+            let _ = writeln!(s, "  {}: {}", d.reason, d.count);
+        }
+    }
     if !r.filtered.is_empty() {
         let _ = writeln!(s, "Matched in the kernel but not reported:");
         for d in &r.filtered {
