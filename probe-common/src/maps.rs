@@ -8,10 +8,18 @@ pub const MAP_PATHS: &str = "PATHS";
 pub const MAP_DROPS: &str = "DROPS";
 pub const MAP_TP_OFFSETS: &str = "TP_OFFSETS";
 pub const MAP_SETTINGS: &str = "SETTINGS";
+pub const MAP_SELECT_COMMS: &str = "SELECT_COMMS";
+
+/// Key of `SELECT_COMMS`: a program name as the kernel keeps it in `comm` (the
+/// executable's basename, cut at 15 bytes), zero padded.
+pub type CommKey = [u8; 16];
 
 /// `SETTINGS` slots (an array of `u32`, written by userspace from the policy).
 /// Non-zero: report reads of `/proc/<pid>/environ` (some category asks for them).
 pub const SETTING_PROC_ENVIRON: u32 = 0;
+/// Non-zero: `SELECT_COMMS` is in use; an exec whose program name is listed there
+/// starts watching that process (and, through fork, its descendants).
+pub const SETTING_SELECTION: u32 = 1;
 pub const SETTING_SLOTS: u32 = 4;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
@@ -31,6 +39,8 @@ const _: () = assert!(core::mem::size_of::<WatchEntry>() == 8);
 
 pub const WATCH_ORIGIN_ROOT: u32 = 1;
 pub const WATCH_ORIGIN_FORK: u32 = 2;
+/// Watched because its program name is selected by the policy, from its exec on.
+pub const WATCH_ORIGIN_SELECTED: u32 = 3;
 
 /// Value stored in `ENV_NAMES` and `PATHS`: the id of the policy entry that put the
 /// key there. Userspace maps it back to category and matcher.

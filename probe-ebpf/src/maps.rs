@@ -103,3 +103,9 @@ pub static DNS_SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4_096,
 /// recvfrom calls in flight (key: tid).
 #[map]
 pub static PENDING_RECV: LruHashMap<u32, PendingRecv> = LruHashMap::with_max_entries(4_096, 0);
+
+/// Program names the policy selects (`probe_common::CommKey`): their processes are
+/// watched from exec on, with no userspace round trip.
+#[map]
+pub static SELECT_COMMS: HashMap<probe_common::CommKey, u32> =
+    HashMap::with_max_entries(probe_common::MAX_POLICY_ENTRIES, 0);

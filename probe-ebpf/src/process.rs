@@ -10,8 +10,8 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_uid_gid, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
-        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_get_current_comm, bpf_get_current_uid_gid, bpf_probe_read_kernel_buf,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -21,12 +21,13 @@ use probe_common::{
     ARGV_SLOT_LEN, ARGV_SLOTS, DROP_PENDING_FULL, DROP_RING_FULL_EXEC, DROP_RING_FULL_EXIT,
     DROP_RING_FULL_FORK, DROP_UNREADABLE_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXIT,
     EVENT_FORK, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN,
-    ExecEvent, ExitEvent, ForkEvent, PATH_LEN, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
-    TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_FORK, WatchEntry,
+    ExecEvent, ExitEvent, ForkEvent, PATH_LEN, SETTING_SELECTION, TP_EXEC_FILENAME,
+    TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_FORK,
+    WATCH_ORIGIN_SELECTED, WatchEntry,
 };
 
 use crate::{
-    maps::{EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, WATCHED},
+    maps::{EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, SELECT_COMMS, SETTINGS, WATCHED},
     util::{count_drop, current_ids, header, is_watched, syscall_arg, tp_offset},
 };
 
@@ -47,11 +48,15 @@ pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
 }
 
 /// Reads filename and argv from the old image while it still exists, and parks them
-/// for `sched_process_exec`. Only watched processes pay for this.
+/// for `sched_process_exec`. Only watched processes pay for this (all execs, while a
+/// policy selects programs by name).
 #[inline(always)]
 fn try_enter_exec(ctx: &TracePointContext, filename_at: usize, argv_at: usize) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
-    if !is_watched(tgid) {
+    // With a selection policy any exec may start a watch (decided at
+    // sched_process_exec from the new comm), so every exec parks its argv then; exec is
+    // rare next to the cost of exec itself. Without one, only watched processes pay.
+    if !is_watched(tgid) && !selection_active() {
         return Ok(());
     }
     let filename: *const u8 = unsafe { ctx.read_at(filename_at) }.map_err(|e| e as i64)?;
@@ -126,7 +131,24 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
-        return Ok(());
+        // After exec, comm is the new program's basename: selection happens here, in
+        // the kernel, before the program's first instruction.
+        if !selection_active() {
+            return Ok(());
+        }
+        let comm = bpf_get_current_comm().map_err(|e| e as i64)?;
+        if SELECT_COMMS.get_ptr(comm).is_none() {
+            let _ = PENDING_EXEC.remove(tid);
+            return Ok(());
+        }
+        let watch = WatchEntry {
+            origin: WATCH_ORIGIN_SELECTED,
+            parent_tgid: 0,
+        };
+        if WATCHED.insert(tgid, watch, 0).is_err() {
+            count_drop(DROP_WATCHED_FULL);
+            return Ok(());
+        }
     }
     let old_pid: i32 = match tp_offset(TP_EXEC_OLD_PID) {
         Some(off) => unsafe { ctx.read_at(off) }.map_err(|e| e as i64)?,
@@ -192,6 +214,12 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     entry.submit(0);
     let _ = PENDING_EXEC.remove(old_pid as u32);
     Ok(())
+}
+
+/// Whether the policy selects programs by name (`SETTING_SELECTION`).
+#[inline(always)]
+fn selection_active() -> bool {
+    SETTINGS.get(SETTING_SELECTION).is_some_and(|on| *on != 0)
 }
 
 #[tracepoint]

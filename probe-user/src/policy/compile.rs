@@ -25,6 +25,8 @@ pub struct KernelEntries {
     pub paths: Vec<(u32, [u8; PATH_LEN], PolicyRef)>,
     /// Some category counts reads of `/proc/<pid>/environ` (`SETTING_PROC_ENVIRON`).
     pub proc_environ: bool,
+    /// `SELECT_COMMS`: selected program names, zero padded.
+    pub select_comms: Vec<probe_common::CommKey>,
 }
 
 /// Maps what the kernel saw back to policy categories.
@@ -125,6 +127,11 @@ fn path_key(path: &str) -> [u8; PATH_LEN] {
 pub(super) fn compile(policy: Policy) -> CompiledPolicy {
     let mut kernel = KernelEntries::default();
     let mut classifier = Classifier::default();
+    for comm in &policy.select.comms {
+        let mut key = [0u8; 16];
+        key[..comm.len()].copy_from_slice(comm.as_bytes());
+        kernel.select_comms.push(key);
+    }
     let mut next_id = 0u32;
     let mut id = || {
         next_id += 1;

@@ -12,8 +12,22 @@ pub struct Policy {
     pub api_version: String,
     pub kind: String,
     pub metadata: Metadata,
+    /// Programs watched wherever they start (daemon mode), selected in the kernel.
+    #[serde(default)]
+    pub select: Selection,
     #[serde(default)]
     pub categories: Vec<Category>,
+}
+
+/// Which processes are watched without being started by `probectl run`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// Program names (the executable's basename, as in `ps -o comm`, at most 15
+    /// bytes): a process is watched from the exec of such a program on, together with
+    /// its descendants.
+    #[serde(default)]
+    pub comms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +97,15 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
             "metadata.name is empty".into(),
             "give the policy a name",
         ));
+    }
+    for comm in &policy.select.comms {
+        if comm.is_empty() || comm.len() > 15 || comm.contains('/') || comm.contains('\0') {
+            return Err(invalid(
+                source_name,
+                format!("select.comms: {comm:?} is not a program name"),
+                "program names are 1-15 bytes without `/` (the kernel cuts longer names at 15, so use the first 15)",
+            ));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     for cat in &policy.categories {

@@ -18,10 +18,11 @@ use aya::{
 };
 use probe_common::{
     DROP_SLOT_NAMES, DROP_SLOTS, EnvNameKey, MAP_DROPS, MAP_ENV_NAMES, MAP_EVENTS, MAP_PATHS,
-    MAP_SETTINGS, MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef, SETTING_PROC_ENVIRON,
-    TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID,
-    TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT, TP_SOCK_FAMILY, TP_SOCK_NEWSTATE,
-    TP_SOCK_OLDSTATE, TP_SOCK_SKADDR, WATCH_ORIGIN_ROOT, WatchEntry,
+    MAP_SELECT_COMMS, MAP_SETTINGS, MAP_TP_OFFSETS, MAP_WATCHED, PATH_LEN, PolicyRef,
+    SETTING_PROC_ENVIRON, SETTING_SELECTION, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD,
+    TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
+    TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR, WATCH_ORIGIN_ROOT,
+    WatchEntry,
 };
 use serde::Serialize;
 
@@ -290,6 +291,31 @@ impl Sensors {
                 map: MAP_SETTINGS,
                 source,
             })?;
+        settings
+            .set(
+                SETTING_SELECTION,
+                u32::from(!policy.kernel.select_comms.is_empty()),
+                0,
+            )
+            .map_err(|source| SensorError::Map {
+                map: MAP_SETTINGS,
+                source,
+            })?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_SELECT_COMMS)
+            .ok_or(SensorError::MissingMap(MAP_SELECT_COMMS))?;
+        let mut comms: HashMap<_, probe_common::CommKey, u32> =
+            HashMap::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_SELECT_COMMS,
+                source,
+            })?;
+        for key in &policy.kernel.select_comms {
+            comms.insert(key, 1, 0).map_err(|source| SensorError::Map {
+                map: MAP_SELECT_COMMS,
+                source,
+            })?;
+        }
         let map = self
             .ebpf
             .map_mut(MAP_ENV_NAMES)

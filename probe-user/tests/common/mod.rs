@@ -229,8 +229,20 @@ pub struct StreamingRun {
 
 impl StreamingRun {
     pub fn start(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> Self {
+        Self::start_with_policy(None, args, envs)
+    }
+
+    pub fn start_with_policy(
+        policy: Option<&Path>,
+        args: &[&std::ffi::OsStr],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(probectl());
-        cmd.arg("run").arg("--json").arg("--").args(args);
+        cmd.arg("run").arg("--json");
+        if let Some(policy) = policy {
+            cmd.arg("--policy").arg(policy);
+        }
+        cmd.arg("--").args(args);
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -1,0 +1,100 @@
+//! Selection in the kernel: a process whose program the policy names is watched from
+//! its exec on, wherever it was started, with no userspace round trip (what daemon
+//! mode relies on).
+
+mod common;
+
+use std::ffi::OsStr;
+
+use common::*;
+
+#[test]
+fn a_selected_program_started_elsewhere_is_watched_from_its_exec() {
+    if !bpf_available("a_selected_program_started_elsewhere_is_watched_from_its_exec") {
+        return;
+    }
+    let fixture = c_fixture();
+    let name = fixture.file_name().unwrap().to_str().unwrap();
+    let comm: String = name.chars().take(15).collect();
+    let dir = test_dir("select");
+    let policy = dir.join("policy.yaml");
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &policy,
+        default.replace(
+            "categories:\n",
+            &format!("select:\n  comms: [{comm:?}]\n\ncategories:\n"),
+        ),
+    )
+    .unwrap();
+    let fifo = dir.join("gate");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+
+    // The run's own command is a shell waiting on a FIFO; once its `cat` has exec'd,
+    // the programs are attached and the selection is in the kernel.
+    let script = format!("cat {} >/dev/null", fifo.display());
+    let mut run = StreamingRun::start_with_policy(
+        Some(&policy),
+        &[OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script)],
+        &[],
+    );
+    run.wait_for("the run's cat", |r| {
+        r["type"] == "exec" && r["exe"].as_str().is_some_and(|e| e.ends_with("/cat"))
+    });
+
+    let listener = Listener::start();
+    let outsider = std::process::Command::new(&fixture)
+        .args(["probe", &listener.port.to_string()])
+        .output()
+        .expect("run the outsider");
+    assert!(outsider.status.success());
+    // The outsider has exited, so its events are in the ring; its exit record shows
+    // they have been read.
+    run.wait_for("the outsider's exit", |r| {
+        r["type"] == "exit" && r["pid"] != serde_json::Value::Null && {
+            let pid = r["pid"].as_u64().unwrap();
+            std::fs::metadata(format!("/proc/{pid}")).is_err()
+        }
+    });
+    std::fs::write(&fifo, b"x").expect("release the run");
+    let run = run.finish();
+    assert_eq!(run.code, 0);
+    let exec = run
+        .of_type("exec")
+        .into_iter()
+        .find(|e| e["exe"] == fixture.to_str().unwrap())
+        .cloned()
+        .expect("the outsider's exec was seen");
+    let pid = exec["pid"].as_u64().unwrap();
+    assert_eq!(exec["argv"][1], "probe");
+    run.probe(pid, &["getenv"], "TZ");
+    run.probe(pid, &["openat", "open"], "/etc/localtime");
+    let conn: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["pid"] == pid)
+        .collect();
+    assert_eq!(conn.len(), 1, "{:#?}", run.of_type("connect"));
+    assert_eq!(conn[0]["destination"]["port"], listener.port);
+}
+
+#[test]
+fn a_bad_selector_is_rejected_with_a_hint() {
+    let dir = test_dir("select-bad");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\nselect:\n  comms: [\"/usr/bin/node\"]\n").unwrap();
+    let mut cmd = std::process::Command::new(probectl());
+    cmd.args(["policy", "check"]).arg(&policy);
+    let out = run_with_deadline(cmd);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("is not a program name") && msg.contains("hint:"),
+        "{msg}"
+    );
+}
