@@ -208,3 +208,59 @@ fn reading_a_whole_environment_from_proc_is_a_probe() {
         run.of_type("probe")
     );
 }
+
+/// A known blind spot, documented by a test: io_uring opens a file without an open
+/// syscall, so the syscall tracepoints (the attach point available on this kernel)
+/// do not see it. The report must say so rather than look complete.
+#[test]
+fn an_io_uring_open_is_a_reported_blind_spot() {
+    if !bpf_available("an_io_uring_open_is_a_reported_blind_spot") {
+        return;
+    }
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("uring-open"),
+            OsStr::new("/etc/localtime"),
+        ],
+        &[],
+    );
+    assert_eq!(
+        run.code, 0,
+        "the fixture opened /etc/localtime through io_uring; stderr:\n{}",
+        run.stderr
+    );
+    let report = run.report();
+    let files = report["sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["family"] == "files")
+        .unwrap()
+        .clone();
+    let chosen = files["chosen"].as_str().unwrap();
+    if chosen.starts_with("syscall tracepoints") {
+        assert!(
+            run.of_type("probe")
+                .iter()
+                .all(|p| p["target"] != "/etc/localtime"),
+            "tracepoints cannot see it: {:#?}",
+            run.of_type("probe")
+        );
+        assert!(
+            files["blind_spots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b.as_str().unwrap().contains("io_uring")),
+            "the report names the blind spot: {files:#}"
+        );
+    } else {
+        // On a kernel where an LSM or fentry attach point is in use, the open is seen.
+        run.probe(
+            report["cli"]["pid"].as_u64().unwrap(),
+            &["openat"],
+            "/etc/localtime",
+        );
+    }
+}

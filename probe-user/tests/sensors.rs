@@ -549,3 +549,68 @@ fn long_and_many_arguments_are_flagged_and_counted_never_silently_cut() {
         "{truncated:#?}"
     );
 }
+
+#[test]
+fn v4_mapped_connects_and_udp_destinations_are_reported() {
+    if !bpf_available("v4_mapped_connects_and_udp_destinations_are_reported") {
+        return;
+    }
+    let tcp = std::net::TcpListener::bind("[::]:0").expect("dual-stack listener");
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)\n\
+         s.connect(('::ffff:127.0.0.1', {tcp_port}))\n\
+         s.close()\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         u.sendto(b'one', ('127.0.0.1', {udp_port}))\n\
+         u.sendto(b'two', ('127.0.0.1', {udp_port}))\n"
+    );
+    let run = probectl_json(
+        &[OsStr::new("python3"), OsStr::new("-c"), OsStr::new(&script)],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let conns = run.of_type("connect");
+    let mapped = conns
+        .iter()
+        .find(|c| c["destination"]["port"] == tcp_port)
+        .unwrap_or_else(|| panic!("{conns:#?}"));
+    assert_eq!(mapped["destination"]["family"], "ipv6");
+    assert_eq!(mapped["destination"]["address"], "::ffff:127.0.0.1");
+    assert_eq!(mapped["result"], "ok");
+    let hosts_name = std::fs::read_to_string("/etc/hosts")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        })
+        .find(|w| w.first() == Some(&"127.0.0.1"))
+        .and_then(|w| w.get(1).map(|n| n.to_string()));
+    if let Some(name) = hosts_name {
+        assert_eq!(
+            mapped["domain"],
+            name.as_str(),
+            "a v4-mapped address is named like its IPv4 one: {mapped:#}"
+        );
+        assert_eq!(mapped["domain_source"], "/etc/hosts");
+    }
+    let sends: Vec<_> = conns
+        .iter()
+        .filter(|c| c["destination"]["port"] == udp_port)
+        .collect();
+    assert_eq!(
+        sends.len(),
+        1,
+        "the first datagram to a destination is reported, not every one: {conns:#?}"
+    );
+    assert_eq!(sends[0]["result"], "sent");
+    assert_eq!(sends[0]["destination"]["address"], "127.0.0.1");
+    drop((tcp, udp));
+}

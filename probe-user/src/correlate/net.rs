@@ -110,6 +110,9 @@ impl Correlator {
             .address
             .parse::<std::net::IpAddr>()
             .ok()
+            // An IPv6 socket connecting to ::ffff:a.b.c.d reaches the IPv4 address an A
+            // record gave.
+            .map(|ip| ip.to_canonical())
             .and_then(|ip| {
                 self.names
                     .name_of(&ip)
