@@ -3,6 +3,7 @@
 //! test probectl. Errors are anyhow here at the edge; each prints as one `error:` line
 //! and exits 1, while `demo` and `test` pass on their child's exit code.
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -42,6 +43,13 @@ enum Task {
         #[arg(last = true, value_name = "FILTER")]
         args: Vec<String>,
     },
+    /// Measure probectl's overhead next to no monitor, strace, bpftrace and auditd,
+    /// interleaved in one run (needs root; results in target/bench/results.md).
+    Bench {
+        /// Interleaved rounds; medians are taken over them.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
 }
 
 fn main() {
@@ -66,5 +74,6 @@ fn dispatch(task: Task) -> Result<i32> {
         }
         Task::Demo => demo::run(),
         Task::Test { args } => workspace::test(&args),
+        Task::Bench { rounds } => bench::run(rounds),
     }
 }

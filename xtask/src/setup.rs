@@ -88,6 +88,26 @@ pub fn run(test_tools: bool) -> Result<Tools> {
     Ok(tools)
 }
 
+/// The tools `cargo xtask bench` compares probectl with: strace, bpftrace, auditd.
+pub fn bench_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    check_command("strace", "strace", "install strace", &mut missing);
+    check_command("bpftrace", "bpftrace", "install bpftrace", &mut missing);
+    // auditctl has no --version: ask the package manager.
+    match deb_installed("auditd") {
+        Some(true) => say(TAG, "auditd: installed"),
+        _ => missing.push(Missing {
+            what: "auditd",
+            package: "auditd",
+            otherwise: "install auditd (auditctl) by other means",
+        }),
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    Ok(())
+}
+
 /// Whether we run as root (effective uid 0). Asks `id -u` rather than libc so xtask
 /// needs no dependency beyond anyhow and clap.
 pub fn is_root() -> Result<bool> {

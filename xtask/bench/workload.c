@@ -1,0 +1,88 @@
+/* Benchmark workloads for `cargo xtask bench`. Each runs its operation N times and
+ * prints the elapsed time of the loop alone (not process start-up), so every
+ * condition is measured on the same work:
+ *
+ *   workload open-policy N     open+close /etc/localtime (a path the policy names)
+ *   workload open-other N      open+close /dev/null (a path no policy names)
+ *   workload getenv N          getenv("HTTPS_PROXY")
+ *   workload connect N         TCP connect+accept+close on loopback
+ *   workload forkexec N        fork, exec /bin/true, wait
+ *   workload spawn N CMD...    fork, exec CMD..., wait (a realistic run: node -e 0)
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int run_child(char *const argv[]) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) { dup2(devnull, 1); dup2(devnull, 2); }
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: workload MODE N [CMD...]\n");
+        return 2;
+    }
+    const char *mode = argv[1];
+    long n = atol(argv[2]);
+    volatile long sink = 0;
+    int listener = -1;
+    struct sockaddr_in addr = { .sin_family = AF_INET };
+    if (strcmp(mode, "connect") == 0) {
+        listener = socket(AF_INET, SOCK_STREAM, 0);
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+        socklen_t len = sizeof addr;
+        if (bind(listener, (struct sockaddr *)&addr, sizeof addr) || listen(listener, 64) ||
+            getsockname(listener, (struct sockaddr *)&addr, &len)) {
+            perror("listener");
+            return 1;
+        }
+    }
+    long long start = now_ns();
+    for (long i = 0; i < n; i++) {
+        if (strcmp(mode, "open-policy") == 0 || strcmp(mode, "open-other") == 0) {
+            int fd = open(mode[5] == 'p' ? "/etc/localtime" : "/dev/null", O_RDONLY);
+            if (fd >= 0) close(fd);
+        } else if (strcmp(mode, "getenv") == 0) {
+            sink += getenv("HTTPS_PROXY") != NULL;
+        } else if (strcmp(mode, "connect") == 0) {
+            int c = socket(AF_INET, SOCK_STREAM, 0);
+            if (connect(c, (struct sockaddr *)&addr, sizeof addr) != 0) { perror("connect"); return 1; }
+            int s = accept(listener, NULL, NULL);
+            close(c);
+            if (s >= 0) close(s);
+        } else if (strcmp(mode, "forkexec") == 0) {
+            char *const args[] = { "/bin/true", NULL };
+            if (run_child(args) != 0) return 1;
+        } else if (strcmp(mode, "spawn") == 0 && argc > 3) {
+            if (run_child(&argv[3]) != 0) return 1;
+        } else {
+            fprintf(stderr, "unknown mode %s\n", mode);
+            return 2;
+        }
+    }
+    printf("elapsed_ns=%lld\n", now_ns() - start);
+    return 0;
+}
