@@ -293,7 +293,7 @@ fn build_report(
         ("userspace:decode_error", session.reader.decode_errors),
         (
             "userspace:timeline_overflow",
-            session.correlator.timeline_overflow,
+            session.correlator.probes.overflow,
         ),
         ("userspace:output_write_error", session.printer.write_errors),
         ("kernel:exec_argv_lost", session.correlator.argv_lost),

@@ -4,13 +4,14 @@
 pub mod dns;
 mod fold;
 mod net;
+mod probes;
 
 use net::destination;
 pub mod records;
 
 pub use fold::FOLD_AFTER;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use probe_common::{
     ENV_OP_ENUMERATE, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_ENV_VALUE_CAPTURED,
@@ -23,30 +24,13 @@ use crate::policy::CompiledPolicy;
 use crate::process::ProcessTable;
 pub use records::*;
 
-/// Probes kept for correlation in one run. Past this the oldest are folded away and
-/// counted (`timeline_overflow`), never silently forgotten.
-pub const MAX_TIMELINE: usize = 100_000;
-
-#[derive(Debug, Clone)]
-struct TimelineProbe {
-    ktime_ns: u64,
-    pid: u32,
-    categories: Vec<String>,
-    target_type: TargetType,
-    target: String,
-    how: &'static str,
-}
-
 pub struct Correlator {
     clock: WallClock,
     start_ns: u64,
     category_names: Vec<String>,
     classifier: crate::policy::Classifier,
-    timeline: VecDeque<TimelineProbe>,
-    /// Probes evicted from a full timeline.
-    pub timeline_overflow: u64,
-    /// (pid, how, target) already streamed; repeats are only counted.
-    streamed: HashSet<(u32, &'static str, String)>,
+    /// Every probe so far, folded by (type, operation, target).
+    pub probes: probes::ProbeTable,
     /// Per process and policy prefix: bursts fold after a few distinct targets.
     folder: fold::StreamFolder,
     pub connections: Vec<ConnectionRecord>,
@@ -77,9 +61,7 @@ impl Correlator {
             start_ns,
             category_names: policy.categories.iter().map(|c| c.name.clone()).collect(),
             classifier: policy.classifier.clone(),
-            timeline: VecDeque::new(),
-            timeline_overflow: 0,
-            streamed: HashSet::new(),
+            probes: probes::ProbeTable::default(),
             folder: fold::StreamFolder::default(),
             connections: Vec::new(),
             case_mismatches: 0,
@@ -325,25 +307,17 @@ impl Correlator {
         procs: &ProcessTable,
     ) -> Option<Record> {
         let (ktime_ns, pid, tid, how) = (header.ktime_ns, header.tgid, header.tid, seen.how);
+        match self
+            .probes
+            .record(target_type, how, &target, &cats, pid, ktime_ns)
+        {
+            probes::Recorded::New => {}
+            probes::Recorded::Repeat | probes::Recorded::Dropped => return None,
+        }
         let categories: Vec<String> = cats
             .iter()
             .map(|&i| self.category_names[i].clone())
             .collect();
-        if self.timeline.len() >= MAX_TIMELINE {
-            self.timeline.pop_front();
-            self.timeline_overflow += 1;
-        }
-        self.timeline.push_back(TimelineProbe {
-            ktime_ns,
-            pid,
-            categories: categories.clone(),
-            target_type,
-            target: target.clone(),
-            how,
-        });
-        if !self.streamed.insert((pid, how, target.clone())) {
-            return None;
-        }
         let (mut target, mut folded) = (target, false);
         if target_type == TargetType::File
             && let Some(prefix) = self.classifier.fold_prefix(&target)
@@ -378,39 +352,14 @@ impl Correlator {
 
     /// Per-category summary of every probe in the run.
     pub fn summarize(&self) -> Vec<CategorySummary> {
-        let mut by_cat: BTreeMap<String, BTreeMap<(TargetType, String), ProbeSummary>> =
-            BTreeMap::new();
-        for p in &self.timeline {
-            for cat in &p.categories {
-                let s = by_cat
-                    .entry(cat.clone())
-                    .or_default()
-                    .entry((p.target_type, p.target.clone()))
-                    .or_insert_with(|| ProbeSummary {
-                        target_type: p.target_type,
-                        target: p.target.clone(),
-                        how: Vec::new(),
-                        count: 0,
-                        distinct_targets: None,
-                        pids: Vec::new(),
-                        first_offset_ms: self.offset_ms(p.ktime_ns),
-                    });
-                s.count += 1;
-                if !s.how.contains(&p.how) {
-                    s.how.push(p.how);
-                }
-                if !s.pids.contains(&p.pid) {
-                    s.pids.push(p.pid);
-                }
-            }
-        }
+        let mut by_cat = self.probes.summaries(|ns| self.offset_ms(ns));
         // Report categories in policy order.
         self.category_names
             .iter()
-            .filter_map(|name| {
-                let probes = by_cat.remove(name)?;
-                let probes: Vec<ProbeSummary> = probes.into_values().collect();
-                let mut probes = fold::fold_summaries(probes, &self.classifier);
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let probes = fold::fold_summaries(by_cat.remove(&i)?, &self.classifier);
+                let mut probes = probes;
                 probes.sort_by(|a, b| a.first_offset_ms.total_cmp(&b.first_offset_ms));
                 Some(CategorySummary {
                     category: name.clone(),

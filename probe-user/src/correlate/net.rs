@@ -4,11 +4,10 @@ use probe_common::{
     AF_INET, AF_INET6, ConnectOutcomeEvent, DnsAnswerEvent, EventHeader, UDP_DEST_GIVEN, UDP_DNS,
     UdpSendEvent,
 };
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::records::*;
-use super::{Correlator, TargetType, dns, errno_name, fold};
+use super::{Correlator, dns, errno_name, fold};
 use crate::output::escape::escape_bytes;
 use crate::process::ProcessTable;
 
@@ -69,36 +68,8 @@ impl Correlator {
             r => errno_name(r),
         };
         // Every watched process of a run belongs to the one tree, so every earlier probe counts.
-        let mut folded: BTreeMap<(String, TargetType, String, &'static str), PriorProbe> =
-            BTreeMap::new();
-        for p in self
-            .timeline
-            .iter()
-            .filter(|p| p.ktime_ns <= header.ktime_ns)
-        {
-            let ms_before = (header.ktime_ns - p.ktime_ns) as f64 / 1e6;
-            for cat in &p.categories {
-                let entry = folded
-                    .entry((cat.clone(), p.target_type, p.target.clone(), p.how))
-                    .or_insert_with(|| PriorProbe {
-                        category: cat.clone(),
-                        target_type: p.target_type,
-                        target: p.target.clone(),
-                        how: p.how,
-                        pids: Vec::new(),
-                        count: 0,
-                        distinct_targets: None,
-                        first_ms_before: ms_before,
-                        last_ms_before: ms_before,
-                    });
-                entry.count += 1;
-                entry.last_ms_before = ms_before;
-                if !entry.pids.contains(&p.pid) {
-                    entry.pids.push(p.pid);
-                }
-            }
-        }
-        let mut probes_before = fold::fold_prior(folded.into_values().collect(), &self.classifier);
+        let prior = self.probes.before(header.ktime_ns, &self.category_names);
+        let mut probes_before = fold::fold_prior(prior, &self.classifier);
         // Category, then the earliest probe first.
         probes_before.sort_by(|a, b| {
             a.category

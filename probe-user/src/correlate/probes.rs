@@ -1,0 +1,146 @@
+//! Every probe of a run, folded as it arrives by (target type, operation, target):
+//! a count, the first and last time, the processes. A connection's "probes before it"
+//! and the end-of-run summary are read from this table, so neither keeps nor rescans
+//! one entry per event, and a repeated probe costs a lookup, not an allocation.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::records::{PriorProbe, ProbeSummary, TargetType};
+
+/// Distinct (operation, target) pairs kept per run. Past this, probes of new targets
+/// are counted (`overflow`), never silently forgotten; known targets keep counting.
+pub const MAX_DISTINCT_PROBES: usize = 100_000;
+
+#[derive(Debug)]
+struct Entry {
+    /// Policy category indices.
+    categories: Vec<usize>,
+    count: u64,
+    first_ns: u64,
+    last_ns: u64,
+    pids: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+pub struct ProbeTable {
+    entries: HashMap<(TargetType, &'static str), HashMap<String, Entry>>,
+    distinct: usize,
+    /// Probes of new targets that did not fit.
+    pub overflow: u64,
+}
+
+/// What recording a probe found.
+pub enum Recorded {
+    /// First probe of this target by this process with this operation: stream it.
+    New,
+    /// Seen before from this process: counted only.
+    Repeat,
+    /// The table is full: counted as overflow.
+    Dropped,
+}
+
+impl ProbeTable {
+    pub fn record(
+        &mut self,
+        target_type: TargetType,
+        how: &'static str,
+        target: &str,
+        categories: &[usize],
+        pid: u32,
+        ktime_ns: u64,
+    ) -> Recorded {
+        let by_target = self.entries.entry((target_type, how)).or_default();
+        if let Some(e) = by_target.get_mut(target) {
+            e.count += 1;
+            e.first_ns = e.first_ns.min(ktime_ns);
+            e.last_ns = e.last_ns.max(ktime_ns);
+            if e.pids.contains(&pid) {
+                return Recorded::Repeat;
+            }
+            e.pids.push(pid);
+            return Recorded::New;
+        }
+        if self.distinct >= MAX_DISTINCT_PROBES {
+            self.overflow += 1;
+            return Recorded::Dropped;
+        }
+        self.distinct += 1;
+        let entry = Entry {
+            categories: categories.to_vec(),
+            count: 1,
+            first_ns: ktime_ns,
+            last_ns: ktime_ns,
+            pids: vec![pid],
+        };
+        by_target.insert(target.to_owned(), entry);
+        Recorded::New
+    }
+
+    /// The probes that came before `at_ns`, one row per (category, type, target, how).
+    /// Counts are those seen so far (the ring delivers events in about time order).
+    pub fn before(&self, at_ns: u64, category_names: &[String]) -> Vec<PriorProbe> {
+        let mut rows = Vec::new();
+        for ((target_type, how), by_target) in &self.entries {
+            for (target, e) in by_target.iter().filter(|(_, e)| e.first_ns <= at_ns) {
+                for &c in &e.categories {
+                    rows.push(PriorProbe {
+                        category: category_names[c].clone(),
+                        target_type: *target_type,
+                        target: target.clone(),
+                        how,
+                        pids: e.pids.clone(),
+                        count: e.count,
+                        distinct_targets: None,
+                        first_ms_before: (at_ns - e.first_ns) as f64 / 1e6,
+                        last_ms_before: at_ns.saturating_sub(e.last_ns) as f64 / 1e6,
+                    });
+                }
+            }
+        }
+        rows
+    }
+
+    /// Rows per category index, one per (type, target), with every operation seen.
+    /// `offset_ms` turns a kernel time into the report's offset.
+    pub fn summaries(&self, offset_ms: impl Fn(u64) -> f64) -> BTreeMap<usize, Vec<ProbeSummary>> {
+        let mut by_cat: BTreeMap<usize, BTreeMap<(TargetType, &str), ProbeSummary>> =
+            BTreeMap::new();
+        for ((target_type, how), by_target) in &self.entries {
+            for (target, e) in by_target {
+                for &c in &e.categories {
+                    let s = by_cat
+                        .entry(c)
+                        .or_default()
+                        .entry((*target_type, target.as_str()))
+                        .or_insert_with(|| ProbeSummary {
+                            target_type: *target_type,
+                            target: target.clone(),
+                            how: Vec::new(),
+                            count: 0,
+                            distinct_targets: None,
+                            pids: Vec::new(),
+                            first_offset_ms: offset_ms(e.first_ns),
+                        });
+                    s.count += e.count;
+                    s.how.push(how);
+                    s.first_offset_ms = s.first_offset_ms.min(offset_ms(e.first_ns));
+                    for pid in &e.pids {
+                        if !s.pids.contains(pid) {
+                            s.pids.push(*pid);
+                        }
+                    }
+                }
+            }
+        }
+        by_cat
+            .into_iter()
+            .map(|(c, rows)| {
+                let mut rows: Vec<ProbeSummary> = rows.into_values().collect();
+                for r in &mut rows {
+                    r.how.sort_unstable();
+                }
+                (c, rows)
+            })
+            .collect()
+    }
+}
