@@ -163,25 +163,26 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let (Some(sk_off), Some(old_off), Some(new_off)) = (
-        tp_offset(TP_SOCK_SKADDR),
-        tp_offset(TP_SOCK_OLDSTATE),
-        tp_offset(TP_SOCK_NEWSTATE),
-    ) else {
+    // Every TCP state change of every socket on the machine comes here: decide on the
+    // two states before anything else is read.
+    let (Some(old_off), Some(new_off)) = (tp_offset(TP_SOCK_OLDSTATE), tp_offset(TP_SOCK_NEWSTATE))
+    else {
         return Ok(());
     };
-    let skaddr: u64 = unsafe { ctx.read_at(sk_off) }.map_err(|e| e as i64)?;
     let old: i32 = unsafe { ctx.read_at(old_off) }.map_err(|e| e as i64)?;
     let new: i32 = unsafe { ctx.read_at(new_off) }.map_err(|e| e as i64)?;
-    if old == TCP_CLOSE && new == TCP_SYN_SENT {
+    let opening = old == TCP_CLOSE && new == TCP_SYN_SENT;
+    if !opening && old != TCP_SYN_SENT {
+        return Ok(());
+    }
+    let sk_off = tp_offset(TP_SOCK_SKADDR).ok_or(-1i64)?;
+    let skaddr: u64 = unsafe { ctx.read_at(sk_off) }.map_err(|e| e as i64)?;
+    if opening {
         // Inside connect(2), in the connecting task.
         let (tgid, tid) = current_ids();
         if is_watched(tgid) {
             let _ = TCP_OWNERS.insert(skaddr, TcpOwner { tgid, tid }, 0);
         }
-        return Ok(());
-    }
-    if old != TCP_SYN_SENT {
         return Ok(());
     }
     let Some(owner) = take_parked(&TCP_OWNERS, skaddr) else {

@@ -15,6 +15,9 @@ use crate::process::ProcessTable;
 /// result: no errno is that large).
 const UDP_SENT: i32 = i32::MIN;
 
+/// TCP outcomes held for a connect record that has not arrived yet.
+const MAX_EARLY_OUTCOMES: usize = 1_024;
+
 impl Correlator {
     /// Marks the matching in-progress connect with its outcome and streams it. A
     /// blocking connect already reported its result; its state change is ignored.
@@ -33,6 +36,11 @@ impl Correlator {
         }) else {
             // On loopback the handshake can end inside connect(2), before its exit
             // event: keep the outcome for the connect record that follows.
+            // Bounded: an outcome whose connect never shows up (lost, or not ours)
+            // must not accumulate.
+            if self.early_outcomes.len() >= MAX_EARLY_OUTCOMES {
+                self.early_outcomes.remove(0);
+            }
             self.early_outcomes.push((e.header.tgid, dest, outcome));
             return None;
         };
@@ -167,14 +175,14 @@ impl Correlator {
         dest: &Destination,
         result: &str,
     ) -> Option<String> {
-        if result != "in_progress" {
-            return None;
-        }
+        // A blocking connect's handshake also ends before its exit event: its outcome
+        // is consumed here too (its result already says it), so none is left behind.
         let i = self
             .early_outcomes
             .iter()
             .position(|(t, d, _)| *t == tgid && d == dest)?;
-        Some(self.early_outcomes.swap_remove(i).2.to_owned())
+        let (_, _, outcome) = self.early_outcomes.swap_remove(i);
+        (result == "in_progress").then(|| outcome.to_owned())
     }
 }
 

@@ -222,3 +222,40 @@ fn a_few_zone_files_are_listed_one_by_one() {
         ]
     );
 }
+
+#[test]
+fn outcomes_of_blocking_connects_do_not_accumulate() {
+    let policy = load_default().unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    let outcome = |t| {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        Event::ConnectOutcome(ConnectOutcomeEvent {
+            header: hdr(EVENT_CONNECT_OUTCOME, 5, t),
+            established: 1,
+            family: AF_INET,
+            port: 80,
+            addr,
+        })
+    };
+    for i in 0..3 {
+        // The handshake ends inside a blocking connect(2): outcome first, then ret 0.
+        c.handle(&outcome(i * 10), &mut procs);
+        let Some(Record::Connect(rec)) = c.handle(&connect(5, i * 10 + 1, 80, 0), &mut procs)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            rec.outcome, None,
+            "a blocking connect's result already says it"
+        );
+    }
+    assert!(c.early_outcomes.is_empty(), "{:?}", c.early_outcomes);
+    // A non-blocking one gets its early outcome.
+    c.handle(&outcome(100), &mut procs);
+    let Some(Record::Connect(rec)) = c.handle(&connect(5, 101, 80, -115), &mut procs) else {
+        panic!()
+    };
+    assert_eq!(rec.outcome.as_deref(), Some("established"));
+}
