@@ -139,7 +139,7 @@ pub struct FileEvent {
     pub header: EventHeader,
     /// `FILE_OP_*`.
     pub op: u32,
-    /// Policy entry whose path matched (see `PolicyRef`).
+    /// Policy entry that matched (see `PolicyRef` and `matched_by`).
     pub entry_id: u32,
     /// The dirfd argument (`AT_FDCWD` = -100), or -100 for the non-`at` syscalls.
     pub dfd: i32,
@@ -151,10 +151,35 @@ pub struct FileEvent {
     pub path_len: u32,
     /// Non-zero: the path did not fit in `PATH_LEN - 1` bytes.
     pub path_truncated: u32,
-    pub _pad0: u32,
+    /// `FILE_MATCH_*`: how the kernel tied the syscall to a policy entry.
+    pub matched_by: u32,
+    /// For a relative path: the directory it is relative to (the cwd, or the dirfd's
+    /// file), as (`MKDEV` dev, inode); zeros when absolute or unreadable. Userspace
+    /// names it without racing the process's exit.
+    pub base_dev: u64,
+    pub base_ino: u64,
     pub path: [u8; PATH_LEN],
 }
-const _: () = assert!(core::mem::size_of::<FileEvent>() == 24 + 32 + PATH_LEN);
+const _: () = assert!(core::mem::size_of::<FileEvent>() == 24 + 48 + PATH_LEN);
+
+/// `FileEvent::matched_by`: the path string itself is a policy path or under a
+/// policy prefix.
+pub const FILE_MATCH_PATH: u32 = 0;
+/// The file the syscall reached (fd at open, stat buffer at stat) is one the policy
+/// names, whatever the string said: a relative or dirfd-relative path, `..`,
+/// `/proc/self/root`, a symlink.
+pub const FILE_MATCH_INODE: u32 = 1;
+/// Neither matched, but the last component is a policy basename: userspace resolves
+/// the path against `base_*` (or the process's cwd) and decides.
+pub const FILE_MATCH_BASENAME: u32 = 2;
+
+/// `PendingPath::stat_kind`: which stat buffer layout the syscall fills.
+pub const STAT_BUF_NONE: u32 = 0;
+/// `struct stat` (x86-64): `st_dev` u64 at 0, `st_ino` u64 at 8; `st_dev` is the
+/// user encoding (`new_encode_dev`).
+pub const STAT_BUF_STAT: u32 = 1;
+/// `struct statx`: `stx_ino` u64 at 32, `stx_dev_major`/`stx_dev_minor` u32 at 136/140.
+pub const STAT_BUF_STATX: u32 = 2;
 
 /// Arguments of a path-taking syscall, parked between enter and exit (key: tid).
 #[repr(C)]
@@ -162,12 +187,15 @@ const _: () = assert!(core::mem::size_of::<FileEvent>() == 24 + 32 + PATH_LEN);
 pub struct PendingPath {
     /// User address of the path string.
     pub path_ptr: u64,
+    /// User address of the stat buffer (stat family), else 0.
+    pub stat_buf: u64,
     pub op: u32,
     pub dfd: i32,
     pub open_flags: u32,
-    pub _pad0: u32,
+    /// `STAT_BUF_*`.
+    pub stat_kind: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingPath>() == 24);
+const _: () = assert!(core::mem::size_of::<PendingPath>() == 32);
 
 /// `EnvEvent::op`
 pub const ENV_OP_GETENV: u32 = 1;

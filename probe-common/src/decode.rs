@@ -4,7 +4,7 @@
 use core::mem::size_of;
 
 use crate::abi::*;
-use crate::maps::{PolicyRef, WatchEntry};
+use crate::maps::{InodeKey, PolicyRef, WatchEntry};
 
 // SAFETY: all of these are `repr(C)`, `Copy`, made only of integers and byte arrays,
 // and have explicit padding fields, so every bit pattern is a valid value.
@@ -13,6 +13,7 @@ unsafe impl aya::Pod for PolicyRef {}
 unsafe impl aya::Pod for EventHeader {}
 unsafe impl aya::Pod for PendingConnect {}
 unsafe impl aya::Pod for PendingPath {}
+unsafe impl aya::Pod for InodeKey {}
 unsafe impl aya::Pod for PendingEnv {}
 
 /// A decoded event. Large payloads are boxed so the enum stays small.

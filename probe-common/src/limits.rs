@@ -13,6 +13,11 @@ pub const ARGV_SLOTS: usize = 8;
 pub const ARGV_SLOT_LEN: usize = 128;
 /// Capacity of the kernel's watched-process map.
 pub const MAX_WATCHED: u32 = 16_384;
+/// Bytes of a path's last component kept as a `BASENAMES` key, NUL included.
+pub const BASENAME_LEN: usize = 32;
+/// Capacity of `INODES`: the files named by policy paths and everything under
+/// policy prefixes (the zoneinfo tree alone is about 1,300 entries).
+pub const MAX_POLICY_INODES: u32 = 16_384;
 /// Capacity of the policy's env-name and path maps.
 pub const MAX_POLICY_ENTRIES: u32 = 1_024;
 /// Ring buffer size in bytes (power of two, multiple of the page size).

@@ -9,6 +9,9 @@ pub const MAP_DROPS: &str = "DROPS";
 pub const MAP_TP_OFFSETS: &str = "TP_OFFSETS";
 pub const MAP_SETTINGS: &str = "SETTINGS";
 pub const MAP_SELECT_COMMS: &str = "SELECT_COMMS";
+pub const MAP_INODES: &str = "INODES";
+pub const MAP_BASENAMES: &str = "BASENAMES";
+pub const MAP_KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 
 /// Key of `SELECT_COMMS`: a program name as the kernel keeps it in `comm` (the
 /// executable's basename, cut at 15 bytes), zero padded.
@@ -20,9 +23,46 @@ pub const SETTING_PROC_ENVIRON: u32 = 0;
 /// Non-zero: `SELECT_COMMS` is in use; an exec whose program name is listed there
 /// starts watching that process (and, through fork, its descendants).
 pub const SETTING_SELECTION: u32 = 1;
+/// Non-zero: `INODES` is filled and `KERNEL_OFFSETS` is valid, so the files sensor
+/// also matches by the file a syscall reached (dev, inode), whatever path named it.
+pub const SETTING_INODES: u32 = 2;
+/// Non-zero: `BASENAMES` is filled; paths the kernel could not match whose last
+/// component is a policy basename go to userspace to be resolved there.
+pub const SETTING_BASENAMES: u32 = 3;
 pub const SETTING_SLOTS: u32 = 4;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
+
+/// Key of `INODES`: a file as the kernel names it. `dev` is the kernel-internal
+/// encoding (`MKDEV`: major << 20 | minor), as in `super_block::s_dev`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+
+/// Key of `BASENAMES`: the last path component, cut to `BASENAME_LEN - 1` bytes,
+/// zero padded.
+pub type BasenameKey = [u8; crate::BASENAME_LEN];
+
+/// `KERNEL_OFFSETS` slots: byte offsets of struct members, from the kernel's BTF.
+/// The files sensor follows task -> files -> fdtable -> file -> inode -> super_block
+/// (the file a syscall reached) and task -> fs -> pwd -> dentry -> inode (the cwd).
+pub const KOFF_TASK_FILES: u32 = 0;
+pub const KOFF_TASK_FS: u32 = 1;
+pub const KOFF_FILES_FDT: u32 = 2;
+pub const KOFF_FDT_MAX_FDS: u32 = 3;
+pub const KOFF_FDT_FD: u32 = 4;
+pub const KOFF_FILE_INODE: u32 = 5;
+pub const KOFF_INODE_INO: u32 = 6;
+pub const KOFF_INODE_SB: u32 = 7;
+pub const KOFF_SB_DEV: u32 = 8;
+pub const KOFF_FS_PWD: u32 = 9;
+pub const KOFF_PATH_DENTRY: u32 = 10;
+pub const KOFF_DENTRY_INODE: u32 = 11;
+pub const KOFF_SLOTS: u32 = 12;
 
 /// Value of a `WATCHED` entry (key: tgid).
 ///
@@ -94,7 +134,10 @@ pub const DROP_RING_FULL_UDP: u32 = 15;
 pub const DROP_RING_FULL_DNS_ANSWER: u32 = 16;
 /// A datagram's payload or message header could not be read.
 pub const DROP_UNREADABLE_DATAGRAM: u32 = 17;
-pub const DROP_SLOTS: u32 = 18;
+/// The kernel pointers from a watched syscall to the file it reached could not be
+/// read, so the file was not matched by inode (only by its path string).
+pub const DROP_UNREADABLE_INODE: u32 = 18;
+pub const DROP_SLOTS: u32 = 19;
 
 /// Names of the drop slots, indexed by slot, for reports.
 pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
@@ -116,6 +159,7 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "ring_full_udp",
     "ring_full_dns_answer",
     "unreadable_datagram",
+    "unreadable_inode",
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

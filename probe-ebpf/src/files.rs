@@ -18,8 +18,9 @@
 //!
 //! Entry parks the arguments of watched threads; exit reads the path (its page is
 //! resident by then, see `FileEvent`), filters it through the policy trie and emits
-//! it with the result. Only absolute paths can match here; relative and
-//! dirfd-relative resolution comes with the complete files sensor.
+//! it with the result. A path string that is not a policy path can still reach a
+//! policy file (relative, `..`, symlinks): `resolve` matches those by inode, or
+//! hands them to userspace by basename.
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -27,18 +28,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_OP_ACCESS,
-    FILE_OP_CREAT, FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT,
-    FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT,
-    FILE_OP_STAT, FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath, SETTING_PROC_ENVIRON,
+    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME,
+    FILE_MATCH_INODE, FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT,
+    FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT,
+    FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent,
+    PATH_LEN, PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
 };
 
 use crate::{
     maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH, SETTINGS},
+    resolve::{self, AT_FDCWD},
     util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
 };
-
-const AT_FDCWD: i32 = -100;
 
 /// Where a syscall keeps the flags worth reporting.
 #[derive(Clone, Copy)]
@@ -50,13 +51,26 @@ enum Flags {
     OpenHow(usize),
 }
 
+/// Where a stat-family syscall writes the file's identity.
+#[derive(Clone, Copy)]
+enum StatBuf {
+    None,
+    /// `struct stat *` argument.
+    Stat(usize),
+    /// `struct statx *` argument.
+    Statx(usize),
+}
+
 /// One enter program (parks the arguments) and one exit program (reads the path,
 /// filters, emits) per syscall. `dfd` is the argument index of the dirfd, if any.
 macro_rules! path_syscall {
     ($enter:ident, $exit:ident, $op:expr, dfd: $dfd:expr, path: $path:expr, flags: $flags:expr) => {
+        path_syscall!($enter, $exit, $op, dfd: $dfd, path: $path, flags: $flags, stat: StatBuf::None);
+    };
+    ($enter:ident, $exit:ident, $op:expr, dfd: $dfd:expr, path: $path:expr, flags: $flags:expr, stat: $stat:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            park(&ctx, $op, $dfd, syscall_arg($path), $flags);
+            park(&ctx, $op, $dfd, syscall_arg($path), $flags, $stat);
             0
         }
 
@@ -74,10 +88,10 @@ path_syscall!(sys_enter_openat2, sys_exit_openat2, FILE_OP_OPENAT2, dfd: Some(0)
 path_syscall!(sys_enter_creat, sys_exit_creat, FILE_OP_CREAT, dfd: None, path: 0, flags: Flags::None);
 path_syscall!(sys_enter_readlink, sys_exit_readlink, FILE_OP_READLINK, dfd: None, path: 0, flags: Flags::None);
 path_syscall!(sys_enter_readlinkat, sys_exit_readlinkat, FILE_OP_READLINKAT, dfd: Some(0), path: 1, flags: Flags::None);
-path_syscall!(sys_enter_newstat, sys_exit_newstat, FILE_OP_STAT, dfd: None, path: 0, flags: Flags::None);
-path_syscall!(sys_enter_newlstat, sys_exit_newlstat, FILE_OP_LSTAT, dfd: None, path: 0, flags: Flags::None);
-path_syscall!(sys_enter_newfstatat, sys_exit_newfstatat, FILE_OP_FSTATAT, dfd: Some(0), path: 1, flags: Flags::Arg(3));
-path_syscall!(sys_enter_statx, sys_exit_statx, FILE_OP_STATX, dfd: Some(0), path: 1, flags: Flags::Arg(2));
+path_syscall!(sys_enter_newstat, sys_exit_newstat, FILE_OP_STAT, dfd: None, path: 0, flags: Flags::None, stat: StatBuf::Stat(1));
+path_syscall!(sys_enter_newlstat, sys_exit_newlstat, FILE_OP_LSTAT, dfd: None, path: 0, flags: Flags::None, stat: StatBuf::Stat(1));
+path_syscall!(sys_enter_newfstatat, sys_exit_newfstatat, FILE_OP_FSTATAT, dfd: Some(0), path: 1, flags: Flags::Arg(3), stat: StatBuf::Stat(2));
+path_syscall!(sys_enter_statx, sys_exit_statx, FILE_OP_STATX, dfd: Some(0), path: 1, flags: Flags::Arg(2), stat: StatBuf::Statx(4));
 path_syscall!(sys_enter_access, sys_exit_access, FILE_OP_ACCESS, dfd: None, path: 0, flags: Flags::None);
 path_syscall!(sys_enter_faccessat, sys_exit_faccessat, FILE_OP_FACCESSAT, dfd: Some(0), path: 1, flags: Flags::None);
 path_syscall!(sys_enter_faccessat2, sys_exit_faccessat2, FILE_OP_FACCESSAT2, dfd: Some(0), path: 1, flags: Flags::Arg(3));
@@ -112,7 +126,14 @@ fn is_proc_environ(path: &[u8; PATH_LEN], len: usize) -> bool {
 /// Parks the arguments of a watched thread's path syscall; unwatched threads cost one
 /// lookup.
 #[inline(always)]
-fn park(ctx: &TracePointContext, op: u32, dfd_arg: Option<usize>, path_at: usize, flags: Flags) {
+fn park(
+    ctx: &TracePointContext,
+    op: u32,
+    dfd_arg: Option<usize>,
+    path_at: usize,
+    flags: Flags,
+    stat: StatBuf,
+) {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
         return;
@@ -132,14 +153,23 @@ fn park(ctx: &TracePointContext, op: u32, dfd_arg: Option<usize>, path_at: usize
             .and_then(|how| unsafe { bpf_probe_read_user(how) }.ok())
             .unwrap_or(0) as u32,
     };
+    let (stat_kind, stat_at) = match stat {
+        StatBuf::None => (STAT_BUF_NONE, None),
+        StatBuf::Stat(n) => (STAT_BUF_STAT, Some(n)),
+        StatBuf::Statx(n) => (STAT_BUF_STATX, Some(n)),
+    };
+    let stat_buf = stat_at
+        .and_then(|n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.ok())
+        .unwrap_or(0);
     let _ = PENDING_PATH.insert(
         tid,
         PendingPath {
             path_ptr,
+            stat_buf,
             op,
             dfd,
             open_flags,
-            _pad0: 0,
+            stat_kind,
         },
         0,
     );
@@ -168,11 +198,18 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let len = path.len();
     key.prefix_len = (PATH_LEN * 8) as u32;
-    let entry_id = match PATHS.get(&*key) {
-        Some(policy) => policy.entry_id,
-        None if is_proc_environ(&key.data, len) => ENTRY_PROC_ENVIRON,
-        None => return Ok(()),
+    let (entry_id, matched_by) = match PATHS.get(&*key) {
+        Some(policy) => (policy.entry_id, FILE_MATCH_PATH),
+        None if is_proc_environ(&key.data, len) => (ENTRY_PROC_ENVIRON, FILE_MATCH_PATH),
+        None => match resolve::by_inode(&pending, ret, len) {
+            Some(entry_id) => (entry_id, FILE_MATCH_INODE),
+            None => match resolve::by_basename(len) {
+                Some(entry_id) => (entry_id, FILE_MATCH_BASENAME),
+                None => return Ok(()),
+            },
+        },
     };
+    let base = resolve::base_dir(key.data[0], pending.dfd);
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         count_drop(DROP_RING_FULL_FILE);
         return Ok(());
@@ -187,7 +224,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     e.ret = ret as i32;
     e.path_len = len as u32;
     e.path_truncated = (len >= PATH_LEN - 1) as u32;
-    e._pad0 = 0;
+    e.matched_by = matched_by;
+    e.base_dev = base.dev;
+    e.base_ino = base.ino;
     if unsafe { bpf_probe_read_kernel_buf(key.data.as_ptr(), &mut e.path) }.is_err() {
         e.path_len = 0;
     }

@@ -12,6 +12,7 @@ mod files;
 mod maps;
 mod net;
 mod process;
+mod resolve;
 mod util;
 
 #[cfg(not(test))]

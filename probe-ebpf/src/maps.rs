@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 use probe_common::{
-    DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, MAX_POLICY_ENTRIES, MAX_WATCHED, PATH_LEN,
-    PendingConnect, PendingEnv, PendingPath, PendingRecv, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS,
-    TcpOwner, WatchEntry,
+    BasenameKey, DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, InodeKey, KOFF_SLOTS,
+    MAX_POLICY_ENTRIES, MAX_POLICY_INODES, MAX_WATCHED, PATH_LEN, PendingConnect, PendingEnv,
+    PendingPath, PendingRecv, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, TcpOwner, WatchEntry,
 };
 
 /// The one ring buffer all events go through.
@@ -109,3 +109,18 @@ pub static PENDING_RECV: LruHashMap<u32, PendingRecv> = LruHashMap::with_max_ent
 #[map]
 pub static SELECT_COMMS: HashMap<probe_common::CommKey, u32> =
     HashMap::with_max_entries(probe_common::MAX_POLICY_ENTRIES, 0);
+
+/// Files the policy names, by (dev, inode): the exact paths (both the link and its
+/// target) and what lies under policy prefixes. See `resolve`.
+#[map]
+pub static INODES: HashMap<InodeKey, PolicyRef> = HashMap::with_max_entries(MAX_POLICY_INODES, 0);
+
+/// Last components of exact policy paths (`localtime`, `machine-id`, ...): a path the
+/// kernel could not match that ends in one goes to userspace to be resolved.
+#[map]
+pub static BASENAMES: HashMap<BasenameKey, PolicyRef> =
+    HashMap::with_max_entries(MAX_POLICY_ENTRIES, 0);
+
+/// Kernel struct member offsets from BTF (`probe_common::KOFF_*`).
+#[map]
+pub static KERNEL_OFFSETS: Array<u32> = Array::with_max_entries(KOFF_SLOTS, 0);

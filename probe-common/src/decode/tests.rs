@@ -30,7 +30,9 @@ fn file_event(path: &[u8]) -> FileEvent {
         ret: 3,
         path_len: path.len() as u32,
         path_truncated: 0,
-        _pad0: 0,
+        matched_by: 0,
+        base_dev: 0,
+        base_ino: 0,
         path: [0; PATH_LEN],
     };
     e.path[..path.len()].copy_from_slice(path);

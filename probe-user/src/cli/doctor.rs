@@ -12,6 +12,7 @@ struct DoctorReport<'a> {
     sensors: &'a [SensorChoice],
     programs_attached: usize,
     programs_failed: Vec<&'a probe_user::sensors::AttachStatus>,
+    file_resolution: Option<&'a probe_user::sensors::FileResolution>,
     coverage_notes: Vec<String>,
 }
 
@@ -33,6 +34,7 @@ pub fn doctor(json: bool) -> anyhow::Result<i32> {
         sensors: &sensors.choices,
         programs_attached: sensors.status.iter().filter(|s| s.attached).count(),
         programs_failed: sensors.unattached().collect(),
+        file_resolution: sensors.file_resolution.as_ref(),
         coverage_notes: sensors.coverage_notes(),
     };
     let healthy =
@@ -94,6 +96,23 @@ fn render(r: &DoctorReport<'_>) -> String {
             p.attach_point,
             p.error.as_deref().unwrap_or("?")
         );
+    }
+    if let Some(f) = r.file_resolution {
+        let _ = writeln!(
+            s,
+            "\nFiles beyond the path string: by inode {} ({} policy files indexed{}), {} basenames resolved in userspace",
+            if f.by_inode { "on" } else { "OFF" },
+            f.indexed_files,
+            if f.not_indexed > 0 {
+                format!(", {} not indexed: map full", f.not_indexed)
+            } else {
+                String::new()
+            },
+            f.basenames
+        );
+        if let Some(why) = &f.by_inode_off {
+            let _ = writeln!(s, "  by inode is off: {why}");
+        }
     }
     let _ = writeln!(s, "\nNot covered by this build:");
     for n in &r.coverage_notes {

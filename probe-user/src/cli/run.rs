@@ -161,7 +161,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let mut procs = ProcessTable::default();
     procs.add_root(root, std::process::id());
-    let correlator = Correlator::new(&policy, WallClock::boot_now_ns());
+    let correlator = Correlator::new(&policy, WallClock::boot_now_ns())
+        .with_file_index(sensors.file_index.clone());
     if format == Format::Human {
         eprintln!(
             "probectl: watching pid {root}: {} (policy {})",
@@ -297,6 +298,10 @@ fn build_report(
         ),
         ("userspace:output_write_error", session.printer.write_errors),
         ("kernel:exec_argv_lost", session.correlator.argv_lost),
+        (
+            "userspace:relative_path_unresolved",
+            session.correlator.unresolved_paths,
+        ),
     ] {
         if count > 0 {
             drops.push(DropCount {

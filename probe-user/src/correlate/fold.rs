@@ -20,8 +20,9 @@ pub fn folded_target(prefix: &str) -> String {
 /// Decides, per process and prefix, whether a probe is still streamed on its own.
 #[derive(Debug, Default)]
 pub struct StreamFolder {
-    /// Distinct targets seen per (pid, prefix); folding starts past `FOLD_AFTER`.
-    targets: HashMap<(u32, String), HashSet<String>>,
+    /// Per (pid, prefix): the targets streamed one by one (at most `FOLD_AFTER`), and
+    /// whether the folded entry has been streamed.
+    prefixes: HashMap<(u32, String), (HashSet<String>, bool)>,
 }
 
 pub enum StreamDecision {
@@ -35,18 +36,22 @@ pub enum StreamDecision {
 
 impl StreamFolder {
     /// Called once per newly seen (pid, how, target) that matched through `prefix`.
-    /// Another operation on a file already shown is still shown.
+    /// Another operation on a file already shown is still shown; any other target
+    /// past the first `FOLD_AFTER` is folded.
     pub fn decide(&mut self, pid: u32, prefix: &str, target: &str) -> StreamDecision {
-        let seen = self.targets.entry((pid, prefix.to_owned())).or_default();
-        if seen.contains(target) {
+        let (shown, folded) = self.prefixes.entry((pid, prefix.to_owned())).or_default();
+        if shown.contains(target) {
             return StreamDecision::Show;
         }
-        seen.insert(target.to_owned());
-        match seen.len().cmp(&(FOLD_AFTER + 1)) {
-            std::cmp::Ordering::Less => StreamDecision::Show,
-            std::cmp::Ordering::Equal => StreamDecision::StartFold(folded_target(prefix)),
-            std::cmp::Ordering::Greater => StreamDecision::Suppress,
+        if shown.len() < FOLD_AFTER {
+            shown.insert(target.to_owned());
+            return StreamDecision::Show;
         }
+        if *folded {
+            return StreamDecision::Suppress;
+        }
+        *folded = true;
+        StreamDecision::StartFold(folded_target(prefix))
     }
 }
 

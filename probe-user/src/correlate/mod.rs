@@ -4,6 +4,7 @@
 pub mod dns;
 mod fold;
 mod net;
+mod paths;
 mod probes;
 
 use net::destination;
@@ -39,6 +40,12 @@ pub struct Correlator {
     /// Kernel path matches that the classifier did not place in any category (only
     /// possible for truncated paths).
     pub unclassified_paths: u64,
+    /// Relative paths ending in a policy basename whose base directory could not be
+    /// named (the process was gone before userspace could ask `/proc`).
+    pub unresolved_paths: u64,
+    /// The policy's files on this host, for paths the kernel matched by inode or
+    /// left to userspace.
+    file_index: std::sync::Arc<crate::policy::FileIndex>,
     /// Execs whose argv the kernel could not keep until the exec completed.
     pub argv_lost: u64,
     /// Strings the kernel had to cut at their capture limit, by kind: the data is
@@ -66,6 +73,8 @@ impl Correlator {
             connections: Vec::new(),
             case_mismatches: 0,
             unclassified_paths: 0,
+            unresolved_paths: 0,
+            file_index: Default::default(),
             argv_lost: 0,
             truncated: BTreeMap::new(),
             exposures: HashMap::new(),
@@ -73,6 +82,13 @@ impl Correlator {
             names: dns::NameBook::with_hosts_file("/etc/hosts"),
             udp_seen: HashSet::new(),
         }
+    }
+
+    /// The policy files as this host has them (from the loaded sensors), so paths the
+    /// kernel matched by inode or by basename can be named.
+    pub fn with_file_index(mut self, index: std::sync::Arc<crate::policy::FileIndex>) -> Self {
+        self.file_index = index;
+        self
     }
 
     fn offset_ms(&self, ktime_ns: u64) -> f64 {
@@ -200,8 +216,7 @@ impl Correlator {
             let seen = Seen {
                 how: "enumerated",
                 result: "set".into(),
-                truncated: false,
-                value_prefix: None,
+                ..Seen::default()
             };
             return self.probe(
                 &e.header,
@@ -231,7 +246,7 @@ impl Correlator {
                 "unset".into()
             },
             truncated: e.name_truncated != 0,
-            value_prefix: None,
+            ..Seen::default()
         };
         self.probe(&e.header, cats, TargetType::Env, name, seen, procs)
     }
@@ -260,8 +275,8 @@ impl Correlator {
         let seen = Seen {
             how: "present_at_exec",
             result: "set".into(),
-            truncated: false,
             value_prefix,
+            ..Seen::default()
         };
         let header = probe_common::EventHeader {
             ktime_ns: exec_ktime,
@@ -271,8 +286,16 @@ impl Correlator {
     }
 
     fn on_file(&mut self, e: &FileEvent, procs: &ProcessTable) -> Option<Record> {
-        let path = escape_bytes(e.path_bytes());
-        let cats = self.classifier.path_categories(&path);
+        let given = escape_bytes(e.path_bytes());
+        let resolved = match paths::resolve(e, &given, &self.file_index, &self.classifier) {
+            paths::Resolution::Found(resolved) => resolved,
+            paths::Resolution::NoMatch => return None,
+            paths::Resolution::Unresolvable => {
+                self.unresolved_paths += 1;
+                return None;
+            }
+        };
+        let cats = self.classifier.path_categories(&resolved.path);
         if cats.is_empty() {
             self.unclassified_paths += 1;
             return None;
@@ -292,9 +315,18 @@ impl Correlator {
             how,
             result,
             truncated: e.path_truncated != 0,
-            value_prefix: None,
+            given_path: (given != resolved.path).then_some(given),
+            resolved_by: resolved.resolved_by,
+            ..Seen::default()
         };
-        self.probe(&e.header, cats, TargetType::File, path, seen, procs)
+        self.probe(
+            &e.header,
+            cats,
+            TargetType::File,
+            resolved.path,
+            seen,
+            procs,
+        )
     }
 
     fn probe(
@@ -347,6 +379,8 @@ impl Correlator {
             truncated: seen.truncated,
             folded,
             value_prefix: seen.value_prefix,
+            given_path: seen.given_path,
+            resolved_by: seen.resolved_by,
         }))
     }
 
@@ -371,11 +405,16 @@ impl Correlator {
 }
 
 /// How a probe was seen and what it got.
+#[derive(Default)]
 struct Seen {
     how: &'static str,
     result: String,
     truncated: bool,
     value_prefix: Option<String>,
+    /// The path as the process wrote it, when it differs from the target.
+    given_path: Option<String>,
+    /// How a path that was not the target itself was tied to it.
+    resolved_by: Option<&'static str>,
 }
 
 /// Hides credentials in a proxy URL: `http://user:pass@proxy:3128` becomes

@@ -74,6 +74,15 @@ pub struct ProbeRecord {
     /// credentials redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_prefix: Option<String>,
+    /// The path as the process wrote it (escaped), when it is not the target: a
+    /// relative path, `..`, `/proc/self/root/...`, a symlink.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub given_path: Option<String>,
+    /// How `given_path` was tied to the target: `kernel_inode` (the file the syscall
+    /// reached is a policy file) or `userspace` (joined to the cwd or dirfd and
+    /// normalised by probectl).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]

@@ -38,7 +38,9 @@ fn file(pid: u32, t: u64, op: u32, path: &str) -> Event {
         ret: 3,
         path_len: path.len() as u32,
         path_truncated: 0,
-        _pad0: 0,
+        matched_by: 0,
+        base_dev: 0,
+        base_ino: 0,
         path: [0; PATH_LEN],
     };
     e.path[..path.len()].copy_from_slice(path.as_bytes());

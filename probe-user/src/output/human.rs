@@ -33,13 +33,24 @@ pub fn render(record: &Record) -> String {
         Record::Probe(p) => {
             let _ = writeln!(
                 s,
-                "{:>9}  [{}] probe   {:<10} {:<9} {}{} -> {}  ({})",
+                "{:>9}  [{}] probe   {:<10} {:<9} {}{}{} -> {}  ({})",
                 secs(p.offset_ms),
                 p.pid,
                 p.categories.join(","),
                 p.how,
                 p.target,
                 if p.truncated { " (truncated)" } else { "" },
+                match (&p.given_path, p.resolved_by) {
+                    (Some(given), Some(by)) => format!(
+                        " (as {given}, {})",
+                        if by == "kernel_inode" {
+                            "same file, matched by inode"
+                        } else {
+                            "resolved by probectl"
+                        }
+                    ),
+                    _ => String::new(),
+                },
                 match (&p.value_prefix, p.folded) {
                     (_, true) => format!(
                         "{} (a burst: further probes under this prefix are counted in the report)",

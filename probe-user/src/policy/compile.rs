@@ -40,13 +40,23 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Categories (indices) whose env list names `name`, honouring each one's case rule.
+    /// Exact policy paths, as written.
+    pub fn exact_paths(&self) -> impl Iterator<Item = &str> {
+        self.exact_paths.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// Policy path prefixes, as written.
+    pub fn prefixes(&self) -> impl Iterator<Item = &str> {
+        self.prefixes.iter().map(|(p, _)| p.as_str())
+    }
+
     /// Categories that count reads of the whole environment: `/proc/<pid>/environ`
     /// and enumerations such as Node's `Object.keys(process.env)`.
     pub fn whole_environment_categories(&self) -> Vec<usize> {
         self.proc_environ.clone()
     }
 
+    /// Categories (indices) whose env list names `name`, honouring each one's case rule.
     pub fn env_categories(&self, name: &str) -> Vec<usize> {
         let mut out: Vec<usize> = self
             .env

@@ -2,10 +2,12 @@
 //! kernel map entries plus the userspace classifier.
 
 mod compile;
+mod file_index;
 mod schema;
 mod suggest;
 
 pub use compile::{Classifier, CompiledPolicy, KernelEntries};
+pub use file_index::{FileIndex, basename_key, kernel_dev};
 pub use schema::{Category, Metadata, Policy};
 
 use std::path::Path;

@@ -66,7 +66,7 @@ fn chain(family: Family) -> (Vec<Option_>, Vec<&'static str>) {
             ],
             vec![
                 "opens issued through io_uring",
-                "relative and dirfd-relative paths, symlinks to policy files",
+                "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
             ],
         ),
         Family::Env => (

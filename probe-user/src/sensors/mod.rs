@@ -1,13 +1,16 @@
 //! Loading the kernel object, filling its policy maps, attaching every program, and
 //! reporting honestly what attached where.
 
+mod btf;
 pub mod chain;
 pub mod features;
+mod file_maps;
 mod kernel_maps;
 mod libc;
 mod programs;
 pub mod tracefs;
 
+pub use file_maps::FileResolution;
 use programs::{AttachPoint, ENV_UPROBES, programs};
 
 use std::path::PathBuf;
@@ -107,6 +110,10 @@ pub struct Sensors {
     /// What probing the kernel found, and each family's place in its fallback chain.
     pub features: features::KernelFeatures,
     pub choices: Vec<chain::SensorChoice>,
+    /// The policy's files on this host (inodes, directories, basenames).
+    pub file_index: std::sync::Arc<crate::policy::FileIndex>,
+    /// How files are matched beyond the path string.
+    pub file_resolution: Option<FileResolution>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -142,11 +149,15 @@ impl Sensors {
                 cgroup2: None,
             },
             choices: Vec::new(),
+            file_index: std::sync::Arc::new(crate::policy::FileIndex::build(&policy.classifier)),
+            file_resolution: None,
             logger,
         };
         sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root);
         sensors.write_tp_offsets(&tracefs_root)?;
         sensors.write_policy(policy)?;
+        let index = sensors.file_index.clone();
+        sensors.file_resolution = Some(sensors.write_file_maps(&index)?);
         sensors.attach_all();
         sensors.choices = chain::choices(&sensors.features, &sensors.status);
         if !sensors.status.iter().any(|s| s.attached) {
@@ -408,9 +419,34 @@ impl Sensors {
                 "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps from the moment its exec is seen: lookups made before that attach are missed; statically linked programs are not covered"
             ),
             "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
-            "only absolute paths are matched: relative and dirfd-relative paths, and symlinks to policy files, are not".to_owned(),
+            self.files_note(),
             "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state): UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom; io_uring connects and sends, and DNS over TCP or TLS, are not traced yet".to_owned(),
         ]
+    }
+
+    fn files_note(&self) -> String {
+        match &self.file_resolution {
+            Some(r) if r.by_inode => {
+                let mut note = format!(
+                    "files are matched by path string and by the file an open or stat reached ({} policy files indexed by inode), so relative, dirfd-relative, `..`, /proc/self/root and symlinked paths are seen; readlink, access and failed calls through such paths are resolved by probectl for exact policy paths only; files created after start are matched by path string only",
+                    r.indexed_files
+                );
+                if r.not_indexed > 0 {
+                    note.push_str(&format!(
+                        "; {} files under policy prefixes were not indexed (map full)",
+                        r.not_indexed
+                    ));
+                }
+                note
+            }
+            Some(r) => format!(
+                "files are matched by path string only ({}): relative, dirfd-relative and symlinked paths into open or stat are missed",
+                r.by_inode_off
+                    .as_deref()
+                    .unwrap_or("matching by inode is off")
+            ),
+            None => "files: not loaded".to_owned(),
+        }
     }
 
     /// Sensors that did not attach, for "partial" markers in reports.
