@@ -16,6 +16,9 @@ pub const EVENT_CONNECT_UNIX: u32 = 31;
 pub const EVENT_CONNECT_OUTCOME: u32 = 32;
 pub const EVENT_UDP_SEND: u32 = 33;
 pub const EVENT_DNS_ANSWER: u32 = 34;
+/// A `ConnectEvent` from the cgroup connect hook for a connect made outside the
+/// connect syscall (io_uring): no fd, no result yet (`ret` 0).
+pub const EVENT_CONNECT_ISSUED: u32 = 35;
 
 /// Common header at offset 0 of every event.
 #[repr(C)]
@@ -372,6 +375,9 @@ pub const UDP_DEST_GIVEN: u32 = 1 << 0;
 /// The datagram goes to port 53 (by its address, or on a socket connected to port
 /// 53): `payload` holds the start of the DNS query.
 pub const UDP_DNS: u32 = 1 << 1;
+/// Seen by the cgroup sendmsg hook outside a send syscall (io_uring): no fd, no
+/// payload.
+pub const UDP_OUTSIDE_SYSCALL: u32 = 1 << 2;
 
 /// A datagram sent by a watched process with an explicit destination (UDP, as
 /// sendto/sendmsg/sendmmsg), or any datagram to a DNS server.

@@ -144,7 +144,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             check_len(kind, "value_len", e.value_len, e.value.len() + 1)?;
             Event::EnvAtExec(alloc_box::Box::new(e))
         }
-        EVENT_CONNECT => Event::Connect(read_exact(kind, bytes)?),
+        EVENT_CONNECT | EVENT_CONNECT_ISSUED => Event::Connect(read_exact(kind, bytes)?),
         EVENT_CONNECT_UNIX => {
             let e: UnixConnectEvent = read_exact(kind, bytes)?;
             check_len(kind, "path_len", e.path_len, e.path.len() + 1)?;

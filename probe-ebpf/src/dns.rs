@@ -4,9 +4,9 @@
 //! what comes back from port 53 (recvfrom) carries the answer, so userspace can name
 //! the addresses a process connects to later.
 //!
-//! match-proto: syscalls:sys_enter_sendto(fd, buff, len, flags, addr, addr_len)
-//! match-proto: syscalls:sys_enter_sendmsg(fd, msg, flags)
-//! match-proto: syscalls:sys_enter_sendmmsg(fd, mmsg, vlen, flags)
+//! match-proto: syscalls:sys_enter_sendto(fd, buff, len, flags, addr, addr_len) + sys_exit_sendto
+//! match-proto: syscalls:sys_enter_sendmsg(fd, msg, flags) + sys_exit_sendmsg
+//! match-proto: syscalls:sys_enter_sendmmsg(fd, mmsg, vlen, flags) + sys_exit_sendmmsg
 //! match-proto: syscalls:sys_enter_recvfrom(fd, ubuf, size, flags, addr, addr_len) + sys_exit_recvfrom(ret)
 //!
 //! Sockets connected to port 53 are noted in `DNS_SOCKS` by `net::sys_exit_connect`
@@ -24,7 +24,7 @@ use probe_common::{
 };
 
 use crate::{
-    maps::{DNS_SOCKS, EVENTS, PENDING_RECV},
+    maps::{DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV},
     util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
 };
 
@@ -129,6 +129,7 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     if !is_watched(tgid) {
         return 0;
     }
+    let _ = IN_SEND.insert(tid, 1, 0);
     let read = |n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.unwrap_or(0);
     let (fd, buf, len, addr, addr_len) = (read(0) as i32, read(1), read(2), read(4), read(5));
     emit_send(tgid, tid, fd, read_dest(addr, addr_len), buf, len);
@@ -163,6 +164,7 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     if !is_watched(tgid) {
         return 0;
     }
+    let _ = IN_SEND.insert(tid, 1, 0);
     let fd = unsafe { ctx.read_at::<u64>(syscall_arg(0)) }.unwrap_or(0) as i32;
     let msg = unsafe { ctx.read_at::<u64>(syscall_arg(1)) }.unwrap_or(0);
     if msg != 0 {
@@ -177,6 +179,7 @@ pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
     if !is_watched(tgid) {
         return 0;
     }
+    let _ = IN_SEND.insert(tid, 1, 0);
     let fd = unsafe { ctx.read_at::<u64>(syscall_arg(0)) }.unwrap_or(0) as i32;
     let mmsg = unsafe { ctx.read_at::<u64>(syscall_arg(1)) }.unwrap_or(0);
     let vlen = unsafe { ctx.read_at::<u64>(syscall_arg(2)) }.unwrap_or(0) as u32;
@@ -189,6 +192,32 @@ pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
         }
         send_msghdr(tgid, tid, fd, mmsg + i as u64 * MMSGHDR_SIZE);
     }
+    0
+}
+
+/// The end of a send syscall: the cgroup sendmsg hooks may report this thread's
+/// sends again (see `cgroup_net`).
+#[inline(always)]
+fn send_done() {
+    let (_, tid) = current_ids();
+    let _ = IN_SEND.remove(&tid);
+}
+
+#[tracepoint]
+pub fn sys_exit_sendto(_ctx: TracePointContext) -> u32 {
+    send_done();
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_sendmsg(_ctx: TracePointContext) -> u32 {
+    send_done();
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_sendmmsg(_ctx: TracePointContext) -> u32 {
+    send_done();
     0
 }
 

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroup_net;
 mod dns;
 mod env;
 mod exec_env;

@@ -124,3 +124,8 @@ pub static BASENAMES: HashMap<BasenameKey, PolicyRef> =
 /// Kernel struct member offsets from BTF (`probe_common::KOFF_*`).
 #[map]
 pub static KERNEL_OFFSETS: Array<u32> = Array::with_max_entries(KOFF_SLOTS, 0);
+
+/// Threads of watched processes inside a send syscall (sendto/sendmsg/sendmmsg): the
+/// cgroup sendmsg hooks leave those to the syscall sensor (key: tid).
+#[map]
+pub static IN_SEND: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4_096, 0);

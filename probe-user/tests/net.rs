@@ -177,6 +177,15 @@ fn v4_mapped_connects_and_udp_destinations_are_reported() {
     assert_eq!(mapped["destination"]["family"], "ipv6");
     assert_eq!(mapped["destination"]["address"], "::ffff:127.0.0.1");
     assert_eq!(mapped["result"], "ok");
+    assert_eq!(mapped["seen_at"], "syscall");
+    assert_eq!(
+        conns
+            .iter()
+            .filter(|c| c["destination"]["port"] == tcp_port)
+            .count(),
+        1,
+        "a syscall connect is reported once, not again by the cgroup hook: {conns:#?}"
+    );
     let hosts_name = std::fs::read_to_string("/etc/hosts")
         .unwrap_or_default()
         .lines()
@@ -208,5 +217,80 @@ fn v4_mapped_connects_and_udp_destinations_are_reported() {
     );
     assert_eq!(sends[0]["result"], "sent");
     assert_eq!(sends[0]["destination"]["address"], "127.0.0.1");
+    assert_eq!(sends[0]["seen_at"], "syscall");
     drop((tcp, udp));
+}
+
+#[test]
+fn io_uring_connects_and_sends_are_seen_by_the_cgroup_hooks() {
+    if !bpf_available("io_uring_connects_and_sends_are_seen_by_the_cgroup_hooks") {
+        return;
+    }
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let tcp_port = tcp.local_addr().unwrap().port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let port = tcp_port.to_string();
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("uring-connect"),
+            OsStr::new(&port),
+        ],
+        &[],
+    );
+    assert_eq!(
+        run.code, 0,
+        "the fixture connected through io_uring (3 = no io_uring); stderr:\n{}",
+        run.stderr
+    );
+    let conns = run.of_type("connect");
+    assert_eq!(conns.len(), 1, "one connect, reported once: {conns:#?}");
+    let c = conns[0];
+    assert_eq!(c["destination"]["address"], "127.0.0.1");
+    assert_eq!(c["destination"]["port"], tcp_port);
+    assert_eq!(c["seen_at"], "cgroup_hook", "{c:#}");
+    assert_eq!(c["result"], "issued");
+    let report = run.report();
+    assert_eq!(
+        report["connections"][0]["outcome"], "established",
+        "the TCP outcome joins the hook's record: {report:#}"
+    );
+    let net = report["sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["family"] == "net")
+        .unwrap();
+    assert!(
+        net["chosen"]
+            .as_str()
+            .unwrap()
+            .starts_with("cgroup v2 sock_addr"),
+        "{net:#}"
+    );
+
+    let port = udp_port.to_string();
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("uring-sendmsg"),
+            OsStr::new(&port),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let mut buf = [0u8; 16];
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let (n, _) = udp
+        .recv_from(&mut buf)
+        .expect("the datagram really arrived");
+    assert_eq!(&buf[..n], b"probectl\0");
+    let conns = run.of_type("connect");
+    assert_eq!(conns.len(), 1, "{conns:#?}");
+    assert_eq!(conns[0]["destination"]["port"], udp_port);
+    assert_eq!(conns[0]["result"], "sent");
+    assert_eq!(conns[0]["seen_at"], "cgroup_hook");
+    drop(tcp);
 }

@@ -181,8 +181,13 @@ impl Correlator {
             Event::Env(e) => self.on_env(e, procs),
             Event::Connect(e) => {
                 let dest = destination(e.family, &e.addr, e.port);
+                let ret = if e.header.kind == probe_common::EVENT_CONNECT_ISSUED {
+                    net::CONNECT_ISSUED
+                } else {
+                    e.ret
+                };
                 Some(Record::Connect(
-                    self.on_connect(&e.header, dest, e.ret, procs),
+                    self.on_connect(&e.header, dest, ret, procs),
                 ))
             }
             Event::ConnectUnix(e) => {

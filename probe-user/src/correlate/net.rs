@@ -2,7 +2,7 @@
 
 use probe_common::{
     AF_INET, AF_INET6, ConnectOutcomeEvent, DnsAnswerEvent, EventHeader, UDP_DEST_GIVEN, UDP_DNS,
-    UdpSendEvent,
+    UDP_OUTSIDE_SYSCALL, UdpSendEvent,
 };
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -14,6 +14,14 @@ use crate::process::ProcessTable;
 /// `on_connect`'s result code for a datagram sent to a destination (not a syscall
 /// result: no errno is that large).
 const UDP_SENT: i32 = i32::MIN;
+/// `on_connect`'s result code for a connect the cgroup hook saw outside connect(2)
+/// (io_uring): it was issued; its result is not known there.
+pub(super) const CONNECT_ISSUED: i32 = i32::MIN + 1;
+
+/// Results whose TCP outcome comes later, from the socket's state changes.
+fn awaits_outcome(result: &str) -> bool {
+    result == "in_progress" || result == "issued"
+}
 
 /// TCP outcomes held for a connect record that has not arrived yet.
 const MAX_EARLY_OUTCOMES: usize = 1_024;
@@ -31,7 +39,7 @@ impl Correlator {
         let Some(conn) = self.connections.iter_mut().rev().find(|c| {
             c.pid == e.header.tgid
                 && c.destination == dest
-                && c.result == "in_progress"
+                && awaits_outcome(&c.result)
                 && c.outcome.is_none()
         }) else {
             // On loopback the handshake can end inside connect(2), before its exit
@@ -71,6 +79,7 @@ impl Correlator {
     ) -> ConnectionRecord {
         let result = match ret {
             UDP_SENT => "sent".to_owned(),
+            CONNECT_ISSUED => "issued".to_owned(),
             0 => "ok".to_owned(),
             -115 => "in_progress".to_owned(),
             r => errno_name(r),
@@ -112,6 +121,11 @@ impl Correlator {
             outcome,
             domain,
             domain_source,
+            seen_at: if ret == CONNECT_ISSUED {
+                SEEN_AT_CGROUP_HOOK
+            } else {
+                SEEN_AT_SYSCALL
+            },
             result,
             probes_before,
         };
@@ -149,9 +163,14 @@ impl Correlator {
         if !self.udp_seen.insert((e.header.tgid, dest.clone())) {
             return None;
         }
-        Some(Record::Connect(
-            self.on_connect(&e.header, dest, UDP_SENT, procs),
-        ))
+        let mut record = self.on_connect(&e.header, dest, UDP_SENT, procs);
+        if e.flags & UDP_OUTSIDE_SYSCALL != 0 {
+            record.seen_at = SEEN_AT_CGROUP_HOOK;
+            if let Some(last) = self.connections.last_mut() {
+                last.seen_at = SEEN_AT_CGROUP_HOOK;
+            }
+        }
+        Some(Record::Connect(record))
     }
 
     pub(super) fn on_dns_answer(&mut self, e: &DnsAnswerEvent) -> Option<Record> {
@@ -182,7 +201,7 @@ impl Correlator {
             .iter()
             .position(|(t, d, _)| *t == tgid && d == dest)?;
         let (_, _, outcome) = self.early_outcomes.swap_remove(i);
-        (result == "in_progress").then(|| outcome.to_owned())
+        awaits_outcome(result).then(|| outcome.to_owned())
     }
 }
 

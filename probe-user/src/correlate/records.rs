@@ -85,6 +85,9 @@ pub struct ProbeRecord {
     pub resolved_by: Option<&'static str>,
 }
 
+pub const SEEN_AT_SYSCALL: &str = "syscall";
+pub const SEEN_AT_CGROUP_HOOK: &str = "cgroup_hook";
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// `ipv4`, `ipv6` or `unix`.
@@ -123,7 +126,12 @@ pub struct ConnectionRecord {
     /// pid, parent, grandparent... within the watched tree.
     pub lineage: Vec<u32>,
     pub destination: Destination,
-    /// `ok`, `in_progress` (non-blocking connect), or the errno name.
+    /// Where it was seen: `syscall` (connect/sendto/sendmsg tracepoints) or
+    /// `cgroup_hook` (the cgroup sock_addr hook, for connects and sends made outside
+    /// those syscalls, i.e. through io_uring).
+    pub seen_at: &'static str,
+    /// `ok`, `in_progress` (non-blocking connect), `issued` (seen by the cgroup hook:
+    /// no syscall result), `sent` (a datagram), or the errno name.
     pub result: String,
     /// For an `in_progress` TCP connect: `established` or `failed`, once known.
     #[serde(skip_serializing_if = "Option::is_none")]

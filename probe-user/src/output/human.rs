@@ -174,8 +174,13 @@ fn dest_line(c: &ConnectionRecord) -> String {
         .as_ref()
         .map(|d| format!(" ({d})"))
         .unwrap_or_default();
+    let via = if c.seen_at == crate::correlate::SEEN_AT_CGROUP_HOOK {
+        " (not by a connect/send syscall: io_uring; seen by the cgroup hook)"
+    } else {
+        ""
+    };
     format!(
-        "{addr}:{}{domain} -> {}{outcome}",
+        "{addr}:{}{domain} -> {}{outcome}{via}",
         c.destination.port, c.result
     )
 }

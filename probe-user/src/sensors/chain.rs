@@ -15,6 +15,10 @@ struct Option_ {
     needs: Option<&'static str>,
     /// This build has programs for it.
     implemented: bool,
+    /// It needs the family's cgroup programs attached, on top of the tracepoints.
+    uses_cgroup: bool,
+    /// What it cannot see.
+    blind_spots: Vec<&'static str>,
 }
 
 /// What a family uses and what it passed over.
@@ -35,65 +39,89 @@ pub struct PassedOver {
     pub reason: String,
 }
 
-fn chain(family: Family) -> (Vec<Option_>, Vec<&'static str>) {
-    let o = |name, needs, implemented| Option_ {
+fn chain(family: Family) -> Vec<Option_> {
+    let o = |name, needs, implemented, blind_spots: &[&'static str]| Option_ {
         name,
         needs,
         implemented,
+        uses_cgroup: false,
+        blind_spots: blind_spots.to_vec(),
     };
+    const URING_OPENS: &str = "opens issued through io_uring";
+    const DNS_ENCRYPTED: &str = "DNS over TCP, TLS or HTTPS";
     match family {
-        Family::Process => (
-            vec![
-                o("tp_btf sched_process_exec/fork/exit", Some(FENTRY), false),
-                o(
-                    "tracepoints sched/*, task/task_newtask, syscalls/*execve*",
-                    None,
-                    true,
-                ),
-            ],
-            vec![],
-        ),
-        Family::Files => (
-            vec![
-                o(
-                    "BPF-LSM file_open + inode_readlink (also sees io_uring)",
-                    Some(BPF_LSM),
-                    false,
-                ),
-                o("fentry do_sys_openat2 + vfs_readlink", Some(FENTRY), false),
-                o("kprobe do_sys_openat2", Some(KPROBE), false),
-                o("syscall tracepoints, enter + exit", None, true),
-            ],
-            vec![
-                "opens issued through io_uring",
-                "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
-            ],
-        ),
-        Family::Env => (
-            vec![o(
-                "uprobes on libc getenv/secure_getenv + envp at execve",
-                Some(UPROBE),
+        Family::Process => vec![
+            o(
+                "tp_btf sched_process_exec/fork/exit",
+                Some(FENTRY),
+                false,
+                &[],
+            ),
+            o(
+                "tracepoints sched/*, task/task_newtask, syscalls/*execve*",
+                None,
                 true,
-            )],
-            vec![
+                &[],
+            ),
+        ],
+        Family::Files => vec![
+            o(
+                "BPF-LSM file_open + inode_readlink (also sees io_uring)",
+                Some(BPF_LSM),
+                false,
+                &[],
+            ),
+            o(
+                "fentry do_sys_openat2 + vfs_readlink",
+                Some(FENTRY),
+                false,
+                &[URING_OPENS],
+            ),
+            o("kprobe do_sys_openat2", Some(KPROBE), false, &[URING_OPENS]),
+            o(
+                "syscall tracepoints, enter + exit",
+                None,
+                true,
+                &[
+                    URING_OPENS,
+                    "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
+                ],
+            ),
+        ],
+        Family::Env => vec![o(
+            "uprobes on libc getenv/secure_getenv + envp at execve",
+            Some(UPROBE),
+            true,
+            &[
                 "programs with a libc other than the one probectl maps (static, musl, Nix, containers)",
             ],
-        ),
-        Family::Net => (
-            vec![
-                o("BPF-LSM socket_connect", Some(BPF_LSM), false),
-                o(
-                    "cgroup v2 sock_addr connect4/6 + sendmsg4/6 (also sees io_uring)",
+        )],
+        Family::Net => vec![
+            o(
+                "BPF-LSM socket_connect",
+                Some(BPF_LSM),
+                false,
+                &[DNS_ENCRYPTED],
+            ),
+            Option_ {
+                uses_cgroup: true,
+                ..o(
+                    "cgroup v2 sock_addr connect4/6 + sendmsg4/6 (also sees io_uring), with the syscall tracepoints",
                     Some(CGROUP_SOCK_ADDR),
-                    false,
-                ),
-                o("syscall tracepoints + sock/inet_sock_set_state", None, true),
-            ],
-            vec![
-                "connects and sends issued through io_uring",
-                "DNS over TCP, TLS or HTTPS",
-            ],
-        ),
+                    true,
+                    &[
+                        "DNS query names of datagrams sent through io_uring (the destination is seen, the payload is not)",
+                        DNS_ENCRYPTED,
+                    ],
+                )
+            },
+            o(
+                "syscall tracepoints + sock/inet_sock_set_state",
+                None,
+                true,
+                &["connects and sends issued through io_uring", DNS_ENCRYPTED],
+            ),
+        ],
     }
 }
 
@@ -102,18 +130,23 @@ pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<Sensor
     [Family::Process, Family::Files, Family::Env, Family::Net]
         .into_iter()
         .map(|family| {
-            let (options, blind_spots) = chain(family);
-            let attached = status
-                .iter()
-                .filter(|s| s.family == family)
-                .all(|s| s.attached)
-                && status.iter().any(|s| s.family == family);
+            // All of the family's programs of one kind (cgroup or not) attached.
+            let attached = |cgroup: bool| {
+                let mut of_kind = status
+                    .iter()
+                    .filter(|s| {
+                        s.family == family && s.attach_point.starts_with("cgroup") == cgroup
+                    })
+                    .peekable();
+                of_kind.peek().is_some() && of_kind.all(|s| s.attached)
+            };
             let mut passed_over = Vec::new();
             let mut chosen = None;
-            for opt in &options {
+            for opt in chain(family) {
                 let available = opt.needs.is_none_or(|f| features.has(f));
-                if opt.implemented && available && attached {
-                    chosen = Some(opt.name.to_owned());
+                let programs_attached = attached(false) && (!opt.uses_cgroup || attached(true));
+                if opt.implemented && available && programs_attached {
+                    chosen = Some(opt);
                     break;
                 }
                 let reason = match (available, opt.implemented) {
@@ -135,9 +168,11 @@ pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<Sensor
             }
             SensorChoice {
                 family,
-                chosen: chosen.unwrap_or_else(|| "none".to_owned()),
+                chosen: chosen
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |o| o.name.to_owned()),
                 passed_over,
-                blind_spots,
+                blind_spots: chosen.map(|o| o.blind_spots).unwrap_or_default(),
             }
         })
         .collect()

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use probe_common::{
     DROP_SLOT_NAMES, DROP_SLOTS, MAP_DROPS, MAP_EVENTS, MAP_WATCHED, WATCH_ORIGIN_ROOT, WatchEntry,
@@ -207,6 +207,16 @@ impl Sensors {
                         Err("no libc found in /proc/self/maps".to_owned()),
                     ),
                 },
+                AttachPoint::CgroupSockAddr(hook) => match self.features.cgroup2.clone() {
+                    Some(root) => (
+                        format!("cgroup {hook} at {}", root.display()),
+                        self.attach_cgroup(&spec.program, &root),
+                    ),
+                    None => (
+                        format!("cgroup {hook}"),
+                        Err("no cgroup v2 mount in /proc/mounts".to_owned()),
+                    ),
+                },
             };
             if let Err(err) = &result {
                 tracing::warn!(
@@ -238,6 +248,24 @@ impl Sensors {
         prog.load().map_err(|e| format!("load: {e:#}"))?;
         prog.attach(category, name)
             .map_err(|e| format!("attach: {e:#}"))?;
+        Ok(())
+    }
+
+    /// A sock_addr hook on the cgroup v2 root: every process below it (all of them)
+    /// passes through it. aya attaches through a BPF link (kernel 5.7+), and links
+    /// always coexist with other programs on the cgroup; `Single` only means "no
+    /// BPF_F_ALLOW_MULTI flag", which link creation rejects.
+    fn attach_cgroup(&mut self, program: &str, root: &std::path::Path) -> Result<(), String> {
+        let cgroup =
+            std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .ok_or("program missing from the object")?;
+        let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| format!("{e}"))?;
+        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        prog.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
         Ok(())
     }
 
@@ -420,8 +448,26 @@ impl Sensors {
             ),
             "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
             self.files_note(),
-            "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state): UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom; io_uring connects and sends, and DNS over TCP or TLS, are not traced yet".to_owned(),
+            self.net_note(),
         ]
+    }
+
+    fn net_note(&self) -> String {
+        let cgroup = self
+            .status
+            .iter()
+            .filter(|s| s.attach_point.starts_with("cgroup"))
+            .all(|s| s.attached);
+        let base = "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state); UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom";
+        if cgroup {
+            format!(
+                "{base}; connects and datagram sends made outside those syscalls (io_uring) are seen by the cgroup v2 sock_addr hooks, with their destination but without a DNS query's name; DNS over TCP or TLS is not decoded"
+            )
+        } else {
+            format!(
+                "{base}; the cgroup v2 hooks did not attach, so io_uring connects and sends are missed; DNS over TCP or TLS is not decoded"
+            )
+        }
     }
 
     fn files_note(&self) -> String {
@@ -458,6 +504,17 @@ impl Sensors {
 /// Raises RLIMIT_MEMLOCK to unlimited and returns the previous limit. Kernels since
 /// 5.11 account BPF memory to the cgroup and ignore the limit; older ones need it
 /// raised. Failure only matters on those, where loading will say so.
+/// An error and its sources, so an attach failure names the errno.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 fn raise_memlock_limit() -> Option<::libc::rlimit> {
     let mut previous = ::libc::rlimit {
         rlim_cur: 0,

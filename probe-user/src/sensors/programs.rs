@@ -10,6 +10,8 @@ pub(super) enum AttachPoint {
     /// A libc symbol; the library is found at start (see `libc::own_libc`). The
     /// program's own section says whether it is a uprobe or a uretprobe.
     LibcUprobe(&'static str),
+    /// A cgroup sock_addr hook (`connect4`, ...), attached at the cgroup v2 root.
+    CgroupSockAddr(&'static str),
 }
 
 pub(super) struct ProgramSpec {
@@ -94,8 +96,23 @@ pub(super) fn programs() -> Vec<ProgramSpec> {
         tp(Family::Net, "syscalls", "sys_enter_sendto"),
         tp(Family::Net, "syscalls", "sys_enter_sendmsg"),
         tp(Family::Net, "syscalls", "sys_enter_sendmmsg"),
+        tp(Family::Net, "syscalls", "sys_exit_sendto"),
+        tp(Family::Net, "syscalls", "sys_exit_sendmsg"),
+        tp(Family::Net, "syscalls", "sys_exit_sendmmsg"),
         tp(Family::Net, "syscalls", "sys_enter_recvfrom"),
         tp(Family::Net, "syscalls", "sys_exit_recvfrom"),
     ]);
+    for (program, hook) in [
+        ("cg_connect4", "connect4"),
+        ("cg_connect6", "connect6"),
+        ("cg_sendmsg4", "sendmsg4"),
+        ("cg_sendmsg6", "sendmsg6"),
+    ] {
+        specs.push(ProgramSpec {
+            program: program.to_owned(),
+            family: Family::Net,
+            point: AttachPoint::CgroupSockAddr(hook),
+        });
+    }
     specs
 }
