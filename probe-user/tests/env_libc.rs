@@ -82,6 +82,47 @@ fn getenv_in_another_libc_is_seen_once_that_libc_is_attached() {
 }
 
 #[test]
+fn getenv_in_musl_libc_is_seen() {
+    if !bpf_available("getenv_in_musl_libc_is_seen") {
+        return;
+    }
+    let dir = test_dir("musl");
+    let fifo = dir.join("gate");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fixture = musl_fixture();
+    let mut run = StreamingRun::start(&[fixture.as_os_str(), fifo.as_os_str()], &[("TZ", "UTC")]);
+    let exec = run.wait_for("the musl fixture's exec", |r| r["type"] == "exec");
+    let pid = exec["pid"].as_u64().unwrap();
+    let sensor = run.wait_for("the attach to musl's libc", |r| {
+        r["type"] == "sensor"
+            && r["program"] == "getenv"
+            && r["attach_point"]
+                .as_str()
+                .is_some_and(|a| a.contains("musl"))
+    });
+    assert_eq!(sensor["attached"], true, "{sensor:#}");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    assert!(
+        maps.contains("musl"),
+        "the fixture really maps musl: {maps}"
+    );
+    assert!(
+        !maps.contains("libc.so.6"),
+        "and not glibc, so only the musl uprobes can see its getenv: {maps}"
+    );
+    std::fs::write(&fifo, b"x").expect("release the fixture");
+    let run = run.finish();
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let tz = run.probe(pid, &["getenv"], "TZ");
+    assert_eq!(tz["result"], "set");
+    assert_eq!(
+        run.probe(pid, &["getenv"], "HTTPS_PROXY")["result"],
+        "unset"
+    );
+}
+
+#[test]
 fn node_enumerating_process_env_is_reported() {
     if !bpf_available("node_enumerating_process_env_is_reported") {
         return;

@@ -270,3 +270,38 @@ fn an_io_uring_open_is_a_reported_blind_spot() {
         );
     }
 }
+
+#[test]
+fn default_policy_sees_host_identity_and_proxy_config_files() {
+    if !bpf_available("default_policy_sees_host_identity_and_proxy_config_files") {
+        return;
+    }
+    // Whatever exists on this machine: a missing file is a probe too (ENOENT).
+    let run = probectl_json(
+        &[
+            OsStr::new("sh"),
+            OsStr::new("-c"),
+            OsStr::new(
+                "cat /etc/machine-id /etc/hostname /sys/class/net/lo/address /etc/environment /root/.gitconfig >/dev/null 2>&1; true",
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let probes = run.of_type("probe");
+    for (target, category) in [
+        ("/etc/machine-id", "host-identity"),
+        ("/etc/hostname", "host-identity"),
+        ("/sys/class/net/lo/address", "host-identity"),
+        ("/etc/environment", "proxy-config"),
+        ("/root/.gitconfig", "proxy-config"),
+    ] {
+        let p = probes
+            .iter()
+            .find(|p| p["target"] == target)
+            .unwrap_or_else(|| panic!("no probe of {target}: {probes:#?}"));
+        assert_eq!(p["categories"][0], category, "{p:#}");
+        let exists = std::path::Path::new(target).exists();
+        assert_eq!(p["result"], if exists { "ok" } else { "ENOENT" }, "{p:#}");
+    }
+}

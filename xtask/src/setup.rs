@@ -60,7 +60,8 @@ struct Missing {
 }
 
 /// Checks (and where possible installs) the prerequisites. `test_tools` adds the ones
-/// only the tests need (Node.js for the Node fixtures, a C compiler for the C ones).
+/// only the tests need (Node.js for the Node fixtures, a C compiler for the C ones,
+/// musl-gcc for the musl-libc fixture).
 pub fn run(test_tools: bool) -> Result<Tools> {
     let mut missing = Vec::new();
     check_llvm_packages(&mut missing);
@@ -75,6 +76,12 @@ pub fn run(test_tools: bool) -> Result<Tools> {
             "cc",
             "gcc",
             "install a C compiler so that `cc` is on PATH",
+            &mut missing,
+        );
+        check_command(
+            "musl-gcc",
+            "musl-tools",
+            "install musl-gcc (musl-tools) so that `musl-gcc` is on PATH",
             &mut missing,
         );
     }

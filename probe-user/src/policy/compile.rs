@@ -134,7 +134,50 @@ fn path_key(path: &str) -> [u8; PATH_LEN] {
     key
 }
 
+/// Most home directories a `~/` path is expanded into.
+const MAX_HOMES: usize = 256;
+
+/// Home directories of the users whose files `~/` stands for: root and every regular
+/// account (uid 1000 up to, not including, nobody's 65534) in /etc/passwd whose home
+/// exists. Read when the policy is compiled; a user added later is not covered until
+/// the policy is loaded again.
+pub fn home_dirs() -> Vec<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let mut homes: Vec<String> = passwd
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let uid: u32 = fields.get(2)?.parse().ok()?;
+            let home = *fields.get(5)?;
+            let regular = uid == 0 || (1000..65534).contains(&uid);
+            (regular && home.starts_with('/') && home != "/" && std::path::Path::new(home).is_dir())
+                .then(|| home.trim_end_matches('/').to_owned())
+        })
+        .collect();
+    homes.sort();
+    homes.dedup();
+    homes.truncate(MAX_HOMES);
+    homes
+}
+
+/// `~/x` -> `<home>/x` for every home; other paths as they are. Expansions that would
+/// not fit a kernel key are left out.
+fn expand_home(path: &str, homes: &[String]) -> Vec<String> {
+    match path.strip_prefix("~/") {
+        Some(rest) => homes
+            .iter()
+            .map(|home| format!("{home}/{rest}"))
+            .filter(|p| p.len() < PATH_LEN)
+            .collect(),
+        None => vec![path.to_owned()],
+    }
+}
+
 pub(super) fn compile(policy: Policy) -> CompiledPolicy {
+    compile_for_homes(policy, &home_dirs())
+}
+
+pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPolicy {
     let mut kernel = KernelEntries::default();
     let mut classifier = Classifier::default();
     for comm in &policy.select.comms {
@@ -175,7 +218,8 @@ pub(super) fn compile(policy: Policy) -> CompiledPolicy {
             kernel.proc_environ = true;
             classifier.proc_environ.push(index);
         }
-        for path in &cat.paths {
+        for path in cat.paths.iter().flat_map(|p| expand_home(p, &homes)) {
+            let path = &path;
             // The NUL terminator is part of an exact key, so it cannot match longer paths.
             let bits = ((path.len() + 1) * 8) as u32;
             kernel.paths.push((
@@ -186,9 +230,14 @@ pub(super) fn compile(policy: Policy) -> CompiledPolicy {
                     match_kind: PATH_MATCH_EXACT,
                 },
             ));
-            classifier.exact_paths.push((path.clone(), index));
+            classifier.exact_paths.push((path.to_owned(), index));
         }
-        for prefix in &cat.path_prefixes {
+        for prefix in cat
+            .path_prefixes
+            .iter()
+            .flat_map(|p| expand_home(p, &homes))
+        {
+            let prefix = &prefix;
             let bits = (prefix.len() * 8) as u32;
             kernel.paths.push((
                 bits,
@@ -198,7 +247,7 @@ pub(super) fn compile(policy: Policy) -> CompiledPolicy {
                     match_kind: PATH_MATCH_PREFIX,
                 },
             ));
-            classifier.prefixes.push((prefix.clone(), index));
+            classifier.prefixes.push((prefix.to_owned(), index));
         }
     }
     kernel.paths.sort_by_key(|a| (a.0, a.1));

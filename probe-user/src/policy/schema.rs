@@ -138,7 +138,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                     invalid(
                         source_name,
                         format!("category {:?}: {what} {path:?} {why}", cat.name),
-                        "paths are absolute, at most 255 bytes, without NUL",
+                        "paths are absolute (or `~/...`, for every user's home), at most 255 bytes, without NUL or `..`",
                     )
                 })?;
             }
@@ -161,8 +161,11 @@ fn validate_env_name(name: &str) -> Result<(), &'static str> {
 }
 
 fn validate_path(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') {
-        return Err("is not absolute");
+    if !path.starts_with('/') && !path.starts_with("~/") {
+        return Err("is neither absolute nor under `~/`");
+    }
+    if path.split('/').any(|part| part == "..") {
+        return Err("contains `..`");
     }
     if path.len() >= PATH_LEN {
         return Err("is too long");

@@ -4,7 +4,17 @@ use super::*;
 fn default_policy_declares_the_three_categories() {
     let policy = load_default().expect("default policy is valid");
     let names: Vec<&str> = policy.categories.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["timezone", "proxy", "api-relay", "environment"]);
+    assert_eq!(
+        names,
+        [
+            "timezone",
+            "proxy",
+            "api-relay",
+            "environment",
+            "proxy-config",
+            "host-identity"
+        ]
+    );
     assert!(!policy.kernel.env_names.is_empty());
     assert!(!policy.kernel.paths.is_empty());
 }
@@ -65,6 +75,46 @@ fn default_policy_classifies_paths() {
     );
     assert!(p.classifier.path_categories("/proc/environ").is_empty());
     assert!(p.kernel.proc_environ);
+    assert_eq!(
+        cat(p.classifier.path_categories("/etc/machine-id")),
+        ["host-identity"]
+    );
+    assert_eq!(
+        cat(p.classifier.path_categories("/sys/class/net/eth0/address")),
+        ["host-identity"]
+    );
+    assert_eq!(
+        cat(p.classifier.path_categories("/etc/environment")),
+        ["proxy-config"]
+    );
+}
+
+#[test]
+fn home_paths_expand_for_every_home() {
+    let yaml = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: t}\ncategories:\n  - name: proxy-config\n    paths: [~/.npmrc, /etc/environment]\n    path_prefixes: [~/.config/app/]\n";
+    let policy: Policy = serde_yaml::from_str(yaml).unwrap();
+    schema::validate(&policy, "t.yaml").expect("`~/` paths are valid");
+    let homes = vec!["/home/ada".to_owned(), "/root".to_owned()];
+    let p = compile::compile_for_homes(policy, &homes);
+    let exact: Vec<&str> = p.classifier.exact_paths().collect();
+    assert_eq!(
+        exact,
+        ["/home/ada/.npmrc", "/root/.npmrc", "/etc/environment"]
+    );
+    let prefixes: Vec<&str> = p.classifier.prefixes().collect();
+    assert_eq!(prefixes, ["/home/ada/.config/app/", "/root/.config/app/"]);
+    assert_eq!(p.kernel.paths.len(), 5);
+}
+
+#[test]
+fn relative_and_dot_dot_policy_paths_are_rejected() {
+    for bad in ["etc/localtime", "/etc/../etc/localtime", "~user/.npmrc"] {
+        let yaml = format!(
+            "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {{name: t}}\ncategories:\n  - name: c\n    paths: [\"{bad}\"]\n"
+        );
+        let err = parse(&yaml, "t.yaml").expect_err(bad).to_string();
+        assert!(err.contains("absolute"), "{bad}: {err}");
+    }
 }
 
 #[test]
@@ -144,7 +194,7 @@ fn unknown_field_is_rejected_with_its_position() {
 fn relative_path_and_bad_env_name_are_rejected_with_a_hint() {
     let base = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\ncategories:\n  - name: a\n";
     let err = parse(&format!("{base}    paths: [etc/localtime]\n"), "p.yaml").unwrap_err();
-    assert!(err.to_string().contains("is not absolute"), "{err}");
+    assert!(err.to_string().contains("is neither absolute"), "{err}");
     let err = parse(&format!("{base}    env: [\"BAD NAME\"]\n"), "p.yaml").unwrap_err();
     assert!(err.to_string().contains("hint:"), "{err}");
 }

@@ -77,6 +77,48 @@ impl ProcessTable {
         self.procs.insert(pid, info);
     }
 
+    /// Seeds a process that already runs and all its existing descendants from
+    /// /proc (for `watch <pid>`), plus its ancestors for lineage. Returns the tree's
+    /// pids, root first, for the caller to watch in the kernel; empty when `root`
+    /// does not exist. Processes forked while the scan runs are caught by the
+    /// kernel's inheritance once their parent is watched, except a child forked
+    /// between the scan and the watch, which is why the caller scans again.
+    pub fn seed_tree(&mut self, root: u32) -> Vec<u32> {
+        let Some(root_info) = read_proc(root) else {
+            return Vec::new();
+        };
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (pid, ppid) in all_parents() {
+            children.entry(ppid).or_default().push(pid);
+        }
+        let mut ancestor = root_info.ppid;
+        self.procs.insert(root, root_info);
+        // Ancestors: known for lineage, not watched.
+        while ancestor > 1 && !self.procs.contains_key(&ancestor) {
+            let Some(info) = read_proc(ancestor) else {
+                break;
+            };
+            let next = info.ppid;
+            self.procs.insert(ancestor, info);
+            ancestor = next;
+        }
+        let mut tree = vec![root];
+        let mut i = 0;
+        while i < tree.len() {
+            for &child in children.get(&tree[i]).into_iter().flatten() {
+                if !tree.contains(&child)
+                    && let Some(info) = read_proc(child)
+                {
+                    self.procs.insert(child, info);
+                    tree.push(child);
+                }
+            }
+            i += 1;
+        }
+        self.live.extend(tree.iter().copied());
+        tree
+    }
+
     /// Adds a root whose parent is known but whose image is not yet the final one
     /// (a gated child of `probectl run` before its exec).
     pub fn add_root(&mut self, pid: u32, ppid: u32) {
@@ -176,6 +218,24 @@ fn absolute_exe(pid: u32, exe: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|_| exe.to_vec())
 }
 
+/// (pid, ppid) of every process in /proc, from `stat` (whose 4th field is the
+/// parent; the comm before it is parenthesised and may contain anything).
+fn all_parents() -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect()
+}
+
 fn read_proc(pid: u32) -> Option<ProcessInfo> {
     let base = format!("/proc/{pid}");
     let status = std::fs::read_to_string(format!("{base}/status")).ok()?;
@@ -236,6 +296,38 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(native.script(), None);
+    }
+
+    #[test]
+    fn seeding_finds_existing_descendants_and_ancestors() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .expect("spawn sh");
+        let sh = child.id();
+        // The grandchild appears once sh has forked it: wait for it, with a deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut t = ProcessTable::default();
+        let tree = loop {
+            let tree = t.seed_tree(sh);
+            if tree.len() >= 2 || std::time::Instant::now() > deadline {
+                break tree;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(tree[0], sh);
+        assert!(tree.len() >= 2, "sh and its sleep: {tree:?}");
+        let sleep = tree[1];
+        assert_eq!(t.get(sleep).unwrap().name(), "sleep");
+        let lineage = t.lineage(sleep);
+        assert_eq!(
+            &lineage[..3],
+            &[sleep, sh, std::process::id()],
+            "{lineage:?}"
+        );
+        assert!(t.seed_tree(u32::MAX - 1).is_empty(), "no such pid");
     }
 
     #[test]

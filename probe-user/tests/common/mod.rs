@@ -69,6 +69,30 @@ pub fn c_fixture() -> PathBuf {
         .clone()
 }
 
+/// Builds `fixtures/musl_getenv.c` with musl-gcc (musl-tools; `cargo xtask test`
+/// installs it), so its getenv runs in musl's libc.
+pub fn musl_fixture() -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/musl_getenv.c");
+    let out =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("musl_getenv-{}", std::process::id()));
+    let status = Command::new("musl-gcc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run musl-gcc: {e} (apt-get install musl-tools, or run `cargo xtask test`)"
+            )
+        });
+    assert!(
+        status.success(),
+        "musl-gcc failed to build {}",
+        src.display()
+    );
+    out
+}
+
 pub fn node_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node_probe.js")
 }
