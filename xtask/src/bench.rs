@@ -99,7 +99,12 @@ pub fn run(rounds: u32) -> Result<i32> {
         say(TAG, format_args!("round {round}/{rounds}"));
         bench.round()?;
     }
-    let table = bench.table(rounds);
+    let mut table = bench.table(rounds);
+    say(TAG, "sustained drain rate");
+    table.push_str(&match bench.drain_rate() {
+        Ok(line) => line,
+        Err(e) => format!("\nSustained drain rate not measured: {e:#}\n"),
+    });
     println!("{table}");
     let out = dir.join("results.md");
     std::fs::write(&out, &table)?;
@@ -238,6 +243,51 @@ impl Bench {
             bail!("auditctl -e 1 failed");
         }
         Ok(None)
+    }
+
+    /// How many events per second the userspace side takes in, and whether it loses
+    /// any: a watched loop of getenv(HTTPS_PROXY) emits one event per call, as fast as
+    /// the kernel side allows; the report's probe count and drops say what arrived.
+    fn drain_rate(&self) -> Result<String> {
+        const CALLS: u64 = 1_000_000;
+        let records = target_dir()?.join("bench/drain.jsonl");
+        let mut cmd = Command::new(&self.probectl);
+        cmd.args(["run", "--json", "--output"])
+            .arg(&records)
+            .arg("--")
+            .arg(&self.workload);
+        let elapsed_ns = self.time_workload(&mut cmd, &["getenv", &CALLS.to_string()])?;
+        let text = std::fs::read_to_string(&records)?;
+        let report: serde_json::Value = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["type"] == "report")
+            .context("no report record")?;
+        let delivered: u64 = report["probes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["probes"].as_array().into_iter().flatten())
+            .filter(|p| p["target"] == "HTTPS_PROXY")
+            .filter_map(|p| p["count"].as_u64())
+            .sum();
+        let dropped: u64 = report["drops"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["count"].as_u64())
+            .sum();
+        let secs = elapsed_ns / 1e9;
+        Ok(format!(
+            "\nSustained drain: a watched loop made {CALLS} getenv(HTTPS_PROXY) calls in {:.0} ms; probectl received {delivered} of their events and counted {dropped} as dropped: {:.0} events/s {}.\n",
+            elapsed_ns / 1e6,
+            delivered as f64 / secs,
+            if dropped == 0 && delivered >= CALLS {
+                "with zero drops"
+            } else {
+                "(with losses: the kernel side produced faster than userspace drained)"
+            }
+        ))
     }
 
     fn record(&mut self, workload: usize, cond: Condition, ns: f64) {
