@@ -14,26 +14,9 @@ fn a_selected_program_started_elsewhere_is_watched_from_its_exec() {
         return;
     }
     let fixture = c_fixture();
-    let name = fixture.file_name().unwrap().to_str().unwrap();
-    let comm: String = name.chars().take(15).collect();
     let dir = test_dir("select");
-    let policy = dir.join("policy.yaml");
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/default.yaml"
-    ))
-    .unwrap();
-    std::fs::write(
-        &policy,
-        default.replace(
-            "categories:\n",
-            &format!("select:\n  comms: [{comm:?}]\n\ncategories:\n"),
-        ),
-    )
-    .unwrap();
-    let fifo = dir.join("gate");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let policy = selecting_policy(&dir);
+    let fifo = fifo(&dir, "gate");
 
     // The run's own command is a shell waiting on a FIFO; once its `cat` has exec'd,
     // the programs are attached and the selection is in the kernel.
@@ -81,6 +64,94 @@ fn a_selected_program_started_elsewhere_is_watched_from_its_exec() {
         .collect();
     assert_eq!(conn.len(), 1, "{:#?}", run.of_type("connect"));
     assert_eq!(conn[0]["destination"]["port"], listener.port);
+}
+
+/// The policy with `select.comms` naming the C fixture.
+fn selecting_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let name = c_fixture()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let comm: String = name.chars().take(15).collect();
+    let policy = dir.join("policy.yaml");
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &policy,
+        default.replace(
+            "categories:\n",
+            &format!("select:\n  comms: [{comm:?}]\n\ncategories:\n"),
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+fn fifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    path
+}
+
+#[test]
+fn a_selected_program_already_running_at_start_is_watched() {
+    if !bpf_available("a_selected_program_already_running_at_start_is_watched") {
+        return;
+    }
+    let dir = test_dir("select-running");
+    let policy = selecting_policy(&dir);
+    let gate = fifo(&dir, "outsider-gate");
+    let end = fifo(&dir, "run-end");
+    let listener = Listener::start();
+    // Started before probectl: no exec for the kernel to select it by.
+    let mut outsider = std::process::Command::new(c_fixture())
+        .args([
+            "gate-probe",
+            gate.to_str().unwrap(),
+            &listener.port.to_string(),
+        ])
+        .spawn()
+        .expect("start the outsider");
+    let pid = outsider.id() as u64;
+    let script = format!("cat {} >/dev/null", end.display());
+    let mut run = StreamingRun::start_with_policy(
+        Some(&policy),
+        &[OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script)],
+        &[],
+    );
+    // probectl seeded the running processes before it let its command go.
+    run.wait_for("the run's cat", |r| {
+        r["type"] == "exec" && r["exe"].as_str().is_some_and(|e| e.ends_with("/cat"))
+    });
+    std::fs::write(&gate, b"x").expect("release the outsider");
+    assert!(outsider.wait().unwrap().success());
+    run.wait_for("the outsider's exit", |r| {
+        r["type"] == "exit" && r["pid"] == pid
+    });
+    std::fs::write(&end, b"x").expect("end the run");
+    let run = run.finish();
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    run.probe(pid, &["getenv"], "TZ");
+    run.probe(pid, &["openat", "open"], "/etc/localtime");
+    let conn: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["pid"] == pid)
+        .collect();
+    assert_eq!(conn.len(), 1, "{:#?}", run.of_type("connect"));
+    assert_eq!(conn[0]["destination"]["port"], listener.port);
+    assert_eq!(
+        conn[0]["process"],
+        c_fixture().file_name().unwrap().to_str().unwrap(),
+        "named from /proc, since no exec was seen: {:#}",
+        conn[0]
+    );
 }
 
 #[test]

@@ -161,6 +161,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let mut procs = ProcessTable::default();
     procs.add_root(root, std::process::id());
+    // Programs the policy selects that were already running: watched from now on,
+    // with their descendants and lineage from /proc (the kernel selects later execs).
+    for pid in probe_user::process::pids_with_comm(&policy.kernel.select_comms) {
+        for pid in procs.seed_tree(pid) {
+            if let Err(err) = sensors.watch(pid) {
+                eprintln!("probectl: warning: cannot watch running selected process {pid}: {err}");
+            }
+        }
+    }
     let correlator = Correlator::new(&policy, WallClock::boot_now_ns())
         .with_file_index(sensors.file_index.clone());
     if format == Format::Human {

@@ -32,6 +32,8 @@ pub struct FileIndex {
     pub basenames: Vec<BasenameKey>,
     /// Files under policy prefixes left out because `INODES` would overflow.
     pub not_indexed: u64,
+    /// The keys in `inodes`, for de-duplication while building.
+    seen: std::collections::HashSet<InodeKey>,
 }
 
 /// The kernel's encoding of a device number (`MKDEV`), as in `super_block::s_dev`.
@@ -103,7 +105,7 @@ impl FileIndex {
             .flatten()
         {
             let key = key_of(&meta);
-            if !self.inodes.iter().any(|(k, _)| *k == key) {
+            if self.seen.insert(key) {
                 self.inodes.push((key, id));
                 added = true;
             }

@@ -79,8 +79,8 @@ impl ProcessTable {
 
     /// Seeds a process that already runs and all its existing descendants from
     /// /proc (for `watch <pid>`), plus its ancestors for lineage. Returns the tree's
-    /// pids, root first, for the caller to watch in the kernel; empty when `root`
-    /// does not exist. Processes forked while the scan runs are caught by the
+    /// pids, root first, for the caller to watch in the kernel (and to wait for, with
+    /// `mark_live`, if it should); empty when `root` does not exist. Processes forked while the scan runs are caught by the
     /// kernel's inheritance once their parent is watched, except a child forked
     /// between the scan and the watch, which is why the caller scans again.
     pub fn seed_tree(&mut self, root: u32) -> Vec<u32> {
@@ -115,8 +115,12 @@ impl ProcessTable {
             }
             i += 1;
         }
-        self.live.extend(tree.iter().copied());
         tree
+    }
+
+    /// Processes to wait for (as roots): `watch <pid>` waits for the trees it seeded.
+    pub fn mark_live(&mut self, pids: impl IntoIterator<Item = u32>) {
+        self.live.extend(pids);
     }
 
     /// Adds a root whose parent is known but whose image is not yet the final one
@@ -218,15 +222,39 @@ fn absolute_exe(pid: u32, exe: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|_| exe.to_vec())
 }
 
+/// Every pid in /proc now (empty if /proc is unreadable).
+fn proc_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+}
+
+/// Processes running now whose program name (`comm`) is one of `comms` (zero-padded
+/// kernel keys, as the policy compiles them).
+pub fn pids_with_comm(comms: &[[u8; 16]]) -> Vec<u32> {
+    if comms.is_empty() {
+        return Vec::new();
+    }
+    proc_pids()
+        .filter(|pid| {
+            let Ok(comm) = std::fs::read(format!("/proc/{pid}/comm")) else {
+                return false;
+            };
+            let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+            comms.iter().any(|key| {
+                let len = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+                &key[..len] == comm
+            })
+        })
+        .collect()
+}
+
 /// (pid, ppid) of every process in /proc, from `stat` (whose 4th field is the
 /// parent; the comm before it is parenthesised and may contain anything).
 fn all_parents() -> Vec<(u32, u32)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    proc_pids()
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let (_, rest) = stat.rsplit_once(')')?;
