@@ -342,6 +342,7 @@ fn build_report(
             uid: info.uid,
         },
         probes: session.correlator.summarize(),
+        rules: session.correlator.rule_summaries(),
         connections: session.correlator.connections.clone(),
         sensors: session.sensors.choices.clone(),
         partial: session.sensors.unattached().next().is_some(),

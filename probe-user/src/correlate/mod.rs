@@ -6,6 +6,7 @@ mod fold;
 mod net;
 mod paths;
 mod probes;
+pub mod rules;
 
 use net::destination;
 pub mod records;
@@ -59,6 +60,11 @@ pub struct Correlator {
     pub names: dns::NameBook,
     /// UDP destinations already reported per process; later datagrams are not.
     udp_seen: HashSet<(u32, Destination)>,
+    /// The policy's rules, evaluated at each network event.
+    rules: rules::RuleEngine,
+    /// Records produced besides an event's own (rule alerts), handed out by
+    /// `handle_into`.
+    pending: Vec<Record>,
 }
 
 impl Correlator {
@@ -81,6 +87,8 @@ impl Correlator {
             early_outcomes: Vec::new(),
             names: dns::NameBook::with_hosts_file("/etc/hosts"),
             udp_seen: HashSet::new(),
+            rules: rules::RuleEngine::new(policy.rules.clone()),
+            pending: Vec::new(),
         }
     }
 
@@ -100,6 +108,7 @@ impl Correlator {
     /// of the new program.
     pub fn handle_into(&mut self, event: &Event, procs: &mut ProcessTable, out: &mut Vec<Record>) {
         out.extend(self.handle(event, procs));
+        out.append(&mut self.pending);
         if let Event::Exec(e) = event
             && let Some(batch) = self.exposures.remove(&e.header.tgid)
         {
@@ -387,6 +396,11 @@ impl Correlator {
             given_path: seen.given_path,
             resolved_by: seen.resolved_by,
         }))
+    }
+
+    /// Every rule that matched in the run.
+    pub fn rule_summaries(&self) -> Vec<rules::RuleSummary> {
+        self.rules.summaries(|ns| self.offset_ms(ns))
     }
 
     /// Per-category summary of every probe in the run.

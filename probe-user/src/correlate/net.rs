@@ -7,8 +7,10 @@ use probe_common::{
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::records::*;
+use super::rules::{NetCall, RuleMatch};
 use super::{Correlator, dns, errno_name, fold};
 use crate::output::escape::escape_bytes;
+use crate::policy::rules::{Action, NetworkEvent};
 use crate::process::ProcessTable;
 
 /// `on_connect`'s result code for a datagram sent to a destination (not a syscall
@@ -86,13 +88,6 @@ impl Correlator {
         };
         // Every watched process of a run belongs to the one tree, so every earlier probe counts.
         let prior = self.probes.before(header.ktime_ns, &self.category_names);
-        let mut probes_before = fold::fold_prior(prior, &self.classifier);
-        // Category, then the earliest probe first.
-        probes_before.sort_by(|a, b| {
-            a.category
-                .cmp(&b.category)
-                .then(b.first_ms_before.total_cmp(&a.first_ms_before))
-        });
         let outcome = self.take_early_outcome(header.tgid, &destination, &result);
         let named = destination
             .address
@@ -107,6 +102,21 @@ impl Correlator {
                     .map(|(n, src)| (escape_bytes(n.as_bytes()), src.as_str()))
             });
         let (domain, domain_source) = named.map_or((None, None), |(n, s)| (Some(n), Some(s)));
+        let kind = if ret == UDP_SENT {
+            NetworkEvent::UdpSend
+        } else {
+            NetworkEvent::Connect
+        };
+        let names: Vec<String> = domain.iter().cloned().collect();
+        let matched_rules =
+            self.match_rules(header, kind, Some(&destination), &names, &prior, procs);
+        let mut probes_before = fold::fold_prior(prior, &self.classifier);
+        // Category, then the earliest probe first.
+        probes_before.sort_by(|a, b| {
+            a.category
+                .cmp(&b.category)
+                .then(b.first_ms_before.total_cmp(&a.first_ms_before))
+        });
         let record = ConnectionRecord {
             time: self.clock.rfc3339(header.ktime_ns),
             offset_ms: self.offset_ms(header.ktime_ns),
@@ -128,6 +138,7 @@ impl Correlator {
             },
             result,
             probes_before,
+            matched_rules,
         };
         self.connections.push(record.clone());
         record
@@ -143,6 +154,19 @@ impl Correlator {
                 self.names.unparsed += 1;
                 return None;
             };
+            let names: Vec<String> = questions
+                .iter()
+                .map(|(n, _)| escape_bytes(n.as_bytes()))
+                .collect();
+            let prior = self.probes.before(e.header.ktime_ns, &self.category_names);
+            let matched_rules = self.match_rules(
+                &e.header,
+                NetworkEvent::DnsQuery,
+                server.as_ref(),
+                &names,
+                &prior,
+                procs,
+            );
             return Some(Record::DnsQuery(DnsQueryRecord {
                 time: self.clock.rfc3339(e.header.ktime_ns),
                 offset_ms: self.offset_ms(e.header.ktime_ns),
@@ -152,11 +176,9 @@ impl Correlator {
                     .map(|p| p.name().to_owned())
                     .unwrap_or_default(),
                 server,
-                names: questions
-                    .iter()
-                    .map(|(n, _)| escape_bytes(n.as_bytes()))
-                    .collect(),
+                names,
                 types: questions.into_iter().map(|(_, t)| t).collect(),
+                matched_rules,
             }));
         }
         let dest = server?;
@@ -171,6 +193,53 @@ impl Correlator {
             }
         }
         Some(Record::Connect(record))
+    }
+
+    /// The rules this network event completes; `alert` matches that are not repeats
+    /// are also queued as `rule_match` records.
+    fn match_rules(
+        &mut self,
+        header: &EventHeader,
+        kind: NetworkEvent,
+        destination: Option<&Destination>,
+        names: &[String],
+        prior: &[PriorProbe],
+        procs: &ProcessTable,
+    ) -> Vec<RuleMatch> {
+        let tree_of = |pid: u32| procs.lineage(pid).last().copied().unwrap_or(pid);
+        let tree = tree_of(header.tgid);
+        let call = NetCall {
+            kind,
+            tree,
+            at_ns: header.ktime_ns,
+            destination,
+            names,
+        };
+        let matches = self.rules.evaluate(
+            &call,
+            prior,
+            |pids| pids.iter().any(|&p| tree_of(p) == tree),
+            &self.category_names,
+        );
+        for m in matches
+            .iter()
+            .filter(|m| m.action == Action::Alert && !m.suppressed)
+        {
+            self.pending.push(Record::RuleMatch(RuleMatchRecord {
+                time: self.clock.rfc3339(header.ktime_ns),
+                offset_ms: self.offset_ms(header.ktime_ns),
+                pid: header.tgid,
+                process: procs
+                    .get(header.tgid)
+                    .map(|p| p.name().to_owned())
+                    .unwrap_or_default(),
+                event: kind,
+                destination: destination.cloned(),
+                names: names.to_vec(),
+                matched: m.clone(),
+            }));
+        }
+        matches
     }
 
     pub(super) fn on_dns_answer(&mut self, e: &DnsAnswerEvent) -> Option<Record> {

@@ -17,6 +17,9 @@ pub enum Record {
     /// watched process gets the env uprobes.
     Sensor(crate::sensors::AttachStatus),
     DnsAnswer(DnsAnswerRecord),
+    /// A rule with `action: alert` matched (repeats inside its suppression window are
+    /// not streamed again, only counted).
+    RuleMatch(RuleMatchRecord),
     Exit(ExitRecord),
     Report(RunReport),
 }
@@ -85,6 +88,23 @@ pub struct ProbeRecord {
     pub resolved_by: Option<&'static str>,
 }
 
+/// A rule that matched a network event, as its own record.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleMatchRecord {
+    pub time: String,
+    pub offset_ms: f64,
+    pub pid: u32,
+    pub process: String,
+    /// `connect`, `udp_send` or `dns_query`.
+    pub event: crate::policy::rules::NetworkEvent,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Names of the destination (DNS or /etc/hosts), or the names a query asked for.
+    pub names: Vec<String>,
+    #[serde(flatten)]
+    pub matched: super::rules::RuleMatch,
+}
+
 pub const SEEN_AT_SYSCALL: &str = "syscall";
 pub const SEEN_AT_CGROUP_HOOK: &str = "cgroup_hook";
 
@@ -143,6 +163,8 @@ pub struct ConnectionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain_source: Option<&'static str>,
     pub probes_before: Vec<PriorProbe>,
+    /// Policy rules this connection completes (probes in the window, then this call).
+    pub matched_rules: Vec<super::rules::RuleMatch>,
 }
 
 /// The outcome of a non-blocking TCP connect, streamed when the handshake ends.
@@ -209,6 +231,8 @@ pub struct RunReport {
     pub cli: CliIdentity,
     pub probes: Vec<CategorySummary>,
     pub connections: Vec<ConnectionRecord>,
+    /// Every rule that matched in the run: matches, of which suppressed repeats.
+    pub rules: Vec<super::rules::RuleSummary>,
     /// Each sensor family's attach point, the better ones it passed over and why, and
     /// its blind spots (as `probectl doctor` shows them).
     pub sensors: Vec<crate::sensors::chain::SensorChoice>,
@@ -241,6 +265,8 @@ pub struct DnsQueryRecord {
     pub names: Vec<String>,
     /// Question types (`TYPE(A)`, `TYPE(AAAA)`, ...).
     pub types: Vec<String>,
+    /// Policy rules this query completes.
+    pub matched_rules: Vec<super::rules::RuleMatch>,
 }
 
 /// A DNS answer received by a watched process: the addresses it now knows a name by.

@@ -83,6 +83,25 @@ pub fn render(record: &Record) -> String {
                     .collect();
                 let _ = writeln!(s, "{:>9}           after probing: {}", "", cats.join(", "));
             }
+            rule_lines(&mut s, &c.matched_rules, &format!("{:>9}           ", ""));
+        }
+        Record::RuleMatch(m) => {
+            let target = match &m.destination {
+                Some(d) if d.family == "unix" => format!("unix:{}", d.address),
+                Some(d) => format!("{}:{}", d.address, d.port),
+                None => m.names.join(","),
+            };
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] ALERT   rule {} [{}]: {} probed {} then {} {target}",
+                secs(m.offset_ms),
+                m.pid,
+                m.matched.rule,
+                m.matched.severity.as_str(),
+                m.process,
+                m.matched.categories.join(", "),
+                m.event.as_str(),
+            );
         }
         Record::ConnectOutcome(o) => {
             let _ = writeln!(
@@ -111,6 +130,7 @@ pub fn render(record: &Record) -> String {
                 q.types.join(","),
                 q.process
             );
+            rule_lines(&mut s, &q.matched_rules, &format!("{:>9}           ", ""));
         }
         Record::DnsAnswer(a) => {
             let _ = writeln!(
@@ -149,6 +169,23 @@ pub fn render(record: &Record) -> String {
         Record::Report(r) => render_report(&mut s, r),
     }
     s
+}
+
+fn rule_lines(s: &mut String, rules: &[crate::correlate::rules::RuleMatch], indent: &str) {
+    for m in rules {
+        let _ = writeln!(
+            s,
+            "{indent}rule {} [{}] matched: probed {}{}",
+            m.rule,
+            m.severity.as_str(),
+            m.categories.join(", "),
+            if m.suppressed {
+                " (repeat, suppressed)"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 fn secs(ms: f64) -> String {
@@ -249,6 +286,30 @@ fn render_report(s: &mut String, r: &RunReport) {
                 s,
                 "    before it: {:<10} {:<10} {:<28} x{:<4} {:.1} ms before",
                 p.category, p.how, p.target, p.count, p.first_ms_before
+            );
+        }
+        rule_lines(s, &c.matched_rules, "    ");
+    }
+    if !r.rules.is_empty() {
+        let _ = writeln!(s, "\nRules matched:");
+        for rule in &r.rules {
+            let _ = writeln!(
+                s,
+                "  {} [{}, {}] x{}{} first at {}",
+                rule.rule,
+                rule.severity.as_str(),
+                if rule.action == crate::policy::rules::Action::Alert {
+                    "alert"
+                } else {
+                    "log"
+                },
+                rule.matches,
+                if rule.suppressed > 0 {
+                    format!(" ({} repeats suppressed)", rule.suppressed)
+                } else {
+                    String::new()
+                },
+                secs(rule.first_offset_ms)
             );
         }
     }

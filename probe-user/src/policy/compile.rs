@@ -14,6 +14,7 @@ pub struct CompiledPolicy {
     pub categories: Vec<Category>,
     pub kernel: KernelEntries,
     pub classifier: Classifier,
+    pub rules: Vec<super::rules::CompiledRule>,
 }
 
 /// Keys and values for the kernel's policy maps.
@@ -257,5 +258,6 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
         categories: policy.categories,
         kernel,
         classifier,
+        rules: Vec::new(),
     }
 }

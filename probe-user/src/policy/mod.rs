@@ -3,6 +3,7 @@
 
 mod compile;
 mod file_index;
+pub mod rules;
 mod schema;
 mod suggest;
 
@@ -80,7 +81,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyErro
         }
     })?;
     schema::validate(&policy, source_name)?;
-    Ok(compile::compile(policy))
+    let rules = rules::compile_rules(&policy.rules, &policy.categories, source_name)?;
+    let mut compiled = compile::compile(policy);
+    compiled.rules = rules;
+    Ok(compiled)
 }
 
 #[cfg(test)]

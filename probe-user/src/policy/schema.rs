@@ -17,6 +17,9 @@ pub struct Policy {
     pub select: Selection,
     #[serde(default)]
     pub categories: Vec<Category>,
+    /// Probe-then-network sequences to flag (see `rules`).
+    #[serde(default)]
+    pub rules: Vec<super::rules::Rule>,
 }
 
 /// Which processes are watched without being started by `probectl run`.

@@ -6,12 +6,16 @@ pub fn did_you_mean(message: &str) -> Option<String> {
     let rest = message.split_once("unknown field `")?.1;
     let (unknown, rest) = rest.split_once('`')?;
     let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let (best, distance) = expected
+    closest(unknown, &expected).map(|best| format!("did you mean `{best}`?"))
+}
+
+/// The candidate closest to `word`, if it is close enough to be a typo of it.
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let (best, distance) = candidates
         .iter()
-        .map(|e| (*e, edit_distance(unknown, e)))
+        .map(|c| (*c, edit_distance(word, c)))
         .min_by_key(|(_, d)| *d)?;
-    (distance <= 2 || best.starts_with(unknown) || unknown.starts_with(best))
-        .then(|| format!("did you mean `{best}`?"))
+    (distance <= 2 || best.starts_with(word) || word.starts_with(best)).then_some(best)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -1,0 +1,234 @@
+//! Evaluating the policy's rules at each network event: did this process tree probe
+//! the rule's categories within its window before this call, and does the destination
+//! match? Matches are listed on the event's record, summed in the report, and (for
+//! `action: alert`) streamed as `rule_match` records, unless suppressed as repeats.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::policy::rules::{
+    Action, CompiledDestination, CompiledRule, NetworkEvent, Severity, cidr_contains, glob_matches,
+};
+
+use super::records::{Destination, PriorProbe};
+
+/// One rule that matched one network event.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleMatch {
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub severity: Severity,
+    pub action: Action,
+    /// The rule's categories that the tree probed in the window.
+    pub categories: Vec<String>,
+    /// A repeat within the rule's suppression window: counted, not alerted again.
+    pub suppressed: bool,
+}
+
+/// Per rule, over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleSummary {
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub severity: Severity,
+    pub action: Action,
+    pub matches: u64,
+    /// Of `matches`, repeats inside the suppression window.
+    pub suppressed: u64,
+    pub first_offset_ms: f64,
+}
+
+/// The network event a rule is evaluated against.
+pub struct NetCall<'a> {
+    pub kind: NetworkEvent,
+    /// The process tree it came from (the root of its lineage).
+    pub tree: u32,
+    pub at_ns: u64,
+    pub destination: Option<&'a Destination>,
+    /// Names the destination is known by: the DNS or /etc/hosts name of the address,
+    /// or the names a query asks for.
+    pub names: &'a [String],
+}
+
+#[derive(Default)]
+pub struct RuleEngine {
+    rules: Vec<CompiledRule>,
+    /// (rule, tree, destination) -> last reported match, for suppression.
+    last_reported: HashMap<(usize, u32, String), u64>,
+    summaries: Vec<Option<(u64, u64, u64)>>,
+}
+
+impl RuleEngine {
+    pub fn new(rules: Vec<CompiledRule>) -> Self {
+        let summaries = vec![None; rules.len()];
+        Self {
+            rules,
+            last_reported: HashMap::new(),
+            summaries,
+        }
+    }
+
+    /// Rules matching `call`, given the probes that came before it (unfolded) and the
+    /// tree each probing pid belongs to.
+    pub fn evaluate(
+        &mut self,
+        call: &NetCall<'_>,
+        prior: &[PriorProbe],
+        in_tree: impl Fn(&[u32]) -> bool,
+        category_names: &[String],
+    ) -> Vec<RuleMatch> {
+        let mut out = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.then.contains(&call.kind) {
+                continue;
+            }
+            let window_ms = rule.within.as_secs_f64() * 1e3;
+            let probed: Vec<&PriorProbe> = prior
+                .iter()
+                .filter(|p| p.last_ms_before <= window_ms && in_tree(&p.pids))
+                .collect();
+            let Some(categories) = probed_match(rule, &probed, category_names) else {
+                continue;
+            };
+            if let Some(dest) = &rule.destination
+                && !destination_matches(dest, call.destination, call.names)
+            {
+                continue;
+            }
+            let key = (
+                index,
+                call.tree,
+                call.destination
+                    .map(|d| format!("{}:{}", d.address, d.port))
+                    .unwrap_or_else(|| call.names.join(",")),
+            );
+            let suppressed = match (rule.suppress, self.last_reported.get(&key)) {
+                (Some(window), Some(&last)) => {
+                    call.at_ns.saturating_sub(last) < window.as_nanos() as u64
+                }
+                _ => false,
+            };
+            if !suppressed {
+                self.last_reported.insert(key, call.at_ns);
+            }
+            let summary = self.summaries[index].get_or_insert((0, 0, call.at_ns));
+            summary.0 += 1;
+            summary.1 += u64::from(suppressed);
+            out.push(RuleMatch {
+                rule: rule.name.clone(),
+                id: rule.id.clone(),
+                severity: rule.severity,
+                action: rule.action,
+                categories,
+                suppressed,
+            });
+        }
+        out
+    }
+
+    /// Every rule that matched at least once, in policy order.
+    pub fn summaries(&self, offset_ms: impl Fn(u64) -> f64) -> Vec<RuleSummary> {
+        self.rules
+            .iter()
+            .zip(&self.summaries)
+            .filter_map(|(rule, s)| {
+                let (matches, suppressed, first_ns) = (*s)?;
+                Some(RuleSummary {
+                    rule: rule.name.clone(),
+                    id: rule.id.clone(),
+                    severity: rule.severity,
+                    action: rule.action,
+                    matches,
+                    suppressed,
+                    first_offset_ms: offset_ms(first_ns),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The rule's categories that the probes satisfy, or `None` if its `probed` condition
+/// does not hold.
+fn probed_match(
+    rule: &CompiledRule,
+    probed: &[&PriorProbe],
+    category_names: &[String],
+) -> Option<Vec<String>> {
+    let has = |c: usize| probed.iter().any(|p| p.category == category_names[c]);
+    if !rule.all_of.iter().all(|&c| has(c)) {
+        return None;
+    }
+    if !rule.any_of.is_empty() && !rule.any_of.iter().any(|&c| has(c)) {
+        return None;
+    }
+    if let Some(min) = rule.min_count {
+        let counted = |p: &&&PriorProbe| {
+            rule.any_of.is_empty() || rule.any_of.iter().any(|&c| p.category == category_names[c])
+        };
+        let mut distinct: Vec<(&str, &str)> = probed
+            .iter()
+            .filter(counted)
+            .map(|p| (p.category.as_str(), p.target.as_str()))
+            .collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if (distinct.len() as u64) < u64::from(min) {
+            return None;
+        }
+    }
+    let mut names: Vec<String> = rule
+        .all_of
+        .iter()
+        .chain(&rule.any_of)
+        .filter(|&&c| has(c))
+        .map(|&c| category_names[c].clone())
+        .collect();
+    if names.is_empty() {
+        // `min_count` alone: name what was probed.
+        names = probed.iter().map(|p| p.category.clone()).collect();
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+fn destination_matches(
+    spec: &CompiledDestination,
+    dest: Option<&Destination>,
+    names: &[String],
+) -> bool {
+    let ip: Option<IpAddr> = dest.and_then(|d| d.address.parse().ok());
+    let by_cidr = spec.cidrs.is_empty()
+        || ip.is_some_and(|ip| spec.cidrs.iter().any(|net| cidr_contains(net, &ip)));
+    let by_port = spec.ports.is_empty() || dest.is_some_and(|d| spec.ports.contains(&d.port));
+    let by_host = spec.hosts.is_empty()
+        || names
+            .iter()
+            .any(|n| spec.hosts.iter().any(|h| glob_matches(h, n)));
+    let excepted = spec
+        .except
+        .as_deref()
+        .is_some_and(|except| destination_matches_any(except, dest, ip, names));
+    by_cidr && by_port && by_host && !excepted
+}
+
+/// An allowlist entry matches when any of its lists does (a CIDR, a port or a host).
+fn destination_matches_any(
+    spec: &CompiledDestination,
+    dest: Option<&Destination>,
+    ip: Option<IpAddr>,
+    names: &[String],
+) -> bool {
+    ip.is_some_and(|ip| spec.cidrs.iter().any(|net| cidr_contains(net, &ip)))
+        || dest.is_some_and(|d| spec.ports.contains(&d.port))
+        || names
+            .iter()
+            .any(|n| spec.hosts.iter().any(|h| glob_matches(h, n)))
+}
+
+#[cfg(test)]
+mod tests;

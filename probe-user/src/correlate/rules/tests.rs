@@ -1,0 +1,228 @@
+use super::*;
+use crate::correlate::records::TargetType;
+
+fn names() -> Vec<String> {
+    ["timezone", "proxy", "api-relay"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn probe(category: &str, target: &str, ms_before: f64, pid: u32) -> PriorProbe {
+    PriorProbe {
+        category: category.into(),
+        target_type: TargetType::Env,
+        target: target.into(),
+        how: "getenv",
+        pids: vec![pid],
+        count: 1,
+        distinct_targets: None,
+        first_ms_before: ms_before,
+        last_ms_before: ms_before,
+    }
+}
+
+fn engine(rule_yaml: &str) -> RuleEngine {
+    let yaml = format!(
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {{name: t}}\ncategories:\n  - {{name: timezone, env: [TZ]}}\n  - {{name: proxy, env: [HTTPS_PROXY]}}\n  - {{name: api-relay, env: [ANTHROPIC_BASE_URL]}}\nrules:\n{rule_yaml}"
+    );
+    RuleEngine::new(crate::policy::parse(&yaml, "t.yaml").unwrap().rules)
+}
+
+fn dest(address: &str, port: u16) -> Destination {
+    Destination {
+        family: if address.contains(':') {
+            "ipv6"
+        } else {
+            "ipv4"
+        },
+        address: address.into(),
+        port,
+    }
+}
+
+fn call<'a>(d: &'a Destination, at_ns: u64, names: &'a [String]) -> NetCall<'a> {
+    NetCall {
+        kind: NetworkEvent::Connect,
+        tree: 1,
+        at_ns,
+        destination: Some(d),
+        names,
+    }
+}
+
+#[test]
+fn the_window_is_inclusive_at_its_boundary() {
+    let mut e = engine("  - {name: r, probed: {all_of: [timezone]}, within: 30s}\n");
+    let d = dest("192.0.2.1", 443);
+    let mut at = |ms: f64| e_eval(&mut e, &d, &[probe("timezone", "TZ", ms, 5)]);
+    fn e_eval(e: &mut RuleEngine, d: &Destination, p: &[PriorProbe]) -> usize {
+        e.evaluate(&call(d, 0, &[]), p, |_| true, &names()).len()
+    }
+    assert_eq!(at(30_000.0), 1, "exactly 30 s before: inside");
+    assert_eq!(at(30_000.001), 0, "just over 30 s before: outside");
+    assert_eq!(at(0.0), 1);
+}
+
+#[test]
+fn all_of_any_of_and_min_count() {
+    let d = dest("192.0.2.1", 443);
+    let tz = probe("timezone", "TZ", 1.0, 5);
+    let tz_file = probe("timezone", "/etc/localtime", 1.0, 5);
+    let relay = probe("api-relay", "ANTHROPIC_BASE_URL", 2.0, 5);
+    let mut all = engine("  - {name: r, probed: {all_of: [timezone, api-relay]}, within: 1m}\n");
+    assert!(
+        all.evaluate(&call(&d, 0, &[]), &[tz.clone()], |_| true, &names())
+            .is_empty()
+    );
+    let m = all.evaluate(
+        &call(&d, 0, &[]),
+        &[tz.clone(), relay.clone()],
+        |_| true,
+        &names(),
+    );
+    assert_eq!(m[0].categories, ["api-relay", "timezone"]);
+
+    let mut any = engine("  - {name: r, probed: {any_of: [proxy, api-relay]}, within: 1m}\n");
+    assert!(
+        any.evaluate(&call(&d, 0, &[]), &[tz.clone()], |_| true, &names())
+            .is_empty()
+    );
+    assert_eq!(
+        any.evaluate(&call(&d, 0, &[]), &[relay.clone()], |_| true, &names())
+            .len(),
+        1
+    );
+
+    let mut min = engine("  - {name: r, probed: {any_of: [timezone], min_count: 2}, within: 1m}\n");
+    assert!(
+        min.evaluate(
+            &call(&d, 0, &[]),
+            &[tz.clone(), relay.clone()],
+            |_| true,
+            &names()
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        min.evaluate(
+            &call(&d, 0, &[]),
+            &[tz.clone(), tz_file, relay],
+            |_| true,
+            &names()
+        )
+        .len(),
+        1,
+        "two distinct time-zone targets"
+    );
+    // The same target twice (two operations) is one distinct probe.
+    let tz_again = PriorProbe {
+        how: "secure_getenv",
+        ..tz.clone()
+    };
+    assert!(
+        min.evaluate(&call(&d, 0, &[]), &[tz, tz_again], |_| true, &names())
+            .is_empty()
+    );
+}
+
+#[test]
+fn destinations_by_cidr_port_host_and_allowlist() {
+    let mut e = engine(
+        "  - name: r\n    probed: {any_of: [timezone]}\n    within: 1m\n    destination: {cidr: [192.0.2.0/24, '2001:db8::/32'], port: [443], except: {host: ['*.allowed.example']}}\n",
+    );
+    let p = [probe("timezone", "TZ", 1.0, 5)];
+    let mut hits = |addr: &str, port: u16, names: &[String]| {
+        let d = dest(addr, port);
+        e.evaluate(&call(&d, 0, names), &p, |_| true, &names_())
+            .len()
+    };
+    fn names_() -> Vec<String> {
+        names()
+    }
+    assert_eq!(hits("192.0.2.9", 443, &[]), 1);
+    assert_eq!(hits("2001:db8::5", 443, &[]), 1);
+    assert_eq!(hits("192.0.2.9", 80, &[]), 0, "port");
+    assert_eq!(hits("198.51.100.1", 443, &[]), 0, "cidr");
+    assert_eq!(
+        hits("192.0.2.9", 443, &["api.allowed.example".into()]),
+        0,
+        "allowlisted"
+    );
+    let mut by_host = engine(
+        "  - name: r\n    probed: {any_of: [timezone]}\n    within: 1m\n    destination: {host: ['*.relay.example']}\n",
+    );
+    let d = dest("192.0.2.9", 443);
+    assert_eq!(
+        by_host
+            .evaluate(
+                &call(&d, 0, &["x.relay.example".into()]),
+                &p,
+                |_| true,
+                &names()
+            )
+            .len(),
+        1
+    );
+    assert!(
+        by_host
+            .evaluate(&call(&d, 0, &[]), &p, |_| true, &names())
+            .is_empty(),
+        "no name known"
+    );
+}
+
+#[test]
+fn repeats_inside_the_suppression_window_are_counted_not_alerted() {
+    let mut e = engine(
+        "  - {name: r, probed: {any_of: [timezone]}, within: 1m, action: alert, suppress: 10s}\n",
+    );
+    let d = dest("192.0.2.1", 443);
+    let p = [probe("timezone", "TZ", 1.0, 5)];
+    let s = 1_000_000_000u64;
+    let first = e.evaluate(&call(&d, s, &[]), &p, |_| true, &names());
+    let repeat = e.evaluate(&call(&d, 5 * s, &[]), &p, |_| true, &names());
+    let later = e.evaluate(&call(&d, 12 * s, &[]), &p, |_| true, &names());
+    assert!(!first[0].suppressed);
+    assert!(repeat[0].suppressed);
+    assert!(!later[0].suppressed, "10 s after the last alert");
+    let other = dest("192.0.2.2", 443);
+    assert!(
+        !e.evaluate(&call(&other, 6 * s, &[]), &p, |_| true, &names())[0].suppressed,
+        "another destination"
+    );
+    let summary = &e.summaries(|_| 0.0)[0];
+    assert_eq!((summary.matches, summary.suppressed), (4, 1));
+}
+
+#[test]
+fn only_probes_of_the_same_tree_count() {
+    let mut e = engine("  - {name: r, probed: {any_of: [timezone]}, within: 1m}\n");
+    let d = dest("192.0.2.1", 443);
+    let p = [probe("timezone", "TZ", 1.0, 77)];
+    assert!(
+        e.evaluate(&call(&d, 0, &[]), &p, |pids| pids.contains(&5), &names())
+            .is_empty()
+    );
+    assert_eq!(
+        e.evaluate(&call(&d, 0, &[]), &p, |pids| pids.contains(&77), &names())
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn then_limits_the_network_events() {
+    let mut e =
+        engine("  - {name: r, probed: {any_of: [timezone]}, then: [dns_query], within: 1m}\n");
+    let d = dest("192.0.2.1", 443);
+    let p = [probe("timezone", "TZ", 1.0, 5)];
+    assert!(
+        e.evaluate(&call(&d, 0, &[]), &p, |_| true, &names())
+            .is_empty()
+    );
+    let q = NetCall {
+        kind: NetworkEvent::DnsQuery,
+        ..call(&d, 0, &[])
+    };
+    assert_eq!(e.evaluate(&q, &p, |_| true, &names()).len(), 1);
+}

@@ -1,0 +1,383 @@
+//! Rules: "a process tree probed these categories, then made this network call". The
+//! YAML form, its validation, and the compiled form the correlator evaluates.
+//!
+//! ```yaml
+//! rules:
+//!   - name: fingerprint-then-call-home
+//!     id: PCTL-0001
+//!     probed: { all_of: [timezone, api-relay] }   # or any_of: [...], min_count: N
+//!     then: [connect, udp_send, dns_query]        # default: all three
+//!     destination:                                # default: anywhere
+//!       host: ["*.example.com"]
+//!       cidr: ["203.0.113.0/24"]
+//!       port: [443]
+//!       except: { cidr: ["127.0.0.0/8", "::1/128"] }
+//!     within: 30s
+//!     severity: high                              # info, low, medium, high, critical
+//!     action: alert                               # log (default) or alert
+//!     suppress: 5m                                # repeats within 5 minutes are counted, not re-alerted
+//! ```
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::PolicyError;
+use super::schema::Category;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub probed: Probed,
+    /// Network events that complete the sequence; all of them when omitted.
+    #[serde(default)]
+    pub then: Vec<NetworkEvent>,
+    #[serde(default)]
+    pub destination: Option<DestinationSpec>,
+    /// How long before the network event the probes count, e.g. `30s`, `500ms`, `5m`.
+    pub within: String,
+    #[serde(default)]
+    pub severity: Severity,
+    #[serde(default)]
+    pub action: Action,
+    /// Repeats of this rule for the same tree and destination within this window are
+    /// counted, not reported again.
+    #[serde(default)]
+    pub suppress: Option<String>,
+}
+
+/// Which probes must have come first. At least one condition; all given must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probed {
+    /// Every one of these categories was probed.
+    #[serde(default)]
+    pub all_of: Vec<String>,
+    /// At least one of these categories was probed.
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    /// At least this many distinct probes (category, target), in the `any_of`
+    /// categories if given, else in any category.
+    #[serde(default)]
+    pub min_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkEvent {
+    /// A TCP or unix connect.
+    Connect,
+    /// A datagram to a destination (UDP sendto/sendmsg).
+    UdpSend,
+    /// A DNS query.
+    DnsQuery,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    #[serde(default)]
+    pub cidr: Vec<String>,
+    #[serde(default)]
+    pub port: Vec<u16>,
+    /// Host name globs (`*` matches any run of characters, `api.*.com`), matched against
+    /// the name a DNS answer or /etc/hosts gave the address, or the name queried.
+    #[serde(default)]
+    pub host: Vec<String>,
+    /// Destinations that never match (an allowlist).
+    #[serde(default)]
+    pub except: Option<Box<DestinationSpec>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    #[default]
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl NetworkEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkEvent::Connect => "connect",
+            NetworkEvent::UdpSend => "udp_send",
+            NetworkEvent::DnsQuery => "dns_query",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Listed in the connection record and the report.
+    #[default]
+    Log,
+    /// Also streamed as a `rule_match` record of its own.
+    Alert,
+}
+
+/// A validated rule, with category names resolved to indices.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub name: String,
+    pub id: Option<String>,
+    pub all_of: Vec<usize>,
+    pub any_of: Vec<usize>,
+    pub min_count: Option<u32>,
+    pub then: Vec<NetworkEvent>,
+    pub destination: Option<CompiledDestination>,
+    pub within: Duration,
+    pub severity: Severity,
+    pub action: Action,
+    pub suppress: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CompiledDestination {
+    pub cidrs: Vec<(IpAddr, u8)>,
+    pub ports: Vec<u16>,
+    pub hosts: Vec<String>,
+    pub except: Option<Box<CompiledDestination>>,
+}
+
+/// `30s`, `500ms`, `5m`, `1h`: a number and a unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        other => return Err(format!("{text:?}: unknown unit {other:?}")),
+    };
+    Ok(d)
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a bare address (a /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{text:?}: {addr:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{text:?}: prefix length must be 0-{max}"))?,
+        None => max,
+    };
+    Ok((addr, len))
+}
+
+/// Whether `addr` is inside the network. IPv4-mapped IPv6 addresses count as IPv4.
+pub fn cidr_contains(net: &(IpAddr, u8), addr: &IpAddr) -> bool {
+    let (a, n) = match (net.0, addr.to_canonical()) {
+        (IpAddr::V4(net), IpAddr::V4(a)) => (u32::from(net) as u128, u32::from(a) as u128),
+        (IpAddr::V6(net), IpAddr::V6(a)) => (u128::from(net), u128::from(a)),
+        _ => return false,
+    };
+    let bits = if net.0.is_ipv4() { 32 } else { 128 };
+    let shift = bits - u32::from(net.1);
+    shift >= bits || (a >> shift) == (n >> shift)
+}
+
+/// `*` matches any run of characters (dots included); everything else literally,
+/// ASCII case-insensitively (host names).
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi].eq_ignore_ascii_case(&t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+fn compile_destination(spec: &DestinationSpec) -> Result<CompiledDestination, String> {
+    let cidrs = spec
+        .cidr
+        .iter()
+        .map(|c| parse_cidr(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(h) = spec.host.iter().find(|h| h.trim().is_empty()) {
+        return Err(format!("host pattern {h:?} is empty"));
+    }
+    Ok(CompiledDestination {
+        cidrs,
+        ports: spec.port.clone(),
+        hosts: spec.host.clone(),
+        except: spec
+            .except
+            .as_deref()
+            .map(compile_destination)
+            .transpose()?
+            .map(Box::new),
+    })
+}
+
+/// Validates and compiles every rule. Errors name the rule and the field.
+pub(super) fn compile_rules(
+    rules: &[Rule],
+    categories: &[Category],
+    source_name: &str,
+) -> Result<Vec<CompiledRule>, PolicyError> {
+    let invalid = |rule: &str, message: String, hint: String| PolicyError::Invalid {
+        source_name: source_name.to_owned(),
+        message: format!("rule {rule:?}: {message}"),
+        hint,
+    };
+    let category = |rule: &str, name: &str| -> Result<usize, PolicyError> {
+        categories
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = categories.iter().map(|c| c.name.as_str()).collect();
+                let hint = match super::suggest::closest(name, &names) {
+                    Some(best) => format!("did you mean `{best}`?"),
+                    None => format!("defined categories: {}", names.join(", ")),
+                };
+                invalid(
+                    rule,
+                    format!("uses category {name:?}, which is not defined"),
+                    hint,
+                )
+            })
+    };
+    let mut out: Vec<CompiledRule> = Vec::new();
+    for rule in rules {
+        let name = rule.name.as_str();
+        if name.trim().is_empty() {
+            return Err(invalid(
+                name,
+                "has an empty name".into(),
+                "name every rule".into(),
+            ));
+        }
+        if out.iter().any(|r| r.name == name) {
+            return Err(invalid(
+                name,
+                "is defined twice".into(),
+                "rule names are unique; rename one".into(),
+            ));
+        }
+        let p = &rule.probed;
+        if p.all_of.is_empty() && p.any_of.is_empty() && p.min_count.is_none() {
+            return Err(invalid(
+                name,
+                "`probed` names no condition".into(),
+                "give `all_of`, `any_of` or `min_count`".into(),
+            ));
+        }
+        let within = parse_duration(&rule.within).map_err(|e| {
+            invalid(
+                name,
+                format!("within: {e}"),
+                "durations look like 500ms, 30s, 5m or 1h".into(),
+            )
+        })?;
+        let suppress = rule
+            .suppress
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .map_err(|e| {
+                invalid(
+                    name,
+                    format!("suppress: {e}"),
+                    "durations look like 500ms, 30s, 5m or 1h".into(),
+                )
+            })?;
+        let destination = rule
+            .destination
+            .as_ref()
+            .map(compile_destination)
+            .transpose()
+            .map_err(|e| {
+                invalid(
+                    name,
+                    format!("destination: {e}"),
+                    "cidr entries look like 10.0.0.0/8 or ::1/128; host entries are names with `*`"
+                        .into(),
+                )
+            })?;
+        out.push(CompiledRule {
+            name: name.to_owned(),
+            id: rule.id.clone(),
+            all_of: p
+                .all_of
+                .iter()
+                .map(|c| category(name, c))
+                .collect::<Result<_, _>>()?,
+            any_of: p
+                .any_of
+                .iter()
+                .map(|c| category(name, c))
+                .collect::<Result<_, _>>()?,
+            min_count: p.min_count,
+            then: if rule.then.is_empty() {
+                vec![
+                    NetworkEvent::Connect,
+                    NetworkEvent::UdpSend,
+                    NetworkEvent::DnsQuery,
+                ]
+            } else {
+                rule.then.clone()
+            },
+            destination,
+            within,
+            severity: rule.severity,
+            action: rule.action,
+            suppress,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

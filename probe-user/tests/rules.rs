@@ -1,0 +1,138 @@
+//! Root integration tests of the rules: a real Node CLI probes and connects in a given
+//! order, and the rule fires only when the probes came first, in the same process
+//! tree.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+/// The default policy plus one rule: time zone and API relay probed, then a connect
+/// to the test's listener, within 30 s.
+fn policy_with_rule(dir: &Path, port: u16) -> PathBuf {
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ))
+    .unwrap();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{default}\nrules:\n  - name: fingerprint-then-call\n    id: TEST-1\n    probed: {{all_of: [timezone, api-relay]}}\n    then: [connect]\n    destination: {{cidr: [127.0.0.0/8], port: [{port}]}}\n    within: 30s\n    severity: high\n    action: alert\n"
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+fn run_node(test: &str, mode: &str) -> (JsonRun, u16) {
+    let dir = test_dir(test);
+    let listener = Listener::start();
+    let policy = policy_with_rule(&dir, listener.port);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node_rules.js");
+    let port = listener.port.to_string();
+    let run = probectl_json_with_policy(
+        &policy,
+        &[
+            OsStr::new("node"),
+            script.as_os_str(),
+            OsStr::new(mode),
+            OsStr::new(&port),
+        ],
+    );
+    assert_eq!(run.code, 0, "the fixture ran; stderr:\n{}", run.stderr);
+    (run, listener.port)
+}
+
+fn connection<'a>(run: &'a JsonRun, port: u16) -> &'a Value {
+    let conns: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["port"] == port)
+        .collect();
+    assert_eq!(conns.len(), 1, "{conns:#?}");
+    conns[0]
+}
+
+#[test]
+fn probes_then_connect_fires_the_rule() {
+    if !bpf_available("probes_then_connect_fires_the_rule") {
+        return;
+    }
+    let (run, port) = run_node("rule-fires", "probe-then-connect");
+    let conn = connection(&run, port);
+    let matched = conn["matched_rules"].as_array().unwrap();
+    assert_eq!(matched.len(), 1, "{conn:#}");
+    assert_eq!(matched[0]["rule"], "fingerprint-then-call");
+    assert_eq!(matched[0]["id"], "TEST-1");
+    assert_eq!(matched[0]["severity"], "high");
+    assert_eq!(
+        matched[0]["categories"],
+        serde_json::json!(["api-relay", "timezone"])
+    );
+    assert_eq!(matched[0]["suppressed"], false);
+    // The probes are listed with the connection, each before it.
+    let before = probes_before(conn);
+    assert!(
+        before
+            .iter()
+            .any(|(c, h, t)| c == "api-relay" && h == "getenv" && t == "ANTHROPIC_BASE_URL"),
+        "{before:?}"
+    );
+    assert!(before.iter().any(|(c, _, _)| c == "timezone"), "{before:?}");
+    assert!(
+        conn["probes_before"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["first_ms_before"].as_f64().unwrap() >= 0.0),
+        "{conn:#}"
+    );
+    let alerts = run.of_type("rule_match");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["rule"], "fingerprint-then-call");
+    assert_eq!(alerts[0]["event"], "connect");
+    assert_eq!(alerts[0]["destination"]["port"], port);
+    let summary = &run.report()["rules"];
+    assert_eq!(summary[0]["rule"], "fingerprint-then-call");
+    assert_eq!(summary[0]["matches"], 1);
+}
+
+#[test]
+fn connect_first_then_probe_does_not_fire() {
+    if !bpf_available("connect_first_then_probe_does_not_fire") {
+        return;
+    }
+    let (run, port) = run_node("rule-order", "connect-then-probe");
+    let conn = connection(&run, port);
+    assert_eq!(conn["matched_rules"], serde_json::json!([]), "{conn:#}");
+    assert!(run.of_type("rule_match").is_empty());
+    assert_eq!(run.report()["rules"], serde_json::json!([]));
+    // The probes did happen, after the connect: the rule's order is what failed.
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    run.probe(pid, &["getenv"], "ANTHROPIC_BASE_URL");
+}
+
+#[test]
+fn a_child_probing_and_its_parent_connecting_fires_the_rule() {
+    if !bpf_available("a_child_probing_and_its_parent_connecting_fires_the_rule") {
+        return;
+    }
+    let (run, port) = run_node("rule-tree", "child-probes");
+    let conn = connection(&run, port);
+    let root = run.report()["cli"]["pid"].as_u64().unwrap();
+    assert_eq!(conn["pid"], root, "the parent connects");
+    let relay = run
+        .of_type("probe")
+        .into_iter()
+        .find(|p| p["target"] == "ANTHROPIC_BASE_URL" && p["how"] == "getenv")
+        .expect("the child's getenv");
+    assert_ne!(relay["pid"], root, "the child probes: {relay:#}");
+    let matched = conn["matched_rules"].as_array().unwrap();
+    assert_eq!(matched.len(), 1, "{conn:#}");
+    assert_eq!(matched[0]["rule"], "fingerprint-then-call");
+}
