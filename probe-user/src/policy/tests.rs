@@ -216,3 +216,22 @@ fn duplicate_category_and_wrong_api_version_are_rejected() {
             .contains("unsupported apiVersion")
     );
 }
+
+/// Every YAML example in docs/policy.md parses: a whole policy as it is, a `rules:`
+/// fragment after the default policy's categories.
+#[test]
+fn the_examples_in_the_policy_docs_parse() {
+    let doc = include_str!("../../../docs/policy.md");
+    let mut examples = 0;
+    for block in doc.split("```yaml\n").skip(1) {
+        let yaml = block.split("```").next().unwrap();
+        let text = if yaml.starts_with("rules:") {
+            format!("{DEFAULT_POLICY_YAML}\n{yaml}")
+        } else {
+            yaml.to_owned()
+        };
+        parse(&text, "docs/policy.md").unwrap_or_else(|e| panic!("{e}\n---\n{yaml}"));
+        examples += 1;
+    }
+    assert!(examples >= 2, "found {examples} examples");
+}
