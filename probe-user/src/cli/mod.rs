@@ -26,7 +26,7 @@ pub mod exit {
     name = "probectl",
     version,
     about = "Shows which command-line tool read the time zone, proxy or API-relay settings before it made network calls",
-    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n  sudo probectl doctor\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
+    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n  probectl policy explain policies/default.yaml\n  sudo probectl doctor\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -81,6 +81,12 @@ pub enum PolicyCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Print what a policy makes probectl trace and flag, in words (the built-in
+    /// default policy without FILE).
+    Explain {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -93,6 +99,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             rt.block_on(run::run(args))
         }
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_cmd::check(&files)),
+        Command::Policy(PolicyCommand::Explain { file }) => {
+            Ok(policy_cmd::explain(file.as_deref()))
+        }
         Command::Doctor { json } => doctor::doctor(json),
     }
 }

@@ -1,4 +1,4 @@
-//! `probectl policy check`.
+//! `probectl policy check` and `probectl policy explain`.
 
 use std::path::PathBuf;
 
@@ -23,4 +23,28 @@ pub fn check(files: &[PathBuf]) -> i32 {
         }
     }
     if failed { exit::INVALID_POLICY } else { 0 }
+}
+
+pub fn explain(file: Option<&std::path::Path>) -> i32 {
+    let (loaded, source) = match file {
+        Some(f) => (policy::load_file(f), f.display().to_string()),
+        None => (
+            policy::load_default(),
+            policy::DEFAULT_POLICY_SOURCE.to_owned(),
+        ),
+    };
+    match loaded {
+        Ok(p) => {
+            let index = policy::FileIndex::build(&p.classifier);
+            print!(
+                "{}",
+                policy::explain(&p, &source, &index, policy::home_dirs().len())
+            );
+            0
+        }
+        Err(err) => {
+            eprintln!("probectl: invalid policy: {err}");
+            exit::INVALID_POLICY
+        }
+    }
 }

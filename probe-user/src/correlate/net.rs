@@ -104,6 +104,8 @@ impl Correlator {
         let (domain, domain_source) = named.map_or((None, None), |(n, s)| (Some(n), Some(s)));
         let kind = if ret == UDP_SENT {
             NetworkEvent::UdpSend
+        } else if destination.family == "unix" {
+            NetworkEvent::UnixConnect
         } else {
             NetworkEvent::Connect
         };

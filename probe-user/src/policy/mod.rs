@@ -2,12 +2,14 @@
 //! kernel map entries plus the userspace classifier.
 
 mod compile;
+mod explain;
 mod file_index;
 pub mod rules;
 mod schema;
 mod suggest;
 
-pub use compile::{Classifier, CompiledPolicy, KernelEntries};
+pub use compile::{Classifier, CompiledPolicy, KernelEntries, home_dirs};
+pub use explain::explain;
 pub use file_index::{FileIndex, basename_key, kernel_dev};
 pub use schema::{Category, Metadata, Policy};
 

@@ -6,7 +6,7 @@
 //!   - name: fingerprint-then-call-home
 //!     id: PCTL-0001
 //!     probed: { all_of: [timezone, api-relay] }   # or any_of: [...], min_count: N
-//!     then: [connect, udp_send, dns_query]        # default: all three
+//!     then: [connect, udp_send, dns_query]        # the default; also unix_connect
 //!     destination:                                # default: anywhere
 //!       host: ["*.example.com"]
 //!       cidr: ["203.0.113.0/24"]
@@ -35,7 +35,8 @@ pub struct Rule {
     #[serde(default)]
     pub description: Option<String>,
     pub probed: Probed,
-    /// Network events that complete the sequence; all of them when omitted.
+    /// Network events that complete the sequence; when omitted, `connect`,
+    /// `udp_send` and `dns_query` (not `unix_connect`, which stays on the machine).
     #[serde(default)]
     pub then: Vec<NetworkEvent>,
     #[serde(default)]
@@ -71,8 +72,10 @@ pub struct Probed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkEvent {
-    /// A TCP or unix connect.
+    /// An IPv4 or IPv6 connect.
     Connect,
+    /// A unix-socket connect (D-Bus, a local daemon): local, so only when named.
+    UnixConnect,
     /// A datagram to a destination (UDP sendto/sendmsg).
     UdpSend,
     /// A DNS query.
@@ -122,6 +125,7 @@ impl NetworkEvent {
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkEvent::Connect => "connect",
+            NetworkEvent::UnixConnect => "unix_connect",
             NetworkEvent::UdpSend => "udp_send",
             NetworkEvent::DnsQuery => "dns_query",
         }

@@ -225,8 +225,9 @@ fn the_examples_in_the_policy_docs_parse() {
     let mut examples = 0;
     for block in doc.split("```yaml\n").skip(1) {
         let yaml = block.split("```").next().unwrap();
-        let text = if yaml.starts_with("rules:") {
-            format!("{DEFAULT_POLICY_YAML}\n{yaml}")
+        // The default policy ends with its `rules:` list: a fragment's rules join it.
+        let text = if let Some(items) = yaml.strip_prefix("rules:\n") {
+            format!("{DEFAULT_POLICY_YAML}\n{items}")
         } else {
             yaml.to_owned()
         };

@@ -226,3 +226,48 @@ fn then_limits_the_network_events() {
     };
     assert_eq!(e.evaluate(&q, &p, |_| true, &names()).len(), 1);
 }
+
+#[test]
+fn the_default_rule_flags_calls_off_this_machine_only() {
+    let policy = crate::policy::load_default().unwrap();
+    let cats: Vec<String> = policy.categories.iter().map(|c| c.name.clone()).collect();
+    let mut e = RuleEngine::new(policy.rules);
+    let p = [
+        probe("timezone", "TZ", 5.0, 9),
+        probe("proxy", "HTTPS_PROXY", 4.0, 9),
+    ];
+    let remote = dest("203.0.113.5", 443);
+    let m = e.evaluate(&call(&remote, 0, &[]), &p, |_| true, &cats);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].rule, "fingerprint-then-network");
+    assert_eq!(m[0].categories, ["proxy", "timezone"]);
+    for local in [
+        dest("127.0.0.1", 443),
+        dest("::1", 443),
+        dest("::ffff:127.0.0.1", 80),
+    ] {
+        assert!(
+            e.evaluate(&call(&local, 0, &[]), &p, |_| true, &cats)
+                .is_empty(),
+            "{local:?}"
+        );
+    }
+    let unix = Destination {
+        family: "unix",
+        address: "/run/dbus/system_bus_socket".into(),
+        port: 0,
+    };
+    let q = NetCall {
+        kind: NetworkEvent::UnixConnect,
+        ..call(&unix, 0, &[])
+    };
+    assert!(
+        e.evaluate(&q, &p, |_| true, &cats).is_empty(),
+        "unix connects stay local"
+    );
+    // Only the time zone: not enough.
+    assert!(
+        e.evaluate(&call(&remote, 0, &[]), &p[..1], |_| true, &cats)
+            .is_empty()
+    );
+}
