@@ -39,12 +39,79 @@ pub enum PolicyError {
         message: String,
         hint: Option<String>,
     },
-    #[error("{source_name}: {message}\n  hint: {hint}")]
+    #[error("{source_name}:{}{message}\n  hint: {hint}", at.map(|(l, c)| format!("{l}:{c}: ")).unwrap_or_else(|| " ".to_owned()))]
     Invalid {
         source_name: String,
+        /// Line and column (1-based) of the offending value, found from `needle`.
+        at: Option<(usize, usize)>,
         message: String,
         hint: String,
+        /// What to look for in the text to place the error.
+        needle: Option<Needle>,
     },
+}
+
+/// The text of an offending value, to find its line and column in the policy file
+/// (serde_yaml gives positions for syntax errors only, not for the checks after it).
+#[derive(Debug, Clone)]
+pub struct Needle {
+    pub text: String,
+    /// Search only after this key (e.g. `rules:`).
+    pub after: Option<&'static str>,
+    /// The last occurrence (a duplicate), not the first.
+    pub last: bool,
+}
+
+impl Needle {
+    pub fn first(text: impl Into<String>) -> Option<Self> {
+        Some(Self {
+            text: text.into(),
+            after: None,
+            last: false,
+        })
+    }
+    pub fn last(text: impl Into<String>) -> Option<Self> {
+        Some(Self {
+            text: text.into(),
+            after: None,
+            last: true,
+        })
+    }
+    pub fn in_rules(text: impl Into<String>, last: bool) -> Option<Self> {
+        Some(Self {
+            text: text.into(),
+            after: Some("\nrules:"),
+            last,
+        })
+    }
+
+    /// (line, column), 1-based, of the needle in `text`.
+    fn locate(&self, text: &str) -> Option<(usize, usize)> {
+        let start = self.after.and_then(|a| text.find(a)).unwrap_or(0);
+        let hay = &text[start..];
+        let offset = start
+            + if self.last {
+                hay.rfind(&self.text)?
+            } else {
+                hay.find(&self.text)?
+            };
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        Some((line, column))
+    }
+}
+
+impl PolicyError {
+    /// Fills in the position of a validation error from the policy text.
+    fn placed(mut self, text: &str) -> Self {
+        if let PolicyError::Invalid { at, needle, .. } = &mut self
+            && at.is_none()
+        {
+            *at = needle.as_ref().and_then(|n| n.locate(text));
+        }
+        self
+    }
 }
 
 /// Loads the embedded default policy.
@@ -82,8 +149,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyErro
             hint,
         }
     })?;
-    schema::validate(&policy, source_name)?;
-    let rules = rules::compile_rules(&policy.rules, &policy.categories, source_name)?;
+    schema::validate(&policy, source_name).map_err(|e| e.placed(text))?;
+    let rules = rules::compile_rules(&policy.rules, &policy.categories, source_name)
+        .map_err(|e| e.placed(text))?;
     let mut compiled = compile::compile(policy);
     compiled.rules = rules;
     Ok(compiled)

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::PolicyError;
 use super::schema::Category;
+use super::{Needle, PolicyError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -271,10 +271,15 @@ pub(super) fn compile_rules(
     categories: &[Category],
     source_name: &str,
 ) -> Result<Vec<CompiledRule>, PolicyError> {
-    let invalid = |rule: &str, message: String, hint: String| PolicyError::Invalid {
-        source_name: source_name.to_owned(),
-        message: format!("rule {rule:?}: {message}"),
-        hint,
+    let invalid = |rule: &str, message: String, hint: String, needle: Option<Needle>| {
+        PolicyError::Invalid {
+            source_name: source_name.to_owned(),
+            at: None,
+            message: format!("rule {rule:?}: {message}"),
+            hint,
+            // Without a more precise place, the rule's name.
+            needle: needle.or_else(|| Needle::in_rules(rule, false)),
+        }
     };
     let category = |rule: &str, name: &str| -> Result<usize, PolicyError> {
         categories
@@ -290,6 +295,7 @@ pub(super) fn compile_rules(
                     rule,
                     format!("uses category {name:?}, which is not defined"),
                     hint,
+                    Needle::in_rules(name, false),
                 )
             })
     };
@@ -301,6 +307,7 @@ pub(super) fn compile_rules(
                 name,
                 "has an empty name".into(),
                 "name every rule".into(),
+                None,
             ));
         }
         if out.iter().any(|r| r.name == name) {
@@ -308,6 +315,7 @@ pub(super) fn compile_rules(
                 name,
                 "is defined twice".into(),
                 "rule names are unique; rename one".into(),
+                Needle::in_rules(name, true),
             ));
         }
         let p = &rule.probed;
@@ -316,6 +324,7 @@ pub(super) fn compile_rules(
                 name,
                 "`probed` names no condition".into(),
                 "give `all_of`, `any_of` or `min_count`".into(),
+                None,
             ));
         }
         let within = parse_duration(&rule.within).map_err(|e| {
@@ -323,6 +332,7 @@ pub(super) fn compile_rules(
                 name,
                 format!("within: {e}"),
                 "durations look like 500ms, 30s, 5m or 1h".into(),
+                Needle::in_rules(format!("within: {}", rule.within), false),
             )
         })?;
         let suppress = rule
@@ -335,6 +345,7 @@ pub(super) fn compile_rules(
                     name,
                     format!("suppress: {e}"),
                     "durations look like 500ms, 30s, 5m or 1h".into(),
+                    Needle::in_rules("suppress:", false),
                 )
             })?;
         let destination = rule
@@ -348,6 +359,7 @@ pub(super) fn compile_rules(
                     format!("destination: {e}"),
                     "cidr entries look like 10.0.0.0/8 or ::1/128; host entries are names with `*`"
                         .into(),
+                    Needle::in_rules("destination:", false),
                 )
             })?;
         out.push(CompiledRule {

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use probe_common::{ENV_NAME_LEN, PATH_LEN};
 
-use super::{API_VERSION, PolicyError};
+use super::{API_VERSION, Needle, PolicyError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -71,11 +71,13 @@ pub struct Category {
     pub proc_environ: bool,
 }
 
-fn invalid(source_name: &str, message: String, hint: &str) -> PolicyError {
+fn invalid(source_name: &str, message: String, hint: &str, needle: Option<Needle>) -> PolicyError {
     PolicyError::Invalid {
         source_name: source_name.to_owned(),
+        at: None,
         message,
         hint: hint.to_owned(),
+        needle,
     }
 }
 
@@ -85,6 +87,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
             source_name,
             format!("unsupported apiVersion {:?}", policy.api_version),
             &format!("this probectl reads `apiVersion: {API_VERSION}`"),
+            Needle::first("apiVersion"),
         ));
     }
     if policy.kind != "Policy" {
@@ -92,6 +95,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
             source_name,
             format!("unsupported kind {:?}", policy.kind),
             "use `kind: Policy`",
+            Needle::first("kind"),
         ));
     }
     if policy.metadata.name.trim().is_empty() {
@@ -99,6 +103,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
             source_name,
             "metadata.name is empty".into(),
             "give the policy a name",
+            Needle::first("metadata"),
         ));
     }
     for comm in &policy.select.comms {
@@ -107,6 +112,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                 source_name,
                 format!("select.comms: {comm:?} is not a program name"),
                 "program names are 1-15 bytes without `/` (the kernel cuts longer names at 15, so use the first 15)",
+                Needle::first(comm.as_str()),
             ));
         }
     }
@@ -117,6 +123,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                 source_name,
                 "a category has an empty name".into(),
                 "name every category",
+                Needle::first("categories"),
             ));
         }
         if !seen.insert(cat.name.as_str()) {
@@ -124,6 +131,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                 source_name,
                 format!("category {:?} is defined twice", cat.name),
                 "merge the two definitions or rename one",
+                Needle::last(cat.name.as_str()),
             ));
         }
         for name in &cat.env {
@@ -132,6 +140,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                     source_name,
                     format!("category {:?}: env name {name:?} {why}", cat.name),
                     "env names are 1-63 bytes of letters, digits and `_`",
+                    Needle::first(name.as_str()),
                 )
             })?;
         }
@@ -142,6 +151,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                         source_name,
                         format!("category {:?}: {what} {path:?} {why}", cat.name),
                         "paths are absolute (or `~/...`, for every user's home), at most 255 bytes, without NUL or `..`",
+                        Needle::first(path.as_str()),
                     )
                 })?;
             }

@@ -236,3 +236,31 @@ fn the_examples_in_the_policy_docs_parse() {
     }
     assert!(examples >= 2, "found {examples} examples");
 }
+
+/// Checks after parsing (names, paths, rule references) also name file:line:column.
+#[test]
+fn semantic_errors_name_line_and_column() {
+    let cases = [
+        (
+            "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\ncategories:\n  - name: a\n    paths: [/etc/a, etc/relative]\n",
+            "p.yaml:7:21: category \"a\": path \"etc/relative\"",
+        ),
+        (
+            "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\ncategories:\n  - name: a\n  - name: a\n",
+            "p.yaml:7:11: category \"a\" is defined twice",
+        ),
+        (
+            "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\ncategories:\n  - name: timezone\nrules:\n  - name: r\n    probed: {all_of: [timezon]}\n    within: 1s\n",
+            "p.yaml:9:23: rule \"r\": uses category \"timezon\"",
+        ),
+        (
+            "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata:\n  name: x\ncategories:\n  - name: timezone\nrules:\n  - name: r\n    probed: {all_of: [timezone]}\n    within: soon\n",
+            "p.yaml:10:5: rule \"r\": within:",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let err = parse(yaml, "p.yaml").expect_err(expected).to_string();
+        assert!(err.starts_with(expected), "expected {expected:?}, got:\n{err}");
+        assert!(err.contains("\n  hint: "), "{err}");
+    }
+}

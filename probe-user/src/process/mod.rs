@@ -333,12 +333,17 @@ mod tests {
             .spawn()
             .expect("spawn sh");
         let sh = child.id();
-        // The grandchild appears once sh has forked it: wait for it, with a deadline.
+        // The grandchild appears once sh has forked and exec'd it: wait for that, with a
+        // deadline.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut t = ProcessTable::default();
         let tree = loop {
             let tree = t.seed_tree(sh);
-            if tree.len() >= 2 || std::time::Instant::now() > deadline {
+            // Forked but not yet exec'd, the child is still a shell: wait for `sleep`.
+            let exec_done = tree
+                .get(1)
+                .is_some_and(|&pid| t.get(pid).is_some_and(|p| p.name() == "sleep"));
+            if exec_done || std::time::Instant::now() > deadline {
                 break tree;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
