@@ -264,3 +264,22 @@ fn semantic_errors_name_line_and_column() {
         assert!(err.contains("\n  hint: "), "{err}");
     }
 }
+
+#[test]
+fn every_bundled_policy_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let p = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!p.categories.is_empty(), "{}", path.display());
+            checked.push(p.name);
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        ["ai-cli-strict", "ci-runner", "default", "package-managers"]
+    );
+}
