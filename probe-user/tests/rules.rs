@@ -30,10 +30,14 @@ fn policy_with_rule(dir: &Path, port: u16) -> PathBuf {
 }
 
 fn run_node(test: &str, mode: &str) -> (JsonRun, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node_rules.js");
+    run_node_script(test, &script, mode)
+}
+
+fn run_node_script(test: &str, script: &Path, mode: &str) -> (JsonRun, u16) {
     let dir = test_dir(test);
     let listener = Listener::start();
     let policy = policy_with_rule(&dir, listener.port);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node_rules.js");
     let port = listener.port.to_string();
     let run = probectl_json_with_policy(
         &policy,
@@ -135,4 +139,37 @@ fn a_child_probing_and_its_parent_connecting_fires_the_rule() {
     let matched = conn["matched_rules"].as_array().unwrap();
     assert_eq!(matched.len(), 1, "{conn:#}");
     assert_eq!(matched[0]["rule"], "fingerprint-then-call");
+}
+
+#[test]
+fn a_connection_names_the_cli_and_its_package() {
+    if !bpf_available("a_connection_names_the_cli_and_its_package") {
+        return;
+    }
+    // The fixture installed like an npm package: node_modules/<pkg>/bin/cli.js.
+    let pkg = test_dir("rule-identity").join("node_modules/fixture-cli");
+    std::fs::create_dir_all(pkg.join("bin")).unwrap();
+    std::fs::write(
+        pkg.join("package.json"),
+        r#"{"name": "fixture-cli", "version": "0.0.7"}"#,
+    )
+    .unwrap();
+    let script = pkg.join("bin/cli.js");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node_rules.js"),
+        &script,
+    )
+    .unwrap();
+    let (run, port) = run_node_script("rule-identity", &script, "probe-then-connect");
+    let cli = &connection(&run, port)["cli"];
+    assert_eq!(cli["name"], "node", "{cli:#}");
+    assert_eq!(cli["script"], script.to_str().unwrap());
+    assert_eq!(cli["package"]["name"], "fixture-cli");
+    assert_eq!(cli["package"]["version"], "0.0.7");
+    assert_eq!(
+        cli["cwd"],
+        std::env::current_dir().unwrap().to_str().unwrap(),
+        "the command runs in probectl's working directory"
+    );
+    assert_eq!(run.report()["cli"]["package"]["name"], "fixture-cli");
 }

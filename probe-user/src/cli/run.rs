@@ -330,17 +330,9 @@ fn build_report(
         count,
     })
     .collect();
-    let info = session.procs.get(root).cloned().unwrap_or_default();
     Ok(RunReport {
         policy: policy.name.clone(),
-        cli: CliIdentity {
-            pid: root,
-            name: info.name().to_owned(),
-            exe: info.exe.clone(),
-            script: info.script().map(str::to_owned),
-            argv: info.argv.clone(),
-            uid: info.uid,
-        },
+        cli: CliIdentity::of(&session.procs, root),
         probes: session.correlator.summarize(),
         rules: session.correlator.rule_summaries(),
         connections: session.correlator.connections.clone(),

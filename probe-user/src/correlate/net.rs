@@ -140,6 +140,7 @@ impl Correlator {
             },
             result,
             probes_before,
+            cli: CliIdentity::of(procs, header.tgid),
             matched_rules,
         };
         self.connections.push(record.clone());

@@ -163,6 +163,8 @@ pub struct ConnectionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain_source: Option<&'static str>,
     pub probes_before: Vec<PriorProbe>,
+    /// Who made the connection.
+    pub cli: CliIdentity,
     /// Policy rules this connection completes (probes in the window, then this call).
     pub matched_rules: Vec<super::rules::RuleMatch>,
 }
@@ -196,8 +198,56 @@ pub struct CliIdentity {
     pub exe: String,
     /// For interpreters: the script or package path from argv.
     pub script: Option<String>,
+    /// For interpreters: the package of the script (nearest `package.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<crate::process::identity::PackageInfo>,
     pub argv: Vec<String>,
     pub uid: Option<u32>,
+    /// Working directory at exec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Container id, when it runs in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Parent, grandparent... inside the watched tree (and above it, for a process
+    /// found already running): pid and name.
+    pub parents: Vec<ParentRef>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParentRef {
+    pub pid: u32,
+    pub name: String,
+}
+
+impl CliIdentity {
+    /// What the process table knows of `pid`.
+    pub fn of(procs: &crate::process::ProcessTable, pid: u32) -> Self {
+        let info = procs.get(pid).cloned().unwrap_or_default();
+        CliIdentity {
+            pid,
+            name: info.name().to_owned(),
+            exe: info.exe.clone(),
+            script: info.script().map(str::to_owned),
+            package: info.package.clone(),
+            argv: info.argv.clone(),
+            uid: info.uid,
+            cwd: info.cwd.clone(),
+            container: info.container.clone(),
+            parents: procs
+                .lineage(pid)
+                .into_iter()
+                .skip(1)
+                .map(|p| ParentRef {
+                    pid: p,
+                    name: procs
+                        .get(p)
+                        .map(|i| i.name().to_owned())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -236,7 +236,25 @@ fn render_report(s: &mut String, r: &RunReport) {
     if let Some(script) = &cli.script {
         let _ = writeln!(s, "  script {script}");
     }
+    if let Some(pkg) = &cli.package {
+        let _ = writeln!(
+            s,
+            "  package {}{} ({})",
+            pkg.name,
+            pkg.version
+                .as_deref()
+                .map(|v| format!("@{v}"))
+                .unwrap_or_default(),
+            pkg.manifest
+        );
+    }
     let _ = writeln!(s, "  argv   {}", shell_words(&cli.argv));
+    if let Some(cwd) = &cli.cwd {
+        let _ = writeln!(s, "  cwd    {cwd}");
+    }
+    if let Some(container) = &cli.container {
+        let _ = writeln!(s, "  container {container}");
+    }
     let _ = writeln!(s, "\nProbes by category:");
     if r.probes.is_empty() {
         let _ = writeln!(s, "  (none)");

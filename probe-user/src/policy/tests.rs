@@ -260,7 +260,10 @@ fn semantic_errors_name_line_and_column() {
     ];
     for (yaml, expected) in cases {
         let err = parse(yaml, "p.yaml").expect_err(expected).to_string();
-        assert!(err.starts_with(expected), "expected {expected:?}, got:\n{err}");
+        assert!(
+            err.starts_with(expected),
+            "expected {expected:?}, got:\n{err}"
+        );
         assert!(err.contains("\n  hint: "), "{err}");
     }
 }

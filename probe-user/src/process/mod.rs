@@ -1,9 +1,12 @@
 //! The process table: what userspace knows of each watched process (lineage, exe,
 //! argv, uid), built from exec/fork/exit events and seeded from /proc for roots.
 
+pub mod identity;
+
 use std::collections::{HashMap, HashSet};
 
 use crate::output::escape::escape_bytes;
+use identity::PackageInfo;
 
 #[derive(Debug, Clone, Default)]
 pub struct ProcessInfo {
@@ -18,9 +21,25 @@ pub struct ProcessInfo {
     pub argv_incomplete: bool,
     pub exit_code: Option<i32>,
     pub exited: bool,
+    /// Working directory at exec (escaped), if the process still existed to ask.
+    pub cwd: Option<String>,
+    /// Container id, from the cgroup paths.
+    pub container: Option<String>,
+    /// For interpreters: the package the script belongs to.
+    pub package: Option<PackageInfo>,
 }
 
 impl ProcessInfo {
+    /// Reads the working directory, container and script package of a live process
+    /// (once per exec or seed).
+    fn add_context(&mut self) {
+        self.cwd = identity::cwd_of(self.pid);
+        self.container = identity::container_of(self.pid);
+        self.package = self
+            .script()
+            .and_then(|s| identity::package_of(s, self.cwd.as_deref()));
+    }
+
     /// A short name for output: the basename of the exe, or of argv[0].
     pub fn name(&self) -> &str {
         let full = if self.exe.is_empty() {
@@ -184,6 +203,7 @@ impl ProcessTable {
         info.exe = escape_bytes(&absolute_exe(pid, exe));
         info.argv = argv;
         info.argv_incomplete = argv_incomplete;
+        info.add_context();
     }
 
     pub fn on_exit(&mut self, pid: u32, code: Option<i32>) {
@@ -285,14 +305,16 @@ fn read_proc(pid: u32) -> Option<ProcessInfo> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(ProcessInfo {
+    let mut info = ProcessInfo {
         pid,
         ppid: field("PPid:")?,
         uid: field("Uid:"),
         exe,
         argv,
         ..Default::default()
-    })
+    };
+    info.add_context();
+    Some(info)
 }
 
 #[cfg(test)]
