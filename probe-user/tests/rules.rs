@@ -104,6 +104,19 @@ fn probes_then_connect_fires_the_rule() {
     let summary = &run.report()["rules"];
     assert_eq!(summary[0]["rule"], "fingerprint-then-call");
     assert_eq!(summary[0]["matches"], 1);
+    // The per-CLI summary: what node probed, where it went, which rules it matched.
+    let clis = run.report()["clis"].as_array().unwrap();
+    let node = clis
+        .iter()
+        .find(|c| c["name"] == "node")
+        .unwrap_or_else(|| panic!("{clis:#?}"));
+    assert_eq!(
+        node["categories"],
+        serde_json::json!(["timezone", "api-relay"]),
+        "{node:#}"
+    );
+    assert_eq!(node["destinations"][0]["port"], port);
+    assert_eq!(node["rules"], serde_json::json!(["fingerprint-then-call"]));
 }
 
 #[test]

@@ -335,6 +335,7 @@ fn build_report(
         cli: CliIdentity::of(&session.procs, root),
         probes: session.correlator.summarize(),
         rules: session.correlator.rule_summaries(),
+        clis: session.correlator.cli_summaries(&session.procs),
         connections: session.correlator.connections.clone(),
         sensors: session.sensors.choices.clone(),
         partial: session.sensors.unattached().next().is_some(),

@@ -7,6 +7,7 @@ mod net;
 mod paths;
 mod probes;
 pub mod rules;
+mod summary;
 
 use net::destination;
 pub mod records;
@@ -25,6 +26,7 @@ use crate::output::{escape::escape_bytes, time::WallClock};
 use crate::policy::CompiledPolicy;
 use crate::process::ProcessTable;
 pub use records::*;
+pub use summary::{CliSummary, ContactedDestination};
 
 pub struct Correlator {
     clock: WallClock,

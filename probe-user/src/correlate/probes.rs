@@ -100,6 +100,22 @@ impl ProbeTable {
         rows
     }
 
+    /// Category indices probed by each process.
+    pub fn categories_by_pid(&self) -> HashMap<u32, Vec<usize>> {
+        let mut out: HashMap<u32, Vec<usize>> = HashMap::new();
+        for e in self.entries.values().flat_map(HashMap::values) {
+            for pid in &e.pids {
+                let cats = out.entry(*pid).or_default();
+                for c in &e.categories {
+                    if !cats.contains(c) {
+                        cats.push(*c);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Rows per category index, one per (type, target), with every operation seen.
     /// `offset_ms` turns a kernel time into the report's offset.
     pub fn summaries(&self, offset_ms: impl Fn(u64) -> f64) -> BTreeMap<usize, Vec<ProbeSummary>> {

@@ -283,6 +283,9 @@ pub struct RunReport {
     pub connections: Vec<ConnectionRecord>,
     /// Every rule that matched in the run: matches, of which suppressed repeats.
     pub rules: Vec<super::rules::RuleSummary>,
+    /// Per CLI (exe, script, package): categories probed, destinations contacted,
+    /// rules matched.
+    pub clis: Vec<super::summary::CliSummary>,
     /// Each sensor family's attach point, the better ones it passed over and why, and
     /// its blind spots (as `probectl doctor` shows them).
     pub sensors: Vec<crate::sensors::chain::SensorChoice>,

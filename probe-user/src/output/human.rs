@@ -331,6 +331,63 @@ fn render_report(s: &mut String, r: &RunReport) {
             );
         }
     }
+    if !r.clis.is_empty() {
+        let _ = writeln!(s, "\nPer CLI:");
+    }
+    for c in &r.clis {
+        let pids: Vec<String> = c.pids.iter().map(u32::to_string).collect();
+        let what = match (&c.script, &c.package) {
+            (Some(script), Some(pkg)) => format!(
+                "{} {script} ({}{})",
+                c.name,
+                pkg.name,
+                pkg.version
+                    .as_deref()
+                    .map(|v| format!("@{v}"))
+                    .unwrap_or_default()
+            ),
+            (Some(script), None) => format!("{} {script}", c.name),
+            _ => c.exe.clone(),
+        };
+        let _ = writeln!(s, "  {what} (pid {})", pids.join(", "));
+        let none = || "(none)".to_owned();
+        let _ = writeln!(
+            s,
+            "    probed:    {}",
+            if c.categories.is_empty() {
+                none()
+            } else {
+                c.categories.join(", ")
+            }
+        );
+        let dests: Vec<String> = c
+            .destinations
+            .iter()
+            .map(|d| {
+                let addr = match d.destination.family {
+                    "unix" => format!("unix:{}", d.destination.address),
+                    "ipv6" => format!("[{}]:{}", d.destination.address, d.destination.port),
+                    _ => format!("{}:{}", d.destination.address, d.destination.port),
+                };
+                match &d.domain {
+                    Some(name) => format!("{addr} ({name})"),
+                    None => addr,
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "    contacted: {}",
+            if dests.is_empty() {
+                none()
+            } else {
+                dests.join(", ")
+            }
+        );
+        if !c.rules.is_empty() {
+            let _ = writeln!(s, "    rules:     {}", c.rules.join(", "));
+        }
+    }
     let _ = writeln!(s);
     let _ = writeln!(s, "Sensors in use:");
     for c in &r.sensors {

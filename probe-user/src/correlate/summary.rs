@@ -1,0 +1,104 @@
+//! The end-of-run summary per CLI: each distinct program (exe, script, package) that
+//! probed or connected, with the categories it probed, the destinations it contacted
+//! and the rules its connections matched.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Correlator;
+use super::records::Destination;
+use crate::process::ProcessTable;
+use crate::process::identity::PackageInfo;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CliSummary {
+    pub name: String,
+    pub exe: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageInfo>,
+    /// Processes that ran it.
+    pub pids: Vec<u32>,
+    /// Categories probed, in policy order.
+    pub categories: Vec<String>,
+    /// Distinct destinations, with their DNS or /etc/hosts name when known.
+    pub destinations: Vec<ContactedDestination>,
+    /// Rules its connections matched (names, each once).
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactedDestination {
+    #[serde(flatten)]
+    pub destination: Destination,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+impl Correlator {
+    /// One entry per CLI that probed or connected, in order of first appearance (pid).
+    pub fn cli_summaries(&self, procs: &ProcessTable) -> Vec<CliSummary> {
+        let by_pid = self.probes.categories_by_pid();
+        let mut pids: Vec<u32> = by_pid.keys().copied().collect();
+        pids.extend(self.connections.iter().map(|c| c.pid));
+        pids.sort_unstable();
+        pids.dedup();
+        // Keyed by what identifies a CLI, in first-pid order.
+        let mut order: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+        let mut out: BTreeMap<usize, CliSummary> = BTreeMap::new();
+        for pid in pids {
+            let info = procs.get(pid).cloned().unwrap_or_default();
+            let key = (
+                info.exe.clone(),
+                info.script().map(str::to_owned),
+                info.package.as_ref().map(|p| p.name.clone()),
+            );
+            let slot = match order.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    order.push(key);
+                    order.len() - 1
+                }
+            };
+            let s = out.entry(slot).or_insert_with(|| CliSummary {
+                name: info.name().to_owned(),
+                exe: info.exe.clone(),
+                script: info.script().map(str::to_owned),
+                package: info.package.clone(),
+                pids: Vec::new(),
+                categories: Vec::new(),
+                destinations: Vec::new(),
+                rules: Vec::new(),
+            });
+            s.pids.push(pid);
+            for c in by_pid.get(&pid).into_iter().flatten() {
+                let name = &self.category_names[*c];
+                if !s.categories.contains(name) {
+                    s.categories.push(name.clone());
+                }
+            }
+            for conn in self.connections.iter().filter(|c| c.pid == pid) {
+                let d = ContactedDestination {
+                    destination: conn.destination.clone(),
+                    domain: conn.domain.clone(),
+                };
+                if !s.destinations.contains(&d) {
+                    s.destinations.push(d);
+                }
+                for m in &conn.matched_rules {
+                    if !s.rules.contains(&m.rule) {
+                        s.rules.push(m.rule.clone());
+                    }
+                }
+            }
+        }
+        let mut list: Vec<CliSummary> = out.into_values().collect();
+        for s in &mut list {
+            let rank = |c: &String| self.category_names.iter().position(|n| n == c);
+            s.categories.sort_by_key(rank);
+        }
+        list
+    }
+}
