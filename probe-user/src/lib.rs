@@ -10,4 +10,5 @@ pub mod events;
 pub mod output;
 pub mod policy;
 pub mod process;
+pub mod profile;
 pub mod sensors;

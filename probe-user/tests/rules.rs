@@ -186,3 +186,73 @@ fn a_connection_names_the_cli_and_its_package() {
     );
     assert_eq!(run.report()["cli"]["package"]["name"], "fixture-cli");
 }
+
+#[test]
+fn profiles_of_two_versions_show_the_new_probe() {
+    if !bpf_available("profiles_of_two_versions_show_the_new_probe") {
+        return;
+    }
+    let dir = test_dir("profiles");
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node_rules.js"),
+    )
+    .unwrap();
+    let mut profiles = Vec::new();
+    for (version, extra) in [
+        ("1.0.0", ""),
+        // The upgrade also reads the machine id.
+        (
+            "1.1.0",
+            "require('node:fs').readFileSync('/etc/machine-id');\n",
+        ),
+    ] {
+        let pkg = dir.join(format!("v{version}/node_modules/fixture-cli"));
+        std::fs::create_dir_all(pkg.join("bin")).unwrap();
+        std::fs::write(
+            pkg.join("package.json"),
+            format!(r#"{{"name": "fixture-cli", "version": "{version}"}}"#),
+        )
+        .unwrap();
+        let script = pkg.join("bin/cli.js");
+        std::fs::write(&script, format!("{extra}{fixture}")).unwrap();
+        let listener = Listener::start();
+        let profile = dir.join(format!("{version}.yaml"));
+        let port = listener.port.to_string();
+        let run = probectl_json_with(
+            &[OsStr::new("--profile"), profile.as_os_str()],
+            &[
+                OsStr::new("node"),
+                script.as_os_str(),
+                OsStr::new("probe-then-connect"),
+                OsStr::new(&port),
+            ],
+        );
+        assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+        profiles.push(profile);
+    }
+    let text = std::fs::read_to_string(&profiles[0]).unwrap();
+    assert!(
+        text.contains("kind: Profile") && text.contains("fixture-cli"),
+        "{text}"
+    );
+    let mut cmd = std::process::Command::new(probectl());
+    cmd.arg("diff").args(&profiles);
+    let out = run_with_deadline(cmd);
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "they differ:\n{diff}");
+    assert!(diff.contains("version 1.0.0 -> 1.1.0"), "{diff}");
+    assert!(diff.contains("+ category host-identity"), "{diff}");
+    assert!(
+        diff.contains("+ probe host-identity: file /etc/machine-id"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("ANTHROPIC_BASE_URL"),
+        "unchanged probes are not listed:\n{diff}"
+    );
+    let mut same = std::process::Command::new(probectl());
+    same.arg("diff").arg(&profiles[0]).arg(&profiles[0]);
+    let out = run_with_deadline(same);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no differences\n");
+}

@@ -19,6 +19,8 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 127;
     /// `policy check` found an invalid policy.
     pub const INVALID_POLICY: i32 = 1;
+    /// `probectl diff`: the profiles differ.
+    pub const PROFILES_DIFFER: i32 = 1;
 }
 
 #[derive(Debug, Parser)]
@@ -26,7 +28,7 @@ pub mod exit {
     name = "probectl",
     version,
     about = "Shows which command-line tool read the time zone, proxy or API-relay settings before it made network calls",
-    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n  probectl policy explain policies/default.yaml\n  sudo probectl doctor\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
+    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n  probectl policy explain policies/default.yaml\n  sudo probectl doctor\n  sudo probectl run --profile v1.yaml -- cli; probectl diff v1.yaml v2.yaml\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -48,6 +50,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two behaviour profiles (from `run --profile`): per CLI, the
+    /// categories, probes, destinations and rules added or gone. Exits 0 when they
+    /// match, 1 when they differ.
+    Diff {
+        #[arg(value_name = "OLD")]
+        old: PathBuf,
+        #[arg(value_name = "NEW")]
+        new: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +71,10 @@ pub struct RunArgs {
     /// Policy file to use instead of the built-in default policy.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Write the run's behaviour profile (per CLI: categories, probes, destinations,
+    /// rules) to FILE as YAML, for `probectl diff`.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     /// Write records (readable or JSON) to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -103,5 +118,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(policy_cmd::explain(file.as_deref()))
         }
         Command::Doctor { json } => doctor::doctor(json),
+        Command::Diff { old, new } => Ok(policy_cmd::diff(&old, &new)),
     }
 }

@@ -1,4 +1,4 @@
-//! `probectl policy check` and `probectl policy explain`.
+//! `probectl policy check`, `probectl policy explain` and `probectl diff`.
 
 use std::path::PathBuf;
 
@@ -46,5 +46,26 @@ pub fn explain(file: Option<&std::path::Path>) -> i32 {
             eprintln!("probectl: invalid policy: {err}");
             exit::INVALID_POLICY
         }
+    }
+}
+
+pub fn diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
+    let (a, b) = match (
+        probe_user::profile::load(old),
+        probe_user::profile::load(new),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("probectl: {err}");
+            return exit::FAILURE;
+        }
+    };
+    let changes = probe_user::profile::diff(&a, &b);
+    if changes.is_empty() {
+        println!("no differences");
+        0
+    } else {
+        print!("{changes}");
+        exit::PROFILES_DIFFER
     }
 }

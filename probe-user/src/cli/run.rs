@@ -236,6 +236,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     .await?;
 
     let report = build_report(&session, &policy, root, exit_code)?;
+    if let Some(path) = &args.profile {
+        let command = args
+            .command
+            .iter()
+            .map(|a| probe_user::output::escape::escape_bytes(a.as_encoded_bytes()))
+            .collect();
+        let profile = probe_user::profile::from_report(&report, command);
+        let text = serde_yaml::to_string(&profile).context("cannot encode the profile")?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the profile to {}", path.display()))?;
+    }
     session.printer.emit(&Record::Report(report));
     Ok(exit_code)
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::ffi::OsStr;
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -200,11 +201,15 @@ pub fn probectl_json(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> JsonRu
 
 /// `probectl run --json --policy POLICY -- ARGS`.
 pub fn probectl_json_with_policy(policy: &Path, args: &[&std::ffi::OsStr]) -> JsonRun {
+    probectl_json_with(&[OsStr::new("--policy"), policy.as_os_str()], args)
+}
+
+/// `probectl run --json OPTIONS -- ARGS`.
+pub fn probectl_json_with(options: &[&std::ffi::OsStr], args: &[&std::ffi::OsStr]) -> JsonRun {
     let mut cmd = Command::new(probectl());
     cmd.arg("run")
         .arg("--json")
-        .arg("--policy")
-        .arg(policy)
+        .args(options)
         .arg("--")
         .args(args);
     json_run(cmd)
