@@ -333,6 +333,10 @@ fn build_report(
     let filtered = [
         ("env_name_case_mismatch", session.correlator.case_mismatches),
         ("path_unclassified", session.correlator.unclassified_paths),
+        (
+            "operation_not_counted",
+            session.correlator.operation_not_counted,
+        ),
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)

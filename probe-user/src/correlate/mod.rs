@@ -43,6 +43,8 @@ pub struct Correlator {
     /// Kernel path matches that the classifier did not place in any category (only
     /// possible for truncated paths).
     pub unclassified_paths: u64,
+    /// Probes whose operation no matching category counts (`operations:`).
+    pub operation_not_counted: u64,
     /// Relative paths ending in a policy basename whose base directory could not be
     /// named (the process was gone before userspace could ask `/proc`).
     pub unresolved_paths: u64,
@@ -81,6 +83,7 @@ impl Correlator {
             connections: Vec::new(),
             case_mismatches: 0,
             unclassified_paths: 0,
+            operation_not_counted: 0,
             unresolved_paths: 0,
             file_index: Default::default(),
             argv_lost: 0,
@@ -348,13 +351,19 @@ impl Correlator {
     fn probe(
         &mut self,
         header: &probe_common::EventHeader,
-        cats: Vec<usize>,
+        mut cats: Vec<usize>,
         target_type: TargetType,
         target: String,
         seen: Seen,
         procs: &ProcessTable,
     ) -> Option<Record> {
         let (ktime_ns, pid, tid, how) = (header.ktime_ns, header.tgid, header.tid, seen.how);
+        // Categories that limit their operations drop the others.
+        cats.retain(|&c| self.classifier.counts(c, how));
+        if cats.is_empty() {
+            self.operation_not_counted += 1;
+            return None;
+        }
         match self
             .probes
             .record(target_type, how, &target, &cats, pid, ktime_ns)

@@ -261,3 +261,47 @@ fn outcomes_of_blocking_connects_do_not_accumulate() {
     };
     assert_eq!(rec.outcome.as_deref(), Some("established"));
 }
+
+#[test]
+fn a_category_counts_only_its_operations() {
+    let policy = crate::policy::parse(
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: t}\ncategories:\n  - name: tz-reads\n    paths: [/etc/localtime]\n    operations: [open]\n  - name: tz-any\n    paths: [/etc/localtime]\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    procs.add_root(100, 1);
+    let Some(Record::Probe(open)) =
+        c.handle(&file(100, 1, FILE_OP_OPENAT, "/etc/localtime"), &mut procs)
+    else {
+        panic!("an open counts")
+    };
+    assert_eq!(open.categories, ["tz-reads", "tz-any"]);
+    let Some(Record::Probe(readlink)) = c.handle(
+        &file(100, 2, FILE_OP_READLINK, "/etc/localtime"),
+        &mut procs,
+    ) else {
+        panic!("a readlink counts for tz-any")
+    };
+    assert_eq!(
+        readlink.categories,
+        ["tz-any"],
+        "tz-reads counts opens only"
+    );
+    assert_eq!(c.operation_not_counted, 0);
+    let only_opens = crate::policy::parse(
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: t}\ncategories:\n  - name: tz-reads\n    paths: [/etc/localtime]\n    operations: [open, getenv]\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let mut c = Correlator::new(&only_opens, 0);
+    assert!(
+        c.handle(
+            &file(100, 3, FILE_OP_READLINK, "/etc/localtime"),
+            &mut procs
+        )
+        .is_none()
+    );
+    assert_eq!(c.operation_not_counted, 1);
+}

@@ -38,9 +38,21 @@ pub struct Classifier {
     prefixes: Vec<(String, usize)>,
     /// Categories that count reads of `/proc/<pid>/environ`.
     proc_environ: Vec<usize>,
+    /// Per category: the operations that count (empty: all).
+    operations: Vec<Vec<super::schema::Operation>>,
 }
 
 impl Classifier {
+    /// Whether a probe made by `how` counts for category `cat` (its `operations`).
+    pub fn counts(&self, cat: usize, how: &str) -> bool {
+        match self.operations.get(cat) {
+            Some(ops) if !ops.is_empty() => {
+                super::schema::Operation::of(how).is_some_and(|op| ops.contains(&op))
+            }
+            _ => true,
+        }
+    }
+
     /// Exact policy paths, as written.
     pub fn exact_paths(&self) -> impl Iterator<Item = &str> {
         self.exact_paths.iter().map(|(p, _)| p.as_str())
@@ -192,6 +204,7 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
         next_id
     };
     for (index, cat) in policy.categories.iter().enumerate() {
+        classifier.operations.push(cat.operations.clone());
         let env_flags = if cat.capture_value_prefix {
             ENV_CAPTURE_VALUE
         } else {
