@@ -282,7 +282,7 @@ fn default_policy_sees_host_identity_and_proxy_config_files() {
             OsStr::new("sh"),
             OsStr::new("-c"),
             OsStr::new(
-                "cat /etc/machine-id /etc/hostname /sys/class/net/lo/address /etc/environment /root/.gitconfig >/dev/null 2>&1; true",
+                "cat /etc/machine-id /etc/hostname /sys/class/net/lo/address /sys/class/net/lo/mtu /etc/environment /root/.gitconfig >/dev/null 2>&1; true",
             ),
         ],
         &[],
@@ -304,4 +304,9 @@ fn default_policy_sees_host_identity_and_proxy_config_files() {
         let exists = std::path::Path::new(target).exists();
         assert_eq!(p["result"], if exists { "ok" } else { "ENOENT" }, "{p:#}");
     }
+    // The glob names the address files only, not the rest of the interface's directory.
+    assert!(
+        !probes.iter().any(|p| p["target"] == "/sys/class/net/lo/mtu"),
+        "{probes:#?}"
+    );
 }

@@ -38,6 +38,8 @@ pub struct Classifier {
     prefixes: Vec<(String, usize)>,
     /// Categories that count reads of `/proc/<pid>/environ`.
     proc_environ: Vec<usize>,
+    /// Path globs (`*`, `**`), as (pattern, category).
+    globs: Vec<(String, usize)>,
     /// Per category: the operations that count (empty: all).
     operations: Vec<Vec<super::schema::Operation>>,
 }
@@ -56,6 +58,11 @@ impl Classifier {
     /// Exact policy paths, as written.
     pub fn exact_paths(&self) -> impl Iterator<Item = &str> {
         self.exact_paths.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// Policy path globs, as written (after `~/` expansion).
+    pub fn globs(&self) -> impl Iterator<Item = &str> {
+        self.globs.iter().map(|(p, _)| p.as_str())
     }
 
     /// Policy path prefixes, as written.
@@ -98,6 +105,12 @@ impl Classifier {
                 self.prefixes
                     .iter()
                     .filter(|(p, _)| path.starts_with(p.as_str()))
+                    .map(|(_, c)| *c),
+            )
+            .chain(
+                self.globs
+                    .iter()
+                    .filter(|(g, _)| super::glob::matches(g, path))
                     .map(|(_, c)| *c),
             )
             .collect();
@@ -234,6 +247,21 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
         }
         for path in cat.paths.iter().flat_map(|p| expand_home(p, &homes)) {
             let path = &path;
+            if super::glob::is_glob(path) {
+                // The kernel passes everything under the literal directory; the
+                // classifier matches the pattern.
+                let prefix = super::glob::literal_prefix(path);
+                kernel.paths.push((
+                    (prefix.len() * 8) as u32,
+                    path_key(prefix),
+                    PolicyRef {
+                        entry_id: id(),
+                        match_kind: PATH_MATCH_PREFIX,
+                    },
+                ));
+                classifier.globs.push((path.to_owned(), index));
+                continue;
+            }
             // The NUL terminator is part of an exact key, so it cannot match longer paths.
             let bits = ((path.len() + 1) * 8) as u32;
             kernel.paths.push((

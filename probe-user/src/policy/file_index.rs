@@ -77,6 +77,11 @@ impl FileIndex {
                     .or_insert_with(|| dir.to_string_lossy().into_owned());
             }
         }
+        for pattern in classifier.globs() {
+            for path in super::glob::expand(pattern) {
+                index.add_file(&path, &path.to_string_lossy());
+            }
+        }
         for prefix in classifier.prefixes() {
             let dir = prefix.trim_end_matches('/');
             if prefix.ends_with('/') && !dir.is_empty() {

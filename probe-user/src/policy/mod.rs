@@ -4,6 +4,7 @@
 mod compile;
 mod explain;
 mod file_index;
+pub mod glob;
 pub mod rules;
 mod schema;
 mod suggest;
