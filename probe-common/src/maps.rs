@@ -12,6 +12,7 @@ pub const MAP_SELECT_COMMS: &str = "SELECT_COMMS";
 pub const MAP_INODES: &str = "INODES";
 pub const MAP_BASENAMES: &str = "BASENAMES";
 pub const MAP_KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+pub const MAP_ENV_PREFIXES: &str = "ENV_PREFIXES";
 
 /// Key of `SELECT_COMMS`: a program name as the kernel keeps it in `comm` (the
 /// executable's basename, cut at 15 bytes), zero padded.
@@ -29,7 +30,10 @@ pub const SETTING_INODES: u32 = 2;
 /// Non-zero: `BASENAMES` is filled; paths the kernel could not match whose last
 /// component is a policy basename go to userspace to be resolved there.
 pub const SETTING_BASENAMES: u32 = 3;
-pub const SETTING_SLOTS: u32 = 4;
+/// Non-zero: `ENV_PREFIXES` holds policy env globs (`LC_*`), looked up when a name is
+/// not in `ENV_NAMES`.
+pub const SETTING_ENV_PREFIXES: u32 = 4;
+pub const SETTING_SLOTS: u32 = 8;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
 

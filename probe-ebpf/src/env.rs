@@ -14,6 +14,7 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes,
     macros::{uprobe, uretprobe},
+    maps::lpm_trie::Key,
     programs::{ProbeContext, RetProbeContext},
 };
 use probe_common::{
@@ -23,7 +24,7 @@ use probe_common::{
 
 use crate::{
     maps::{ENV_NAMES, EVENTS, PENDING_ENV},
-    util::{count_drop, current_ids, header, is_watched, take_parked},
+    util::{count_drop, current_ids, env_glob, header, is_watched, take_parked},
 };
 
 #[uprobe]
@@ -129,10 +130,16 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
         let c = name[i];
         key[i] = if c.is_ascii_lowercase() { c - 32 } else { c };
     }
-    let Some(policy) = (unsafe { ENV_NAMES.get(key) }) else {
-        return Ok(());
+    let entry_id = match unsafe { ENV_NAMES.get(key) } {
+        Some(policy) => policy.entry_id,
+        None => {
+            let prefix_key = Key::new((ENV_NAME_LEN * 8) as u32, key);
+            match env_glob(&prefix_key) {
+                Some(policy) => policy.entry_id,
+                None => return Ok(()),
+            }
+        }
     };
-    let entry_id = policy.entry_id;
     match EVENTS.reserve::<EnvEvent>(0) {
         Some(mut entry) => {
             entry.write(EnvEvent {

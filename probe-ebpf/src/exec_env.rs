@@ -30,7 +30,7 @@ use probe_common::{
 
 use crate::{
     maps::{ENV_ENTRY_BUF, ENV_NAMES, ENV_SCRATCH, EVENTS},
-    util::{count_drop, current_ids, header, is_watched, syscall_arg},
+    util::{count_drop, current_ids, env_glob, header, is_watched, syscall_arg},
 };
 
 /// What each loop iteration needs; lives on the caller's stack.
@@ -145,8 +145,16 @@ extern "C" fn entry(index: u32, ctx: *mut c_void) -> i64 {
         clippy::needless_borrows_for_generic_args,
         reason = "a by-value key is a stack copy in BPF"
     )]
-    let Some(policy) = (unsafe { ENV_NAMES.get(&scratch.key) }) else {
-        return 0;
+    let policy = match unsafe { ENV_NAMES.get(&scratch.key) } {
+        Some(policy) => *policy,
+        None => {
+            scratch.prefix_key.prefix_len = (ENV_NAME_LEN * 8) as u32;
+            scratch.prefix_key.data = scratch.key;
+            match env_glob(&scratch.prefix_key) {
+                Some(policy) => policy,
+                None => return 0,
+            }
+        }
     };
     let (entry_id, capture) = (policy.entry_id, policy.match_kind & ENV_CAPTURE_VALUE != 0);
     let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {

@@ -24,6 +24,10 @@ pub static WATCHED: HashMap<u32, WatchEntry> = HashMap::with_max_entries(MAX_WAT
 pub static ENV_NAMES: HashMap<EnvNameKey, PolicyRef> =
     HashMap::with_max_entries(MAX_POLICY_ENTRIES, 0);
 
+/// Policy env globs (`LC_*`): the upper-cased literal part as an LPM prefix.
+#[map]
+pub static ENV_PREFIXES: LpmTrie<EnvNameKey, PolicyRef> = LpmTrie::with_max_entries(256, 0);
+
 /// Policy paths. Exact entries include the terminating NUL in their prefix, so they
 /// only match the whole path; prefix entries stop before it.
 #[map]
@@ -81,6 +85,8 @@ pub static PENDING_ENV: LruHashMap<u32, PendingEnv> = LruHashMap::with_max_entri
 pub struct EnvScratch {
     pub entry: [u8; ENV_ENTRY_BUF],
     pub key: EnvNameKey,
+    /// The same name as an `ENV_PREFIXES` key, for globs.
+    pub prefix_key: Key<EnvNameKey>,
 }
 
 /// `NAME=` (at most `ENV_NAME_LEN`) plus a full value prefix always fits, so the value

@@ -7,7 +7,7 @@ use probe_common::EventHeader;
 
 use aya_ebpf::maps::LruHashMap;
 
-use crate::maps::{DROPS, TP_OFFSETS, WATCHED};
+use crate::maps::{DROPS, ENV_PREFIXES, SETTINGS, TP_OFFSETS, WATCHED};
 
 /// (tgid, tid) of the current task.
 #[inline(always)]
@@ -71,4 +71,19 @@ pub fn take_parked<K, V: Copy>(map: &LruHashMap<K, V>, key: K) -> Option<V> {
     let value = unsafe { *value };
     let _ = map.remove(&key);
     Some(value)
+}
+
+/// The policy entry of an env glob (`LC_*`) that the upper-cased name `key` matches,
+/// when the policy has any (checked after the exact `ENV_NAMES` lookup missed).
+#[inline(always)]
+pub fn env_glob(
+    key: &aya_ebpf::maps::lpm_trie::Key<probe_common::EnvNameKey>,
+) -> Option<probe_common::PolicyRef> {
+    if SETTINGS
+        .get(probe_common::SETTING_ENV_PREFIXES)
+        .is_none_or(|on| *on == 0)
+    {
+        return None;
+    }
+    ENV_PREFIXES.get(key).copied()
 }

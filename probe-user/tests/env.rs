@@ -107,3 +107,51 @@ fn python_copies_the_environment_and_is_reported_as_exposed_before_it_connects()
         "{before:?}"
     );
 }
+
+#[test]
+fn env_globs_match_lookups_and_names_present_at_exec() {
+    if !bpf_available("env_globs_match_lookups_and_names_present_at_exec") {
+        return;
+    }
+    let dir = test_dir("env-glob");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: glob}\ncategories:\n  - name: locale\n    env: [LC_*]\n",
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(probectl());
+    cmd.args(["run", "--json", "--policy"])
+        .arg(&policy)
+        .args([
+            "--",
+            "node",
+            "-e",
+            "process.env.LC_PROBE_TEST; process.env.LCX_NOT_IT",
+        ])
+        .env("LC_PROBE_EXPOSED", "fr_FR.UTF-8");
+    let out = run_with_deadline(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probes: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "probe")
+        .collect();
+    let find = |how: &str, target: &str| {
+        probes
+            .iter()
+            .find(|p| p["how"] == how && p["target"] == target)
+            .unwrap_or_else(|| panic!("no {how} {target}: {probes:#?}"))
+    };
+    assert_eq!(find("getenv", "LC_PROBE_TEST")["categories"][0], "locale");
+    assert_eq!(find("present_at_exec", "LC_PROBE_EXPOSED")["result"], "set");
+    assert!(
+        !probes.iter().any(|p| p["target"] == "LCX_NOT_IT"),
+        "LC_* needs the underscore: {probes:#?}"
+    );
+}

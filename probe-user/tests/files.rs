@@ -306,7 +306,9 @@ fn default_policy_sees_host_identity_and_proxy_config_files() {
     }
     // The glob names the address files only, not the rest of the interface's directory.
     assert!(
-        !probes.iter().any(|p| p["target"] == "/sys/class/net/lo/mtu"),
+        !probes
+            .iter()
+            .any(|p| p["target"] == "/sys/class/net/lo/mtu"),
         "{probes:#?}"
     );
 }

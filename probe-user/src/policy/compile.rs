@@ -22,6 +22,9 @@ pub struct CompiledPolicy {
 pub struct KernelEntries {
     /// `ENV_NAMES`: upper-cased, zero-padded names.
     pub env_names: Vec<(EnvNameKey, PolicyRef)>,
+    /// `ENV_PREFIXES`: env globs (`LC_*`) as (prefix length in bits, upper-cased
+    /// literal part, value).
+    pub env_prefixes: Vec<(u32, EnvNameKey, PolicyRef)>,
     /// `PATHS`: (prefix length in bits, padded path bytes, value).
     pub paths: Vec<(u32, [u8; PATH_LEN], PolicyRef)>,
     /// Some category counts reads of `/proc/<pid>/environ` (`SETTING_PROC_ENVIRON`).
@@ -34,6 +37,8 @@ pub struct KernelEntries {
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
     env: Vec<(String, bool, usize)>,
+    /// Env globs (`LC_*`) as (literal part, case-insensitive, category).
+    env_prefixes: Vec<(String, bool, usize)>,
     exact_paths: Vec<(String, usize)>,
     prefixes: Vec<(String, usize)>,
     /// Categories that count reads of `/proc/<pid>/environ`.
@@ -89,7 +94,21 @@ impl Classifier {
                 }
             })
             .map(|(_, _, c)| *c)
+            .chain(
+                self.env_prefixes
+                    .iter()
+                    .filter(|(p, ci, _)| {
+                        name.len() >= p.len()
+                            && if *ci {
+                                name.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                            } else {
+                                name.starts_with(p.as_str())
+                            }
+                    })
+                    .map(|(_, _, c)| *c),
+            )
             .collect();
+        out.sort_unstable();
         out.dedup();
         out
     }
@@ -224,6 +243,29 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             0
         };
         for name in &cat.env {
+            if let Some(literal) = name.strip_suffix('*') {
+                let key = env_key(literal);
+                let bits = (literal.len() * 8) as u32;
+                match kernel
+                    .env_prefixes
+                    .iter_mut()
+                    .find(|(b, k, _)| *b == bits && *k == key)
+                {
+                    Some((_, _, value)) => value.match_kind |= env_flags,
+                    None => kernel.env_prefixes.push((
+                        bits,
+                        key,
+                        PolicyRef {
+                            entry_id: id(),
+                            match_kind: env_flags,
+                        },
+                    )),
+                }
+                classifier
+                    .env_prefixes
+                    .push((literal.to_owned(), cat.env_case_insensitive, index));
+                continue;
+            }
             let key = env_key(name);
             // Two categories may name one variable; the kernel needs it once, with the
             // union of what they ask for.

@@ -178,7 +178,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                 invalid(
                     source_name,
                     format!("category {:?}: env name {name:?} {why}", cat.name),
-                    "env names are 1-63 bytes of letters, digits and `_`",
+                    "env names are 1-63 bytes of letters, digits and `_`, or such a prefix and `*` (LC_*)",
                     Needle::first(name.as_str()),
                 )
             })?;
@@ -206,8 +206,18 @@ fn validate_env_name(name: &str) -> Result<(), &'static str> {
     if name.len() >= ENV_NAME_LEN {
         return Err("is too long");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err("has characters other than letters, digits and `_`");
+    // A glob: a literal part and a trailing `*` (`LC_*`).
+    let literal = name.strip_suffix('*').unwrap_or(name);
+    if literal.is_empty() {
+        return Err("matches every name");
+    }
+    if !literal
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(
+            "has characters other than letters, digits and `_` (a glob may end in one `*`)",
+        );
     }
     Ok(())
 }

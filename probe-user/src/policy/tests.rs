@@ -1,7 +1,7 @@
 use super::*;
 
 #[test]
-fn default_policy_declares_the_three_categories() {
+fn default_policy_declares_the_built_in_categories() {
     let policy = load_default().expect("default policy is valid");
     let names: Vec<&str> = policy.categories.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
@@ -12,7 +12,9 @@ fn default_policy_declares_the_three_categories() {
             "api-relay",
             "environment",
             "proxy-config",
-            "host-identity"
+            "host-identity",
+            "ci-detection",
+            "credentials"
         ]
     );
     assert!(!policy.kernel.env_names.is_empty());
@@ -285,4 +287,25 @@ fn every_bundled_policy_is_valid() {
         checked,
         ["ai-cli-strict", "ci-runner", "default", "package-managers"]
     );
+}
+
+#[test]
+fn env_globs_classify_by_prefix_with_the_case_rule() {
+    let yaml = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: t}\ncategories:\n  - name: locale\n    env: [LC_*, LANG]\n  - name: any-case\n    env_case_insensitive: true\n    env: [MY_*]\n";
+    let p = parse(yaml, "t.yaml").unwrap();
+    let cats = |n: &str| p.classifier.env_categories(n);
+    assert_eq!(cats("LC_TIME"), [0]);
+    assert_eq!(cats("LC_"), [0], "the literal part alone matches too");
+    assert!(cats("lc_time").is_empty(), "exact case");
+    assert!(cats("LCX").is_empty());
+    assert_eq!(cats("LANG"), [0]);
+    assert_eq!(cats("my_thing"), [1]);
+    assert_eq!(p.kernel.env_prefixes.len(), 2);
+    assert_eq!(p.kernel.env_prefixes[0].0, 3 * 8, "LC_ is a 24-bit prefix");
+    for bad in ["*", "A*B", "**", "LC-*"] {
+        let y = format!(
+            "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {{name: t}}\ncategories:\n  - name: c\n    env: [\"{bad}\"]\n"
+        );
+        assert!(parse(&y, "t.yaml").is_err(), "{bad}");
+    }
 }

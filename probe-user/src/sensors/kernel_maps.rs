@@ -3,10 +3,11 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, lpm_trie::Key};
 use probe_common::{
-    EnvNameKey, MAP_ENV_NAMES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SETTINGS, MAP_TP_OFFSETS, PATH_LEN,
-    PolicyRef, SETTING_PROC_ENVIRON, SETTING_SELECTION, TP_EXEC_FILENAME, TP_EXEC_OLD_PID,
-    TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6,
-    TP_SOCK_DPORT, TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
+    EnvNameKey, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SETTINGS,
+    MAP_TP_OFFSETS, PATH_LEN, PolicyRef, SETTING_ENV_PREFIXES, SETTING_PROC_ENVIRON,
+    SETTING_SELECTION, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD,
+    TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
+    TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
 };
 
 use super::{SensorError, Sensors, tracefs};
@@ -143,6 +144,16 @@ impl Sensors {
                 map: MAP_SETTINGS,
                 source,
             })?;
+        settings
+            .set(
+                SETTING_ENV_PREFIXES,
+                u32::from(!policy.kernel.env_prefixes.is_empty()),
+                0,
+            )
+            .map_err(|source| SensorError::Map {
+                map: MAP_SETTINGS,
+                source,
+            })?;
         let map = self
             .ebpf
             .map_mut(MAP_SELECT_COMMS)
@@ -171,6 +182,23 @@ impl Sensors {
             env.insert(key, value, 0)
                 .map_err(|source| SensorError::Map {
                     map: MAP_ENV_NAMES,
+                    source,
+                })?;
+        }
+        let map = self
+            .ebpf
+            .map_mut(MAP_ENV_PREFIXES)
+            .ok_or(SensorError::MissingMap(MAP_ENV_PREFIXES))?;
+        let mut prefixes: LpmTrie<_, EnvNameKey, PolicyRef> =
+            LpmTrie::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_ENV_PREFIXES,
+                source,
+            })?;
+        for (bits, data, value) in &policy.kernel.env_prefixes {
+            prefixes
+                .insert(&Key::new(*bits, *data), value, 0)
+                .map_err(|source| SensorError::Map {
+                    map: MAP_ENV_PREFIXES,
                     source,
                 })?;
         }
