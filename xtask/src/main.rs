@@ -6,6 +6,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 mod workspace;
 
@@ -50,6 +51,13 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         rounds: u32,
     },
+    /// Fuzz the policy parser and validator (cargo-fuzz with nightly and ASan; installs
+    /// cargo-fuzz when missing). `test` runs a 20-second smoke run of it.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
 }
 
 fn main() {
@@ -75,5 +83,6 @@ fn dispatch(task: Task) -> Result<i32> {
         Task::Demo => demo::run(),
         Task::Test { args } => workspace::test(&args),
         Task::Bench { rounds } => bench::run(rounds),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
     }
 }

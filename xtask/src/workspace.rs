@@ -29,6 +29,9 @@ pub fn build(tools: &Tools) -> Result<()> {
 
 /// `cargo xtask test [-- FILTERS [-- TEST-BINARY-ARGS]]`: runs the workspace tests
 /// serially (the eBPF tests share the kernel's probes) and returns cargo's exit code.
+/// Seconds of fuzzing per target in `cargo xtask test`.
+const FUZZ_SMOKE_SECONDS: u32 = 20;
+
 pub fn test(args: &[String]) -> Result<i32> {
     const TAG: &str = "test";
     let root_user = setup::is_root()?;
@@ -65,13 +68,31 @@ pub fn test(args: &[String]) -> Result<i32> {
         .args(["--", "--test-threads=1"])
         .args(binary_args);
     let (status, totals) = run_counting(TAG, &mut cargo)?;
+    // The whole suite also runs a bounded fuzz smoke of the policy parser; a filtered
+    // run is someone iterating on a few tests and skips it.
+    let fuzz = if filters.is_empty() {
+        let code = crate::fuzz::run(FUZZ_SMOKE_SECONDS)?;
+        Some(code)
+    } else {
+        None
+    };
     // cargo's last "test result" line belongs to whichever binary ran last (often a
     // doc-test run of 0 tests), so close with the totals over every binary.
     println!(
-        "summary: {} passed, {} failed",
-        totals.passed, totals.failed
+        "summary: {} passed, {} failed{}",
+        totals.passed,
+        totals.failed,
+        match fuzz {
+            Some(0) => format!("; fuzz smoke ({FUZZ_SMOKE_SECONDS} s): no crashes"),
+            Some(_) => "; fuzz smoke: CRASHED (see fuzz/artifacts/)".to_owned(),
+            None => String::new(),
+        }
     );
-    Ok(cmd::exit_code(status))
+    let code = cmd::exit_code(status);
+    Ok(match fuzz {
+        Some(fuzz_code) if code == 0 => fuzz_code,
+        _ => code,
+    })
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
