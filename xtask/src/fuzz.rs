@@ -16,11 +16,20 @@ const TARGETS: &[&str] = &["policy_parse"];
 fn ensure_cargo_fuzz() -> Result<()> {
     let present = cmd::probe_stdout(Command::new("cargo").args(["fuzz", "--version"]));
     match present {
-        Some(version) => say(TAG, format_args!("cargo-fuzz: installed ({})", version.trim())),
+        Some(version) => say(
+            TAG,
+            format_args!("cargo-fuzz: installed ({})", version.trim()),
+        ),
         None => {
-            say(TAG, "cargo-fuzz: missing; installing it (about 30 seconds)...");
-            cmd::run_ok(TAG, cmd::cargo().args(["install", "cargo-fuzz", "--locked"]))
-                .context("could not install cargo-fuzz from crates.io")?;
+            say(
+                TAG,
+                "cargo-fuzz: missing; installing it (about 30 seconds)...",
+            );
+            cmd::run_ok(
+                TAG,
+                cmd::cargo().args(["install", "cargo-fuzz", "--locked"]),
+            )
+            .context("could not install cargo-fuzz from crates.io")?;
         }
     }
     Ok(())
@@ -48,10 +57,19 @@ pub fn run(seconds: u32) -> Result<i32> {
             .env_remove("CARGO")
             .args(["fuzz", "run", target])
             .arg(&corpus)
-            .args(["--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=4096"]);
+            .args([
+                "--",
+                &format!("-max_total_time={seconds}"),
+                "-rss_limit_mb=4096",
+            ]);
         let status = cmd::run(TAG, &mut fuzz)?;
         if !status.success() {
-            say(TAG, format_args!("{target} FAILED: see the crashing input under fuzz/artifacts/{target}/"));
+            say(
+                TAG,
+                format_args!(
+                    "{target} FAILED: see the crashing input under fuzz/artifacts/{target}/"
+                ),
+            );
             return Ok(cmd::exit_code(status));
         }
     }

@@ -10,7 +10,7 @@ use probe_common::{
 };
 use serde::Serialize;
 
-use super::{SensorError, Sensors, btf::KernelBtf};
+use super::{SensorError, Sensors, btf::KernelBtf, map_err};
 use crate::policy::FileIndex;
 
 /// How the files sensor ties syscalls to policy files beyond the path string; shown
@@ -46,10 +46,6 @@ const OFFSETS: [(u32, &str, &str); 12] = [
     (KOFF_DENTRY_INODE, "dentry", "d_inode"),
 ];
 
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> SensorError {
-    move |source| SensorError::Map { map, source }
-}
-
 impl Sensors {
     /// Fills `KERNEL_OFFSETS`, `INODES` and `BASENAMES` and turns each on. Missing
     /// BTF turns matching by inode off (said in `doctor`); it is not fatal.
@@ -72,23 +68,15 @@ impl Sensors {
         };
         match offsets {
             Ok(offsets) => {
-                let map = self
-                    .ebpf
-                    .map_mut(MAP_KERNEL_OFFSETS)
-                    .ok_or(SensorError::MissingMap(MAP_KERNEL_OFFSETS))?;
-                let mut array: Array<_, u32> =
-                    Array::try_from(map).map_err(map_err(MAP_KERNEL_OFFSETS))?;
+                let mut array: Array<_, u32> = Array::try_from(self.map(MAP_KERNEL_OFFSETS)?)
+                    .map_err(map_err(MAP_KERNEL_OFFSETS))?;
                 for (slot, offset) in offsets {
                     array
                         .set(slot, offset, 0)
                         .map_err(map_err(MAP_KERNEL_OFFSETS))?;
                 }
-                let map = self
-                    .ebpf
-                    .map_mut(MAP_INODES)
-                    .ok_or(SensorError::MissingMap(MAP_INODES))?;
                 let mut inodes: HashMap<_, InodeKey, PolicyRef> =
-                    HashMap::try_from(map).map_err(map_err(MAP_INODES))?;
+                    HashMap::try_from(self.map(MAP_INODES)?).map_err(map_err(MAP_INODES))?;
                 for (key, id) in &index.inodes {
                     let value = PolicyRef {
                         entry_id: *id,
@@ -103,22 +91,15 @@ impl Sensors {
                 resolution.by_inode_off = Some(format!("kernel BTF: {err}"));
             }
         }
-        let map = self
-            .ebpf
-            .map_mut(MAP_BASENAMES)
-            .ok_or(SensorError::MissingMap(MAP_BASENAMES))?;
         let mut basenames: HashMap<_, BasenameKey, PolicyRef> =
-            HashMap::try_from(map).map_err(map_err(MAP_BASENAMES))?;
+            HashMap::try_from(self.map(MAP_BASENAMES)?).map_err(map_err(MAP_BASENAMES))?;
         for key in &index.basenames {
             basenames
                 .insert(key, PolicyRef::default(), 0)
                 .map_err(map_err(MAP_BASENAMES))?;
         }
-        let map = self
-            .ebpf
-            .map_mut(MAP_SETTINGS)
-            .ok_or(SensorError::MissingMap(MAP_SETTINGS))?;
-        let mut settings: Array<_, u32> = Array::try_from(map).map_err(map_err(MAP_SETTINGS))?;
+        let mut settings: Array<_, u32> =
+            Array::try_from(self.map(MAP_SETTINGS)?).map_err(map_err(MAP_SETTINGS))?;
         settings
             .set(SETTING_INODES, u32::from(resolution.by_inode), 0)
             .map_err(map_err(MAP_SETTINGS))?;

@@ -10,7 +10,7 @@ use probe_common::{
     TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
 };
 
-use super::{SensorError, Sensors, tracefs};
+use super::{SensorError, Sensors, map_err, tracefs};
 use crate::policy::CompiledPolicy;
 
 impl Sensors {
@@ -115,109 +115,41 @@ impl Sensors {
     }
 
     pub(super) fn write_policy(&mut self, policy: &CompiledPolicy) -> Result<(), SensorError> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_SETTINGS)
-            .ok_or(SensorError::MissingMap(MAP_SETTINGS))?;
+        let k = &policy.kernel;
         let mut settings: Array<_, u32> =
-            Array::try_from(map).map_err(|source| SensorError::Map {
-                map: MAP_SETTINGS,
-                source,
-            })?;
-        settings
-            .set(
-                SETTING_PROC_ENVIRON,
-                u32::from(policy.kernel.proc_environ),
-                0,
-            )
-            .map_err(|source| SensorError::Map {
-                map: MAP_SETTINGS,
-                source,
-            })?;
-        settings
-            .set(
-                SETTING_SELECTION,
-                u32::from(!policy.kernel.select_comms.is_empty()),
-                0,
-            )
-            .map_err(|source| SensorError::Map {
-                map: MAP_SETTINGS,
-                source,
-            })?;
-        settings
-            .set(
-                SETTING_ENV_PREFIXES,
-                u32::from(!policy.kernel.env_prefixes.is_empty()),
-                0,
-            )
-            .map_err(|source| SensorError::Map {
-                map: MAP_SETTINGS,
-                source,
-            })?;
-        let map = self
-            .ebpf
-            .map_mut(MAP_SELECT_COMMS)
-            .ok_or(SensorError::MissingMap(MAP_SELECT_COMMS))?;
+            Array::try_from(self.map(MAP_SETTINGS)?).map_err(map_err(MAP_SETTINGS))?;
+        for (slot, on) in [
+            (SETTING_PROC_ENVIRON, k.proc_environ),
+            (SETTING_SELECTION, !k.select_comms.is_empty()),
+            (SETTING_ENV_PREFIXES, !k.env_prefixes.is_empty()),
+        ] {
+            settings
+                .set(slot, u32::from(on), 0)
+                .map_err(map_err(MAP_SETTINGS))?;
+        }
         let mut comms: HashMap<_, probe_common::CommKey, u32> =
-            HashMap::try_from(map).map_err(|source| SensorError::Map {
-                map: MAP_SELECT_COMMS,
-                source,
-            })?;
-        for key in &policy.kernel.select_comms {
-            comms.insert(key, 1, 0).map_err(|source| SensorError::Map {
-                map: MAP_SELECT_COMMS,
-                source,
-            })?;
+            HashMap::try_from(self.map(MAP_SELECT_COMMS)?).map_err(map_err(MAP_SELECT_COMMS))?;
+        for key in &k.select_comms {
+            comms.insert(key, 1, 0).map_err(map_err(MAP_SELECT_COMMS))?;
         }
-        let map = self
-            .ebpf
-            .map_mut(MAP_ENV_NAMES)
-            .ok_or(SensorError::MissingMap(MAP_ENV_NAMES))?;
         let mut env: HashMap<_, EnvNameKey, PolicyRef> =
-            HashMap::try_from(map).map_err(|source| SensorError::Map {
-                map: MAP_ENV_NAMES,
-                source,
-            })?;
-        for (key, value) in &policy.kernel.env_names {
-            env.insert(key, value, 0)
-                .map_err(|source| SensorError::Map {
-                    map: MAP_ENV_NAMES,
-                    source,
-                })?;
+            HashMap::try_from(self.map(MAP_ENV_NAMES)?).map_err(map_err(MAP_ENV_NAMES))?;
+        for (key, value) in &k.env_names {
+            env.insert(key, value, 0).map_err(map_err(MAP_ENV_NAMES))?;
         }
-        let map = self
-            .ebpf
-            .map_mut(MAP_ENV_PREFIXES)
-            .ok_or(SensorError::MissingMap(MAP_ENV_PREFIXES))?;
         let mut prefixes: LpmTrie<_, EnvNameKey, PolicyRef> =
-            LpmTrie::try_from(map).map_err(|source| SensorError::Map {
-                map: MAP_ENV_PREFIXES,
-                source,
-            })?;
-        for (bits, data, value) in &policy.kernel.env_prefixes {
+            LpmTrie::try_from(self.map(MAP_ENV_PREFIXES)?).map_err(map_err(MAP_ENV_PREFIXES))?;
+        for (bits, data, value) in &k.env_prefixes {
             prefixes
                 .insert(&Key::new(*bits, *data), value, 0)
-                .map_err(|source| SensorError::Map {
-                    map: MAP_ENV_PREFIXES,
-                    source,
-                })?;
+                .map_err(map_err(MAP_ENV_PREFIXES))?;
         }
-        let map = self
-            .ebpf
-            .map_mut(MAP_PATHS)
-            .ok_or(SensorError::MissingMap(MAP_PATHS))?;
         let mut paths: LpmTrie<_, [u8; PATH_LEN], PolicyRef> =
-            LpmTrie::try_from(map).map_err(|source| SensorError::Map {
-                map: MAP_PATHS,
-                source,
-            })?;
-        for (bits, data, value) in &policy.kernel.paths {
+            LpmTrie::try_from(self.map(MAP_PATHS)?).map_err(map_err(MAP_PATHS))?;
+        for (bits, data, value) in &k.paths {
             paths
                 .insert(&Key::new(*bits, *data), value, 0)
-                .map_err(|source| SensorError::Map {
-                    map: MAP_PATHS,
-                    source,
-                })?;
+                .map_err(map_err(MAP_PATHS))?;
         }
         Ok(())
     }

@@ -504,6 +504,18 @@ impl Sensors {
 /// Raises RLIMIT_MEMLOCK to unlimited and returns the previous limit. Kernels since
 /// 5.11 account BPF memory to the cgroup and ignore the limit; older ones need it
 /// raised. Failure only matters on those, where loading will say so.
+/// Turns an aya map error into ours, naming the map.
+pub(super) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> SensorError {
+    move |source| SensorError::Map { map, source }
+}
+
+impl Sensors {
+    /// One of the object's maps, by its `probe_common::MAP_*` name.
+    pub(super) fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, SensorError> {
+        self.ebpf.map_mut(name).ok_or(SensorError::MissingMap(name))
+    }
+}
+
 /// An error and its sources, so an attach failure names the errno.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
