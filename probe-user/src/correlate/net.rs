@@ -209,7 +209,17 @@ impl Correlator {
         prior: &[PriorProbe],
         procs: &ProcessTable,
     ) -> Vec<RuleMatch> {
-        let tree_of = |pid: u32| procs.lineage(pid).last().copied().unwrap_or(pid);
+        if self.rules.is_empty() {
+            return Vec::new();
+        }
+        // Each pid's tree root, looked up once per event however many probes name it.
+        let roots = std::cell::RefCell::new(std::collections::HashMap::new());
+        let tree_of = |pid: u32| {
+            *roots
+                .borrow_mut()
+                .entry(pid)
+                .or_insert_with(|| procs.lineage(pid).last().copied().unwrap_or(pid))
+        };
         let tree = tree_of(header.tgid);
         let call = NetCall {
             kind,

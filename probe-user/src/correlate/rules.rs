@@ -72,6 +72,10 @@ impl RuleEngine {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Rules matching `call`, given the probes that came before it (unfolded) and the
     /// tree each probing pid belongs to.
     pub fn evaluate(
