@@ -351,7 +351,7 @@ fn build_report(
         probes: session.correlator.summarize(),
         rules: session.correlator.rule_summaries(),
         clis: session.correlator.cli_summaries(&session.procs),
-        connections: session.correlator.connections.clone(),
+        connections: session.correlator.connections.iter().cloned().collect(),
         sensors: session.sensors.choices.clone(),
         partial: session.sensors.unattached().next().is_some(),
         unattached_sensors: session.sensors.unattached().cloned().collect(),
@@ -364,6 +364,13 @@ fn build_report(
                 reason: (*reason).to_owned(),
                 count: *count,
             })
+            .chain(
+                (session.correlator.connections_not_kept > 0).then(|| DropCount {
+                    // Streamed when they happened; only the report's list is cut.
+                    reason: "report_connections".to_owned(),
+                    count: session.correlator.connections_not_kept,
+                }),
+            )
             .collect(),
         filtered,
         coverage_notes: session.sensors.coverage_notes(),

@@ -14,6 +14,9 @@ pub mod records;
 
 pub use fold::FOLD_AFTER;
 
+/// Connections kept for the end-of-run report (each was streamed when it happened).
+pub const MAX_KEPT_CONNECTIONS: usize = 10_000;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use probe_common::{
@@ -37,7 +40,10 @@ pub struct Correlator {
     pub probes: probes::ProbeTable,
     /// Per process and policy prefix: bursts fold after a few distinct targets.
     folder: fold::StreamFolder,
-    pub connections: Vec<ConnectionRecord>,
+    /// The run's connections for the report, the newest `MAX_KEPT_CONNECTIONS`; older
+    /// ones were streamed and are counted in `connections_not_kept`.
+    pub connections: std::collections::VecDeque<ConnectionRecord>,
+    pub connections_not_kept: u64,
     /// Kernel matches (case-folded) that the policy's exact case rule rejected.
     pub case_mismatches: u64,
     /// Kernel path matches that the classifier did not place in any category (only
@@ -80,7 +86,8 @@ impl Correlator {
             classifier: policy.classifier.clone(),
             probes: probes::ProbeTable::default(),
             folder: fold::StreamFolder::default(),
-            connections: Vec::new(),
+            connections: std::collections::VecDeque::new(),
+            connections_not_kept: 0,
             case_mismatches: 0,
             unclassified_paths: 0,
             operation_not_counted: 0,

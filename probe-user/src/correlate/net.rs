@@ -143,7 +143,11 @@ impl Correlator {
             cli: CliIdentity::of(procs, header.tgid),
             matched_rules,
         };
-        self.connections.push(record.clone());
+        if self.connections.len() >= super::MAX_KEPT_CONNECTIONS {
+            self.connections.pop_front();
+            self.connections_not_kept += 1;
+        }
+        self.connections.push_back(record.clone());
         record
     }
 
@@ -191,7 +195,7 @@ impl Correlator {
         let mut record = self.on_connect(&e.header, dest, UDP_SENT, procs);
         if e.flags & UDP_OUTSIDE_SYSCALL != 0 {
             record.seen_at = SEEN_AT_CGROUP_HOOK;
-            if let Some(last) = self.connections.last_mut() {
+            if let Some(last) = self.connections.back_mut() {
                 last.seen_at = SEEN_AT_CGROUP_HOOK;
             }
         }

@@ -305,3 +305,26 @@ fn a_category_counts_only_its_operations() {
     );
     assert_eq!(c.operation_not_counted, 1);
 }
+
+#[test]
+fn the_report_keeps_the_newest_connections_and_counts_the_rest() {
+    let policy = load_default().unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    procs.add_root(7, 1);
+    let total = super::MAX_KEPT_CONNECTIONS as u64 + 3;
+    for i in 0..total {
+        c.handle(
+            &connect(7, 1_000 + i, (i % 60_000) as u16 + 1, 0),
+            &mut procs,
+        )
+        .expect("every connect is streamed");
+    }
+    assert_eq!(c.connections.len(), super::MAX_KEPT_CONNECTIONS);
+    assert_eq!(c.connections_not_kept, 3);
+    assert_eq!(
+        c.connections.front().unwrap().destination.port,
+        4,
+        "the oldest three went"
+    );
+}
