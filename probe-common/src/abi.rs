@@ -8,6 +8,10 @@ use crate::limits::{ARGV_SLOT_LEN, ARGV_SLOTS, ENV_NAME_LEN, ENV_VALUE_PREFIX_LE
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
+/// An `ExecEvent` of a process nobody watches, sent while the policy has selectors
+/// that only userspace can evaluate (exe globs, argv): userspace decides whether to
+/// watch it. Nothing of it is reported unless it is selected.
+pub const EVENT_EXEC_CANDIDATE: u32 = 4;
 pub const EVENT_FILE: u32 = 10;
 pub const EVENT_ENV: u32 = 20;
 pub const EVENT_ENV_AT_EXEC: u32 = 21;

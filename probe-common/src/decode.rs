@@ -121,7 +121,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
     let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     Ok(match kind {
-        EVENT_EXEC => {
+        EVENT_EXEC | EVENT_EXEC_CANDIDATE => {
             let e: ExecEvent = read_exact(kind, bytes)?;
             check_len(kind, "filename_len", e.filename_len, e.filename.len())?;
             Event::Exec(alloc_box::Box::new(e))

@@ -13,6 +13,7 @@ pub const MAP_INODES: &str = "INODES";
 pub const MAP_BASENAMES: &str = "BASENAMES";
 pub const MAP_KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 pub const MAP_ENV_PREFIXES: &str = "ENV_PREFIXES";
+pub const MAP_SELECT_UIDS: &str = "SELECT_UIDS";
 
 /// Key of `SELECT_COMMS`: a program name as the kernel keeps it in `comm` (the
 /// executable's basename, cut at 15 bytes), zero padded.
@@ -21,8 +22,9 @@ pub type CommKey = [u8; 16];
 /// `SETTINGS` slots (an array of `u32`, written by userspace from the policy).
 /// Non-zero: report reads of `/proc/<pid>/environ` (some category asks for them).
 pub const SETTING_PROC_ENVIRON: u32 = 0;
-/// Non-zero: `SELECT_COMMS` is in use; an exec whose program name is listed there
-/// starts watching that process (and, through fork, its descendants).
+/// Non-zero: some selector is in use (`SELECT_COMMS`, `SELECT_UIDS`, or candidates);
+/// every exec parks its argv, and an exec whose program name or uid is selected starts
+/// watching that process (and, through fork, its descendants).
 pub const SETTING_SELECTION: u32 = 1;
 /// Non-zero: `INODES` is filled and `KERNEL_OFFSETS` is valid, so the files sensor
 /// also matches by the file a syscall reached (dev, inode), whatever path named it.
@@ -33,6 +35,9 @@ pub const SETTING_BASENAMES: u32 = 3;
 /// Non-zero: `ENV_PREFIXES` holds policy env globs (`LC_*`), looked up when a name is
 /// not in `ENV_NAMES`.
 pub const SETTING_ENV_PREFIXES: u32 = 4;
+/// Non-zero: the policy has selectors only userspace evaluates (exe globs, argv), so
+/// execs of unwatched, unselected processes are sent as `EVENT_EXEC_CANDIDATE`.
+pub const SETTING_EXEC_CANDIDATES: u32 = 5;
 pub const SETTING_SLOTS: u32 = 8;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;

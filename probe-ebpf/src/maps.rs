@@ -135,3 +135,8 @@ pub static KERNEL_OFFSETS: Array<u32> = Array::with_max_entries(KOFF_SLOTS, 0);
 /// cgroup sendmsg hooks leave those to the syscall sensor (key: tid).
 #[map]
 pub static IN_SEND: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4_096, 0);
+
+/// User ids the policy selects: their execs start a watch, like `SELECT_COMMS`.
+#[map]
+pub static SELECT_UIDS: HashMap<u32, u32> =
+    HashMap::with_max_entries(probe_common::MAX_POLICY_ENTRIES, 0);

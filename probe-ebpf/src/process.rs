@@ -19,15 +19,18 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use probe_common::{
     ARGV_SLOT_LEN, ARGV_SLOTS, DROP_PENDING_FULL, DROP_RING_FULL_EXEC, DROP_RING_FULL_EXIT,
-    DROP_RING_FULL_FORK, DROP_UNREADABLE_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXIT,
-    EVENT_FORK, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN,
-    ExecEvent, ExitEvent, ForkEvent, PATH_LEN, SETTING_SELECTION, TP_EXEC_FILENAME,
-    TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_FORK,
-    WATCH_ORIGIN_SELECTED, WatchEntry,
+    DROP_RING_FULL_FORK, DROP_UNREADABLE_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXEC_CANDIDATE,
+    EVENT_EXIT, EVENT_FORK, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED,
+    EXIT_CODE_KNOWN, ExecEvent, ExitEvent, ForkEvent, PATH_LEN, SETTING_EXEC_CANDIDATES,
+    SETTING_SELECTION, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD,
+    TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_FORK, WATCH_ORIGIN_SELECTED, WatchEntry,
 };
 
 use crate::{
-    maps::{EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, SELECT_COMMS, SETTINGS, WATCHED},
+    maps::{
+        EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, SELECT_COMMS, SELECT_UIDS, SETTINGS,
+        WATCHED,
+    },
     util::{count_drop, current_ids, header, is_watched, syscall_arg, tp_offset},
 };
 
@@ -130,23 +133,32 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
+    let mut kind = EVENT_EXEC;
     if !is_watched(tgid) {
-        // After exec, comm is the new program's basename: selection happens here, in
-        // the kernel, before the program's first instruction.
+        // After exec, comm is the new program's basename: selection by name or uid
+        // happens here, in the kernel, before the program's first instruction.
         if !selection_active() {
             return Ok(());
         }
         let comm = bpf_get_current_comm().map_err(|e| e as i64)?;
-        if SELECT_COMMS.get_ptr(comm).is_none() {
+        let uid = bpf_get_current_uid_gid() as u32;
+        if SELECT_COMMS.get_ptr(comm).is_some() || SELECT_UIDS.get_ptr(uid).is_some() {
+            let watch = WatchEntry {
+                origin: WATCH_ORIGIN_SELECTED,
+                parent_tgid: 0,
+            };
+            if WATCHED.insert(tgid, watch, 0).is_err() {
+                count_drop(DROP_WATCHED_FULL);
+                return Ok(());
+            }
+        } else if SETTINGS
+            .get(SETTING_EXEC_CANDIDATES)
+            .is_some_and(|on| *on != 0)
+        {
+            // Userspace evaluates the other selectors on this exec.
+            kind = EVENT_EXEC_CANDIDATE;
+        } else {
             let _ = PENDING_EXEC.remove(tid);
-            return Ok(());
-        }
-        let watch = WatchEntry {
-            origin: WATCH_ORIGIN_SELECTED,
-            parent_tgid: 0,
-        };
-        if WATCHED.insert(tgid, watch, 0).is_err() {
-            count_drop(DROP_WATCHED_FULL);
             return Ok(());
         }
     }
@@ -162,7 +174,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points at a reserved, exclusively owned ring-buffer record.
     let e = unsafe { &mut *event };
-    e.header = header(EVENT_EXEC, tgid, tid);
+    e.header = header(kind, tgid, tid);
     let uid_gid = bpf_get_current_uid_gid();
     e.uid = uid_gid as u32;
     e.gid = (uid_gid >> 32) as u32;

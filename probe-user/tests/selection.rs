@@ -169,3 +169,128 @@ fn a_bad_selector_is_rejected_with_a_hint() {
         "{msg}"
     );
 }
+
+/// The default policy with `select:` replaced.
+fn policy_selecting(dir: &std::path::Path, select: &str) -> std::path::PathBuf {
+    let policy = dir.join("policy.yaml");
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &policy,
+        default.replace(
+            "categories:\n",
+            &format!("select:\n{select}\n\ncategories:\n"),
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// Starts `run_args` under `probectl run` with `policy` while the run's own command
+/// waits; returns the pid of `outsider` (started once the run is up, gated on `gate`)
+/// and the finished run.
+fn run_outsider(
+    policy: &std::path::Path,
+    dir: &std::path::Path,
+    outsider: &mut std::process::Command,
+    gate: &std::path::Path,
+    exec_pid: impl Fn(&serde_json::Value) -> bool,
+) -> (u64, JsonRun) {
+    let end = fifo(dir, "run-end");
+    let script = format!("cat {} >/dev/null", end.display());
+    let mut run = StreamingRun::start_with_policy(
+        Some(policy),
+        &[OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script)],
+        &[],
+    );
+    run.wait_for("the run's cat", |r| {
+        r["type"] == "exec" && r["exe"].as_str().is_some_and(|e| e.ends_with("/cat"))
+    });
+    let mut child = outsider.spawn().expect("start the outsider");
+    let exec = run.wait_for("the outsider's exec, selected", |r| {
+        r["type"] == "exec" && exec_pid(r)
+    });
+    let pid = exec["pid"].as_u64().unwrap();
+    std::fs::write(gate, b"x").expect("release the outsider");
+    assert!(child.wait().unwrap().success());
+    run.wait_for("the outsider's exit", |r| {
+        r["type"] == "exit" && r["pid"] == pid
+    });
+    std::fs::write(&end, b"x").expect("end the run");
+    (pid, run.finish())
+}
+
+#[test]
+fn a_program_selected_by_exe_glob_is_watched_after_userspace_picks_it() {
+    if !bpf_available("a_program_selected_by_exe_glob_is_watched_after_userspace_picks_it") {
+        return;
+    }
+    let dir = test_dir("select-exe");
+    let name = c_fixture()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let policy = policy_selecting(&dir, &format!("  exe: [\"**/{name}\"]"));
+    let gate = fifo(&dir, "gate");
+    let listener = Listener::start();
+    let mut outsider = std::process::Command::new(c_fixture());
+    outsider.args([
+        "gate-probe",
+        gate.to_str().unwrap(),
+        &listener.port.to_string(),
+    ]);
+    let (pid, run) = run_outsider(&policy, &dir, &mut outsider, &gate, |r| {
+        r["selected_by"] == format!("exe **/{name}")
+    });
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    run.probe(pid, &["getenv"], "TZ");
+    assert!(
+        run.of_type("connect")
+            .iter()
+            .any(|c| c["pid"] == pid && c["destination"]["port"] == listener.port),
+        "{:#?}",
+        run.of_type("connect")
+    );
+    // Nothing else the machine ran in the meantime was reported.
+    assert!(
+        run.of_type("exec")
+            .iter()
+            .all(|e| e["pid"] == pid || e["selected_by"].is_null()),
+        "{:#?}",
+        run.of_type("exec")
+    );
+}
+
+#[test]
+fn a_program_run_by_a_selected_uid_is_watched_from_its_exec() {
+    if !bpf_available("a_program_run_by_a_selected_uid_is_watched_from_its_exec") {
+        return;
+    }
+    let dir = test_dir("select-uid");
+    let policy = policy_selecting(&dir, "  uids: [65534]");
+    let gate = fifo(&dir, "gate");
+    std::fs::set_permissions(&gate, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let listener = Listener::start();
+    let fixture = c_fixture();
+    let mut outsider = std::process::Command::new("setpriv");
+    outsider
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&fixture)
+        .args([
+            "gate-probe",
+            gate.to_str().unwrap(),
+            &listener.port.to_string(),
+        ]);
+    let fixture_path = fixture.to_str().unwrap().to_owned();
+    let (pid, run) = run_outsider(&policy, &dir, &mut outsider, &gate, |r| {
+        r["exe"] == fixture_path.as_str() && r["uid"] == 65534
+    });
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    run.probe(pid, &["getenv"], "TZ");
+    run.probe(pid, &["openat", "open"], "/etc/localtime");
+}

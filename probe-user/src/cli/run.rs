@@ -40,24 +40,65 @@ struct Session {
     batch: Vec<Event>,
     /// Processes that exec'd and whose libc is not seen yet, with the scans so far.
     libc_scans: std::collections::HashMap<u32, u32>,
+    /// The policy's selectors that only userspace evaluates.
+    selectors: probe_user::policy::select::UserSelectors,
 }
 
 impl Session {
     fn process_batch(&mut self) {
         let mut records = Vec::new();
-        for event in self.batch.drain(..) {
+        let batch = std::mem::take(&mut self.batch);
+        for mut event in batch {
+            let mut selected_by = None;
+            if let Event::Exec(e) = &mut event
+                && e.header.kind == probe_common::EVENT_EXEC_CANDIDATE
+            {
+                match self.select_candidate(e) {
+                    Some(why) => selected_by = Some(why),
+                    // Nobody's business: not watched, not reported.
+                    None => continue,
+                }
+            }
             if let Event::Exec(e) = &event {
                 // The dynamic loader maps the libc after the exec: scan until it has.
                 self.libc_scans.insert(e.header.tgid, 0);
             }
+            let first_new = records.len();
             self.correlator
                 .handle_into(&event, &mut self.procs, &mut records);
+            if let Some(why) = selected_by {
+                for record in &mut records[first_new..] {
+                    if let Record::Exec(exec) = record {
+                        exec.selected_by = Some(why.clone());
+                    }
+                }
+            }
         }
         self.scan_libcs(&mut records);
         for record in &records {
             self.printer.emit(record);
         }
         self.sensors.flush_kernel_logs();
+    }
+
+    /// An exec the kernel sent because the policy has userspace selectors: watch the
+    /// process if one matches (and turn the event into an ordinary exec), else `None`.
+    fn select_candidate(&mut self, e: &mut probe_common::ExecEvent) -> Option<String> {
+        let pid = e.header.tgid;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(e.filename_bytes()).into_owned());
+        let argv: Vec<String> = e
+            .argv_bytes()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let why = self.selectors.matching(&exe, &argv)?;
+        if let Err(err) = self.sensors.watch(pid) {
+            tracing::warn!("cannot watch selected process {pid}: {err}");
+            return None;
+        }
+        e.header.kind = probe_common::EVENT_EXEC;
+        Some(why)
     }
 
     async fn read(&mut self) -> anyhow::Result<()> {
@@ -161,9 +202,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     let mut procs = ProcessTable::default();
     procs.add_root(root, std::process::id());
-    // Programs the policy selects that were already running: watched from now on,
+    // Programs the policy selects (by name or uid) that were already running: watched from now on,
     // with their descendants and lineage from /proc (the kernel selects later execs).
-    for pid in probe_user::process::pids_with_comm(&policy.kernel.select_comms) {
+    for pid in
+        probe_user::process::pids_selected(&policy.kernel.select_comms, &policy.kernel.select_uids)
+    {
         for pid in procs.seed_tree(pid) {
             if let Err(err) = sensors.watch(pid) {
                 eprintln!("probectl: warning: cannot watch running selected process {pid}: {err}");
@@ -188,6 +231,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         printer,
         batch: Vec::new(),
         libc_scans: std::collections::HashMap::new(),
+        selectors: policy.selectors.clone(),
     };
 
     // Wait for the child on a plain thread; the event loop below stays responsive.

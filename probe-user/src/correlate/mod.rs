@@ -180,6 +180,7 @@ impl Correlator {
                         .collect(),
                     argv_lost: e.flags & EXEC_ARGV_LOST != 0,
                     exe_truncated: e.flags & EXEC_FILENAME_TRUNCATED != 0,
+                    selected_by: None,
                 }))
             }
             Event::Fork(e) => {

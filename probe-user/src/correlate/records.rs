@@ -41,6 +41,10 @@ pub struct ExecRecord {
     pub argv_lost: bool,
     /// The executable path was cut at the capture limit (255 bytes).
     pub exe_truncated: bool,
+    /// For a process started outside the watched tree: the policy selector that
+    /// picked it at this exec (`exe ...`, `argv contains ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

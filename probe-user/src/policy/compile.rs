@@ -15,6 +15,8 @@ pub struct CompiledPolicy {
     pub kernel: KernelEntries,
     pub classifier: Classifier,
     pub rules: Vec<super::rules::CompiledRule>,
+    /// Selectors evaluated by userspace on execs the kernel did not select.
+    pub selectors: super::select::UserSelectors,
 }
 
 /// Keys and values for the kernel's policy maps.
@@ -31,6 +33,10 @@ pub struct KernelEntries {
     pub proc_environ: bool,
     /// `SELECT_COMMS`: selected program names, zero padded.
     pub select_comms: Vec<probe_common::CommKey>,
+    /// `SELECT_UIDS`: selected user ids.
+    pub select_uids: Vec<u32>,
+    /// Some selector only userspace evaluates: the kernel sends every exec.
+    pub exec_candidates: bool,
 }
 
 /// Maps what the kernel saw back to policy categories.
@@ -230,6 +236,9 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
         key[..comm.len()].copy_from_slice(comm.as_bytes());
         kernel.select_comms.push(key);
     }
+    kernel.select_uids = policy.select.uids.clone();
+    let selectors = super::select::UserSelectors::compile(&policy.select);
+    kernel.exec_candidates = !selectors.is_empty();
     let mut next_id = 0u32;
     let mut id = || {
         next_id += 1;
@@ -342,5 +351,6 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
         kernel,
         classifier,
         rules: Vec::new(),
+        selectors,
     }
 }

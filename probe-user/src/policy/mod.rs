@@ -7,6 +7,7 @@ mod file_index;
 pub mod glob;
 pub mod rules;
 mod schema;
+pub mod select;
 mod suggest;
 
 pub use compile::{Classifier, CompiledPolicy, KernelEntries, home_dirs};

@@ -31,6 +31,20 @@ pub struct Selection {
     /// its descendants.
     #[serde(default)]
     pub comms: Vec<String>,
+    /// User ids: every program they exec is watched (selected in the kernel too).
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    /// Executable path globs (`/usr/bin/*`, `**/bin/claude`), evaluated by userspace
+    /// at exec: the first moments of such a process may pass before it is watched.
+    #[serde(default)]
+    pub exe: Vec<String>,
+    /// Substrings of the command line (arguments joined by spaces), such as an npm
+    /// package path: `node .../@anthropic-ai/claude-code/cli.js`. Userspace, like `exe`.
+    #[serde(default)]
+    pub argv_contains: Vec<String>,
+    /// Regular expressions over the command line. Userspace, like `exe`.
+    #[serde(default)]
+    pub argv_regex: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +166,26 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                 format!("select.comms: {comm:?} is not a program name"),
                 "program names are 1-15 bytes without `/` (the kernel cuts longer names at 15, so use the first 15)",
                 Needle::first(comm.as_str()),
+            ));
+        }
+    }
+    for glob in &policy.select.exe {
+        if !glob.starts_with('/') && !glob.starts_with("**") {
+            return Err(invalid(
+                source_name,
+                format!("select.exe: {glob:?} is not an absolute path glob"),
+                "write the whole path (`/usr/bin/node`), or start with `**/` to match any directory",
+                Needle::first(glob.as_str()),
+            ));
+        }
+    }
+    for re in &policy.select.argv_regex {
+        if let Err(err) = regex::Regex::new(re) {
+            return Err(invalid(
+                source_name,
+                format!("select.argv_regex: {re:?} is not a valid regular expression: {err}"),
+                "the syntax is Rust's `regex` crate (no look-around)",
+                Needle::first(re.as_str()),
             ));
         }
     }

@@ -309,3 +309,35 @@ fn env_globs_classify_by_prefix_with_the_case_rule() {
         assert!(parse(&y, "t.yaml").is_err(), "{bad}");
     }
 }
+
+#[test]
+fn selectors_compile_and_bad_ones_are_rejected() {
+    let base = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: t}\n";
+    let p = parse(
+        &format!("{base}select:\n  comms: [node]\n  uids: [1000]\n  exe: ['**/bin/claude']\n  argv_contains: ['@anthropic-ai/claude-code']\n  argv_regex: ['cli\\.js$']\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(p.kernel.select_uids, [1000]);
+    assert!(
+        p.kernel.exec_candidates,
+        "exe and argv selectors need every exec"
+    );
+    assert!(p.selectors.matching("/home/a/bin/claude", &[]).is_some());
+    let only_kernel = parse(&format!("{base}select:\n  comms: [node]\n"), "t.yaml").unwrap();
+    assert!(!only_kernel.kernel.exec_candidates);
+    for (select, message) in [
+        ("  exe: [claude]\n", "not an absolute path glob"),
+        (
+            "  argv_regex: ['(unclosed']\n",
+            "not a valid regular expression",
+        ),
+        ("  uids: [-1]\n", "expected u32"),
+    ] {
+        let err = parse(&format!("{base}select:\n{select}"), "t.yaml")
+            .expect_err(select)
+            .to_string();
+        assert!(err.contains(message), "{select}: {err}");
+        assert!(err.contains("t.yaml:"), "{err}");
+    }
+}

@@ -251,24 +251,43 @@ fn proc_pids() -> impl Iterator<Item = u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
 }
 
-/// Processes running now whose program name (`comm`) is one of `comms` (zero-padded
-/// kernel keys, as the policy compiles them).
-pub fn pids_with_comm(comms: &[[u8; 16]]) -> Vec<u32> {
-    if comms.is_empty() {
+/// Processes running now that the kernel's selectors would have picked at their exec:
+/// program name (`comm`, as zero-padded kernel keys) in `comms`, or real uid in
+/// `uids`. probectl itself is never one of them.
+pub fn pids_selected(comms: &[[u8; 16]], uids: &[u32]) -> Vec<u32> {
+    if comms.is_empty() && uids.is_empty() {
         return Vec::new();
     }
+    let own = std::process::id();
     proc_pids()
+        .filter(|&pid| pid != own)
         .filter(|pid| {
-            let Ok(comm) = std::fs::read(format!("/proc/{pid}/comm")) else {
-                return false;
+            let by_comm = || {
+                let Ok(comm) = std::fs::read(format!("/proc/{pid}/comm")) else {
+                    return false;
+                };
+                let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
+                comms.iter().any(|key| {
+                    let len = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+                    &key[..len] == comm
+                })
             };
-            let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
-            comms.iter().any(|key| {
-                let len = key.iter().position(|&b| b == 0).unwrap_or(key.len());
-                &key[..len] == comm
-            })
+            let by_uid =
+                || !uids.is_empty() && read_proc_uid(*pid).is_some_and(|uid| uids.contains(&uid));
+            by_comm() || by_uid()
         })
         .collect()
+}
+
+fn read_proc_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// (pid, ppid) of every process in /proc, from `stat` (whose 4th field is the

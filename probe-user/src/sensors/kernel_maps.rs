@@ -3,11 +3,12 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, lpm_trie::Key};
 use probe_common::{
-    EnvNameKey, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SETTINGS,
-    MAP_TP_OFFSETS, PATH_LEN, PolicyRef, SETTING_ENV_PREFIXES, SETTING_PROC_ENVIRON,
-    SETTING_SELECTION, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD,
-    TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
-    TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
+    EnvNameKey, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS,
+    MAP_SETTINGS, MAP_TP_OFFSETS, PATH_LEN, PolicyRef, SETTING_ENV_PREFIXES,
+    SETTING_EXEC_CANDIDATES, SETTING_PROC_ENVIRON, SETTING_SELECTION, TP_EXEC_FILENAME,
+    TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, TP_SOCK_DADDR,
+    TP_SOCK_DADDR_V6, TP_SOCK_DPORT, TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE,
+    TP_SOCK_SKADDR,
 };
 
 use super::{SensorError, Sensors, map_err, tracefs};
@@ -120,7 +121,11 @@ impl Sensors {
             Array::try_from(self.map(MAP_SETTINGS)?).map_err(map_err(MAP_SETTINGS))?;
         for (slot, on) in [
             (SETTING_PROC_ENVIRON, k.proc_environ),
-            (SETTING_SELECTION, !k.select_comms.is_empty()),
+            (
+                SETTING_SELECTION,
+                !k.select_comms.is_empty() || !k.select_uids.is_empty() || k.exec_candidates,
+            ),
+            (SETTING_EXEC_CANDIDATES, k.exec_candidates),
             (SETTING_ENV_PREFIXES, !k.env_prefixes.is_empty()),
         ] {
             settings
@@ -131,6 +136,11 @@ impl Sensors {
             HashMap::try_from(self.map(MAP_SELECT_COMMS)?).map_err(map_err(MAP_SELECT_COMMS))?;
         for key in &k.select_comms {
             comms.insert(key, 1, 0).map_err(map_err(MAP_SELECT_COMMS))?;
+        }
+        let mut uids: HashMap<_, u32, u32> =
+            HashMap::try_from(self.map(MAP_SELECT_UIDS)?).map_err(map_err(MAP_SELECT_UIDS))?;
+        for uid in &k.select_uids {
+            uids.insert(uid, 1, 0).map_err(map_err(MAP_SELECT_UIDS))?;
         }
         let mut env: HashMap<_, EnvNameKey, PolicyRef> =
             HashMap::try_from(self.map(MAP_ENV_NAMES)?).map_err(map_err(MAP_ENV_NAMES))?;

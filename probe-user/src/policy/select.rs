@@ -1,0 +1,97 @@
+//! Selectors only userspace can evaluate: executable path globs and the command line
+//! (substrings, regular expressions). Program names and user ids are selected in the
+//! kernel (`SELECT_COMMS`, `SELECT_UIDS`), race-free; these are decided when the exec
+//! event arrives, so the first moments of a process selected this way may pass before
+//! it is watched. Children are followed from then on, in the kernel.
+
+use super::glob;
+use super::schema::Selection;
+
+#[derive(Debug, Clone, Default)]
+pub struct UserSelectors {
+    exe: Vec<String>,
+    argv_contains: Vec<String>,
+    argv_regex: Vec<regex::Regex>,
+}
+
+impl UserSelectors {
+    /// From a validated selection (its regexes compile).
+    pub fn compile(select: &Selection) -> Self {
+        Self {
+            exe: select.exe.clone(),
+            argv_contains: select.argv_contains.clone(),
+            argv_regex: select
+                .argv_regex
+                .iter()
+                .filter_map(|r| regex::Regex::new(r).ok())
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exe.is_empty() && self.argv_contains.is_empty() && self.argv_regex.is_empty()
+    }
+
+    /// The selector that picks a process with this executable and command line, if
+    /// any (for the report: why it is watched).
+    pub fn matching(&self, exe: &str, argv: &[String]) -> Option<String> {
+        if let Some(g) = self.exe.iter().find(|g| glob::matches(g, exe)) {
+            return Some(format!("exe {g}"));
+        }
+        let line = argv.join(" ");
+        if let Some(s) = self
+            .argv_contains
+            .iter()
+            .find(|s| line.contains(s.as_str()))
+        {
+            return Some(format!("argv contains {s}"));
+        }
+        self.argv_regex
+            .iter()
+            .find(|r| r.is_match(&line))
+            .map(|r| format!("argv matches {}", r.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exe_globs_and_command_lines() {
+        let s = UserSelectors::compile(&Selection {
+            exe: vec!["**/bin/claude".into(), "/opt/tools/*".into()],
+            argv_contains: vec!["@anthropic-ai/claude-code".into()],
+            argv_regex: vec![r"\bcodex(\.js)?\b".into()],
+            ..Default::default()
+        });
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(s.matching("/home/u/.local/bin/claude", &[]).is_some());
+        assert!(s.matching("/opt/tools/x", &[]).is_some());
+        assert!(
+            s.matching("/opt/tools/sub/x", &[]).is_none(),
+            "* stays in one component"
+        );
+        assert_eq!(
+            s.matching(
+                "/usr/bin/node",
+                &argv(&[
+                    "node",
+                    "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"
+                ])
+            )
+            .as_deref(),
+            Some("argv contains @anthropic-ai/claude-code")
+        );
+        assert!(
+            s.matching("/usr/bin/node", &argv(&["node", "codex.js"]))
+                .is_some()
+        );
+        assert!(
+            s.matching("/usr/bin/node", &argv(&["node", "mycodexjs"]))
+                .is_none()
+        );
+        assert!(s.matching("/usr/bin/true", &argv(&["true"])).is_none());
+        assert!(UserSelectors::default().is_empty());
+    }
+}
