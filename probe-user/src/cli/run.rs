@@ -92,7 +92,8 @@ impl Session {
             .argv_bytes()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let why = self.selectors.matching(&exe, &argv)?;
+        let container = probe_user::process::identity::container_of(pid);
+        let why = self.selectors.matching(&exe, &argv, container.as_deref())?;
         if let Err(err) = self.sensors.watch(pid) {
             tracing::warn!("cannot watch selected process {pid}: {err}");
             return None;

@@ -45,6 +45,10 @@ pub struct Selection {
     /// Regular expressions over the command line. Userspace, like `exe`.
     #[serde(default)]
     pub argv_regex: Vec<String>,
+    /// Container ids (64 hex digits, or a unique prefix of at least 12), or `"*"`
+    /// for any container, from the process's cgroup path. Userspace, like `exe`.
+    #[serde(default)]
+    pub containers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +180,17 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                 format!("select.exe: {glob:?} is not an absolute path glob"),
                 "write the whole path (`/usr/bin/node`), or start with `**/` to match any directory",
                 Needle::first(glob.as_str()),
+            ));
+        }
+    }
+    for id in &policy.select.containers {
+        let hex = id.len() >= 12 && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if id != "*" && !hex {
+            return Err(invalid(
+                source_name,
+                format!("select.containers: {id:?} is not a container id"),
+                "give the id (at least its first 12 hex digits, as `docker ps` shows it), or \"*\" for any container",
+                Needle::first(id.as_str()),
             ));
         }
     }

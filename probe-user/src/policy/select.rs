@@ -12,6 +12,8 @@ pub struct UserSelectors {
     exe: Vec<String>,
     argv_contains: Vec<String>,
     argv_regex: Vec<regex::Regex>,
+    /// Container id prefixes (lower case), or `*`.
+    containers: Vec<String>,
 }
 
 impl UserSelectors {
@@ -25,16 +27,32 @@ impl UserSelectors {
                 .iter()
                 .filter_map(|r| regex::Regex::new(r).ok())
                 .collect(),
+            containers: select
+                .containers
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exe.is_empty() && self.argv_contains.is_empty() && self.argv_regex.is_empty()
+        self.exe.is_empty()
+            && self.argv_contains.is_empty()
+            && self.argv_regex.is_empty()
+            && self.containers.is_empty()
     }
 
-    /// The selector that picks a process with this executable and command line, if
-    /// any (for the report: why it is watched).
-    pub fn matching(&self, exe: &str, argv: &[String]) -> Option<String> {
+    /// The selector that picks a process with this executable, command line and
+    /// container, if any (for the report: why it is watched).
+    pub fn matching(&self, exe: &str, argv: &[String], container: Option<&str>) -> Option<String> {
+        if let Some(id) = container
+            && let Some(c) = self
+                .containers
+                .iter()
+                .find(|c| *c == "*" || id.starts_with(c.as_str()))
+        {
+            return Some(format!("container {c}"));
+        }
         if let Some(g) = self.exe.iter().find(|g| glob::matches(g, exe)) {
             return Some(format!("exe {g}"));
         }
@@ -58,7 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exe_globs_and_command_lines() {
+    fn exe_globs_command_lines_and_containers() {
         let s = UserSelectors::compile(&Selection {
             exe: vec!["**/bin/claude".into(), "/opt/tools/*".into()],
             argv_contains: vec!["@anthropic-ai/claude-code".into()],
@@ -66,32 +84,43 @@ mod tests {
             ..Default::default()
         });
         let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(s.matching("/home/u/.local/bin/claude", &[]).is_some());
-        assert!(s.matching("/opt/tools/x", &[]).is_some());
+        let m = |exe: &str, args: &[&str]| s.matching(exe, &argv(args), None);
+        assert!(m("/home/u/.local/bin/claude", &[]).is_some());
+        assert!(m("/opt/tools/x", &[]).is_some());
         assert!(
-            s.matching("/opt/tools/sub/x", &[]).is_none(),
+            m("/opt/tools/sub/x", &[]).is_none(),
             "* stays in one component"
         );
         assert_eq!(
-            s.matching(
+            m(
                 "/usr/bin/node",
-                &argv(&[
+                &[
                     "node",
                     "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"
-                ])
+                ]
             )
             .as_deref(),
             Some("argv contains @anthropic-ai/claude-code")
         );
+        assert!(m("/usr/bin/node", &["node", "codex.js"]).is_some());
+        assert!(m("/usr/bin/node", &["node", "mycodexjs"]).is_none());
+        assert!(m("/usr/bin/true", &["true"]).is_none());
+        assert!(UserSelectors::default().is_empty());
+        let by_container = UserSelectors::compile(&Selection {
+            containers: vec!["3F4E5D6C7B8A".into()],
+            ..Default::default()
+        });
+        let id = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00998877665544332211";
+        assert!(by_container.matching("/bin/sh", &[], Some(id)).is_some());
+        let other = id.replace('3', "4");
         assert!(
-            s.matching("/usr/bin/node", &argv(&["node", "codex.js"]))
-                .is_some()
-        );
-        assert!(
-            s.matching("/usr/bin/node", &argv(&["node", "mycodexjs"]))
+            by_container
+                .matching("/bin/sh", &[], Some(&other))
                 .is_none()
         );
-        assert!(s.matching("/usr/bin/true", &argv(&["true"])).is_none());
-        assert!(UserSelectors::default().is_empty());
+        assert!(
+            by_container.matching("/bin/sh", &[], None).is_none(),
+            "not in a container"
+        );
     }
 }

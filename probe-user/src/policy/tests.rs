@@ -323,7 +323,11 @@ fn selectors_compile_and_bad_ones_are_rejected() {
         p.kernel.exec_candidates,
         "exe and argv selectors need every exec"
     );
-    assert!(p.selectors.matching("/home/a/bin/claude", &[]).is_some());
+    assert!(
+        p.selectors
+            .matching("/home/a/bin/claude", &[], None)
+            .is_some()
+    );
     let only_kernel = parse(&format!("{base}select:\n  comms: [node]\n"), "t.yaml").unwrap();
     assert!(!only_kernel.kernel.exec_candidates);
     for (select, message) in [
@@ -333,6 +337,7 @@ fn selectors_compile_and_bad_ones_are_rejected() {
             "not a valid regular expression",
         ),
         ("  uids: [-1]\n", "expected u32"),
+        ("  containers: [abc]\n", "not a container id"),
     ] {
         let err = parse(&format!("{base}select:\n{select}"), "t.yaml")
             .expect_err(select)
