@@ -81,6 +81,49 @@ impl Session {
         self.sensors.flush_kernel_logs();
     }
 
+    /// SIGHUP: the `--policy` file again. A policy that fails validation (or the
+    /// kernel update) is refused and the one in force stays; either way a
+    /// `policy_reload` record says what happened.
+    fn reload(&mut self, current: &mut CompiledPolicy, path: Option<&std::path::Path>) {
+        let source = path.map_or_else(
+            || policy::DEFAULT_POLICY_SOURCE.to_owned(),
+            |p| p.display().to_string(),
+        );
+        let result = match path {
+            None => Err("no --policy file: the built-in policy cannot change".to_owned()),
+            Some(path) => policy::load_file(path)
+                .map_err(|e| e.to_string())
+                .and_then(|new| {
+                    self.sensors
+                        .reload_policy(current, &new)
+                        .map(|()| new)
+                        .map_err(|e| {
+                            format!(
+                                "updating the kernel maps failed (they may be partly updated): {e}"
+                            )
+                        })
+                }),
+        };
+        let (ok, error) = match result {
+            Ok(new) => {
+                self.correlator
+                    .set_policy(&new, self.sensors.file_index.clone());
+                self.selectors = new.selectors.clone();
+                *current = new;
+                (true, None)
+            }
+            Err(err) => (false, Some(err)),
+        };
+        let record = Record::PolicyReload(probe_user::correlate::PolicyReloadRecord {
+            time: WallClock::new().rfc3339(WallClock::boot_now_ns()),
+            ok,
+            policy: current.name.clone(),
+            source,
+            error,
+        });
+        self.printer.emit(&record);
+    }
+
     /// An exec the kernel sent because the policy has userspace selectors: watch the
     /// process if one matches (and turn the event into an ordinary exec), else `None`.
     fn select_candidate(&mut self, e: &mut probe_common::ExecEvent) -> Option<String> {
@@ -145,7 +188,7 @@ impl Session {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let policy = match &args.policy {
+    let mut policy = match &args.policy {
         Some(path) => policy::load_file(path)?,
         None => policy::load_default()?,
     };
@@ -260,7 +303,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             _ = libc_scan.tick(), if !session.libc_scans.is_empty() => session.rescan_libcs(),
             status = &mut status_rx => break status.unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status"))),
             _ = sigint.recv() => {}
-            _ = sighup.recv() => {}
+            // A hang-up also reaches the command through the terminal; for probectl it
+            // means: read the policy file again.
+            _ = sighup.recv() => session.reload(&mut policy, args.policy.as_deref()),
             _ = sigterm.recv() => forward(root, nix::sys::signal::Signal::SIGTERM),
         }
     };

@@ -104,6 +104,26 @@ impl Correlator {
         }
     }
 
+    /// Switches to a reloaded policy: categories are matched by name (probes so far keep
+    /// the categories that still exist), rules keep their counts by name.
+    pub fn set_policy(
+        &mut self,
+        policy: &CompiledPolicy,
+        index: std::sync::Arc<crate::policy::FileIndex>,
+    ) {
+        let names: Vec<String> = policy.categories.iter().map(|c| c.name.clone()).collect();
+        let mapping: Vec<Option<usize>> = self
+            .category_names
+            .iter()
+            .map(|old| names.iter().position(|n| n == old))
+            .collect();
+        self.probes.remap_categories(&mapping);
+        self.category_names = names;
+        self.classifier = policy.classifier.clone();
+        self.rules.replace_rules(policy.rules.clone());
+        self.file_index = index;
+    }
+
     /// The policy files as this host has them (from the loaded sensors), so paths the
     /// kernel matched by inode or by basename can be named.
     pub fn with_file_index(mut self, index: std::sync::Arc<crate::policy::FileIndex>) -> Self {

@@ -100,6 +100,18 @@ impl ProbeTable {
         rows
     }
 
+    /// After a policy reload: category indices move (`mapping[old] = new`), and
+    /// categories the new policy lacks are dropped from the rows.
+    pub fn remap_categories(&mut self, mapping: &[Option<usize>]) {
+        for e in self.entries.values_mut().flat_map(HashMap::values_mut) {
+            e.categories = e
+                .categories
+                .iter()
+                .filter_map(|c| mapping.get(*c).copied().flatten())
+                .collect();
+        }
+    }
+
     /// Category indices probed by each process.
     pub fn categories_by_pid(&self) -> HashMap<u32, Vec<usize>> {
         let mut out: HashMap<u32, Vec<usize>> = HashMap::new();

@@ -20,6 +20,8 @@ pub enum Record {
     /// A rule with `action: alert` matched (repeats inside its suppression window are
     /// not streamed again, only counted).
     RuleMatch(RuleMatchRecord),
+    /// A policy reload (SIGHUP): in force, or refused with the old policy kept.
+    PolicyReload(PolicyReloadRecord),
     Exit(ExitRecord),
     Report(RunReport),
 }
@@ -90,6 +92,18 @@ pub struct ProbeRecord {
     /// normalised by probectl).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReloadRecord {
+    pub time: String,
+    /// The new policy is in force.
+    pub ok: bool,
+    /// The policy in force after the attempt.
+    pub policy: String,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A rule that matched a network event, as its own record.

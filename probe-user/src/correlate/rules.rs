@@ -72,6 +72,29 @@ impl RuleEngine {
         }
     }
 
+    /// A reloaded policy's rules. Counts and suppression state carry over for rules
+    /// that keep their name.
+    pub fn replace_rules(&mut self, rules: Vec<CompiledRule>) {
+        let old_names: Vec<String> = self.rules.iter().map(|r| r.name.clone()).collect();
+        let position = |name: &str| old_names.iter().position(|n| n == name);
+        let summaries = rules
+            .iter()
+            .map(|r| position(&r.name).and_then(|i| self.summaries[i]))
+            .collect();
+        let last_reported = std::mem::take(&mut self.last_reported)
+            .into_iter()
+            .filter_map(|((i, tree, dest), at)| {
+                let new = rules.iter().position(|r| r.name == old_names[i])?;
+                Some(((new, tree, dest), at))
+            })
+            .collect();
+        *self = Self {
+            rules,
+            last_reported,
+            summaries,
+        };
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -328,3 +328,30 @@ fn the_report_keeps_the_newest_connections_and_counts_the_rest() {
         "the oldest three went"
     );
 }
+
+#[test]
+fn a_reload_keeps_earlier_probes_under_their_category_names() {
+    let first = crate::policy::parse(
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: a}\ncategories:\n  - {name: timezone, paths: [/etc/localtime]}\n  - {name: gone, env: [TZ]}\n",
+        "a.yaml",
+    )
+    .unwrap();
+    let second = crate::policy::parse(
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: b}\ncategories:\n  - {name: host, paths: [/etc/hostname]}\n  - {name: timezone, paths: [/etc/localtime]}\n",
+        "b.yaml",
+    )
+    .unwrap();
+    let mut c = Correlator::new(&first, 0);
+    let mut procs = ProcessTable::default();
+    procs.add_root(5, 1);
+    c.handle(&file(5, 1, FILE_OP_OPENAT, "/etc/localtime"), &mut procs);
+    c.handle(&env(5, 2, "TZ"), &mut procs);
+    c.set_policy(&second, Default::default());
+    let names: Vec<String> = c.summarize().into_iter().map(|s| s.category).collect();
+    assert_eq!(names, ["timezone"], "`gone` left with the old policy");
+    let Some(Record::Probe(p)) = c.handle(&file(5, 3, FILE_OP_OPENAT, "/etc/hostname"), &mut procs)
+    else {
+        panic!("the new category counts")
+    };
+    assert_eq!(p.categories, ["host"]);
+}

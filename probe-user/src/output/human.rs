@@ -166,6 +166,21 @@ pub fn render(record: &Record) -> String {
                 e.pid
             );
         }
+        Record::PolicyReload(p) => {
+            let _ = match (&p.error, p.ok) {
+                (_, true) => writeln!(
+                    s,
+                    "{:>9}  policy  reloaded: {} ({}) is in force",
+                    "", p.policy, p.source
+                ),
+                (Some(err), false) => writeln!(
+                    s,
+                    "{:>9}  policy  reload REFUSED, {} stays in force: {err}",
+                    "", p.policy
+                ),
+                (None, false) => writeln!(s, "{:>9}  policy  reload refused", ""),
+            };
+        }
         Record::Report(r) => render_report(&mut s, r),
     }
     s

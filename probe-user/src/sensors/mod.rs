@@ -8,6 +8,7 @@ mod file_maps;
 mod kernel_maps;
 mod libc;
 mod programs;
+mod reload;
 pub mod tracefs;
 
 pub use file_maps::FileResolution;

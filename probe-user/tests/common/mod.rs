@@ -328,6 +328,12 @@ impl StreamingRun {
     /// Waits for probectl to exit and returns everything it printed.
     /// (Dropping a `StreamingRun` without finishing it stops probectl, which passes the
     /// SIGTERM on to its command.)
+    /// Sends a signal to probectl itself.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal probectl");
+    }
+
     pub fn finish(mut self) -> JsonRun {
         let report = self.wait_for("report", |r| r["type"] == "report");
         let _ = report;
