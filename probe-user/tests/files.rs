@@ -314,3 +314,33 @@ fn default_policy_sees_host_identity_and_proxy_config_files() {
         "{probes:#?}"
     );
 }
+
+#[test]
+fn the_timeline_bound_is_configurable_and_overflow_is_counted() {
+    if !bpf_available("the_timeline_bound_is_configurable_and_overflow_is_counted") {
+        return;
+    }
+    let run = probectl_json_with(
+        &[OsStr::new("--max-probes"), OsStr::new("2")],
+        &[
+            OsStr::new("sh"),
+            OsStr::new("-c"),
+            OsStr::new(
+                "cat /etc/localtime /etc/timezone /etc/hostname /etc/machine-id >/dev/null 2>&1; true",
+            ),
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let report = run.report();
+    let t = &report["timeline"];
+    assert_eq!(t["max_distinct_probes"], 2, "{t:#}");
+    assert_eq!(t["distinct_probes"], 2);
+    assert!(t["probes_not_kept"].as_u64().unwrap() >= 2, "{t:#}");
+    let lost = report["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["reason"] == "userspace:timeline_overflow")
+        .unwrap_or_else(|| panic!("{:#}", report["drops"]));
+    assert_eq!(lost["count"], t["probes_not_kept"]);
+}

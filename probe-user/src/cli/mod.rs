@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// rules) to FILE as YAML, for `probectl diff`.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
+    /// Distinct probes (operation and target) kept in the run's timeline; probes of
+    /// new targets past it are counted as lost (`timeline_overflow`).
+    #[arg(long, value_name = "N", default_value_t = probe_user::correlate::MAX_DISTINCT_PROBES)]
+    pub max_probes: usize,
     /// Write records (readable or JSON) to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -258,7 +258,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         }
     }
     let correlator = Correlator::new(&policy, WallClock::boot_now_ns())
-        .with_file_index(sensors.file_index.clone());
+        .with_file_index(sensors.file_index.clone())
+        .with_timeline_capacity(args.max_probes);
     if format == Format::Human {
         eprintln!(
             "probectl: watching pid {root}: {} (policy {})",
@@ -442,6 +443,13 @@ fn build_report(
         rules: session.correlator.rule_summaries(),
         clis: session.correlator.cli_summaries(&session.procs),
         connections: session.correlator.connections.iter().cloned().collect(),
+        timeline: probe_user::correlate::TimelineUsage {
+            max_distinct_probes: session.correlator.probes.capacity,
+            distinct_probes: session.correlator.probes.distinct(),
+            probes_not_kept: session.correlator.probes.overflow,
+            max_connections: probe_user::correlate::MAX_KEPT_CONNECTIONS,
+            connections_not_kept: session.correlator.connections_not_kept,
+        },
         sensors: session.sensors.choices.clone(),
         partial: session.sensors.unattached().next().is_some(),
         unattached_sensors: session.sensors.unattached().cloned().collect(),

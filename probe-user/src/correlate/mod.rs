@@ -13,6 +13,7 @@ use net::destination;
 pub mod records;
 
 pub use fold::FOLD_AFTER;
+pub use probes::MAX_DISTINCT_PROBES;
 
 /// Connections kept for the end-of-run report (each was streamed when it happened).
 pub const MAX_KEPT_CONNECTIONS: usize = 10_000;
@@ -122,6 +123,13 @@ impl Correlator {
         self.classifier = policy.classifier.clone();
         self.rules.replace_rules(policy.rules.clone());
         self.file_index = index;
+    }
+
+    /// Bounds the probe timeline at `capacity` distinct (operation, target) pairs
+    /// (before any event; the default is `probes::MAX_DISTINCT_PROBES`).
+    pub fn with_timeline_capacity(mut self, capacity: usize) -> Self {
+        self.probes = probes::ProbeTable::with_capacity(capacity);
+        self
     }
 
     /// The policy files as this host has them (from the loaded sensors), so paths the

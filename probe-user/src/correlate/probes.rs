@@ -21,10 +21,12 @@ struct Entry {
     pids: Vec<u32>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProbeTable {
     entries: HashMap<(TargetType, &'static str), HashMap<String, Entry>>,
     distinct: usize,
+    /// Distinct (operation, target) pairs kept (`MAX_DISTINCT_PROBES` unless set).
+    pub capacity: usize,
     /// Probes of new targets that did not fit.
     pub overflow: u64,
 }
@@ -39,7 +41,27 @@ pub enum Recorded {
     Dropped,
 }
 
+impl Default for ProbeTable {
+    fn default() -> Self {
+        Self::with_capacity(MAX_DISTINCT_PROBES)
+    }
+}
+
 impl ProbeTable {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            distinct: 0,
+            capacity,
+            overflow: 0,
+        }
+    }
+
+    /// Distinct (operation, target) pairs kept so far.
+    pub fn distinct(&self) -> usize {
+        self.distinct
+    }
+
     pub fn record(
         &mut self,
         target_type: TargetType,
@@ -60,7 +82,7 @@ impl ProbeTable {
             e.pids.push(pid);
             return Recorded::New;
         }
-        if self.distinct >= MAX_DISTINCT_PROBES {
+        if self.distinct >= self.capacity {
             self.overflow += 1;
             return Recorded::Dropped;
         }

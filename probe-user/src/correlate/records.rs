@@ -123,6 +123,19 @@ pub struct RuleMatchRecord {
     pub matched: super::rules::RuleMatch,
 }
 
+/// The bounds of what a run keeps in memory, and how much of them it used.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineUsage {
+    /// Distinct (operation, target) probes kept (`--max-probes`).
+    pub max_distinct_probes: usize,
+    pub distinct_probes: usize,
+    /// Probes of new targets past the bound (counted in `drops` too).
+    pub probes_not_kept: u64,
+    /// Connections kept for the report.
+    pub max_connections: usize,
+    pub connections_not_kept: u64,
+}
+
 pub const SEEN_AT_SYSCALL: &str = "syscall";
 pub const SEEN_AT_CGROUP_HOOK: &str = "cgroup_hook";
 
@@ -299,6 +312,8 @@ pub struct RunReport {
     pub cli: CliIdentity,
     pub probes: Vec<CategorySummary>,
     pub connections: Vec<ConnectionRecord>,
+    /// How full the bounded timelines got.
+    pub timeline: TimelineUsage,
     /// Every rule that matched in the run: matches, of which suppressed repeats.
     pub rules: Vec<super::rules::RuleSummary>,
     /// Per CLI (exe, script, package): categories probed, destinations contacted,

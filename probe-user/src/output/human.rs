@@ -439,6 +439,30 @@ fn render_report(s: &mut String, r: &RunReport) {
             let _ = writeln!(s, "  {}: {}", d.reason, d.count);
         }
     }
+    let t = &r.timeline;
+    let _ = writeln!(
+        s,
+        "Timeline: {} of {} distinct probes kept{}; connections kept up to {}{}.",
+        t.distinct_probes,
+        t.max_distinct_probes,
+        if t.probes_not_kept > 0 {
+            format!(
+                " ({} probes of new targets past the bound, counted above)",
+                t.probes_not_kept
+            )
+        } else {
+            String::new()
+        },
+        t.max_connections,
+        if t.connections_not_kept > 0 {
+            format!(
+                " ({} earlier ones streamed, not listed)",
+                t.connections_not_kept
+            )
+        } else {
+            String::new()
+        }
+    );
     if !r.truncated.is_empty() {
         let _ = writeln!(s, "Cut at the capture limit:");
         for d in &r.truncated {
