@@ -45,6 +45,15 @@ pub fn probectl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_probectl"))
 }
 
+/// `probectl` with the test runner's `CI` variable removed: the watched commands
+/// inherit probectl's environment, and the default policy reports `CI` present at
+/// exec (ci-detection), which would make results depend on where the tests run.
+pub fn probectl_command() -> Command {
+    let mut cmd = Command::new(probectl());
+    cmd.env_remove("CI");
+    cmd
+}
+
 /// Compiles the C fixture once per test binary into the cargo tmp dir.
 pub fn c_fixture() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -191,7 +200,7 @@ impl JsonRun {
 }
 
 pub fn probectl_json(args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> JsonRun {
-    let mut cmd = Command::new(probectl());
+    let mut cmd = probectl_command();
     cmd.arg("run").arg("--json").arg("--").args(args);
     for (k, v) in envs {
         cmd.env(k, v);
@@ -206,7 +215,7 @@ pub fn probectl_json_with_policy(policy: &Path, args: &[&std::ffi::OsStr]) -> Js
 
 /// `probectl run --json OPTIONS -- ARGS`.
 pub fn probectl_json_with(options: &[&std::ffi::OsStr], args: &[&std::ffi::OsStr]) -> JsonRun {
-    let mut cmd = Command::new(probectl());
+    let mut cmd = probectl_command();
     cmd.arg("run")
         .arg("--json")
         .args(options)
@@ -266,7 +275,7 @@ impl StreamingRun {
         args: &[&std::ffi::OsStr],
         envs: &[(&str, &str)],
     ) -> Self {
-        let mut cmd = Command::new(probectl());
+        let mut cmd = probectl_command();
         cmd.arg("run").arg("--json");
         if let Some(policy) = policy {
             cmd.arg("--policy").arg(policy);
