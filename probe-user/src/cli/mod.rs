@@ -3,7 +3,9 @@
 mod doctor;
 mod policy_cmd;
 mod run;
+mod session;
 mod spawn;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -19,6 +21,9 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 127;
     /// `policy check` found an invalid policy.
     pub const INVALID_POLICY: i32 = 1;
+    /// `probectl watch`: a pid to watch does not exist (or exited before it was
+    /// watched).
+    pub const NO_SUCH_PROCESS: i32 = 3;
     /// `probectl diff`: the profiles differ.
     pub const PROFILES_DIFFER: i32 = 1;
 }
@@ -28,7 +33,7 @@ pub mod exit {
     name = "probectl",
     version,
     about = "Shows which command-line tool read the time zone, proxy or API-relay settings before it made network calls",
-    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  probectl policy check policies/default.yaml\n  probectl policy explain policies/default.yaml\n  sudo probectl doctor\n  sudo probectl run --profile v1.yaml -- cli; probectl diff v1.yaml v2.yaml\n\nExit codes: a run exits with its command's code; 125 probectl failed; 126 command not executable; 127 command not found."
+    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  sudo probectl watch --for 5m $(pgrep -f claude)\n  probectl policy check policies/default.yaml\n  probectl policy explain policies/default.yaml\n  sudo probectl doctor\n  sudo probectl run --profile v1.yaml -- cli; probectl diff v1.yaml v2.yaml\n\nExit codes: a run exits with its command's code; watch exits 0, or 3 when a pid does not exist; 125 probectl failed; 126 command not executable; 127 command not found."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,6 +44,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a command under watch and report what it probed before it connected.
     Run(RunArgs),
+    /// Watch processes that already run, and all their descendants, until they exit,
+    /// `--for` ends, or Ctrl-C; then print the report.
+    Watch(WatchArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -93,6 +101,28 @@ pub struct RunArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// One JSON object per line on stdout instead of readable lines on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Policy file to use instead of the built-in default policy (SIGHUP reloads it).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Write records to FILE instead of stderr/stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Stop after this long (`30s`, `5m`) and print the report.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Distinct probes kept in the timeline.
+    #[arg(long, value_name = "N", default_value_t = probe_user::correlate::MAX_DISTINCT_PROBES)]
+    pub max_probes: usize,
+    /// Processes to watch, with every descendant they have now or later.
+    #[arg(required = true, value_name = "PID")]
+    pub pids: Vec<u32>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate policy files; errors name file:line:column.
@@ -116,6 +146,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 .enable_all()
                 .build()?;
             rt.block_on(run::run(args))
+        }
+        Command::Watch(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(watch::watch(args))
         }
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_cmd::check(&files)),
         Command::Policy(PolicyCommand::Explain { file }) => {

@@ -22,6 +22,8 @@ pub enum Record {
     RuleMatch(RuleMatchRecord),
     /// A policy reload (SIGHUP): in force, or refused with the old policy kept.
     PolicyReload(PolicyReloadRecord),
+    /// `probectl watch` is attached: the processes it watches from now on.
+    Watching(WatchingRecord),
     Exit(ExitRecord),
     Report(RunReport),
 }
@@ -92,6 +94,16 @@ pub struct ProbeRecord {
     /// normalised by probectl).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchingRecord {
+    pub time: String,
+    /// The pids asked for.
+    pub roots: Vec<u32>,
+    /// Every process watched now: the roots and their descendants.
+    pub pids: Vec<u32>,
+    pub policy: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -166,6 +166,16 @@ pub fn render(record: &Record) -> String {
                 e.pid
             );
         }
+        Record::Watching(w) => {
+            let roots: Vec<String> = w.roots.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                s,
+                "probectl: watching pid {} and its descendants ({} processes now; policy {}); Ctrl-C stops and reports",
+                roots.join(", "),
+                w.pids.len(),
+                w.policy
+            );
+        }
         Record::PolicyReload(p) => {
             let _ = match (&p.error, p.ok) {
                 (_, true) => writeln!(

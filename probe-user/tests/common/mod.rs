@@ -284,6 +284,17 @@ impl StreamingRun {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        Self::spawn(cmd)
+    }
+
+    /// `probectl ARGS` (a subcommand and its options, with `--json`).
+    pub fn start_probectl(args: &[&std::ffi::OsStr]) -> Self {
+        let mut cmd = probectl_command();
+        cmd.args(args);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

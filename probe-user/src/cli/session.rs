@@ -1,0 +1,269 @@
+//! What `run` and `watch` share: the loaded sensors, the event loop's per-batch work
+//! (selection of exec candidates, correlation, libc attaches, output), policy reload,
+//! and the end-of-run report.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use probe_user::correlate::{CliIdentity, Correlator, DropCount, Record, RunReport};
+use probe_user::events::{Event, EventReader};
+use probe_user::output::{Printer, time::WallClock};
+use probe_user::policy::{self, CompiledPolicy};
+use probe_user::process::ProcessTable;
+use probe_user::sensors::Sensors;
+
+/// How often the liveness of remaining descendants is re-checked against /proc while
+/// waiting for them, in case an exit event was lost (losses are counted and reported).
+pub(super) const LIVENESS_CHECK: Duration = Duration::from_millis(250);
+/// How often processes that just exec'd are checked for a newly mapped libc.
+pub(super) const LIBC_SCAN_EVERY: Duration = Duration::from_millis(20);
+/// Scans (at `LIBC_SCAN_EVERY`, or per batch of events) before giving up on a process.
+const LIBC_SCAN_LIMIT: u32 = 100;
+
+/// Everything one run reads from and writes to.
+pub(super) struct Session {
+    pub(super) sensors: Sensors,
+    pub(super) reader: EventReader,
+    pub(super) procs: ProcessTable,
+    pub(super) correlator: Correlator,
+    pub(super) printer: Printer,
+    pub(super) batch: Vec<Event>,
+    /// Processes that exec'd and whose libc is not seen yet, with the scans so far.
+    pub(super) libc_scans: std::collections::HashMap<u32, u32>,
+    /// The policy's selectors that only userspace evaluates.
+    pub(super) selectors: probe_user::policy::select::UserSelectors,
+}
+
+impl Session {
+    pub(super) fn process_batch(&mut self) {
+        let mut records = Vec::new();
+        let batch = std::mem::take(&mut self.batch);
+        for mut event in batch {
+            let mut selected_by = None;
+            if let Event::Exec(e) = &mut event
+                && e.header.kind == probe_common::EVENT_EXEC_CANDIDATE
+            {
+                match self.select_candidate(e) {
+                    Some(why) => selected_by = Some(why),
+                    // Nobody's business: not watched, not reported.
+                    None => continue,
+                }
+            }
+            if let Event::Exec(e) = &event {
+                // The dynamic loader maps the libc after the exec: scan until it has.
+                self.libc_scans.insert(e.header.tgid, 0);
+            }
+            let first_new = records.len();
+            self.correlator
+                .handle_into(&event, &mut self.procs, &mut records);
+            if let Some(why) = selected_by {
+                for record in &mut records[first_new..] {
+                    if let Record::Exec(exec) = record {
+                        exec.selected_by = Some(why.clone());
+                    }
+                }
+            }
+        }
+        self.scan_libcs(&mut records);
+        for record in &records {
+            self.printer.emit(record);
+        }
+        self.sensors.flush_kernel_logs();
+    }
+
+    /// SIGHUP: the `--policy` file again. A policy that fails validation (or the
+    /// kernel update) is refused and the one in force stays; either way a
+    /// `policy_reload` record says what happened.
+    pub(super) fn reload(&mut self, current: &mut CompiledPolicy, path: Option<&std::path::Path>) {
+        let source = path.map_or_else(
+            || policy::DEFAULT_POLICY_SOURCE.to_owned(),
+            |p| p.display().to_string(),
+        );
+        let result = match path {
+            None => Err("no --policy file: the built-in policy cannot change".to_owned()),
+            Some(path) => policy::load_file(path)
+                .map_err(|e| e.to_string())
+                .and_then(|new| {
+                    self.sensors
+                        .reload_policy(current, &new)
+                        .map(|()| new)
+                        .map_err(|e| {
+                            format!(
+                                "updating the kernel maps failed (they may be partly updated): {e}"
+                            )
+                        })
+                }),
+        };
+        let (ok, error) = match result {
+            Ok(new) => {
+                self.correlator
+                    .set_policy(&new, self.sensors.file_index.clone());
+                self.selectors = new.selectors.clone();
+                *current = new;
+                (true, None)
+            }
+            Err(err) => (false, Some(err)),
+        };
+        let record = Record::PolicyReload(probe_user::correlate::PolicyReloadRecord {
+            time: WallClock::new().rfc3339(WallClock::boot_now_ns()),
+            ok,
+            policy: current.name.clone(),
+            source,
+            error,
+        });
+        self.printer.emit(&record);
+    }
+
+    /// An exec the kernel sent because the policy has userspace selectors: watch the
+    /// process if one matches (and turn the event into an ordinary exec), else `None`.
+    pub(super) fn select_candidate(&mut self, e: &mut probe_common::ExecEvent) -> Option<String> {
+        let pid = e.header.tgid;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(e.filename_bytes()).into_owned());
+        let argv: Vec<String> = e
+            .argv_bytes()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let container = probe_user::process::identity::container_of(pid);
+        let why = self.selectors.matching(&exe, &argv, container.as_deref())?;
+        if let Err(err) = self.sensors.watch(pid) {
+            tracing::warn!("cannot watch selected process {pid}: {err}");
+            return None;
+        }
+        e.header.kind = probe_common::EVENT_EXEC;
+        Some(why)
+    }
+
+    pub(super) async fn read(&mut self) -> anyhow::Result<()> {
+        self.reader
+            .read_batch(&mut self.batch)
+            .await
+            .context("reading the event ring buffer")?;
+        self.process_batch();
+        Ok(())
+    }
+
+    /// Attaches the env uprobes to libcs that processes which just exec'd have mapped
+    /// since, reporting each attach. A process that maps no libc after
+    /// `LIBC_SCAN_LIMIT` scans (static, or gone) is dropped from the list.
+    pub(super) fn scan_libcs(&mut self, records: &mut Vec<Record>) {
+        let pids: Vec<u32> = self.libc_scans.keys().copied().collect();
+        for pid in pids {
+            let (found, attached) = self.sensors.attach_env_for(pid);
+            records.extend(attached.into_iter().map(Record::Sensor));
+            let scans = self.libc_scans.entry(pid).or_default();
+            *scans += 1;
+            if found || *scans >= LIBC_SCAN_LIMIT {
+                self.libc_scans.remove(&pid);
+            }
+        }
+    }
+
+    /// A timer-driven `scan_libcs`, for processes that map their libc while no event
+    /// comes in.
+    pub(super) fn rescan_libcs(&mut self) {
+        let mut records = Vec::new();
+        self.scan_libcs(&mut records);
+        for record in &records {
+            self.printer.emit(record);
+        }
+    }
+
+    /// Handles every event already in the ring without waiting.
+    pub(super) fn drain(&mut self) {
+        self.reader.drain(&mut self.batch);
+        self.process_batch();
+    }
+}
+
+pub(super) fn build_report(
+    session: &Session,
+    policy: &CompiledPolicy,
+    root: u32,
+    exit_code: i32,
+) -> anyhow::Result<RunReport> {
+    let mut drops: Vec<DropCount> = session
+        .sensors
+        .drops()?
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, count)| DropCount {
+            reason: format!("kernel:{reason}"),
+            count,
+        })
+        .collect();
+    for (reason, count) in [
+        ("userspace:decode_error", session.reader.decode_errors),
+        (
+            "userspace:timeline_overflow",
+            session.correlator.probes.overflow,
+        ),
+        ("userspace:output_write_error", session.printer.write_errors),
+        ("kernel:exec_argv_lost", session.correlator.argv_lost),
+        (
+            "userspace:relative_path_unresolved",
+            session.correlator.unresolved_paths,
+        ),
+    ] {
+        if count > 0 {
+            drops.push(DropCount {
+                reason: reason.to_owned(),
+                count,
+            });
+        }
+    }
+    let filtered = [
+        ("env_name_case_mismatch", session.correlator.case_mismatches),
+        ("path_unclassified", session.correlator.unclassified_paths),
+        (
+            "operation_not_counted",
+            session.correlator.operation_not_counted,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(reason, count)| DropCount {
+        reason: reason.to_owned(),
+        count,
+    })
+    .collect();
+    Ok(RunReport {
+        policy: policy.name.clone(),
+        cli: CliIdentity::of(&session.procs, root),
+        probes: session.correlator.summarize(),
+        rules: session.correlator.rule_summaries(),
+        clis: session.correlator.cli_summaries(&session.procs),
+        connections: session.correlator.connections.iter().cloned().collect(),
+        timeline: probe_user::correlate::TimelineUsage {
+            max_distinct_probes: session.correlator.probes.capacity,
+            distinct_probes: session.correlator.probes.distinct(),
+            probes_not_kept: session.correlator.probes.overflow,
+            max_connections: probe_user::correlate::MAX_KEPT_CONNECTIONS,
+            connections_not_kept: session.correlator.connections_not_kept,
+        },
+        sensors: session.sensors.choices.clone(),
+        partial: session.sensors.unattached().next().is_some(),
+        unattached_sensors: session.sensors.unattached().cloned().collect(),
+        drops,
+        truncated: session
+            .correlator
+            .truncated
+            .iter()
+            .map(|(reason, count)| DropCount {
+                reason: (*reason).to_owned(),
+                count: *count,
+            })
+            .chain(
+                (session.correlator.connections_not_kept > 0).then(|| DropCount {
+                    // Streamed when they happened; only the report's list is cut.
+                    reason: "report_connections".to_owned(),
+                    count: session.correlator.connections_not_kept,
+                }),
+            )
+            .collect(),
+        filtered,
+        coverage_notes: session.sensors.coverage_notes(),
+        exit_code,
+    })
+}
