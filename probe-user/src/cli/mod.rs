@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Write records (readable or JSON) to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// No colours in readable output (also: the NO_COLOR variable; colours are only
+    /// ever used on a terminal).
+    #[arg(long)]
+    pub no_color: bool,
     /// The command and its arguments. Started as the invoking user (SUDO_UID/SUDO_GID)
     /// when probectl runs under sudo.
     #[arg(
@@ -112,6 +116,9 @@ pub struct WatchArgs {
     /// Write records to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// No colours in readable output (also: NO_COLOR).
+    #[arg(long)]
+    pub no_color: bool,
     /// Stop after this long (`30s`, `5m`) and print the report.
     #[arg(long = "for", value_name = "DURATION")]
     pub duration: Option<String>,

@@ -51,7 +51,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         (None, Format::Json) => Box::new(io::stdout()),
         (None, Format::Human) => Box::new(io::stderr()),
     };
-    let printer = Printer::new(format, out);
+    let printer = Printer::new(format, out).with_color(
+        format == Format::Human
+            && probe_user::output::use_color(args.no_color, args.output.is_some()),
+    );
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);

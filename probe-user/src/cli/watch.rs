@@ -62,7 +62,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         (None, Format::Json) => Box::new(io::stdout()),
         (None, Format::Human) => Box::new(io::stderr()),
     };
-    let printer = Printer::new(format, out);
+    let printer = Printer::new(format, out).with_color(
+        format == Format::Human
+            && probe_user::output::use_color(args.no_color, args.output.is_some()),
+    );
 
     let mut procs = ProcessTable::default();
     let mut watched = Vec::new();

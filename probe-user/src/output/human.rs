@@ -213,6 +213,24 @@ fn rule_lines(s: &mut String, rules: &[crate::correlate::rules::RuleMatch], inde
     }
 }
 
+/// ANSI colour of a record's lines: probes yellow, connections cyan, alerts and
+/// refused reloads red, execs and exits dim. Applied per line, so a line never
+/// carries a colour into the next.
+pub fn paint(record: &Record, text: &str) -> String {
+    let code = match record {
+        Record::Probe(_) => "33",
+        Record::Connect(c) if c.matched_rules.is_empty() => "36",
+        Record::Connect(_) | Record::RuleMatch(_) => "1;31",
+        Record::PolicyReload(p) if !p.ok => "1;31",
+        Record::Exec(_) | Record::Exit(_) | Record::Sensor(_) => "2",
+        Record::DnsQuery(_) | Record::DnsAnswer(_) | Record::ConnectOutcome(_) => "36",
+        _ => return text.to_owned(),
+    };
+    text.lines()
+        .map(|line| format!("\x1b[{code}m{line}\x1b[0m\n"))
+        .collect()
+}
+
 fn secs(ms: f64) -> String {
     format!("+{:.3}s", ms / 1000.0)
 }
@@ -510,6 +528,27 @@ fn shell_words(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::shell_words;
+
+    #[test]
+    fn colours_wrap_each_line_and_always_reset() {
+        let record = crate::correlate::Record::Exit(crate::correlate::ExitRecord {
+            time: String::new(),
+            offset_ms: 1.0,
+            pid: 7,
+            exit_code: Some(0),
+        });
+        let plain = super::render(&record);
+        let painted = super::paint(&record, &plain);
+        assert_eq!(painted.lines().count(), plain.lines().count());
+        assert!(
+            painted
+                .lines()
+                .all(|l| l.starts_with("\x1b[2m") && l.ends_with("\x1b[0m")),
+            "{painted:?}"
+        );
+        assert!(!crate::output::use_color(true, false), "--no-color");
+        assert!(!crate::output::use_color(false, true), "never into a file");
+    }
 
     #[test]
     fn argument_boundaries_stay_visible() {

@@ -20,6 +20,9 @@ pub enum Format {
 pub struct Printer {
     format: Format,
     out: Box<dyn Write + Send>,
+    /// ANSI colours in the human format (a terminal, and neither `--no-color` nor
+    /// `NO_COLOR`).
+    color: bool,
     /// Records that could not be written (closed pipe, full disk), counted for the report.
     pub write_errors: u64,
 }
@@ -29,8 +32,16 @@ impl Printer {
         Self {
             format,
             out,
+            color: false,
             write_errors: 0,
         }
+    }
+
+    /// Colours the human format. Every process-controlled string is escaped before it
+    /// gets here, so the only escape sequences in the output are these.
+    pub fn with_color(mut self, color: bool) -> Self {
+        self.color = color;
+        self
     }
 
     pub fn emit(&mut self, record: &Record) {
@@ -38,7 +49,15 @@ impl Printer {
             Format::Json => serde_json::to_writer(&mut self.out, record)
                 .map_err(std::io::Error::from)
                 .and_then(|()| self.out.write_all(b"\n")),
-            Format::Human => self.out.write_all(human::render(record).as_bytes()),
+            Format::Human => {
+                let text = human::render(record);
+                let text = if self.color {
+                    human::paint(record, &text)
+                } else {
+                    text
+                };
+                self.out.write_all(text.as_bytes())
+            }
         }
         .and_then(|()| self.out.flush());
         if let Err(err) = result {
@@ -48,4 +67,14 @@ impl Printer {
             }
         }
     }
+}
+
+/// Whether to colour human output written to stderr: only on a terminal, and neither
+/// `--no-color` nor a non-empty `NO_COLOR` (https://no-color.org).
+pub fn use_color(no_color_flag: bool, to_file: bool) -> bool {
+    use std::io::IsTerminal as _;
+    !no_color_flag
+        && !to_file
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stderr().is_terminal()
 }
