@@ -52,7 +52,7 @@ fn run_node_script(test: &str, script: &Path, mode: &str) -> (JsonRun, u16) {
     (run, listener.port)
 }
 
-fn connection<'a>(run: &'a JsonRun, port: u16) -> &'a Value {
+fn connection(run: &JsonRun, port: u16) -> &Value {
     let conns: Vec<_> = run
         .of_type("connect")
         .into_iter()

@@ -12,49 +12,26 @@ use std::process::{Command, ExitStatus};
 
 use anyhow::Context as _;
 use probe_user::correlate::{Correlator, Record};
-use probe_user::events::EventReader;
-use probe_user::output::{Format, Printer, time::WallClock};
-use probe_user::policy;
+use probe_user::output::{Format, time::WallClock};
 use probe_user::process::ProcessTable;
-use probe_user::sensors::Sensors;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::session::{LIBC_SCAN_EVERY, LIVENESS_CHECK, Session, build_report};
+use super::session::{LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, Session, build_report, open};
 use super::{RunArgs, exit, spawn};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let mut policy = match &args.policy {
-        Some(path) => policy::load_file(path)?,
-        None => policy::load_default()?,
-    };
-    let mut sensors = Sensors::load(&policy)?;
-    for s in sensors.unattached() {
-        eprintln!(
-            "probectl: warning: sensor {} did not attach ({}): {}; the report will be marked partial",
-            s.program,
-            s.attach_point,
-            s.error.as_deref().unwrap_or("?")
-        );
-    }
-    let reader =
-        EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Human
-    };
-    let out: Box<dyn io::Write + Send> = match (&args.output, format) {
-        (Some(path), _) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create the output file {}", path.display()))?,
-        ),
-        (None, Format::Json) => Box::new(io::stdout()),
-        (None, Format::Human) => Box::new(io::stderr()),
-    };
-    let printer = Printer::new(format, out).with_color(
-        format == Format::Human
-            && probe_user::output::use_color(args.no_color, args.output.is_some()),
-    );
+    let Opened {
+        mut policy,
+        mut sensors,
+        reader,
+        format,
+        printer,
+    } = open(
+        args.policy.as_deref(),
+        args.json,
+        args.output.as_deref(),
+        args.no_color,
+    )?;
 
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use probe_user::correlate::{CliIdentity, Correlator, DropCount, Record, RunReport};
 use probe_user::events::{Event, EventReader};
-use probe_user::output::{Printer, time::WallClock};
+use probe_user::output::{Format, Printer, time::WallClock};
 use probe_user::policy::{self, CompiledPolicy};
 use probe_user::process::ProcessTable;
 use probe_user::sensors::Sensors;
@@ -19,6 +19,58 @@ pub(super) const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 pub(super) const LIBC_SCAN_EVERY: Duration = Duration::from_millis(20);
 /// Scans (at `LIBC_SCAN_EVERY`, or per batch of events) before giving up on a process.
 const LIBC_SCAN_LIMIT: u32 = 100;
+
+/// What `open` sets up for `run` and `watch`.
+pub(super) struct Opened {
+    pub(super) policy: CompiledPolicy,
+    pub(super) sensors: Sensors,
+    pub(super) reader: EventReader,
+    pub(super) format: Format,
+    pub(super) printer: Printer,
+}
+
+/// Loads the policy (the file, or the built-in one), loads and attaches the sensors
+/// (warning about any that did not attach), and opens the output.
+pub(super) fn open(
+    policy_path: Option<&std::path::Path>,
+    json: bool,
+    output: Option<&std::path::Path>,
+    no_color: bool,
+) -> anyhow::Result<Opened> {
+    let policy = match policy_path {
+        Some(path) => policy::load_file(path)?,
+        None => policy::load_default()?,
+    };
+    let mut sensors = Sensors::load(&policy)?;
+    for s in sensors.unattached() {
+        eprintln!(
+            "probectl: warning: sensor {} did not attach ({}): {}; the report will be marked partial",
+            s.program,
+            s.attach_point,
+            s.error.as_deref().unwrap_or("?")
+        );
+    }
+    let reader =
+        EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
+    let format = if json { Format::Json } else { Format::Human };
+    let out: Box<dyn std::io::Write + Send> = match (output, format) {
+        (Some(path), _) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create the output file {}", path.display()))?,
+        ),
+        (None, Format::Json) => Box::new(std::io::stdout()),
+        (None, Format::Human) => Box::new(std::io::stderr()),
+    };
+    let color =
+        format == Format::Human && probe_user::output::use_color(no_color, output.is_some());
+    Ok(Opened {
+        policy,
+        sensors,
+        reader,
+        format,
+        printer: Printer::new(format, out).with_color(color),
+    })
+}
 
 /// Everything one run reads from and writes to.
 pub(super) struct Session {

@@ -2,18 +2,14 @@
 //! descendants (those that exist now, found in /proc, and those forked later, through
 //! the kernel's inheritance), until they all exit, `--for` ends, or Ctrl-C.
 
-use std::io;
-
 use anyhow::Context as _;
 use probe_user::correlate::{Correlator, Record, WatchingRecord};
-use probe_user::events::EventReader;
-use probe_user::output::{Format, Printer, time::WallClock};
+use probe_user::output::{Format, time::WallClock};
 use probe_user::policy;
 use probe_user::process::ProcessTable;
-use probe_user::sensors::Sensors;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::session::{LIBC_SCAN_EVERY, LIVENESS_CHECK, Session, build_report};
+use super::session::{LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, Session, build_report, open};
 use super::{WatchArgs, exit};
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
@@ -34,38 +30,18 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         .map(policy::rules::parse_duration)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--for: {e} (durations look like 30s, 5m or 1h)"))?;
-    let mut policy = match &args.policy {
-        Some(path) => policy::load_file(path)?,
-        None => policy::load_default()?,
-    };
-    let mut sensors = Sensors::load(&policy)?;
-    for s in sensors.unattached() {
-        eprintln!(
-            "probectl: warning: sensor {} did not attach ({}): {}; the report will be marked partial",
-            s.program,
-            s.attach_point,
-            s.error.as_deref().unwrap_or("?")
-        );
-    }
-    let reader =
-        EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Human
-    };
-    let out: Box<dyn io::Write + Send> = match (&args.output, format) {
-        (Some(path), _) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create the output file {}", path.display()))?,
-        ),
-        (None, Format::Json) => Box::new(io::stdout()),
-        (None, Format::Human) => Box::new(io::stderr()),
-    };
-    let printer = Printer::new(format, out).with_color(
-        format == Format::Human
-            && probe_user::output::use_color(args.no_color, args.output.is_some()),
-    );
+    let Opened {
+        mut policy,
+        mut sensors,
+        reader,
+        format,
+        printer,
+    } = open(
+        args.policy.as_deref(),
+        args.json,
+        args.output.as_deref(),
+        args.no_color,
+    )?;
 
     let mut procs = ProcessTable::default();
     let mut watched = Vec::new();

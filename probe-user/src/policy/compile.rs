@@ -296,7 +296,7 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             kernel.proc_environ = true;
             classifier.proc_environ.push(index);
         }
-        for path in cat.paths.iter().flat_map(|p| expand_home(p, &homes)) {
+        for path in cat.paths.iter().flat_map(|p| expand_home(p, homes)) {
             let path = &path;
             if super::glob::is_glob(path) {
                 // The kernel passes everything under the literal directory; the
@@ -325,11 +325,7 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             ));
             classifier.exact_paths.push((path.to_owned(), index));
         }
-        for prefix in cat
-            .path_prefixes
-            .iter()
-            .flat_map(|p| expand_home(p, &homes))
-        {
+        for prefix in cat.path_prefixes.iter().flat_map(|p| expand_home(p, homes)) {
             let prefix = &prefix;
             let bits = (prefix.len() * 8) as u32;
             kernel.paths.push((

@@ -49,7 +49,7 @@ pub enum PolicyError {
         message: String,
         hint: String,
         /// What to look for in the text to place the error.
-        needle: Option<Needle>,
+        needle: Option<Box<Needle>>,
     },
 }
 
@@ -65,26 +65,26 @@ pub struct Needle {
 }
 
 impl Needle {
-    pub fn first(text: impl Into<String>) -> Option<Self> {
-        Some(Self {
+    pub fn first(text: impl Into<String>) -> Option<Box<Self>> {
+        Some(Box::new(Self {
             text: text.into(),
             after: None,
             last: false,
-        })
+        }))
     }
-    pub fn last(text: impl Into<String>) -> Option<Self> {
-        Some(Self {
+    pub fn last(text: impl Into<String>) -> Option<Box<Self>> {
+        Some(Box::new(Self {
             text: text.into(),
             after: None,
             last: true,
-        })
+        }))
     }
-    pub fn in_rules(text: impl Into<String>, last: bool) -> Option<Self> {
-        Some(Self {
+    pub fn in_rules(text: impl Into<String>, last: bool) -> Option<Box<Self>> {
+        Some(Box::new(Self {
             text: text.into(),
             after: Some("\nrules:"),
             last,
-        })
+        }))
     }
 
     /// (line, column), 1-based, of the needle in `text`.

@@ -271,7 +271,7 @@ pub(super) fn compile_rules(
     categories: &[Category],
     source_name: &str,
 ) -> Result<Vec<CompiledRule>, PolicyError> {
-    let invalid = |rule: &str, message: String, hint: String, needle: Option<Needle>| {
+    let invalid = |rule: &str, message: String, hint: String, needle: Option<Box<Needle>>| {
         PolicyError::Invalid {
             source_name: source_name.to_owned(),
             at: None,

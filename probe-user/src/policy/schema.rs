@@ -128,7 +128,12 @@ impl Operation {
     }
 }
 
-fn invalid(source_name: &str, message: String, hint: &str, needle: Option<Needle>) -> PolicyError {
+fn invalid(
+    source_name: &str,
+    message: String,
+    hint: &str,
+    needle: Option<Box<Needle>>,
+) -> PolicyError {
     PolicyError::Invalid {
         source_name: source_name.to_owned(),
         at: None,

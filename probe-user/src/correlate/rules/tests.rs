@@ -71,8 +71,13 @@ fn all_of_any_of_and_min_count() {
     let relay = probe("api-relay", "ANTHROPIC_BASE_URL", 2.0, 5);
     let mut all = engine("  - {name: r, probed: {all_of: [timezone, api-relay]}, within: 1m}\n");
     assert!(
-        all.evaluate(&call(&d, 0, &[]), &[tz.clone()], |_| true, &names())
-            .is_empty()
+        all.evaluate(
+            &call(&d, 0, &[]),
+            std::slice::from_ref(&tz),
+            |_| true,
+            &names()
+        )
+        .is_empty()
     );
     let m = all.evaluate(
         &call(&d, 0, &[]),
@@ -84,12 +89,22 @@ fn all_of_any_of_and_min_count() {
 
     let mut any = engine("  - {name: r, probed: {any_of: [proxy, api-relay]}, within: 1m}\n");
     assert!(
-        any.evaluate(&call(&d, 0, &[]), &[tz.clone()], |_| true, &names())
-            .is_empty()
+        any.evaluate(
+            &call(&d, 0, &[]),
+            std::slice::from_ref(&tz),
+            |_| true,
+            &names()
+        )
+        .is_empty()
     );
     assert_eq!(
-        any.evaluate(&call(&d, 0, &[]), &[relay.clone()], |_| true, &names())
-            .len(),
+        any.evaluate(
+            &call(&d, 0, &[]),
+            std::slice::from_ref(&relay),
+            |_| true,
+            &names()
+        )
+        .len(),
         1
     );
 
