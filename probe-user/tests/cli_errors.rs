@@ -180,3 +180,22 @@ fn doctor_reports_probed_features_and_every_sensor_choice() {
         "{human}"
     );
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definition() {
+    let mut bash = Command::new(probectl());
+    bash.args(["completions", "bash"]);
+    let out = run_with_deadline(bash);
+    assert_eq!(out.status.code(), Some(0));
+    let script = String::from_utf8_lossy(&out.stdout);
+    for word in ["watch", "--no-color", "--max-probes", "explain"] {
+        assert!(script.contains(word), "completion lacks {word}");
+    }
+    let mut man = Command::new(probectl());
+    man.arg("manpage");
+    let out = run_with_deadline(man);
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH probectl"), "{page}");
+    assert!(page.contains("watch") && page.contains("Exit codes"), "{page}");
+}

@@ -58,6 +58,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `probectl completions bash > /etc/bash_completion.d/probectl`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `probectl manpage > /usr/local/share/man/man8/probectl.8`.
+    Manpage,
     /// Compare two behaviour profiles (from `run --profile`): per CLI, the
     /// categories, probes, destinations and rules added or gone. Exits 0 when they
     /// match, 1 when they differ.
@@ -165,6 +173,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(policy_cmd::explain(file.as_deref()))
         }
         Command::Doctor { json } => doctor::doctor(json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "probectl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Manpage => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(0)
+        }
         Command::Diff { old, new } => Ok(policy_cmd::diff(&old, &new)),
     }
 }
