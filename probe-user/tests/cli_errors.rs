@@ -197,5 +197,8 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
     assert_eq!(out.status.code(), Some(0));
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(page.contains(".TH probectl"), "{page}");
-    assert!(page.contains("watch") && page.contains("Exit codes"), "{page}");
+    assert!(
+        page.contains("watch") && page.contains("Exit codes"),
+        "{page}"
+    );
 }
