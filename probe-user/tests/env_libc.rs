@@ -23,9 +23,7 @@ fn getenv_in_another_libc_is_seen_once_that_libc_is_attached() {
         .expect("this test runs against glibc")
         .to_owned();
     std::fs::copy(&system_libc, dir.join("libc.so.6")).expect("copy libc");
-    let fifo = dir.join("gate");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo(&dir, "gate");
 
     let listener = Listener::start();
     let port = listener.port.to_string();
@@ -87,9 +85,7 @@ fn getenv_in_musl_libc_is_seen() {
         return;
     }
     let dir = test_dir("musl");
-    let fifo = dir.join("gate");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo(&dir, "gate");
     let fixture = musl_fixture();
     let mut run = StreamingRun::start(&[fixture.as_os_str(), fifo.as_os_str()], &[("TZ", "UTC")]);
     let exec = run.wait_for("the musl fixture's exec", |r| r["type"] == "exec");
@@ -128,9 +124,7 @@ fn node_enumerating_process_env_is_reported() {
         return;
     }
     let dir = test_dir("node-enum");
-    let fifo = dir.join("gate");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo(&dir, "gate");
     let listener = Listener::start();
     // Object.keys(process.env) lists every variable without a getenv per name.
     let script = format!(

@@ -11,13 +11,6 @@ use nix::sys::signal::Signal;
 const TIMEZONE_ONLY: &str = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: first}\ncategories:\n  - name: timezone\n    paths: [/etc/localtime]\n";
 const HOST_TOO: &str = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: second}\ncategories:\n  - name: host\n    paths: [/etc/hostname]\n  - name: timezone\n    paths: [/etc/localtime]\n";
 
-fn fifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    path
-}
-
 #[test]
 fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_bad() {
     if !bpf_available("sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_bad") {

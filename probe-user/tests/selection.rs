@@ -66,7 +66,7 @@ fn a_selected_program_started_elsewhere_is_watched_from_its_exec() {
     assert_eq!(conn[0]["destination"]["port"], listener.port);
 }
 
-/// The policy with `select.comms` naming the C fixture.
+/// The default policy with `select.comms` naming the C fixture.
 fn selecting_policy(dir: &std::path::Path) -> std::path::PathBuf {
     let name = c_fixture()
         .file_name()
@@ -75,28 +75,7 @@ fn selecting_policy(dir: &std::path::Path) -> std::path::PathBuf {
         .unwrap()
         .to_owned();
     let comm: String = name.chars().take(15).collect();
-    let policy = dir.join("policy.yaml");
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/default.yaml"
-    ))
-    .unwrap();
-    std::fs::write(
-        &policy,
-        default.replace(
-            "categories:\n",
-            &format!("select:\n  comms: [{comm:?}]\n\ncategories:\n"),
-        ),
-    )
-    .unwrap();
-    policy
-}
-
-fn fifo(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    path
+    policy_selecting(dir, &format!("  comms: [{comm:?}]"))
 }
 
 #[test]

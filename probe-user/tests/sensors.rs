@@ -225,10 +225,7 @@ fn unwatched_processes_produce_no_events() {
     // the command released.
     let listener = Listener::start();
     let port = listener.port.to_string();
-    let fifo = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("gate-{}", std::process::id()));
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fifo = fifo(&test_dir("gate"), "gate");
     let fixture = c_fixture();
     let run = {
         let (fixture, fifo) = (fixture.clone(), fifo.clone());

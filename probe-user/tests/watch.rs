@@ -13,9 +13,7 @@ fn watch_follows_a_running_tree_that_later_forks_and_probes() {
         return;
     }
     let dir = test_dir("watch");
-    let gate = dir.join("gate");
-    let _ = std::fs::remove_file(&gate);
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let gate = fifo(&dir, "gate");
     let listener = Listener::start();
     // Already running before probectl: a shell whose child waits on the gate; then it
     // forks the fixture, which probes and connects.

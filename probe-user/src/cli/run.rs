@@ -83,16 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     let spawner = gate.release().context("cannot start the command")?;
-    let mut session = Session {
-        sensors,
-        reader,
-        procs,
-        correlator,
-        printer,
-        batch: Vec::new(),
-        libc_scans: std::collections::HashMap::new(),
-        selectors: policy.selectors.clone(),
-    };
+    let mut session = Session::new(sensors, reader, procs, correlator, printer, &policy);
 
     // Wait for the child on a plain thread; the event loop below stays responsive.
     let (status_tx, mut status_rx) = tokio::sync::oneshot::channel::<io::Result<ExitStatus>>();

@@ -87,6 +87,26 @@ pub(super) struct Session {
 }
 
 impl Session {
+    pub(super) fn new(
+        sensors: Sensors,
+        reader: EventReader,
+        procs: ProcessTable,
+        correlator: Correlator,
+        printer: Printer,
+        policy: &CompiledPolicy,
+    ) -> Self {
+        Self {
+            sensors,
+            reader,
+            procs,
+            correlator,
+            printer,
+            batch: Vec::new(),
+            libc_scans: std::collections::HashMap::new(),
+            selectors: policy.selectors.clone(),
+        }
+    }
+
     pub(super) fn process_batch(&mut self) {
         let mut records = Vec::new();
         let batch = std::mem::take(&mut self.batch);

@@ -72,16 +72,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     let correlator = Correlator::new(&policy, WallClock::boot_now_ns())
         .with_file_index(sensors.file_index.clone())
         .with_timeline_capacity(args.max_probes);
-    let mut session = Session {
-        sensors,
-        reader,
-        procs,
-        correlator,
-        printer,
-        batch: Vec::new(),
-        libc_scans: std::collections::HashMap::new(),
-        selectors: policy.selectors.clone(),
-    };
+    let mut session = Session::new(sensors, reader, procs, correlator, printer, &policy);
     session.printer.emit(&Record::Watching(WatchingRecord {
         time: WallClock::new().rfc3339(WallClock::boot_now_ns()),
         roots: args.pids.clone(),

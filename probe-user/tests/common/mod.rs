@@ -41,6 +41,15 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh FIFO `name` in `dir`: fixtures block on it until the test writes a byte.
+pub fn fifo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+    path
+}
+
 pub fn probectl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_probectl"))
 }
