@@ -269,7 +269,7 @@ pub(super) fn build_report(
         ("userspace:decode_error", session.reader.decode_errors),
         (
             "userspace:timeline_overflow",
-            session.correlator.probes.overflow,
+            session.correlator.timelines.overflow,
         ),
         ("userspace:output_write_error", session.printer.write_errors),
         ("kernel:exec_argv_lost", session.correlator.argv_lost),
@@ -307,13 +307,7 @@ pub(super) fn build_report(
         rules: session.correlator.rule_summaries(),
         clis: session.correlator.cli_summaries(&session.procs),
         connections: session.correlator.connections.iter().cloned().collect(),
-        timeline: probe_user::correlate::TimelineUsage {
-            max_distinct_probes: session.correlator.probes.capacity,
-            distinct_probes: session.correlator.probes.distinct(),
-            probes_not_kept: session.correlator.probes.overflow,
-            max_connections: probe_user::correlate::MAX_KEPT_CONNECTIONS,
-            connections_not_kept: session.correlator.connections_not_kept,
-        },
+        timeline: session.correlator.timeline_usage(),
         sensors: session.sensors.choices.clone(),
         partial: session.sensors.unattached().next().is_some(),
         unattached_sensors: session.sensors.unattached().cloned().collect(),

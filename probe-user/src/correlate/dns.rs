@@ -30,7 +30,12 @@ pub struct NameBook {
     from_hosts: HashMap<IpAddr, String>,
     /// Captured DNS datagrams that did not parse.
     pub unparsed: u64,
+    /// Answers dropped to stay within `MAX_DNS_NAMES`.
+    pub forgotten: u64,
 }
+
+/// Addresses whose DNS name is kept; past it, an old one is forgotten (counted).
+pub const MAX_DNS_NAMES: usize = 65_536;
 
 /// The questions of a query: (name, type).
 pub fn parse_query(payload: &[u8]) -> Option<Vec<(String, String)>> {
@@ -72,8 +77,24 @@ impl NameBook {
 
     pub fn learn(&mut self, name: &str, addrs: &[IpAddr]) {
         for addr in addrs {
+            if self.from_dns.len() >= MAX_DNS_NAMES && !self.from_dns.contains_key(addr) {
+                // A daemon runs for weeks: an arbitrary old answer makes room.
+                if let Some(old) = self.from_dns.keys().next().copied() {
+                    self.from_dns.remove(&old);
+                    self.forgotten += 1;
+                }
+            }
             self.from_dns.insert(*addr, name.to_owned());
         }
+    }
+
+    /// Addresses named by DNS answers now.
+    pub fn len(&self) -> usize {
+        self.from_dns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.from_dns.is_empty()
     }
 
     /// The name a process would have used for `addr`: a DNS answer seen in this run

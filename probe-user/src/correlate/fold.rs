@@ -35,6 +35,11 @@ pub enum StreamDecision {
 }
 
 impl StreamFolder {
+    /// Forgets the processes `keep` rejects (their trees were evicted).
+    pub fn retain_pids(&mut self, keep: impl Fn(u32) -> bool) {
+        self.prefixes.retain(|(pid, _), _| keep(*pid));
+    }
+
     /// Called once per newly seen (pid, how, target) that matched through `prefix`.
     /// Another operation on a file already shown is still shown; any other target
     /// past the first `FOLD_AFTER` is folded.

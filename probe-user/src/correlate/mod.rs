@@ -8,12 +8,13 @@ mod paths;
 mod probes;
 pub mod rules;
 mod summary;
+mod timelines;
 
 use net::destination;
 pub mod records;
 
 pub use fold::FOLD_AFTER;
-pub use probes::MAX_DISTINCT_PROBES;
+pub use timelines::{MAX_DISTINCT_PROBES, Timelines};
 
 /// Connections kept for the end-of-run report (each was streamed when it happened).
 pub const MAX_KEPT_CONNECTIONS: usize = 10_000;
@@ -37,8 +38,8 @@ pub struct Correlator {
     start_ns: u64,
     category_names: Vec<String>,
     classifier: crate::policy::Classifier,
-    /// Every probe so far, folded by (type, operation, target).
-    pub probes: probes::ProbeTable,
+    /// Every probe so far, per process tree, folded by (type, operation, target).
+    pub timelines: Timelines,
     /// Per process and policy prefix: bursts fold after a few distinct targets.
     folder: fold::StreamFolder,
     /// The run's connections for the report, the newest `MAX_KEPT_CONNECTIONS`; older
@@ -85,7 +86,7 @@ impl Correlator {
             start_ns,
             category_names: policy.categories.iter().map(|c| c.name.clone()).collect(),
             classifier: policy.classifier.clone(),
-            probes: probes::ProbeTable::default(),
+            timelines: Timelines::default(),
             folder: fold::StreamFolder::default(),
             connections: std::collections::VecDeque::new(),
             connections_not_kept: 0,
@@ -118,17 +119,17 @@ impl Correlator {
             .iter()
             .map(|old| names.iter().position(|n| n == old))
             .collect();
-        self.probes.remap_categories(&mapping);
+        self.timelines.remap_categories(&mapping);
         self.category_names = names;
         self.classifier = policy.classifier.clone();
         self.rules.replace_rules(policy.rules.clone());
         self.file_index = index;
     }
 
-    /// Bounds the probe timeline at `capacity` distinct (operation, target) pairs
-    /// (before any event; the default is `probes::MAX_DISTINCT_PROBES`).
+    /// Bounds the probe timelines at `capacity` distinct (operation, target) pairs
+    /// over all trees (before any event; the default is `MAX_DISTINCT_PROBES`).
     pub fn with_timeline_capacity(mut self, capacity: usize) -> Self {
-        self.probes = probes::ProbeTable::with_capacity(capacity);
+        self.timelines = Timelines::with_capacity(capacity);
         self
     }
 
@@ -137,6 +138,25 @@ impl Correlator {
     pub fn with_file_index(mut self, index: std::sync::Arc<crate::policy::FileIndex>) -> Self {
         self.file_index = index;
         self
+    }
+
+    /// For the daemon, on a timer: trees whose processes have all exited go first
+    /// when room is needed, and `grace_ns` after their last exit their timeline,
+    /// suppression state and process entries are dropped (counted in `timelines`).
+    pub fn expire_trees(&mut self, now_ns: u64, grace_ns: u64, procs: &mut ProcessTable) {
+        let expired = procs.expire_trees(now_ns, grace_ns);
+        for tree in expired.newly_exited {
+            self.timelines.mark_exited(tree);
+        }
+        if expired.forgotten.is_empty() {
+            return;
+        }
+        for &tree in &expired.forgotten {
+            self.timelines.evict_exited(tree);
+            self.rules.forget_tree(tree);
+        }
+        self.udp_seen.retain(|(pid, _)| procs.get(*pid).is_some());
+        self.folder.retain_pids(|pid| procs.get(pid).is_some());
     }
 
     fn offset_ms(&self, ktime_ns: u64) -> f64 {
@@ -400,9 +420,10 @@ impl Correlator {
             self.operation_not_counted += 1;
             return None;
         }
+        let tree = procs.tree_of(pid);
         match self
-            .probes
-            .record(target_type, how, &target, &cats, pid, ktime_ns)
+            .timelines
+            .record(tree, target_type, how, &target, &cats, pid, ktime_ns)
         {
             probes::Recorded::New => {}
             probes::Recorded::Repeat | probes::Recorded::Dropped => return None,
@@ -445,6 +466,22 @@ impl Correlator {
         }))
     }
 
+    /// What the timelines hold against their bounds.
+    pub fn timeline_usage(&self) -> TimelineUsage {
+        let t = &self.timelines;
+        TimelineUsage {
+            max_distinct_probes: t.capacity,
+            distinct_probes: t.distinct(),
+            probes_not_kept: t.overflow,
+            trees: t.trees(),
+            trees_evicted_after_exit: t.evicted_after_exit,
+            trees_evicted_for_room: t.evicted_for_room,
+            probes_evicted: t.probes_evicted,
+            max_connections: MAX_KEPT_CONNECTIONS,
+            connections_not_kept: self.connections_not_kept,
+        }
+    }
+
     /// Every rule that matched in the run.
     pub fn rule_summaries(&self) -> Vec<rules::RuleSummary> {
         self.rules.summaries(|ns| self.offset_ms(ns))
@@ -452,7 +489,7 @@ impl Correlator {
 
     /// Per-category summary of every probe in the run.
     pub fn summarize(&self) -> Vec<CategorySummary> {
-        let mut by_cat = self.probes.summaries(|ns| self.offset_ms(ns));
+        let mut by_cat = self.timelines.summaries(None, |ns| self.offset_ms(ns));
         // Report categories in policy order.
         self.category_names
             .iter()

@@ -86,8 +86,12 @@ impl Correlator {
             -115 => "in_progress".to_owned(),
             r => errno_name(r),
         };
-        // Every watched process of a run belongs to the one tree, so every earlier probe counts.
-        let prior = self.probes.before(header.ktime_ns, &self.category_names);
+        // Earlier probes of the same process tree count, wherever in the tree.
+        let prior = self.timelines.before(
+            procs.tree_of(header.tgid),
+            header.ktime_ns,
+            &self.category_names,
+        );
         let outcome = self.take_early_outcome(header.tgid, &destination, &result);
         let named = destination
             .address
@@ -165,7 +169,11 @@ impl Correlator {
                 .iter()
                 .map(|(n, _)| escape_bytes(n.as_bytes()))
                 .collect();
-            let prior = self.probes.before(e.header.ktime_ns, &self.category_names);
+            let prior = self.timelines.before(
+                procs.tree_of(e.header.tgid),
+                e.header.ktime_ns,
+                &self.category_names,
+            );
             let matched_rules = self.match_rules(
                 &e.header,
                 NetworkEvent::DnsQuery,
@@ -216,28 +224,14 @@ impl Correlator {
         if self.rules.is_empty() {
             return Vec::new();
         }
-        // Each pid's tree root, looked up once per event however many probes name it.
-        let roots = std::cell::RefCell::new(std::collections::HashMap::new());
-        let tree_of = |pid: u32| {
-            *roots
-                .borrow_mut()
-                .entry(pid)
-                .or_insert_with(|| procs.lineage(pid).last().copied().unwrap_or(pid))
-        };
-        let tree = tree_of(header.tgid);
         let call = NetCall {
             kind,
-            tree,
+            tree: procs.tree_of(header.tgid),
             at_ns: header.ktime_ns,
             destination,
             names,
         };
-        let matches = self.rules.evaluate(
-            &call,
-            prior,
-            |pids| pids.iter().any(|&p| tree_of(p) == tree),
-            &self.category_names,
-        );
+        let matches = self.rules.evaluate(&call, prior, &self.category_names);
         for m in matches
             .iter()
             .filter(|m| m.action == Action::Alert && !m.suppressed)

@@ -1,15 +1,12 @@
-//! Every probe of a run, folded as it arrives by (target type, operation, target):
-//! a count, the first and last time, the processes. A connection's "probes before it"
-//! and the end-of-run summary are read from this table, so neither keeps nor rescans
-//! one entry per event, and a repeated probe costs a lookup, not an allocation.
+//! One process tree's probes, folded as they arrive by (target type, operation,
+//! target): a count, the first and last time, the processes. A connection's "probes
+//! before it" and the end-of-run summary are read from these tables, so neither keeps
+//! nor rescans one entry per event, and a repeated probe costs a lookup, not an
+//! allocation.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::records::{PriorProbe, ProbeSummary, TargetType};
-
-/// Distinct (operation, target) pairs kept per run. Past this, probes of new targets
-/// are counted (`overflow`), never silently forgotten; known targets keep counting.
-pub const MAX_DISTINCT_PROBES: usize = 100_000;
 
 #[derive(Debug)]
 struct Entry {
@@ -21,42 +18,25 @@ struct Entry {
     pids: Vec<u32>,
 }
 
-#[derive(Debug)]
+/// One process tree's probes (the bound over all trees is kept by `Timelines`).
+#[derive(Debug, Default)]
 pub struct ProbeTable {
     entries: HashMap<(TargetType, &'static str), HashMap<String, Entry>>,
     distinct: usize,
-    /// Distinct (operation, target) pairs kept (`MAX_DISTINCT_PROBES` unless set).
-    pub capacity: usize,
-    /// Probes of new targets that did not fit.
-    pub overflow: u64,
 }
 
 /// What recording a probe found.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Recorded {
     /// First probe of this target by this process with this operation: stream it.
     New,
     /// Seen before from this process: counted only.
     Repeat,
-    /// The table is full: counted as overflow.
+    /// The timelines are full: counted as overflow.
     Dropped,
 }
 
-impl Default for ProbeTable {
-    fn default() -> Self {
-        Self::with_capacity(MAX_DISTINCT_PROBES)
-    }
-}
-
 impl ProbeTable {
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            distinct: 0,
-            capacity,
-            overflow: 0,
-        }
-    }
-
     /// Distinct (operation, target) pairs kept so far.
     pub fn distinct(&self) -> usize {
         self.distinct
@@ -81,10 +61,6 @@ impl ProbeTable {
             }
             e.pids.push(pid);
             return Recorded::New;
-        }
-        if self.distinct >= self.capacity {
-            self.overflow += 1;
-            return Recorded::Dropped;
         }
         self.distinct += 1;
         let entry = Entry {
@@ -134,9 +110,8 @@ impl ProbeTable {
         }
     }
 
-    /// Category indices probed by each process.
-    pub fn categories_by_pid(&self) -> HashMap<u32, Vec<usize>> {
-        let mut out: HashMap<u32, Vec<usize>> = HashMap::new();
+    /// Adds the category indices each process probed to `out`.
+    pub fn categories_by_pid_into(&self, out: &mut HashMap<u32, Vec<usize>>) {
         for e in self.entries.values().flat_map(HashMap::values) {
             for pid in &e.pids {
                 let cats = out.entry(*pid).or_default();
@@ -147,21 +122,18 @@ impl ProbeTable {
                 }
             }
         }
-        out
     }
 
-    /// Rows per category index, one per (type, target), with every operation seen.
-    /// `offset_ms` turns a kernel time into the report's offset.
-    pub fn summaries(&self, offset_ms: impl Fn(u64) -> f64) -> BTreeMap<usize, Vec<ProbeSummary>> {
-        let mut by_cat: BTreeMap<usize, BTreeMap<(TargetType, &str), ProbeSummary>> =
-            BTreeMap::new();
+    /// Adds rows per category index to `acc`, one per (type, target), with every
+    /// operation seen. `offset_ms` turns a kernel time into the report's offset.
+    pub fn summaries_into(&self, acc: &mut SummaryRows, offset_ms: &impl Fn(u64) -> f64) {
         for ((target_type, how), by_target) in &self.entries {
             for (target, e) in by_target {
                 for &c in &e.categories {
-                    let s = by_cat
+                    let s = acc
                         .entry(c)
                         .or_default()
-                        .entry((*target_type, target.as_str()))
+                        .entry((*target_type, target.clone()))
                         .or_insert_with(|| ProbeSummary {
                             target_type: *target_type,
                             target: target.clone(),
@@ -172,7 +144,9 @@ impl ProbeTable {
                             first_offset_ms: offset_ms(e.first_ns),
                         });
                     s.count += e.count;
-                    s.how.push(how);
+                    if !s.how.contains(how) {
+                        s.how.push(how);
+                    }
                     s.first_offset_ms = s.first_offset_ms.min(offset_ms(e.first_ns));
                     for pid in &e.pids {
                         if !s.pids.contains(pid) {
@@ -182,15 +156,28 @@ impl ProbeTable {
                 }
             }
         }
-        by_cat
-            .into_iter()
-            .map(|(c, rows)| {
-                let mut rows: Vec<ProbeSummary> = rows.into_values().collect();
-                for r in &mut rows {
-                    r.how.sort_unstable();
-                }
-                (c, rows)
-            })
-            .collect()
     }
+
+    /// Whether this (type, operation, target) is already in the table.
+    pub fn contains(&self, target_type: TargetType, how: &'static str, target: &str) -> bool {
+        self.entries
+            .get(&(target_type, how))
+            .is_some_and(|t| t.contains_key(target))
+    }
+}
+
+/// Summary rows being gathered: category index -> (type, target) -> row.
+pub type SummaryRows = BTreeMap<usize, BTreeMap<(TargetType, String), ProbeSummary>>;
+
+/// The gathered rows per category index, operations sorted.
+pub fn finish_summaries(acc: SummaryRows) -> BTreeMap<usize, Vec<ProbeSummary>> {
+    acc.into_iter()
+        .map(|(c, rows)| {
+            let mut rows: Vec<ProbeSummary> = rows.into_values().collect();
+            for r in &mut rows {
+                r.how.sort_unstable();
+            }
+            (c, rows)
+        })
+        .collect()
 }

@@ -143,6 +143,15 @@ pub struct TimelineUsage {
     pub distinct_probes: usize,
     /// Probes of new targets past the bound (counted in `drops` too).
     pub probes_not_kept: u64,
+    /// Process trees with a timeline now.
+    pub trees: usize,
+    /// Trees let go after all their processes exited and the grace period passed.
+    pub trees_evicted_after_exit: u64,
+    /// Trees let go, least recently used first, to make room under the bound.
+    pub trees_evicted_for_room: u64,
+    /// Distinct probes that left with evicted trees (streamed when seen; no longer in
+    /// the summary or joined to later connections).
+    pub probes_evicted: u64,
     /// Connections kept for the report.
     pub max_connections: usize,
     pub connections_not_kept: u64,

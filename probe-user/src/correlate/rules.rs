@@ -99,13 +99,17 @@ impl RuleEngine {
         self.rules.is_empty()
     }
 
-    /// Rules matching `call`, given the probes that came before it (unfolded) and the
-    /// tree each probing pid belongs to.
+    /// Drops the suppression state of an evicted tree.
+    pub fn forget_tree(&mut self, tree: u32) {
+        self.last_reported.retain(|(_, t, _), _| *t != tree);
+    }
+
+    /// Rules matching `call`, given the probes of its process tree that came before
+    /// it (unfolded).
     pub fn evaluate(
         &mut self,
         call: &NetCall<'_>,
         prior: &[PriorProbe],
-        in_tree: impl Fn(&[u32]) -> bool,
         category_names: &[String],
     ) -> Vec<RuleMatch> {
         let mut out = Vec::new();
@@ -113,10 +117,13 @@ impl RuleEngine {
             if !rule.then.contains(&call.kind) {
                 continue;
             }
-            let window_ms = rule.within.as_secs_f64() * 1e3;
+            // The same formula as the probes' `last_ms_before` ((ns difference) / 1e6),
+            // so a probe exactly `within` before the call compares equal: seconds
+            // times 1e3 rounds below it for some windows (found by a property test).
+            let window_ms = rule.within.as_nanos() as f64 / 1e6;
             let probed: Vec<&PriorProbe> = prior
                 .iter()
-                .filter(|p| p.last_ms_before <= window_ms && in_tree(&p.pids))
+                .filter(|p| p.last_ms_before <= window_ms)
                 .collect();
             let Some(categories) = probed_match(rule, &probed, category_names) else {
                 continue;

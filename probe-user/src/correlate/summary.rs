@@ -40,7 +40,7 @@ pub struct ContactedDestination {
 impl Correlator {
     /// One entry per CLI that probed or connected, in order of first appearance (pid).
     pub fn cli_summaries(&self, procs: &ProcessTable) -> Vec<CliSummary> {
-        let by_pid = self.probes.categories_by_pid();
+        let by_pid = self.timelines.categories_by_pid();
         let mut pids: Vec<u32> = by_pid.keys().copied().collect();
         pids.extend(self.connections.iter().map(|c| c.pid));
         pids.sort_unstable();

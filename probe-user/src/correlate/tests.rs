@@ -106,6 +106,49 @@ fn connection_lists_the_probes_before_it_by_category() {
 }
 
 #[test]
+fn a_connection_is_joined_only_with_its_own_trees_probes() {
+    let policy = load_default().unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    procs.add_root(100, 1);
+    procs.on_fork(100, 101);
+    procs.add_root(200, 1);
+    c.handle(&env(101, 1_000, "TZ"), &mut procs);
+    c.handle(&env(200, 2_000, "HTTPS_PROXY"), &mut procs);
+    let Some(Record::Connect(of_100)) = c.handle(&connect(100, 5_000, 443, 0), &mut procs) else {
+        panic!("no connect record")
+    };
+    let seen: Vec<&str> = of_100
+        .probes_before
+        .iter()
+        .map(|p| p.target.as_str())
+        .collect();
+    assert_eq!(
+        seen,
+        ["TZ"],
+        "a child's probe counts for its tree; another tree's does not"
+    );
+    assert_eq!(c.timeline_usage().trees, 2);
+    // Both trees exit; after the grace their timelines go, counted.
+    procs.on_exit(101, Some(0));
+    procs.on_exit(100, Some(0));
+    procs.on_exit(200, Some(0));
+    c.expire_trees(10_000, 1_000, &mut procs);
+    assert_eq!(c.timeline_usage().trees, 2, "inside the grace period");
+    c.expire_trees(11_000, 1_000, &mut procs);
+    let usage = c.timeline_usage();
+    assert_eq!(
+        (
+            usage.trees,
+            usage.trees_evicted_after_exit,
+            usage.probes_evicted
+        ),
+        (0, 2, 2)
+    );
+    assert!(procs.is_empty());
+}
+
+#[test]
 fn probes_after_a_connection_are_not_linked_to_it() {
     let policy = load_default().unwrap();
     let mut c = Correlator::new(&policy, 0);
@@ -354,4 +397,39 @@ fn a_reload_keeps_earlier_probes_under_their_category_names() {
         panic!("the new category counts")
     };
     assert_eq!(p.categories, ["host"]);
+}
+
+proptest::proptest! {
+    /// However wide and deep a tree grows, a probe anywhere in it is joined with a
+    /// connection anywhere else in it, and never with a second tree's connection.
+    #[test]
+    fn a_probe_anywhere_in_a_large_tree_counts_for_every_connection_in_it(
+        parents in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..400),
+        prober in proptest::prelude::any::<proptest::sample::Index>(),
+        connector in proptest::prelude::any::<proptest::sample::Index>(),
+    ) {
+        let policy = load_default().unwrap();
+        let mut c = Correlator::new(&policy, 0);
+        let mut procs = ProcessTable::default();
+        procs.add_root(1000, 1);
+        let mut pids = vec![1000u32];
+        for (i, parent) in parents.iter().enumerate() {
+            let child = 1001 + i as u32;
+            procs.on_fork(pids[parent.index(pids.len())], child);
+            pids.push(child);
+        }
+        procs.add_root(9000, 1);
+        c.handle(&env(pids[prober.index(pids.len())], 1_000, "TZ"), &mut procs);
+        let Some(Record::Connect(same)) =
+            c.handle(&connect(pids[connector.index(pids.len())], 2_000, 443, 0), &mut procs)
+        else {
+            panic!("no connect record")
+        };
+        proptest::prop_assert_eq!(same.probes_before.len(), 1);
+        let Some(Record::Connect(other)) = c.handle(&connect(9000, 3_000, 443, 0), &mut procs)
+        else {
+            panic!("no connect record")
+        };
+        proptest::prop_assert!(other.probes_before.is_empty());
+    }
 }

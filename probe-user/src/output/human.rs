@@ -470,9 +470,18 @@ fn render_report(s: &mut String, r: &RunReport) {
     let t = &r.timeline;
     let _ = writeln!(
         s,
-        "Timeline: {} of {} distinct probes kept{}; connections kept up to {}{}.",
+        "Timeline: {} of {} distinct probes kept in {} process tree(s){}{}; connections kept up to {}{}.",
         t.distinct_probes,
         t.max_distinct_probes,
+        t.trees,
+        if t.trees_evicted_after_exit + t.trees_evicted_for_room > 0 {
+            format!(
+                " ({} trees let go after exit, {} to make room, with {} probes)",
+                t.trees_evicted_after_exit, t.trees_evicted_for_room, t.probes_evicted
+            )
+        } else {
+            String::new()
+        },
         if t.probes_not_kept > 0 {
             format!(
                 " ({} probes of new targets past the bound, counted above)",

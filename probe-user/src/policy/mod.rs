@@ -160,4 +160,6 @@ pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyErro
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

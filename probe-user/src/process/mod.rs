@@ -80,6 +80,20 @@ pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
     /// Watched processes not yet seen to exit.
     live: HashSet<u32>,
+    /// Processes watched as the top of a tree (the run's command, a `watch` pid, a
+    /// program selected by the policy); see `tree_of`.
+    roots: HashSet<u32>,
+    /// Trees whose processes have all exited, since when (`expire_trees`).
+    dead_since: HashMap<u32, u64>,
+}
+
+/// What `expire_trees` found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ExpiredTrees {
+    /// Trees seen with no live process for the first time.
+    pub newly_exited: Vec<u32>,
+    /// Trees whose grace period is over: their exited processes are forgotten.
+    pub forgotten: Vec<u32>,
 }
 
 impl ProcessTable {
@@ -112,6 +126,7 @@ impl ProcessTable {
         }
         let mut ancestor = root_info.ppid;
         self.procs.insert(root, root_info);
+        self.roots.insert(root);
         // Ancestors: known for lineage, not watched.
         while ancestor > 1 && !self.procs.contains_key(&ancestor) {
             let Some(info) = read_proc(ancestor) else {
@@ -154,6 +169,7 @@ impl ProcessTable {
             },
         );
         self.live.insert(pid);
+        self.roots.insert(pid);
     }
 
     /// Watched processes that have not exited yet.
@@ -212,6 +228,75 @@ impl ProcessTable {
             info.exited = true;
             info.exit_code = code;
         }
+    }
+
+    /// The tree `pid` belongs to: the outermost watched root among its ancestors, or
+    /// the topmost ancestor the table knows when none is a root (a process seen
+    /// first at its exec, or whose parent is unknown). No allocation: this runs for
+    /// every probe and connection.
+    pub fn tree_of(&self, pid: u32) -> u32 {
+        let (mut cur, mut top, mut outermost_root) = (pid, pid, None);
+        // Bounded: a pid reused as its own ancestor must not loop forever.
+        for _ in 0..4096 {
+            if self.roots.contains(&cur) {
+                outermost_root = Some(cur);
+            }
+            top = cur;
+            match self.procs.get(&cur) {
+                Some(info)
+                    if info.ppid != 0
+                        && info.ppid != cur
+                        && self.procs.contains_key(&info.ppid) =>
+                {
+                    cur = info.ppid
+                }
+                _ => break,
+            }
+        }
+        outermost_root.unwrap_or(top)
+    }
+
+    /// For a long-running watcher (the daemon): notes trees whose processes have all
+    /// exited, and forgets the exited processes of trees that have been so for
+    /// `grace_ns`. Ancestors known only for lineage never exit here and stay. Called
+    /// on a timer, never per event.
+    pub fn expire_trees(&mut self, now_ns: u64, grace_ns: u64) -> ExpiredTrees {
+        let live_trees: HashSet<u32> = self.live.iter().map(|&p| self.tree_of(p)).collect();
+        self.dead_since.retain(|tree, _| !live_trees.contains(tree));
+        let mut exited: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (pid, info) in &self.procs {
+            if info.exited {
+                let tree = self.tree_of(*pid);
+                if !live_trees.contains(&tree) {
+                    exited.entry(tree).or_default().push(*pid);
+                }
+            }
+        }
+        let mut out = ExpiredTrees::default();
+        for (tree, pids) in exited {
+            let since = *self.dead_since.entry(tree).or_insert_with(|| {
+                out.newly_exited.push(tree);
+                now_ns
+            });
+            if now_ns.saturating_sub(since) >= grace_ns {
+                for pid in pids {
+                    self.procs.remove(&pid);
+                }
+                self.roots.remove(&tree);
+                self.dead_since.remove(&tree);
+                out.forgotten.push(tree);
+            }
+        }
+        out
+    }
+
+    /// Processes in the table (watched ones and ancestors known for lineage).
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
     }
 
     /// pid, then parent, grandparent... as far as the table knows.
@@ -415,5 +500,43 @@ mod tests {
         let mut live: Vec<u32> = t.live().collect();
         live.sort_unstable();
         assert_eq!(live, [10, 12]);
+    }
+
+    #[test]
+    fn a_tree_is_named_by_its_outermost_root() {
+        let mut t = ProcessTable::default();
+        t.add_root(10, 1);
+        t.on_fork(10, 11);
+        // A selected program inside the tree is also a root: the outer one names it.
+        t.add_root(12, 11);
+        t.on_fork(12, 13);
+        assert_eq!(t.tree_of(13), 10);
+        assert_eq!(t.tree_of(10), 10);
+        // Seen first at its exec: its own tree.
+        t.on_exec(50, 0, b"/bin/true", vec![], false);
+        assert_eq!(t.tree_of(50), 50);
+    }
+
+    #[test]
+    fn an_exited_tree_is_forgotten_after_its_grace_and_not_before() {
+        let mut t = ProcessTable::default();
+        t.add_root(10, 1);
+        t.on_fork(10, 11);
+        t.add_root(20, 1);
+        t.on_exit(11, Some(0));
+        // 10 still lives: nothing expires, however long.
+        assert_eq!(t.expire_trees(1_000, 0), ExpiredTrees::default());
+        t.on_exit(10, Some(0));
+        let first = t.expire_trees(2_000, 500);
+        assert_eq!(first.newly_exited, [10]);
+        assert!(first.forgotten.is_empty());
+        assert!(
+            t.expire_trees(2_499, 500).forgotten.is_empty(),
+            "inside the grace"
+        );
+        let later = t.expire_trees(2_500, 500);
+        assert_eq!((later.newly_exited.len(), later.forgotten), (0, vec![10]));
+        assert!(t.get(10).is_none() && t.get(11).is_none());
+        assert!(t.get(20).is_some(), "another tree still lives");
     }
 }
