@@ -6,6 +6,7 @@
 //! `policy` compiles YAML into the kernel maps and the userspace classifier.
 
 pub mod correlate;
+pub mod daemon;
 pub mod events;
 pub mod output;
 pub mod policy;

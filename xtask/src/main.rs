@@ -7,6 +7,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod fuzz;
+mod install;
 mod setup;
 mod workspace;
 
@@ -58,6 +59,22 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u32,
     },
+    /// Build the release binary and install it with the systemd unit, the default
+    /// config and policy (kept if present), the man page and bash completions
+    /// (needs root, or --destdir).
+    Install {
+        /// Install under this directory instead of / (packaging, tests).
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<std::path::PathBuf>,
+    },
+    /// Remove what `install` put in place; the config and policies stay unless --purge.
+    Uninstall {
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<std::path::PathBuf>,
+        /// Also remove /etc/probectl.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 fn main() {
@@ -84,5 +101,7 @@ fn dispatch(task: Task) -> Result<i32> {
         Task::Test { args } => workspace::test(&args),
         Task::Bench { rounds } => bench::run(rounds),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Install { destdir } => install::install(destdir.as_deref()),
+        Task::Uninstall { destdir, purge } => install::uninstall(destdir.as_deref(), purge),
     }
 }

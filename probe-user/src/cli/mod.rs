@@ -1,10 +1,15 @@
 //! Command-line interface (the binary edge: errors are anyhow here, typed below).
 
+mod control;
+mod control_server;
+mod daemon;
+mod daemon_state;
 mod doctor;
 mod policy_cmd;
 mod run;
 mod session;
 mod spawn;
+mod via_daemon;
 mod watch;
 
 use std::path::PathBuf;
@@ -47,9 +52,20 @@ pub enum Command {
     /// Watch processes that already run, and all their descendants, until they exit,
     /// `--for` ends, or Ctrl-C; then print the report.
     Watch(WatchArgs),
-    /// Work with policy files.
+    /// Work with policy files (and the daemon's policy).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run as the machine's monitor (what dist/probectl.service starts): watches
+    /// the programs the policies select, serves the control socket, and writes
+    /// records to the configured sinks. SIGHUP reloads, SIGTERM drains and stops.
+    Daemon(daemon::DaemonArgs),
+    /// Show the running daemon's sensors, event rates, drops, policy, watched
+    /// trees, memory and sinks (through its control socket).
+    Status {
+        /// The daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Probe the kernel and show which attach point each sensor uses, which better
     /// ones it passed over and why, and what is not covered. Exits 1 if a sensor
     /// family has nothing attached.
@@ -102,6 +118,10 @@ pub struct RunArgs {
     /// ever used on a terminal).
     #[arg(long)]
     pub no_color: bool,
+    /// Load probectl's own programs even when the daemon runs (by default a running
+    /// daemon is used, unless --policy or --profile is given).
+    #[arg(long)]
+    pub standalone: bool,
     /// The command and its arguments. Started as the invoking user (SUDO_UID/SUDO_GID)
     /// when probectl runs under sudo.
     #[arg(
@@ -133,6 +153,10 @@ pub struct WatchArgs {
     /// Distinct probes kept in the timeline.
     #[arg(long, value_name = "N", default_value_t = probe_user::correlate::MAX_DISTINCT_PROBES)]
     pub max_probes: usize,
+    /// Load probectl's own programs even when the daemon runs (by default a running
+    /// daemon is used, unless --policy is given).
+    #[arg(long)]
+    pub standalone: bool,
     /// Processes to watch, with every descendant they have now or later.
     #[arg(required = true, value_name = "PID")]
     pub pids: Vec<u32>,
@@ -151,6 +175,11 @@ pub enum PolicyCommand {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Make the running daemon re-read its policy directories (root only). A policy
+    /// that fails validation is refused and the one in force stays; exits 1 then.
+    Reload,
+    /// List the policy files the running daemon has in force.
+    List,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -168,6 +197,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 .build()?;
             rt.block_on(watch::watch(args))
         }
+        Command::Daemon(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(daemon::daemon(args))
+        }
+        Command::Status { json } => control::status(json),
+        Command::Policy(PolicyCommand::Reload) => control::reload(),
+        Command::Policy(PolicyCommand::List) => control::list(),
         Command::Policy(PolicyCommand::Check { files }) => Ok(policy_cmd::check(&files)),
         Command::Policy(PolicyCommand::Explain { file }) => {
             Ok(policy_cmd::explain(file.as_deref()))

@@ -16,10 +16,21 @@ use probe_user::output::{Format, time::WallClock};
 use probe_user::process::ProcessTable;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::session::{LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, Session, build_report, open};
+use super::session::{
+    LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, Session, build_report, open, output_for,
+};
+use super::via_daemon::{self, Subscription, sink_format, stream_until_end};
 use super::{RunArgs, exit, spawn};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
+    // A running daemon already has the programs loaded; `--policy` and `--profile`
+    // need probectl's own.
+    if args.policy.is_none()
+        && args.profile.is_none()
+        && let Some(stream) = via_daemon::connect_if_running(args.standalone).await
+    {
+        return run_via_daemon(args, stream).await;
+    }
     let Opened {
         mut policy,
         mut sensors,
@@ -32,27 +43,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         args.output.as_deref(),
         args.no_color,
     )?;
-
-    let mut cmd = Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]);
-    if args.json && args.output.is_none() {
-        // stdout carries the records; the command writes to stderr instead.
-        cmd.stdout(std::process::Stdio::from(
-            io::stderr().as_fd().try_clone_to_owned()?,
-        ));
-    }
-    let creds = spawn::invoking_user();
-    match &creds {
-        Some(creds) => spawn::set_user_env(&mut cmd, creds),
-        None if nix::unistd::geteuid().is_root() => {
-            eprintln!("probectl: note: SUDO_UID is not set, so the command runs as root")
-        }
-        None => {}
-    }
-    let program = args.command[0].to_string_lossy().into_owned();
-    let gate = match spawn::spawn_gated(cmd, creds, sensors.original_memlock) {
-        Ok(gate) => gate,
-        Err(err) => return Ok(report_spawn_error(&program, &err)),
+    let (program, gate) = match start_gated(&args, sensors.original_memlock)? {
+        Ok(started) => started,
+        Err(code) => return Ok(code),
     };
     let root = gate.pid;
     if let Err(err) = sensors.watch(root) {
@@ -132,7 +125,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     )
     .await?;
 
-    let report = build_report(&session, &policy, root, exit_code)?;
+    let report = build_report(&session, &policy, root, exit_code, false)?;
     if let Some(path) = &args.profile {
         let command = args
             .command
@@ -146,6 +139,93 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     session.printer.emit(&Record::Report(report));
     Ok(exit_code)
+}
+
+/// Forks the command, held before its exec (see `spawn`): as the invoking user under
+/// sudo, with stdout moved to stderr when stdout carries JSON records. The inner
+/// `Err` is the exit code for a command that could not be started (already
+/// reported).
+fn start_gated(
+    args: &RunArgs,
+    memlock: Option<libc::rlimit>,
+) -> anyhow::Result<Result<(String, spawn::Gate), i32>> {
+    let mut cmd = Command::new(&args.command[0]);
+    cmd.args(&args.command[1..]);
+    if args.json && args.output.is_none() {
+        // stdout carries the records; the command writes to stderr instead.
+        cmd.stdout(std::process::Stdio::from(
+            io::stderr().as_fd().try_clone_to_owned()?,
+        ));
+    }
+    let creds = spawn::invoking_user();
+    match &creds {
+        Some(creds) => spawn::set_user_env(&mut cmd, creds),
+        None if nix::unistd::geteuid().is_root() => {
+            eprintln!("probectl: note: SUDO_UID is not set, so the command runs as root")
+        }
+        None => {}
+    }
+    let program = args.command[0].to_string_lossy().into_owned();
+    Ok(match spawn::spawn_gated(cmd, creds, memlock) {
+        Ok(gate) => Ok((program, gate)),
+        Err(err) => Err(report_spawn_error(&program, &err)),
+    })
+}
+
+/// `run` through the daemon: the command starts held, the daemon watches it, then
+/// it runs; the daemon's rendering of its records (and, once it and every
+/// descendant have exited, the report) is copied to this run's output.
+async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow::Result<i32> {
+    let (format, mut out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
+    let (program, gate) = match start_gated(&args, None)? {
+        Ok(started) => started,
+        Err(code) => return Ok(code),
+    };
+    let root = gate.pid;
+    let mut sub = match Subscription::open(stream, vec![root], sink_format(args.json), color).await
+    {
+        Ok(sub) => sub,
+        Err(err) => {
+            gate.abort();
+            return Err(err.context("cannot watch the command through the daemon"));
+        }
+    };
+    if format == Format::Human {
+        eprintln!(
+            "probectl: watching pid {root} through the daemon ({}): {}",
+            probe_user::daemon::socket_path().display(),
+            escape_argv(&args.command)
+        );
+    }
+    let spawner = gate.release().context("cannot start the command")?;
+    let (status_tx, status_rx) = tokio::sync::oneshot::channel::<io::Result<ExitStatus>>();
+    std::thread::spawn(move || {
+        let status = match spawner.join() {
+            Ok(Ok(mut child)) => child.wait(),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(io::Error::other("the spawning thread panicked")),
+        };
+        let _ = status_tx.send(status);
+    });
+    // The daemon ends the stream once the command and its descendants have exited.
+    // Ctrl-C reaches the command through the terminal; a second one, or SIGTERM,
+    // asks for the report now.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let stop = Box::pin(async move {
+        tokio::select! {
+            _ = async { sigint.recv().await; sigint.recv().await } => {}
+            _ = sigterm.recv() => forward(root, nix::sys::signal::Signal::SIGTERM),
+        }
+    });
+    stream_until_end(&mut sub, &mut *out, stop).await?;
+    let status = status_rx
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status")));
+    match status {
+        Ok(status) => Ok(exit_code_of(status)),
+        Err(err) => Ok(report_spawn_error(&program, &err)),
+    }
 }
 
 /// Keeps watching until every descendant of the command has exited, or until the

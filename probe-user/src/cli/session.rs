@@ -52,6 +52,23 @@ pub(super) fn open(
     }
     let reader =
         EventReader::new(sensors.take_events()?).context("cannot poll the event ring buffer")?;
+    let (format, out, color) = output_for(json, output, no_color)?;
+    Ok(Opened {
+        policy,
+        sensors,
+        reader,
+        format,
+        printer: Printer::new(format, out).with_color(color),
+    })
+}
+
+/// Where records go: `--output FILE`, else JSON on stdout or readable lines on
+/// stderr; colours only for readable lines on a terminal.
+pub(super) fn output_for(
+    json: bool,
+    output: Option<&std::path::Path>,
+    no_color: bool,
+) -> anyhow::Result<(Format, Box<dyn std::io::Write + Send>, bool)> {
     let format = if json { Format::Json } else { Format::Human };
     let out: Box<dyn std::io::Write + Send> = match (output, format) {
         (Some(path), _) => Box::new(
@@ -63,13 +80,7 @@ pub(super) fn open(
     };
     let color =
         format == Format::Human && probe_user::output::use_color(no_color, output.is_some());
-    Ok(Opened {
-        policy,
-        sensors,
-        reader,
-        format,
-        printer: Printer::new(format, out).with_color(color),
-    })
+    Ok((format, out, color))
 }
 
 /// Everything one run reads from and writes to.
@@ -84,6 +95,11 @@ pub(super) struct Session {
     pub(super) libc_scans: std::collections::HashMap<u32, u32>,
     /// The policy's selectors that only userspace evaluates.
     pub(super) selectors: probe_user::policy::select::UserSelectors,
+    /// The daemon fans records out itself: when set, records are kept here instead
+    /// of going to `printer`.
+    pub(super) held: Option<Vec<Record>>,
+    /// Events taken through `process_batch` (all of them; selection may skip one).
+    pub(super) events_handled: u64,
 }
 
 impl Session {
@@ -104,12 +120,23 @@ impl Session {
             batch: Vec::new(),
             libc_scans: std::collections::HashMap::new(),
             selectors: policy.selectors.clone(),
+            held: None,
+            events_handled: 0,
+        }
+    }
+
+    /// Prints a record, or keeps it for the daemon (`held`).
+    pub(super) fn emit(&mut self, record: Record) {
+        match &mut self.held {
+            Some(held) => held.push(record),
+            None => self.printer.emit(&record),
         }
     }
 
     pub(super) fn process_batch(&mut self) {
         let mut records = Vec::new();
         let batch = std::mem::take(&mut self.batch);
+        self.events_handled += batch.len() as u64;
         for mut event in batch {
             let mut selected_by = None;
             if let Event::Exec(e) = &mut event
@@ -137,8 +164,8 @@ impl Session {
             }
         }
         self.scan_libcs(&mut records);
-        for record in &records {
-            self.printer.emit(record);
+        for record in records {
+            self.emit(record);
         }
         self.sensors.flush_kernel_logs();
     }
@@ -151,21 +178,30 @@ impl Session {
             || policy::DEFAULT_POLICY_SOURCE.to_owned(),
             |p| p.display().to_string(),
         );
-        let result = match path {
+        let loaded = match path {
             None => Err("no --policy file: the built-in policy cannot change".to_owned()),
-            Some(path) => policy::load_file(path)
-                .map_err(|e| e.to_string())
-                .and_then(|new| {
-                    self.sensors
-                        .reload_policy(current, &new)
-                        .map(|()| new)
-                        .map_err(|e| {
-                            format!(
-                                "updating the kernel maps failed (they may be partly updated): {e}"
-                            )
-                        })
-                }),
+            Some(path) => policy::load_file(path).map_err(|e| e.to_string()),
         };
+        let _ = self.apply_policy(current, source, loaded);
+    }
+
+    /// Puts a loaded policy in force (kernel maps first, make-before-break), or keeps
+    /// `current` when loading or the kernel update failed. Either way a
+    /// `policy_reload` record says what happened; the error is also returned.
+    pub(super) fn apply_policy(
+        &mut self,
+        current: &mut CompiledPolicy,
+        source: String,
+        loaded: Result<CompiledPolicy, String>,
+    ) -> Result<(), String> {
+        let result = loaded.and_then(|new| {
+            self.sensors
+                .reload_policy(current, &new)
+                .map(|()| new)
+                .map_err(|e| {
+                    format!("updating the kernel maps failed (they may be partly updated): {e}")
+                })
+        });
         let (ok, error) = match result {
             Ok(new) => {
                 self.correlator
@@ -181,9 +217,10 @@ impl Session {
             ok,
             policy: current.name.clone(),
             source,
-            error,
+            error: error.clone(),
         });
-        self.printer.emit(&record);
+        self.emit(record);
+        error.map_or(Ok(()), Err)
     }
 
     /// An exec the kernel sent because the policy has userspace selectors: watch the
@@ -237,8 +274,8 @@ impl Session {
     pub(super) fn rescan_libcs(&mut self) {
         let mut records = Vec::new();
         self.scan_libcs(&mut records);
-        for record in &records {
-            self.printer.emit(record);
+        for record in records {
+            self.emit(record);
         }
     }
 
@@ -249,12 +286,63 @@ impl Session {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SeedError {
+    #[error("no process {0}")]
+    NoSuchProcess(u32),
+    #[error("process {0} exited before it could be watched")]
+    Exited(u32),
+    #[error("cannot add pid {0} to the watched set: {1}")]
+    Watch(u32, probe_user::sensors::SensorError),
+}
+
+/// Watches running trees: each root and every descendant it has now (from /proc),
+/// in the kernel, with lineage in `procs`. Children forked between the /proc scan
+/// and the watch were not inherited, so a second scan, once every parent is
+/// watched, finds them. Returns every pid watched, roots first.
+pub(super) fn seed_and_watch(
+    sensors: &mut Sensors,
+    procs: &mut ProcessTable,
+    roots: &[u32],
+) -> Result<Vec<u32>, SeedError> {
+    if let Some(&pid) = roots
+        .iter()
+        .find(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        return Err(SeedError::NoSuchProcess(pid));
+    }
+    let mut watched = Vec::new();
+    for &root in roots {
+        let tree = procs.seed_tree(root);
+        if tree.is_empty() {
+            return Err(SeedError::Exited(root));
+        }
+        for &pid in &tree {
+            sensors.watch(pid).map_err(|e| SeedError::Watch(pid, e))?;
+        }
+        watched.extend(tree);
+    }
+    for &root in roots {
+        for pid in procs.seed_tree(root) {
+            if !watched.contains(&pid) {
+                let _ = sensors.watch(pid);
+                watched.push(pid);
+            }
+        }
+    }
+    Ok(watched)
+}
+
+/// The report of the whole session (`run`, `watch`), or with `only_tree`, of that
+/// process tree (a daemon subscriber's); losses and sensors are the session's.
 pub(super) fn build_report(
     session: &Session,
     policy: &CompiledPolicy,
     root: u32,
     exit_code: i32,
+    only_tree: bool,
 ) -> anyhow::Result<RunReport> {
+    let tree = only_tree.then(|| session.procs.tree_of(root));
     let mut drops: Vec<DropCount> = session
         .sensors
         .drops()?
@@ -303,10 +391,19 @@ pub(super) fn build_report(
     Ok(RunReport {
         policy: policy.name.clone(),
         cli: CliIdentity::of(&session.procs, root),
-        probes: session.correlator.summarize(),
-        rules: session.correlator.rule_summaries(),
-        clis: session.correlator.cli_summaries(&session.procs),
-        connections: session.correlator.connections.iter().cloned().collect(),
+        probes: session.correlator.summarize(tree),
+        rules: session
+            .correlator
+            .rule_summaries(tree.map(|t| (t, &session.procs))),
+        clis: session.correlator.cli_summaries(&session.procs, tree),
+        connections: match tree {
+            Some(t) => session
+                .correlator
+                .connections_of(t, &session.procs)
+                .cloned()
+                .collect(),
+            None => session.correlator.connections.iter().cloned().collect(),
+        },
         timeline: session.correlator.timeline_usage(),
         sensors: session.sensors.choices.clone(),
         partial: session.sensors.unattached().next().is_some(),

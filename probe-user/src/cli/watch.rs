@@ -2,14 +2,17 @@
 //! descendants (those that exist now, found in /proc, and those forked later, through
 //! the kernel's inheritance), until they all exit, `--for` ends, or Ctrl-C.
 
-use anyhow::Context as _;
 use probe_user::correlate::{Correlator, Record, WatchingRecord};
 use probe_user::output::{Format, time::WallClock};
 use probe_user::policy;
 use probe_user::process::ProcessTable;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::session::{LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, Session, build_report, open};
+use super::session::{
+    LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, SeedError, Session, build_report, open, output_for,
+    seed_and_watch,
+};
+use super::via_daemon::{self, Subscription, sink_format, stream_until_end};
 use super::{WatchArgs, exit};
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
@@ -30,6 +33,11 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         .map(policy::rules::parse_duration)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--for: {e} (durations look like 30s, 5m or 1h)"))?;
+    if args.policy.is_none()
+        && let Some(stream) = via_daemon::connect_if_running(args.standalone).await
+    {
+        return watch_via_daemon(&args, stream, duration).await;
+    }
     let Opened {
         mut policy,
         mut sensors,
@@ -44,30 +52,14 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     )?;
 
     let mut procs = ProcessTable::default();
-    let mut watched = Vec::new();
-    for &root in &args.pids {
-        let tree = procs.seed_tree(root);
-        if tree.is_empty() {
-            eprintln!("probectl: process {root} exited before it could be watched");
+    let watched = match seed_and_watch(&mut sensors, &mut procs, &args.pids) {
+        Ok(w) => w,
+        Err(err @ (SeedError::NoSuchProcess(_) | SeedError::Exited(_))) => {
+            eprintln!("probectl: {err}");
             return Ok(exit::NO_SUCH_PROCESS);
         }
-        for &pid in &tree {
-            sensors
-                .watch(pid)
-                .with_context(|| format!("cannot add pid {pid} to the watched set"))?;
-        }
-        watched.extend(tree);
-    }
-    // Children forked between the /proc scan and the watch were not inherited: a
-    // second scan, now that every parent is watched in the kernel, finds them.
-    for &root in &args.pids {
-        for pid in procs.seed_tree(root) {
-            if !watched.contains(&pid) {
-                let _ = sensors.watch(pid);
-                watched.push(pid);
-            }
-        }
-    }
+        Err(err) => return Err(err.into()),
+    };
     procs.mark_live(watched.iter().copied());
     let correlator = Correlator::new(&policy, WallClock::boot_now_ns())
         .with_file_index(sensors.file_index.clone())
@@ -116,7 +108,51 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     if format == Format::Human {
         eprintln!("probectl: stopped watching: {why}");
     }
-    let report = build_report(&session, &policy, args.pids[0], 0)?;
+    let report = build_report(&session, &policy, args.pids[0], 0, false)?;
     session.printer.emit(&Record::Report(report));
+    Ok(0)
+}
+
+/// `watch` through the daemon: it seeds and watches the trees, and streams their
+/// records here until they have all exited (then the report comes), or until
+/// `--for` ends or Ctrl-C, when this asks for the report.
+async fn watch_via_daemon(
+    args: &WatchArgs,
+    stream: tokio::net::UnixStream,
+    duration: Option<std::time::Duration>,
+) -> anyhow::Result<i32> {
+    let (format, mut out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
+    let mut sub =
+        match Subscription::open(stream, args.pids.clone(), sink_format(args.json), color).await {
+            Ok(sub) => sub,
+            Err(err)
+                if err.to_string().contains("no process")
+                    || err.to_string().contains("exited before") =>
+            {
+                eprintln!("probectl: {err}");
+                return Ok(exit::NO_SUCH_PROCESS);
+            }
+            Err(err) => return Err(err),
+        };
+    if format == Format::Human {
+        eprintln!(
+            "probectl: watching {} process(es) through the daemon ({})",
+            sub.watched.len(),
+            probe_user::daemon::socket_path().display()
+        );
+    }
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let stop = Box::pin(async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+            _ = tokio::time::sleep(duration.unwrap_or_default()), if duration.is_some() => {}
+        }
+    });
+    let why = stream_until_end(&mut sub, &mut *out, stop).await?;
+    if format == Format::Human {
+        eprintln!("probectl: stopped watching: {why}");
+    }
     Ok(0)
 }

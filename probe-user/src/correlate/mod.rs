@@ -482,14 +482,53 @@ impl Correlator {
         }
     }
 
-    /// Every rule that matched in the run.
-    pub fn rule_summaries(&self) -> Vec<rules::RuleSummary> {
-        self.rules.summaries(|ns| self.offset_ms(ns))
+    /// Every rule that matched in the run, or (for one tree) in that tree's kept
+    /// connections.
+    pub fn rule_summaries(&self, tree: Option<(u32, &ProcessTable)>) -> Vec<rules::RuleSummary> {
+        let Some((tree, procs)) = tree else {
+            return self.rules.summaries(|ns| self.offset_ms(ns));
+        };
+        let mut out: Vec<rules::RuleSummary> = Vec::new();
+        for conn in self.connections_of(tree, procs) {
+            for m in &conn.matched_rules {
+                let i = match out.iter().position(|s| s.rule == m.rule) {
+                    Some(i) => i,
+                    None => {
+                        out.push(rules::RuleSummary {
+                            rule: m.rule.clone(),
+                            id: m.id.clone(),
+                            severity: m.severity,
+                            action: m.action,
+                            matches: 0,
+                            suppressed: 0,
+                            first_offset_ms: conn.offset_ms,
+                        });
+                        out.len() - 1
+                    }
+                };
+                out[i].matches += 1;
+                out[i].suppressed += u64::from(m.suppressed);
+                out[i].first_offset_ms = out[i].first_offset_ms.min(conn.offset_ms);
+            }
+        }
+        out
+    }
+
+    /// The kept connections of one tree.
+    pub fn connections_of<'a>(
+        &'a self,
+        tree: u32,
+        procs: &'a ProcessTable,
+    ) -> impl Iterator<Item = &'a ConnectionRecord> + 'a {
+        self.connections
+            .iter()
+            .filter(move |c| procs.tree_of(c.pid) == tree)
     }
 
     /// Per-category summary of every probe in the run.
-    pub fn summarize(&self) -> Vec<CategorySummary> {
-        let mut by_cat = self.timelines.summaries(None, |ns| self.offset_ms(ns));
+    /// Probes per category, over every tree or only `tree`'s.
+    pub fn summarize(&self, tree: Option<u32>) -> Vec<CategorySummary> {
+        let mut by_cat = self.timelines.summaries(tree, |ns| self.offset_ms(ns));
         // Report categories in policy order.
         self.category_names
             .iter()

@@ -28,6 +28,27 @@ pub enum Record {
     Report(RunReport),
 }
 
+impl Record {
+    /// The process a record is about, for filtering a subscriber's stream; `None`
+    /// for records about probectl itself (sensors, reloads, reports).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Record::Exec(r) => Some(r.pid),
+            Record::Probe(r) => Some(r.pid),
+            Record::Connect(r) => Some(r.pid),
+            Record::ConnectOutcome(r) => Some(r.pid),
+            Record::DnsQuery(r) => Some(r.pid),
+            Record::DnsAnswer(r) => Some(r.pid),
+            Record::RuleMatch(r) => Some(r.pid),
+            Record::Exit(r) => Some(r.pid),
+            Record::Sensor(_)
+            | Record::PolicyReload(_)
+            | Record::Watching(_)
+            | Record::Report(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecRecord {
     pub time: String,

@@ -38,11 +38,15 @@ pub struct ContactedDestination {
 }
 
 impl Correlator {
-    /// One entry per CLI that probed or connected, in order of first appearance (pid).
-    pub fn cli_summaries(&self, procs: &ProcessTable) -> Vec<CliSummary> {
+    /// One entry per CLI that probed or connected, in order of first appearance (pid),
+    /// over every tree or only `tree`'s.
+    pub fn cli_summaries(&self, procs: &ProcessTable, tree: Option<u32>) -> Vec<CliSummary> {
         let by_pid = self.timelines.categories_by_pid();
         let mut pids: Vec<u32> = by_pid.keys().copied().collect();
         pids.extend(self.connections.iter().map(|c| c.pid));
+        if let Some(tree) = tree {
+            pids.retain(|&p| procs.tree_of(p) == tree);
+        }
         pids.sort_unstable();
         pids.dedup();
         // Keyed by what identifies a CLI, in first-pid order.

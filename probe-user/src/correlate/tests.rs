@@ -172,7 +172,7 @@ fn repeated_probes_stream_once_and_case_rule_is_applied() {
     // The kernel folds case; `tz` is not the policy's `TZ`.
     assert!(c.handle(&env(1, 3, "tz"), &mut procs).is_none());
     assert_eq!(c.case_mismatches, 1);
-    let summary = c.summarize();
+    let summary = c.summarize(None);
     assert_eq!(summary[0].category, "timezone");
     assert_eq!(summary[0].probes[0].count, 2);
 }
@@ -215,7 +215,7 @@ fn a_zoneinfo_burst_folds_in_the_stream_the_summary_and_the_connection() {
         &("/usr/share/zoneinfo/**".to_owned(), true)
     );
 
-    let summary = c.summarize();
+    let summary = c.summarize(None);
     let tz = &summary[0].probes;
     let burst = tz
         .iter()
@@ -254,7 +254,7 @@ fn a_few_zone_files_are_listed_one_by_one() {
             &mut procs,
         );
     }
-    let targets: Vec<String> = c.summarize()[0]
+    let targets: Vec<String> = c.summarize(None)[0]
         .probes
         .iter()
         .map(|p| p.target.clone())
@@ -390,7 +390,7 @@ fn a_reload_keeps_earlier_probes_under_their_category_names() {
     c.handle(&file(5, 1, FILE_OP_OPENAT, "/etc/localtime"), &mut procs);
     c.handle(&env(5, 2, "TZ"), &mut procs);
     c.set_policy(&second, Default::default());
-    let names: Vec<String> = c.summarize().into_iter().map(|s| s.category).collect();
+    let names: Vec<String> = c.summarize(None).into_iter().map(|s| s.category).collect();
     assert_eq!(names, ["timezone"], "`gone` left with the old policy");
     let Some(Record::Probe(p)) = c.handle(&file(5, 3, FILE_OP_OPENAT, "/etc/hostname"), &mut procs)
     else {

@@ -13,6 +13,9 @@ pub struct EventReader {
     pub decode_errors: u64,
     /// The last decode error, for the report.
     pub last_decode_error: Option<DecodeError>,
+    /// Records taken from the ring (decoded or not), for rates and for checking
+    /// that everything received was handled.
+    pub received: u64,
 }
 
 impl EventReader {
@@ -25,6 +28,7 @@ impl EventReader {
             ring,
             decode_errors: 0,
             last_decode_error: None,
+            received: 0,
         })
     }
 
@@ -33,15 +37,19 @@ impl EventReader {
     pub async fn read_batch(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
         let mut guard = self.ring.readable_mut().await?;
         let ring = guard.get_inner_mut();
+        let before = out.len();
         let (errors, last) = drain_ring(ring, out);
         guard.clear_ready();
+        self.received += (out.len() - before) as u64 + errors;
         self.count(errors, last);
         Ok(())
     }
 
     /// Appends every event already in the ring without waiting.
     pub fn drain(&mut self, out: &mut Vec<Event>) {
+        let before = out.len();
         let (errors, last) = drain_ring(self.ring.get_mut(), out);
+        self.received += (out.len() - before) as u64 + errors;
         self.count(errors, last);
     }
 

@@ -25,6 +25,8 @@ pub struct Printer {
     color: bool,
     /// Records that could not be written (closed pipe, full disk), counted for the report.
     pub write_errors: u64,
+    /// Records written.
+    pub written: u64,
 }
 
 impl Printer {
@@ -34,6 +36,7 @@ impl Printer {
             out,
             color: false,
             write_errors: 0,
+            written: 0,
         }
     }
 
@@ -60,6 +63,9 @@ impl Printer {
             }
         }
         .and_then(|()| self.out.flush());
+        if result.is_ok() {
+            self.written += 1;
+        }
         if let Err(err) = result {
             self.write_errors += 1;
             if self.write_errors == 1 {

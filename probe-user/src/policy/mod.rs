@@ -5,6 +5,7 @@ mod compile;
 mod explain;
 mod file_index;
 pub mod glob;
+mod merge;
 pub mod rules;
 mod schema;
 pub mod select;
@@ -13,6 +14,7 @@ mod suggest;
 pub use compile::{Classifier, CompiledPolicy, KernelEntries, home_dirs};
 pub use explain::explain;
 pub use file_index::{FileIndex, basename_key, kernel_dev};
+pub use merge::{PolicyFile, PolicySet, load_dirs};
 pub use schema::{Category, Metadata, Policy};
 
 use std::path::Path;
@@ -132,6 +134,12 @@ pub fn load_file(path: &Path) -> Result<CompiledPolicy, PolicyError> {
 
 /// Parses, validates and compiles policy text. `source_name` goes into error messages.
 pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyError> {
+    let policy = parse_policy(text, source_name)?;
+    compile_policy(policy, source_name)
+}
+
+/// Parses and validates policy text (its rules included) without compiling it.
+pub fn parse_policy(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
     let policy: Policy = serde_yaml::from_str(text).map_err(|err| {
         let (line, column) = err
             .location()
@@ -152,14 +160,18 @@ pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyErro
         }
     })?;
     schema::validate(&policy, source_name).map_err(|e| e.placed(text))?;
-    let rules = rules::compile_rules(&policy.rules, &policy.categories, source_name)
+    rules::compile_rules(&policy.rules, &policy.categories, source_name)
         .map_err(|e| e.placed(text))?;
+    Ok(policy)
+}
+
+/// Compiles a validated policy.
+fn compile_policy(policy: Policy, source_name: &str) -> Result<CompiledPolicy, PolicyError> {
+    let rules = rules::compile_rules(&policy.rules, &policy.categories, source_name)?;
     let mut compiled = compile::compile(policy);
     compiled.rules = rules;
     Ok(compiled)
 }
 
-#[cfg(test)]
-mod properties;
 #[cfg(test)]
 mod tests;

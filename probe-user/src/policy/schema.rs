@@ -60,7 +60,7 @@ pub struct Metadata {
 }
 
 /// A named set of probe targets: env names and file paths.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Category {
     pub name: String,

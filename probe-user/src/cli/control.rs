@@ -1,0 +1,206 @@
+//! Clients of the daemon's control socket: `probectl status`, `probectl policy
+//! reload` and `probectl policy list`.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::net::UnixStream;
+
+use anyhow::Context as _;
+use probe_user::daemon::protocol::{self, Request};
+
+use super::exit;
+
+/// Connects to the daemon, or explains why not (and what to do).
+pub(super) fn connect() -> anyhow::Result<UnixStream> {
+    let path = probe_user::daemon::socket_path();
+    UnixStream::connect(&path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                "the daemon is not running (systemctl start probectl, or probectl daemon)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "only root and members of group probectl may use the socket"
+            }
+            _ => "check that the daemon runs and PROBECTL_SOCKET, if set",
+        };
+        anyhow::anyhow!("cannot connect to {}: {e}\n  hint: {hint}", path.display())
+    })
+}
+
+/// Sends one request and reads one response line.
+pub(super) fn request(request: &Request) -> anyhow::Result<serde_json::Value> {
+    let mut stream = connect()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok();
+    stream
+        .write_all(protocol::request_line(request).as_bytes())
+        .context("cannot send the request")?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .context("no answer from the daemon")?;
+    let value: serde_json::Value =
+        serde_json::from_str(&line).context("the daemon's answer is not JSON")?;
+    if value["ok"] != serde_json::Value::Bool(true) {
+        anyhow::bail!(
+            "{}",
+            value["error"]
+                .as_str()
+                .unwrap_or("the daemon refused the request")
+        );
+    }
+    Ok(value)
+}
+
+pub(super) fn status(json: bool) -> anyhow::Result<i32> {
+    let value = request(&Request::Status {})?;
+    let status = &value["status"];
+    if json {
+        println!("{status}");
+        return Ok(0);
+    }
+    print!("{}", render_status(status));
+    Ok(0)
+}
+
+pub(super) fn reload() -> anyhow::Result<i32> {
+    match request(&Request::Reload {}) {
+        Ok(v) => {
+            println!("policy reloaded: {}", v["policy"].as_str().unwrap_or("?"));
+            Ok(0)
+        }
+        Err(err) => {
+            eprintln!("probectl: {err}");
+            Ok(exit::INVALID_POLICY)
+        }
+    }
+}
+
+pub(super) fn list() -> anyhow::Result<i32> {
+    let value = request(&Request::PolicyList {})?;
+    let p = &value["policies"];
+    println!(
+        "policy in force: {} (loaded {})",
+        p["name"].as_str().unwrap_or("?"),
+        p["loaded_at"].as_str().unwrap_or("?")
+    );
+    for f in p["files"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {}: {} categories, {} rules",
+            f["path"].as_str().unwrap_or("?"),
+            f["name"].as_str().unwrap_or("?"),
+            f["categories"],
+            f["rules"]
+        );
+    }
+    Ok(0)
+}
+
+/// The status as a few readable sections.
+fn render_status(s: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "probectl daemon {} (pid {}), up {} s",
+        s["version"].as_str().unwrap_or("?"),
+        s["pid"],
+        s["uptime_s"]
+    );
+    let _ = writeln!(out, "\nSensors:");
+    for c in s["sensors"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<8} {}",
+            c["family"].as_str().unwrap_or("?"),
+            c["chosen"].as_str().unwrap_or("none")
+        );
+        for p in c["passed_over"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "           passed over {}: {}",
+                p["attach_point"].as_str().unwrap_or("?"),
+                p["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    for u in s["unattached"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  NOT ATTACHED: {} ({}): {}",
+            u["program"].as_str().unwrap_or("?"),
+            u["attach_point"].as_str().unwrap_or("?"),
+            u["error"].as_str().unwrap_or("?")
+        );
+    }
+    let e = &s["events"];
+    let _ = writeln!(
+        out,
+        "\nEvents: {} received, {} handled, {:.1}/s",
+        e["received"],
+        e["handled"],
+        e["per_second"].as_f64().unwrap_or(0.0)
+    );
+    let drops: Vec<String> = s["drops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["count"].as_u64().unwrap_or(0) > 0)
+        .map(|d| format!("{} {}", d["reason"].as_str().unwrap_or("?"), d["count"]))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Drops: {}",
+        if drops.is_empty() {
+            "none".to_owned()
+        } else {
+            drops.join(", ")
+        }
+    );
+    let p = &s["policy"];
+    let _ = writeln!(
+        out,
+        "\nPolicy: {} (loaded {})",
+        p["name"].as_str().unwrap_or("?"),
+        p["loaded_at"].as_str().unwrap_or("?")
+    );
+    for f in p["files"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  {}", f["path"].as_str().unwrap_or("?"));
+    }
+    let t = &s["trees"];
+    let tl = &t["timeline"];
+    let _ = writeln!(
+        out,
+        "\nWatched: {} live processes ({} known), {} trees with probes; {} of {} distinct probes kept; trees let go: {} after exit (grace {} s), {} for room",
+        t["watched_processes"],
+        t["known_processes"],
+        tl["trees"],
+        tl["distinct_probes"],
+        tl["max_distinct_probes"],
+        tl["trees_evicted_after_exit"],
+        t["tree_grace_s"],
+        tl["trees_evicted_for_room"]
+    );
+    let _ = writeln!(
+        out,
+        "Memory: {} MiB resident",
+        s["memory"]["rss_bytes"].as_u64().unwrap_or(0) / (1024 * 1024)
+    );
+    let _ = writeln!(out, "\nSinks:");
+    for k in s["sinks"].as_array().into_iter().flatten() {
+        let errors = k["errors"].as_u64().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  {}: {} records written, {}",
+            k["name"].as_str().unwrap_or("?"),
+            k["written"],
+            if errors == 0 {
+                "healthy".to_owned()
+            } else {
+                format!("{errors} WRITE ERRORS")
+            }
+        );
+    }
+    let _ = writeln!(out, "Subscribers: {}", s["subscribers"]);
+    out
+}

@@ -1,0 +1,414 @@
+//! The daemon's state between events: the session, the sinks, the subscribers, and
+//! the answers to control requests.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use probe_user::correlate::{Record, WatchingRecord};
+use probe_user::daemon::config::{Config, SinkConfig, SinkFormat};
+use probe_user::daemon::protocol;
+use probe_user::output::{Format, Printer, time::WallClock};
+use probe_user::policy::{self, CompiledPolicy, PolicyFile};
+use probe_user::process::ProcessTable;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::control_server::{Command, SharedStats};
+use super::session::{Session, build_report, seed_and_watch};
+
+pub(super) struct Sink {
+    name: String,
+    printer: Printer,
+}
+
+/// Opens every configured sink; a file sink's directory must exist.
+pub(super) fn open_sinks(configs: &[SinkConfig]) -> anyhow::Result<Vec<Sink>> {
+    configs
+        .iter()
+        .map(|c| {
+            Ok(match c {
+                SinkConfig::Stderr { format } => Sink {
+                    name: "stderr".to_owned(),
+                    printer: Printer::new(format_of(*format), Box::new(std::io::stderr())),
+                },
+                SinkConfig::Jsonl { path } => Sink {
+                    name: format!("jsonl:{}", path.display()),
+                    printer: Printer::new(
+                        Format::Json,
+                        Box::new(
+                            std::fs::OpenOptions::new()
+                                .create(true)
+                                .append(true)
+                                .open(path)
+                                .with_context(|| {
+                                    format!("cannot open the jsonl sink {}", path.display())
+                                })?,
+                        ),
+                    ),
+                },
+            })
+        })
+        .collect()
+}
+
+fn format_of(f: SinkFormat) -> Format {
+    match f {
+        SinkFormat::Human => Format::Human,
+        SinkFormat::Json => Format::Json,
+    }
+}
+
+/// Bytes a subscriber's printer wrote, sent on as one protocol line per record.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Subscriber {
+    id: u64,
+    roots: Vec<u32>,
+    uid_only: Option<u32>,
+    printer: Printer,
+    buf: SharedBuf,
+    out: mpsc::Sender<String>,
+}
+
+impl Subscriber {
+    fn wants(&self, record: &Record, procs: &ProcessTable) -> bool {
+        let Some(pid) = record.pid() else {
+            return matches!(record, Record::PolicyReload(_));
+        };
+        if let Some(uid) = self.uid_only
+            && procs.get(pid).and_then(|p| p.uid).is_some_and(|u| u != uid)
+        {
+            return false;
+        }
+        procs.lineage(pid).iter().any(|p| self.roots.contains(p))
+    }
+
+    /// Renders and queues one record; false when the subscriber must go (gone, or
+    /// so far behind that its queue is full).
+    fn send(&mut self, record: &Record) -> bool {
+        self.printer.emit(record);
+        let text = match self.buf.0.lock() {
+            Ok(mut b) => String::from_utf8_lossy(&std::mem::take(&mut *b)).into_owned(),
+            Err(_) => return false,
+        };
+        self.out.try_send(protocol::out_line(&text)).is_ok()
+    }
+}
+
+pub(super) struct DaemonState {
+    pub(super) session: Session,
+    sinks: Vec<Sink>,
+    subscribers: Vec<Subscriber>,
+    files: Vec<PolicyFile>,
+    config: Config,
+    policy_loaded_at: String,
+    started: Instant,
+    socket_stats: SharedStats,
+    /// Subscribers disconnected because their queue was full.
+    lagging_dropped: u64,
+    next_id: u64,
+    rate: (Instant, u64, f64),
+}
+
+impl DaemonState {
+    pub(super) fn new(
+        session: Session,
+        sinks: Vec<Sink>,
+        files: Vec<PolicyFile>,
+        config: Config,
+        socket_stats: SharedStats,
+    ) -> Self {
+        Self {
+            session,
+            sinks,
+            subscribers: Vec::new(),
+            files,
+            config,
+            policy_loaded_at: now(),
+            started: Instant::now(),
+            socket_stats,
+            lagging_dropped: 0,
+            next_id: 1,
+            rate: (Instant::now(), 0, 0.0),
+        }
+    }
+
+    /// Writes the records the session produced to every sink and to the
+    /// subscribers whose trees they concern.
+    pub(super) fn fan_out(&mut self) {
+        let Some(held) = self.session.held.as_mut() else {
+            return;
+        };
+        let records = std::mem::take(held);
+        for record in &records {
+            for sink in &mut self.sinks {
+                sink.printer.emit(record);
+            }
+            let procs = &self.session.procs;
+            let mut lagging = 0;
+            self.subscribers.retain_mut(|s| {
+                if !s.wants(record, procs) {
+                    return !s.out.is_closed();
+                }
+                let kept = s.send(record);
+                if !kept && !s.out.is_closed() {
+                    lagging += 1;
+                }
+                kept
+            });
+            self.lagging_dropped += lagging;
+        }
+    }
+
+    pub(super) fn flush(&mut self) {
+        use std::io::Write as _;
+        let _ = std::io::stderr().flush();
+    }
+
+    pub(super) fn records_written(&self) -> u64 {
+        self.sinks.iter().map(|s| s.printer.written).sum()
+    }
+
+    pub(super) fn handle(&mut self, command: Command, policy: &mut CompiledPolicy) {
+        match command {
+            Command::Status { reply } => {
+                let _ = reply.send(self.status(policy));
+            }
+            Command::PolicyList { reply } => {
+                let _ = reply.send(json!({
+                    "name": policy.name,
+                    "loaded_at": self.policy_loaded_at,
+                    "files": self.files,
+                }));
+            }
+            Command::Reload { reply } => {
+                let _ = reply.send(self.reload(policy));
+            }
+            Command::Finish { id } => self.finish(id, "finish requested", policy),
+            Command::Subscribe {
+                pids,
+                uid_only,
+                format,
+                color,
+                out,
+                reply,
+            } => {
+                let s = &mut self.session;
+                let watched = match seed_and_watch(&mut s.sensors, &mut s.procs, &pids) {
+                    Ok(w) => w,
+                    Err(err) => {
+                        let _ = reply.send(Err(err.to_string()));
+                        return;
+                    }
+                };
+                s.procs.mark_live(watched.iter().copied());
+                for &pid in &watched {
+                    let (_, attached) = s.sensors.attach_env_for(pid);
+                    for status in attached {
+                        s.emit(Record::Sensor(status));
+                    }
+                }
+                let buf = SharedBuf::default();
+                let id = self.next_id;
+                self.next_id += 1;
+                let mut sub = Subscriber {
+                    id,
+                    roots: pids.clone(),
+                    uid_only,
+                    printer: Printer::new(format_of(format), Box::new(buf.clone()))
+                        .with_color(color),
+                    buf,
+                    out,
+                };
+                let _ = reply.send(Ok((id, watched.clone())));
+                sub.send(&Record::Watching(WatchingRecord {
+                    time: now(),
+                    roots: pids,
+                    pids: watched,
+                    policy: policy.name.clone(),
+                }));
+                self.subscribers.push(sub);
+                self.fan_out();
+            }
+        }
+    }
+
+    /// Ends subscription `id`: every event already in the ring is handled first, then
+    /// the report of its trees and an end line go out, and its queue is dropped.
+    pub(super) fn finish(&mut self, id: u64, reason: &str, policy: &CompiledPolicy) {
+        self.session.drain();
+        self.fan_out();
+        let Some(i) = self.subscribers.iter().position(|s| s.id == id) else {
+            return;
+        };
+        let mut sub = self.subscribers.swap_remove(i);
+        let root = sub.roots[0];
+        let exit_code = self
+            .session
+            .procs
+            .get(root)
+            .and_then(|p| p.exit_code)
+            .unwrap_or(0);
+        match build_report(&self.session, policy, root, exit_code, true) {
+            Ok(report) => {
+                sub.send(&Record::Report(report));
+            }
+            Err(err) => tracing::warn!("cannot build the report of subscription {id}: {err}"),
+        }
+        let _ = sub.out.try_send(protocol::end_line(reason));
+    }
+
+    /// Ends the subscriptions whose processes have all exited (on a timer; exits
+    /// whose event was lost are found through /proc).
+    pub(super) fn end_finished(&mut self, policy: &CompiledPolicy) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        self.session.procs.prune_dead();
+        let procs = &self.session.procs;
+        let done: Vec<u64> = self
+            .subscribers
+            .iter()
+            .filter(|s| {
+                !procs
+                    .live()
+                    .any(|p| procs.lineage(p).iter().any(|a| s.roots.contains(a)))
+            })
+            .map(|s| s.id)
+            .collect();
+        for id in done {
+            self.finish(id, "every watched process exited", policy);
+        }
+    }
+
+    /// Re-reads the policy directories; the old policy stays if the new one fails.
+    pub(super) fn reload(&mut self, policy: &mut CompiledPolicy) -> Result<String, String> {
+        let loaded = policy::load_dirs(&self.config.policy_dirs).map_err(|e| e.to_string());
+        let (compiled, files) = match loaded {
+            Ok(set) => (Ok(set.compiled), Some(set.files)),
+            Err(e) => (Err(e), None),
+        };
+        let source = self
+            .config
+            .policy_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let result = self.session.apply_policy(policy, source, compiled);
+        if result.is_ok()
+            && let Some(files) = files
+        {
+            self.files = files;
+            self.policy_loaded_at = now();
+        }
+        self.fan_out();
+        result.map(|()| policy.name.clone())
+    }
+
+    /// Lets go of trees that exited more than the grace period ago.
+    pub(super) fn expire(&mut self) {
+        let grace = self.config.memory.tree_grace.as_nanos() as u64;
+        let s = &mut self.session;
+        s.correlator
+            .expire_trees(WallClock::boot_now_ns(), grace, &mut s.procs);
+    }
+
+    pub(super) fn sample_rate(&mut self) {
+        let (at, count, _) = self.rate;
+        let received = self.session.reader.received;
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        self.rate = (Instant::now(), received, (received - count) as f64 / secs);
+    }
+
+    /// For systemd's STATUS= and the log.
+    pub(super) fn one_line_status(&self) -> String {
+        let s = &self.session;
+        let attached = s.sensors.status.iter().filter(|x| x.attached).count();
+        format!(
+            "{attached}/{} sensors attached; {} watched processes; {:.0} events/s; {} subscribers",
+            s.sensors.status.len(),
+            s.procs.live().count(),
+            self.rate.2,
+            self.subscribers.len()
+        )
+    }
+
+    fn status(&self, policy: &CompiledPolicy) -> serde_json::Value {
+        let s = &self.session;
+        let drops: Vec<serde_json::Value> = s
+            .sensors
+            .drops()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(reason, count)| json!({"reason": format!("kernel:{reason}"), "count": count}))
+            .chain([
+                json!({"reason": "userspace:decode_error", "count": s.reader.decode_errors}),
+                json!({"reason": "userspace:timeline_overflow", "count": s.correlator.timelines.overflow}),
+                json!({"reason": "userspace:subscriber_lagging", "count": self.lagging_dropped}),
+            ])
+            .collect();
+        let socket = self
+            .socket_stats
+            .lock()
+            .map(|x| serde_json::to_value(&*x).unwrap_or_default())
+            .unwrap_or_default();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "sensors": s.sensors.choices,
+            "unattached": s.sensors.unattached().collect::<Vec<_>>(),
+            "attach": s.sensors.status,
+            "events": {
+                "received": s.reader.received,
+                "handled": s.events_handled,
+                "per_second": self.rate.2,
+            },
+            "drops": drops,
+            "policy": {"name": policy.name, "loaded_at": self.policy_loaded_at, "files": self.files},
+            "trees": {
+                "watched_processes": s.procs.live().count(),
+                "known_processes": s.procs.len(),
+                "timeline": s.correlator.timeline_usage(),
+                "tree_grace_s": self.config.memory.tree_grace.as_secs(),
+            },
+            "memory": {"rss_bytes": rss_bytes(), "dns_names": s.correlator.names.len()},
+            "sinks": self.sinks.iter().map(|k| json!({
+                "name": k.name, "written": k.printer.written, "errors": k.printer.write_errors,
+            })).collect::<Vec<_>>(),
+            "subscribers": self.subscribers.len(),
+            "socket": socket,
+        })
+    }
+}
+
+fn now() -> String {
+    WallClock::new().rfc3339(WallClock::boot_now_ns())
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

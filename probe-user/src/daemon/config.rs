@@ -1,0 +1,222 @@
+//! `/etc/probectl/config.yaml`: where the policies are, where records go, and how
+//! much the daemon may keep in memory. Every field has a default, so an empty file
+//! (or none) gives a working daemon with the built-in policy.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}\n  hint: see docs/deploy.md for every field")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directories whose `*.yaml` policies are merged; none, or no file in them:
+    /// the built-in policy.
+    pub policy_dirs: Vec<PathBuf>,
+    /// Where records go; several at once.
+    pub sinks: Vec<SinkConfig>,
+    pub memory: MemoryConfig,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Members of this group may use the control socket for their own processes.
+    pub group: String,
+    /// How often systemd's watchdog is pinged when `WatchdogSec` is set is derived
+    /// from `WATCHDOG_USEC`; this is only the status refresh period.
+    #[serde(with = "duration_text")]
+    pub status_every: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Lines on stderr, which systemd puts in the journal.
+    Stderr {
+        #[serde(default)]
+        format: SinkFormat,
+    },
+    /// One JSON object per line, appended to a file.
+    Jsonl { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Distinct probes kept over all process trees.
+    pub max_probes: usize,
+    /// How long a tree's timeline is kept after its last process exited.
+    #[serde(with = "duration_text")]
+    pub tree_grace: Duration,
+    /// Records queued per subscriber before a slow one is disconnected.
+    pub subscriber_queue: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            max_probes: crate::correlate::MAX_DISTINCT_PROBES,
+            tree_grace: Duration::from_secs(300),
+            subscriber_queue: 4096,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy_dirs: Vec::new(),
+            sinks: vec![SinkConfig::Stderr {
+                format: SinkFormat::Human,
+            }],
+            memory: MemoryConfig::default(),
+            socket: super::DEFAULT_SOCKET.into(),
+            group: "probectl".to_owned(),
+            status_every: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default location is the defaults (a
+    /// missing file named explicitly is an error).
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let config: Config = serde_yaml::from_str(text).map_err(|err| {
+            let (line, column) = err
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            let mut message = err.to_string();
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if config.memory.max_probes == 0 || config.memory.subscriber_queue == 0 {
+            return Err(invalid(
+                "memory.max_probes and memory.subscriber_queue must be at least 1".into(),
+            ));
+        }
+        if config.sinks.is_empty() {
+            return Err(invalid(
+                "sinks is empty: records would go nowhere (add `- type: stderr`)".into(),
+            ));
+        }
+        if !config.socket.is_absolute() {
+            return Err(invalid(format!(
+                "socket {} must be an absolute path",
+                config.socket.display()
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// Durations written as in policies: `30s`, `5m`, `500ms`.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::policy::rules::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_config_is_the_defaults() {
+        let c = Config::parse("", "c.yaml").unwrap();
+        assert_eq!(c.socket, Path::new(super::super::DEFAULT_SOCKET));
+        assert!(c.policy_dirs.is_empty());
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = Config::parse(
+            "policy_dirs: [/etc/probectl/policies]\nsinks:\n  - type: stderr\n    format: json\n  - {type: jsonl, path: /var/log/probectl/events.jsonl}\nmemory: {max_probes: 5000, tree_grace: 2m}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.sinks.len(), 2);
+        assert_eq!(c.memory.tree_grace, Duration::from_secs(120));
+        assert_eq!(c.memory.max_probes, 5000);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_position() {
+        let err = Config::parse("memory: {tree_grce: 2m}\n", "/etc/probectl/config.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/probectl/config.yaml:1:"), "{err}");
+        assert!(err.contains("tree_grce"), "{err}");
+        let err = Config::parse("memory: {tree_grace: soon}\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
+        let err = Config::parse("sinks: []\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sinks is empty"), "{err}");
+    }
+}
