@@ -17,6 +17,14 @@ pub struct Notifier {
     pub errors: u64,
 }
 
+/// A socket that never blocks the event loop on a listener that does not read (a
+/// full datagram queue): a message that cannot go now is counted instead.
+fn sender(addr: SocketAddr) -> Option<(UnixDatagram, SocketAddr)> {
+    let sock = UnixDatagram::unbound().ok()?;
+    sock.set_nonblocking(true).ok()?;
+    Some((sock, addr))
+}
+
 impl Notifier {
     /// From the environment systemd sets; without `NOTIFY_SOCKET`, every message is
     /// a no-op.
@@ -30,7 +38,7 @@ impl Notifier {
                 }
                 None => SocketAddr::from_pathname(&path).ok()?,
             };
-            Some((UnixDatagram::unbound().ok()?, addr))
+            sender(addr)
         });
         let for_us = std::env::var("WATCHDOG_PID")
             .ok()

@@ -4,6 +4,7 @@
 pub mod escape;
 mod human;
 pub mod time;
+mod tree;
 
 use std::io::Write;
 
@@ -27,6 +28,8 @@ pub struct Printer {
     pub write_errors: u64,
     /// Records written.
     pub written: u64,
+    /// Readable format: lines indented by the process's depth in its tree.
+    tree: tree::TreeIndent,
 }
 
 impl Printer {
@@ -37,6 +40,7 @@ impl Printer {
             color: false,
             write_errors: 0,
             written: 0,
+            tree: tree::TreeIndent::default(),
         }
     }
 
@@ -49,11 +53,16 @@ impl Printer {
 
     pub fn emit(&mut self, record: &Record) {
         let result = match self.format {
-            Format::Json => serde_json::to_writer(&mut self.out, record)
+            // One write per record: a reader tailing the file (a log shipper, an
+            // appending sink) never sees half a line.
+            Format::Json => serde_json::to_vec(record)
                 .map_err(std::io::Error::from)
-                .and_then(|()| self.out.write_all(b"\n")),
+                .and_then(|mut line| {
+                    line.push(b'\n');
+                    self.out.write_all(&line)
+                }),
             Format::Human => {
-                let text = human::render(record);
+                let text = self.tree.indent(record, human::render(record));
                 let text = if self.color {
                     human::paint(record, &text)
                 } else {

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod daemon;
+
 /// How long any single probectl run may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -57,9 +59,15 @@ pub fn probectl() -> PathBuf {
 /// `probectl` with the test runner's `CI` variable removed: the watched commands
 /// inherit probectl's environment, and the default policy reports `CI` present at
 /// exec (ci-detection), which would make results depend on where the tests run.
+/// Also pointed at a socket that does not exist, so that a daemon running on the
+/// machine is never used by accident: tests of the daemon set their own.
 pub fn probectl_command() -> Command {
     let mut cmd = Command::new(probectl());
     cmd.env_remove("CI");
+    cmd.env(
+        "PROBECTL_SOCKET",
+        "/nonexistent/probectl-tests/no-daemon.sock",
+    );
     cmd
 }
 
@@ -233,7 +241,7 @@ pub fn probectl_json_with(options: &[&std::ffi::OsStr], args: &[&std::ffi::OsStr
     json_run(cmd)
 }
 
-fn json_run(cmd: Command) -> JsonRun {
+pub fn json_run(cmd: Command) -> JsonRun {
     let out = run_with_deadline(cmd);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The watched command shares stdout; records are the lines that parse as objects
@@ -303,7 +311,7 @@ impl StreamingRun {
         Self::spawn(cmd)
     }
 
-    fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

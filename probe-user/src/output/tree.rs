@@ -1,0 +1,114 @@
+//! The readable stream as a process tree: each process's lines are indented by its
+//! depth below the first process the stream showed, with a guide per level, so a
+//! child's probes sit under its parent's exec.
+//!
+//! ```text
+//!   +0.010s  [800] exec    /usr/bin/sh  argv: sh -c ...
+//!   +0.012s  │ [801] exec    /usr/bin/node  argv: node cli.js
+//!   +0.020s  │ [801] probe   timezone   getenv    TZ -> unset  (node)
+//! ```
+
+use std::collections::HashMap;
+
+use crate::correlate::Record;
+
+/// Deepest indentation; deeper processes line up with it.
+const MAX_DEPTH: usize = 8;
+/// Width of the time column every event line starts with (`{:>9}` and two spaces).
+const TIME_COLUMN: usize = 11;
+
+#[derive(Debug, Default)]
+pub struct TreeIndent {
+    /// Depth of each process seen to exec and not yet to exit.
+    depth: HashMap<u32, usize>,
+}
+
+impl TreeIndent {
+    pub fn indent(&mut self, record: &Record, text: String) -> String {
+        let Some(pid) = record.pid() else {
+            return text;
+        };
+        let depth = match record {
+            Record::Exec(e) => {
+                let d = self.depth.get(&e.ppid).map_or(0, |d| d + 1).min(MAX_DEPTH);
+                self.depth.insert(pid, d);
+                d
+            }
+            Record::Exit(_) => self.depth.remove(&pid).unwrap_or(0),
+            _ => self.depth.get(&pid).copied().unwrap_or(0),
+        };
+        if depth == 0 {
+            return text;
+        }
+        indent_lines(&text, depth)
+    }
+}
+
+/// Shifts every line right by `depth` guides after the time column.
+fn indent_lines(text: &str, depth: usize) -> String {
+    let guide = "│ ".repeat(depth);
+    let mut out = String::with_capacity(text.len() + guide.len() * 2);
+    for line in text.split_inclusive('\n') {
+        match line.char_indices().nth(TIME_COLUMN) {
+            Some((at, _)) => {
+                out.push_str(&line[..at]);
+                out.push_str(&guide);
+                out.push_str(&line[at..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::correlate::{ExecRecord, ExitRecord};
+
+    fn exec(pid: u32, ppid: u32) -> Record {
+        Record::Exec(ExecRecord {
+            time: String::new(),
+            offset_ms: 0.0,
+            pid,
+            ppid,
+            uid: 0,
+            exe: "/bin/x".into(),
+            exe_truncated: false,
+            argv: vec![],
+            argv_incomplete: false,
+            argv_truncated: vec![],
+            argv_lost: false,
+            selected_by: None,
+        })
+    }
+
+    #[test]
+    fn children_are_indented_under_their_parent_and_forgotten_at_exit() {
+        let mut t = TreeIndent::default();
+        let line = "  +0.010s  [1] exec\n";
+        assert_eq!(
+            t.indent(&exec(100, 1), line.into()),
+            line,
+            "the first is the top"
+        );
+        let child = t.indent(
+            &exec(101, 100),
+            "  +0.011s  [101] exec\n     more\n".into(),
+        );
+        assert_eq!(child, "  +0.011s  │ [101] exec\n     more\n");
+        let grandchild = t.indent(&exec(102, 101), "  +0.012s  [102] exec\n".into());
+        assert_eq!(grandchild, "  +0.012s  │ │ [102] exec\n");
+        let exit = Record::Exit(ExitRecord {
+            time: String::new(),
+            offset_ms: 0.0,
+            pid: 102,
+            exit_code: Some(0),
+        });
+        assert!(
+            t.indent(&exit, "  +0.013s  [102] exit\n".into())
+                .contains("│ │ [102]")
+        );
+        assert!(!t.depth.contains_key(&102));
+    }
+}
