@@ -61,7 +61,8 @@ struct Missing {
 
 /// Checks (and where possible installs) the prerequisites. `test_tools` adds the ones
 /// only the tests need (Node.js for the Node fixtures, a C compiler for the C ones,
-/// musl-gcc for the musl-libc fixture).
+/// musl-gcc for the musl-libc fixture, systemd-analyze, setpriv and useradd for the
+/// daemon's).
 pub fn run(test_tools: bool) -> Result<Tools> {
     let mut missing = Vec::new();
     check_llvm_packages(&mut missing);
@@ -82,6 +83,26 @@ pub fn run(test_tools: bool) -> Result<Tools> {
             "musl-gcc",
             "musl-tools",
             "install musl-gcc (musl-tools) so that `musl-gcc` is on PATH",
+            &mut missing,
+        );
+        // The daemon tests: the unit is verified and scored, and the control socket
+        // is tried by users the test creates and runs clients as.
+        check_command(
+            "systemd-analyze",
+            "systemd",
+            "install systemd so that `systemd-analyze` is on PATH",
+            &mut missing,
+        );
+        check_command(
+            "setpriv",
+            "util-linux",
+            "install util-linux so that `setpriv` is on PATH",
+            &mut missing,
+        );
+        check_present(
+            "useradd",
+            "passwd",
+            "install passwd so that `useradd` and `groupadd` are on PATH",
             &mut missing,
         );
     }
@@ -172,6 +193,33 @@ fn check_command(
 ) {
     match version_of(Path::new(command)) {
         Some(version) => say(TAG, format_args!("{command}: installed ({version})")),
+        None => {
+            say(TAG, format_args!("{command}: missing"));
+            missing.push(Missing {
+                what: command,
+                package,
+                otherwise,
+            });
+        }
+    }
+}
+
+/// Like `check_command` for a program without `--version` (useradd): found on PATH
+/// or in the sbin directories a non-root PATH may lack.
+fn check_present(
+    command: &'static str,
+    package: &'static str,
+    otherwise: &'static str,
+    missing: &mut Vec<Missing>,
+) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|dir| Path::new(dir).join(command))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => say(TAG, format_args!("{command}: installed ({})", p.display())),
         None => {
             say(TAG, format_args!("{command}: missing"));
             missing.push(Missing {

@@ -141,6 +141,21 @@ fn render_status(s: &serde_json::Value) -> String {
         e["handled"],
         e["per_second"].as_f64().unwrap_or(0.0)
     );
+    for k in e["by_kind"].as_array().into_iter().flatten() {
+        let dropped = k["dropped_ring_full"].as_u64().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>10} received  {:>8.1}/s{}",
+            k["kind"].as_str().unwrap_or("?"),
+            k["received"],
+            k["per_second"].as_f64().unwrap_or(0.0),
+            if dropped > 0 {
+                format!("  {dropped} DROPPED (ring full)")
+            } else {
+                String::new()
+            }
+        );
+    }
     let drops: Vec<String> = s["drops"]
         .as_array()
         .into_iter()

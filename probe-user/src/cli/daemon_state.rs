@@ -123,6 +123,8 @@ pub(super) struct DaemonState {
     lagging_dropped: u64,
     next_id: u64,
     rate: (Instant, u64, f64),
+    /// Per kind: (count at the last sample, events per second since the one before).
+    kind_rates: std::collections::BTreeMap<&'static str, (u64, f64)>,
 }
 
 impl DaemonState {
@@ -145,6 +147,7 @@ impl DaemonState {
             lagging_dropped: 0,
             next_id: 1,
             rate: (Instant::now(), 0, 0.0),
+            kind_rates: std::collections::BTreeMap::new(),
         }
     }
 
@@ -334,6 +337,10 @@ impl DaemonState {
         let received = self.session.reader.received;
         let secs = at.elapsed().as_secs_f64().max(1e-3);
         self.rate = (Instant::now(), received, (received - count) as f64 / secs);
+        for (kind, &n) in &self.session.events_by_kind {
+            let entry = self.kind_rates.entry(kind).or_default();
+            *entry = (n, (n - entry.0) as f64 / secs);
+        }
     }
 
     /// For systemd's STATUS= and the log.
@@ -351,10 +358,10 @@ impl DaemonState {
 
     fn status(&self, policy: &CompiledPolicy) -> serde_json::Value {
         let s = &self.session;
-        let drops: Vec<serde_json::Value> = s
-            .sensors
-            .drops()
-            .unwrap_or_default()
+        let kernel = s.sensors.drops().unwrap_or_default();
+        let kernel_drops: std::collections::HashMap<String, u64> =
+            kernel.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect();
+        let drops: Vec<serde_json::Value> = kernel
             .into_iter()
             .map(|(reason, count)| json!({"reason": format!("kernel:{reason}"), "count": count}))
             .chain([
@@ -379,6 +386,12 @@ impl DaemonState {
                 "received": s.reader.received,
                 "handled": s.events_handled,
                 "per_second": self.rate.2,
+                "by_kind": s.events_by_kind.iter().map(|(kind, n)| json!({
+                    "kind": kind,
+                    "received": n,
+                    "per_second": self.kind_rates.get(kind).map_or(0.0, |r| r.1),
+                    "dropped_ring_full": kernel_drops.get(&format!("ring_full_{kind}")).copied().unwrap_or(0),
+                })).collect::<Vec<_>>(),
             },
             "drops": drops,
             "policy": {"name": policy.name, "loaded_at": self.policy_loaded_at, "files": self.files},

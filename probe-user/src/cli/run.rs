@@ -191,10 +191,10 @@ async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow
         }
     };
     if format == Format::Human {
+        // The daemon's `watching` record follows, naming the pid.
         eprintln!(
-            "probectl: watching pid {root} through the daemon ({}): {}",
-            probe_user::daemon::socket_path().display(),
-            escape_argv(&args.command)
+            "probectl: using the daemon ({}; --standalone to load probectl's own programs)",
+            probe_user::daemon::socket_path().display()
         );
     }
     let spawner = gate.release().context("cannot start the command")?;

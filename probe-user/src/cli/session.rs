@@ -100,6 +100,8 @@ pub(super) struct Session {
     pub(super) held: Option<Vec<Record>>,
     /// Events taken through `process_batch` (all of them; selection may skip one).
     pub(super) events_handled: u64,
+    /// The same, per kind of event (named as in the kernel's `ring_full_*` drops).
+    pub(super) events_by_kind: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Session {
@@ -122,6 +124,7 @@ impl Session {
             selectors: policy.selectors.clone(),
             held: None,
             events_handled: 0,
+            events_by_kind: std::collections::BTreeMap::new(),
         }
     }
 
@@ -138,6 +141,7 @@ impl Session {
         let batch = std::mem::take(&mut self.batch);
         self.events_handled += batch.len() as u64;
         for mut event in batch {
+            *self.events_by_kind.entry(event_kind(&event)).or_default() += 1;
             let mut selected_by = None;
             if let Event::Exec(e) = &mut event
                 && e.header.kind == probe_common::EVENT_EXEC_CANDIDATE
@@ -283,6 +287,23 @@ impl Session {
     pub(super) fn drain(&mut self) {
         self.reader.drain(&mut self.batch);
         self.process_batch();
+    }
+}
+
+/// An event's kind, as the kernel's drop counters name it (`ring_full_<kind>`).
+fn event_kind(event: &Event) -> &'static str {
+    match event {
+        Event::Exec(_) => "exec",
+        Event::Fork(_) => "fork",
+        Event::Exit(_) => "exit",
+        Event::File(_) => "file",
+        Event::Env(_) => "env",
+        Event::EnvAtExec(_) => "env_at_exec",
+        Event::Connect(_) => "connect",
+        Event::ConnectUnix(_) => "connect_unix",
+        Event::ConnectOutcome(_) => "connect_outcome",
+        Event::UdpSend(_) => "udp",
+        Event::DnsAnswer(_) => "dns_answer",
     }
 }
 

@@ -136,9 +136,9 @@ async fn watch_via_daemon(
         };
     if format == Format::Human {
         eprintln!(
-            "probectl: watching {} process(es) through the daemon ({})",
+            "probectl: using the daemon ({}; --standalone to load probectl's own programs): {} process(es) watched",
+            probe_user::daemon::socket_path().display(),
             sub.watched.len(),
-            probe_user::daemon::socket_path().display()
         );
     }
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -25,6 +25,12 @@ pub struct TreeIndent {
 
 impl TreeIndent {
     pub fn indent(&mut self, record: &Record, text: String) -> String {
+        if let Record::Watching(w) = record {
+            // Seeded from /proc, not seen to exec: they are the tops.
+            for &root in &w.roots {
+                self.depth.insert(root, 0);
+            }
+        }
         let Some(pid) = record.pid() else {
             return text;
         };
@@ -92,10 +98,7 @@ mod tests {
             line,
             "the first is the top"
         );
-        let child = t.indent(
-            &exec(101, 100),
-            "  +0.011s  [101] exec\n     more\n".into(),
-        );
+        let child = t.indent(&exec(101, 100), "  +0.011s  [101] exec\n     more\n".into());
         assert_eq!(child, "  +0.011s  │ [101] exec\n     more\n");
         let grandchild = t.indent(&exec(102, 101), "  +0.012s  [102] exec\n".into());
         assert_eq!(grandchild, "  +0.012s  │ │ [102] exec\n");
