@@ -80,8 +80,9 @@ pub(super) fn list() -> anyhow::Result<i32> {
     let value = request(&Request::PolicyList {})?;
     let p = &value["policies"];
     println!(
-        "policy in force: {} (loaded {})",
+        "policy in force: {} (version {}, loaded {})",
         p["name"].as_str().unwrap_or("?"),
+        p["version"].as_str().unwrap_or("?"),
         p["loaded_at"].as_str().unwrap_or("?")
     );
     for f in p["files"].as_array().into_iter().flatten() {
@@ -175,8 +176,9 @@ fn render_status(s: &serde_json::Value) -> String {
     let p = &s["policy"];
     let _ = writeln!(
         out,
-        "\nPolicy: {} (loaded {})",
+        "\nPolicy: {} (version {}, loaded {})",
         p["name"].as_str().unwrap_or("?"),
+        p["version"].as_str().unwrap_or("?"),
         p["loaded_at"].as_str().unwrap_or("?")
     );
     for f in p["files"].as_array().into_iter().flatten() {

@@ -49,6 +49,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
     let PolicySet {
         compiled: mut policy,
         files,
+        version,
     } = policy::load_dirs(&config.policy_dirs)?;
     let mut sensors = Sensors::load(&policy)?;
     for s in sensors.unattached() {
@@ -102,7 +103,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
         config.memory.subscriber_queue,
         socket_stats.clone(),
     ));
-    let mut state = DaemonState::new(session, sinks, files, config.clone(), socket_stats);
+    let mut state = DaemonState::new(session, sinks, files, version, config.clone(), socket_stats);
 
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -115,6 +115,7 @@ pub(super) struct DaemonState {
     sinks: Vec<Sink>,
     subscribers: Vec<Subscriber>,
     files: Vec<PolicyFile>,
+    policy_version: String,
     config: Config,
     policy_loaded_at: String,
     started: Instant,
@@ -132,6 +133,7 @@ impl DaemonState {
         session: Session,
         sinks: Vec<Sink>,
         files: Vec<PolicyFile>,
+        policy_version: String,
         config: Config,
         socket_stats: SharedStats,
     ) -> Self {
@@ -140,6 +142,7 @@ impl DaemonState {
             sinks,
             subscribers: Vec::new(),
             files,
+            policy_version,
             config,
             policy_loaded_at: now(),
             started: Instant::now(),
@@ -195,6 +198,7 @@ impl DaemonState {
             Command::PolicyList { reply } => {
                 let _ = reply.send(json!({
                     "name": policy.name,
+                    "version": self.policy_version,
                     "loaded_at": self.policy_loaded_at,
                     "files": self.files,
                 }));
@@ -303,7 +307,7 @@ impl DaemonState {
     pub(super) fn reload(&mut self, policy: &mut CompiledPolicy) -> Result<String, String> {
         let loaded = policy::load_dirs(&self.config.policy_dirs).map_err(|e| e.to_string());
         let (compiled, files) = match loaded {
-            Ok(set) => (Ok(set.compiled), Some(set.files)),
+            Ok(set) => (Ok(set.compiled), Some((set.files, set.version))),
             Err(e) => (Err(e), None),
         };
         let source = self
@@ -315,9 +319,10 @@ impl DaemonState {
             .join(", ");
         let result = self.session.apply_policy(policy, source, compiled);
         if result.is_ok()
-            && let Some(files) = files
+            && let Some((files, version)) = files
         {
             self.files = files;
+            self.policy_version = version;
             self.policy_loaded_at = now();
         }
         self.fan_out();
@@ -394,7 +399,12 @@ impl DaemonState {
                 })).collect::<Vec<_>>(),
             },
             "drops": drops,
-            "policy": {"name": policy.name, "loaded_at": self.policy_loaded_at, "files": self.files},
+            "policy": {
+                "name": policy.name,
+                "version": self.policy_version,
+                "loaded_at": self.policy_loaded_at,
+                "files": self.files,
+            },
             "trees": {
                 "watched_processes": s.procs.live().count(),
                 "known_processes": s.procs.len(),

@@ -26,6 +26,9 @@ pub struct PolicyFile {
 pub struct PolicySet {
     pub compiled: CompiledPolicy,
     pub files: Vec<PolicyFile>,
+    /// A digest of every file's path and text, to tell two versions apart in
+    /// `status` (not a security hash).
+    pub version: String,
 }
 
 /// Loads every `*.yaml` / `*.yml` file of `dirs` (sorted by name within each
@@ -61,7 +64,26 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<PolicySet, PolicyError> {
     for (path, text) in &sources {
         parsed.push((path.clone(), parse_policy(text, path)?));
     }
-    merge(parsed)
+    let mut set = merge(parsed)?;
+    set.version = version_of(&sources);
+    Ok(set)
+}
+
+/// FNV-1a over the sources, as 16 hex digits: stable across builds and runs.
+fn version_of(sources: &[(String, String)]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (path, text) in sources {
+        for &b in path
+            .as_bytes()
+            .iter()
+            .chain([0u8].iter())
+            .chain(text.as_bytes())
+        {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
 }
 
 fn merge(parsed: Vec<(String, Policy)>) -> Result<PolicySet, PolicyError> {
@@ -119,7 +141,11 @@ fn merge(parsed: Vec<(String, Policy)>) -> Result<PolicySet, PolicyError> {
         }
     }
     let compiled = compile_policy(merged, "the merged policy directories")?;
-    Ok(PolicySet { compiled, files })
+    Ok(PolicySet {
+        compiled,
+        files,
+        version: String::new(),
+    })
 }
 
 fn conflict(what: &str, name: &str, first: &str, second: &str) -> PolicyError {
@@ -166,6 +192,11 @@ mod tests {
         assert_eq!(cats, ["timezone", "proxy"]);
         assert_eq!(set.compiled.rules.len(), 2);
         assert_eq!(set.compiled.kernel.select_comms.len(), 2);
+        let again = load_dirs(&[d.path().to_owned()]).unwrap();
+        assert_eq!(set.version, again.version, "same files, same version");
+        std::fs::write(d.path().join("b.yml"), B.replace("npm", "pnpm")).unwrap();
+        let changed = load_dirs(&[d.path().to_owned()]).unwrap();
+        assert_ne!(set.version, changed.version);
     }
 
     #[test]
