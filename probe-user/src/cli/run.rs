@@ -78,16 +78,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let spawner = gate.release().context("cannot start the command")?;
     let mut session = Session::new(sensors, reader, procs, correlator, printer, &policy);
 
-    // Wait for the child on a plain thread; the event loop below stays responsive.
-    let (status_tx, mut status_rx) = tokio::sync::oneshot::channel::<io::Result<ExitStatus>>();
-    std::thread::spawn(move || {
-        let status = match spawner.join() {
-            Ok(Ok(mut child)) => child.wait(),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(io::Error::other("the spawning thread panicked")),
-        };
-        let _ = status_tx.send(status);
-    });
+    let mut status_rx = wait_on_thread(spawner);
 
     // Ctrl-C and a hang-up reach the command through the terminal (it is in our
     // foreground process group), so probectl does not pass them on again, which many
@@ -198,15 +189,7 @@ async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow
         );
     }
     let spawner = gate.release().context("cannot start the command")?;
-    let (status_tx, status_rx) = tokio::sync::oneshot::channel::<io::Result<ExitStatus>>();
-    std::thread::spawn(move || {
-        let status = match spawner.join() {
-            Ok(Ok(mut child)) => child.wait(),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(io::Error::other("the spawning thread panicked")),
-        };
-        let _ = status_tx.send(status);
-    });
+    let status_rx = wait_on_thread(spawner);
     // The daemon ends the stream once the command and its descendants have exited.
     // Ctrl-C reaches the command through the terminal; a second one, or SIGTERM,
     // asks for the report now.
@@ -226,6 +209,23 @@ async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow
         Ok(status) => Ok(exit_code_of(status)),
         Err(err) => Ok(report_spawn_error(&program, &err)),
     }
+}
+
+/// Waits for the released command on a plain thread, so the event loop stays
+/// responsive; the status arrives on the returned channel.
+fn wait_on_thread(
+    spawner: std::thread::JoinHandle<io::Result<std::process::Child>>,
+) -> tokio::sync::oneshot::Receiver<io::Result<ExitStatus>> {
+    let (status_tx, status_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let status = match spawner.join() {
+            Ok(Ok(mut child)) => child.wait(),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(io::Error::other("the spawning thread panicked")),
+        };
+        let _ = status_tx.send(status);
+    });
+    status_rx
 }
 
 /// Keeps watching until every descendant of the command has exited, or until the

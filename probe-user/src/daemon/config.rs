@@ -125,14 +125,7 @@ impl Config {
             return Ok(Self::default());
         }
         let config: Config = serde_yaml::from_str(text).map_err(|err| {
-            let (line, column) = err
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            let mut message = err.to_string();
-            if let Some(at) = message.rfind(" at line ") {
-                message.truncate(at);
-            }
+            let (line, column, message) = crate::policy::yaml_error_parts(&err);
             ConfigError::Parse {
                 path: path.to_owned(),
                 line,

@@ -141,15 +141,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyErro
 /// Parses and validates policy text (its rules included) without compiling it.
 pub fn parse_policy(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
     let policy: Policy = serde_yaml::from_str(text).map_err(|err| {
-        let (line, column) = err
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        let mut message = err.to_string();
-        // serde_yaml repeats the position at the end; it is already in front.
-        if let Some(at) = message.rfind(" at line ") {
-            message.truncate(at);
-        }
+        let (line, column, message) = yaml_error_parts(&err);
         let hint = suggest::did_you_mean(&message);
         PolicyError::Parse {
             source_name: source_name.to_owned(),
@@ -163,6 +155,20 @@ pub fn parse_policy(text: &str, source_name: &str) -> Result<Policy, PolicyError
     rules::compile_rules(&policy.rules, &policy.categories, source_name)
         .map_err(|e| e.placed(text))?;
     Ok(policy)
+}
+
+/// A YAML error's line, column (1-based; 0 when unknown) and message without the
+/// position serde_yaml repeats at its end (it goes in front, as `file:line:column`).
+pub fn yaml_error_parts(err: &serde_yaml::Error) -> (usize, usize, String) {
+    let (line, column) = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let mut message = err.to_string();
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    (line, column, message)
 }
 
 /// Compiles a validated policy.
