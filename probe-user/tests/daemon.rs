@@ -9,7 +9,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 
-use common::daemon::{Daemon, final_counts};
+use common::daemon::{Daemon, final_counts, unit_setting};
 use common::*;
 use nix::sys::signal::Signal;
 
@@ -168,4 +168,108 @@ fn the_unit_verifies_and_its_hardening_score_is_the_documented_one() {
         deploy.contains(&format!("exposure level {score}")),
         "docs/deploy.md must record the current score ({score})"
     );
+}
+
+/// The unit's capability bounding set and NoNewPrivileges, and a network namespace of
+/// its own (PrivateNetwork), applied with setpriv and unshare as systemd would: every
+/// sensor still attaches and a watched process's probes and connect are still seen.
+/// (systemd does not run on the test machine, so the file-system sandboxing is
+/// checked by `systemd-analyze` only.)
+#[test]
+fn the_units_capabilities_and_private_network_still_let_every_sensor_work() {
+    if !bpf_available("the_units_capabilities_and_private_network_still_let_every_sensor_work") {
+        return;
+    }
+    let caps: Vec<String> = unit_setting("CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert!(caps.len() >= 4, "{caps:?}");
+    assert_eq!(unit_setting("NoNewPrivileges"), "yes");
+    assert_eq!(unit_setting("PrivateNetwork"), "yes");
+    let wrapper: Vec<String> = [
+        "unshare",
+        "--net",
+        "--",
+        "setpriv",
+        &format!("--bounding-set=-all,{}", caps.join(",")),
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let d = Daemon::start_wrapped("daemon-unit-caps", "", &wrapper);
+    // The wrappers exec, so the pid is the daemon's once it runs (READY came from it).
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let bounding = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    const CAP_KILL: u32 = 5;
+    const CAP_BPF: u32 = 39;
+    assert_eq!(
+        bounding & (1 << CAP_KILL),
+        0,
+        "CAP_KILL is outside the unit's set: {bounding:x}"
+    );
+    assert_ne!(
+        bounding & (1 << CAP_BPF),
+        0,
+        "CAP_BPF is in it: {bounding:x}"
+    );
+    // Exactly the unit's set, less what this machine withholds from the tests
+    // themselves (here: CAP_SYS_RESOURCE).
+    let bit = |name: &str| -> u32 {
+        match name {
+            "+chown" => 0,
+            "+dac_read_search" => 2,
+            "+net_admin" => 12,
+            "+sys_ptrace" => 19,
+            "+sys_admin" => 21,
+            "+sys_resource" => 24,
+            "+perfmon" => 38,
+            "+bpf" => 39,
+            other => panic!("add {other} to this test's table of capability numbers"),
+        }
+    };
+    let unit_mask: u64 = caps.iter().map(|c| 1u64 << bit(c)).sum();
+    let ours = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(bounding, unit_mask & ours, "{bounding:x} {caps:?}");
+    let status = d.status();
+    assert_eq!(status["unattached"], serde_json::json!([]), "{status:#}");
+
+    let listener = Listener::start();
+    let gate = fifo(&d.dir, "gate");
+    let mut shell = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "cat {} >/dev/null; {} probe {}",
+                gate.display(),
+                c_fixture().display(),
+                listener.port
+            ),
+        ])
+        .spawn()
+        .unwrap();
+    let ack = d.request(&format!(
+        r#"{{"v":1,"op":"subscribe","pids":[{}],"format":"json"}}"#,
+        shell.id()
+    ));
+    assert_eq!(ack["ok"], true, "{ack}");
+    std::fs::write(&gate, b"x").unwrap();
+    assert!(shell.wait().unwrap().success());
+    d.wait_record("the fixture's TZ lookup", |r| {
+        r["type"] == "probe" && r["target"] == "TZ" && r["how"] == "getenv"
+    });
+    let conn = d.wait_record("the fixture's connect", |r| r["type"] == "connect");
+    assert_eq!(conn["destination"]["port"], listener.port, "{conn}");
 }

@@ -185,6 +185,15 @@ mod tests {
     }
 
     #[test]
+    fn no_file_at_the_default_path_is_the_defaults_but_a_named_one_must_exist() {
+        let missing = Path::new("/nonexistent/probectl/config.yaml");
+        let c = Config::load(missing, false).unwrap();
+        assert!(c.policy_dirs.is_empty(), "the built-in policy");
+        let err = Config::load(missing, true).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/probectl/config.yaml"), "{err}");
+    }
+
+    #[test]
     fn a_full_config_parses() {
         let c = Config::parse(
             "policy_dirs: [/etc/probectl/policies]\nsinks:\n  - type: stderr\n    format: json\n  - {type: jsonl, path: /var/log/probectl/events.jsonl}\nmemory: {max_probes: 5000, tree_grace: 2m}\n",

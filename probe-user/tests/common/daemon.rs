@@ -24,6 +24,19 @@ pub struct Daemon {
     pub notified: Vec<String>,
 }
 
+/// The value of a `Key=` line of the unit (the first one).
+pub fn unit_setting(key: &str) -> String {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dist/probectl.service"
+    ))
+    .expect("read dist/probectl.service");
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("the unit has no {key}= line"))
+        .to_owned()
+}
+
 /// The unit's ExecStart, split into words.
 pub fn unit_exec_start() -> Vec<String> {
     let unit = std::fs::read_to_string(concat!(
@@ -42,6 +55,12 @@ impl Daemon {
     /// Starts a daemon whose config is `extra` (YAML lines) plus the test's socket,
     /// jsonl sink and policy directory; waits for READY=1.
     pub fn start(name: &str, extra: &str) -> Self {
+        Self::start_wrapped(name, extra, &[])
+    }
+
+    /// `start`, with the unit's command line run by `wrapper` (a program and its
+    /// arguments, e.g. setpriv limiting capabilities as the unit does).
+    pub fn start_wrapped(name: &str, extra: &str, wrapper: &[String]) -> Self {
         let dir = test_dir(name);
         let socket = dir.join("probectl.sock");
         let jsonl = dir.join("events.jsonl");
@@ -76,7 +95,14 @@ impl Daemon {
             .iter()
             .position(|w| w == "--config")
             .expect("ExecStart passes --config");
-        let mut cmd = Command::new(probectl());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(probectl());
+                c
+            }
+            None => Command::new(probectl()),
+        };
         for (i, w) in words.iter().enumerate().skip(1) {
             if i == config_at + 1 {
                 cmd.arg(&config);
