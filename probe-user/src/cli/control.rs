@@ -32,13 +32,17 @@ pub(super) fn request(request: &Request) -> anyhow::Result<serde_json::Value> {
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .ok();
-    stream
-        .write_all(protocol::request_line(request).as_bytes())
-        .context("cannot send the request")?;
+    // A write the daemon cut short (it refused the caller at once) still leaves its
+    // answer to read.
+    let sent = stream.write_all(protocol::request_line(request).as_bytes());
     let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .context("no answer from the daemon")?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    match (sent, read) {
+        (_, Ok(n)) if n > 0 => {}
+        (Err(e), _) => return Err(e).context("cannot send the request"),
+        (Ok(()), Err(e)) => return Err(e).context("no answer from the daemon"),
+        (Ok(()), Ok(_)) => anyhow::bail!("the daemon closed the connection without an answer"),
+    }
     let value: serde_json::Value =
         serde_json::from_str(&line).context("the daemon's answer is not JSON")?;
     if value["ok"] != serde_json::Value::Bool(true) {

@@ -121,6 +121,9 @@ async fn serve(
     let mut read = BufReader::new(read);
     if role == Role::Outsider {
         count(|s| s.refused += 1);
+        // The refusal answers the first request (read within the usual limits, never
+        // parsed), so a client that writes before it reads sees it, not a broken pipe.
+        let _ = read_request(&mut read).await;
         let _ = send(
             &mut write,
             &protocol::error_line(&access::refusal(&caller, group)),
