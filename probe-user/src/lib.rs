@@ -13,3 +13,4 @@ pub mod policy;
 pub mod process;
 pub mod profile;
 pub mod sensors;
+pub mod ship;

@@ -63,7 +63,13 @@ pub fn test(args: &[String]) -> Result<i32> {
     let mut cargo = tools.cargo();
     cargo
         .current_dir(root())
-        .args(["test", "--workspace", "--exclude", "probe-ebpf", "--no-fail-fast"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "probe-ebpf",
+            "--no-fail-fast",
+        ])
         .args(filters)
         .args(["--", "--test-threads=1"])
         .args(binary_args);

@@ -38,6 +38,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// Members of this group may use the control socket for their own processes.
     pub group: String,
+    /// Where the per-host sequence number is kept across restarts (the unit's
+    /// `StateDirectory`); if it cannot be written, the sequence restarts at 1 (counted).
+    pub state_dir: PathBuf,
     /// How often systemd's watchdog is pinged when `WatchdogSec` is set is derived
     /// from `WATCHDOG_USEC`; this is only the status refresh period.
     #[serde(with = "duration_text")]
@@ -52,8 +55,18 @@ pub enum SinkConfig {
         #[serde(default)]
         format: SinkFormat,
     },
-    /// One JSON object per line, appended to a file.
-    Jsonl { path: PathBuf },
+    /// One JSON object per line, appended to a file: probectl's records (`native`),
+    /// ECS or OCSF.
+    Jsonl {
+        path: PathBuf,
+        #[serde(default)]
+        format: crate::ship::RecordFormat,
+    },
+    /// One JSON object per line on stdout.
+    Stdout {
+        #[serde(default)]
+        format: crate::ship::RecordFormat,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -96,6 +109,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             socket: super::DEFAULT_SOCKET.into(),
             group: "probectl".to_owned(),
+            state_dir: "/var/lib/probectl".into(),
             status_every: Duration::from_secs(5),
         }
     }
@@ -196,11 +210,11 @@ mod tests {
     #[test]
     fn a_full_config_parses() {
         let c = Config::parse(
-            "policy_dirs: [/etc/probectl/policies]\nsinks:\n  - type: stderr\n    format: json\n  - {type: jsonl, path: /var/log/probectl/events.jsonl}\nmemory: {max_probes: 5000, tree_grace: 2m}\n",
+            "policy_dirs: [/etc/probectl/policies]\nsinks:\n  - type: stderr\n    format: json\n  - {type: jsonl, path: /var/log/probectl/events.jsonl}\n  - {type: jsonl, path: /var/log/probectl/ecs.jsonl, format: ecs}\n  - {type: stdout, format: ocsf}\nmemory: {max_probes: 5000, tree_grace: 2m}\n",
             "c.yaml",
         )
         .unwrap();
-        assert_eq!(c.sinks.len(), 2);
+        assert_eq!(c.sinks.len(), 4);
         assert_eq!(c.memory.tree_grace, Duration::from_secs(120));
         assert_eq!(c.memory.max_probes, 5000);
     }

@@ -61,6 +61,11 @@ impl Daemon {
     /// `start`, with the unit's command line run by `wrapper` (a program and its
     /// arguments, e.g. setpriv limiting capabilities as the unit does).
     pub fn start_wrapped(name: &str, extra: &str, wrapper: &[String]) -> Self {
+        Self::start_full(name, extra, "", wrapper)
+    }
+
+    /// `start_wrapped`, with `sinks` (YAML list items) after the test's jsonl sink.
+    pub fn start_full(name: &str, extra: &str, sinks: &str, wrapper: &[String]) -> Self {
         let dir = test_dir(name);
         let socket = dir.join("probectl.sock");
         let jsonl = dir.join("events.jsonl");
@@ -72,8 +77,9 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket: {}\npolicy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}}}\nstatus_every: 1s\n{extra}",
+                "socket: {}\nstate_dir: {}\npolicy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}}}\n{sinks}status_every: 1s\n{extra}",
                 socket.display(),
+                dir.display(),
                 policies.display(),
                 jsonl.display()
             ),

@@ -1,0 +1,352 @@
+//! Elastic Common Schema (ECS 9.4) records. Standard fields where ECS has them
+//! (`@timestamp`, `event.*`, `host.*`, `process.*` with `process.parent.*`,
+//! `file.*`, `destination.*`, `network.*`, `dns.*`, `rule.*`); everything specific to
+//! probectl under one custom namespace, `probectl.*` (probe category, how a probe was
+//! seen, the probes before a connection, the lineage). The test
+//! `ecs_records_match_the_official_field_list` checks every field against ECS's own
+//! definitions (tests/data/schemas).
+
+use serde_json::{Map, Value, json};
+
+use super::Envelope;
+use super::host::HostInfo;
+use crate::correlate::{CliIdentity, Destination, Record, TargetType};
+use crate::policy::rules::Severity;
+
+/// The ECS version the records follow (and the tests check against).
+pub const ECS_VERSION: &str = "9.4.0";
+
+pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
+    let mut doc = Map::new();
+    let time = super::record_time(&envelope.record);
+    doc.insert("@timestamp".into(), time.into());
+    doc.insert("ecs".into(), json!({"version": ECS_VERSION}));
+    doc.insert(
+        "agent".into(),
+        json!({"type": "probectl", "name": host.name, "version": env!("CARGO_PKG_VERSION")}),
+    );
+    doc.insert("host".into(), host_fields(host));
+    let mut event = json!({
+        "id": envelope.id,
+        "sequence": envelope.seq,
+        "module": "probectl",
+        "kind": "event",
+    });
+    let mut probectl = Map::new();
+    match &envelope.record {
+        Record::Exec(e) => {
+            set_event(
+                &mut event,
+                "exec",
+                &["process"],
+                &["start"],
+                Some("success"),
+            );
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), e.pid),
+            );
+            if let Some(why) = &e.selected_by {
+                probectl.insert("selected_by".into(), why.clone().into());
+            }
+        }
+        Record::Exit(e) => {
+            set_event(&mut event, "exit", &["process"], &["end"], None);
+            let mut p = process_fields(envelope.process.as_ref(), e.pid);
+            if let Some(code) = e.exit_code {
+                p["exit_code"] = code.into();
+            }
+            doc.insert("process".into(), p);
+        }
+        Record::Probe(p) => {
+            let ok = p.result == "ok" || p.result == "set";
+            let outcome = if ok { "success" } else { "failure" };
+            match p.target_type {
+                TargetType::File => {
+                    set_event(&mut event, p.how, &["file"], &["access"], Some(outcome));
+                    let (dir, name) = p.target.rsplit_once('/').unwrap_or(("", &p.target));
+                    doc.insert(
+                        "file".into(),
+                        json!({"path": p.target, "name": name, "directory": dir}),
+                    );
+                }
+                TargetType::Env => {
+                    set_event(&mut event, p.how, &["process"], &["access"], Some(outcome));
+                }
+            }
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), p.pid),
+            );
+            let mut probe = json!({
+                "categories": p.categories,
+                "target_type": p.target_type,
+                "target": p.target,
+                "how": p.how,
+                "result": p.result,
+            });
+            for (k, v) in [
+                ("given_path", p.given_path.clone().map(Value::from)),
+                ("resolved_by", p.resolved_by.map(Value::from)),
+                ("value_prefix", p.value_prefix.clone().map(Value::from)),
+                ("folded", p.folded.then_some(Value::Bool(true))),
+                ("truncated", p.truncated.then_some(Value::Bool(true))),
+            ] {
+                if let Some(v) = v {
+                    probe[k] = v;
+                }
+            }
+            probectl.insert("probe".into(), probe);
+        }
+        Record::Connect(c) => {
+            let outcome = match c.result.as_str() {
+                "ok" | "in_progress" | "issued" | "sent" => "success",
+                _ => "failure",
+            };
+            set_event(
+                &mut event,
+                "connect",
+                &["network"],
+                &["connection", "start"],
+                Some(outcome),
+            );
+            destination_fields(&mut doc, &c.destination, c.domain.as_deref());
+            doc.insert("process".into(), process_fields(Some(&c.cli), c.pid));
+            if let Some(first) = c.matched_rules.first() {
+                doc.insert("rule".into(), json!({"name": first.rule, "id": first.id}));
+                event["severity"] = severity(first.severity).into();
+            }
+            probectl.insert(
+                "connection".into(),
+                json!({
+                    "seen_at": c.seen_at,
+                    "result": c.result,
+                    "outcome": c.outcome,
+                    "domain_source": c.domain_source,
+                }),
+            );
+            probectl.insert("probes_before".into(), json!(c.probes_before));
+            probectl.insert("matched_rules".into(), json!(c.matched_rules));
+            probectl.insert("lineage".into(), json!(c.lineage));
+        }
+        Record::ConnectOutcome(o) => {
+            let outcome = if o.outcome == "established" {
+                "success"
+            } else {
+                "failure"
+            };
+            set_event(
+                &mut event,
+                "connect_outcome",
+                &["network"],
+                &["connection"],
+                Some(outcome),
+            );
+            destination_fields(&mut doc, &o.destination, None);
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), o.pid),
+            );
+            probectl.insert("ms_after_connect".into(), o.ms_after_connect.into());
+        }
+        Record::DnsQuery(q) => {
+            set_event(&mut event, "dns_query", &["network"], &["protocol"], None);
+            let mut dns = json!({"type": "question"});
+            if let Some(name) = q.names.first() {
+                dns["question"] =
+                    json!({"name": name, "type": q.types.first().map(|t| dns_type(t))});
+            }
+            doc.insert("dns".into(), dns);
+            doc.insert(
+                "network".into(),
+                json!({"protocol": "dns", "transport": "udp"}),
+            );
+            if let Some(server) = &q.server {
+                destination_fields(&mut doc, server, None);
+            }
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), q.pid),
+            );
+            probectl.insert("dns_names".into(), json!(q.names));
+            if let Some(first) = q.matched_rules.first() {
+                doc.insert("rule".into(), json!({"name": first.rule, "id": first.id}));
+                event["severity"] = severity(first.severity).into();
+            }
+        }
+        Record::DnsAnswer(a) => {
+            set_event(&mut event, "dns_answer", &["network"], &["protocol"], None);
+            doc.insert(
+                "dns".into(),
+                json!({"type": "answer", "question": {"name": a.name}, "resolved_ip": a.addresses}),
+            );
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), a.pid),
+            );
+        }
+        Record::RuleMatch(m) => {
+            event["kind"] = "alert".into();
+            set_event(
+                &mut event,
+                "rule_match",
+                &["intrusion_detection"],
+                &["info"],
+                None,
+            );
+            event["severity"] = severity(m.matched.severity).into();
+            event["reason"] = format!(
+                "{} probed {} then made a {}",
+                m.process,
+                m.matched.categories.join(", "),
+                m.event.as_str()
+            )
+            .into();
+            doc.insert(
+                "rule".into(),
+                json!({"name": m.matched.rule, "id": m.matched.id, "ruleset": "probectl"}),
+            );
+            if let Some(d) = &m.destination {
+                destination_fields(&mut doc, d, m.names.first().map(String::as_str));
+            }
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), m.pid),
+            );
+            probectl.insert("rule_match".into(), json!(m.matched));
+        }
+        Record::PolicyReload(r) => {
+            set_event(
+                &mut event,
+                "policy_reload",
+                &["configuration"],
+                &["change"],
+                Some(if r.ok { "success" } else { "failure" }),
+            );
+            if let Some(err) = &r.error {
+                doc.insert("error".into(), json!({"message": err}));
+            }
+            probectl.insert(
+                "policy".into(),
+                json!({"name": r.policy, "source": r.source}),
+            );
+        }
+        Record::Sensor(s) => {
+            event["kind"] = "state".into();
+            set_event(
+                &mut event,
+                "sensor_attach",
+                &["configuration"],
+                &["change"],
+                Some(if s.attached { "success" } else { "failure" }),
+            );
+            probectl.insert("sensor".into(), json!(s));
+        }
+        Record::Watching(_) | Record::Report(_) => return None,
+    }
+    doc.insert("event".into(), event);
+    if !probectl.is_empty() {
+        doc.insert("probectl".into(), Value::Object(probectl));
+    }
+    Some(Value::Object(doc))
+}
+
+fn set_event(
+    event: &mut Value,
+    action: &str,
+    category: &[&str],
+    ty: &[&str],
+    outcome: Option<&str>,
+) {
+    event["action"] = action.into();
+    event["category"] = json!(category);
+    event["type"] = json!(ty);
+    event["dataset"] = format!("probectl.{}", category[0]).into();
+    event["outcome"] = outcome.unwrap_or("unknown").into();
+}
+
+fn host_fields(host: &HostInfo) -> Value {
+    let mut h = json!({
+        "name": host.name,
+        "hostname": host.name,
+        "architecture": host.architecture,
+        "os": {"type": "linux", "kernel": host.kernel},
+    });
+    if let Some(id) = &host.id {
+        h["id"] = id.clone().into();
+    }
+    if let Some(name) = &host.os_name {
+        h["os"]["full"] = name.clone().into();
+    }
+    h
+}
+
+fn process_fields(cli: Option<&CliIdentity>, pid: u32) -> Value {
+    let mut p = json!({"pid": pid});
+    let Some(cli) = cli else {
+        return p;
+    };
+    p["name"] = cli.name.clone().into();
+    if !cli.exe.is_empty() {
+        p["executable"] = cli.exe.clone().into();
+    }
+    if !cli.argv.is_empty() {
+        p["args"] = json!(cli.argv);
+        p["args_count"] = cli.argv.len().into();
+        p["command_line"] = cli.argv.join(" ").into();
+    }
+    if let Some(cwd) = &cli.cwd {
+        p["working_directory"] = cwd.clone().into();
+    }
+    if let Some(uid) = cli.uid {
+        p["user"] = json!({"id": uid.to_string()});
+    }
+    if let Some(parent) = cli.parents.first() {
+        p["parent"] = json!({"pid": parent.pid, "name": parent.name});
+    }
+    p
+}
+
+fn destination_fields(doc: &mut Map<String, Value>, d: &Destination, domain: Option<&str>) {
+    let mut dest = json!({"address": d.address});
+    let mut network = json!({"direction": "egress"});
+    if d.family == "unix" {
+        network["type"] = "unix".into();
+    } else {
+        dest["ip"] = d.address.clone().into();
+        dest["port"] = d.port.into();
+        network["type"] = d.family.into();
+    }
+    if let Some(domain) = domain {
+        dest["domain"] = domain.into();
+    }
+    doc.insert("destination".into(), dest);
+    match doc.get_mut("network") {
+        Some(Value::Object(n)) => {
+            for (k, v) in network.as_object().into_iter().flatten() {
+                n.entry(k.clone()).or_insert(v.clone());
+            }
+        }
+        _ => {
+            doc.insert("network".into(), network);
+        }
+    }
+}
+
+/// `TYPE(A)` -> `A`.
+fn dns_type(t: &str) -> &str {
+    t.strip_prefix("TYPE(")
+        .and_then(|x| x.strip_suffix(')'))
+        .unwrap_or(t)
+}
+
+/// ECS `event.severity` (0-100; the values Elastic's detection rules use).
+fn severity(s: Severity) -> u8 {
+    match s {
+        Severity::Info => 1,
+        Severity::Low => 21,
+        Severity::Medium => 47,
+        Severity::High => 73,
+        Severity::Critical => 99,
+    }
+}

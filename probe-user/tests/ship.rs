@@ -1,0 +1,218 @@
+//! Root integration tests of the records written for log shipping: a daemon with a
+//! native, an ECS and an OCSF sink watches a real fixture that probes, connects and
+//! completes an alert rule; every ECS record is checked against the official ECS
+//! field list and every OCSF record against the official class definitions.
+
+mod common;
+
+use common::daemon::Daemon;
+use common::schemas::{Ecs, Ocsf};
+use common::*;
+use serde_json::Value;
+
+const POLICY: &str = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: ship-test}\ncategories:\n  - {name: timezone, env: [TZ], paths: [/etc/localtime]}\n  - {name: proxy, env: [HTTPS_PROXY, https_proxy]}\nrules:\n  - {name: tz-then-connect, id: T-1, probed: {any_of: [timezone]}, within: 1m, severity: high, action: alert}\n";
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn ecs_and_ocsf_records_match_the_official_schemas_and_share_ids() {
+    if !bpf_available("ecs_and_ocsf_records_match_the_official_schemas_and_share_ids") {
+        return;
+    }
+    let dir = test_dir("ship-formats");
+    let (ecs_path, ocsf_path) = (dir.join("ecs.jsonl"), dir.join("ocsf.jsonl"));
+    let _ = std::fs::remove_file(&ecs_path);
+    let _ = std::fs::remove_file(&ocsf_path);
+    let sinks = format!(
+        "  - {{type: jsonl, path: {}, format: ecs}}\n  - {{type: jsonl, path: {}, format: ocsf}}\n",
+        ecs_path.display(),
+        ocsf_path.display()
+    );
+    let d = Daemon::start_full("ship-formats", "", &sinks, &[]);
+    std::fs::write(d.policy_dir().join("ship.yaml"), POLICY).unwrap();
+    let out = d.client().args(["policy", "reload"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let listener = Listener::start();
+    let mut cmd = d.client();
+    cmd.args(["run", "--json", "--"])
+        .arg(c_fixture())
+        .args(["probe", &listener.port.to_string()]);
+    let run = json_run(cmd);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    d.wait_record("the rule match", |r| r["type"] == "rule_match");
+    let jsonl = d.jsonl.clone();
+    let (code, stderr) = d.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, 0, "{stderr}");
+
+    // Native: every record has a UUIDv7 id and consecutive sequence numbers.
+    let native = lines(&jsonl);
+    assert!(native.len() >= 5, "{native:#?}");
+    for pair in native.windows(2) {
+        assert_eq!(
+            pair[1]["seq"].as_u64(),
+            pair[0]["seq"].as_u64().map(|s| s + 1),
+            "{pair:#?}"
+        );
+        assert!(
+            pair[0]["id"].as_str().unwrap() < pair[1]["id"].as_str().unwrap(),
+            "sorted ids"
+        );
+    }
+    for r in &native {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!((id.len(), &id[14..15]), (36, "7"), "{r}");
+    }
+
+    // ECS: every record valid; the same envelope ids as the native sink.
+    let ecs = Ecs::load();
+    let ecs_docs = lines(&ecs_path);
+    assert_eq!(
+        ecs_docs.len(),
+        native.len(),
+        "ECS has a form for every record"
+    );
+    for (doc, n) in ecs_docs.iter().zip(&native) {
+        let problems = ecs.problems(doc);
+        assert!(problems.is_empty(), "{problems:#?}\nin {doc:#}");
+        assert_eq!(doc["event"]["id"], n["id"]);
+        assert_eq!(doc["event"]["sequence"], n["seq"]);
+    }
+    let find = |pred: &dyn Fn(&Value) -> bool, what: &str| -> Value {
+        ecs_docs
+            .iter()
+            .find(|d| pred(d))
+            .cloned()
+            .unwrap_or_else(|| panic!("no ECS {what}: {ecs_docs:#?}"))
+    };
+    let file = find(&|d| d["file"]["path"] == "/etc/localtime", "file probe");
+    assert_eq!(file["probectl"]["probe"]["categories"][0], "timezone");
+    assert!(
+        file["process"]["executable"]
+            .as_str()
+            .unwrap()
+            .contains("tz_probe"),
+        "{file:#}"
+    );
+    let conn = find(&|d| d["event"]["action"] == "connect", "connection");
+    assert_eq!(conn["destination"]["port"], listener.port);
+    assert_eq!(conn["rule"]["name"], "tz-then-connect");
+    assert!(
+        !conn["probectl"]["probes_before"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let alert = find(&|d| d["event"]["kind"] == "alert", "alert");
+    assert_eq!(
+        (
+            alert["rule"]["id"].as_str(),
+            alert["event"]["severity"].as_u64()
+        ),
+        (Some("T-1"), Some(73))
+    );
+
+    // OCSF: one record per connection, file probe and finding; all valid.
+    let ocsf = Ocsf::load();
+    let events = lines(&ocsf_path);
+    for e in &events {
+        let problems = ocsf.problems(e);
+        assert!(problems.is_empty(), "{problems:#?}\nin {e:#}");
+    }
+    let classes: Vec<u64> = events
+        .iter()
+        .map(|e| e["class_uid"].as_u64().unwrap())
+        .collect();
+    for class in [4001, 1001, 2004] {
+        assert!(
+            classes.contains(&class),
+            "no OCSF class {class}: {classes:?}"
+        );
+    }
+    let net = events.iter().find(|e| e["class_uid"] == 4001).unwrap();
+    assert_eq!(net["dst_endpoint"]["port"], listener.port);
+    assert_eq!(
+        net["actor"]["process"]["file"]["path"],
+        conn["process"]["executable"]
+    );
+    assert!(
+        ids_of(&native).contains(&net["metadata"]["uid"]),
+        "shared envelope id"
+    );
+}
+
+fn ids_of(records: &[Value]) -> Vec<Value> {
+    records.iter().map(|r| r["id"].clone()).collect()
+}
+
+/// The checks above can fail: each kind of mistake is caught.
+#[test]
+fn the_schema_checks_catch_each_kind_of_mistake() {
+    let ecs = Ecs::load();
+    let good = serde_json::json!({
+        "@timestamp": "2026-11-25T00:00:00Z",
+        "ecs": {"version": "9.4.0"},
+        "event": {"kind": "event", "category": ["file"], "type": ["access"]},
+        "file": {"path": "/etc/localtime"},
+        "probectl": {"anything": [1, {"goes": true}]},
+    });
+    assert_eq!(ecs.problems(&good), Vec::<String>::new());
+    let mut bad = good.clone();
+    bad["file"]["colour"] = "blue".into();
+    bad["file"]["path"] = 7.into();
+    bad["event"]["type"] = serde_json::json!(["start"]);
+    bad["event"]["kind"] = "gossip".into();
+    bad.as_object_mut().unwrap().remove("ecs");
+    let problems = ecs.problems(&bad).join("\n");
+    for expected in [
+        "file.colour is not an ECS field",
+        "file.path: 7 is not an ECS keyword",
+        "event.type \"start\" is not expected with event.category \"file\"",
+        "event.kind: \"gossip\" is not one of ECS's allowed values",
+        "required field ecs.version is missing",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "missing {expected:?} in:\n{problems}"
+        );
+    }
+
+    let ocsf = Ocsf::load();
+    let event = serde_json::json!({
+        "class_uid": 4001, "category_uid": 4, "activity_id": 1, "type_uid": 400101,
+        "time": 1, "severity_id": 1,
+        "metadata": {"version": "1.8.0", "product": {"name": "probectl"}},
+        "dst_endpoint": {"ip": "192.0.2.1", "port": 443},
+    });
+    assert_eq!(ocsf.problems(&event), Vec::<String>::new());
+    let mut bad = event.clone();
+    bad.as_object_mut().unwrap().remove("time");
+    bad["dst_endpoint"]["port"] = "https".into();
+    bad["activity_id"] = 42.into();
+    bad["vibes"] = "good".into();
+    bad["metadata"]["product"] = serde_json::json!({"vendor_name": "x"});
+    let problems = ocsf.problems(&bad).join("\n");
+    for expected in [
+        "network_activity.time is required",
+        "network_activity.dst_endpoint.port: \"https\" is not an OCSF port_t",
+        "network_activity.activity_id: 42 is not in its enum",
+        "network_activity.vibes is not an attribute",
+        "network_activity.metadata.product: needs at least one of",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "missing {expected:?} in:\n{problems}"
+        );
+    }
+    assert!(
+        !ocsf
+            .problems(&serde_json::json!({"class_uid": 9999}))
+            .is_empty()
+    );
+}
