@@ -85,7 +85,8 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
         &policy,
     );
     session.held = Some(Vec::new());
-    let sinks = open_sinks(&config.sinks)?;
+    let host = std::sync::Arc::new(probe_user::ship::host::HostInfo::read());
+    let sinks = open_sinks(&config.sinks, &host)?;
     let group_gid = access::group_gid(&config.group);
     if group_gid.is_none() {
         tracing::warn!(
@@ -103,7 +104,15 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
         config.memory.subscriber_queue,
         socket_stats.clone(),
     ));
-    let mut state = DaemonState::new(session, sinks, files, version, config.clone(), socket_stats);
+    let mut state = DaemonState::new(
+        session,
+        sinks,
+        files,
+        version,
+        config.clone(),
+        socket_stats,
+        host,
+    );
 
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigterm = signal(SignalKind::terminate())?;

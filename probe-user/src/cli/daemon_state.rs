@@ -4,139 +4,29 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::Context as _;
 use probe_user::correlate::{Record, WatchingRecord};
 use probe_user::daemon::config::{Config, SinkConfig, SinkFormat};
 use probe_user::daemon::protocol;
 use probe_user::output::{Format, Printer, time::WallClock};
 use probe_user::policy::{self, CompiledPolicy, PolicyFile};
 use probe_user::process::ProcessTable;
-use probe_user::ship::{self, Envelope, RecordFormat, host::HostInfo, ids::IdGen};
+use probe_user::ship::sinks::Sink;
+use probe_user::ship::{self, Envelope, host::HostInfo, ids::IdGen};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::control_server::{Command, SharedStats};
 use super::session::{Session, build_report, seed_and_watch};
 
-/// Where records go. Readable lines are rendered by a `Printer`; machine formats
-/// are encoded from one envelope per record (the same id and sequence number in
-/// every sink), each record in one `write`.
-pub(super) struct Sink {
-    name: String,
-    kind: SinkKind,
-}
-
-enum SinkKind {
-    Readable(Printer),
-    Lines {
-        format: RecordFormat,
-        out: Box<dyn std::io::Write + Send>,
-        written: u64,
-        errors: u64,
-        /// Records this format has no class for (OCSF: execs, env lookups...).
-        not_encodable: u64,
-    },
-}
-
-impl Sink {
-    fn write(&mut self, envelope: &Envelope, host: &HostInfo) {
-        match &mut self.kind {
-            SinkKind::Readable(printer) => printer.emit(&envelope.record),
-            SinkKind::Lines {
-                format,
-                out,
-                written,
-                errors,
-                not_encodable,
-            } => {
-                let Some(value) = ship::encode(*format, envelope, host) else {
-                    *not_encodable += 1;
-                    return;
-                };
-                let mut line = value.to_string().into_bytes();
-                line.push(b'\n');
-                match out.write_all(&line).and_then(|()| out.flush()) {
-                    Ok(()) => *written += 1,
-                    Err(err) => {
-                        *errors += 1;
-                        if *errors == 1 {
-                            tracing::warn!("sink {}: cannot write: {err}", self.name);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn needs_process(&self) -> bool {
-        matches!(self.kind, SinkKind::Lines { format, .. } if format != RecordFormat::Native)
-    }
-
-    fn counts(&self) -> (u64, u64, u64) {
-        match &self.kind {
-            SinkKind::Readable(p) => (p.written, p.write_errors, 0),
-            SinkKind::Lines {
-                written,
-                errors,
-                not_encodable,
-                ..
-            } => (*written, *errors, *not_encodable),
-        }
-    }
-}
-
-/// Opens every configured sink; a file sink's directory must exist.
-pub(super) fn open_sinks(configs: &[SinkConfig]) -> anyhow::Result<Vec<Sink>> {
-    let lines = |name: String, format: RecordFormat, out: Box<dyn std::io::Write + Send>| Sink {
-        name,
-        kind: SinkKind::Lines {
-            format,
-            out,
-            written: 0,
-            errors: 0,
-            not_encodable: 0,
-        },
-    };
+/// Opens every configured sink (each with its own queue and thread).
+pub(super) fn open_sinks(
+    configs: &[SinkConfig],
+    host: &Arc<HostInfo>,
+) -> anyhow::Result<Vec<Sink>> {
     configs
         .iter()
-        .map(|c| {
-            Ok(match c {
-                SinkConfig::Stderr { format } => Sink {
-                    name: "stderr".to_owned(),
-                    kind: SinkKind::Readable(Printer::new(
-                        format_of(*format),
-                        Box::new(std::io::stderr()),
-                    )),
-                },
-                SinkConfig::Stdout { format } => lines(
-                    format!("stdout:{}", format_name(*format)),
-                    *format,
-                    Box::new(std::io::stdout()),
-                ),
-                SinkConfig::Jsonl { path, format } => lines(
-                    format!("jsonl:{}:{}", format_name(*format), path.display()),
-                    *format,
-                    Box::new(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)
-                            .with_context(|| {
-                                format!("cannot open the jsonl sink {}", path.display())
-                            })?,
-                    ),
-                ),
-            })
-        })
+        .map(|c| Sink::open(c, host.clone()).map_err(anyhow::Error::from))
         .collect()
-}
-
-fn format_name(f: RecordFormat) -> &'static str {
-    match f {
-        RecordFormat::Native => "native",
-        RecordFormat::Ecs => "ecs",
-        RecordFormat::Ocsf => "ocsf",
-    }
 }
 
 fn format_of(f: SinkFormat) -> Format {
@@ -211,7 +101,7 @@ pub(super) struct DaemonState {
     lagging_dropped: u64,
     next_id: u64,
     rate: (Instant, u64, f64),
-    host: HostInfo,
+    host: Arc<HostInfo>,
     ids: IdGen,
     /// Per kind: (count at the last sample, events per second since the one before).
     kind_rates: std::collections::BTreeMap<&'static str, (u64, f64)>,
@@ -225,6 +115,7 @@ impl DaemonState {
         policy_version: String,
         config: Config,
         socket_stats: SharedStats,
+        host: Arc<HostInfo>,
     ) -> Self {
         let sequence_file = config.state_dir.join("sequence");
         if let Err(err) = std::fs::create_dir_all(&config.state_dir) {
@@ -246,7 +137,7 @@ impl DaemonState {
             lagging_dropped: 0,
             next_id: 1,
             rate: (Instant::now(), 0, 0.0),
-            host: HostInfo::read(),
+            host,
             ids: IdGen::new(Some(&sequence_file)),
             kind_rates: std::collections::BTreeMap::new(),
         }
@@ -262,7 +153,7 @@ impl DaemonState {
         let needs_process = self.sinks.iter().any(Sink::needs_process);
         for record in records {
             let procs = &self.session.procs;
-            let envelope = Envelope {
+            let envelope = Arc::new(Envelope {
                 id: self.ids.next_id(),
                 seq: self.ids.next_seq(),
                 time_ms: ship::rfc3339_ms(ship::record_time(&record)).unwrap_or(0),
@@ -271,9 +162,9 @@ impl DaemonState {
                     .filter(|_| needs_process)
                     .map(|pid| probe_user::correlate::CliIdentity::of(procs, pid)),
                 record,
-            };
+            });
             for sink in &mut self.sinks {
-                sink.write(&envelope, &self.host);
+                sink.send(&envelope);
             }
             let record = &envelope.record;
             let mut lagging = 0;
@@ -291,13 +182,15 @@ impl DaemonState {
         }
     }
 
+    /// Waits until every sink has written what it was given.
     pub(super) fn flush(&mut self) {
-        use std::io::Write as _;
-        let _ = std::io::stderr().flush();
+        for sink in &mut self.sinks {
+            sink.finish();
+        }
     }
 
     pub(super) fn records_written(&self) -> u64 {
-        self.sinks.iter().map(|s| s.counts().0).sum()
+        self.sinks.iter().map(|s| s.status().written).sum()
     }
 
     pub(super) fn handle(&mut self, command: Command, policy: &mut CompiledPolicy) {
@@ -493,6 +386,7 @@ impl DaemonState {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
+            "host": *self.host,
             "uptime_s": self.started.elapsed().as_secs(),
             "sensors": s.sensors.choices,
             "unattached": s.sensors.unattached().collect::<Vec<_>>(),
@@ -522,10 +416,7 @@ impl DaemonState {
                 "tree_grace_s": self.config.memory.tree_grace.as_secs(),
             },
             "memory": {"rss_bytes": rss_bytes(), "dns_names": s.correlator.names.len()},
-            "sinks": self.sinks.iter().map(|k| {
-                let (written, errors, not_encodable) = k.counts();
-                json!({"name": k.name, "written": written, "errors": errors, "not_encodable": not_encodable})
-            }).collect::<Vec<_>>(),
+            "sinks": self.sinks.iter().map(Sink::status).collect::<Vec<_>>(),
             "sequence": {"next": self.ids.peek_seq(), "state_errors": self.ids.state_errors},
             "subscribers": self.subscribers.len(),
             "socket": socket,

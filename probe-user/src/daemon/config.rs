@@ -67,6 +67,62 @@ pub enum SinkConfig {
         #[serde(default)]
         format: crate::ship::RecordFormat,
     },
+    /// A file like `jsonl`, rotated by size and/or age, keeping `keep` old ones.
+    File {
+        path: PathBuf,
+        #[serde(default)]
+        format: crate::ship::RecordFormat,
+        rotate: RotateConfig,
+    },
+    /// RFC 5424 syslog over UDP or TCP; the record (ECS unless `format` says
+    /// otherwise) is the message.
+    Syslog(SyslogConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateConfig {
+    /// Rotate before a record would make the file larger than this.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Rotate a file this old (`1h`, `1d` is `24h`).
+    #[serde(default, with = "optional_duration_text")]
+    pub every: Option<Duration>,
+    /// Rotated files kept (`events.jsonl.1` ... `.keep`).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_keep() -> usize {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `host:port`.
+    pub address: String,
+    #[serde(default)]
+    pub transport: crate::ship::sinks::Transport,
+    #[serde(default = "default_syslog_format")]
+    pub format: crate::ship::RecordFormat,
+    /// Syslog facility number (16 = local0).
+    #[serde(default = "default_facility")]
+    pub facility: u8,
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+}
+
+fn default_syslog_format() -> crate::ship::RecordFormat {
+    crate::ship::RecordFormat::Ecs
+}
+
+fn default_facility() -> u8 {
+    16
+}
+
+fn default_app_name() -> String {
+    "probectl".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -156,6 +212,25 @@ impl Config {
                 "memory.max_probes and memory.subscriber_queue must be at least 1".into(),
             ));
         }
+        for sink in &config.sinks {
+            if let SinkConfig::Syslog(s) = sink
+                && s.facility > 23
+            {
+                return Err(invalid(format!(
+                    "syslog facility {} is not 0-23 (16 is local0)",
+                    s.facility
+                )));
+            }
+            if let SinkConfig::File { rotate, .. } = sink
+                && rotate.max_bytes.is_none()
+                && rotate.every.is_none()
+            {
+                return Err(invalid(
+                    "a file sink's rotate needs max_bytes, every, or both (or use type: jsonl)"
+                        .into(),
+                ));
+            }
+        }
         if config.sinks.is_empty() {
             return Err(invalid(
                 "sinks is empty: records would go nowhere (add `- type: stderr`)".into(),
@@ -168,6 +243,26 @@ impl Config {
             )));
         }
         Ok(config)
+    }
+}
+
+/// An optional duration, written as in policies.
+mod optional_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| crate::policy::rules::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

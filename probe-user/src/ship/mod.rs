@@ -6,6 +6,7 @@ pub mod ecs;
 pub mod host;
 pub mod ids;
 pub mod ocsf;
+pub mod sinks;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,16 @@ pub enum RecordFormat {
     Ecs,
     /// OCSF 1.8 (docs/events.md#ocsf).
     Ocsf,
+}
+
+impl RecordFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordFormat::Native => "native",
+            RecordFormat::Ecs => "ecs",
+            RecordFormat::Ocsf => "ocsf",
+        }
+    }
 }
 
 /// One record as it leaves the machine.

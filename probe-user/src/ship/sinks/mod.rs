@@ -1,0 +1,265 @@
+//! Sinks: each has its own bounded queue and its own thread, so a slow sink (a full
+//! disk, a syslog server that is down) never blocks the others or the event loop.
+//! The loop hands each sink the same envelope (`Arc`) with `try_send`; a full queue
+//! is counted per sink (`queue_full`), never waited on.
+
+mod file;
+mod syslog;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+pub use file::RotatingFile;
+pub use syslog::{Syslog, Transport};
+
+use super::host::HostInfo;
+use super::{Envelope, RecordFormat};
+use crate::daemon::config::{SinkConfig, SinkFormat};
+use crate::output::{Format, Printer};
+
+/// Records queued per sink before further ones are counted as `queue_full`.
+pub const SINK_QUEUE: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink {name}: {message}")]
+    Open { name: String, message: String },
+}
+
+/// Counters of one sink, shared with its thread.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub written: AtomicU64,
+    pub errors: AtomicU64,
+    pub queue_full: AtomicU64,
+    pub not_encodable: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SinkStatus {
+    pub name: String,
+    pub written: u64,
+    pub errors: u64,
+    pub queue_full: u64,
+    pub not_encodable: u64,
+    pub queued: u64,
+}
+
+/// Where one sink's worker writes.
+pub(crate) trait Writer: Send {
+    /// Writes one encoded record (a complete line or message, no trailing newline).
+    /// `stopping` is set at shutdown: a writer that retries gives up then.
+    fn write_record(
+        &mut self,
+        envelope: &Envelope,
+        text: &str,
+        stopping: &AtomicBool,
+    ) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct Sink {
+    pub name: String,
+    format: Option<RecordFormat>,
+    tx: Option<SyncSender<Arc<Envelope>>>,
+    stats: Arc<SinkStats>,
+    stopping: Arc<AtomicBool>,
+    sent: u64,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Sink {
+    /// Opens the sink's destination (failing early on a bad path or address) and
+    /// starts its thread.
+    pub fn open(config: &SinkConfig, host: Arc<HostInfo>) -> Result<Self, SinkError> {
+        let (name, format, mut writer): (String, Option<RecordFormat>, Box<dyn Writer>) =
+            match config {
+                SinkConfig::Stderr { format } => (
+                    "stderr".into(),
+                    None,
+                    Box::new(Readable(Printer::new(
+                        match format {
+                            SinkFormat::Human => Format::Human,
+                            SinkFormat::Json => Format::Json,
+                        },
+                        Box::new(std::io::stderr()),
+                    ))),
+                ),
+                SinkConfig::Stdout { format } => (
+                    format!("stdout:{}", format.name()),
+                    Some(*format),
+                    Box::new(Lines(Box::new(std::io::stdout()))),
+                ),
+                SinkConfig::Jsonl { path, format } => {
+                    let name = format!("file:{}:{}", format.name(), path.display());
+                    let file = RotatingFile::open(path, None).map_err(|e| open_error(&name, e))?;
+                    (name, Some(*format), Box::new(file))
+                }
+                SinkConfig::File {
+                    path,
+                    format,
+                    rotate,
+                } => {
+                    let name = format!("file:{}:{}", format.name(), path.display());
+                    let file = RotatingFile::open(path, Some(rotate.clone()))
+                        .map_err(|e| open_error(&name, e))?;
+                    (name, Some(*format), Box::new(file))
+                }
+                SinkConfig::Syslog(s) => {
+                    let name = format!(
+                        "syslog:{}:{}:{}",
+                        s.transport.name(),
+                        s.format.name(),
+                        s.address
+                    );
+                    let sink = Syslog::new(s.clone(), host.name.clone())
+                        .map_err(|e| open_error(&name, e))?;
+                    (name, Some(s.format), Box::new(sink))
+                }
+            };
+        let stats = Arc::new(SinkStats::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel::<Arc<Envelope>>(SINK_QUEUE);
+        let worker = {
+            let (stats, host, stop) = (stats.clone(), host.clone(), stopping.clone());
+            let thread_name = name.clone();
+            std::thread::Builder::new()
+                .name(format!("sink {}", short(&name)))
+                .spawn(move || {
+                    for envelope in rx {
+                        let text = match format {
+                            None => String::new(),
+                            Some(f) => match super::encode(f, &envelope, &host) {
+                                Some(v) => v.to_string(),
+                                None => {
+                                    stats.not_encodable.fetch_add(1, Relaxed);
+                                    continue;
+                                }
+                            },
+                        };
+                        match writer.write_record(&envelope, &text, &stop) {
+                            Ok(()) => stats.written.fetch_add(1, Relaxed),
+                            Err(err) => {
+                                if stats.errors.fetch_add(1, Relaxed) == 0 {
+                                    tracing::warn!("sink {thread_name}: {err}");
+                                }
+                                0
+                            }
+                        };
+                    }
+                    let _ = writer.flush();
+                })
+                .map_err(|e| open_error(&name, e))?
+        };
+        Ok(Self {
+            name,
+            format,
+            tx: Some(tx),
+            stats,
+            stopping,
+            sent: 0,
+            worker: Some(worker),
+        })
+    }
+
+    /// Queues a record without waiting; a full queue is counted.
+    pub fn send(&mut self, envelope: &Arc<Envelope>) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(envelope.clone()) {
+            Ok(()) => self.sent += 1,
+            Err(TrySendError::Full(_)) => {
+                self.stats.queue_full.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// ECS and OCSF need the process's identity in the envelope.
+    pub fn needs_process(&self) -> bool {
+        matches!(self.format, Some(RecordFormat::Ecs | RecordFormat::Ocsf))
+    }
+
+    /// Closes the queue and waits until the thread has written everything queued
+    /// (a sink that cannot deliver stops retrying and counts what is left).
+    pub fn finish(&mut self) {
+        self.tx = None;
+        self.stopping.store(true, Relaxed);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+
+    pub fn status(&self) -> SinkStatus {
+        let s = &self.stats;
+        let (written, errors, not_encodable) = (
+            s.written.load(Relaxed),
+            s.errors.load(Relaxed),
+            s.not_encodable.load(Relaxed),
+        );
+        SinkStatus {
+            name: self.name.clone(),
+            written,
+            errors,
+            queue_full: s.queue_full.load(Relaxed),
+            not_encodable,
+            queued: self.sent.saturating_sub(written + errors + not_encodable),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn open_error(name: &str, e: impl std::fmt::Display) -> SinkError {
+    SinkError::Open {
+        name: name.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn short(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
+}
+
+/// Readable lines (the human format, or probectl's JSON) through a `Printer`.
+struct Readable(Printer);
+
+impl Writer for Readable {
+    fn write_record(
+        &mut self,
+        envelope: &Envelope,
+        _: &str,
+        _: &AtomicBool,
+    ) -> std::io::Result<()> {
+        let before = self.0.write_errors;
+        self.0.emit(&envelope.record);
+        if self.0.write_errors > before {
+            return Err(std::io::Error::other("write failed"));
+        }
+        Ok(())
+    }
+}
+
+/// One line per record, in one write.
+struct Lines(Box<dyn std::io::Write + Send>);
+
+impl Writer for Lines {
+    fn write_record(&mut self, _: &Envelope, text: &str, _: &AtomicBool) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(text.len() + 1);
+        line.extend_from_slice(text.as_bytes());
+        line.push(b'\n');
+        self.0.write_all(&line)?;
+        self.0.flush()
+    }
+}

@@ -1,0 +1,175 @@
+//! RFC 5424 syslog over UDP (one datagram per record) or TCP (octet-counting
+//! framing, RFC 6587 3.4.1: `LEN SP MSG`). The structured record (ECS by default) is
+//! the MSG part; MSGID is the record type, PROCID the watched process.
+//!
+//! While the server is unreachable the worker retries the same record with backoff
+//! (the sink's queue holds what arrives meanwhile, and a full queue is counted), so a
+//! short outage loses nothing. At shutdown a record that still cannot be sent is
+//! counted as an error.
+
+use std::io::Write as _;
+use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Writer;
+use crate::correlate::Record;
+use crate::daemon::config::SyslogConfig;
+use crate::ship::Envelope;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Longest a retry waits.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Retries of one record before it is counted as an error and the next one goes.
+const RETRIES: u32 = 40;
+
+pub struct Syslog {
+    config: SyslogConfig,
+    hostname: String,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpStream>,
+}
+
+impl Syslog {
+    pub fn new(config: SyslogConfig, hostname: String) -> std::io::Result<Self> {
+        // Resolve now, so a typo fails at start, not on the first record.
+        config.address.to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::other(format!("{} resolves to no address", config.address))
+        })?;
+        Ok(Self {
+            config,
+            hostname: if hostname.is_empty() {
+                "-".into()
+            } else {
+                hostname
+            },
+            udp: None,
+            tcp: None,
+        })
+    }
+
+    /// The RFC 5424 message for one record.
+    pub fn message(&self, envelope: &Envelope, text: &str) -> String {
+        let severity = match &envelope.record {
+            Record::RuleMatch(m) => match m.matched.severity {
+                crate::policy::rules::Severity::Critical => 2,
+                crate::policy::rules::Severity::High => 3,
+                crate::policy::rules::Severity::Medium => 4,
+                crate::policy::rules::Severity::Low => 5,
+                crate::policy::rules::Severity::Info => 6,
+            },
+            Record::PolicyReload(r) if !r.ok => 4,
+            _ => 6, // informational
+        };
+        let pri = u32::from(self.config.facility) * 8 + severity;
+        let time = crate::ship::record_time(&envelope.record);
+        let procid = envelope
+            .record
+            .pid()
+            .map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let msgid = record_type(&envelope.record);
+        format!(
+            "<{pri}>1 {} {} {} {procid} {msgid} - {text}",
+            if time.is_empty() { "-" } else { time },
+            self.hostname,
+            self.config.app_name
+        )
+    }
+
+    fn send_once(&mut self, message: &str) -> std::io::Result<()> {
+        match self.config.transport {
+            Transport::Udp => {
+                if self.udp.is_none() {
+                    let sock = UdpSocket::bind(("0.0.0.0", 0))?;
+                    sock.connect(&self.config.address)?;
+                    self.udp = Some(sock);
+                }
+                let sock = self
+                    .udp
+                    .as_ref()
+                    .ok_or_else(|| std::io::Error::other("no socket"))?;
+                sock.send(message.as_bytes()).map(|_| ())
+            }
+            Transport::Tcp => {
+                if self.tcp.is_none() {
+                    let stream = TcpStream::connect(&self.config.address)?;
+                    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+                    self.tcp = Some(stream);
+                }
+                let stream = self
+                    .tcp
+                    .as_mut()
+                    .ok_or_else(|| std::io::Error::other("no stream"))?;
+                let frame = format!("{} {message}", message.len());
+                let sent = stream.write_all(frame.as_bytes());
+                if sent.is_err() {
+                    self.tcp = None;
+                }
+                sent
+            }
+        }
+    }
+}
+
+impl Writer for Syslog {
+    fn write_record(
+        &mut self,
+        envelope: &Envelope,
+        text: &str,
+        stopping: &std::sync::atomic::AtomicBool,
+    ) -> std::io::Result<()> {
+        let message = self.message(envelope, text);
+        let mut backoff = Duration::from_millis(50);
+        let mut last = None;
+        for attempt in 0..RETRIES {
+            if attempt > 0 && stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            match self.send_once(&message) {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    self.udp = None;
+                    self.tcp = None;
+                    last = Some(err);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("not sent")))
+    }
+}
+
+fn record_type(record: &Record) -> &'static str {
+    match record {
+        Record::Exec(_) => "exec",
+        Record::Probe(_) => "probe",
+        Record::Connect(_) => "connect",
+        Record::ConnectOutcome(_) => "connect_outcome",
+        Record::DnsQuery(_) => "dns_query",
+        Record::DnsAnswer(_) => "dns_answer",
+        Record::RuleMatch(_) => "rule_match",
+        Record::PolicyReload(_) => "policy_reload",
+        Record::Sensor(_) => "sensor",
+        Record::Watching(_) => "watching",
+        Record::Exit(_) => "exit",
+        Record::Report(_) => "report",
+    }
+}
