@@ -99,6 +99,13 @@ pub fn run(test_tools: bool) -> Result<Tools> {
             "install util-linux so that `setpriv` is on PATH",
             &mut missing,
         );
+        // The syslog sink is tested against a real rsyslog.
+        check_present(
+            "rsyslogd",
+            "rsyslog",
+            "install rsyslog so that `rsyslogd` is in /usr/sbin",
+            &mut missing,
+        );
         check_present(
             "useradd",
             "passwd",

@@ -108,6 +108,12 @@ impl Syslog {
                 sock.send(message.as_bytes()).map(|_| ())
             }
             Transport::Tcp => {
+                // A server that went away closed its end: rsyslog never sends, so a
+                // readable EOF means the connection is dead. Reconnect before writing
+                // into it, or the record would vanish in a dead socket's buffer.
+                if self.tcp.as_ref().is_some_and(peer_closed) {
+                    self.tcp = None;
+                }
                 if self.tcp.is_none() {
                     let stream = TcpStream::connect(&self.config.address)?;
                     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -155,6 +161,17 @@ impl Writer for Syslog {
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("not sent")))
     }
+}
+
+fn peer_closed(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let closed =
+        !matches!(stream.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    let _ = stream.set_nonblocking(false);
+    closed
 }
 
 fn record_type(record: &Record) -> &'static str {

@@ -1,0 +1,215 @@
+//! Root integration tests of the syslog sink against a real rsyslog (Debian's,
+//! installed if missing), started on loopback with a config written here: every
+//! record reaches it over UDP and over TCP exactly as the ECS sink wrote it, and a
+//! TCP outage that ends while probectl retries loses nothing and reorders nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// rsyslogd in the foreground: UDP and TCP inputs on loopback, each to its own
+/// file with only the message part.
+struct Rsyslog {
+    child: Option<Child>,
+    conf: PathBuf,
+    dir: PathBuf,
+    tcp_port: u16,
+}
+
+impl Rsyslog {
+    fn ensure_installed() {
+        if Path::new("/usr/sbin/rsyslogd").exists() {
+            return;
+        }
+        let out = Command::new("apt-get")
+            .args(["install", "-y", "rsyslog"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .expect("run apt-get");
+        assert!(out.status.success(), "cannot install rsyslog: {out:?}");
+    }
+
+    fn start(dir: &Path, udp_port: u16, tcp_port: u16) -> Self {
+        Self::ensure_installed();
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{d}" maxMessageSize="256k")
+module(load="imudp")
+module(load="imtcp")
+template(name="msgonly" type="string" string="%msg%\n")
+ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="msgonly") }}
+ruleset(name="tcp") {{ action(type="omfile" file="{d}/tcp.log" template="msgonly") }}
+input(type="imudp" address="127.0.0.1" port="{udp_port}" ruleset="udp")
+input(type="imtcp" address="127.0.0.1" port="{tcp_port}" ruleset="tcp")
+"#,
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let mut r = Self {
+            child: None,
+            conf,
+            dir: dir.to_owned(),
+            tcp_port,
+        };
+        r.resume();
+        r
+    }
+
+    /// Starts rsyslogd (again) and waits until its TCP input accepts connections.
+    fn resume(&mut self) {
+        let child = Command::new("/usr/sbin/rsyslogd")
+            .args(["-n", "-f"])
+            .arg(&self.conf)
+            .arg("-i")
+            .arg(self.dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("rsyslogd.stderr")).unwrap())
+            .spawn()
+            .expect("start rsyslogd");
+        self.child = Some(child);
+        let deadline = Instant::now() + DEADLINE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not listen on {}",
+                self.tcp_port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    /// The messages rsyslog wrote for one input, once there are at least `n`.
+    fn wait_lines(&self, file: &str, n: usize) -> Vec<String> {
+        let path = self.dir.join(file);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(|l| l.trim_start().to_owned()).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} has {} of {n} messages",
+                path.display(),
+                lines.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn records_reach_a_real_rsyslog_over_udp_and_tcp_and_survive_a_tcp_outage() {
+    if !bpf_available("records_reach_a_real_rsyslog_over_udp_and_tcp_and_survive_a_tcp_outage") {
+        return;
+    }
+    let dir = test_dir("syslog-rsyslog");
+    for f in ["udp.log", "tcp.log", "ecs.jsonl"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let (udp_port, tcp_port) = (free_port(), free_port());
+    let mut rsyslog = Rsyslog::start(&dir, udp_port, tcp_port);
+    let sinks = format!(
+        "  - {{type: jsonl, path: {}, format: ecs}}\n  - {{type: syslog, address: \"127.0.0.1:{udp_port}\", transport: udp}}\n  - {{type: syslog, address: \"127.0.0.1:{tcp_port}\", transport: tcp}}\n",
+        dir.join("ecs.jsonl").display()
+    );
+    let d = Daemon::start_full("syslog-daemon", "", &sinks, &[]);
+    let run = |d: &Daemon| {
+        let mut cmd = d.client();
+        cmd.args([
+            "run",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/timezone >/dev/null; TZ=UTC date >/dev/null",
+        ]);
+        let out = json_run(cmd);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    };
+    run(&d);
+    let ecs_lines = |n: usize| -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(dir.join("ecs.jsonl")).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ECS sink has {} of {n}",
+                lines.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = ecs_lines(4);
+    let n = first.len();
+    assert_eq!(
+        rsyslog.wait_lines("udp.log", n),
+        first,
+        "UDP: exactly the ECS records, in order"
+    );
+    assert_eq!(
+        rsyslog.wait_lines("tcp.log", n),
+        first,
+        "TCP: exactly the ECS records, in order"
+    );
+
+    // Outage: rsyslog stops, records are made, rsyslog comes back while the TCP sink
+    // retries; every record arrives once, in order.
+    rsyslog.stop();
+    run(&d);
+    let all = ecs_lines(n + 4);
+    rsyslog.resume();
+    let got = rsyslog.wait_lines("tcp.log", all.len());
+    assert_eq!(got, all, "after the outage: all records, once, in order");
+    let status = d.status();
+    let tcp = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with("syslog:tcp"))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (tcp["errors"].as_u64(), tcp["queue_full"].as_u64()),
+        (Some(0), Some(0)),
+        "{tcp}"
+    );
+}
