@@ -209,16 +209,29 @@ fn render_status(s: &serde_json::Value) -> String {
     );
     let _ = writeln!(out, "\nSinks:");
     for k in s["sinks"].as_array().into_iter().flatten() {
-        let errors = k["errors"].as_u64().unwrap_or(0);
+        let n = |key: &str| k[key].as_u64().unwrap_or(0);
+        let mut problems = Vec::new();
+        if n("errors") > 0 {
+            problems.push(format!("{} WRITE ERRORS", n("errors")));
+        }
+        if n("queue_full") > 0 {
+            problems.push(format!("{} LOST (queue full)", n("queue_full")));
+        }
         let _ = writeln!(
             out,
-            "  {}: {} records written, {}",
+            "  {}: {} records written, {} queued{}{}",
             k["name"].as_str().unwrap_or("?"),
-            k["written"],
-            if errors == 0 {
-                "healthy".to_owned()
+            n("written"),
+            n("queued"),
+            if n("not_encodable") > 0 {
+                format!(", {} with no form in this format", n("not_encodable"))
             } else {
-                format!("{errors} WRITE ERRORS")
+                String::new()
+            },
+            if problems.is_empty() {
+                ", healthy".to_owned()
+            } else {
+                format!(", {}", problems.join(", "))
             }
         );
     }
