@@ -284,4 +284,19 @@ fn garbage_oversized_silent_and_unread_clients_do_not_stop_the_daemon() {
     let _ = busy.wait();
     assert_eq!(lagging, 1);
     assert_eq!(d.status()["subscribers"], 0);
+    // The loss is also a record in the sinks, for a SIEM to see.
+    let loss = d.wait_record("a loss record", |r| r["type"] == "loss");
+    let lagging_loss = loss["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source"] == "userspace:subscriber_lagging")
+        .unwrap_or_else(|| panic!("{loss:#}"));
+    assert_eq!(
+        (
+            lagging_loss["count"].as_u64(),
+            lagging_loss["total"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
 }

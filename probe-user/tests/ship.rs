@@ -216,3 +216,29 @@ fn the_schema_checks_catch_each_kind_of_mistake() {
             .is_empty()
     );
 }
+
+/// Loss records (`event.kind: metric`) are valid ECS too.
+#[test]
+fn a_loss_record_is_valid_ecs() {
+    use probe_user::correlate::{LossCount, LossRecord, Record};
+    use probe_user::ship::{Envelope, RecordFormat, encode, host::HostInfo};
+    let envelope = Envelope {
+        id: "01a210a7-992d-7000-a6ce-f48646ab2628".into(),
+        seq: 9,
+        time_ms: 0,
+        record: Record::Loss(LossRecord {
+            time: "2026-11-25T03:00:00.000000Z".into(),
+            losses: vec![LossCount {
+                source: "sink:syslog:tcp:ecs:127.0.0.1:514:queue_full".into(),
+                count: 3,
+                total: 5,
+            }],
+        }),
+        process: None,
+    };
+    let doc = encode(RecordFormat::Ecs, &envelope, &HostInfo::read()).expect("an ECS form");
+    assert_eq!(doc["event"]["kind"], "metric");
+    assert_eq!(doc["probectl"]["loss"][0]["count"], 3);
+    let problems = Ecs::load().problems(&doc);
+    assert!(problems.is_empty(), "{problems:#?}\n{doc:#}");
+}

@@ -147,6 +147,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
             }
             _ = status_every.tick() => {
                 state.sample_rate();
+                state.report_losses();
                 notifier.status(&state.one_line_status());
             }
             _ = watchdog.tick(), if notifier.watchdog_every.is_some() => notifier.watchdog(),
@@ -163,6 +164,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
     // Everything the kernel published before now is handled and written.
     state.session.drain();
     state.fan_out();
+    state.report_losses();
     state.flush();
     let reader = &state.session.reader;
     tracing::info!(

@@ -103,6 +103,8 @@ pub(super) struct DaemonState {
     rate: (Instant, u64, f64),
     host: Arc<HostInfo>,
     ids: IdGen,
+    /// Loss counters as of the last `loss` record, by source.
+    reported_losses: std::collections::BTreeMap<String, u64>,
     /// Per kind: (count at the last sample, events per second since the one before).
     kind_rates: std::collections::BTreeMap<&'static str, (u64, f64)>,
 }
@@ -140,6 +142,7 @@ impl DaemonState {
             host,
             ids: IdGen::new(Some(&sequence_file)),
             kind_rates: std::collections::BTreeMap::new(),
+            reported_losses: std::collections::BTreeMap::new(),
         }
     }
 
@@ -349,6 +352,57 @@ impl DaemonState {
             let entry = self.kind_rates.entry(kind).or_default();
             *entry = (n, (n - entry.0) as f64 / secs);
         }
+    }
+
+    /// Every loss counter now, by source.
+    fn loss_totals(&self) -> std::collections::BTreeMap<String, u64> {
+        let s = &self.session;
+        let mut totals: std::collections::BTreeMap<String, u64> = s
+            .sensors
+            .drops()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(reason, n)| (format!("kernel:{reason}"), n))
+            .collect();
+        totals.insert("userspace:decode_error".into(), s.reader.decode_errors);
+        totals.insert(
+            "userspace:timeline_overflow".into(),
+            s.correlator.timelines.overflow,
+        );
+        totals.insert("userspace:subscriber_lagging".into(), self.lagging_dropped);
+        for sink in &self.sinks {
+            let st = sink.status();
+            totals.insert(format!("sink:{}:queue_full", st.name), st.queue_full);
+            totals.insert(format!("sink:{}:errors", st.name), st.errors);
+        }
+        totals
+    }
+
+    /// A `loss` record, to every sink, when any loss counter grew since the last one:
+    /// losses are data a SIEM can alert on, not only a line in `status`.
+    pub(super) fn report_losses(&mut self) {
+        let totals = self.loss_totals();
+        let losses: Vec<probe_user::correlate::LossCount> = totals
+            .iter()
+            .filter_map(|(source, &total)| {
+                let before = self.reported_losses.get(source).copied().unwrap_or(0);
+                (total > before).then(|| probe_user::correlate::LossCount {
+                    source: source.clone(),
+                    count: total - before,
+                    total,
+                })
+            })
+            .collect();
+        self.reported_losses = totals;
+        if losses.is_empty() {
+            return;
+        }
+        self.session
+            .emit(Record::Loss(probe_user::correlate::LossRecord {
+                time: now(),
+                losses,
+            }));
+        self.fan_out();
     }
 
     /// For systemd's STATUS= and the log.

@@ -26,6 +26,26 @@ pub enum Record {
     Watching(WatchingRecord),
     Exit(ExitRecord),
     Report(RunReport),
+    /// The daemon lost records or events since its last `loss` record: counted per
+    /// source, so a SIEM sees the loss as data (ECS `event.kind: metric`).
+    Loss(LossRecord),
+}
+
+/// Losses since the previous `loss` record, by source (`kernel:ring_full_file`,
+/// `sink:syslog:tcp:...:queue_full`, ...), with the running totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct LossRecord {
+    pub time: String,
+    pub losses: Vec<LossCount>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LossCount {
+    pub source: String,
+    /// Since the previous loss record.
+    pub count: u64,
+    /// Since the daemon started.
+    pub total: u64,
 }
 
 impl Record {
@@ -44,7 +64,8 @@ impl Record {
             Record::Sensor(_)
             | Record::PolicyReload(_)
             | Record::Watching(_)
-            | Record::Report(_) => None,
+            | Record::Report(_)
+            | Record::Loss(_) => None,
         }
     }
 }

@@ -154,6 +154,14 @@ pub fn render(record: &Record) -> String {
             };
             let _ = writeln!(s, "{:>9}  sensor  {} {verdict}", "", a.attach_point);
         }
+        Record::Loss(l) => {
+            let parts: Vec<String> = l
+                .losses
+                .iter()
+                .map(|c| format!("{} {} (total {})", c.source, c.count, c.total))
+                .collect();
+            let _ = writeln!(s, "{:>9}  LOST    {}", "", parts.join(", "));
+        }
         Record::Exit(e) => {
             let code = e
                 .exit_code

@@ -242,6 +242,13 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             );
             probectl.insert("sensor".into(), json!(s));
         }
+        Record::Loss(l) => {
+            event["kind"] = "metric".into();
+            event["action"] = "loss".into();
+            event["dataset"] = "probectl.loss".into();
+            event["outcome"] = "failure".into();
+            probectl.insert("loss".into(), json!(l.losses));
+        }
         Record::Watching(_) | Record::Report(_) => return None,
     }
     doc.insert("event".into(), event);

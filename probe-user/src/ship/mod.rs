@@ -112,6 +112,7 @@ pub fn record_time(record: &Record) -> &str {
         Record::PolicyReload(r) => &r.time,
         Record::Watching(r) => &r.time,
         Record::Exit(r) => &r.time,
+        Record::Loss(r) => &r.time,
         Record::Sensor(_) | Record::Report(_) => "",
     }
 }

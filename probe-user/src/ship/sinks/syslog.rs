@@ -76,7 +76,8 @@ impl Syslog {
                 crate::policy::rules::Severity::Info => 6,
             },
             Record::PolicyReload(r) if !r.ok => 4,
-            _ => 6, // informational
+            Record::Loss(_) => 4, // warning
+            _ => 6,               // informational
         };
         let pri = u32::from(self.config.facility) * 8 + severity;
         let time = crate::ship::record_time(&envelope.record);
@@ -188,5 +189,6 @@ fn record_type(record: &Record) -> &'static str {
         Record::Watching(_) => "watching",
         Record::Exit(_) => "exit",
         Record::Report(_) => "report",
+        Record::Loss(_) => "loss",
     }
 }
