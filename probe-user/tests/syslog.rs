@@ -213,3 +213,146 @@ fn records_reach_a_real_rsyslog_over_udp_and_tcp_and_survive_a_tcp_outage() {
         "{tcp}"
     );
 }
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn run_fixture(d: &Daemon) {
+    let mut cmd = d.client();
+    cmd.args([
+        "run",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/timezone >/dev/null; TZ=UTC date >/dev/null",
+    ]);
+    let out = json_run(cmd);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tcp_sink(status: &serde_json::Value) -> serde_json::Value {
+    status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with("syslog:tcp"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{status:#}"))
+}
+
+#[test]
+fn an_outage_spools_across_a_daemon_restart_and_a_full_spool_is_a_counted_loss() {
+    if !bpf_available("an_outage_spools_across_a_daemon_restart_and_a_full_spool_is_a_counted_loss")
+    {
+        return;
+    }
+    let dir = test_dir("syslog-spool");
+    for f in ["tcp.log", "udp.log", "ecs.jsonl", "ecs-small.jsonl"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let (udp_port, tcp_port) = (free_port(), free_port());
+    let mut rsyslog = Rsyslog::start(&dir, udp_port, tcp_port);
+    rsyslog.stop();
+
+    // The outage: records go to the spool; the daemon is restarted before rsyslog is
+    // back; the new daemon delivers them, once, in order.
+    let ecs = dir.join("ecs.jsonl");
+    let sinks = format!(
+        "  - {{type: jsonl, path: {}, format: ecs}}\n  - {{type: syslog, address: \"127.0.0.1:{tcp_port}\", transport: tcp}}\n",
+        ecs.display()
+    );
+    let first = Daemon::start_full("syslog-spool-daemon", "", &sinks, &[]);
+    run_fixture(&first);
+    wait_until("records in the spool", || {
+        tcp_sink(&first.status())["spooled"].as_u64() >= Some(4)
+    });
+    let (code, stderr) = first.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, 0, "{stderr}");
+    let made = lines_of(&ecs);
+    assert!(made.len() >= 4, "{made:#?}");
+    let second = Daemon::start_full("syslog-spool-daemon", "", &sinks, &[]);
+    assert_eq!(
+        tcp_sink(&second.status())["spooled"].as_u64(),
+        Some(made.len() as u64),
+        "the restarted daemon found the spool"
+    );
+    rsyslog.resume();
+    assert_eq!(rsyslog.wait_lines("tcp.log", made.len()), made);
+    wait_until("the spool drained", || {
+        tcp_sink(&second.status())["spooled"] == 0
+    });
+    assert_eq!(
+        rsyslog.wait_lines("tcp.log", made.len()).len(),
+        made.len(),
+        "each once"
+    );
+    drop(second);
+
+    // A spool too small for the outage: what does not fit is counted, and the count
+    // is a loss record; what fit arrives.
+    rsyslog.stop();
+    let _ = std::fs::remove_file(dir.join("tcp.log"));
+    let small = dir.join("ecs-small.jsonl");
+    let sinks = format!(
+        "  - {{type: jsonl, path: {}, format: ecs}}\n  - {{type: syslog, address: \"127.0.0.1:{tcp_port}\", transport: tcp, spool_max_bytes: 3000}}\n",
+        small.display()
+    );
+    let d = Daemon::start_full("syslog-small-spool", "", &sinks, &[]);
+    run_fixture(&d);
+    let loss = d.wait_record("a loss record for the full spool", |r| {
+        r["type"] == "loss"
+            && r["losses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["source"].as_str().unwrap().ends_with(":spool_full"))
+    });
+    rsyslog.resume();
+    wait_until("the small spool drained", || {
+        tcp_sink(&d.status())["spooled"] == 0
+    });
+    let status = tcp_sink(&d.status());
+    let dropped = status["spool_full"].as_u64().unwrap();
+    assert!(dropped >= 1, "{status}");
+    let reported = loss["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source"].as_str().unwrap().ends_with(":spool_full"))
+        .unwrap()["total"]
+        .as_u64()
+        .unwrap();
+    assert!(reported >= 1 && reported <= dropped, "{loss:#} vs {status}");
+    let (code, stderr) = d.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, 0, "{stderr}");
+    // Every record the ECS sink has either reached rsyslog or was counted as dropped.
+    let written = lines_of(&small);
+    let delivered = rsyslog.wait_lines("tcp.log", 1);
+    assert_eq!(
+        delivered.len() as u64 + dropped,
+        written.len() as u64,
+        "delivered {} + dropped {dropped} != made {}",
+        delivered.len(),
+        written.len()
+    );
+    for line in &delivered {
+        assert!(
+            written.contains(line),
+            "delivered a record the ECS sink does not have: {line}"
+        );
+    }
+}

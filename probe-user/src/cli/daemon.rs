@@ -86,7 +86,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
     );
     session.held = Some(Vec::new());
     let host = std::sync::Arc::new(probe_user::ship::host::HostInfo::read());
-    let sinks = open_sinks(&config.sinks, &host)?;
+    let sinks = open_sinks(&config.sinks, &host, &config.state_dir)?;
     let group_gid = access::group_gid(&config.group);
     if group_gid.is_none() {
         tracing::warn!(

@@ -22,10 +22,11 @@ use super::session::{Session, build_report, seed_and_watch};
 pub(super) fn open_sinks(
     configs: &[SinkConfig],
     host: &Arc<HostInfo>,
+    state_dir: &std::path::Path,
 ) -> anyhow::Result<Vec<Sink>> {
     configs
         .iter()
-        .map(|c| Sink::open(c, host.clone()).map_err(anyhow::Error::from))
+        .map(|c| Sink::open(c, host.clone(), state_dir).map_err(anyhow::Error::from))
         .collect()
 }
 
@@ -374,6 +375,7 @@ impl DaemonState {
             let st = sink.status();
             totals.insert(format!("sink:{}:queue_full", st.name), st.queue_full);
             totals.insert(format!("sink:{}:errors", st.name), st.errors);
+            totals.insert(format!("sink:{}:spool_full", st.name), st.spool_full);
         }
         totals
     }

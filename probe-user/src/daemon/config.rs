@@ -111,6 +111,14 @@ pub struct SyslogConfig {
     pub facility: u8,
     #[serde(default = "default_app_name")]
     pub app_name: String,
+    /// TCP: most bytes kept on disk while the server is unreachable (past it,
+    /// records are dropped and counted in a `loss` record).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_syslog_format() -> crate::ship::RecordFormat {

@@ -88,11 +88,12 @@ impl Writer for RotatingFile {
         _: &Envelope,
         text: &str,
         _: &std::sync::atomic::AtomicBool,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<super::Delivery> {
         let mut line = Vec::with_capacity(text.len() + 1);
         line.extend_from_slice(text.as_bytes());
         line.push(b'\n');
         self.append(&line, SystemTime::now())
+            .map(|()| super::Delivery::Sent)
     }
 }
 

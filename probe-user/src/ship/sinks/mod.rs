@@ -4,6 +4,7 @@
 //! is counted per sink (`queue_full`), never waited on.
 
 mod file;
+mod spool;
 mod syslog;
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub struct SinkStats {
     pub errors: AtomicU64,
     pub queue_full: AtomicU64,
     pub not_encodable: AtomicU64,
+    pub spooled: AtomicU64,
+    pub spool_full: AtomicU64,
+    /// Records the worker has taken off the queue.
+    pub handled: AtomicU64,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +52,19 @@ pub struct SinkStatus {
     pub queue_full: u64,
     pub not_encodable: u64,
     pub queued: u64,
+    /// Waiting in the on-disk spool.
+    pub spooled: u64,
+    /// Dropped because the spool was full.
+    pub spool_full: u64,
+}
+
+/// What became of one record.
+pub(crate) enum Delivery {
+    Sent,
+    /// In the spool, to be sent later (counted as written then).
+    Spooled,
+    /// The spool was full (counted by the writer's `backlog`).
+    Dropped,
 }
 
 /// Where one sink's worker writes.
@@ -58,11 +76,23 @@ pub(crate) trait Writer: Send {
         envelope: &Envelope,
         text: &str,
         stopping: &AtomicBool,
-    ) -> std::io::Result<()>;
+    ) -> std::io::Result<Delivery>;
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+    /// Called between records and at least every `IDLE_TURN`: sends what waits in a
+    /// spool; returns how many went.
+    fn idle(&mut self, _stopping: &AtomicBool) -> u64 {
+        0
+    }
+    /// (records waiting in a spool, records the spool had no room for).
+    fn backlog(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
+
+/// How long a worker waits for a record before its idle turn.
+const IDLE_TURN: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Sink {
     pub name: String,
@@ -77,7 +107,12 @@ pub struct Sink {
 impl Sink {
     /// Opens the sink's destination (failing early on a bad path or address) and
     /// starts its thread.
-    pub fn open(config: &SinkConfig, host: Arc<HostInfo>) -> Result<Self, SinkError> {
+    /// `state_dir`: where a spooling sink keeps its spool (`spool/<sink name>`).
+    pub fn open(
+        config: &SinkConfig,
+        host: Arc<HostInfo>,
+        state_dir: &std::path::Path,
+    ) -> Result<Self, SinkError> {
         let (name, format, mut writer): (String, Option<RecordFormat>, Box<dyn Writer>) =
             match config {
                 SinkConfig::Stderr { format } => (
@@ -118,12 +153,17 @@ impl Sink {
                         s.format.name(),
                         s.address
                     );
-                    let sink = Syslog::new(s.clone(), host.name.clone())
+                    let spool_dir = state_dir
+                        .join("spool")
+                        .join(name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_"));
+                    let sink = Syslog::new(s.clone(), host.name.clone(), &spool_dir)
                         .map_err(|e| open_error(&name, e))?;
                     (name, Some(s.format), Box::new(sink))
                 }
             };
         let stats = Arc::new(SinkStats::default());
+        // What an earlier run left in the spool shows in `status` at once.
+        stats.spooled.store(writer.backlog().0, Relaxed);
         let stopping = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel::<Arc<Envelope>>(SINK_QUEUE);
         let worker = {
@@ -132,26 +172,44 @@ impl Sink {
             std::thread::Builder::new()
                 .name(format!("sink {}", short(&name)))
                 .spawn(move || {
-                    for envelope in rx {
-                        let text = match format {
-                            None => String::new(),
-                            Some(f) => match super::encode(f, &envelope, &host) {
-                                Some(v) => v.to_string(),
+                    loop {
+                        let envelope = match rx.recv_timeout(IDLE_TURN) {
+                            Ok(envelope) => Some(envelope),
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                        };
+                        if let Some(envelope) = envelope {
+                            let text = match format {
+                                None => Some(String::new()),
+                                Some(f) => {
+                                    super::encode(f, &envelope, &host).map(|v| v.to_string())
+                                }
+                            };
+                            match text.map(|t| writer.write_record(&envelope, &t, &stop)) {
                                 None => {
+                                    stats.handled.fetch_add(1, Relaxed);
                                     stats.not_encodable.fetch_add(1, Relaxed);
-                                    continue;
                                 }
-                            },
-                        };
-                        match writer.write_record(&envelope, &text, &stop) {
-                            Ok(()) => stats.written.fetch_add(1, Relaxed),
-                            Err(err) => {
-                                if stats.errors.fetch_add(1, Relaxed) == 0 {
-                                    tracing::warn!("sink {thread_name}: {err}");
+                                Some(Ok(Delivery::Sent)) => {
+                                    stats.handled.fetch_add(1, Relaxed);
+                                    stats.written.fetch_add(1, Relaxed);
                                 }
-                                0
+                                Some(Ok(Delivery::Spooled | Delivery::Dropped)) => {
+                                    stats.handled.fetch_add(1, Relaxed);
+                                }
+                                Some(Err(err)) => {
+                                    stats.handled.fetch_add(1, Relaxed);
+                                    if stats.errors.fetch_add(1, Relaxed) == 0 {
+                                        tracing::warn!("sink {thread_name}: {err}");
+                                    }
+                                }
                             }
-                        };
+                        }
+                        let sent = writer.idle(&stop);
+                        stats.written.fetch_add(sent, Relaxed);
+                        let (waiting, full) = writer.backlog();
+                        stats.spooled.store(waiting, Relaxed);
+                        stats.spool_full.store(full, Relaxed);
                     }
                     let _ = writer.flush();
                 })
@@ -210,7 +268,9 @@ impl Sink {
             errors,
             queue_full: s.queue_full.load(Relaxed),
             not_encodable,
-            queued: self.sent.saturating_sub(written + errors + not_encodable),
+            queued: self.sent.saturating_sub(s.handled.load(Relaxed)),
+            spooled: s.spooled.load(Relaxed),
+            spool_full: s.spool_full.load(Relaxed),
         }
     }
 }
@@ -241,13 +301,13 @@ impl Writer for Readable {
         envelope: &Envelope,
         _: &str,
         _: &AtomicBool,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Delivery> {
         let before = self.0.write_errors;
         self.0.emit(&envelope.record);
         if self.0.write_errors > before {
             return Err(std::io::Error::other("write failed"));
         }
-        Ok(())
+        Ok(Delivery::Sent)
     }
 }
 
@@ -255,11 +315,17 @@ impl Writer for Readable {
 struct Lines(Box<dyn std::io::Write + Send>);
 
 impl Writer for Lines {
-    fn write_record(&mut self, _: &Envelope, text: &str, _: &AtomicBool) -> std::io::Result<()> {
+    fn write_record(
+        &mut self,
+        _: &Envelope,
+        text: &str,
+        _: &AtomicBool,
+    ) -> std::io::Result<Delivery> {
         let mut line = Vec::with_capacity(text.len() + 1);
         line.extend_from_slice(text.as_bytes());
         line.push(b'\n');
         self.0.write_all(&line)?;
-        self.0.flush()
+        self.0.flush()?;
+        Ok(Delivery::Sent)
     }
 }

@@ -2,18 +2,19 @@
 //! framing, RFC 6587 3.4.1: `LEN SP MSG`). The structured record (ECS by default) is
 //! the MSG part; MSGID is the record type, PROCID the watched process.
 //!
-//! While the server is unreachable the worker retries the same record with backoff
-//! (the sink's queue holds what arrives meanwhile, and a full queue is counted), so a
-//! short outage loses nothing. At shutdown a record that still cannot be sent is
-//! counted as an error.
+//! Over TCP, a record that cannot be sent goes to the sink's on-disk spool, and so
+//! does every later one until the spool is empty again, so order is kept; the
+//! worker retries the spool with backoff (50 ms doubling to 5 s) and a restarted
+//! daemon resumes it. UDP has no delivery to wait for: a failed send is an error.
 
 use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Writer;
+use super::spool::Spool;
+use super::{Delivery, Writer};
 use crate::correlate::Record;
 use crate::daemon::config::SyslogConfig;
 use crate::ship::Envelope;
@@ -37,22 +38,36 @@ impl Transport {
 
 /// Longest a retry waits.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Retries of one record before it is counted as an error and the next one goes.
-const RETRIES: u32 = 40;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Spooled messages sent per idle turn, so new records are not held up for long.
+const DRAIN_BATCH: u32 = 1000;
 
 pub struct Syslog {
     config: SyslogConfig,
     hostname: String,
     udp: Option<UdpSocket>,
     tcp: Option<TcpStream>,
+    /// TCP only.
+    spool: Option<Spool>,
+    backoff: Duration,
+    next_try: Instant,
 }
 
 impl Syslog {
-    pub fn new(config: SyslogConfig, hostname: String) -> std::io::Result<Self> {
+    /// `spool_dir`: where a TCP sink keeps what it could not send yet.
+    pub fn new(
+        config: SyslogConfig,
+        hostname: String,
+        spool_dir: &std::path::Path,
+    ) -> std::io::Result<Self> {
         // Resolve now, so a typo fails at start, not on the first record.
         config.address.to_socket_addrs()?.next().ok_or_else(|| {
             std::io::Error::other(format!("{} resolves to no address", config.address))
         })?;
+        let spool = match config.transport {
+            Transport::Tcp => Some(Spool::open(spool_dir, config.spool_max_bytes)?),
+            Transport::Udp => None,
+        };
         Ok(Self {
             config,
             hostname: if hostname.is_empty() {
@@ -62,7 +77,17 @@ impl Syslog {
             },
             udp: None,
             tcp: None,
+            spool,
+            backoff: FIRST_BACKOFF,
+            next_try: Instant::now(),
         })
+    }
+
+    fn failed(&mut self) {
+        self.udp = None;
+        self.tcp = None;
+        self.next_try = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
     /// The RFC 5424 message for one record.
@@ -140,27 +165,60 @@ impl Writer for Syslog {
         &mut self,
         envelope: &Envelope,
         text: &str,
-        stopping: &std::sync::atomic::AtomicBool,
-    ) -> std::io::Result<()> {
+        _: &std::sync::atomic::AtomicBool,
+    ) -> std::io::Result<Delivery> {
         let message = self.message(envelope, text);
-        let mut backoff = Duration::from_millis(50);
-        let mut last = None;
-        for attempt in 0..RETRIES {
-            if attempt > 0 && stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        let Some(spool) = &self.spool else {
+            return self.send_once(&message).map(|()| Delivery::Sent);
+        };
+        // Behind a backlog, or while the server is away, in order: to the spool.
+        if spool.is_empty() && Instant::now() >= self.next_try {
+            if self.send_once(&message).is_ok() {
+                self.backoff = FIRST_BACKOFF;
+                return Ok(Delivery::Sent);
+            }
+            self.failed();
+        }
+        let spool = self
+            .spool
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no spool"))?;
+        Ok(if spool.push(message.as_bytes())? {
+            Delivery::Spooled
+        } else {
+            Delivery::Dropped
+        })
+    }
+
+    fn idle(&mut self, _: &std::sync::atomic::AtomicBool) -> u64 {
+        let mut delivered = 0;
+        while delivered < u64::from(DRAIN_BATCH) && Instant::now() >= self.next_try {
+            let Some(spool) = self.spool.as_mut() else {
+                break;
+            };
+            let Ok(Some(message)) = spool.peek() else {
+                break;
+            };
+            let text = String::from_utf8_lossy(&message).into_owned();
+            if self.send_once(&text).is_err() {
+                self.failed();
                 break;
             }
-            match self.send_once(&message) {
-                Ok(()) => return Ok(()),
-                Err(err) => {
-                    self.udp = None;
-                    self.tcp = None;
-                    last = Some(err);
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+            self.backoff = FIRST_BACKOFF;
+            if let Some(spool) = self.spool.as_mut()
+                && spool.pop(message.len()).is_err()
+            {
+                break;
             }
+            delivered += 1;
         }
-        Err(last.unwrap_or_else(|| std::io::Error::other("not sent")))
+        delivered
+    }
+
+    fn backlog(&self) -> (u64, u64) {
+        self.spool
+            .as_ref()
+            .map_or((0, 0), |s| (s.backlog, s.dropped))
     }
 }
 
