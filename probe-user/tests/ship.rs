@@ -242,3 +242,78 @@ fn a_loss_record_is_valid_ecs() {
     let problems = Ecs::load().problems(&doc);
     assert!(problems.is_empty(), "{problems:#?}\n{doc:#}");
 }
+
+/// journald's native protocol, parsed as journald would: `NAME=value\n`, or `NAME\n`,
+/// a 64-bit little-endian length, the value and `\n`.
+fn journal_fields(datagram: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let nl = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("a field ends with a newline");
+        let line = &rest[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            out.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
+            rest = &rest[nl + 1..];
+        } else {
+            let name = String::from_utf8_lossy(line).into_owned();
+            let len = u64::from_le_bytes(rest[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            let value = &rest[nl + 9..nl + 9 + len];
+            assert_eq!(
+                rest[nl + 9 + len],
+                b'\n',
+                "binary field {name} ends with a newline"
+            );
+            out.insert(name, String::from_utf8_lossy(value).into_owned());
+            rest = &rest[nl + 10 + len..];
+        }
+    }
+    out
+}
+
+#[test]
+fn the_journald_sink_speaks_the_native_protocol_with_structured_fields() {
+    if !bpf_available("the_journald_sink_speaks_the_native_protocol_with_structured_fields") {
+        return;
+    }
+    let dir = test_dir("ship-journald");
+    let socket = dir.join("journal.sock");
+    let _ = std::fs::remove_file(&socket);
+    // Standing in for systemd-journald: a datagram socket at the configured path.
+    let journal = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    journal.set_read_timeout(Some(DEADLINE)).unwrap();
+    let sinks = format!("  - {{type: journald, socket: {}}}\n", socket.display());
+    let d = Daemon::start_full("ship-journald", "", &sinks, &[]);
+    let mut cmd = d.client();
+    cmd.args(["run", "--json", "--", "cat", "/etc/timezone"]);
+    assert_eq!(json_run(cmd).code, 0);
+    let mut buf = vec![0u8; 1 << 20];
+    let probe = loop {
+        let n = journal.recv(&mut buf).expect("a datagram from the daemon");
+        let fields = journal_fields(&buf[..n]);
+        if fields.get("PROBECTL_TYPE").map(String::as_str) == Some("probe") {
+            break fields;
+        }
+    };
+    assert_eq!(probe["SYSLOG_IDENTIFIER"], "probectl");
+    assert_eq!(probe["PRIORITY"], "6");
+    assert_eq!(probe["PROBECTL_TARGET"], "/etc/timezone");
+    assert_eq!(probe["PROBECTL_CATEGORIES"], "timezone");
+    assert!(probe["MESSAGE"].contains("/etc/timezone"), "{probe:#?}");
+    let record: Value = serde_json::from_str(&probe["PROBECTL_RECORD"]).unwrap();
+    assert_eq!(record["target"], "/etc/timezone");
+    let native = d.wait_record("the same probe in the native sink", |r| {
+        r["type"] == "probe" && r["target"] == "/etc/timezone"
+    });
+    assert_eq!(
+        probe["PROBECTL_ID"],
+        native["id"].as_str().unwrap(),
+        "one envelope"
+    );
+    assert_eq!(probe["PROBECTL_PID"], native["pid"].to_string());
+}

@@ -77,6 +77,13 @@ pub enum SinkConfig {
     /// RFC 5424 syslog over UDP or TCP; the record (ECS unless `format` says
     /// otherwise) is the message.
     Syslog(SyslogConfig),
+    /// journald's native protocol: the readable line as MESSAGE, structured
+    /// `PROBECTL_*` fields, the record as JSON in `PROBECTL_RECORD`.
+    Journald {
+        /// The journal's socket (`/run/systemd/journal/socket` unless set).
+        #[serde(default)]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -84,6 +84,12 @@ impl Printer {
     }
 }
 
+/// A record's readable line(s), without colour or tree indentation (for journald's
+/// MESSAGE).
+pub fn render_plain(record: &Record) -> String {
+    human::render(record)
+}
+
 /// Whether to colour human output written to stderr: only on a terminal, and neither
 /// `--no-color` nor a non-empty `NO_COLOR` (https://no-color.org).
 pub fn use_color(no_color_flag: bool, to_file: bool) -> bool {

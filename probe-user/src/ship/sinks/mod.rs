@@ -4,6 +4,7 @@
 //! is counted per sink (`queue_full`), never waited on.
 
 mod file;
+mod journald;
 mod spool;
 mod syslog;
 
@@ -145,6 +146,14 @@ impl Sink {
                     let file = RotatingFile::open(path, Some(rotate.clone()))
                         .map_err(|e| open_error(&name, e))?;
                     (name, Some(*format), Box::new(file))
+                }
+                SinkConfig::Journald { socket } => {
+                    let path = socket
+                        .clone()
+                        .unwrap_or_else(|| journald::JOURNAL_SOCKET.into());
+                    let name = format!("journald:{}", path.display());
+                    let sink = journald::Journald::new(path).map_err(|e| open_error(&name, e))?;
+                    (name, None, Box::new(sink))
                 }
                 SinkConfig::Syslog(s) => {
                     let name = format!(
