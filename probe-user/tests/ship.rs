@@ -317,3 +317,70 @@ fn the_journald_sink_speaks_the_native_protocol_with_structured_fields() {
     );
     assert_eq!(probe["PROBECTL_PID"], native["pid"].to_string());
 }
+
+#[test]
+fn identical_repeats_of_one_tree_are_summarised_at_the_sinks_with_a_count() {
+    if !bpf_available("identical_repeats_of_one_tree_are_summarised_at_the_sinks_with_a_count") {
+        return;
+    }
+    let d = Daemon::start("ship-repeats", "repeats: {keep: 2, window: 1s}\n");
+    let mut cmd = d.client();
+    cmd.args([
+        "run",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do cat /etc/timezone >/dev/null; done",
+    ]);
+    let run = json_run(cmd);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The run (a subscriber) saw every probe...
+    let seen = run
+        .of_type("probe")
+        .iter()
+        .filter(|p| p["target"] == "/etc/timezone")
+        .count();
+    assert_eq!(seen, 10, "{:#?}", run.of_type("probe"));
+    // ...the sink two, and a count of the other eight.
+    let summary = d.wait_record("the repeated summary", |r| {
+        r["type"] == "repeated" && r["record_type"] == "probe"
+    });
+    assert_eq!(summary["count"], 8, "{summary:#}");
+    assert!(
+        summary["like"].as_str().unwrap().contains("/etc/timezone"),
+        "{summary:#}"
+    );
+    let written = d
+        .records()
+        .iter()
+        .filter(|r| r["type"] == "probe" && r["target"] == "/etc/timezone")
+        .count();
+    assert_eq!(written, 2);
+    // Its ECS form is valid too.
+    let repeated = probe_user::ship::repeats::RepeatedRecord {
+        time: summary["time"].as_str().unwrap().into(),
+        tree: summary["tree"].as_u64().unwrap() as u32,
+        record_type: "probe",
+        like: summary["like"].as_str().unwrap().into(),
+        count: 8,
+        first_time: summary["first_time"].as_str().unwrap().into(),
+        last_time: summary["last_time"].as_str().unwrap().into(),
+        window_ms: 1000,
+    };
+    let envelope = probe_user::ship::Envelope {
+        id: summary["id"].as_str().unwrap().into(),
+        seq: summary["seq"].as_u64().unwrap(),
+        time_ms: 0,
+        record: probe_user::correlate::Record::Repeated(repeated),
+        process: None,
+    };
+    let doc = probe_user::ship::encode(
+        probe_user::ship::RecordFormat::Ecs,
+        &envelope,
+        &probe_user::ship::host::HostInfo::read(),
+    )
+    .unwrap();
+    let problems = Ecs::load().problems(&doc);
+    assert!(problems.is_empty(), "{problems:#?}");
+}

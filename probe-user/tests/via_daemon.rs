@@ -12,7 +12,7 @@ fn run_goes_through_the_daemon_when_it_runs_and_standalone_on_request() {
     if !bpf_available("run_goes_through_the_daemon_when_it_runs_and_standalone_on_request") {
         return;
     }
-    let d = Daemon::start("via-daemon-run", "");
+    let d = Daemon::start("via-daemon-run", "memory: {tree_grace: 1s}\n");
     let listener = Listener::start();
     let port = listener.port.to_string();
     let fixture = c_fixture();
@@ -45,6 +45,24 @@ fn run_goes_through_the_daemon_when_it_runs_and_standalone_on_request() {
         r["type"] == "exec" && r["pid"] == pid
     });
     assert_eq!(d.status()["subscribers"], 0, "the run's subscription ended");
+    // Its tree exited: a second after (`tree_grace: 1s`) the daemon lets its
+    // timeline and process entries go, counted.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let timeline = d.status()["trees"]["timeline"].clone();
+        if timeline["trees_evicted_after_exit"].as_u64() >= Some(1) {
+            assert!(
+                timeline["probes_evicted"].as_u64() >= Some(1),
+                "{timeline:#}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never evicted: {timeline:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     // --standalone: probectl's own programs, so the daemon never sees this one.
     let mut cmd = d.client();

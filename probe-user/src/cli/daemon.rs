@@ -144,6 +144,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
                 // Subscriptions end (with their report) before their trees can expire.
                 state.end_finished(&policy);
                 state.expire();
+                state.summarise_repeats(false);
             }
             _ = status_every.tick() => {
                 state.sample_rate();
@@ -164,6 +165,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<i32> {
     // Everything the kernel published before now is handled and written.
     state.session.drain();
     state.fan_out();
+    state.summarise_repeats(true);
     state.report_losses();
     state.flush();
     let reader = &state.session.reader;

@@ -104,6 +104,8 @@ pub(super) struct DaemonState {
     rate: (Instant, u64, f64),
     host: Arc<HostInfo>,
     ids: IdGen,
+    /// Identical repeated records, summarised before the sinks.
+    repeats: ship::repeats::Repeats,
     /// Loss counters as of the last `loss` record, by source.
     reported_losses: std::collections::BTreeMap<String, u64>,
     /// Per kind: (count at the last sample, events per second since the one before).
@@ -121,6 +123,7 @@ impl DaemonState {
         host: Arc<HostInfo>,
     ) -> Self {
         let sequence_file = config.state_dir.join("sequence");
+        let repeats = ship::repeats::Repeats::new(config.repeats.keep, config.repeats.window);
         if let Err(err) = std::fs::create_dir_all(&config.state_dir) {
             tracing::warn!(
                 "cannot create the state directory {}: {err}; the sequence restarts at 1 on each start",
@@ -144,6 +147,7 @@ impl DaemonState {
             ids: IdGen::new(Some(&sequence_file)),
             kind_rates: std::collections::BTreeMap::new(),
             reported_losses: std::collections::BTreeMap::new(),
+            repeats,
         }
     }
 
@@ -155,8 +159,17 @@ impl DaemonState {
         };
         let records = std::mem::take(held);
         let needs_process = self.sinks.iter().any(Sink::needs_process);
+        let now_ns = WallClock::boot_now_ns();
         for record in records {
             let procs = &self.session.procs;
+            let tree = record.pid().map_or(0, |pid| procs.tree_of(pid));
+            let time = ship::record_time(&record).to_owned();
+            if !self.repeats.admit(tree, &record, &time, now_ns) {
+                // Held back from the sinks (counted for a `repeated` record), not from
+                // subscribers.
+                self.send_to_subscribers(&record);
+                continue;
+            }
             let envelope = Arc::new(Envelope {
                 id: self.ids.next_id(),
                 seq: self.ids.next_seq(),
@@ -170,19 +183,7 @@ impl DaemonState {
             for sink in &mut self.sinks {
                 sink.send(&envelope);
             }
-            let record = &envelope.record;
-            let mut lagging = 0;
-            self.subscribers.retain_mut(|s| {
-                if !s.wants(record, procs) {
-                    return !s.out.is_closed();
-                }
-                let kept = s.send(record);
-                if !kept && !s.out.is_closed() {
-                    lagging += 1;
-                }
-                kept
-            });
-            self.lagging_dropped += lagging;
+            self.send_to_subscribers(&envelope.record);
         }
     }
 
@@ -260,6 +261,42 @@ impl DaemonState {
                 self.fan_out();
             }
         }
+    }
+
+    /// Records of the subscribers' trees, rendered for each; a subscriber whose queue
+    /// is full is dropped (counted).
+    fn send_to_subscribers(&mut self, record: &Record) {
+        let procs = &self.session.procs;
+        let mut lagging = 0;
+        self.subscribers.retain_mut(|s| {
+            if !s.wants(record, procs) {
+                return !s.out.is_closed();
+            }
+            let kept = s.send(record);
+            if !kept && !s.out.is_closed() {
+                lagging += 1;
+            }
+            kept
+        });
+        self.lagging_dropped += lagging;
+    }
+
+    /// `repeated` records for the windows that ended (`all`: every open one, at
+    /// shutdown, so no count is left unsaid).
+    pub(super) fn summarise_repeats(&mut self, all: bool) {
+        let at = if all {
+            u64::MAX
+        } else {
+            WallClock::boot_now_ns()
+        };
+        let due = self.repeats.due(at, &now());
+        if due.is_empty() {
+            return;
+        }
+        for r in due {
+            self.session.emit(Record::Repeated(r));
+        }
+        self.fan_out();
     }
 
     /// Ends subscription `id`: every event already in the ring is handled first, then

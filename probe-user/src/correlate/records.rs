@@ -29,6 +29,9 @@ pub enum Record {
     /// The daemon lost records or events since its last `loss` record: counted per
     /// source, so a SIEM sees the loss as data (ECS `event.kind: metric`).
     Loss(LossRecord),
+    /// Identical records of one tree held back from the sinks in one window, and how
+    /// many (`ship::repeats`).
+    Repeated(crate::ship::repeats::RepeatedRecord),
 }
 
 /// Losses since the previous `loss` record, by source (`kernel:ring_full_file`,
@@ -65,7 +68,8 @@ impl Record {
             | Record::PolicyReload(_)
             | Record::Watching(_)
             | Record::Report(_)
-            | Record::Loss(_) => None,
+            | Record::Loss(_)
+            | Record::Repeated(_) => None,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Config {
     /// Where the per-host sequence number is kept across restarts (the unit's
     /// `StateDirectory`); if it cannot be written, the sequence restarts at 1 (counted).
     pub state_dir: PathBuf,
+    /// Identical records of one tree: the first `keep` per `window` go to the sinks,
+    /// the rest are counted in a `repeated` record (`keep: 0` turns it off).
+    pub repeats: RepeatsConfig,
     /// How often systemd's watchdog is pinged when `WatchdogSec` is set is derived
     /// from `WATCHDOG_USEC`; this is only the status refresh period.
     #[serde(with = "duration_text")]
@@ -84,6 +87,23 @@ pub enum SinkConfig {
         #[serde(default)]
         socket: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepeatsConfig {
+    pub keep: u32,
+    #[serde(with = "duration_text")]
+    pub window: Duration,
+}
+
+impl Default for RepeatsConfig {
+    fn default() -> Self {
+        Self {
+            keep: 5,
+            window: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -182,6 +202,7 @@ impl Default for Config {
             group: "probectl".to_owned(),
             state_dir: "/var/lib/probectl".into(),
             status_every: Duration::from_secs(5),
+            repeats: RepeatsConfig::default(),
         }
     }
 }

@@ -154,6 +154,13 @@ pub fn render(record: &Record) -> String {
             };
             let _ = writeln!(s, "{:>9}  sensor  {} {verdict}", "", a.attach_point);
         }
+        Record::Repeated(r) => {
+            let _ = writeln!(
+                s,
+                "{:>9}  repeated {} more {} like: {} (tree {}, {} to {})",
+                "", r.count, r.record_type, r.like, r.tree, r.first_time, r.last_time
+            );
+        }
         Record::Loss(l) => {
             let parts: Vec<String> = l
                 .losses

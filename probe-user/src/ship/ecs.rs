@@ -249,6 +249,12 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             event["outcome"] = "failure".into();
             probectl.insert("loss".into(), json!(l.losses));
         }
+        Record::Repeated(r) => {
+            event["action"] = "repeated".into();
+            event["dataset"] = "probectl.repeated".into();
+            event["outcome"] = "unknown".into();
+            probectl.insert("repeated".into(), json!(r));
+        }
         Record::Watching(_) | Record::Report(_) => return None,
     }
     doc.insert("event".into(), event);

@@ -6,6 +6,7 @@ pub mod ecs;
 pub mod host;
 pub mod ids;
 pub mod ocsf;
+pub mod repeats;
 pub mod sinks;
 
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,7 @@ pub fn record_time(record: &Record) -> &str {
         Record::Watching(r) => &r.time,
         Record::Exit(r) => &r.time,
         Record::Loss(r) => &r.time,
+        Record::Repeated(r) => &r.time,
         Record::Sensor(_) | Record::Report(_) => "",
     }
 }

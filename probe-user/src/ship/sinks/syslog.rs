@@ -248,5 +248,6 @@ fn record_type(record: &Record) -> &'static str {
         Record::Exit(_) => "exit",
         Record::Report(_) => "report",
         Record::Loss(_) => "loss",
+        Record::Repeated(_) => "repeated",
     }
 }
