@@ -31,11 +31,13 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn ensure_installed() {
-        if Path::new("/usr/sbin/rsyslogd").exists() {
+        if Path::new("/usr/sbin/rsyslogd").exists()
+            && Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists()
+        {
             return;
         }
         let out = Command::new("apt-get")
-            .args(["install", "-y", "rsyslog"])
+            .args(["install", "-y", "rsyslog", "rsyslog-gnutls"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output()
             .expect("run apt-get");
@@ -43,11 +45,10 @@ impl Rsyslog {
     }
 
     fn start(dir: &Path, udp_port: u16, tcp_port: u16) -> Self {
-        Self::ensure_installed();
-        let conf = dir.join("rsyslog.conf");
-        std::fs::write(
-            &conf,
-            format!(
+        Self::start_with(
+            dir,
+            tcp_port,
+            &format!(
                 r#"global(workDirectory="{d}" maxMessageSize="256k")
 module(load="imudp")
 module(load="imtcp")
@@ -60,7 +61,13 @@ input(type="imtcp" address="127.0.0.1" port="{tcp_port}" ruleset="tcp")
                 d = dir.display()
             ),
         )
-        .unwrap();
+    }
+
+    /// rsyslogd with `text` as its config; ready once `tcp_port` accepts.
+    fn start_with(dir: &Path, tcp_port: u16, text: &str) -> Self {
+        Self::ensure_installed();
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(&conf, text).unwrap();
         let mut r = Self {
             child: None,
             conf,
@@ -355,4 +362,133 @@ fn an_outage_spools_across_a_daemon_restart_and_a_full_spool_is_a_counted_loss()
             "delivered a record the ECS sink does not have: {line}"
         );
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the
+/// openssl command.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=probectl test CA",
+    ]);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN=probectl test {name}"),
+        ]);
+        std::fs::write(dir.join(format!("{name}.ext")), ext.replace("\\n", "\n")).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+#[test]
+fn records_reach_a_real_rsyslog_over_tls_with_a_client_certificate() {
+    if !bpf_available("records_reach_a_real_rsyslog_over_tls_with_a_client_certificate") {
+        return;
+    }
+    let dir = test_dir("syslog-tls");
+    for f in ["tls.log", "ecs.jsonl"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    make_certificates(&dir);
+    let port = free_port();
+    let d = dir.display();
+    let _rsyslog = Rsyslog::start_with(
+        &dir,
+        port,
+        &format!(
+            r#"global(workDirectory="{d}" maxMessageSize="256k"
+       DefaultNetstreamDriverCAFile="{d}/ca.pem"
+       DefaultNetstreamDriverCertFile="{d}/server.pem"
+       DefaultNetstreamDriverKeyFile="{d}/server.key")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="x509/certvalid")
+template(name="msgonly" type="string" string="%msg%\n")
+ruleset(name="tls") {{ action(type="omfile" file="{d}/tls.log" template="msgonly") }}
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="tls")
+"#
+        ),
+    );
+    let sinks = format!(
+        "  - {{type: jsonl, path: {d}/ecs.jsonl, format: ecs}}\n  - {{type: syslog, address: \"127.0.0.1:{port}\", transport: tls, ca_file: {d}/ca.pem, cert_file: {d}/client.pem, key_file: {d}/client.key}}\n"
+    );
+    let daemon = Daemon::start_full("syslog-tls-daemon", "", &sinks, &[]);
+    run_fixture(&daemon);
+    let made = {
+        let mut lines = Vec::new();
+        wait_until("the ECS sink's records", || {
+            lines = lines_of(&dir.join("ecs.jsonl"));
+            lines.len() >= 4
+        });
+        lines
+    };
+    let rsyslog_lines = _rsyslog.wait_lines("tls.log", made.len());
+    assert_eq!(
+        rsyslog_lines, made,
+        "over TLS: exactly the ECS records, in order"
+    );
+    let sink = tcp_sink_named(&daemon.status(), "syslog:tls");
+    assert_eq!(
+        (sink["errors"].as_u64(), sink["spooled"].as_u64()),
+        (Some(0), Some(0)),
+        "{sink}"
+    );
+}
+
+fn tcp_sink_named(status: &serde_json::Value, prefix: &str) -> serde_json::Value {
+    status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with(prefix))
+        .cloned()
+        .unwrap_or_else(|| panic!("{status:#}"))
 }

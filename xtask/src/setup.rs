@@ -106,6 +106,12 @@ pub fn run(test_tools: bool) -> Result<Tools> {
             "install rsyslog so that `rsyslogd` is in /usr/sbin",
             &mut missing,
         );
+        check_file(
+            "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
+            "rsyslog-gnutls",
+            "install rsyslog-gnutls (rsyslog's TLS driver)",
+            &mut missing,
+        );
         check_present(
             "useradd",
             "passwd",
@@ -208,6 +214,25 @@ fn check_command(
                 otherwise,
             });
         }
+    }
+}
+
+/// A file a package provides (a plugin, not a command).
+fn check_file(
+    path: &'static str,
+    package: &'static str,
+    otherwise: &'static str,
+    missing: &mut Vec<Missing>,
+) {
+    if Path::new(path).is_file() {
+        say(TAG, format_args!("{package}: installed ({path})"));
+    } else {
+        say(TAG, format_args!("{package}: missing ({path})"));
+        missing.push(Missing {
+            what: package,
+            package,
+            otherwise,
+        });
     }
 }
 

@@ -138,7 +138,19 @@ pub struct SyslogConfig {
     pub facility: u8,
     #[serde(default = "default_app_name")]
     pub app_name: String,
-    /// TCP: most bytes kept on disk while the server is unreachable (past it,
+    /// TLS: the CA certificate(s) (PEM) that signed the server's certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: a client certificate (PEM chain) and its key, for servers that ask.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry (the address's host unless
+    /// set).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// TCP and TLS: most bytes kept on disk while the server is unreachable (past it,
     /// records are dropped and counted in a `loss` record).
     #[serde(default = "default_spool_max_bytes")]
     pub spool_max_bytes: u64,

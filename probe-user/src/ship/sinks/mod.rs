@@ -7,6 +7,7 @@ mod file;
 mod journald;
 mod spool;
 mod syslog;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

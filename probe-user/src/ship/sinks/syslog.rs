@@ -7,13 +7,13 @@
 //! worker retries the spool with backoff (50 ms doubling to 5 s) and a restarted
 //! daemon resumes it. UDP has no delivery to wait for: a failed send is an error.
 
-use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::spool::Spool;
+use super::tls::{Conn, TlsSetup};
 use super::{Delivery, Writer};
 use crate::correlate::Record;
 use crate::daemon::config::SyslogConfig;
@@ -25,6 +25,8 @@ pub enum Transport {
     #[default]
     Udp,
     Tcp,
+    /// TCP with TLS (RFC 5425), checked against `ca_file`.
+    Tls,
 }
 
 impl Transport {
@@ -32,6 +34,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -46,7 +49,8 @@ pub struct Syslog {
     config: SyslogConfig,
     hostname: String,
     udp: Option<UdpSocket>,
-    tcp: Option<TcpStream>,
+    tcp: Option<Conn>,
+    tls: Option<TlsSetup>,
     /// TCP only.
     spool: Option<Spool>,
     backoff: Duration,
@@ -65,8 +69,14 @@ impl Syslog {
             std::io::Error::other(format!("{} resolves to no address", config.address))
         })?;
         let spool = match config.transport {
-            Transport::Tcp => Some(Spool::open(spool_dir, config.spool_max_bytes)?),
+            Transport::Tcp | Transport::Tls => {
+                Some(Spool::open(spool_dir, config.spool_max_bytes)?)
+            }
             Transport::Udp => None,
+        };
+        let tls = match config.transport {
+            Transport::Tls => Some(TlsSetup::new(&config)?),
+            _ => None,
         };
         Ok(Self {
             config,
@@ -77,6 +87,7 @@ impl Syslog {
             },
             udp: None,
             tcp: None,
+            tls,
             spool,
             backoff: FIRST_BACKOFF,
             next_try: Instant::now(),
@@ -133,24 +144,28 @@ impl Syslog {
                     .ok_or_else(|| std::io::Error::other("no socket"))?;
                 sock.send(message.as_bytes()).map(|_| ())
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 // A server that went away closed its end: rsyslog never sends, so a
                 // readable EOF means the connection is dead. Reconnect before writing
                 // into it, or the record would vanish in a dead socket's buffer.
-                if self.tcp.as_ref().is_some_and(peer_closed) {
+                if self.tcp.as_ref().is_some_and(|c| peer_closed(c.socket())) {
                     self.tcp = None;
                 }
                 if self.tcp.is_none() {
                     let stream = TcpStream::connect(&self.config.address)?;
                     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-                    self.tcp = Some(stream);
+                    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    self.tcp = Some(match &self.tls {
+                        Some(tls) => tls.connect(stream)?,
+                        None => Conn::Plain(stream),
+                    });
                 }
-                let stream = self
+                let conn = self
                     .tcp
                     .as_mut()
                     .ok_or_else(|| std::io::Error::other("no stream"))?;
                 let frame = format!("{} {message}", message.len());
-                let sent = stream.write_all(frame.as_bytes());
+                let sent = conn.send(frame.as_bytes());
                 if sent.is_err() {
                     self.tcp = None;
                 }
