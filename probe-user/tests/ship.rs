@@ -69,6 +69,29 @@ fn ecs_and_ocsf_records_match_the_official_schemas_and_share_ids() {
         let id = r["id"].as_str().unwrap();
         assert_eq!((id.len(), &id[14..15]), (36, "7"), "{r}");
     }
+    // Every native record, and every record the run printed (its report included),
+    // fits the committed JSON Schema, strictly.
+    let schema = common::schemas::NativeSchema::load();
+    for r in native.iter().chain(&run.records) {
+        let problems = schema.problems(r);
+        assert!(problems.is_empty(), "{problems:#?}\nin {r:#}");
+    }
+    let types: std::collections::BTreeSet<&str> = native
+        .iter()
+        .chain(&run.records)
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    for t in [
+        "exec",
+        "probe",
+        "connect",
+        "rule_match",
+        "exit",
+        "report",
+        "watching",
+    ] {
+        assert!(types.contains(t), "no {t} record was checked: {types:?}");
+    }
 
     // ECS: every record valid; the same envelope ids as the native sink.
     let ecs = Ecs::load();
@@ -383,4 +406,31 @@ fn identical_repeats_of_one_tree_are_summarised_at_the_sinks_with_a_count() {
     .unwrap();
     let problems = Ecs::load().problems(&doc);
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// docs/schema/probectl-record.schema.json is what the code defines (regenerate it
+/// with `PROBECTL_BLESS=1 cargo test -p probe-user --test ship json_schema`).
+#[test]
+fn the_committed_json_schema_is_the_one_the_code_generates() {
+    let generated =
+        serde_json::to_string_pretty(&probe_user::ship::native_schema()).unwrap() + "\n";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/schema/probectl-record.schema.json"
+    );
+    if std::env::var_os("PROBECTL_BLESS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/schema/probectl-record.schema.json is out of date with the code: run `PROBECTL_BLESS=1 cargo test -p probe-user --test ship json_schema` and commit it"
+    );
+    // And it is strict: an unknown field, a wrong type and a missing field are caught.
+    let schema = common::schemas::NativeSchema::load();
+    let good = serde_json::json!({"type": "exit", "time": "t", "offset_ms": 1.5, "pid": 7, "exit_code": 0});
+    assert_eq!(schema.problems(&good), Vec::<String>::new());
+    let bad = serde_json::json!({"type": "exit", "time": "t", "offset_ms": "soon", "exit_code": 0, "colour": 1});
+    let problems = schema.problems(&bad).join("\n");
+    assert!(problems.contains("colour"), "{problems}");
 }

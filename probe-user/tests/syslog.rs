@@ -344,8 +344,24 @@ fn an_outage_spools_across_a_daemon_restart_and_a_full_spool_is_a_counted_loss()
         .as_u64()
         .unwrap();
     assert!(reported >= 1 && reported <= dropped, "{loss:#} vs {status}");
+    let native = d.jsonl.clone();
     let (code, stderr) = d.stop(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(code, 0, "{stderr}");
+    // The last loss record (at the latest, the one written at shutdown) carries the
+    // exact count.
+    let last_total = lines_of(&native)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "loss")
+        .flat_map(|r| r["losses"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["source"].as_str().unwrap().ends_with(":spool_full"))
+        .map(|l| l["total"].as_u64().unwrap())
+        .last()
+        .expect("a loss record for the spool");
+    assert_eq!(
+        last_total, dropped,
+        "the loss record's count is the spool's drops"
+    );
     // Every record the ECS sink has either reached rsyslog or was counted as dropped.
     let written = lines_of(&small);
     let delivered = rsyslog.wait_lines("tcp.log", 1);

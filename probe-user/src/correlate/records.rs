@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::sensors::AttachStatus;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
     Exec(ExecRecord),
@@ -36,13 +36,13 @@ pub enum Record {
 
 /// Losses since the previous `loss` record, by source (`kernel:ring_full_file`,
 /// `sink:syslog:tcp:...:queue_full`, ...), with the running totals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LossRecord {
     pub time: String,
     pub losses: Vec<LossCount>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LossCount {
     pub source: String,
     /// Since the previous loss record.
@@ -74,7 +74,7 @@ impl Record {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ExecRecord {
     pub time: String,
     pub offset_ms: f64,
@@ -97,14 +97,16 @@ pub struct ExecRecord {
     pub selected_by: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetType {
     Env,
     File,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProbeRecord {
     pub time: String,
     pub offset_ms: f64,
@@ -142,7 +144,7 @@ pub struct ProbeRecord {
     pub resolved_by: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WatchingRecord {
     pub time: String,
     /// The pids asked for.
@@ -152,7 +154,7 @@ pub struct WatchingRecord {
     pub policy: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PolicyReloadRecord {
     pub time: String,
     /// The new policy is in force.
@@ -165,7 +167,7 @@ pub struct PolicyReloadRecord {
 }
 
 /// A rule that matched a network event, as its own record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RuleMatchRecord {
     pub time: String,
     pub offset_ms: f64,
@@ -182,7 +184,7 @@ pub struct RuleMatchRecord {
 }
 
 /// The bounds of what a run keeps in memory, and how much of them it used.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TimelineUsage {
     /// Distinct (operation, target) probes kept (`--max-probes`).
     pub max_distinct_probes: usize,
@@ -206,7 +208,7 @@ pub struct TimelineUsage {
 pub const SEEN_AT_SYSCALL: &str = "syscall";
 pub const SEEN_AT_CGROUP_HOOK: &str = "cgroup_hook";
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub struct Destination {
     /// `ipv4`, `ipv6` or `unix`.
     pub family: &'static str,
@@ -217,7 +219,7 @@ pub struct Destination {
 }
 
 /// A probe that came before a connection, folded by (category, target, how).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PriorProbe {
     pub category: String,
     pub target_type: TargetType,
@@ -234,7 +236,7 @@ pub struct PriorProbe {
     pub last_ms_before: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ConnectionRecord {
     pub time: String,
     pub offset_ms: f64,
@@ -268,7 +270,7 @@ pub struct ConnectionRecord {
 }
 
 /// The outcome of a non-blocking TCP connect, streamed when the handshake ends.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ConnectOutcomeRecord {
     pub time: String,
     pub offset_ms: f64,
@@ -280,7 +282,7 @@ pub struct ConnectOutcomeRecord {
     pub ms_after_connect: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ExitRecord {
     pub time: String,
     pub offset_ms: f64,
@@ -289,7 +291,7 @@ pub struct ExitRecord {
     pub exit_code: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CliIdentity {
     pub pid: u32,
     pub name: String,
@@ -312,7 +314,7 @@ pub struct CliIdentity {
     pub parents: Vec<ParentRef>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ParentRef {
     pub pid: u32,
     pub name: String,
@@ -348,7 +350,7 @@ impl CliIdentity {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProbeSummary {
     pub target_type: TargetType,
     pub target: String,
@@ -361,19 +363,19 @@ pub struct ProbeSummary {
     pub first_offset_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CategorySummary {
     pub category: String,
     pub probes: Vec<ProbeSummary>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DropCount {
     pub reason: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunReport {
     pub policy: String,
     pub cli: CliIdentity,
@@ -405,7 +407,7 @@ pub struct RunReport {
 }
 
 /// A DNS query sent by a watched process (decoded from the captured datagram).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DnsQueryRecord {
     pub time: String,
     pub offset_ms: f64,
@@ -423,7 +425,7 @@ pub struct DnsQueryRecord {
 }
 
 /// A DNS answer received by a watched process: the addresses it now knows a name by.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DnsAnswerRecord {
     pub time: String,
     pub offset_ms: f64,

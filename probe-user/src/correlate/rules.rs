@@ -15,7 +15,7 @@ use crate::policy::rules::{
 use super::records::{Destination, PriorProbe};
 
 /// One rule that matched one network event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RuleMatch {
     pub rule: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,7 +29,7 @@ pub struct RuleMatch {
 }
 
 /// Per rule, over the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RuleSummary {
     pub rule: String,
     #[serde(skip_serializing_if = "Option::is_none")]

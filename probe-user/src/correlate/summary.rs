@@ -11,7 +11,7 @@ use super::records::Destination;
 use crate::process::ProcessTable;
 use crate::process::identity::PackageInfo;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CliSummary {
     pub name: String,
     pub exe: String,
@@ -29,7 +29,7 @@ pub struct CliSummary {
     pub rules: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ContactedDestination {
     #[serde(flatten)]
     pub destination: Destination,

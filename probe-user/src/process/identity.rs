@@ -15,7 +15,7 @@ const PACKAGE_SEARCH_DEPTH: usize = 6;
 /// A `package.json` larger than this is not read.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PackageInfo {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -22,7 +22,7 @@ struct Option_ {
 }
 
 /// What a family uses and what it passed over.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SensorChoice {
     pub family: Family,
     /// The attach point in use, or `none` when nothing attached.
@@ -33,7 +33,7 @@ pub struct SensorChoice {
     pub blind_spots: Vec<&'static str>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PassedOver {
     pub attach_point: &'static str,
     pub reason: String,

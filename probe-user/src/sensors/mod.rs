@@ -63,7 +63,7 @@ pub enum SensorError {
 }
 
 /// Which family of sensors a program belongs to (see docs/architecture.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
     Process,
@@ -84,7 +84,7 @@ impl Family {
 }
 
 /// What happened to one program at start-up; shown in reports and logs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AttachStatus {
     pub program: String,
     pub family: Family,

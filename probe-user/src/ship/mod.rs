@@ -134,3 +134,31 @@ mod tests {
         assert_eq!(rfc3339_ms("yesterday"), None);
     }
 }
+
+/// One line of a `native` sink (or of `run --json` without the three envelope
+/// fields), for the JSON Schema in docs/schema.
+#[derive(schemars::JsonSchema)]
+#[expect(dead_code, reason = "only its schema is used")]
+struct NativeLine {
+    #[serde(flatten)]
+    record: Record,
+    /// UUIDv7 (sink lines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    /// Per-host sequence number (sink lines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    /// Host name (sink lines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+}
+
+/// The JSON Schema (2020-12) of probectl's native records, as the code defines them;
+/// `docs/schema/probectl-record.schema.json` is this, and a test keeps it so.
+pub fn native_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator();
+    let schema = generator.into_root_schema_for::<NativeLine>();
+    serde_json::to_value(schema).unwrap_or_default()
+}

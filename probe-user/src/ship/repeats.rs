@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::correlate::Record;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RepeatedRecord {
     pub time: String,
     /// The process tree (its root pid) the records came from.

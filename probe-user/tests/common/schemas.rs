@@ -253,3 +253,171 @@ impl Ocsf {
         }
     }
 }
+
+/// probectl's own JSON Schema (docs/schema), checked strictly: besides types,
+/// required fields, enums and consts, a field the schema does not name is an error,
+/// so a field added to the code without the schema cannot slip through.
+pub struct NativeSchema {
+    root: Value,
+}
+
+impl NativeSchema {
+    pub fn load() -> Self {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/schema/probectl-record.schema.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        Self {
+            root: serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}")),
+        }
+    }
+
+    pub fn problems(&self, v: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        self.check("$", &self.root, v, true, &mut out);
+        out
+    }
+
+    fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
+        match schema["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/$defs/"))
+        {
+            Some(name) => &self.root["$defs"][name],
+            None => schema,
+        }
+    }
+
+    fn check(&self, at: &str, schema: &Value, v: &Value, strict: bool, out: &mut Vec<String>) {
+        if schema == &Value::Bool(true) {
+            return;
+        }
+        // `$ref` may have siblings (2020-12): check the target, then the rest here.
+        if schema.get("$ref").is_some() {
+            self.check(at, self.resolve(schema), v, false, out);
+        }
+        if let Some(t) = schema.get("type") {
+            let fits = |t: &Value| match t.as_str() {
+                Some("string") => v.is_string(),
+                Some("integer") => v.is_i64() || v.is_u64(),
+                Some("number") => v.is_number(),
+                Some("boolean") => v.is_boolean(),
+                Some("array") => v.is_array(),
+                Some("object") => v.is_object(),
+                Some("null") => v.is_null(),
+                _ => false,
+            };
+            let ok = match t {
+                Value::Array(ts) => ts.iter().any(fits),
+                t => fits(t),
+            };
+            if !ok {
+                out.push(format!("{at}: {v} is not {t}"));
+                return;
+            }
+        }
+        if let Some(c) = schema.get("const")
+            && c != v
+        {
+            out.push(format!("{at}: {v} is not {c}"));
+        }
+        if let Some(e) = schema["enum"].as_array()
+            && !e.contains(v)
+        {
+            out.push(format!("{at}: {v} is not one of {e:?}"));
+        }
+        if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), v.as_f64())
+            && n < min
+        {
+            out.push(format!("{at}: {n} < {min}"));
+        }
+        for s in schema["allOf"].as_array().into_iter().flatten() {
+            self.check(at, s, v, false, out);
+        }
+        for key in ["oneOf", "anyOf"] {
+            if let Some(branches) = schema[key].as_array() {
+                let results: Vec<Vec<String>> = branches
+                    .iter()
+                    .map(|b| {
+                        let mut o = Vec::new();
+                        self.check(at, b, v, false, &mut o);
+                        o
+                    })
+                    .collect();
+                let matching = results.iter().filter(|r| r.is_empty()).count();
+                if matching == 0 || (key == "oneOf" && matching > 1) {
+                    let best = results
+                        .iter()
+                        .min_by_key(|r| r.len())
+                        .cloned()
+                        .unwrap_or_default();
+                    out.push(format!(
+                        "{at}: {matching} {key} branches match; closest: {best:?}"
+                    ));
+                }
+            }
+        }
+        if let (Some(props), Some(obj)) = (schema["properties"].as_object(), v.as_object()) {
+            for r in schema["required"].as_array().into_iter().flatten() {
+                if let Some(r) = r.as_str()
+                    && !obj.contains_key(r)
+                {
+                    out.push(format!("{at}.{r} is required"));
+                }
+            }
+            for (k, s) in props {
+                if let Some(x) = obj.get(k) {
+                    self.check(&format!("{at}.{k}"), s, x, true, out);
+                }
+            }
+        }
+        if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+            for (i, x) in arr.iter().enumerate() {
+                self.check(&format!("{at}[{i}]"), items, x, true, out);
+            }
+        }
+        if strict && let Some(obj) = v.as_object() {
+            if let Some(allowed) = self.allowed_keys(schema, v) {
+                for k in obj.keys() {
+                    if !allowed.contains(k) {
+                        out.push(format!("{at}.{k} is not in the schema"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The property names `schema` allows for `v`, through `$ref`, `allOf` and the
+    /// branches of `oneOf`/`anyOf` that `v` matches; `None` when any name is allowed.
+    fn allowed_keys(
+        &self,
+        schema: &Value,
+        v: &Value,
+    ) -> Option<std::collections::BTreeSet<String>> {
+        let mut keys = std::collections::BTreeSet::new();
+        if schema.get("$ref").is_some() {
+            keys.extend(self.allowed_keys(self.resolve(schema), v)?);
+        }
+        match schema.get("additionalProperties") {
+            Some(Value::Bool(false)) | None => {}
+            Some(_) => return None,
+        }
+        if let Some(props) = schema["properties"].as_object() {
+            keys.extend(props.keys().cloned());
+        }
+        for s in schema["allOf"].as_array().into_iter().flatten() {
+            keys.extend(self.allowed_keys(s, v)?);
+        }
+        for key in ["oneOf", "anyOf"] {
+            for b in schema[key].as_array().into_iter().flatten() {
+                let mut o = Vec::new();
+                self.check("", b, v, false, &mut o);
+                if o.is_empty() {
+                    keys.extend(self.allowed_keys(b, v)?);
+                }
+            }
+        }
+        Some(keys)
+    }
+}
