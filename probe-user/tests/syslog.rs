@@ -356,7 +356,7 @@ fn an_outage_spools_across_a_daemon_restart_and_a_full_spool_is_a_counted_loss()
         .flat_map(|r| r["losses"].as_array().cloned().unwrap_or_default())
         .filter(|l| l["source"].as_str().unwrap().ends_with(":spool_full"))
         .map(|l| l["total"].as_u64().unwrap())
-        .last()
+        .next_back()
         .expect("a loss record for the spool");
     assert_eq!(
         last_total, dropped,

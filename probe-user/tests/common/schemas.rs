@@ -377,12 +377,13 @@ impl NativeSchema {
                 self.check(&format!("{at}[{i}]"), items, x, true, out);
             }
         }
-        if strict && let Some(obj) = v.as_object() {
-            if let Some(allowed) = self.allowed_keys(schema, v) {
-                for k in obj.keys() {
-                    if !allowed.contains(k) {
-                        out.push(format!("{at}.{k} is not in the schema"));
-                    }
+        if strict
+            && let Some(obj) = v.as_object()
+            && let Some(allowed) = self.allowed_keys(schema, v)
+        {
+            for k in obj.keys() {
+                if !allowed.contains(k) {
+                    out.push(format!("{at}.{k} is not in the schema"));
                 }
             }
         }
