@@ -155,20 +155,7 @@ fn records_reach_a_real_rsyslog_over_udp_and_tcp_and_survive_a_tcp_outage() {
         dir.join("ecs.jsonl").display()
     );
     let d = Daemon::start_full("syslog-daemon", "", &sinks, &[]);
-    let run = |d: &Daemon| {
-        let mut cmd = d.client();
-        cmd.args([
-            "run",
-            "--json",
-            "--",
-            "sh",
-            "-c",
-            "cat /etc/timezone >/dev/null; TZ=UTC date >/dev/null",
-        ]);
-        let out = json_run(cmd);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    };
-    run(&d);
+    run_fixture(&d);
     let ecs_lines = |n: usize| -> Vec<String> {
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -201,7 +188,7 @@ fn records_reach_a_real_rsyslog_over_udp_and_tcp_and_survive_a_tcp_outage() {
     // Outage: rsyslog stops, records are made, rsyslog comes back while the TCP sink
     // retries; every record arrives once, in order.
     rsyslog.stop();
-    run(&d);
+    run_fixture(&d);
     let all = ecs_lines(n + 4);
     rsyslog.resume();
     let got = rsyslog.wait_lines("tcp.log", all.len());
