@@ -125,6 +125,7 @@ fn ecs_and_ocsf_records_match_the_official_schemas_and_share_ids() {
     );
     let conn = find(&|d| d["event"]["action"] == "connect", "connection");
     assert_eq!(conn["destination"]["port"], listener.port);
+    assert_eq!(conn["network"]["transport"], "tcp");
     assert_eq!(conn["rule"]["name"], "tz-then-connect");
     assert!(
         !conn["probectl"]["probes_before"]

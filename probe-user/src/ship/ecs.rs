@@ -111,6 +111,12 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 Some(outcome),
             );
             destination_fields(&mut doc, &c.destination, c.domain.as_deref());
+            if c.destination.family != "unix"
+                && let Some(Value::Object(network)) = doc.get_mut("network")
+            {
+                let transport = if c.result == "sent" { "udp" } else { "tcp" };
+                network.insert("transport".into(), transport.into());
+            }
             doc.insert("process".into(), process_fields(Some(&c.cli), c.pid));
             if let Some(first) = c.matched_rules.first() {
                 doc.insert("rule".into(), json!({"name": first.rule, "id": first.id}));

@@ -17,10 +17,10 @@ use crate::correlate::{CliIdentity, Record};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordFormat {
-    /// probectl's own records (docs/events.md), plus `id` and `seq`.
-    #[default]
+    /// probectl's own records (docs/events.md), plus `id`, `seq` and `host`.
     Native,
-    /// Elastic Common Schema (docs/events.md#ecs).
+    /// Elastic Common Schema (docs/events.md#ecs): the default machine format.
+    #[default]
     Ecs,
     /// OCSF 1.8 (docs/events.md#ocsf).
     Ocsf,

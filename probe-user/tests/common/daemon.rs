@@ -77,7 +77,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket: {}\nstate_dir: {}\npolicy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}}}\n{sinks}status_every: 1s\n{extra}",
+                "socket: {}\nstate_dir: {}\npolicy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}, format: native}}\n{sinks}status_every: 1s\n{extra}",
                 socket.display(),
                 dir.display(),
                 policies.display(),
