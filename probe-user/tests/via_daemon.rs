@@ -82,10 +82,23 @@ fn run_goes_through_the_daemon_when_it_runs_and_standalone_on_request() {
         !d.records().iter().any(|r| r["pid"] == own_pid),
         "a standalone run does not go through the daemon"
     );
-    // An exit code passes through the daemon too.
+    // An exit code passes through the daemon too; and times count from this run's
+    // start, not the daemon's (which started before the standalone run above).
     let mut cmd = d.client();
     cmd.args(["run", "--json", "--", "sh", "-c", "exit 7"]);
-    assert_eq!(json_run(cmd).code, 7);
+    let late = json_run(cmd);
+    assert_eq!(late.code, 7);
+    let exec = late.of_type("exec")[0];
+    let offset = exec["offset_ms"].as_f64().unwrap();
+    assert!(
+        (0.0..2000.0).contains(&offset),
+        "offset from the run's start: {exec}"
+    );
+    let uptime_ms = d.status()["uptime_s"].as_f64().unwrap() * 1000.0;
+    assert!(
+        uptime_ms > offset + 1000.0,
+        "the daemon is older than the run: {uptime_ms}"
+    );
 }
 
 #[test]

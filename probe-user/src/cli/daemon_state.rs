@@ -57,6 +57,8 @@ impl std::io::Write for SharedBuf {
 struct Subscriber {
     id: u64,
     roots: Vec<u32>,
+    /// Records' offsets count from here: the moment it subscribed.
+    base_ms: f64,
     uid_only: Option<u32>,
     printer: Printer,
     buf: SharedBuf,
@@ -79,7 +81,7 @@ impl Subscriber {
     /// Renders and queues one record; false when the subscriber must go (gone, or
     /// so far behind that its queue is full).
     fn send(&mut self, record: &Record) -> bool {
-        self.printer.emit(record);
+        self.printer.emit(&record.shifted(self.base_ms));
         let text = match self.buf.0.lock() {
             Ok(mut b) => String::from_utf8_lossy(&std::mem::take(&mut *b)).into_owned(),
             Err(_) => return false,
@@ -243,6 +245,7 @@ impl DaemonState {
                 self.next_id += 1;
                 let mut sub = Subscriber {
                     id,
+                    base_ms: s.correlator.offset_now_ms(),
                     roots: pids.clone(),
                     uid_only,
                     printer: Printer::new(format_of(format), Box::new(buf.clone()))

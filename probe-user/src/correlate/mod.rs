@@ -159,6 +159,11 @@ impl Correlator {
         self.folder.retain_pids(|pid| procs.get(pid).is_some());
     }
 
+    /// The offset a record made now would have.
+    pub fn offset_now_ms(&self) -> f64 {
+        self.offset_ms(crate::output::time::WallClock::boot_now_ns())
+    }
+
     fn offset_ms(&self, ktime_ns: u64) -> f64 {
         (ktime_ns as f64 - self.start_ns as f64) / 1e6
     }

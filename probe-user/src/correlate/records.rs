@@ -52,6 +52,41 @@ pub struct LossCount {
 }
 
 impl Record {
+    /// The record with its offsets counted from `base_ms` instead of from the start
+    /// of the session that made it (a daemon subscriber's stream starts at zero when
+    /// it subscribes, as a standalone run's does).
+    pub fn shifted(&self, base_ms: f64) -> Record {
+        let mut r = self.clone();
+        let shift = |x: &mut f64| *x -= base_ms;
+        match &mut r {
+            Record::Exec(x) => shift(&mut x.offset_ms),
+            Record::Probe(x) => shift(&mut x.offset_ms),
+            Record::Connect(x) => shift(&mut x.offset_ms),
+            Record::ConnectOutcome(x) => shift(&mut x.offset_ms),
+            Record::DnsQuery(x) => shift(&mut x.offset_ms),
+            Record::DnsAnswer(x) => shift(&mut x.offset_ms),
+            Record::RuleMatch(x) => shift(&mut x.offset_ms),
+            Record::Exit(x) => shift(&mut x.offset_ms),
+            Record::Report(x) => {
+                for c in &mut x.connections {
+                    shift(&mut c.offset_ms);
+                }
+                for p in x.probes.iter_mut().flat_map(|c| c.probes.iter_mut()) {
+                    shift(&mut p.first_offset_ms);
+                }
+                for rule in &mut x.rules {
+                    shift(&mut rule.first_offset_ms);
+                }
+            }
+            Record::Sensor(_)
+            | Record::PolicyReload(_)
+            | Record::Watching(_)
+            | Record::Loss(_)
+            | Record::Repeated(_) => {}
+        }
+        r
+    }
+
     /// The process a record is about, for filtering a subscriber's stream; `None`
     /// for records about probectl itself (sensors, reloads, reports).
     pub fn pid(&self) -> Option<u32> {
