@@ -75,7 +75,7 @@ impl Subscriber {
         {
             return false;
         }
-        procs.lineage(pid).iter().any(|p| self.roots.contains(p))
+        procs.descends_from(pid, &self.roots)
     }
 
     /// Renders and queues one record; false when the subscriber must go (gone, or
@@ -338,11 +338,7 @@ impl DaemonState {
         let done: Vec<u64> = self
             .subscribers
             .iter()
-            .filter(|s| {
-                !procs
-                    .live()
-                    .any(|p| procs.lineage(p).iter().any(|a| s.roots.contains(a)))
-            })
+            .filter(|s| !procs.live().any(|p| procs.descends_from(p, &s.roots)))
             .map(|s| s.id)
             .collect();
         for id in done {

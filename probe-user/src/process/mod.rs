@@ -256,6 +256,22 @@ impl ProcessTable {
         outermost_root.unwrap_or(top)
     }
 
+    /// Whether `pid` or one of its known ancestors is in `roots`. No allocation: the
+    /// daemon asks this for every record and every subscriber.
+    pub fn descends_from(&self, pid: u32, roots: &[u32]) -> bool {
+        let mut cur = pid;
+        for _ in 0..4096 {
+            if roots.contains(&cur) {
+                return true;
+            }
+            match self.procs.get(&cur) {
+                Some(info) if info.ppid != 0 && info.ppid != cur => cur = info.ppid,
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// For a long-running watcher (the daemon): notes trees whose processes have all
     /// exited, and forgets the exited processes of trees that have been so for
     /// `grace_ns`. Ancestors known only for lineage never exit here and stay. Called
@@ -515,6 +531,8 @@ mod tests {
         // Seen first at its exec: its own tree.
         t.on_exec(50, 0, b"/bin/true", vec![], false);
         assert_eq!(t.tree_of(50), 50);
+        assert!(t.descends_from(13, &[12]) && t.descends_from(13, &[10]));
+        assert!(!t.descends_from(50, &[10]) && !t.descends_from(10, &[12]));
     }
 
     #[test]
