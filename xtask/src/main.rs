@@ -29,7 +29,12 @@ struct Cli {
 enum Task {
     /// Check the prerequisites (LLVM 22 dev packages, nightly with rust-src,
     /// bpf-linker) and install the missing ones.
-    Setup,
+    Setup {
+        /// Also the tools only the tests need (Node.js, gcc, musl-gcc, systemd-analyze,
+        /// setpriv, useradd, rsyslog and its TLS driver), without building anything.
+        #[arg(long)]
+        tests: bool,
+    },
     /// Build probectl and probe-demo (debug).
     Build,
     /// Build, then run probe-demo under `probectl run` against a local listener (needs
@@ -91,7 +96,7 @@ fn main() {
 /// Runs one task and returns the exit code for the process.
 fn dispatch(task: Task) -> Result<i32> {
     match task {
-        Task::Setup => setup::run(false).map(|_| 0),
+        Task::Setup { tests } => setup::run(tests).map(|_| 0),
         Task::Build => {
             let tools = setup::run(false)?;
             workspace::build(&tools)?;

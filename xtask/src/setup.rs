@@ -49,79 +49,120 @@ impl Tools {
     }
 }
 
-/// Something missing that apt-get can install.
-struct Missing {
-    /// What is missing, as shown to the user (a package or a command).
+/// How to tell that a prerequisite is there. The same question is asked before
+/// apt-get runs and again after it, so a tool without `--version` (rsyslogd, useradd)
+/// or a plug-in file is judged the way it was first judged.
+#[derive(Clone, Copy, Debug)]
+enum Check {
+    /// `command --version` runs and exits 0.
+    Version(&'static str),
+    /// An executable file of this name on PATH or in /usr/sbin or /sbin (tools that
+    /// have no `--version`, or live where a non-root PATH does not look).
+    Present(&'static str),
+    /// A regular file at this path (a plug-in, not a command).
+    File(&'static str),
+    /// The Debian package is installed (dpkg-query).
+    Package(&'static str),
+}
+
+impl Check {
+    /// `Some(detail)` when present (a version line or a path), `None` when missing.
+    fn probe(self) -> Option<String> {
+        match self {
+            Check::Version(command) => version_of(Path::new(command)),
+            Check::Present(command) => find_in_path(command).map(|p| p.display().to_string()),
+            Check::File(path) => Path::new(path).is_file().then(|| path.to_owned()),
+            Check::Package(package) => deb_installed(package)
+                .unwrap_or(false)
+                .then(|| "dpkg".to_owned()),
+        }
+    }
+
+    /// The question asked, for an error message.
+    fn describe(self) -> String {
+        match self {
+            Check::Version(command) => format!("`{command} --version` fails"),
+            Check::Present(command) => {
+                format!("no executable `{command}` on PATH, in /usr/sbin or /sbin")
+            }
+            Check::File(path) => format!("no file {path}"),
+            Check::Package(package) => format!("dpkg does not list {package} as installed"),
+        }
+    }
+}
+
+/// One prerequisite: how to see it, what provides it, and what to do without apt.
+#[derive(Clone, Copy, Debug)]
+struct Requirement {
+    /// What is checked, as shown to the user (a command, a file, a package).
     what: &'static str,
+    check: Check,
     /// The Debian package that provides it.
     package: &'static str,
     /// How to get it where apt-get is not available.
     otherwise: &'static str,
 }
 
+/// The tools only the tests need: Node.js for the Node fixtures, a C compiler for the
+/// C ones, musl-gcc for the musl-libc fixture, systemd-analyze, setpriv and useradd for
+/// the daemon's, rsyslog and its TLS driver for the syslog sink.
+const TEST_TOOLS: &[Requirement] = &[
+    Requirement {
+        what: "node",
+        check: Check::Version("node"),
+        package: "nodejs",
+        otherwise: "install Node.js so that `node` is on PATH",
+    },
+    Requirement {
+        what: "cc",
+        check: Check::Version("cc"),
+        package: "gcc",
+        otherwise: "install a C compiler so that `cc` is on PATH",
+    },
+    Requirement {
+        what: "musl-gcc",
+        check: Check::Present("musl-gcc"),
+        package: "musl-tools",
+        otherwise: "install musl-gcc (musl-tools) so that `musl-gcc` is on PATH",
+    },
+    Requirement {
+        what: "systemd-analyze",
+        check: Check::Version("systemd-analyze"),
+        package: "systemd",
+        otherwise: "install systemd so that `systemd-analyze` is on PATH",
+    },
+    Requirement {
+        what: "setpriv",
+        check: Check::Version("setpriv"),
+        package: "util-linux",
+        otherwise: "install util-linux so that `setpriv` is on PATH",
+    },
+    // rsyslogd has no --version (it prints its version with -v and no exit status
+    // worth trusting), so presence is the question.
+    Requirement {
+        what: "rsyslogd",
+        check: Check::Present("rsyslogd"),
+        package: "rsyslog",
+        otherwise: "install rsyslog so that `rsyslogd` is in /usr/sbin",
+    },
+    Requirement {
+        what: "rsyslog TLS driver",
+        check: Check::File("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"),
+        package: "rsyslog-gnutls",
+        otherwise: "install rsyslog-gnutls (rsyslog's TLS driver)",
+    },
+    Requirement {
+        what: "useradd",
+        check: Check::Present("useradd"),
+        package: "passwd",
+        otherwise: "install passwd so that `useradd` and `groupadd` are on PATH",
+    },
+];
+
 /// Checks (and where possible installs) the prerequisites. `test_tools` adds the ones
-/// only the tests need (Node.js for the Node fixtures, a C compiler for the C ones,
-/// musl-gcc for the musl-libc fixture, systemd-analyze, setpriv and useradd for the
-/// daemon's).
+/// only the tests need ([`TEST_TOOLS`]).
 pub fn run(test_tools: bool) -> Result<Tools> {
-    let mut missing = Vec::new();
-    check_llvm_packages(&mut missing);
-    if test_tools {
-        check_command(
-            "node",
-            "nodejs",
-            "install Node.js so that `node` is on PATH",
-            &mut missing,
-        );
-        check_command(
-            "cc",
-            "gcc",
-            "install a C compiler so that `cc` is on PATH",
-            &mut missing,
-        );
-        check_command(
-            "musl-gcc",
-            "musl-tools",
-            "install musl-gcc (musl-tools) so that `musl-gcc` is on PATH",
-            &mut missing,
-        );
-        // The daemon tests: the unit is verified and scored, and the control socket
-        // is tried by users the test creates and runs clients as.
-        check_command(
-            "systemd-analyze",
-            "systemd",
-            "install systemd so that `systemd-analyze` is on PATH",
-            &mut missing,
-        );
-        check_command(
-            "setpriv",
-            "util-linux",
-            "install util-linux so that `setpriv` is on PATH",
-            &mut missing,
-        );
-        // The syslog sink is tested against a real rsyslog.
-        check_present(
-            "rsyslogd",
-            "rsyslog",
-            "install rsyslog so that `rsyslogd` is in /usr/sbin",
-            &mut missing,
-        );
-        check_file(
-            "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
-            "rsyslog-gnutls",
-            "install rsyslog-gnutls (rsyslog's TLS driver)",
-            &mut missing,
-        );
-        check_present(
-            "useradd",
-            "passwd",
-            "install passwd so that `useradd` and `groupadd` are on PATH",
-            &mut missing,
-        );
-    }
-    if !missing.is_empty() {
-        apt_install(&missing)?;
-    }
+    install_missing(test_tools)?;
     check_nightly()?;
     // After the LLVM packages: building bpf-linker needs them.
     let tools = check_bpf_linker()?;
@@ -129,19 +170,59 @@ pub fn run(test_tools: bool) -> Result<Tools> {
     Ok(tools)
 }
 
+/// The apt-installed part of [`run`]: the LLVM packages and, with `test_tools`, the
+/// test tools. Quick when everything is there; `cargo xtask setup --tests` runs it on
+/// its own to check a fresh machine's test tools in seconds.
+pub fn install_missing(test_tools: bool) -> Result<()> {
+    let mut missing = Vec::new();
+    check_llvm_packages(&mut missing);
+    if test_tools {
+        for req in TEST_TOOLS {
+            check(*req, &mut missing);
+        }
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    Ok(())
+}
+
+fn check(req: Requirement, missing: &mut Vec<Requirement>) {
+    match req.check.probe() {
+        Some(detail) => say(TAG, format_args!("{}: installed ({detail})", req.what)),
+        None => {
+            say(TAG, format_args!("{}: missing", req.what));
+            missing.push(req);
+        }
+    }
+}
+
 /// The tools `cargo xtask bench` compares probectl with: strace, bpftrace, auditd.
 pub fn bench_tools() -> Result<()> {
-    let mut missing = Vec::new();
-    check_command("strace", "strace", "install strace", &mut missing);
-    check_command("bpftrace", "bpftrace", "install bpftrace", &mut missing);
-    // auditctl has no --version: ask the package manager.
-    match deb_installed("auditd") {
-        Some(true) => say(TAG, "auditd: installed"),
-        _ => missing.push(Missing {
+    const BENCH_TOOLS: &[Requirement] = &[
+        Requirement {
+            what: "strace",
+            check: Check::Version("strace"),
+            package: "strace",
+            otherwise: "install strace",
+        },
+        Requirement {
+            what: "bpftrace",
+            check: Check::Version("bpftrace"),
+            package: "bpftrace",
+            otherwise: "install bpftrace",
+        },
+        // auditctl has no --version: ask the package manager.
+        Requirement {
             what: "auditd",
+            check: Check::Package("auditd"),
             package: "auditd",
             otherwise: "install auditd (auditctl) by other means",
-        }),
+        },
+    ];
+    let mut missing = Vec::new();
+    for req in BENCH_TOOLS {
+        check(*req, &mut missing);
     }
     if !missing.is_empty() {
         apt_install(&missing)?;
@@ -157,31 +238,29 @@ pub fn is_root() -> Result<bool> {
     Ok(uid.trim() == "0")
 }
 
-fn check_llvm_packages(missing: &mut Vec<Missing>) {
+fn check_llvm_packages(missing: &mut Vec<Requirement>) {
+    if deb_installed(LLVM_PACKAGES[0]).is_none() {
+        // Not Debian-based: nothing to query, and apt-get would not help. LLVM may
+        // well be installed another way; if not, building bpf-linker below fails and
+        // says so.
+        say(
+            TAG,
+            format_args!(
+                "LLVM 22 packages: cannot check (no dpkg-query); LLVM 22 must be installed by other means, with LLVM_PREFIX set if it is not in {DEFAULT_LLVM_PREFIX}"
+            ),
+        );
+        return;
+    }
     for package in LLVM_PACKAGES {
-        match deb_installed(package) {
-            Some(true) => say(TAG, format_args!("{package}: installed")),
-            Some(false) => {
-                say(TAG, format_args!("{package}: missing"));
-                missing.push(Missing {
-                    what: package,
-                    package,
-                    otherwise: "install the LLVM 22 development files (with Polly, zstd and zlib) by other means and set LLVM_PREFIX to their prefix",
-                });
-            }
-            None => {
-                // Not Debian-based: nothing to query, and apt-get would not help. LLVM
-                // may well be installed another way; if not, building bpf-linker
-                // below fails and says so.
-                say(
-                    TAG,
-                    format_args!(
-                        "LLVM 22 packages: cannot check (no dpkg-query); LLVM 22 must be installed by other means, with LLVM_PREFIX set if it is not in {DEFAULT_LLVM_PREFIX}"
-                    ),
-                );
-                return;
-            }
-        }
+        check(
+            Requirement {
+                what: package,
+                check: Check::Package(package),
+                package,
+                otherwise: "install the LLVM 22 development files (with Polly, zstd and zlib) by other means and set LLVM_PREFIX to their prefix",
+            },
+            missing,
+        );
     }
 }
 
@@ -198,69 +277,19 @@ fn deb_installed(package: &str) -> Option<bool> {
     )
 }
 
-fn check_command(
-    command: &'static str,
-    package: &'static str,
-    otherwise: &'static str,
-    missing: &mut Vec<Missing>,
-) {
-    match version_of(Path::new(command)) {
-        Some(version) => say(TAG, format_args!("{command}: installed ({version})")),
-        None => {
-            say(TAG, format_args!("{command}: missing"));
-            missing.push(Missing {
-                what: command,
-                package,
-                otherwise,
-            });
-        }
-    }
-}
-
-/// A file a package provides (a plugin, not a command).
-fn check_file(
-    path: &'static str,
-    package: &'static str,
-    otherwise: &'static str,
-    missing: &mut Vec<Missing>,
-) {
-    if Path::new(path).is_file() {
-        say(TAG, format_args!("{package}: installed ({path})"));
-    } else {
-        say(TAG, format_args!("{package}: missing ({path})"));
-        missing.push(Missing {
-            what: package,
-            package,
-            otherwise,
-        });
-    }
-}
-
-/// Like `check_command` for a program without `--version` (useradd): found on PATH
-/// or in the sbin directories a non-root PATH may lack.
-fn check_present(
-    command: &'static str,
-    package: &'static str,
-    otherwise: &'static str,
-    missing: &mut Vec<Missing>,
-) {
+/// An executable file named `command` on PATH or in the sbin directories a non-root
+/// PATH may lack.
+fn find_in_path(command: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
         .chain(["/usr/sbin", "/sbin"])
         .map(|dir| Path::new(dir).join(command))
-        .find(|p| p.is_file());
-    match found {
-        Some(p) => say(TAG, format_args!("{command}: installed ({})", p.display())),
-        None => {
-            say(TAG, format_args!("{command}: missing"));
-            missing.push(Missing {
-                what: command,
-                package,
-                otherwise,
-            });
-        }
-    }
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// The first line of `program --version`, if it runs and succeeds.
@@ -271,7 +300,7 @@ fn version_of(program: &Path) -> Option<String> {
 
 /// Installs the missing packages with one `apt-get update` and one `apt-get install`,
 /// or explains how to when that is not possible here.
-fn apt_install(missing: &[Missing]) -> Result<()> {
+fn apt_install(missing: &[Requirement]) -> Result<()> {
     let names: Vec<&str> = missing.iter().map(|m| m.what).collect();
     let names = names.join(", ");
     let packages: Vec<&str> = missing.iter().map(|m| m.package).collect();
@@ -311,18 +340,19 @@ fn apt_install(missing: &[Missing]) -> Result<()> {
     };
     cmd::run_ok(TAG, apt().arg("update"))?;
     cmd::run_ok(TAG, apt().args(["install", "-y"]).args(&packages))?;
-    // apt-get succeeding means the packages are installed; a command (node, cc) could
-    // still be absent if the distribution's package names it differently.
-    for m in missing.iter().filter(|m| m.what != m.package) {
-        if version_of(Path::new(m.what)).is_none() {
-            bail!(
-                "installed {} but `{} --version` still fails: {}",
-                m.package,
-                m.what,
-                m.otherwise
-            );
+    // apt-get succeeding means the packages are installed; ask each prerequisite the
+    // same question again, since a package could name its command differently.
+    for req in missing {
+        match req.check.probe() {
+            Some(detail) => say(TAG, format_args!("{}: installed ({detail})", req.what)),
+            None => bail!(
+                "installed {} but {} is still missing ({}): {}",
+                req.package,
+                req.what,
+                req.check.describe(),
+                req.otherwise
+            ),
         }
-        say(TAG, format_args!("{}: installed", m.what));
     }
     Ok(())
 }
