@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use probe_user::correlate::Correlator;
+use probe_user::daemon::server::{self as control_server, Command, SharedStats};
 use probe_user::daemon::{access, config::Config, notify::Notifier};
 use probe_user::events::EventReader;
 use probe_user::output::{Format, Printer, time::WallClock};
@@ -22,7 +23,6 @@ use probe_user::sensors::Sensors;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use super::control_server::{self, Command, SharedStats};
 use super::daemon_state::{DaemonState, open_sinks};
 use super::session::{LIBC_SCAN_EVERY, Session};
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use probe_user::correlate::{Record, WatchingRecord};
 use probe_user::daemon::config::{Config, SinkConfig, SinkFormat};
 use probe_user::daemon::protocol;
+use probe_user::daemon::server::{Command, SharedStats};
 use probe_user::output::{Format, Printer, time::WallClock};
 use probe_user::policy::{self, CompiledPolicy, PolicyFile};
 use probe_user::process::ProcessTable;
@@ -15,7 +16,6 @@ use probe_user::ship::{self, Envelope, host::HostInfo, ids::IdGen};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::control_server::{Command, SharedStats};
 use super::session::{Session, build_report, seed_and_watch};
 
 /// Opens every configured sink (each with its own queue and thread).

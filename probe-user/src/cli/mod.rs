@@ -1,7 +1,6 @@
 //! Command-line interface (the binary edge: errors are anyhow here, typed below).
 
 mod control;
-mod control_server;
 mod daemon;
 mod daemon_state;
 mod doctor;

@@ -7,6 +7,7 @@ pub mod access;
 pub mod config;
 pub mod notify;
 pub mod protocol;
+pub mod server;
 
 /// Where the daemon listens unless configured otherwise (systemd's
 /// `RuntimeDirectory=probectl` creates the directory).

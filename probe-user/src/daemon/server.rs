@@ -8,18 +8,16 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use super::access::{self, Caller, Role};
+use super::config::SinkFormat;
+use super::protocol::{self, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Request, WRITE_TIMEOUT};
 use anyhow::Context as _;
-use probe_user::daemon::access::{self, Caller, Role};
-use probe_user::daemon::config::SinkFormat;
-use probe_user::daemon::protocol::{
-    self, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Request, WRITE_TIMEOUT,
-};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 /// What a connection asks of the event loop.
-pub(super) enum Command {
+pub enum Command {
     Status {
         reply: oneshot::Sender<serde_json::Value>,
     },
@@ -45,19 +43,19 @@ pub(super) enum Command {
 
 /// Counters of the socket, for `status`.
 #[derive(Debug, Default, serde::Serialize)]
-pub(super) struct SocketStats {
-    pub(super) connections: u64,
-    pub(super) refused: u64,
-    pub(super) bad_requests: u64,
-    pub(super) timed_out: u64,
+pub struct SocketStats {
+    pub connections: u64,
+    pub refused: u64,
+    pub bad_requests: u64,
+    pub timed_out: u64,
 }
 
-pub(super) type SharedStats = std::sync::Arc<std::sync::Mutex<SocketStats>>;
+pub type SharedStats = std::sync::Arc<std::sync::Mutex<SocketStats>>;
 
 /// Binds the socket: the directory is created if missing, a stale socket from a
 /// crashed daemon is replaced, and the mode is 0660 with the daemon's group, so
 /// the kernel already keeps out everyone but root and the group.
-pub(super) fn bind(path: &Path, group_gid: Option<u32>) -> anyhow::Result<UnixListener> {
+pub fn bind(path: &Path, group_gid: Option<u32>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
@@ -79,7 +77,7 @@ pub(super) fn bind(path: &Path, group_gid: Option<u32>) -> anyhow::Result<UnixLi
     Ok(listener)
 }
 
-pub(super) async fn accept_loop(
+pub async fn accept_loop(
     listener: UnixListener,
     commands: mpsc::Sender<Command>,
     group: String,
