@@ -6,23 +6,30 @@ use std::os::unix::net::UnixStream;
 
 use anyhow::Context as _;
 use probe_user::daemon::protocol::{self, Request};
+use probe_user::daemon::trust::Trusted;
 
 use super::exit;
 
-/// Connects to the daemon, or explains why not (and what to do).
+/// Connects to the daemon, or explains why not (and what to do). The socket must
+/// be root's (or `PROBECTL_SOCKET_OWNER`'s), both the file and the process behind
+/// it, before anything is sent on it.
 pub(super) fn connect() -> anyhow::Result<UnixStream> {
     let path = probe_user::daemon::socket_path();
-    UnixStream::connect(&path).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+    let trusted = Trusted::from_env()?;
+    trusted.connect(&path).map_err(|e| {
+        let hint = match e.io_kind() {
+            Some(std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
                 "the daemon is not running (systemctl start probectl, or probectl daemon)"
             }
-            std::io::ErrorKind::PermissionDenied => {
+            Some(std::io::ErrorKind::PermissionDenied) => {
                 "only root and members of group probectl may use the socket"
             }
-            _ => "check that the daemon runs and PROBECTL_SOCKET, if set",
+            Some(_) => "check that the daemon runs and PROBECTL_SOCKET, if set",
+            None => {
+                "nothing was sent to it; check PROBECTL_SOCKET, if set, and who created that path"
+            }
         };
-        anyhow::anyhow!("cannot connect to {}: {e}\n  hint: {hint}", path.display())
+        anyhow::anyhow!("{e}\n  hint: {hint}")
     })
 }
 
@@ -236,5 +243,20 @@ fn render_status(s: &serde_json::Value) -> String {
         );
     }
     let _ = writeln!(out, "Subscribers: {}", s["subscribers"]);
+    let k = &s["socket"];
+    let n = |key: &str| k[key].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "Control socket: {} connections open ({} root's); {} admitted, {} refused (no access), {} refused (too many), {} idle ones shed, {} accept errors, {} bad requests, {} timed out",
+        k["open"]["root"].as_u64().unwrap_or(0) + k["open"]["others"].as_u64().unwrap_or(0),
+        k["open"]["root"].as_u64().unwrap_or(0),
+        n("connections"),
+        n("refused"),
+        n("refused_busy"),
+        n("shed_idle"),
+        n("accept_errors"),
+        n("bad_requests"),
+        n("timed_out")
+    );
     out
 }

@@ -27,7 +27,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     // need probectl's own.
     if args.policy.is_none()
         && args.profile.is_none()
-        && let Some(stream) = via_daemon::connect_if_running(args.standalone).await
+        && let Some(stream) = via_daemon::connect_if_running(args.standalone).await?
     {
         return run_via_daemon(args, stream).await;
     }

@@ -7,20 +7,37 @@
 use anyhow::Context as _;
 use probe_user::daemon::config::SinkFormat;
 use probe_user::daemon::protocol::{self, Request};
+use probe_user::daemon::trust::Trusted;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 /// How `run`/`watch` choose: `--standalone` never uses the daemon; `--policy` and
 /// `--profile` need probectl's own programs; otherwise a reachable daemon is used.
-pub(super) async fn connect_if_running(standalone: bool) -> Option<UnixStream> {
+/// A socket that is there but not root's (file owner or listening process) is an
+/// error, not a reason to run standalone: someone may be impersonating the daemon.
+pub(super) async fn connect_if_running(standalone: bool) -> anyhow::Result<Option<UnixStream>> {
     if standalone {
-        return None;
+        return Ok(None);
     }
-    UnixStream::connect(probe_user::daemon::socket_path())
-        .await
-        .ok()
+    let path = probe_user::daemon::socket_path();
+    let trusted = Trusted::from_env()?;
+    match trusted.check_file(&path) {
+        Ok(()) => {}
+        // No daemon (or no access to it): run standalone, as before.
+        Err(e) if e.io_kind().is_some() => return Ok(None),
+        Err(e) => anyhow::bail!("{e}\n  hint: {HINT_STANDALONE}"),
+    }
+    let Ok(stream) = UnixStream::connect(&path).await else {
+        return Ok(None);
+    };
+    trusted
+        .check_peer(&path, &stream)
+        .map_err(|e| anyhow::anyhow!("{e}\n  hint: {HINT_STANDALONE}"))?;
+    Ok(Some(stream))
 }
+
+const HINT_STANDALONE: &str = "nothing was sent to it; check PROBECTL_SOCKET, if set, and who created that path; --standalone runs without the daemon";
 
 pub(super) struct Subscription {
     read: BufReader<OwnedReadHalf>,

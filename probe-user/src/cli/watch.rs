@@ -34,7 +34,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--for: {e} (durations look like 30s, 5m or 1h)"))?;
     if args.policy.is_none()
-        && let Some(stream) = via_daemon::connect_if_running(args.standalone).await
+        && let Some(stream) = via_daemon::connect_if_running(args.standalone).await?
     {
         return watch_via_daemon(&args, stream, duration).await;
     }

@@ -4,10 +4,12 @@
 //! shares.
 
 pub mod access;
+pub mod clients;
 pub mod config;
 pub mod notify;
 pub mod protocol;
 pub mod server;
+pub mod trust;
 
 /// Where the daemon listens unless configured otherwise (systemd's
 /// `RuntimeDirectory=probectl` creates the directory).
