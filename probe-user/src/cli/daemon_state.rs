@@ -469,6 +469,7 @@ impl DaemonState {
                 json!({"reason": "userspace:timeline_overflow", "count": s.correlator.timelines.overflow}),
                 json!({"reason": "userspace:subscriber_lagging", "count": self.lagging_dropped}),
             ])
+            .chain(s.sensors.env_object_drops().into_iter().map(|(reason, count)| json!({"reason": reason, "count": count})))
             .collect();
         let socket = self
             .socket_stats
@@ -483,6 +484,7 @@ impl DaemonState {
             "sensors": s.sensors.choices,
             "unattached": s.sensors.unattached().collect::<Vec<_>>(),
             "attach": s.sensors.status,
+            "env_objects": s.sensors.env_objects_status(),
             "events": {
                 "received": s.reader.received,
                 "handled": s.events_handled,

@@ -152,9 +152,18 @@ impl Session {
                     None => continue,
                 }
             }
-            if let Event::Exec(e) = &event {
+            match &event {
                 // The dynamic loader maps the libc after the exec: scan until it has.
-                self.libc_scans.insert(e.header.tgid, 0);
+                Event::Exec(e) => {
+                    self.libc_scans.insert(e.header.tgid, 0);
+                }
+                // Lazily attached libcs are held while a watched process maps them.
+                Event::Fork(f) => self.sensors.env_users_forked(f.parent_tgid, f.child_tgid),
+                Event::Exit(e) => {
+                    self.libc_scans.remove(&e.header.tgid);
+                    self.sensors.env_users_exited(e.header.tgid);
+                }
+                _ => {}
             }
             let first_new = records.len();
             self.correlator
@@ -386,7 +395,10 @@ pub(super) fn build_report(
             "userspace:relative_path_unresolved",
             session.correlator.unresolved_paths,
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(session.sensors.env_object_drops())
+    {
         if count > 0 {
             drops.push(DropCount {
                 reason: reason.to_owned(),
@@ -403,6 +415,7 @@ pub(super) fn build_report(
         ),
     ]
     .into_iter()
+    .chain(session.sensors.env_object_filtered())
     .filter(|(_, n)| *n > 0)
     .map(|(reason, count)| DropCount {
         reason: reason.to_owned(),

@@ -3,16 +3,21 @@
 
 mod btf;
 pub mod chain;
+mod elf;
+mod env_attach;
+pub mod env_objects;
 pub mod features;
 mod file_maps;
 mod kernel_maps;
 mod libc;
+mod proc_maps;
 mod programs;
 mod reload;
 pub mod tracefs;
 
+pub use env_attach::EnvObjectsStatus;
 pub use file_maps::FileResolution;
-use programs::{AttachPoint, ENV_UPROBES, programs};
+use programs::{AttachPoint, programs};
 
 use std::path::PathBuf;
 
@@ -106,8 +111,9 @@ pub struct Sensors {
     pub original_memlock: Option<::libc::rlimit>,
     /// The libc probectl maps; its getenv uprobes are attached at start.
     pub libc: Option<PathBuf>,
-    /// Every libc file (device, inode) the env uprobes are attached to.
-    env_libs: std::collections::HashSet<libc::FileId>,
+    /// The files with lazily attached env uprobes (bounded, released when unused).
+    env_objects: env_objects::EnvObjects<env_attach::EnvLink>,
+    reaper: env_attach::Reaper,
     /// What probing the kernel found, and each family's place in its fallback chain.
     pub features: features::KernelFeatures,
     pub choices: Vec<chain::SensorChoice>,
@@ -138,13 +144,19 @@ impl Sensors {
                 None
             }
         };
+        let own_libc = libc::own_libc();
+        let mut env_objects = env_objects::EnvObjects::default();
+        if let Some((_, key)) = &own_libc {
+            env_objects.add_permanent(*key);
+        }
         let mut sensors = Sensors {
             ebpf,
             status: Vec::new(),
             mounted_tracefs,
             original_memlock,
-            libc: libc::own_libc(),
-            env_libs: std::collections::HashSet::new(),
+            libc: own_libc.map(|(path, _)| path),
+            env_objects,
+            reaper: env_attach::Reaper::default(),
             features: features::KernelFeatures {
                 features: Vec::new(),
                 cgroup2: None,
@@ -181,9 +193,6 @@ impl Sensors {
 
     fn attach_all(&mut self) {
         let libc = self.libc.clone();
-        if let Some(id) = libc.as_deref().and_then(libc::file_id) {
-            self.env_libs.insert(id);
-        }
         for spec in programs() {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
@@ -290,84 +299,6 @@ impl Sensors {
         Ok(())
     }
 
-    /// Attaches the env uprobes to every libc `pid` maps that none is attached to yet
-    /// (a container's glibc, musl, a copy under another path). Returns whether `pid`
-    /// maps any libc yet (right after exec only the dynamic loader does, so callers
-    /// scan again until it does) and the attach results. Reads /proc/<pid>/maps: called
-    /// for processes that just exec'd, never per event.
-    pub fn attach_env_for(&mut self, pid: u32) -> (bool, Vec<AttachStatus>) {
-        let libcs = libc::mapped_libcs(pid);
-        let mut attached = Vec::new();
-        for path in &libcs {
-            let Some(id) = libc::file_id(path) else {
-                continue;
-            };
-            if !self.env_libs.insert(id) {
-                continue;
-            }
-            for (program, symbol) in ENV_UPROBES {
-                let result = self.attach_uprobe(program, symbol, path.clone());
-                let kind = if program.ends_with("_ret") {
-                    "uretprobe"
-                } else {
-                    "uprobe"
-                };
-                let attach_point = format!(
-                    "{kind} {}:{symbol} (first mapped by pid {pid})",
-                    path.display()
-                );
-                if let Err(err) = &result {
-                    tracing::warn!("sensor {program} not attached at {attach_point}: {err}");
-                }
-                let status = AttachStatus {
-                    program: (*program).to_owned(),
-                    family: Family::Env,
-                    attach_point,
-                    attached: result.is_ok(),
-                    error: result.err(),
-                };
-                self.status.push(status.clone());
-                attached.push(status);
-            }
-        }
-        attached.extend(self.attach_node_for(pid));
-        (!libcs.is_empty(), attached)
-    }
-
-    /// Node enumerates the environment through libuv's exported `uv_os_environ`
-    /// without a getenv per name: a uprobe on each distinct node binary a watched
-    /// process runs reports `Object.keys(process.env)` and the like.
-    fn attach_node_for(&mut self, pid: u32) -> Option<AttachStatus> {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-        let name = exe.file_name()?.to_str()?;
-        if !(name == "node" || name == "nodejs" || name.starts_with("node-")) {
-            return None;
-        }
-        let path = std::path::Path::new(&format!("/proc/{pid}/root"))
-            .join(exe.strip_prefix("/").unwrap_or(&exe));
-        let id = libc::file_id(&path)?;
-        if !self.env_libs.insert(id) {
-            return None;
-        }
-        let result = self.attach_uprobe("uv_os_environ", "uv_os_environ", path.clone());
-        let attach_point = format!(
-            "uprobe {}:uv_os_environ (first run by pid {pid})",
-            path.display()
-        );
-        if let Err(err) = &result {
-            tracing::warn!("sensor uv_os_environ not attached at {attach_point}: {err}");
-        }
-        let status = AttachStatus {
-            program: "uv_os_environ".to_owned(),
-            family: Family::Env,
-            attach_point,
-            attached: result.is_ok(),
-            error: result.err(),
-        };
-        self.status.push(status.clone());
-        Some(status)
-    }
-
     /// Adds a root process to the kernel's watched set. Its descendants are added by
     /// the kernel at fork.
     pub fn watch(&mut self, tgid: u32) -> Result<(), SensorError> {
@@ -444,13 +375,33 @@ impl Sensors {
             |p| p.display().to_string(),
         );
         vec![
-            format!(
-                "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps from the moment its exec is seen: lookups made before that attach are missed; statically linked programs are not covered"
-            ),
+            self.env_note(&libc),
             "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
             self.files_note(),
             self.net_note(),
         ]
+    }
+
+    fn env_note(&self, libc: &str) -> String {
+        let mut note = format!(
+            "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps from the moment its exec is seen, up to {} such files at once (released when no watched process maps them): lookups made before that attach are missed; statically linked programs are not covered",
+            self.env_objects.limit()
+        );
+        let c = &self.env_objects.counts;
+        if c.over_limit > 0 {
+            note.push_str(&format!(
+                "; {} libc files were not attached because {} were (their getenv calls are missed)",
+                c.over_limit,
+                self.env_objects.limit()
+            ));
+        }
+        if c.not_elf + c.no_getenv > 0 {
+            note.push_str(&format!(
+                "; {} files named like a libc were not one (not an ELF object for this machine, or no getenv) and got no uprobes",
+                c.not_elf + c.no_getenv
+            ));
+        }
+        note
     }
 
     fn net_note(&self) -> String {
@@ -496,9 +447,13 @@ impl Sensors {
         }
     }
 
-    /// Sensors that did not attach, for "partial" markers in reports.
+    /// Sensors that did not attach, for "partial" markers in reports: at start, and
+    /// on the lazily attached files in use.
     pub fn unattached(&self) -> impl Iterator<Item = &AttachStatus> {
-        self.status.iter().filter(|s| !s.attached)
+        self.status
+            .iter()
+            .filter(|s| !s.attached)
+            .chain(self.env_unattached())
     }
 }
 
