@@ -186,9 +186,9 @@ fn fake_libcs_get_bounded_attachments_released_at_exit_and_a_fifo_does_not_block
     let fakes = PathBuf::from(format!("/tmp/probectl-fakes-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&fakes);
     let script = format!(
-        "set -e; mkdir -m 755 {f}; for i in $(seq 0 99); do cp {g} {f}/libc.so.$i; done; \
+        "set -e; mkdir -m 755 {f}; for i in $(seq 0 99); do cp {g} {f}/libc.so.fake$i; done; \
          for i in 1 2 3; do echo not an object >{f}/libc.so.text$i; done; \
-         cp {w} {f}/libc.so.nogetenv; cp {g} {f}/libc.so.swap",
+         cp {w} {f}/libc.so.nogetenv; cp {g} {f}/libc.so.6",
         f = fakes.display(),
         g = with_getenv.display(),
         w = without.display()
@@ -201,8 +201,9 @@ fn fake_libcs_get_bounded_attachments_released_at_exit_and_a_fifo_does_not_block
 
     let d = Daemon::start("fake-libcs", "");
     let baseline = open_fds(d.pid());
-    // The outsider's process maps every one, then swaps one for a FIFO (the mapped
-    // file is kept by a hard link, so its maps line reads "(deleted)").
+    // The outsider's process maps every one, then swaps libc.so.6 for a FIFO of that
+    // name (the mapped file is kept by a hard link; its maps line reads "(deleted)").
+    // Opened by that name, the FIFO would block the daemon's loop for good.
     let mapper = r#"
 import mmap, os, sys
 d = sys.argv[1]
@@ -211,7 +212,7 @@ for n in sorted(os.listdir(d)):
     fd = os.open(os.path.join(d, n), os.O_RDONLY)
     held.append(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
     os.close(fd)
-swap = os.path.join(d, "libc.so.swap")
+swap = os.path.join(d, "libc.so.6")
 os.link(swap, swap + ".kept")
 os.unlink(swap)
 os.mkfifo(swap, 0o600)
