@@ -48,6 +48,9 @@ pub const EXEC_ARGV_MORE: u32 = 1 << 1;
 /// The arguments parked at sys_enter_execve were not found at sched_process_exec
 /// (evicted or never parked): argv is missing, not empty.
 pub const EXEC_ARGV_LOST: u32 = 1 << 2;
+/// The kernel's selectors (program name, uid) picked this process at this exec: the
+/// policy watches it on its own account, not because someone asked for its tree.
+pub const EXEC_SELECTED: u32 = 1 << 3;
 
 /// A successful execve/execveat of a watched process.
 ///

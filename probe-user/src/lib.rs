@@ -7,7 +7,9 @@
 
 pub mod correlate;
 pub mod daemon;
+pub mod engine;
 pub mod events;
+pub mod ops;
 pub mod output;
 pub mod policy;
 pub mod process;

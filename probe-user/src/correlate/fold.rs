@@ -119,14 +119,8 @@ pub fn fold_prior(rows: Vec<PriorProbe>, classifier: &Classifier) -> Vec<PriorPr
                 merged.target = folded_target(&prefix);
                 merged.distinct_targets = Some(group.len() as u64);
                 merged.count = group.iter().map(|r| r.count).sum();
-                merged.first_ms_before = group
-                    .iter()
-                    .map(|r| r.first_ms_before)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                merged.last_ms_before = group
-                    .iter()
-                    .map(|r| r.last_ms_before)
-                    .fold(f64::INFINITY, f64::min);
+                merged.first_ns = group.iter().map(|r| r.first_ns).min().unwrap_or(0);
+                merged.last_ns = group.iter().map(|r| r.last_ns).max().unwrap_or(0);
                 for r in &group[1..] {
                     for pid in &r.pids {
                         if !merged.pids.contains(pid) {

@@ -5,6 +5,8 @@ pub mod dns;
 mod fold;
 mod net;
 mod paths;
+mod pending;
+mod prior;
 mod probes;
 pub mod rules;
 mod summary;
@@ -14,6 +16,7 @@ use net::destination;
 pub mod records;
 
 pub use fold::FOLD_AFTER;
+pub use prior::MAX_LISTED_PRIOR;
 pub use timelines::{MAX_DISTINCT_PROBES, Timelines};
 
 /// Connections kept for the end-of-run report (each was streamed when it happened).
@@ -45,6 +48,8 @@ pub struct Correlator {
     /// The run's connections for the report, the newest `MAX_KEPT_CONNECTIONS`; older
     /// ones were streamed and are counted in `connections_not_kept`.
     pub connections: std::collections::VecDeque<ConnectionRecord>,
+    /// Number of `connections[0]` among every connection so far.
+    connections_first: u64,
     pub connections_not_kept: u64,
     /// Kernel matches (case-folded) that the policy's exact case rule rejected.
     pub case_mismatches: u64,
@@ -66,12 +71,17 @@ pub struct Correlator {
     pub truncated: BTreeMap<&'static str, u64>,
     /// Env names present at an exec, per process, until the exec completes.
     exposures: HashMap<u32, Vec<ExecEnvEvent>>,
-    /// TCP outcomes that arrived before their connect's exit event (tgid, destination).
-    early_outcomes: Vec<(u32, Destination, &'static str)>,
+    /// TCP outcomes that arrived before their connect's exit event.
+    early_outcomes: pending::Pending<(u32, Destination), &'static str>,
+    /// Connects waiting for their TCP outcome: their number among all connections
+    /// (to find the kept record) and their offset.
+    awaiting_outcome: pending::Pending<(u32, Destination), (u64, f64)>,
     /// Names for addresses, from DNS answers and /etc/hosts.
     pub names: dns::NameBook,
     /// UDP destinations already reported per process; later datagrams are not.
     udp_seen: HashSet<(u32, Destination)>,
+    /// Each tree's probe rows, built once per change of its table.
+    prior: prior::PriorCache,
     /// The policy's rules, evaluated at each network event.
     rules: rules::RuleEngine,
     /// Records produced besides an event's own (rule alerts), handed out by
@@ -89,6 +99,7 @@ impl Correlator {
             timelines: Timelines::default(),
             folder: fold::StreamFolder::default(),
             connections: std::collections::VecDeque::new(),
+            connections_first: 0,
             connections_not_kept: 0,
             case_mismatches: 0,
             unclassified_paths: 0,
@@ -98,10 +109,12 @@ impl Correlator {
             argv_lost: 0,
             truncated: BTreeMap::new(),
             exposures: HashMap::new(),
-            early_outcomes: Vec::new(),
+            early_outcomes: pending::Pending::with_capacity(net::MAX_EARLY_OUTCOMES),
+            awaiting_outcome: pending::Pending::with_capacity(net::MAX_AWAITING_OUTCOMES),
             names: dns::NameBook::with_hosts_file("/etc/hosts"),
             udp_seen: HashSet::new(),
             rules: rules::RuleEngine::new(policy.rules.clone()),
+            prior: prior::PriorCache::new(),
             pending: Vec::new(),
         }
     }
@@ -154,8 +167,13 @@ impl Correlator {
         for &tree in &expired.forgotten {
             self.timelines.evict_exited(tree);
             self.rules.forget_tree(tree);
+            self.prior.remove(&tree);
         }
         self.udp_seen.retain(|(pid, _)| procs.get(*pid).is_some());
+        self.early_outcomes
+            .retain_keys(|(pid, _)| procs.get(*pid).is_some());
+        self.awaiting_outcome
+            .retain_keys(|(pid, _)| procs.get(*pid).is_some());
         self.folder.retain_pids(|pid| procs.get(pid).is_some());
     }
 
@@ -224,7 +242,7 @@ impl Correlator {
                     ppid: info.map(|i| i.ppid).unwrap_or(0),
                     uid: e.uid,
                     exe: info
-                        .map(|i| i.exe.clone())
+                        .map(|i| i.image.exe.clone())
                         .unwrap_or_else(|| escape_bytes(e.filename_bytes())),
                     argv,
                     argv_incomplete: e.flags & EXEC_ARGV_MORE != 0,

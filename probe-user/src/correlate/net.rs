@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::records::*;
 use super::rules::{NetCall, RuleMatch};
-use super::{Correlator, dns, errno_name, fold};
+use super::{Correlator, dns, errno_name};
 use crate::output::escape::escape_bytes;
 use crate::policy::rules::{Action, NetworkEvent};
 use crate::process::ProcessTable;
@@ -26,7 +26,14 @@ fn awaits_outcome(result: &str) -> bool {
 }
 
 /// TCP outcomes held for a connect record that has not arrived yet.
-const MAX_EARLY_OUTCOMES: usize = 1_024;
+pub(super) const MAX_EARLY_OUTCOMES: usize = 1_024;
+/// Non-blocking connects held for their outcome (a SYN that is never answered ends in
+/// a timeout, so these do end; the bound is for what was lost on the way).
+pub(super) const MAX_AWAITING_OUTCOMES: usize = 16_384;
+
+/// (process, destination) pairs whose first datagram was reported; later ones are
+/// not. When full, the set starts over.
+const MAX_UDP_SEEN: usize = 65_536;
 
 impl Correlator {
     /// Marks the matching in-progress connect with its outcome and streams it. A
@@ -38,29 +45,22 @@ impl Correlator {
         } else {
             "failed"
         };
-        let Some(conn) = self.connections.iter_mut().rev().find(|c| {
-            c.pid == e.header.tgid
-                && c.destination == dest
-                && awaits_outcome(&c.result)
-                && c.outcome.is_none()
-        }) else {
+        let key = (e.header.tgid, dest);
+        let Some((number, connect_ms)) = self.awaiting_outcome.take_latest(&key) else {
             // On loopback the handshake can end inside connect(2), before its exit
-            // event: keep the outcome for the connect record that follows.
-            // Bounded: an outcome whose connect never shows up (lost, or not ours)
-            // must not accumulate.
-            if self.early_outcomes.len() >= MAX_EARLY_OUTCOMES {
-                self.early_outcomes.remove(0);
-            }
-            self.early_outcomes.push((e.header.tgid, dest, outcome));
+            // event: keep the outcome for the connect record that follows (bounded:
+            // an outcome whose connect never shows up must not accumulate).
+            self.early_outcomes.push(key, outcome);
             return None;
         };
-        let outcome = if e.established != 0 {
-            "established"
-        } else {
-            "failed"
-        };
-        conn.outcome = Some(outcome.to_owned());
-        let connect_ms = conn.offset_ms;
+        let dest = key.1;
+        // The kept record (if it is still among the report's) gets the outcome too.
+        if let Some(conn) = number
+            .checked_sub(self.connections_first)
+            .and_then(|i| self.connections.get_mut(i as usize))
+        {
+            conn.outcome = Some(outcome.to_owned());
+        }
         let offset_ms = self.offset_ms(e.header.ktime_ns);
         Some(Record::ConnectOutcome(ConnectOutcomeRecord {
             time: self.clock.rfc3339(e.header.ktime_ns),
@@ -87,11 +87,8 @@ impl Correlator {
             r => errno_name(r),
         };
         // Earlier probes of the same process tree count, wherever in the tree.
-        let prior = self.timelines.before(
-            procs.tree_of(header.tgid),
-            header.ktime_ns,
-            &self.category_names,
-        );
+        let tree = procs.tree_of(header.tgid);
+        let prior = self.take_prior(tree, header.ktime_ns);
         let outcome = self.take_early_outcome(header.tgid, &destination, &result);
         let named = destination
             .address
@@ -115,14 +112,9 @@ impl Correlator {
         };
         let names: Vec<String> = domain.iter().cloned().collect();
         let matched_rules =
-            self.match_rules(header, kind, Some(&destination), &names, &prior, procs);
-        let mut probes_before = fold::fold_prior(prior, &self.classifier);
-        // Category, then the earliest probe first.
-        probes_before.sort_by(|a, b| {
-            a.category
-                .cmp(&b.category)
-                .then(b.first_ms_before.total_cmp(&a.first_ms_before))
-        });
+            self.match_rules(header, kind, Some(&destination), &names, &prior.rows, procs);
+        let (probes_before, probes_before_not_listed) = prior.listed(header.ktime_ns);
+        self.put_prior(tree, prior);
         let record = ConnectionRecord {
             time: self.clock.rfc3339(header.ktime_ns),
             offset_ms: self.offset_ms(header.ktime_ns),
@@ -144,12 +136,21 @@ impl Correlator {
             },
             result,
             probes_before,
+            probes_before_not_listed,
             cli: CliIdentity::of(procs, header.tgid),
             matched_rules,
         };
         if self.connections.len() >= super::MAX_KEPT_CONNECTIONS {
             self.connections.pop_front();
+            self.connections_first += 1;
             self.connections_not_kept += 1;
+        }
+        let number = self.connections_first + self.connections.len() as u64;
+        if record.outcome.is_none() && awaits_outcome(&record.result) {
+            self.awaiting_outcome.push(
+                (header.tgid, record.destination.clone()),
+                (number, record.offset_ms),
+            );
         }
         self.connections.push_back(record.clone());
         record
@@ -169,19 +170,17 @@ impl Correlator {
                 .iter()
                 .map(|(n, _)| escape_bytes(n.as_bytes()))
                 .collect();
-            let prior = self.timelines.before(
-                procs.tree_of(e.header.tgid),
-                e.header.ktime_ns,
-                &self.category_names,
-            );
+            let tree = procs.tree_of(e.header.tgid);
+            let prior = self.take_prior(tree, e.header.ktime_ns);
             let matched_rules = self.match_rules(
                 &e.header,
                 NetworkEvent::DnsQuery,
                 server.as_ref(),
                 &names,
-                &prior,
+                &prior.rows,
                 procs,
             );
+            self.put_prior(tree, prior);
             return Some(Record::DnsQuery(DnsQueryRecord {
                 time: self.clock.rfc3339(e.header.ktime_ns),
                 offset_ms: self.offset_ms(e.header.ktime_ns),
@@ -197,6 +196,11 @@ impl Correlator {
             }));
         }
         let dest = server?;
+        if self.udp_seen.len() >= MAX_UDP_SEEN {
+            // Bounded: a program spraying datagrams at a million addresses must not
+            // grow this without end. Forgetting only repeats a record later.
+            self.udp_seen.clear();
+        }
         if !self.udp_seen.insert((e.header.tgid, dest.clone())) {
             return None;
         }
@@ -276,11 +280,7 @@ impl Correlator {
     ) -> Option<String> {
         // A blocking connect's handshake also ends before its exit event: its outcome
         // is consumed here too (its result already says it), so none is left behind.
-        let i = self
-            .early_outcomes
-            .iter()
-            .position(|(t, d, _)| *t == tgid && d == dest)?;
-        let (_, _, outcome) = self.early_outcomes.swap_remove(i);
+        let outcome = self.early_outcomes.take_oldest(&(tgid, dest.clone()))?;
         awaits_outcome(result).then(|| outcome.to_owned())
     }
 }

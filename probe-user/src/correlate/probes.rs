@@ -74,12 +74,13 @@ impl ProbeTable {
         Recorded::New
     }
 
-    /// The probes that came before `at_ns`, one row per (category, type, target, how).
-    /// Counts are those seen so far (the ring delivers events in about time order).
-    pub fn before(&self, at_ns: u64, category_names: &[String]) -> Vec<PriorProbe> {
+    /// Every probe so far, one row per (category, type, target, how), with kernel
+    /// times (the `_ms_before` fields are set by `PriorProbe::measure_from`). Counts
+    /// are those seen so far (the ring delivers events in about time order).
+    pub fn rows(&self, category_names: &[String]) -> Vec<PriorProbe> {
         let mut rows = Vec::new();
         for ((target_type, how), by_target) in &self.entries {
-            for (target, e) in by_target.iter().filter(|(_, e)| e.first_ns <= at_ns) {
+            for (target, e) in by_target {
                 for &c in &e.categories {
                     rows.push(PriorProbe {
                         category: category_names[c].clone(),
@@ -89,8 +90,10 @@ impl ProbeTable {
                         pids: e.pids.clone(),
                         count: e.count,
                         distinct_targets: None,
-                        first_ms_before: (at_ns - e.first_ns) as f64 / 1e6,
-                        last_ms_before: at_ns.saturating_sub(e.last_ns) as f64 / 1e6,
+                        first_ms_before: 0.0,
+                        last_ms_before: 0.0,
+                        first_ns: e.first_ns,
+                        last_ns: e.last_ns,
                     });
                 }
             }

@@ -269,6 +269,30 @@ pub struct PriorProbe {
     pub first_ms_before: f64,
     /// Milliseconds between the last such probe and the connection.
     pub last_ms_before: f64,
+    /// Kernel times of the first and last such probe (the `_ms_before` fields are
+    /// these, relative to the connection).
+    #[serde(skip)]
+    pub first_ns: u64,
+    #[serde(skip)]
+    pub last_ns: u64,
+}
+
+impl PriorProbe {
+    /// Sets the `_ms_before` fields for a network event at `at_ns`; a row whose first
+    /// probe came after it (events of two CPUs slightly out of order) gets an
+    /// infinite distance, so no window counts it.
+    pub fn measure_from(&mut self, at_ns: u64) {
+        if self.first_ns > at_ns {
+            (self.first_ms_before, self.last_ms_before) = (f64::INFINITY, f64::INFINITY);
+            return;
+        }
+        self.first_ms_before = (at_ns - self.first_ns) as f64 / 1e6;
+        self.last_ms_before = at_ns.saturating_sub(self.last_ns) as f64 / 1e6;
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -298,6 +322,9 @@ pub struct ConnectionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain_source: Option<&'static str>,
     pub probes_before: Vec<PriorProbe>,
+    /// Rows past the `MAX_LISTED_PRIOR` listed (counted, not shown).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub probes_before_not_listed: u64,
     /// Who made the connection.
     pub cli: CliIdentity,
     /// Policy rules this connection completes (probes in the window, then this call).
@@ -330,24 +357,21 @@ pub struct ExitRecord {
 pub struct CliIdentity {
     pub pid: u32,
     pub name: String,
-    pub exe: String,
     /// For interpreters: the script or package path from argv.
     pub script: Option<String>,
-    /// For interpreters: the package of the script (nearest `package.json`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<crate::process::identity::PackageInfo>,
-    pub argv: Vec<String>,
     pub uid: Option<u32>,
-    /// Working directory at exec.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    /// Container id, when it runs in one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
+    /// Executable, command line, working directory, container, package: shared with
+    /// the process table and every other record about the process.
+    #[serde(flatten)]
+    pub image: std::sync::Arc<crate::process::Image>,
     /// Parent, grandparent... inside the watched tree (and above it, for a process
-    /// found already running): pid and name.
+    /// found already running): pid and name, the nearest `MAX_PARENTS`.
     pub parents: Vec<ParentRef>,
 }
+
+/// Parents listed in a record's identity; a deeper lineage is cut (the chain of
+/// pids in a connection's `lineage` is cut alike).
+pub const MAX_PARENTS: usize = 64;
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ParentRef {
@@ -358,21 +382,19 @@ pub struct ParentRef {
 impl CliIdentity {
     /// What the process table knows of `pid`.
     pub fn of(procs: &crate::process::ProcessTable, pid: u32) -> Self {
-        let info = procs.get(pid).cloned().unwrap_or_default();
+        let info = procs.get(pid);
+        let image = info.map(|i| i.image.clone()).unwrap_or_default();
         CliIdentity {
             pid,
-            name: info.name().to_owned(),
-            exe: info.exe.clone(),
-            script: info.script().map(str::to_owned),
-            package: info.package.clone(),
-            argv: info.argv.clone(),
-            uid: info.uid,
-            cwd: info.cwd.clone(),
-            container: info.container.clone(),
+            name: image.name().to_owned(),
+            script: image.script().map(str::to_owned),
+            uid: info.and_then(|i| i.uid),
+            image,
             parents: procs
                 .lineage(pid)
                 .into_iter()
                 .skip(1)
+                .take(MAX_PARENTS)
                 .map(|p| ParentRef {
                     pid: p,
                     name: procs

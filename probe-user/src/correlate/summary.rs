@@ -55,9 +55,9 @@ impl Correlator {
         for pid in pids {
             let info = procs.get(pid).cloned().unwrap_or_default();
             let key = (
-                info.exe.clone(),
+                info.image.exe.clone(),
                 info.script().map(str::to_owned),
-                info.package.as_ref().map(|p| p.name.clone()),
+                info.image.package.as_ref().map(|p| p.name.clone()),
             );
             let slot = match order.iter().position(|k| *k == key) {
                 Some(i) => i,
@@ -68,9 +68,9 @@ impl Correlator {
             };
             let s = out.entry(slot).or_insert_with(|| CliSummary {
                 name: info.name().to_owned(),
-                exe: info.exe.clone(),
+                exe: info.image.exe.clone(),
                 script: info.script().map(str::to_owned),
-                package: info.package.clone(),
+                package: info.image.package.clone(),
                 pids: Vec::new(),
                 categories: Vec::new(),
                 destinations: Vec::new(),

@@ -290,11 +290,11 @@ fn render_report(s: &mut String, r: &RunReport) {
         cli.pid,
         cli.uid.map(|u| format!(", uid {u}")).unwrap_or_default()
     );
-    let _ = writeln!(s, "  exe    {}", cli.exe);
+    let _ = writeln!(s, "  exe    {}", cli.image.exe);
     if let Some(script) = &cli.script {
         let _ = writeln!(s, "  script {script}");
     }
-    if let Some(pkg) = &cli.package {
+    if let Some(pkg) = &cli.image.package {
         let _ = writeln!(
             s,
             "  package {}{} ({})",
@@ -306,11 +306,11 @@ fn render_report(s: &mut String, r: &RunReport) {
             pkg.manifest
         );
     }
-    let _ = writeln!(s, "  argv   {}", shell_words(&cli.argv));
-    if let Some(cwd) = &cli.cwd {
+    let _ = writeln!(s, "  argv   {}", shell_words(&cli.image.argv));
+    if let Some(cwd) = &cli.image.cwd {
         let _ = writeln!(s, "  cwd    {cwd}");
     }
-    if let Some(container) = &cli.container {
+    if let Some(container) = &cli.image.container {
         let _ = writeln!(s, "  container {container}");
     }
     let _ = writeln!(s, "\nProbes by category:");

@@ -395,6 +395,25 @@ impl Sensors {
             })
     }
 
+    /// Removes a process from the kernel's watched set (a subscription ended). Its
+    /// children forked from now on are not watched; those forked before keep their
+    /// own entries until the caller removes them too.
+    pub fn unwatch(&mut self, tgid: u32) -> Result<(), SensorError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_WATCHED)
+            .ok_or(SensorError::MissingMap(MAP_WATCHED))?;
+        let mut watched: HashMap<_, u32, WatchEntry> =
+            HashMap::try_from(map).map_err(|source| SensorError::Map {
+                map: MAP_WATCHED,
+                source,
+            })?;
+        watched.remove(&tgid).map_err(|source| SensorError::Map {
+            map: MAP_WATCHED,
+            source,
+        })
+    }
+
     /// Takes the event ring buffer; call once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, SensorError> {
         let map = self

@@ -306,15 +306,15 @@ fn process_fields(cli: Option<&CliIdentity>, pid: u32) -> Value {
         return p;
     };
     p["name"] = cli.name.clone().into();
-    if !cli.exe.is_empty() {
-        p["executable"] = cli.exe.clone().into();
+    if !cli.image.exe.is_empty() {
+        p["executable"] = cli.image.exe.clone().into();
     }
-    if !cli.argv.is_empty() {
-        p["args"] = json!(cli.argv);
-        p["args_count"] = cli.argv.len().into();
-        p["command_line"] = cli.argv.join(" ").into();
+    if !cli.image.argv.is_empty() {
+        p["args"] = json!(cli.image.argv);
+        p["args_count"] = cli.image.argv.len().into();
+        p["command_line"] = cli.image.argv.join(" ").into();
     }
-    if let Some(cwd) = &cli.cwd {
+    if let Some(cwd) = &cli.image.cwd {
         p["working_directory"] = cwd.clone().into();
     }
     if let Some(uid) = cli.uid {

@@ -141,17 +141,17 @@ fn actor(cli: Option<&CliIdentity>, pid: u32) -> Value {
     let mut p = json!({"pid": pid});
     if let Some(cli) = cli {
         p["name"] = cli.name.clone().into();
-        if !cli.argv.is_empty() {
-            p["cmd_line"] = cli.argv.join(" ").into();
+        if !cli.image.argv.is_empty() {
+            p["cmd_line"] = cli.image.argv.join(" ").into();
         }
-        if !cli.exe.is_empty() {
-            let name = cli.exe.rsplit('/').next().unwrap_or(&cli.exe);
-            p["file"] = json!({"path": cli.exe, "name": name, "type_id": 1}); // Regular File
+        if !cli.image.exe.is_empty() {
+            let name = cli.image.exe.rsplit('/').next().unwrap_or(&cli.image.exe);
+            p["file"] = json!({"path": cli.image.exe, "name": name, "type_id": 1}); // Regular File
         }
         if let Some(uid) = cli.uid {
             p["user"] = json!({"uid": uid.to_string()});
         }
-        if let Some(cwd) = &cli.cwd {
+        if let Some(cwd) = &cli.image.cwd {
             p["working_directory"] = cwd.clone().into();
         }
         if let Some(parent) = cli.parents.first() {

@@ -18,6 +18,8 @@ fn probe(category: &str, target: &str, ms_before: f64, pid: u32) -> PriorProbe {
         distinct_targets: None,
         first_ms_before: ms_before,
         last_ms_before: ms_before,
+        first_ns: 0,
+        last_ns: 0,
     }
 }
 
