@@ -118,23 +118,24 @@ pub const FILE_OP_ACCESS: u32 = 10;
 pub const FILE_OP_FACCESSAT: u32 = 11;
 pub const FILE_OP_FACCESSAT2: u32 = 12;
 
-/// Path-taking syscalls the files sensor traces, indexed by `FILE_OP_*`:
-/// (tracepoint suffix, the name reports use). The kernel programs are named
-/// `sys_enter_<suffix>` / `sys_exit_<suffix>`, after their tracepoints.
-pub const FILE_SYSCALLS: [(&str, &str); 13] = [
-    ("open", "open"),
-    ("openat", "openat"),
-    ("readlink", "readlink"),
-    ("readlinkat", "readlinkat"),
-    ("openat2", "openat2"),
-    ("creat", "creat"),
-    ("newstat", "stat"),
-    ("newlstat", "lstat"),
-    ("newfstatat", "fstatat"),
-    ("statx", "statx"),
-    ("access", "access"),
-    ("faccessat", "faccessat"),
-    ("faccessat2", "faccessat2"),
+/// Path-taking syscalls the files sensor traces, indexed by `FILE_OP_*`: their
+/// tracepoint suffixes. The kernel programs are named `sys_enter_<suffix>` /
+/// `sys_exit_<suffix>`, after their tracepoints; reports name the operations as
+/// probe-user's `ops::How` does.
+pub const FILE_SYSCALLS: [&str; 13] = [
+    "open",
+    "openat",
+    "readlink",
+    "readlinkat",
+    "openat2",
+    "creat",
+    "newstat",
+    "newlstat",
+    "newfstatat",
+    "statx",
+    "access",
+    "faccessat",
+    "faccessat2",
 ];
 
 /// A watched process named a policy path in a path-taking syscall.

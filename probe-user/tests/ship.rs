@@ -244,20 +244,18 @@ fn the_schema_checks_catch_each_kind_of_mistake() {
 /// Loss records (`event.kind: metric`) are valid ECS too.
 #[test]
 fn a_loss_record_is_valid_ecs() {
-    use probe_user::correlate::{LossCount, LossRecord, Record};
+    use probe_user::records::{Body, LossCount, LossRecord, Record};
     use probe_user::ship::{Envelope, RecordFormat, encode, host::HostInfo};
     let envelope = Envelope {
         id: "01a210a7-992d-7000-a6ce-f48646ab2628".into(),
         seq: 9,
-        time_ms: 0,
-        record: Record::Loss(LossRecord {
-            time: "2026-11-25T03:00:00.000000Z".into(),
+        record: Record::now(Body::Loss(LossRecord {
             losses: vec![LossCount {
                 source: "sink:syslog:tcp:ecs:127.0.0.1:514:queue_full".into(),
                 count: 3,
                 total: 5,
             }],
-        }),
+        })),
         process: None,
     };
     let doc = encode(RecordFormat::Ecs, &envelope, &HostInfo::read()).expect("an ECS form");
@@ -382,21 +380,22 @@ fn identical_repeats_of_one_tree_are_summarised_at_the_sinks_with_a_count() {
         .count();
     assert_eq!(written, 2);
     // Its ECS form is valid too.
-    let repeated = probe_user::ship::repeats::RepeatedRecord {
-        time: summary["time"].as_str().unwrap().into(),
-        tree: summary["tree"].as_u64().unwrap() as u32,
-        record_type: "probe",
+    let now = probe_user::time::Stamp::now();
+    let repeated = probe_user::records::RepeatedRecord {
+        record_type: probe_user::records::Kind::Probe,
         like: summary["like"].as_str().unwrap().into(),
         count: 8,
-        first_time: summary["first_time"].as_str().unwrap().into(),
-        last_time: summary["last_time"].as_str().unwrap().into(),
+        first_time: now,
+        last_time: now,
         window_ms: 1000,
     };
+    let mut record =
+        probe_user::records::Record::now(probe_user::records::Body::Repeated(repeated));
+    record.header.tree = Some(summary["tree"].as_u64().unwrap() as u32);
     let envelope = probe_user::ship::Envelope {
         id: summary["id"].as_str().unwrap().into(),
         seq: summary["seq"].as_u64().unwrap(),
-        time_ms: 0,
-        record: probe_user::correlate::Record::Repeated(repeated),
+        record,
         process: None,
     };
     let doc = probe_user::ship::encode(

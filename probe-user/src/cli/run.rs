@@ -11,9 +11,9 @@ use std::os::fd::AsFd as _;
 use std::process::{Command, ExitStatus};
 
 use anyhow::Context as _;
-use probe_user::correlate::Record;
 use probe_user::engine::{self, Engine, ReportScope};
 use probe_user::output::{Format, Printer};
+use probe_user::records::{Body, Record};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::standalone::{self, LIVENESS_CHECK, open_engine, output_for, print};
@@ -104,14 +104,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         let command = args
             .command
             .iter()
-            .map(|a| probe_user::output::escape::escape_bytes(a.as_encoded_bytes()))
+            .map(|a| probe_user::escape::escape_bytes(a.as_encoded_bytes()))
             .collect();
         let profile = probe_user::profile::from_report(&report, command);
         let text = serde_yaml::to_string(&profile).context("cannot encode the profile")?;
         std::fs::write(path, text)
             .with_context(|| format!("cannot write the profile to {}", path.display()))?;
     }
-    printer.emit(&Record::Report(report));
+    printer.emit(&Record::now(Body::Report(Box::new(report))));
     Ok(exit_code)
 }
 
@@ -269,7 +269,7 @@ fn exit_code_of(status: ExitStatus) -> i32 {
 }
 
 fn report_spawn_error(program: &str, err: &io::Error) -> i32 {
-    let program = probe_user::output::escape::escape_bytes(program.as_bytes());
+    let program = probe_user::escape::escape_bytes(program.as_bytes());
     match err.kind() {
         io::ErrorKind::NotFound => {
             eprintln!(
@@ -292,7 +292,7 @@ fn report_spawn_error(program: &str, err: &io::Error) -> i32 {
 
 fn escape_argv(argv: &[std::ffi::OsString]) -> String {
     argv.iter()
-        .map(|a| probe_user::output::escape::escape_bytes(a.as_encoded_bytes()))
+        .map(|a| probe_user::escape::escape_bytes(a.as_encoded_bytes()))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -2,10 +2,10 @@
 //! descendants (those that exist now, found in /proc, and those forked later, through
 //! the kernel's inheritance), until they all exit, `--for` ends, or Ctrl-C.
 
-use probe_user::correlate::{Record, WatchingRecord};
 use probe_user::engine::{self, ReportScope, SeedError};
-use probe_user::output::{Format, Printer, time::WallClock};
+use probe_user::output::{Format, Printer};
 use probe_user::policy;
+use probe_user::records::{Body, Record, WatchingRecord};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::standalone::{self, LIVENESS_CHECK, open_engine, output_for, print};
@@ -46,12 +46,11 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         }
         Err(err) => return Err(err.into()),
     };
-    printer.emit(&Record::Watching(WatchingRecord {
-        time: WallClock::new().rfc3339(WallClock::boot_now_ns()),
+    printer.emit(&Record::now(Body::Watching(WatchingRecord {
         roots: args.pids.clone(),
         pids: watched,
         policy: engine.policy().name.clone(),
-    }));
+    })));
     // The env uprobes attached to the libcs the watched processes map.
     print(&mut engine, &mut printer);
 
@@ -88,7 +87,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     }
     let losses = standalone::losses(&engine, &printer);
     let report = engine.report(args.pids[0], 0, ReportScope::All, &losses);
-    printer.emit(&Record::Report(report));
+    printer.emit(&Record::now(Body::Report(Box::new(report))));
     Ok(0)
 }
 

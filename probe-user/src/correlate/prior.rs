@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use super::records::PriorProbe;
 use super::{Correlator, fold};
+use crate::records::PriorProbe;
 
 /// Folded rows listed on one connection record; the rest are counted
 /// (`probes_before_not_listed`), never silently dropped.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::records::{PriorProbe, ProbeSummary, TargetType};
 
 #[derive(Debug)]
 struct Entry {
@@ -21,7 +21,7 @@ struct Entry {
 /// One process tree's probes (the bound over all trees is kept by `Timelines`).
 #[derive(Debug, Default)]
 pub struct ProbeTable {
-    entries: HashMap<(TargetType, &'static str), HashMap<String, Entry>>,
+    entries: HashMap<(TargetType, crate::ops::How), HashMap<String, Entry>>,
     distinct: usize,
 }
 
@@ -45,7 +45,7 @@ impl ProbeTable {
     pub fn record(
         &mut self,
         target_type: TargetType,
-        how: &'static str,
+        how: crate::ops::How,
         target: &str,
         categories: &[usize],
         pid: u32,
@@ -86,7 +86,7 @@ impl ProbeTable {
                         category: category_names[c].clone(),
                         target_type: *target_type,
                         target: target.clone(),
-                        how,
+                        how: *how,
                         pids: e.pids.clone(),
                         count: e.count,
                         distinct_targets: None,
@@ -148,7 +148,7 @@ impl ProbeTable {
                         });
                     s.count += e.count;
                     if !s.how.contains(how) {
-                        s.how.push(how);
+                        s.how.push(*how);
                     }
                     s.first_offset_ms = s.first_offset_ms.min(offset_ms(e.first_ns));
                     for pid in &e.pids {
@@ -162,7 +162,7 @@ impl ProbeTable {
     }
 
     /// Whether this (type, operation, target) is already in the table.
-    pub fn contains(&self, target_type: TargetType, how: &'static str, target: &str) -> bool {
+    pub fn contains(&self, target_type: TargetType, how: crate::ops::How, target: &str) -> bool {
         self.entries
             .get(&(target_type, how))
             .is_some_and(|t| t.contains_key(target))

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::probes::{ProbeTable, Recorded, SummaryRows, finish_summaries};
-use super::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::records::{PriorProbe, ProbeSummary, TargetType};
 
 /// Distinct (operation, target) pairs kept over all trees, unless configured.
 pub const MAX_DISTINCT_PROBES: usize = 100_000;
@@ -86,7 +86,7 @@ impl Timelines {
         &mut self,
         tree: u32,
         target_type: TargetType,
-        how: &'static str,
+        how: crate::ops::How,
         target: &str,
         categories: &[usize],
         pid: u32,
@@ -213,7 +213,15 @@ mod tests {
     use super::*;
 
     fn probe(t: &mut Timelines, tree: u32, target: &str, at: u64) -> Recorded {
-        t.record(tree, TargetType::File, "open", target, &[0], tree, at)
+        t.record(
+            tree,
+            TargetType::File,
+            crate::ops::How::Open,
+            target,
+            &[0],
+            tree,
+            at,
+        )
     }
 
     #[test]
@@ -302,8 +310,8 @@ mod properties {
                     continue;
                 }
                 let target = format!("/t{target}");
-                let known = t.tree(tree).is_some_and(|x| x.contains(TargetType::File, "open", &target));
-                let r = t.record(tree, TargetType::File, "open", &target, &[0], tree, i as u64);
+                let known = t.tree(tree).is_some_and(|x| x.contains(TargetType::File, crate::ops::How::Open, &target));
+                let r = t.record(tree, TargetType::File, crate::ops::How::Open, &target, &[0], tree, i as u64);
                 if !known {
                     kept_or_counted += 1;
                     prop_assert!(r == Recorded::New || r == Recorded::Dropped);

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 use super::protocol;
-use crate::correlate::Record;
 use crate::engine::listener::{Delivery, Listener, Outgoing};
 use crate::engine::losses::{Losses, SinkLoss};
 use crate::output::{Format, Printer};
 use crate::process::ProcessTable;
+use crate::records::{Body, Record};
 use crate::ship::sinks::Sink;
 
 impl Listener for Sink {
@@ -101,7 +101,7 @@ impl Subscriber {
 
     fn wants(&self, record: &Record, procs: &ProcessTable) -> bool {
         let Some(pid) = record.pid() else {
-            return matches!(record, Record::PolicyReload(_));
+            return matches!(record.body, Body::PolicyReload(_));
         };
         if let Some(uid) = self.uid_only
             && procs.get(pid).and_then(|p| p.uid).is_some_and(|u| u != uid)

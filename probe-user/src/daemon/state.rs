@@ -11,13 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::config::Config;
 use super::listeners::Subscriber;
 use super::server::{Command, SharedStats};
-use crate::correlate::{CliIdentity, LossRecord, Record, WatchingRecord};
 use crate::engine::listener::{Fanout, ListenerId, Outgoing};
 use crate::engine::losses::Losses;
 use crate::engine::{Engine, ReportScope};
-use crate::output::time::WallClock;
 use crate::policy::PolicyFile;
+use crate::records::{Body, CliIdentity, LossRecord, Record, WatchingRecord};
 use crate::ship::{self, Envelope, host::HostInfo, ids::IdGen};
+use crate::time::{Stamp, boot_now_ns};
 
 /// A subscription of a control-socket client.
 struct Subscription {
@@ -112,12 +112,11 @@ impl DaemonState {
         if records.is_empty() {
             return;
         }
-        let now_ns = WallClock::boot_now_ns();
+        let now_ns = boot_now_ns();
         for record in records {
             let procs = &self.engine.procs;
             let tree = record.pid().map_or(0, |pid| procs.tree_of(pid));
-            let time = ship::record_time(&record).to_owned();
-            if !self.repeats.admit(tree, &record, &time, now_ns) {
+            if !self.repeats.admit(tree, &record, now_ns) {
                 // Held back from the sinks (counted for a `repeated` record), not from
                 // subscribers.
                 let out = Outgoing {
@@ -131,7 +130,6 @@ impl DaemonState {
             let envelope = Arc::new(Envelope {
                 id: self.ids.next_id(),
                 seq: self.ids.next_seq(),
-                time_ms: ship::rfc3339_ms(ship::record_time(&record)).unwrap_or(0),
                 process: record
                     .pid()
                     .filter(|_| self.needs_process)
@@ -209,12 +207,11 @@ impl DaemonState {
                     out,
                 );
                 let _ = reply.send(Ok((id, watched.clone())));
-                sub.send(&Record::Watching(WatchingRecord {
-                    time: now(),
+                sub.send(&Record::now(Body::Watching(WatchingRecord {
                     roots: pids.clone(),
                     pids: watched,
                     policy: self.engine.policy().name.clone(),
-                }));
+                })));
                 let listener = self.fanout.add(Box::new(sub));
                 self.subscriptions.push(Subscription {
                     id,
@@ -277,13 +274,9 @@ impl DaemonState {
     /// `repeated` records for the windows that ended (`all`: every open one, at
     /// shutdown, so no count is left unsaid).
     pub fn summarise_repeats(&mut self, all: bool) {
-        let at = if all {
-            u64::MAX
-        } else {
-            WallClock::boot_now_ns()
-        };
-        for r in self.repeats.due(at, &now()) {
-            self.engine.push_record(Record::Repeated(r));
+        let at = if all { u64::MAX } else { boot_now_ns() };
+        for r in self.repeats.due(at) {
+            self.engine.push_record(r);
         }
         self.fan_out();
     }
@@ -311,8 +304,11 @@ impl DaemonState {
             .engine
             .report(root, exit_code, ReportScope::Tree, &losses);
         let procs = &self.engine.procs;
-        self.fanout
-            .send_to(sub.listener, &Record::Report(report), procs);
+        self.fanout.send_to(
+            sub.listener,
+            &Record::now(Body::Report(Box::new(report))),
+            procs,
+        );
         self.fanout.end(sub.listener, reason);
         let keep: Vec<u32> = self
             .subscriptions
@@ -362,10 +358,8 @@ impl DaemonState {
         if losses.is_empty() {
             return;
         }
-        self.engine.push_record(Record::Loss(LossRecord {
-            time: now(),
-            losses,
-        }));
+        self.engine
+            .push_record(Record::now(Body::Loss(LossRecord { losses })));
         self.fan_out();
     }
 
@@ -375,5 +369,5 @@ impl DaemonState {
 }
 
 pub(super) fn now() -> String {
-    WallClock::new().rfc3339(WallClock::boot_now_ns())
+    Stamp::now().rfc3339()
 }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::correlate::Record;
 use crate::process::ProcessTable;
+use crate::records::Record;
 use crate::ship::Envelope;
 
 use super::losses::Losses;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::correlate::{DropCount, LossCount};
+use crate::records::{DropCount, LossCount};
 
 use super::Engine;
 

@@ -20,12 +20,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use probe_common::decode::Event;
 
-use crate::correlate::{Correlator, PolicyReloadRecord, Record};
+use crate::correlate::Correlator;
 use crate::events::EventReader;
-use crate::output::time::WallClock;
 use crate::policy::CompiledPolicy;
 use crate::policy::select::UserSelectors;
 use crate::process::ProcessTable;
+use crate::records::{Body, PolicyReloadRecord, Record};
 use crate::sensors::{AttachStatus, SensorError, Sensors};
 
 pub use report::ReportScope;
@@ -99,7 +99,7 @@ impl Engine {
     pub fn open(policy: CompiledPolicy, options: &Options) -> Result<Self, EngineError> {
         let mut sensors = Sensors::load(&policy)?;
         let reader = EventReader::new(sensors.take_events()?).map_err(EngineError::Ring)?;
-        let start_ns = WallClock::boot_now_ns();
+        let start_ns = crate::time::boot_now_ns();
         let correlator = Correlator::new(&policy, start_ns)
             .with_file_index(sensors.file_index.clone())
             .with_timeline_capacity(options.max_probes);
@@ -198,7 +198,7 @@ impl Engine {
                 .handle_into(&event, &mut self.procs, &mut self.records);
             if let Some(why) = selected_by {
                 for record in &mut self.records[first_new..] {
-                    if let Record::Exec(exec) = record {
+                    if let Body::Exec(exec) = &mut record.body {
                         exec.selected_by = Some(why.clone());
                     }
                 }
@@ -243,7 +243,7 @@ impl Engine {
         for pid in pids {
             let (found, attached) = self.sensors.attach_env_for(pid);
             self.records
-                .extend(attached.into_iter().map(Record::Sensor));
+                .extend(attached.into_iter().map(|s| Record::now(Body::Sensor(s))));
             let scans = self.libc_scans.entry(pid).or_default();
             *scans += 1;
             if found || *scans >= LIBC_SCAN_LIMIT {
@@ -278,13 +278,13 @@ impl Engine {
             }
             Err(err) => Some(err),
         };
-        self.records.push(Record::PolicyReload(PolicyReloadRecord {
-            time: WallClock::new().rfc3339(WallClock::boot_now_ns()),
-            ok: error.is_none(),
-            policy: self.policy.name.clone(),
-            source,
-            error: error.clone(),
-        }));
+        self.records
+            .push(Record::now(Body::PolicyReload(PolicyReloadRecord {
+                ok: error.is_none(),
+                policy: self.policy.name.clone(),
+                source,
+                error: error.clone(),
+            })));
         error.map_or(Ok(()), Err)
     }
 
@@ -296,7 +296,7 @@ impl Engine {
     /// Lets go of trees that exited more than `grace` ago (a long-running watcher).
     pub fn expire_trees(&mut self, grace: std::time::Duration) {
         self.correlator.expire_trees(
-            WallClock::boot_now_ns(),
+            crate::time::boot_now_ns(),
             grace.as_nanos() as u64,
             &mut self.procs,
         );

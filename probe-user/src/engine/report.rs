@@ -1,7 +1,7 @@
 //! The end-of-run report, built from the engine's state: for the whole session (`run`,
 //! `watch`) or for one process tree (a daemon subscriber's).
 
-use crate::correlate::{CliIdentity, DropCount, RunReport};
+use crate::records::{CliIdentity, DropCount, RunReport};
 
 use super::Engine;
 use super::losses::Losses;

@@ -2,7 +2,7 @@
 //! daemon subscriber) names, programs the policy selects that already run; and the
 //! end of a watch that nobody needs any more.
 
-use crate::correlate::Record;
+use crate::records::{Body, Record};
 use crate::sensors::SensorError;
 
 use super::Engine;
@@ -61,12 +61,16 @@ impl Engine {
         {
             return Err(SeedError::NoSuchProcess(pid));
         }
+        // probectl never watches itself: a watch of pid 1 includes this process, and
+        // its own reads would feed its own ring.
+        let own = std::process::id();
         let mut watched = Vec::new();
         for &root in roots {
-            let tree = self.procs.seed_tree(root);
+            let mut tree = self.procs.seed_tree(root);
             if tree.is_empty() {
                 return Err(SeedError::Exited(root));
             }
+            tree.retain(|&p| p != own);
             for &pid in &tree {
                 self.sensors
                     .watch(pid)
@@ -74,9 +78,10 @@ impl Engine {
             }
             watched.extend(tree);
         }
+        let mut known: std::collections::HashSet<u32> = watched.iter().copied().collect();
         for &root in roots {
             for pid in self.procs.seed_tree(root) {
-                if !watched.contains(&pid) {
+                if pid != own && known.insert(pid) {
                     let _ = self.sensors.watch(pid);
                     watched.push(pid);
                 }
@@ -87,7 +92,7 @@ impl Engine {
         for &pid in &watched {
             let (_, attached) = self.sensors.attach_env_for(pid);
             self.records
-                .extend(attached.into_iter().map(Record::Sensor));
+                .extend(attached.into_iter().map(|s| Record::now(Body::Sensor(s))));
         }
         Ok(watched)
     }

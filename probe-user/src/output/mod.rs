@@ -1,14 +1,12 @@
 //! Sinks. One internal record, several encodings: human lines for `run`, JSON lines
 //! for machines.
 
-pub mod escape;
 mod human;
-pub mod time;
 mod tree;
 
 use std::io::Write;
 
-use crate::correlate::Record;
+use crate::records::Record;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::output::escape::escape_bytes;
+use crate::escape::escape_bytes;
 
 /// How many directories above a script are searched for its `package.json`
 /// (`node_modules/pkg/dist/bin/cli.js` is four levels below it).

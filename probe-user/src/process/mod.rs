@@ -9,7 +9,7 @@ pub mod procfs;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::output::escape::escape_bytes;
+use crate::escape::escape_bytes;
 pub use image::{Image, ProcessInfo};
 pub use procfs::pids_selected;
 
@@ -330,7 +330,7 @@ impl ProcessTable {
         let mut cur = pid;
         while let Some(info) = self.procs.get(&cur) {
             // Bounded: a fork chain thousands deep must not cost that much per record.
-            if chain.len() > crate::correlate::MAX_PARENTS {
+            if chain.len() > crate::records::MAX_PARENTS {
                 break;
             }
             if info.ppid == 0 || chain.contains(&info.ppid) || !self.procs.contains_key(&info.ppid)

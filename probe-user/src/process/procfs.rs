@@ -6,7 +6,7 @@
 use std::io::Read as _;
 
 use super::{Image, ProcessInfo};
-use crate::output::escape::escape_bytes;
+use crate::escape::escape_bytes;
 
 /// Bytes of `/proc/<pid>/cmdline` read for a process found running; the rest is
 /// marked as missing (`argv_incomplete`), like the kernel's own capture limit.

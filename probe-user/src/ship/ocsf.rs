@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use super::Envelope;
 use super::host::HostInfo;
-use crate::correlate::{CliIdentity, Destination, Record, TargetType};
+use crate::ops::Operation;
 use crate::policy::rules::Severity;
+use crate::records::{Body, CliIdentity, ConnectResult, Destination, Family, TargetType};
 
 pub const OCSF_VERSION: &str = "1.8.0";
 
@@ -20,21 +21,22 @@ const FILE_ACTIVITY: u32 = 1001;
 const DETECTION_FINDING: u32 = 2004;
 
 pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
-    let (class_uid, activity_id, mut event) = match &envelope.record {
-        Record::Connect(c) => {
-            let activity = match c.result.as_str() {
-                "ok" | "in_progress" | "issued" => 1, // Open
-                "sent" => 6,                          // Traffic
-                "ECONNREFUSED" => 5,                  // Refuse
-                _ => 4,                               // Fail
+    let pid = envelope.record.header.pid.unwrap_or(0);
+    let (class_uid, activity_id, mut event) = match &envelope.record.body {
+        Body::Connect(c) => {
+            let activity = match c.result {
+                ConnectResult::Ok | ConnectResult::InProgress | ConnectResult::Issued => 1, // Open
+                ConnectResult::Sent => 6, // Traffic
+                ConnectResult::Failed(ret) if ret == -libc::ECONNREFUSED => 5, // Refuse
+                ConnectResult::Failed(_) => 4, // Fail
             };
             let mut e = json!({
                 "dst_endpoint": endpoint(&c.destination, c.domain.as_deref()),
                 "connection_info": {
                     "direction_id": 2, // Outbound
-                    "protocol_name": if c.result == "sent" { "udp" } else if c.destination.family == "unix" { "unix" } else { "tcp" },
+                    "protocol_name": if c.result == ConnectResult::Sent { "udp" } else if c.destination.family == Family::Unix { "unix" } else { "tcp" },
                 },
-                "actor": actor(Some(&c.cli), c.pid),
+                "actor": actor(Some(&c.cli), pid),
                 "status_id": if activity == 4 || activity == 5 { 2 } else { 1 },
                 "status": c.result,
                 "unmapped": {"probectl": {
@@ -49,20 +51,20 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             (NETWORK_ACTIVITY, activity, e)
         }
-        Record::Probe(p) if p.target_type == TargetType::File => {
-            let activity = match p.how {
-                "open" | "openat" | "openat2" | "creat" => 14, // Open
-                "readlink" | "readlinkat" => 2,                // Read
-                _ => 8,                                        // Get Attributes
+        Body::Probe(p) if p.target_type == TargetType::File => {
+            let activity = match p.how.operation() {
+                Operation::Open => 14,    // Open
+                Operation::Readlink => 2, // Read
+                _ => 8,                   // Get Attributes
             };
             let (dir, name) = p.target.rsplit_once('/').unwrap_or(("", &p.target));
-            let ok = p.result == "ok";
+            let ok = p.result.is_ok();
             (
                 FILE_ACTIVITY,
                 activity,
                 json!({
                     "file": {"name": name, "path": p.target, "parent_folder": dir, "type_id": 0},
-                    "actor": actor(envelope.process.as_ref(), p.pid),
+                    "actor": actor(envelope.process.as_ref(), pid),
                     "status_id": if ok { 1 } else { 2 },
                     "status": p.result,
                     "unmapped": {"probectl": {
@@ -75,7 +77,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 }),
             )
         }
-        Record::RuleMatch(m) => {
+        Body::RuleMatch(m) => {
             let mut e = json!({
                 "finding_info": {
                     "uid": envelope.id,
@@ -89,7 +91,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                     "analytic": {"name": m.matched.rule, "uid": m.matched.id, "type_id": 1}, // Rule
                 },
                 "is_alert": true,
-                "actor": actor(envelope.process.as_ref(), m.pid),
+                "actor": actor(envelope.process.as_ref(), pid),
                 "unmapped": {"probectl": {"rule_match": m.matched, "names": m.names}},
             });
             if let Some(d) = &m.destination {
@@ -110,7 +112,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
         "type_uid".into(),
         (u64::from(class_uid) * 100 + activity_id).into(),
     );
-    o.insert("time".into(), envelope.time_ms.into());
+    o.insert("time".into(), envelope.record.header.time.epoch_ms().into());
     o.entry("severity_id").or_insert(1.into()); // Informational
     o.insert(
         "metadata".into(),
@@ -126,7 +128,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
 }
 
 fn endpoint(d: &Destination, domain: Option<&str>) -> Value {
-    let mut e = if d.family == "unix" {
+    let mut e = if d.family == Family::Unix {
         json!({"name": d.address})
     } else {
         json!({"ip": d.address, "port": d.port})

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::spool::Spool;
 use super::tls::{Conn, TlsSetup};
 use super::{Delivery, Writer};
-use crate::correlate::Record;
 use crate::daemon::config::SyslogConfig;
+use crate::records::Body;
 use crate::ship::Envelope;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -103,30 +103,28 @@ impl Syslog {
 
     /// The RFC 5424 message for one record.
     pub fn message(&self, envelope: &Envelope, text: &str) -> String {
-        let severity = match &envelope.record {
-            Record::RuleMatch(m) => match m.matched.severity {
+        let severity = match &envelope.record.body {
+            Body::RuleMatch(m) => match m.matched.severity {
                 crate::policy::rules::Severity::Critical => 2,
                 crate::policy::rules::Severity::High => 3,
                 crate::policy::rules::Severity::Medium => 4,
                 crate::policy::rules::Severity::Low => 5,
                 crate::policy::rules::Severity::Info => 6,
             },
-            Record::PolicyReload(r) if !r.ok => 4,
-            Record::Loss(_) => 4, // warning
-            _ => 6,               // informational
+            Body::PolicyReload(r) if !r.ok => 4,
+            Body::Loss(_) => 4, // warning
+            _ => 6,             // informational
         };
         let pri = u32::from(self.config.facility) * 8 + severity;
-        let time = crate::ship::record_time(&envelope.record);
+        let time = envelope.record.header.time.rfc3339();
         let procid = envelope
             .record
             .pid()
             .map_or_else(|| "-".to_owned(), |p| p.to_string());
-        let msgid = record_type(&envelope.record);
+        let msgid = envelope.record.body.kind().name();
         format!(
             "<{pri}>1 {} {} {} {procid} {msgid} - {text}",
-            if time.is_empty() { "-" } else { time },
-            self.hostname,
-            self.config.app_name
+            time, self.hostname, self.config.app_name
         )
     }
 
@@ -254,23 +252,4 @@ fn peer_closed(stream: &TcpStream) -> bool {
     // -1 with EAGAIN: open and quiet. 0: the server closed. Data or another error:
     // not a connection to keep writing into.
     !(n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
-}
-
-fn record_type(record: &Record) -> &'static str {
-    match record {
-        Record::Exec(_) => "exec",
-        Record::Probe(_) => "probe",
-        Record::Connect(_) => "connect",
-        Record::ConnectOutcome(_) => "connect_outcome",
-        Record::DnsQuery(_) => "dns_query",
-        Record::DnsAnswer(_) => "dns_answer",
-        Record::RuleMatch(_) => "rule_match",
-        Record::PolicyReload(_) => "policy_reload",
-        Record::Sensor(_) => "sensor",
-        Record::Watching(_) => "watching",
-        Record::Exit(_) => "exit",
-        Record::Report(_) => "report",
-        Record::Loss(_) => "loss",
-        Record::Repeated(_) => "repeated",
-    }
 }
