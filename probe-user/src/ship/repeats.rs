@@ -102,7 +102,7 @@ impl Repeats {
             }
             false
         });
-        out.sort_by(|a, b| a.1.first_time.cmp(&b.1.first_time));
+        out.sort_by_key(|(_, r)| r.first_time);
         out.into_iter()
             .map(|(tree, r)| Record {
                 header: Header {

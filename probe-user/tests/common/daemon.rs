@@ -168,6 +168,24 @@ impl Daemon {
         );
     }
 
+    /// A second handle on the notify socket, for a test that times the datagrams
+    /// itself (the watchdog under load): what it reads, `wait_notified` does not see.
+    pub fn notify_socket(&self) -> UnixDatagram {
+        self.notify.try_clone().expect("clone the notify socket")
+    }
+
+    /// Sends `signal` without waiting.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+
+    /// Whether the daemon still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
