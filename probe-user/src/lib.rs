@@ -13,6 +13,7 @@ pub mod events;
 pub mod ops;
 pub mod output;
 pub mod policy;
+pub mod private_file;
 pub mod process;
 pub mod profile;
 pub mod records;

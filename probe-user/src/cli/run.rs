@@ -13,6 +13,7 @@ use std::process::{Command, ExitStatus};
 use anyhow::Context as _;
 use probe_user::engine::{self, Engine, ReportScope};
 use probe_user::output::{Format, Printer};
+use probe_user::private_file::Access;
 use probe_user::records::{Body, Record};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -29,6 +30,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     {
         return run_via_daemon(args, stream).await;
     }
+    // The profile's file is opened (and checked) before anything runs, so a path
+    // probectl refuses fails the run at once; it is emptied only when written.
+    let mut profile_file = args
+        .profile
+        .as_deref()
+        .map(|path| {
+            probe_user::private_file::RecordFile::open(path, Access::ReadWrite)
+                .with_context(|| format!("cannot write the profile to {}", path.display()))
+        })
+        .transpose()?;
     let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
     let mut printer = Printer::new(format, out).with_color(color);
@@ -100,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     let losses = standalone::losses(&engine, &printer);
     let report = engine.report(root, exit_code, ReportScope::All, &losses);
-    if let Some(path) = &args.profile {
+    if let (Some(path), Some(file)) = (&args.profile, profile_file.as_mut()) {
         let command = args
             .command
             .iter()
@@ -108,7 +119,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             .collect();
         let profile = probe_user::profile::from_report(&report, command);
         let text = serde_yaml::to_string(&profile).context("cannot encode the profile")?;
-        std::fs::write(path, text)
+        file.truncate(0)
+            .and_then(|()| file.append(text.as_bytes()))
             .with_context(|| format!("cannot write the profile to {}", path.display()))?;
     }
     printer.emit(&Record::now(Body::Report(Box::new(report))));

@@ -42,12 +42,17 @@ pub(super) fn output_for(
 ) -> anyhow::Result<(Format, Box<dyn std::io::Write + Send>, bool)> {
     let format = if json { Format::Json } else { Format::Human };
     let out: Box<dyn std::io::Write + Send> = match (output, format) {
+        // Root writes it: never through another user's link, 0600, whole records
+        // only (see `private_file`).
         (Some(path), _) => Box::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create the output file {}", path.display()))?,
+            probe_user::private_file::RecordFile::open(
+                path,
+                probe_user::private_file::Access::Replace,
+            )
+            .with_context(|| format!("cannot create the output file {}", path.display()))?,
         ),
-        (None, Format::Json) => Box::new(std::io::stdout()),
         (None, Format::Human) => Box::new(std::io::stderr()),
+        (None, _) => Box::new(std::io::stdout()),
     };
     let color =
         format == Format::Human && probe_user::output::use_color(no_color, output.is_some());

@@ -30,6 +30,10 @@ impl Listener for Sink {
         self.finish();
     }
 
+    fn settle(&self, deadline: std::time::Instant) {
+        self.wait_idle(deadline);
+    }
+
     fn sink_status(&self) -> Option<crate::ship::sinks::SinkStatus> {
         Some(self.status())
     }
@@ -40,6 +44,7 @@ impl Listener for Sink {
         losses.sink(&st.name, SinkLoss::Errors, st.errors);
         losses.sink(&st.name, SinkLoss::SpoolFull, st.spool_full);
         losses.sink(&st.name, SinkLoss::NotEncodable, st.not_encodable);
+        losses.sink(&st.name, SinkLoss::TooLarge, st.too_large);
     }
 }
 
@@ -77,7 +82,7 @@ impl Subscriber {
         roots: Vec<u32>,
         base_ms: f64,
         uid_only: Option<u32>,
-        format: super::config::SinkFormat,
+        format: Format,
         color: bool,
         out: mpsc::Sender<String>,
     ) -> Self {
@@ -86,14 +91,7 @@ impl Subscriber {
             roots,
             base_ms,
             uid_only,
-            printer: Printer::new(
-                match format {
-                    super::config::SinkFormat::Human => Format::Human,
-                    super::config::SinkFormat::Json => Format::Json,
-                },
-                Box::new(buf.clone()),
-            )
-            .with_color(color),
+            printer: Printer::new(format, Box::new(buf.clone())).with_color(color),
             buf,
             out,
         }

@@ -186,7 +186,7 @@ pub async fn serve(config: Option<&Path>) -> Result<Stopped, DaemonError> {
     state.engine.drain();
     state.fan_out();
     state.summarise_repeats(true);
-    state.report_losses();
+    state.report_final_losses();
     state.flush();
     let reader = state.engine.reader();
     let stopped = Stopped {

@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use super::access::{self, Caller, Role};
-use super::config::SinkFormat;
 use super::protocol::{self, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Request, WRITE_TIMEOUT};
+use crate::output::Format;
 use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -31,7 +31,7 @@ pub enum Command {
         pids: Vec<u32>,
         /// Only records of processes with this uid (a group member's own).
         uid_only: Option<u32>,
-        format: SinkFormat,
+        format: Format,
         color: bool,
         out: mpsc::Sender<String>,
         /// The subscription's id and the pids watched.
@@ -211,7 +211,7 @@ async fn subscribe(
     caller: &Caller,
     role: Role,
     pids: Vec<u32>,
-    format: SinkFormat,
+    format: Format,
     color: bool,
     queue: usize,
     read: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
@@ -221,6 +221,19 @@ async fn subscribe(
         let _ = send(
             write,
             &protocol::error_line("subscribe needs at least one pid"),
+        )
+        .await;
+        return;
+    }
+    if !matches!(format, Format::Human | Format::Json) {
+        // ECS and OCSF carry a sink's envelope (id, sequence, host); subscribers get
+        // readable lines or probectl's JSON.
+        let _ = send(
+            write,
+            &protocol::error_line(&format!(
+                "subscribers get format human or json, not {}",
+                format.name()
+            )),
         )
         .await;
         return;

@@ -74,12 +74,8 @@ impl DaemonState {
     ) -> Self {
         let sequence_file = config.state_dir.join("sequence");
         let repeats = ship::repeats::Repeats::new(config.repeats.keep, config.repeats.window);
-        if let Err(err) = std::fs::create_dir_all(&config.state_dir) {
-            tracing::warn!(
-                "cannot create the state directory {}: {err}; the sequence restarts at 1 on each start",
-                config.state_dir.display()
-            );
-        }
+        // `IdGen` makes the state directory (0700) if it is missing, through
+        // `private_file`, and counts what it cannot save.
         let needs_process = sinks.iter().any(ship::sinks::Sink::needs_process);
         let mut fanout = Fanout::default();
         let sink_ids = sinks
@@ -146,6 +142,14 @@ impl DaemonState {
         // Subscriptions whose listener went (lagging, or the client left) end here.
         let fanout = &self.fanout;
         self.subscriptions.retain(|s| fanout.contains(s.listener));
+    }
+
+    /// The last loss record, at shutdown: once every sink has handled what it was
+    /// given (bounded wait), so its counts cover every record made.
+    pub fn report_final_losses(&mut self) {
+        self.fanout
+            .settle(Instant::now() + std::time::Duration::from_secs(5));
+        self.report_losses();
     }
 
     /// Waits until every sink has written what it was given.

@@ -39,6 +39,9 @@ pub trait Listener: Send {
     fn deliver(&mut self, out: &Outgoing<'_>, procs: &ProcessTable) -> Delivery;
     /// Waits until what was taken is written (at shutdown).
     fn flush(&mut self) {}
+    /// Waits (until `deadline` at the latest) until what was taken is handled, so the
+    /// loss counters cover it; the listener stays open.
+    fn settle(&self, _deadline: std::time::Instant) {}
     /// Adds this listener's own loss counters.
     fn add_losses(&self, _losses: &mut Losses) {}
     /// A sink's counters, for `status`.
@@ -129,6 +132,12 @@ impl Fanout {
     pub fn flush(&mut self) {
         for (_, l) in &mut self.listeners {
             l.flush();
+        }
+    }
+
+    pub fn settle(&self, deadline: std::time::Instant) {
+        for (_, l) in &self.listeners {
+            l.settle(deadline);
         }
     }
 

@@ -52,6 +52,8 @@ pub enum SinkLoss {
     SpoolFull,
     /// Its format has no encoding for the record (OCSF and some kinds).
     NotEncodable,
+    /// Longer than its destination accepts whole (syslog `max_message_bytes`).
+    TooLarge,
 }
 
 impl SinkLoss {
@@ -61,6 +63,7 @@ impl SinkLoss {
             SinkLoss::Errors => "errors",
             SinkLoss::SpoolFull => "spool_full",
             SinkLoss::NotEncodable => "not_encodable",
+            SinkLoss::TooLarge => "too_large",
         }
     }
 }

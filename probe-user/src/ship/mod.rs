@@ -9,32 +9,8 @@ pub mod ocsf;
 pub mod repeats;
 pub mod sinks;
 
-use serde::{Deserialize, Serialize};
-
+use crate::output::Format;
 use crate::records::{CliIdentity, Record};
-
-/// The record formats a sink can write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordFormat {
-    /// probectl's own records (docs/events.md), plus `id`, `seq` and `host`.
-    Native,
-    /// Elastic Common Schema (docs/events.md#ecs): the default machine format.
-    #[default]
-    Ecs,
-    /// OCSF 1.8 (docs/events.md#ocsf).
-    Ocsf,
-}
-
-impl RecordFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            RecordFormat::Native => "native",
-            RecordFormat::Ecs => "ecs",
-            RecordFormat::Ocsf => "ocsf",
-        }
-    }
-}
 
 /// One record as it leaves the machine.
 #[derive(Debug, Clone)]
@@ -49,14 +25,16 @@ pub struct Envelope {
 }
 
 /// Encodes an envelope; `None` when the format has no class for this kind of record
-/// (OCSF: exec, exit, env probes...), which the sink counts.
+/// (OCSF: exec, exit, env probes...), which the sink counts. `Human` is rendered by a
+/// `Printer`, not encoded here.
 pub fn encode(
-    format: RecordFormat,
+    format: Format,
     envelope: &Envelope,
     host: &host::HostInfo,
 ) -> Option<serde_json::Value> {
     match format {
-        RecordFormat::Native => {
+        Format::Human => None,
+        Format::Json => {
             let mut value = serde_json::to_value(&envelope.record).ok()?;
             if let Some(o) = value.as_object_mut() {
                 o.insert("id".into(), envelope.id.clone().into());
@@ -65,8 +43,8 @@ pub fn encode(
             }
             Some(value)
         }
-        RecordFormat::Ecs => ecs::encode(envelope, host),
-        RecordFormat::Ocsf => ocsf::encode(envelope, host),
+        Format::Ecs => ecs::encode(envelope, host),
+        Format::Ocsf => ocsf::encode(envelope, host),
     }
 }
 

@@ -1,7 +1,10 @@
 //! OCSF 1.8 records: Network Activity (4001) for connections and UDP sends, File
-//! System Activity (1001) for file probes, Detection Finding (2004) for rule matches.
-//! Other records (execs, exits, env lookups, DNS) have no class here and are not
-//! written by an OCSF sink (counted in `status`). probectl's own data (categories,
+//! System Activity (1001) for file probes, Detection Finding (2004) for rule matches,
+//! Application Error (6008) for loss records. Other records (execs, exits, env
+//! lookups, DNS) have no class here and are not written by an OCSF sink: each is
+//! counted (`not_encodable` in `status`) and reaches the next loss record as
+//! `sink:<name>:not_encodable`, so every gap in an OCSF sink's `metadata.sequence` is
+//! explained by a loss record. probectl's own data (categories,
 //! probes before a connection) goes in `unmapped.probectl`. The test
 //! `ocsf_records_match_the_official_class_definitions` checks each record against the
 //! exported OCSF schema (tests/data/schemas).
@@ -19,6 +22,7 @@ pub const OCSF_VERSION: &str = "1.8.0";
 const NETWORK_ACTIVITY: u32 = 4001;
 const FILE_ACTIVITY: u32 = 1001;
 const DETECTION_FINDING: u32 = 2004;
+const APPLICATION_ERROR: u32 = 6008;
 
 pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
     let pid = envelope.record.header.pid.unwrap_or(0);
@@ -100,6 +104,26 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             e["severity_id"] = severity_id(m.matched.severity).into();
             (DETECTION_FINDING, 1, e) // Create
+        }
+        Body::Loss(l) => {
+            let count: u64 = l.losses.iter().map(|x| x.count).sum();
+            let sources: Vec<String> = l
+                .losses
+                .iter()
+                .map(|x| format!("{} {}", x.source, x.count))
+                .collect();
+            (
+                APPLICATION_ERROR,
+                1, // General Error
+                json!({
+                    "message": format!("probectl lost {count} records: {}", sources.join(", ")),
+                    "count": count,
+                    "status": "Failure",
+                    "status_id": 2,
+                    "severity_id": 3, // Medium: records are missing downstream
+                    "unmapped": {"probectl": {"loss": l.losses}},
+                }),
+            )
         }
         _ => return None,
     };

@@ -74,12 +74,17 @@ impl Daemon {
         let _ = std::fs::remove_file(&jsonl);
         std::fs::create_dir_all(&policies).unwrap();
         let config = dir.join("config.yaml");
+        // `extra` may name its own state directory.
+        let state_dir = if extra.contains("state_dir:") {
+            String::new()
+        } else {
+            format!("state_dir: {}\n", dir.display())
+        };
         std::fs::write(
             &config,
             format!(
-                "socket: {}\nstate_dir: {}\npolicy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}, format: native}}\n{sinks}status_every: 1s\n{extra}",
+                "socket: {}\n{state_dir}policy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}, format: native}}\n{sinks}status_every: 1s\n{extra}",
                 socket.display(),
-                dir.display(),
                 policies.display(),
                 jsonl.display()
             ),

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod daemon;
+pub mod rsyslog;
 pub mod schemas;
 
 /// How long any single probectl run may take before the test fails.
