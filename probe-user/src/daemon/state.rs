@@ -19,6 +19,27 @@ use crate::records::{Body, CliIdentity, LossRecord, Record, WatchingRecord};
 use crate::ship::{self, Envelope, host::HostInfo, ids::IdGen};
 use crate::time::{Stamp, boot_now_ns};
 
+/// Event rates, sampled on the status timer.
+#[derive(Debug)]
+pub struct Rates {
+    pub(super) at: Instant,
+    pub(super) received: u64,
+    pub per_second: f64,
+    /// Per kind: (count at the last sample, events per second since the one before).
+    pub(super) by_kind: std::collections::BTreeMap<&'static str, (u64, f64)>,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Self {
+            at: Instant::now(),
+            received: 0,
+            per_second: 0.0,
+            by_kind: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 /// A subscription of a control-socket client.
 struct Subscription {
     id: u64,
@@ -52,7 +73,7 @@ pub struct DaemonState {
     pub started: Instant,
     pub socket_stats: SharedStats,
     next_subscription: u64,
-    pub rates: super::status::Rates,
+    pub rates: Rates,
     pub host: Arc<HostInfo>,
     pub ids: IdGen,
     /// Identical repeated records, summarised before the sinks.
@@ -92,7 +113,7 @@ impl DaemonState {
             started: Instant::now(),
             socket_stats,
             next_subscription: 1,
-            rates: super::status::Rates::default(),
+            rates: Rates::default(),
             host,
             ids: IdGen::new(Some(&sequence_file)),
             repeats,

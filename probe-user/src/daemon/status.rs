@@ -1,32 +1,10 @@
 //! What `probectl status` shows, and the one line systemd's STATUS= gets.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::json;
 
 use super::state::DaemonState;
-
-/// Event rates, sampled on the status timer.
-#[derive(Debug)]
-pub struct Rates {
-    at: Instant,
-    received: u64,
-    pub per_second: f64,
-    /// Per kind: (count at the last sample, events per second since the one before).
-    by_kind: BTreeMap<&'static str, (u64, f64)>,
-}
-
-impl Default for Rates {
-    fn default() -> Self {
-        Self {
-            at: Instant::now(),
-            received: 0,
-            per_second: 0.0,
-            by_kind: BTreeMap::new(),
-        }
-    }
-}
 
 impl DaemonState {
     pub fn sample_rate(&mut self) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::spool::Spool;
-use super::tls::{Conn, TlsSetup};
+use super::tls::{Conn, TlsOptions, TlsSetup};
 use super::{Delivery, Writer};
 use crate::output::Format;
 use crate::records::Body;
@@ -154,7 +154,13 @@ impl Syslog {
             Transport::Udp => None,
         };
         let tls = match config.transport {
-            Transport::Tls => Some(TlsSetup::new(&config)?),
+            Transport::Tls => Some(TlsSetup::new(&TlsOptions {
+                ca_file: config.ca_file.as_deref(),
+                cert_file: config.cert_file.as_deref(),
+                key_file: config.key_file.as_deref(),
+                server_name: config.server_name.as_deref(),
+                address: &config.address,
+            })?),
             _ => None,
         };
         Ok(Self {
