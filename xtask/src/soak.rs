@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cmd::{self, say};
+use crate::cmd::say;
 use crate::setup;
 use crate::workspace::{root, target_dir};
 
@@ -42,24 +42,11 @@ pub fn run(minutes: u64) -> Result<i32> {
         );
     }
     let tools = setup::run(true)?;
-    cmd::run_ok(
-        TAG,
-        tools
-            .cargo()
-            .current_dir(root())
-            .args(["build", "--release", "-p", "probe-user"]),
-    )?;
     let dir = target_dir()?.join("soak");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("policies"))?;
-    let workload = dir.join(WATCHED);
-    cmd::run_ok(
-        TAG,
-        Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&workload)
-            .arg(root().join("xtask/bench/workload.c")),
-    )?;
+    let (probectl, workload) =
+        crate::bench::build_release_and_workload(TAG, &tools, &dir, WATCHED)?;
     std::fs::copy(&workload, dir.join(NOISE))?;
     write_policy(&dir, 0)?;
     let socket = dir.join("probectl.sock");
@@ -77,7 +64,6 @@ pub fn run(minutes: u64) -> Result<i32> {
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path)?;
     notify.set_nonblocking(true)?;
-    let probectl = target_dir()?.join("release/probectl");
     let mut daemon = Command::new(&probectl)
         .args(["daemon", "--config"])
         .arg(&config)
