@@ -48,6 +48,9 @@ pub const EXEC_ARGV_MORE: u32 = 1 << 1;
 /// The arguments parked at sys_enter_execve were not found at sched_process_exec
 /// (evicted or never parked): argv is missing, not empty.
 pub const EXEC_ARGV_LOST: u32 = 1 << 2;
+/// The kernel's selectors (program name, uid) picked this process at this exec: the
+/// policy watches it on its own account, not because someone asked for its tree.
+pub const EXEC_SELECTED: u32 = 1 << 3;
 
 /// A successful execve/execveat of a watched process.
 ///
@@ -115,23 +118,24 @@ pub const FILE_OP_ACCESS: u32 = 10;
 pub const FILE_OP_FACCESSAT: u32 = 11;
 pub const FILE_OP_FACCESSAT2: u32 = 12;
 
-/// Path-taking syscalls the files sensor traces, indexed by `FILE_OP_*`:
-/// (tracepoint suffix, the name reports use). The kernel programs are named
-/// `sys_enter_<suffix>` / `sys_exit_<suffix>`, after their tracepoints.
-pub const FILE_SYSCALLS: [(&str, &str); 13] = [
-    ("open", "open"),
-    ("openat", "openat"),
-    ("readlink", "readlink"),
-    ("readlinkat", "readlinkat"),
-    ("openat2", "openat2"),
-    ("creat", "creat"),
-    ("newstat", "stat"),
-    ("newlstat", "lstat"),
-    ("newfstatat", "fstatat"),
-    ("statx", "statx"),
-    ("access", "access"),
-    ("faccessat", "faccessat"),
-    ("faccessat2", "faccessat2"),
+/// Path-taking syscalls the files sensor traces, indexed by `FILE_OP_*`: their
+/// tracepoint suffixes. The kernel programs are named `sys_enter_<suffix>` /
+/// `sys_exit_<suffix>`, after their tracepoints; reports name the operations as
+/// probe-user's `ops::How` does.
+pub const FILE_SYSCALLS: [&str; 13] = [
+    "open",
+    "openat",
+    "readlink",
+    "readlinkat",
+    "openat2",
+    "creat",
+    "newstat",
+    "newlstat",
+    "newfstatat",
+    "statx",
+    "access",
+    "faccessat",
+    "faccessat2",
 ];
 
 /// A watched process named a policy path in a path-taking syscall.

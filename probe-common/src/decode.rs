@@ -52,6 +52,24 @@ impl Event {
             Event::DnsAnswer(e) => &e.header,
         }
     }
+
+    /// The kind's name, as the kernel's ring-full drop counters name it
+    /// (`ring_full_<name>`), so received and dropped events line up per kind.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Event::Exec(_) => "exec",
+            Event::Fork(_) => "fork",
+            Event::Exit(_) => "exit",
+            Event::File(_) => "file",
+            Event::Env(_) => "env",
+            Event::EnvAtExec(_) => "env_at_exec",
+            Event::Connect(_) => "connect",
+            Event::ConnectUnix(_) => "connect_unix",
+            Event::ConnectOutcome(_) => "connect_outcome",
+            Event::UdpSend(_) => "udp",
+            Event::DnsAnswer(_) => "dns_answer",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,7 +20,7 @@ use aya_log_ebpf::warn;
 use probe_common::{
     ARGV_SLOT_LEN, ARGV_SLOTS, DROP_PENDING_FULL, DROP_RING_FULL_EXEC, DROP_RING_FULL_EXIT,
     DROP_RING_FULL_FORK, DROP_UNREADABLE_FORK, DROP_WATCHED_FULL, EVENT_EXEC, EVENT_EXEC_CANDIDATE,
-    EVENT_EXIT, EVENT_FORK, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED,
+    EVENT_EXIT, EVENT_FORK, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXEC_SELECTED,
     EXIT_CODE_KNOWN, ExecEvent, ExitEvent, ForkEvent, PATH_LEN, SETTING_EXEC_CANDIDATES,
     SETTING_SELECTION, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD,
     TP_NEWTASK_CLONE_FLAGS, TP_NEWTASK_PID, WATCH_ORIGIN_FORK, WATCH_ORIGIN_SELECTED, WatchEntry,
@@ -134,6 +134,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let mut kind = EVENT_EXEC;
+    let mut selected_here = 0;
     if !is_watched(tgid) {
         // After exec, comm is the new program's basename: selection by name or uid
         // happens here, in the kernel, before the program's first instruction.
@@ -151,6 +152,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
                 count_drop(DROP_WATCHED_FULL);
                 return Ok(());
             }
+            selected_here = EXEC_SELECTED;
         } else if SETTINGS
             .get(SETTING_EXEC_CANDIDATES)
             .is_some_and(|on| *on != 0)
@@ -200,6 +202,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             e.argc = 0;
         }
     }
+    e.flags |= selected_here;
     // The kernel's own view of the file that was executed (after PATH search), which
     // is better than the pathname argument; fall back to the argument if absent.
     let mut have_filename = false;

@@ -7,10 +7,16 @@
 
 pub mod correlate;
 pub mod daemon;
+pub mod engine;
+pub mod escape;
 pub mod events;
+pub mod ops;
 pub mod output;
 pub mod policy;
+pub mod private_file;
 pub mod process;
 pub mod profile;
+pub mod records;
 pub mod sensors;
 pub mod ship;
+pub mod time;

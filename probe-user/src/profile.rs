@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::correlate::{CliSummary, ConnectionRecord, RunReport, TargetType};
+use crate::records::{CliSummary, ConnectionRecord, RunReport, TargetType};
 
 pub const PROFILE_KIND: &str = "Profile";
 
@@ -78,13 +78,7 @@ impl CliProfile {
 }
 
 fn destination_text(c: &ConnectionRecord) -> String {
-    if c.destination.family == "unix" {
-        return format!("unix:{}", c.destination.address);
-    }
-    match &c.domain {
-        Some(name) => format!("{name}:{}", c.destination.port),
-        None => format!("{}:{}", c.destination.address, c.destination.port),
-    }
+    c.destination.named(c.domain.as_deref())
 }
 
 /// The profile of a finished run.
@@ -96,7 +90,8 @@ pub fn from_report(report: &RunReport, command: Vec<String>) -> Profile {
             let conns: Vec<&ConnectionRecord> = report
                 .connections
                 .iter()
-                .filter(|conn| c.pids.contains(&conn.pid))
+                .filter(|conn| conn.header.pid.is_some_and(|p| c.pids.contains(&p)))
+                .map(|conn| &conn.body)
                 .collect();
             // The run's probe rows (bursts already folded) of this CLI's processes.
             let mut probes = BTreeSet::new();

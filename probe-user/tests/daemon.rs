@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 
 use common::daemon::{Daemon, final_counts, unit_setting};
+use common::rsyslog::{Rsyslog, free_port};
 use common::*;
 use nix::sys::signal::Signal;
 
@@ -171,14 +172,17 @@ fn the_unit_verifies_and_its_hardening_score_is_the_documented_one() {
     );
 }
 
-/// The unit's capability bounding set and NoNewPrivileges, and a network namespace of
-/// its own (PrivateNetwork), applied with setpriv and unshare as systemd would: every
-/// sensor still attaches and a watched process's probes and connect are still seen.
-/// (systemd does not run on the test machine, so the file-system sandboxing is
-/// checked by `systemd-analyze` only.)
+/// The unit's capability bounding set and NoNewPrivileges, and its network (a
+/// namespace of its own if it says PrivateNetwork=yes), applied with setpriv (and
+/// unshare) as systemd would: every sensor still attaches, a watched process's probes
+/// and connect are still seen, and the documented syslog sink (TCP to the local
+/// rsyslog) delivers. (systemd does not run on the test machine, so IPAddressDeny/
+/// IPAddressAllow, RestrictAddressFamilies and the file-system sandboxing are checked
+/// as settings and by `systemd-analyze` only.)
 #[test]
-fn the_units_capabilities_and_private_network_still_let_every_sensor_work() {
-    if !bpf_available("the_units_capabilities_and_private_network_still_let_every_sensor_work") {
+fn the_units_sandbox_still_lets_every_sensor_work_and_the_syslog_sink_deliver() {
+    if !bpf_available("the_units_sandbox_still_lets_every_sensor_work_and_the_syslog_sink_deliver")
+    {
         return;
     }
     let caps: Vec<String> = unit_setting("CapabilityBoundingSet")
@@ -187,21 +191,44 @@ fn the_units_capabilities_and_private_network_still_let_every_sensor_work() {
         .collect();
     assert!(caps.len() >= 4, "{caps:?}");
     assert_eq!(unit_setting("NoNewPrivileges"), "yes");
-    assert_eq!(unit_setting("PrivateNetwork"), "yes");
-    let wrapper: Vec<String> = [
-        "unshare",
-        "--net",
-        "--",
-        "setpriv",
-        &format!("--bounding-set=-all,{}", caps.join(",")),
-        "--inh-caps=-all",
-        "--no-new-privs",
-        "--",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let d = Daemon::start_wrapped("daemon-unit-caps", "", &wrapper);
+    // Only this host may be reached, over the address families a syslog sink uses.
+    assert_eq!(unit_setting("IPAddressDeny"), "any");
+    assert!(
+        unit_setting("IPAddressAllow")
+            .split_whitespace()
+            .any(|a| a == "localhost" || a.starts_with("127.")),
+        "IPAddressAllow lets the sink reach the local rsyslog"
+    );
+    let families = unit_setting("RestrictAddressFamilies");
+    for family in ["AF_INET", "AF_INET6"] {
+        assert!(
+            families.split_whitespace().any(|f| f == family),
+            "RestrictAddressFamilies has {family}: {families}"
+        );
+    }
+    let mut wrapper: Vec<String> = Vec::new();
+    if unit_setting("PrivateNetwork") == "yes" {
+        wrapper.extend(["unshare", "--net", "--"].map(String::from));
+    }
+    wrapper.extend(
+        [
+            "setpriv",
+            &format!("--bounding-set=-all,{}", caps.join(",")),
+            "--inh-caps=-all",
+            "--no-new-privs",
+            "--",
+        ]
+        .map(String::from),
+    );
+    let dir = test_dir("daemon-unit-syslog");
+    let _ = std::fs::remove_file(dir.join("tcp.log"));
+    let (udp_port, tcp_port) = (free_port(), free_port());
+    let rsyslog = Rsyslog::start(&dir, udp_port, tcp_port);
+    // The sink of docs/deploy.md's fleet set-up, on the test's port.
+    let sinks = format!(
+        "  - {{type: syslog, address: \"127.0.0.1:{tcp_port}\", transport: tcp, format: ecs}}\n"
+    );
+    let d = Daemon::start_full("daemon-unit-caps", "", &sinks, &wrapper);
     // The wrappers exec, so the pid is the daemon's once it runs (READY came from it).
     let proc_status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
     let bounding = proc_status
@@ -273,4 +300,23 @@ fn the_units_capabilities_and_private_network_still_let_every_sensor_work() {
     });
     let conn = d.wait_record("the fixture's connect", |r| r["type"] == "connect");
     assert_eq!(conn["destination"]["port"], listener.port, "{conn}");
+    // The same connection reached rsyslog through the syslog sink.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let delivered = rsyslog.wait_lines("tcp.log", 1);
+        if delivered
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| r["event"]["id"] == conn["id"])
+        {
+            break;
+        }
+        let status = d.status();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connect record did not reach rsyslog; sinks: {:#}",
+            status["sinks"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

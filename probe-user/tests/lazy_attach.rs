@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::*;
-use probe_user::output::escape::escape_bytes;
+use probe_user::escape::escape_bytes;
 
 const OUTSIDER: &str = "pctl-outsider";
 const PYTHON: &str = "/usr/bin/python3";

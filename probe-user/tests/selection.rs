@@ -66,18 +66,6 @@ fn a_selected_program_started_elsewhere_is_watched_from_its_exec() {
     assert_eq!(conn[0]["destination"]["port"], listener.port);
 }
 
-/// The default policy with `select.comms` naming the C fixture.
-fn selecting_policy(dir: &std::path::Path) -> std::path::PathBuf {
-    let name = c_fixture()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let comm: String = name.chars().take(15).collect();
-    policy_selecting(dir, &format!("  comms: [{comm:?}]"))
-}
-
 #[test]
 fn a_selected_program_already_running_at_start_is_watched() {
     if !bpf_available("a_selected_program_already_running_at_start_is_watched") {
@@ -150,24 +138,6 @@ fn a_bad_selector_is_rejected_with_a_hint() {
 }
 
 /// The default policy with `select:` replaced.
-fn policy_selecting(dir: &std::path::Path, select: &str) -> std::path::PathBuf {
-    let policy = dir.join("policy.yaml");
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/default.yaml"
-    ))
-    .unwrap();
-    std::fs::write(
-        &policy,
-        default.replace(
-            "categories:\n",
-            &format!("select:\n{select}\n\ncategories:\n"),
-        ),
-    )
-    .unwrap();
-    policy
-}
-
 /// Starts `run_args` under `probectl run` with `policy` while the run's own command
 /// waits; returns the pid of `outsider` (started once the run is up, gated on `gate`)
 /// and the finished run.

@@ -159,6 +159,38 @@ fn ecs_and_ocsf_records_match_the_official_schemas_and_share_ids() {
             "no OCSF class {class}: {classes:?}"
         );
     }
+    // Every gap in the OCSF sink's sequence is explained by a loss record: the records
+    // OCSF has no class for (execs, exits, env lookups...) are counted there, under
+    // `sink:<name>:not_encodable`, and loss records are OCSF events (Application Error).
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["metadata"]["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let own = format!("sink:file:ocsf:{}:", ocsf_path.display());
+    let explained: u64 = events
+        .iter()
+        .filter(|e| e["class_uid"] == 6008)
+        .flat_map(|e| {
+            e["unmapped"]["probectl"]["loss"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|l| l["source"].as_str().unwrap().starts_with(&own))
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    let missing = (native.len() - events.len()) as u64;
+    assert!(missing > 0, "execs and exits have no OCSF class");
+    assert_eq!(
+        explained, missing,
+        "the OCSF sink's loss records explain each of the {missing} numbers it lacks"
+    );
+    assert_eq!(
+        events.last().unwrap()["class_uid"],
+        6008,
+        "the last record is the loss record made at shutdown"
+    );
     let net = events.iter().find(|e| e["class_uid"] == 4001).unwrap();
     assert_eq!(net["dst_endpoint"]["port"], listener.port);
     assert_eq!(
@@ -241,30 +273,37 @@ fn the_schema_checks_catch_each_kind_of_mistake() {
     );
 }
 
-/// Loss records (`event.kind: metric`) are valid ECS too.
+/// Loss records are valid ECS (`event.kind: metric`) and OCSF (Application Error).
 #[test]
-fn a_loss_record_is_valid_ecs() {
-    use probe_user::correlate::{LossCount, LossRecord, Record};
-    use probe_user::ship::{Envelope, RecordFormat, encode, host::HostInfo};
+fn a_loss_record_is_valid_ecs_and_ocsf() {
+    use probe_user::output::Format;
+    use probe_user::records::{Body, LossCount, LossRecord, Record};
+    use probe_user::ship::{Envelope, encode, host::HostInfo};
     let envelope = Envelope {
         id: "01a210a7-992d-7000-a6ce-f48646ab2628".into(),
         seq: 9,
-        time_ms: 0,
-        record: Record::Loss(LossRecord {
-            time: "2026-11-25T03:00:00.000000Z".into(),
+        record: Record::now(Body::Loss(LossRecord {
             losses: vec![LossCount {
                 source: "sink:syslog:tcp:ecs:127.0.0.1:514:queue_full".into(),
                 count: 3,
                 total: 5,
             }],
-        }),
+        })),
         process: None,
     };
-    let doc = encode(RecordFormat::Ecs, &envelope, &HostInfo::read()).expect("an ECS form");
+    let doc = encode(Format::Ecs, &envelope, &HostInfo::read()).expect("an ECS form");
     assert_eq!(doc["event"]["kind"], "metric");
     assert_eq!(doc["probectl"]["loss"][0]["count"], 3);
     let problems = Ecs::load().problems(&doc);
     assert!(problems.is_empty(), "{problems:#?}\n{doc:#}");
+    let event = encode(Format::Ocsf, &envelope, &HostInfo::read()).expect("an OCSF form");
+    assert_eq!(
+        (event["class_uid"].as_u64(), event["count"].as_u64()),
+        (Some(6008), Some(3))
+    );
+    assert_eq!(event["metadata"]["sequence"], 9);
+    let problems = Ocsf::load().problems(&event);
+    assert!(problems.is_empty(), "{problems:#?}\n{event:#}");
 }
 
 /// journald's native protocol, parsed as journald would: `NAME=value\n`, or `NAME\n`,
@@ -382,25 +421,26 @@ fn identical_repeats_of_one_tree_are_summarised_at_the_sinks_with_a_count() {
         .count();
     assert_eq!(written, 2);
     // Its ECS form is valid too.
-    let repeated = probe_user::ship::repeats::RepeatedRecord {
-        time: summary["time"].as_str().unwrap().into(),
-        tree: summary["tree"].as_u64().unwrap() as u32,
-        record_type: "probe",
+    let now = probe_user::time::Stamp::now();
+    let repeated = probe_user::records::RepeatedRecord {
+        record_type: probe_user::records::Kind::Probe,
         like: summary["like"].as_str().unwrap().into(),
         count: 8,
-        first_time: summary["first_time"].as_str().unwrap().into(),
-        last_time: summary["last_time"].as_str().unwrap().into(),
+        first_time: now,
+        last_time: now,
         window_ms: 1000,
     };
+    let mut record =
+        probe_user::records::Record::now(probe_user::records::Body::Repeated(repeated));
+    record.header.tree = Some(summary["tree"].as_u64().unwrap() as u32);
     let envelope = probe_user::ship::Envelope {
         id: summary["id"].as_str().unwrap().into(),
         seq: summary["seq"].as_u64().unwrap(),
-        time_ms: 0,
-        record: probe_user::correlate::Record::Repeated(repeated),
+        record,
         process: None,
     };
     let doc = probe_user::ship::encode(
-        probe_user::ship::RecordFormat::Ecs,
+        probe_user::output::Format::Ecs,
         &envelope,
         &probe_user::ship::host::HostInfo::read(),
     )

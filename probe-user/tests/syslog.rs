@@ -5,139 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
+use common::rsyslog::{Rsyslog, documented_global, free_port};
 use common::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// rsyslogd in the foreground: UDP and TCP inputs on loopback, each to its own
-/// file with only the message part.
-struct Rsyslog {
-    child: Option<Child>,
-    conf: PathBuf,
-    dir: PathBuf,
-    tcp_port: u16,
-}
-
-impl Rsyslog {
-    fn ensure_installed() {
-        if Path::new("/usr/sbin/rsyslogd").exists()
-            && Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists()
-        {
-            return;
-        }
-        let out = Command::new("apt-get")
-            .args(["install", "-y", "rsyslog", "rsyslog-gnutls"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .expect("run apt-get");
-        assert!(out.status.success(), "cannot install rsyslog: {out:?}");
-    }
-
-    fn start(dir: &Path, udp_port: u16, tcp_port: u16) -> Self {
-        Self::start_with(
-            dir,
-            tcp_port,
-            &format!(
-                r#"global(workDirectory="{d}" maxMessageSize="256k")
-module(load="imudp")
-module(load="imtcp")
-template(name="msgonly" type="string" string="%msg%\n")
-ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="msgonly") }}
-ruleset(name="tcp") {{ action(type="omfile" file="{d}/tcp.log" template="msgonly") }}
-input(type="imudp" address="127.0.0.1" port="{udp_port}" ruleset="udp")
-input(type="imtcp" address="127.0.0.1" port="{tcp_port}" ruleset="tcp")
-"#,
-                d = dir.display()
-            ),
-        )
-    }
-
-    /// rsyslogd with `text` as its config; ready once `tcp_port` accepts.
-    fn start_with(dir: &Path, tcp_port: u16, text: &str) -> Self {
-        Self::ensure_installed();
-        let conf = dir.join("rsyslog.conf");
-        std::fs::write(&conf, text).unwrap();
-        let mut r = Self {
-            child: None,
-            conf,
-            dir: dir.to_owned(),
-            tcp_port,
-        };
-        r.resume();
-        r
-    }
-
-    /// Starts rsyslogd (again) and waits until its TCP input accepts connections.
-    fn resume(&mut self) {
-        let child = Command::new("/usr/sbin/rsyslogd")
-            .args(["-n", "-f"])
-            .arg(&self.conf)
-            .arg("-i")
-            .arg(self.dir.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join("rsyslogd.stderr")).unwrap())
-            .spawn()
-            .expect("start rsyslogd");
-        self.child = Some(child);
-        let deadline = Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "rsyslogd did not listen on {}",
-                self.tcp_port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = c.wait();
-        }
-    }
-
-    /// The messages rsyslog wrote for one input, once there are at least `n`.
-    fn wait_lines(&self, file: &str, n: usize) -> Vec<String> {
-        let path = self.dir.join(file);
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let lines: Vec<String> = text.lines().map(|l| l.trim_start().to_owned()).collect();
-            if lines.len() >= n {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} has {} of {n} messages",
-                path.display(),
-                lines.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 #[test]
 fn records_reach_a_real_rsyslog_over_udp_and_tcp_and_survive_a_tcp_outage() {
@@ -206,6 +80,88 @@ fn records_reach_a_real_rsyslog_over_udp_and_tcp_and_survive_a_tcp_outage() {
         (Some(0), Some(0)),
         "{tcp}"
     );
+}
+
+/// A record longer than syslog's 8 KiB default (from a process whose command line is
+/// 8 KB) reaches the rsyslog set up as docs/deploy.md documents whole, as one valid
+/// JSON line, over UDP and over TCP.
+#[test]
+fn a_record_longer_than_8_kib_reaches_the_documented_rsyslog_whole() {
+    if !bpf_available("a_record_longer_than_8_kib_reaches_the_documented_rsyslog_whole") {
+        return;
+    }
+    let dir = test_dir("syslog-large");
+    for f in ["udp.log", "tcp.log", "ecs.jsonl"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let (udp_port, tcp_port) = (free_port(), free_port());
+    let rsyslog = Rsyslog::start(&dir, udp_port, tcp_port);
+    let ecs = dir.join("ecs.jsonl");
+    let sinks = format!(
+        "  - {{type: jsonl, path: {}, format: ecs}}\n  - {{type: syslog, address: \"127.0.0.1:{udp_port}\", transport: udp}}\n  - {{type: syslog, address: \"127.0.0.1:{tcp_port}\", transport: tcp}}\n",
+        ecs.display()
+    );
+    let d = Daemon::start_full("syslog-large-daemon", "", &sinks, &[]);
+    // A shell with 40 arguments of 200 bytes, watched while it runs, so its records
+    // carry the whole command line (from /proc); it opens /etc/timezone (a probe).
+    let gate = fifo(&dir, "gate");
+    let pad: Vec<String> = (0..40)
+        .map(|i| format!("{i:03}{}", "x".repeat(197)))
+        .collect();
+    let mut shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "read g < {}; read tz < /etc/timezone; true",
+            gate.display()
+        ))
+        .arg("sh")
+        .args(&pad)
+        .spawn()
+        .unwrap();
+    let mut sub = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(
+            sub,
+            r#"{{"v":1,"op":"subscribe","pids":[{}],"format":"json"}}"#,
+            shell.id()
+        )
+        .unwrap();
+        sub.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut ack = String::new();
+        std::io::BufReader::new(&sub).read_line(&mut ack).unwrap();
+        assert!(ack.contains(r#""ok":true"#), "{ack}");
+    }
+    std::fs::write(&gate, b"x\n").unwrap();
+    assert!(shell.wait().unwrap().success());
+    let mut made = Vec::new();
+    wait_until("an ECS record longer than 8 KiB", || {
+        made = lines_of(&ecs);
+        made.iter()
+            .any(|l| l.len() > 8192 && l.contains("/etc/timezone"))
+    });
+    drop(sub);
+    for file in ["udp.log", "tcp.log"] {
+        let got = rsyslog.wait_lines(file, made.len());
+        assert_eq!(
+            got[..made.len()],
+            made[..],
+            "{file}: the ECS records, whole"
+        );
+        for line in &got {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{file}: not JSON ({e}): {} bytes", line.len()));
+        }
+    }
+    let status = d.status();
+    for prefix in ["syslog:udp", "syslog:tcp"] {
+        let sink = tcp_sink_named(&status, prefix);
+        assert_eq!(
+            (sink["errors"].as_u64(), sink["too_large"].as_u64()),
+            (Some(0), Some(0)),
+            "{sink}"
+        );
+    }
 }
 
 fn lines_of(path: &Path) -> Vec<String> {
@@ -445,11 +401,13 @@ fn records_reach_a_real_rsyslog_over_tls_with_a_client_certificate() {
     make_certificates(&dir);
     let port = free_port();
     let d = dir.display();
+    let documented = documented_global();
     let _rsyslog = Rsyslog::start_with(
         &dir,
         port,
         &format!(
-            r#"global(workDirectory="{d}" maxMessageSize="256k"
+            r#"{documented}
+global(workDirectory="{d}"
        DefaultNetstreamDriverCAFile="{d}/ca.pem"
        DefaultNetstreamDriverCertFile="{d}/server.pem"
        DefaultNetstreamDriverKeyFile="{d}/server.key")

@@ -71,26 +71,12 @@ pub fn run(rounds: u32) -> Result<i32> {
     }
     let tools = setup::run(true)?;
     setup::bench_tools()?;
-    cmd::run_ok(
-        TAG,
-        tools
-            .cargo()
-            .current_dir(root())
-            .args(["build", "--release", "-p", "probe-user"]),
-    )?;
     let dir = target_dir()?.join("bench");
     std::fs::create_dir_all(&dir)?;
-    let workload = dir.join("workload");
-    cmd::run_ok(
-        TAG,
-        Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&workload)
-            .arg(root().join("xtask/bench/workload.c")),
-    )?;
+    let (probectl, workload) = build_release_and_workload(TAG, &tools, &dir, "workload")?;
     let mut bench = Bench {
         workload,
-        probectl: target_dir()?.join("release/probectl"),
+        probectl,
         samples: BTreeMap::new(),
         probectl_usage: Vec::new(),
         unavailable: BTreeMap::new(),
@@ -110,6 +96,32 @@ pub fn run(rounds: u32) -> Result<i32> {
     std::fs::write(&out, &table)?;
     say(TAG, format_args!("results written to {}", out.display()));
     Ok(0)
+}
+
+/// Builds the release probectl and compiles xtask/bench/workload.c into `dir/name`;
+/// returns both paths (`bench` and `soak` measure the same binaries).
+pub fn build_release_and_workload(
+    tag: &str,
+    tools: &setup::Tools,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    cmd::run_ok(
+        tag,
+        tools
+            .cargo()
+            .current_dir(root())
+            .args(["build", "--release", "-p", "probe-user"]),
+    )?;
+    let workload = dir.join(name);
+    cmd::run_ok(
+        tag,
+        Command::new("cc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&workload)
+            .arg(root().join("xtask/bench/workload.c")),
+    )?;
+    Ok((target_dir()?.join("release/probectl"), workload))
 }
 
 impl Bench {

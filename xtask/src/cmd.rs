@@ -10,6 +10,12 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
+/// The workspace root (xtask/..), so commands work from any directory `cargo xtask`
+/// is run in.
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
 /// Prints one progress line tagged with the xtask step that produced it. Progress goes
 /// to stderr, where cargo and probectl write theirs, so the two interleave in order.
 pub fn say(tag: &str, msg: impl Display) {

@@ -5,8 +5,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result};
 
+use crate::cmd::root;
 use crate::cmd::{self, say};
-use crate::workspace::root;
 
 const TAG: &str = "fuzz";
 /// The fuzz targets (fuzz/fuzz_targets/*.rs).

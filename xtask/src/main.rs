@@ -9,6 +9,7 @@ mod demo;
 mod fuzz;
 mod install;
 mod setup;
+mod soak;
 mod workspace;
 
 use anyhow::Result;
@@ -64,6 +65,13 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u32,
     },
+    /// Run the release daemon under mixed load (watched bursts, unwatched noise,
+    /// reloads, clients) for N minutes, sampling RSS, fds and loop latency (needs
+    /// root; not part of `test`; results in target/soak/results.md).
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Build the release binary and install it with the systemd unit, the default
     /// config and policy (kept if present), the man page and bash completions
     /// (needs root, or --destdir).
@@ -106,6 +114,7 @@ fn dispatch(task: Task) -> Result<i32> {
         Task::Test { args } => workspace::test(&args),
         Task::Bench { rounds } => bench::run(rounds),
         Task::Fuzz { seconds } => fuzz::run(seconds),
+        Task::Soak { minutes } => soak::run(minutes),
         Task::Install { destdir } => install::install(destdir.as_deref()),
         Task::Uninstall { destdir, purge } => install::uninstall(destdir.as_deref(), purge),
     }

@@ -1,19 +1,14 @@
 //! The cargo invocations on the workspace itself: `build`, `test`, and finding the
 //! target directory the demo runs binaries from.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::{Context as _, Result, bail};
 
+pub use crate::cmd::root;
 use crate::cmd::{self, say};
 use crate::setup::{self, Tools};
-
-/// The workspace root (xtask/..), so commands work from any directory `cargo xtask`
-/// is run in.
-pub fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 /// Builds probectl and probe-demo (debug). probe-user's build.rs builds the eBPF object
 /// with nightly and bpf-linker, which is why setup must have run.

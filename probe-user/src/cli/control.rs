@@ -224,6 +224,9 @@ fn render_status(s: &serde_json::Value) -> String {
         if n("queue_full") > 0 {
             problems.push(format!("{} LOST (queue full)", n("queue_full")));
         }
+        if n("too_large") > 0 {
+            problems.push(format!("{} NOT SENT (too large)", n("too_large")));
+        }
         let _ = writeln!(
             out,
             "  {}: {} records written, {} queued{}{}",
@@ -240,6 +243,13 @@ fn render_status(s: &serde_json::Value) -> String {
             } else {
                 format!(", {}", problems.join(", "))
             }
+        );
+    }
+    let state_errors = s["sequence"]["state_errors"].as_u64().unwrap_or(0);
+    if state_errors > 0 {
+        let _ = writeln!(
+            out,
+            "Sequence: {state_errors} STATE ERRORS (the reservation could not be saved; the next start still continues past every number used)"
         );
     }
     let _ = writeln!(out, "Subscribers: {}", s["subscribers"]);

@@ -2,12 +2,11 @@
 
 mod control;
 mod daemon;
-mod daemon_state;
 mod doctor;
 mod policy_cmd;
 mod run;
-mod session;
 mod spawn;
+mod standalone;
 mod via_daemon;
 mod watch;
 

@@ -11,14 +11,13 @@ use std::os::fd::AsFd as _;
 use std::process::{Command, ExitStatus};
 
 use anyhow::Context as _;
-use probe_user::correlate::{Correlator, Record};
-use probe_user::output::{Format, time::WallClock};
-use probe_user::process::ProcessTable;
+use probe_user::engine::{self, Engine, ReportScope};
+use probe_user::output::{Format, Printer};
+use probe_user::private_file::Access;
+use probe_user::records::{Body, Record};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::session::{
-    LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, Session, build_report, open, output_for,
-};
+use super::standalone::{self, LIVENESS_CHECK, open_engine, output_for, print};
 use super::via_daemon::{self, Subscription, sink_format, stream_until_end};
 use super::{RunArgs, exit, spawn};
 
@@ -31,53 +30,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     {
         return run_via_daemon(args, stream).await;
     }
-    let Opened {
-        mut policy,
-        mut sensors,
-        reader,
-        format,
-        printer,
-    } = open(
-        args.policy.as_deref(),
-        args.json,
-        args.output.as_deref(),
-        args.no_color,
-    )?;
-    let (program, gate) = match start_gated(&args, sensors.original_memlock)? {
+    // The profile's file is opened (and checked) before anything runs, so a path
+    // probectl refuses fails the run at once; it is emptied only when written.
+    let mut profile_file = args
+        .profile
+        .as_deref()
+        .map(|path| {
+            probe_user::private_file::RecordFile::open(path, Access::ReadWrite)
+                .with_context(|| format!("cannot write the profile to {}", path.display()))
+        })
+        .transpose()?;
+    let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
+    let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
+    let mut printer = Printer::new(format, out).with_color(color);
+    let (program, gate) = match start_gated(&args, engine.sensors.original_memlock)? {
         Ok(started) => started,
         Err(code) => return Ok(code),
     };
     let root = gate.pid;
-    if let Err(err) = sensors.watch(root) {
+    if let Err(err) = engine.watch_command(root) {
         gate.abort();
         return Err(err).context("cannot add the command to the watched set");
     }
-    let mut procs = ProcessTable::default();
-    procs.add_root(root, std::process::id());
-    // Programs the policy selects (by name or uid) that were already running: watched from now on,
-    // with their descendants and lineage from /proc (the kernel selects later execs).
-    for pid in
-        probe_user::process::pids_selected(&policy.kernel.select_comms, &policy.kernel.select_uids)
-    {
-        for pid in procs.seed_tree(pid) {
-            if let Err(err) = sensors.watch(pid) {
-                eprintln!("probectl: warning: cannot watch running selected process {pid}: {err}");
-            }
-        }
+    for (pid, err) in engine.watch_selected_running(false) {
+        eprintln!("probectl: warning: cannot watch running selected process {pid}: {err}");
     }
-    let correlator = Correlator::new(&policy, WallClock::boot_now_ns())
-        .with_file_index(sensors.file_index.clone())
-        .with_timeline_capacity(args.max_probes);
     if format == Format::Human {
         eprintln!(
             "probectl: watching pid {root}: {} (policy {})",
             escape_argv(&args.command),
-            policy.name
+            engine.policy().name
         );
     }
     let spawner = gate.release().context("cannot start the command")?;
-    let mut session = Session::new(sensors, reader, procs, correlator, printer, &policy);
-
     let mut status_rx = wait_on_thread(spawner);
 
     // Ctrl-C and a hang-up reach the command through the terminal (it is in our
@@ -87,27 +72,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut libc_scan = tokio::time::interval(LIBC_SCAN_EVERY);
+    let mut libc_scan = tokio::time::interval(engine::LIBC_SCAN_EVERY);
     let status = loop {
         tokio::select! {
-            read = session.read() => read?,
-            _ = libc_scan.tick(), if !session.libc_scans.is_empty() => session.rescan_libcs(),
+            read = engine.next_batch() => {
+                read?;
+                print(&mut engine, &mut printer);
+            }
+            _ = libc_scan.tick(), if engine.libc_scans_pending() => {
+                engine.scan_libcs();
+                print(&mut engine, &mut printer);
+            }
             status = &mut status_rx => break status.unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status"))),
             _ = sigint.recv() => {}
             // A hang-up also reaches the command through the terminal; for probectl it
             // means: read the policy file again.
-            _ = sighup.recv() => session.reload(&mut policy, args.policy.as_deref()),
+            _ = sighup.recv() => standalone::reload(&mut engine, args.policy.as_deref(), &mut printer),
             _ = sigterm.recv() => forward(root, nix::sys::signal::Signal::SIGTERM),
         }
     };
     // Everything the command did happened before its exit, so it is in the ring now.
-    session.drain();
+    engine.drain();
+    print(&mut engine, &mut printer);
     let exit_code = match status {
         Ok(status) => exit_code_of(status),
         Err(err) => return Ok(report_spawn_error(&program, &err)),
     };
     wait_for_descendants(
-        &mut session,
+        &mut engine,
+        &mut printer,
         root,
         format,
         &mut sigint,
@@ -116,19 +109,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     )
     .await?;
 
-    let report = build_report(&session, &policy, root, exit_code, false)?;
-    if let Some(path) = &args.profile {
+    let losses = standalone::losses(&engine, &printer);
+    let report = engine.report(root, exit_code, ReportScope::All, &losses);
+    if let (Some(path), Some(file)) = (&args.profile, profile_file.as_mut()) {
         let command = args
             .command
             .iter()
-            .map(|a| probe_user::output::escape::escape_bytes(a.as_encoded_bytes()))
+            .map(|a| probe_user::escape::escape_bytes(a.as_encoded_bytes()))
             .collect();
         let profile = probe_user::profile::from_report(&report, command);
         let text = serde_yaml::to_string(&profile).context("cannot encode the profile")?;
-        std::fs::write(path, text)
+        file.truncate(0)
+            .and_then(|()| file.append(text.as_bytes()))
             .with_context(|| format!("cannot write the profile to {}", path.display()))?;
     }
-    session.printer.emit(&Record::Report(report));
+    printer.emit(&Record::now(Body::Report(Box::new(report))));
     Ok(exit_code)
 }
 
@@ -231,15 +226,16 @@ fn wait_on_thread(
 /// Keeps watching until every descendant of the command has exited, or until the
 /// user interrupts.
 async fn wait_for_descendants(
-    session: &mut Session,
+    engine: &mut Engine,
+    printer: &mut Printer,
     root: u32,
     format: Format,
     sigint: &mut Signal,
     sigterm: &mut Signal,
     libc_scan: &mut tokio::time::Interval,
 ) -> anyhow::Result<()> {
-    let remaining = |s: &Session| s.procs.live().filter(|&p| p != root).collect::<Vec<_>>();
-    let left = remaining(session);
+    let remaining = |e: &Engine| e.procs.live().filter(|&p| p != root).collect::<Vec<_>>();
+    let left = remaining(engine);
     if left.is_empty() {
         return Ok(());
     }
@@ -254,20 +250,22 @@ async fn wait_for_descendants(
         );
     }
     let mut liveness = tokio::time::interval(LIVENESS_CHECK);
-    while !remaining(session).is_empty() {
+    while !remaining(engine).is_empty() {
         tokio::select! {
-            read = session.read() => read?,
-            _ = libc_scan.tick(), if !session.libc_scans.is_empty() => session.rescan_libcs(),
+            read = engine.next_batch() => read?,
+            _ = libc_scan.tick(), if engine.libc_scans_pending() => engine.scan_libcs(),
             _ = liveness.tick() => {
                 // Events of a process that just exited are already in the ring.
-                session.drain();
-                session.procs.prune_dead();
+                engine.drain();
+                engine.procs.prune_dead();
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
+        print(engine, printer);
     }
-    session.drain();
+    engine.drain();
+    print(engine, printer);
     Ok(())
 }
 
@@ -283,7 +281,7 @@ fn exit_code_of(status: ExitStatus) -> i32 {
 }
 
 fn report_spawn_error(program: &str, err: &io::Error) -> i32 {
-    let program = probe_user::output::escape::escape_bytes(program.as_bytes());
+    let program = probe_user::escape::escape_bytes(program.as_bytes());
     match err.kind() {
         io::ErrorKind::NotFound => {
             eprintln!(
@@ -306,7 +304,7 @@ fn report_spawn_error(program: &str, err: &io::Error) -> i32 {
 
 fn escape_argv(argv: &[std::ffi::OsString]) -> String {
     argv.iter()
-        .map(|a| probe_user::output::escape::escape_bytes(a.as_encoded_bytes()))
+        .map(|a| probe_user::escape::escape_bytes(a.as_encoded_bytes()))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -5,9 +5,9 @@
 //! has exited, or when the client asks (`--for`, Ctrl-C).
 
 use anyhow::Context as _;
-use probe_user::daemon::config::SinkFormat;
 use probe_user::daemon::protocol::{self, Request};
 use probe_user::daemon::trust::Trusted;
+use probe_user::output::Format;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -56,7 +56,7 @@ impl Subscription {
     pub(super) async fn open(
         stream: UnixStream,
         pids: Vec<u32>,
-        format: SinkFormat,
+        format: Format,
         color: bool,
     ) -> anyhow::Result<Self> {
         let (read, mut write) = stream.into_split();
@@ -159,10 +159,6 @@ pub(super) async fn stream_until_end(
     }
 }
 
-pub(super) fn sink_format(json: bool) -> SinkFormat {
-    if json {
-        SinkFormat::Json
-    } else {
-        SinkFormat::Human
-    }
+pub(super) fn sink_format(json: bool) -> Format {
+    if json { Format::Json } else { Format::Human }
 }

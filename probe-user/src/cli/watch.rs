@@ -2,16 +2,13 @@
 //! descendants (those that exist now, found in /proc, and those forked later, through
 //! the kernel's inheritance), until they all exit, `--for` ends, or Ctrl-C.
 
-use probe_user::correlate::{Correlator, Record, WatchingRecord};
-use probe_user::output::{Format, time::WallClock};
+use probe_user::engine::{self, ReportScope, SeedError};
+use probe_user::output::{Format, Printer};
 use probe_user::policy;
-use probe_user::process::ProcessTable;
+use probe_user::records::{Body, Record, WatchingRecord};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::session::{
-    LIBC_SCAN_EVERY, LIVENESS_CHECK, Opened, SeedError, Session, build_report, open, output_for,
-    seed_and_watch,
-};
+use super::standalone::{self, LIVENESS_CHECK, open_engine, output_for, print};
 use super::via_daemon::{self, Subscription, sink_format, stream_until_end};
 use super::{WatchArgs, exit};
 
@@ -38,21 +35,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     {
         return watch_via_daemon(&args, stream, duration).await;
     }
-    let Opened {
-        mut policy,
-        mut sensors,
-        reader,
-        format,
-        printer,
-    } = open(
-        args.policy.as_deref(),
-        args.json,
-        args.output.as_deref(),
-        args.no_color,
-    )?;
-
-    let mut procs = ProcessTable::default();
-    let watched = match seed_and_watch(&mut sensors, &mut procs, &args.pids) {
+    let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
+    let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
+    let mut printer = Printer::new(format, out).with_color(color);
+    let watched = match engine.watch_trees(&args.pids) {
         Ok(w) => w,
         Err(err @ (SeedError::NoSuchProcess(_) | SeedError::Exited(_))) => {
             eprintln!("probectl: {err}");
@@ -60,56 +46,48 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         }
         Err(err) => return Err(err.into()),
     };
-    procs.mark_live(watched.iter().copied());
-    let correlator = Correlator::new(&policy, WallClock::boot_now_ns())
-        .with_file_index(sensors.file_index.clone())
-        .with_timeline_capacity(args.max_probes);
-    let mut session = Session::new(sensors, reader, procs, correlator, printer, &policy);
-    session.printer.emit(&Record::Watching(WatchingRecord {
-        time: WallClock::new().rfc3339(WallClock::boot_now_ns()),
+    printer.emit(&Record::now(Body::Watching(WatchingRecord {
         roots: args.pids.clone(),
-        pids: watched.clone(),
-        policy: policy.name.clone(),
-    }));
-    // Processes that run already have their libc mapped: attach to it now.
-    for &pid in &watched {
-        let (_, attached) = session.sensors.attach_env_for(pid);
-        for status in attached {
-            session.printer.emit(&Record::Sensor(status));
-        }
-    }
+        pids: watched,
+        policy: engine.policy().name.clone(),
+    })));
+    // The env uprobes attached to the libcs the watched processes map.
+    print(&mut engine, &mut printer);
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut libc_scan = tokio::time::interval(LIBC_SCAN_EVERY);
+    let mut libc_scan = tokio::time::interval(engine::LIBC_SCAN_EVERY);
     let mut liveness = tokio::time::interval(LIVENESS_CHECK);
     // Polled only when --for was given.
     let deadline = tokio::time::sleep(duration.unwrap_or_default());
     tokio::pin!(deadline);
     let why = loop {
         tokio::select! {
-            read = session.read() => read?,
-            _ = libc_scan.tick(), if !session.libc_scans.is_empty() => session.rescan_libcs(),
+            read = engine.next_batch() => read?,
+            _ = libc_scan.tick(), if engine.libc_scans_pending() => engine.scan_libcs(),
             _ = liveness.tick() => {
-                session.drain();
-                session.procs.prune_dead();
-                if session.procs.live().next().is_none() {
+                engine.drain();
+                engine.procs.prune_dead();
+                if engine.procs.live().next().is_none() {
                     break "every watched process exited";
                 }
             }
             _ = &mut deadline, if duration.is_some() => break "the --for duration ended",
             _ = sigint.recv() => break "interrupted",
             _ = sigterm.recv() => break "terminated",
-            _ = sighup.recv() => session.reload(&mut policy, args.policy.as_deref()),
+            _ = sighup.recv() => standalone::reload(&mut engine, args.policy.as_deref(), &mut printer),
         }
+        print(&mut engine, &mut printer);
     };
-    session.drain();
+    engine.drain();
+    print(&mut engine, &mut printer);
     if format == Format::Human {
         eprintln!("probectl: stopped watching: {why}");
     }
-    let report = build_report(&session, &policy, args.pids[0], 0, false)?;
-    session.printer.emit(&Record::Report(report));
+    let losses = standalone::losses(&engine, &printer);
+    let report = engine.report(args.pids[0], 0, ReportScope::All, &losses);
+    printer.emit(&Record::now(Body::Report(Box::new(report))));
     Ok(0)
 }
 

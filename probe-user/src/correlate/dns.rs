@@ -8,21 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use simple_dns::{Packet, rdata::RData};
 
-/// Where a name for an address came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameSource {
-    Dns,
-    Hosts,
-}
-
-impl NameSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NameSource::Dns => "dns",
-            NameSource::Hosts => "/etc/hosts",
-        }
-    }
-}
+pub use crate::records::NameSource;
 
 #[derive(Debug, Default)]
 pub struct NameBook {
@@ -105,7 +91,7 @@ impl NameBook {
         }
         self.from_hosts
             .get(addr)
-            .map(|n| (n.as_str(), NameSource::Hosts))
+            .map(|n| (n.as_str(), NameSource::EtcHosts))
     }
 }
 
@@ -175,10 +161,10 @@ mod tests {
             ..Default::default()
         };
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        assert_eq!(book.name_of(&lo), Some(("localhost", NameSource::Hosts)));
+        assert_eq!(book.name_of(&lo), Some(("localhost", NameSource::EtcHosts)));
         assert_eq!(
             book.name_of(&"10.1.2.3".parse().unwrap()),
-            Some(("intranet", NameSource::Hosts))
+            Some(("intranet", NameSource::EtcHosts))
         );
         book.learn("api.example.test", &[lo]);
         assert_eq!(

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::records::{PriorProbe, ProbeSummary, TargetType};
 use crate::policy::Classifier;
+use crate::records::{PriorProbe, ProbeSummary, TargetType};
 
 /// Distinct targets under one prefix that are listed one by one before folding.
 pub const FOLD_AFTER: usize = 5;
@@ -82,7 +82,7 @@ pub fn fold_summaries(rows: Vec<ProbeSummary>, classifier: &Classifier) -> Vec<P
             for r in &group[1..] {
                 for how in &r.how {
                     if !merged.how.contains(how) {
-                        merged.how.push(how);
+                        merged.how.push(*how);
                     }
                 }
                 for pid in &r.pids {
@@ -98,7 +98,7 @@ pub fn fold_summaries(rows: Vec<ProbeSummary>, classifier: &Classifier) -> Vec<P
 
 /// Folds a connection's prior probes the same way, per (category, how).
 pub fn fold_prior(rows: Vec<PriorProbe>, classifier: &Classifier) -> Vec<PriorProbe> {
-    let mut by_how: BTreeMap<(String, &'static str), Vec<PriorProbe>> = BTreeMap::new();
+    let mut by_how: BTreeMap<(String, crate::ops::How), Vec<PriorProbe>> = BTreeMap::new();
     let mut out = Vec::new();
     for r in rows {
         if r.target_type == TargetType::File && classifier.fold_prefix(&r.target).is_some() {
@@ -119,14 +119,8 @@ pub fn fold_prior(rows: Vec<PriorProbe>, classifier: &Classifier) -> Vec<PriorPr
                 merged.target = folded_target(&prefix);
                 merged.distinct_targets = Some(group.len() as u64);
                 merged.count = group.iter().map(|r| r.count).sum();
-                merged.first_ms_before = group
-                    .iter()
-                    .map(|r| r.first_ms_before)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                merged.last_ms_before = group
-                    .iter()
-                    .map(|r| r.last_ms_before)
-                    .fold(f64::INFINITY, f64::min);
+                merged.first_ns = group.iter().map(|r| r.first_ns).min().unwrap_or(0);
+                merged.last_ns = group.iter().map(|r| r.last_ns).max().unwrap_or(0);
                 for r in &group[1..] {
                     for pid in &r.pids {
                         if !merged.pids.contains(pid) {

@@ -5,15 +5,15 @@ pub mod dns;
 mod fold;
 mod net;
 mod paths;
+mod pending;
+mod prior;
 mod probes;
 pub mod rules;
 mod summary;
 mod timelines;
 
-use net::destination;
-pub mod records;
-
 pub use fold::FOLD_AFTER;
+pub use prior::MAX_LISTED_PRIOR;
 pub use timelines::{MAX_DISTINCT_PROBES, Timelines};
 
 /// Connections kept for the end-of-run report (each was streamed when it happened).
@@ -24,17 +24,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use probe_common::{
     ENV_OP_ENUMERATE, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_ENV_VALUE_CAPTURED,
     EXEC_ENV_VALUE_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, EnvEvent, ExecEnvEvent,
-    FILE_SYSCALLS, FileEvent, UNIX_ABSTRACT, decode::Event,
+    FileEvent, UNIX_ABSTRACT, decode::Event,
 };
 
-use crate::output::{escape::escape_bytes, time::WallClock};
+use crate::escape::escape_bytes;
+use crate::ops::How;
 use crate::policy::CompiledPolicy;
 use crate::process::ProcessTable;
-pub use records::*;
-pub use summary::{CliSummary, ContactedDestination};
+use crate::records::*;
+use crate::time::Stamp;
 
 pub struct Correlator {
-    clock: WallClock,
     start_ns: u64,
     category_names: Vec<String>,
     classifier: crate::policy::Classifier,
@@ -44,7 +44,9 @@ pub struct Correlator {
     folder: fold::StreamFolder,
     /// The run's connections for the report, the newest `MAX_KEPT_CONNECTIONS`; older
     /// ones were streamed and are counted in `connections_not_kept`.
-    pub connections: std::collections::VecDeque<ConnectionRecord>,
+    pub connections: std::collections::VecDeque<Stamped<ConnectionRecord>>,
+    /// Number of `connections[0]` among every connection so far.
+    connections_first: u64,
     pub connections_not_kept: u64,
     /// Kernel matches (case-folded) that the policy's exact case rule rejected.
     pub case_mismatches: u64,
@@ -53,6 +55,9 @@ pub struct Correlator {
     pub unclassified_paths: u64,
     /// Probes whose operation no matching category counts (`operations:`).
     pub operation_not_counted: u64,
+    /// File events naming an operation this build does not know (kernel and
+    /// userspace builds differ): counted like undecodable records.
+    pub unknown_file_ops: u64,
     /// Relative paths ending in a policy basename whose base directory could not be
     /// named (the process was gone before userspace could ask `/proc`).
     pub unresolved_paths: u64,
@@ -66,12 +71,17 @@ pub struct Correlator {
     pub truncated: BTreeMap<&'static str, u64>,
     /// Env names present at an exec, per process, until the exec completes.
     exposures: HashMap<u32, Vec<ExecEnvEvent>>,
-    /// TCP outcomes that arrived before their connect's exit event (tgid, destination).
-    early_outcomes: Vec<(u32, Destination, &'static str)>,
+    /// TCP outcomes that arrived before their connect's exit event.
+    early_outcomes: pending::Pending<(u32, Destination), TcpOutcome>,
+    /// Connects waiting for their TCP outcome: their number among all connections
+    /// (to find the kept record) and their offset.
+    awaiting_outcome: pending::Pending<(u32, Destination), (u64, f64)>,
     /// Names for addresses, from DNS answers and /etc/hosts.
     pub names: dns::NameBook,
     /// UDP destinations already reported per process; later datagrams are not.
     udp_seen: HashSet<(u32, Destination)>,
+    /// Each tree's probe rows, built once per change of its table.
+    prior: prior::PriorCache,
     /// The policy's rules, evaluated at each network event.
     rules: rules::RuleEngine,
     /// Records produced besides an event's own (rule alerts), handed out by
@@ -82,26 +92,29 @@ pub struct Correlator {
 impl Correlator {
     pub fn new(policy: &CompiledPolicy, start_ns: u64) -> Self {
         Self {
-            clock: WallClock::new(),
             start_ns,
             category_names: policy.categories.iter().map(|c| c.name.clone()).collect(),
             classifier: policy.classifier.clone(),
             timelines: Timelines::default(),
             folder: fold::StreamFolder::default(),
             connections: std::collections::VecDeque::new(),
+            connections_first: 0,
             connections_not_kept: 0,
             case_mismatches: 0,
             unclassified_paths: 0,
             operation_not_counted: 0,
+            unknown_file_ops: 0,
             unresolved_paths: 0,
             file_index: Default::default(),
             argv_lost: 0,
             truncated: BTreeMap::new(),
             exposures: HashMap::new(),
-            early_outcomes: Vec::new(),
+            early_outcomes: pending::Pending::with_capacity(net::MAX_EARLY_OUTCOMES),
+            awaiting_outcome: pending::Pending::with_capacity(net::MAX_AWAITING_OUTCOMES),
             names: dns::NameBook::with_hosts_file("/etc/hosts"),
             udp_seen: HashSet::new(),
             rules: rules::RuleEngine::new(policy.rules.clone()),
+            prior: prior::PriorCache::new(),
             pending: Vec::new(),
         }
     }
@@ -154,18 +167,41 @@ impl Correlator {
         for &tree in &expired.forgotten {
             self.timelines.evict_exited(tree);
             self.rules.forget_tree(tree);
+            self.prior.remove(&tree);
         }
         self.udp_seen.retain(|(pid, _)| procs.get(*pid).is_some());
+        self.early_outcomes
+            .retain_keys(|(pid, _)| procs.get(*pid).is_some());
+        self.awaiting_outcome
+            .retain_keys(|(pid, _)| procs.get(*pid).is_some());
         self.folder.retain_pids(|pid| procs.get(pid).is_some());
     }
 
     /// The offset a record made now would have.
     pub fn offset_now_ms(&self) -> f64 {
-        self.offset_ms(crate::output::time::WallClock::boot_now_ns())
+        self.offset_ms(crate::time::boot_now_ns())
     }
 
     fn offset_ms(&self, ktime_ns: u64) -> f64 {
         (ktime_ns as f64 - self.start_ns as f64) / 1e6
+    }
+
+    /// The header of a record about process `pid`, for an event at `ktime_ns`.
+    fn header(&self, ktime_ns: u64, pid: u32, procs: &ProcessTable) -> Header {
+        Header {
+            time: Stamp::from_boot_ns(ktime_ns),
+            offset_ms: Some(self.offset_ms(ktime_ns)),
+            pid: Some(pid),
+            tree: Some(procs.tree_of(pid)),
+        }
+    }
+
+    /// A record about process `pid`.
+    fn record(&self, ktime_ns: u64, pid: u32, procs: &ProcessTable, body: Body) -> Record {
+        Record {
+            header: self.header(ktime_ns, pid, procs),
+            body,
+        }
     }
 
     /// Updates the process table and appends the records to stream for this event.
@@ -217,14 +253,11 @@ impl Correlator {
                     e.flags & EXEC_ARGV_MORE != 0,
                 );
                 let info = procs.get(pid);
-                Some(Record::Exec(ExecRecord {
-                    time: self.clock.rfc3339(e.header.ktime_ns),
-                    offset_ms: self.offset_ms(e.header.ktime_ns),
-                    pid,
+                let body = Body::Exec(ExecRecord {
                     ppid: info.map(|i| i.ppid).unwrap_or(0),
                     uid: e.uid,
                     exe: info
-                        .map(|i| i.exe.clone())
+                        .map(|i| i.image.exe.clone())
                         .unwrap_or_else(|| escape_bytes(e.filename_bytes())),
                     argv,
                     argv_incomplete: e.flags & EXEC_ARGV_MORE != 0,
@@ -234,7 +267,8 @@ impl Correlator {
                     argv_lost: e.flags & EXEC_ARGV_LOST != 0,
                     exe_truncated: e.flags & EXEC_FILENAME_TRUNCATED != 0,
                     selected_by: None,
-                }))
+                });
+                Some(self.record(e.header.ktime_ns, pid, procs, body))
             }
             Event::Fork(e) => {
                 procs.on_fork(e.parent_tgid, e.child_tgid);
@@ -245,25 +279,19 @@ impl Correlator {
                 // exit_group's argument is an int; the status a parent sees is its low byte.
                 let code = (e.flags & EXIT_CODE_KNOWN != 0).then_some(e.exit_code & 0xff);
                 procs.on_exit(e.header.tgid, code);
-                Some(Record::Exit(ExitRecord {
-                    time: self.clock.rfc3339(e.header.ktime_ns),
-                    offset_ms: self.offset_ms(e.header.ktime_ns),
-                    pid: e.header.tgid,
-                    exit_code: code,
-                }))
+                let body = Body::Exit(ExitRecord { exit_code: code });
+                Some(self.record(e.header.ktime_ns, e.header.tgid, procs, body))
             }
             Event::File(e) => self.on_file(e, procs),
             Event::Env(e) => self.on_env(e, procs),
             Event::Connect(e) => {
-                let dest = destination(e.family, &e.addr, e.port);
-                let ret = if e.header.kind == probe_common::EVENT_CONNECT_ISSUED {
-                    net::CONNECT_ISSUED
+                let dest = Destination::of_sockaddr(e.family, &e.addr, e.port);
+                let result = if e.header.kind == probe_common::EVENT_CONNECT_ISSUED {
+                    ConnectResult::Issued
                 } else {
-                    e.ret
+                    ConnectResult::of_syscall(e.ret)
                 };
-                Some(Record::Connect(
-                    self.on_connect(&e.header, dest, ret, procs),
-                ))
+                Some(self.on_connect(&e.header, dest, result, procs))
             }
             Event::ConnectUnix(e) => {
                 let path = escape_bytes(e.path_bytes());
@@ -273,17 +301,16 @@ impl Correlator {
                     path
                 };
                 let dest = Destination {
-                    family: "unix",
+                    family: Family::Unix,
                     address,
                     port: 0,
                 };
-                Some(Record::Connect(
-                    self.on_connect(&e.header, dest, e.ret, procs),
-                ))
+                let result = ConnectResult::of_syscall(e.ret);
+                Some(self.on_connect(&e.header, dest, result, procs))
             }
-            Event::ConnectOutcome(e) => self.on_outcome(e),
+            Event::ConnectOutcome(e) => self.on_outcome(e, procs),
             Event::UdpSend(e) => self.on_udp_send(e, procs),
-            Event::DnsAnswer(e) => self.on_dns_answer(e),
+            Event::DnsAnswer(e) => self.on_dns_answer(e, procs),
         }
     }
 
@@ -294,8 +321,8 @@ impl Correlator {
                 return None;
             }
             let seen = Seen {
-                how: "enumerated",
-                result: "set".into(),
+                how: How::Enumerated,
+                result: ProbeResult::Set,
                 ..Seen::default()
             };
             return self.probe(
@@ -314,16 +341,16 @@ impl Correlator {
             return None;
         }
         let how = if e.op == ENV_OP_GETENV {
-            "getenv"
+            How::Getenv
         } else {
-            "secure_getenv"
+            How::SecureGetenv
         };
         let seen = Seen {
             how,
             result: if e.value_present != 0 {
-                "set".into()
+                ProbeResult::Set
             } else {
-                "unset".into()
+                ProbeResult::Unset
             },
             truncated: e.name_truncated != 0,
             ..Seen::default()
@@ -353,8 +380,8 @@ impl Correlator {
             v
         });
         let seen = Seen {
-            how: "present_at_exec",
-            result: "set".into(),
+            how: How::PresentAtExec,
+            result: ProbeResult::Set,
             value_prefix,
             ..Seen::default()
         };
@@ -383,14 +410,13 @@ impl Correlator {
         if e.path_truncated != 0 {
             *self.truncated.entry("file_path").or_default() += 1;
         }
-        let how = FILE_SYSCALLS
-            .get(e.op as usize)
-            .map_or("file", |(_, name)| *name);
-        let result = if e.ret >= 0 {
-            "ok".to_owned()
-        } else {
-            errno_name(e.ret)
+        let Some(how) = How::of_file_op(e.op) else {
+            // The decoder checks sizes, not values: an op this build does not know
+            // means kernel and userspace differ.
+            self.unknown_file_ops += 1;
+            return None;
         };
+        let result = ProbeResult::of_syscall(e.ret);
         let seen = Seen {
             how,
             result,
@@ -449,10 +475,7 @@ impl Correlator {
                 fold::StreamDecision::Suppress => return None,
             }
         }
-        Some(Record::Probe(ProbeRecord {
-            time: self.clock.rfc3339(ktime_ns),
-            offset_ms: self.offset_ms(ktime_ns),
-            pid,
+        let body = Body::Probe(ProbeRecord {
             tid,
             process: procs
                 .get(pid)
@@ -468,7 +491,8 @@ impl Correlator {
             value_prefix: seen.value_prefix,
             given_path: seen.given_path,
             resolved_by: seen.resolved_by,
-        }))
+        });
+        Some(self.record(ktime_ns, pid, procs, body))
     }
 
     /// What the timelines hold against their bounds.
@@ -489,31 +513,33 @@ impl Correlator {
 
     /// Every rule that matched in the run, or (for one tree) in that tree's kept
     /// connections.
-    pub fn rule_summaries(&self, tree: Option<(u32, &ProcessTable)>) -> Vec<rules::RuleSummary> {
+    pub fn rule_summaries(&self, tree: Option<(u32, &ProcessTable)>) -> Vec<RuleSummary> {
         let Some((tree, procs)) = tree else {
             return self.rules.summaries(|ns| self.offset_ms(ns));
         };
-        let mut out: Vec<rules::RuleSummary> = Vec::new();
+        let mut out: Vec<RuleSummary> = Vec::new();
         for conn in self.connections_of(tree, procs) {
-            for m in &conn.matched_rules {
+            for m in &conn.body.matched_rules {
                 let i = match out.iter().position(|s| s.rule == m.rule) {
                     Some(i) => i,
                     None => {
-                        out.push(rules::RuleSummary {
+                        out.push(RuleSummary {
                             rule: m.rule.clone(),
                             id: m.id.clone(),
                             severity: m.severity,
                             action: m.action,
                             matches: 0,
                             suppressed: 0,
-                            first_offset_ms: conn.offset_ms,
+                            first_offset_ms: conn.header.offset_ms.unwrap_or(0.0),
                         });
                         out.len() - 1
                     }
                 };
                 out[i].matches += 1;
                 out[i].suppressed += u64::from(m.suppressed);
-                out[i].first_offset_ms = out[i].first_offset_ms.min(conn.offset_ms);
+                out[i].first_offset_ms = out[i]
+                    .first_offset_ms
+                    .min(conn.header.offset_ms.unwrap_or(0.0));
             }
         }
         out
@@ -524,10 +550,15 @@ impl Correlator {
         &'a self,
         tree: u32,
         procs: &'a ProcessTable,
-    ) -> impl Iterator<Item = &'a ConnectionRecord> + 'a {
-        self.connections
-            .iter()
-            .filter(move |c| procs.tree_of(c.pid) == tree)
+    ) -> impl Iterator<Item = &'a Stamped<ConnectionRecord>> + 'a {
+        // The tree a connection was made in is in its header; a record without one
+        // is placed by its process now.
+        self.connections.iter().filter(move |c| {
+            c.header
+                .tree
+                .or_else(|| c.header.pid.map(|p| procs.tree_of(p)))
+                == Some(tree)
+        })
     }
 
     /// Per-category summary of every probe in the run.
@@ -552,16 +583,28 @@ impl Correlator {
 }
 
 /// How a probe was seen and what it got.
-#[derive(Default)]
 struct Seen {
-    how: &'static str,
-    result: String,
+    how: How,
+    result: ProbeResult,
     truncated: bool,
     value_prefix: Option<String>,
     /// The path as the process wrote it, when it differs from the target.
     given_path: Option<String>,
     /// How a path that was not the target itself was tied to it.
-    resolved_by: Option<&'static str>,
+    resolved_by: Option<ResolvedBy>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            how: How::Getenv,
+            result: ProbeResult::Unset,
+            truncated: false,
+            value_prefix: None,
+            given_path: None,
+            resolved_by: None,
+        }
+    }
 }
 
 /// Hides credentials in a proxy URL: `http://user:pass@proxy:3128` becomes
@@ -574,11 +617,6 @@ pub fn redact_userinfo(value: &str) -> String {
         Some(at) => format!("{}[redacted]{}", &value[..authority_start], &rest[at..]),
         None => value.to_owned(),
     }
-}
-
-/// `-111` -> `ECONNREFUSED`.
-fn errno_name(ret: i32) -> String {
-    format!("{:?}", nix::errno::Errno::from_raw(-ret))
 }
 
 #[cfg(test)]

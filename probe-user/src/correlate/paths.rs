@@ -19,15 +19,13 @@ use crate::policy::{Classifier, FileIndex};
 
 const AT_FDCWD: i32 = -100;
 
-/// How a path was tied to the policy, for reports (`resolved_by`).
-pub const BY_KERNEL_INODE: &str = "kernel_inode";
-pub const BY_USERSPACE: &str = "userspace";
+use crate::records::ResolvedBy;
 
 /// The policy path an event reached, and how that was decided (`None` when the
 /// string itself was the path).
 pub struct Resolved {
     pub path: String,
-    pub resolved_by: Option<&'static str>,
+    pub resolved_by: Option<ResolvedBy>,
 }
 
 /// Outcome of resolving one event.
@@ -49,7 +47,7 @@ pub fn resolve(
         FILE_MATCH_INODE => match index.file(e.entry_id) {
             Some(path) => Resolution::Found(Resolved {
                 path: path.to_owned(),
-                resolved_by: Some(BY_KERNEL_INODE),
+                resolved_by: Some(ResolvedBy::KernelInode),
             }),
             None => Resolution::NoMatch,
         },
@@ -105,7 +103,7 @@ fn by_basename(
         if !classifier.path_categories(&path).is_empty() {
             return Resolution::Found(Resolved {
                 path: path.into_owned(),
-                resolved_by: Some(BY_USERSPACE),
+                resolved_by: Some(ResolvedBy::Userspace),
             });
         }
     }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::records::{PriorProbe, ProbeSummary, TargetType};
 
 #[derive(Debug)]
 struct Entry {
@@ -21,7 +21,7 @@ struct Entry {
 /// One process tree's probes (the bound over all trees is kept by `Timelines`).
 #[derive(Debug, Default)]
 pub struct ProbeTable {
-    entries: HashMap<(TargetType, &'static str), HashMap<String, Entry>>,
+    entries: HashMap<(TargetType, crate::ops::How), HashMap<String, Entry>>,
     distinct: usize,
 }
 
@@ -45,7 +45,7 @@ impl ProbeTable {
     pub fn record(
         &mut self,
         target_type: TargetType,
-        how: &'static str,
+        how: crate::ops::How,
         target: &str,
         categories: &[usize],
         pid: u32,
@@ -74,23 +74,26 @@ impl ProbeTable {
         Recorded::New
     }
 
-    /// The probes that came before `at_ns`, one row per (category, type, target, how).
-    /// Counts are those seen so far (the ring delivers events in about time order).
-    pub fn before(&self, at_ns: u64, category_names: &[String]) -> Vec<PriorProbe> {
+    /// Every probe so far, one row per (category, type, target, how), with kernel
+    /// times (the `_ms_before` fields are set by `PriorProbe::measure_from`). Counts
+    /// are those seen so far (the ring delivers events in about time order).
+    pub fn rows(&self, category_names: &[String]) -> Vec<PriorProbe> {
         let mut rows = Vec::new();
         for ((target_type, how), by_target) in &self.entries {
-            for (target, e) in by_target.iter().filter(|(_, e)| e.first_ns <= at_ns) {
+            for (target, e) in by_target {
                 for &c in &e.categories {
                     rows.push(PriorProbe {
                         category: category_names[c].clone(),
                         target_type: *target_type,
                         target: target.clone(),
-                        how,
+                        how: *how,
                         pids: e.pids.clone(),
                         count: e.count,
                         distinct_targets: None,
-                        first_ms_before: (at_ns - e.first_ns) as f64 / 1e6,
-                        last_ms_before: at_ns.saturating_sub(e.last_ns) as f64 / 1e6,
+                        first_ms_before: 0.0,
+                        last_ms_before: 0.0,
+                        first_ns: e.first_ns,
+                        last_ns: e.last_ns,
                     });
                 }
             }
@@ -145,7 +148,7 @@ impl ProbeTable {
                         });
                     s.count += e.count;
                     if !s.how.contains(how) {
-                        s.how.push(how);
+                        s.how.push(*how);
                     }
                     s.first_offset_ms = s.first_offset_ms.min(offset_ms(e.first_ns));
                     for pid in &e.pids {
@@ -159,7 +162,7 @@ impl ProbeTable {
     }
 
     /// Whether this (type, operation, target) is already in the table.
-    pub fn contains(&self, target_type: TargetType, how: &'static str, target: &str) -> bool {
+    pub fn contains(&self, target_type: TargetType, how: crate::ops::How, target: &str) -> bool {
         self.entries
             .get(&(target_type, how))
             .is_some_and(|t| t.contains_key(target))

@@ -6,41 +6,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
-
 use crate::policy::rules::{
-    Action, CompiledDestination, CompiledRule, NetworkEvent, Severity, cidr_contains, glob_matches,
+    CompiledDestination, CompiledRule, NetworkEvent, cidr_contains, glob_matches,
 };
-
-use super::records::{Destination, PriorProbe};
-
-/// One rule that matched one network event.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct RuleMatch {
-    pub rule: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub severity: Severity,
-    pub action: Action,
-    /// The rule's categories that the tree probed in the window.
-    pub categories: Vec<String>,
-    /// A repeat within the rule's suppression window: counted, not alerted again.
-    pub suppressed: bool,
-}
-
-/// Per rule, over the run.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct RuleSummary {
-    pub rule: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub severity: Severity,
-    pub action: Action,
-    pub matches: u64,
-    /// Of `matches`, repeats inside the suppression window.
-    pub suppressed: u64,
-    pub first_offset_ms: f64,
-}
+use crate::records::{Destination, PriorProbe, RuleMatch, RuleSummary};
 
 /// The network event a rule is evaluated against.
 pub struct NetCall<'a> {
@@ -137,7 +106,7 @@ impl RuleEngine {
                 index,
                 call.tree,
                 call.destination
-                    .map(|d| format!("{}:{}", d.address, d.port))
+                    .map(ToString::to_string)
                     .unwrap_or_else(|| call.names.join(",")),
             );
             let suppressed = match (rule.suppress, self.last_reported.get(&key)) {

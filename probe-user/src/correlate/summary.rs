@@ -4,38 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::Correlator;
-use super::records::Destination;
 use crate::process::ProcessTable;
-use crate::process::identity::PackageInfo;
-
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct CliSummary {
-    pub name: String,
-    pub exe: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub script: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub package: Option<PackageInfo>,
-    /// Processes that ran it.
-    pub pids: Vec<u32>,
-    /// Categories probed, in policy order.
-    pub categories: Vec<String>,
-    /// Distinct destinations, with their DNS or /etc/hosts name when known.
-    pub destinations: Vec<ContactedDestination>,
-    /// Rules its connections matched (names, each once).
-    pub rules: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-pub struct ContactedDestination {
-    #[serde(flatten)]
-    pub destination: Destination,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-}
+use crate::records::{CliSummary, ContactedDestination};
 
 impl Correlator {
     /// One entry per CLI that probed or connected, in order of first appearance (pid),
@@ -43,7 +14,15 @@ impl Correlator {
     pub fn cli_summaries(&self, procs: &ProcessTable, tree: Option<u32>) -> Vec<CliSummary> {
         let by_pid = self.timelines.categories_by_pid();
         let mut pids: Vec<u32> = by_pid.keys().copied().collect();
-        pids.extend(self.connections.iter().map(|c| c.pid));
+        // One pass over the kept connections, not one per process.
+        let mut conns_of: std::collections::HashMap<u32, Vec<&crate::records::ConnectionRecord>> =
+            std::collections::HashMap::new();
+        for c in &self.connections {
+            if let Some(pid) = c.header.pid {
+                conns_of.entry(pid).or_default().push(&c.body);
+            }
+        }
+        pids.extend(conns_of.keys().copied());
         if let Some(tree) = tree {
             pids.retain(|&p| procs.tree_of(p) == tree);
         }
@@ -52,12 +31,14 @@ impl Correlator {
         // Keyed by what identifies a CLI, in first-pid order.
         let mut order: Vec<(String, Option<String>, Option<String>)> = Vec::new();
         let mut out: BTreeMap<usize, CliSummary> = BTreeMap::new();
+        let mut seen: std::collections::HashSet<(usize, ContactedDestination)> =
+            std::collections::HashSet::new();
         for pid in pids {
             let info = procs.get(pid).cloned().unwrap_or_default();
             let key = (
-                info.exe.clone(),
+                info.image.exe.clone(),
                 info.script().map(str::to_owned),
-                info.package.as_ref().map(|p| p.name.clone()),
+                info.image.package.as_ref().map(|p| p.name.clone()),
             );
             let slot = match order.iter().position(|k| *k == key) {
                 Some(i) => i,
@@ -68,9 +49,9 @@ impl Correlator {
             };
             let s = out.entry(slot).or_insert_with(|| CliSummary {
                 name: info.name().to_owned(),
-                exe: info.exe.clone(),
+                exe: info.image.exe.clone(),
                 script: info.script().map(str::to_owned),
-                package: info.package.clone(),
+                package: info.image.package.clone(),
                 pids: Vec::new(),
                 categories: Vec::new(),
                 destinations: Vec::new(),
@@ -83,12 +64,12 @@ impl Correlator {
                     s.categories.push(name.clone());
                 }
             }
-            for conn in self.connections.iter().filter(|c| c.pid == pid) {
+            for conn in conns_of.get(&pid).into_iter().flatten() {
                 let d = ContactedDestination {
                     destination: conn.destination.clone(),
                     domain: conn.domain.clone(),
                 };
-                if !s.destinations.contains(&d) {
+                if seen.insert((slot, d.clone())) {
                     s.destinations.push(d);
                 }
                 for m in &conn.matched_rules {

@@ -3,6 +3,11 @@ use probe_common::*;
 use super::*;
 use crate::policy::load_default;
 
+/// The body of the record an event makes, if any.
+fn handle(c: &mut Correlator, event: &Event, procs: &mut ProcessTable) -> Option<Body> {
+    c.handle(event, procs).map(|r| r.body)
+}
+
 fn hdr(kind: u32, pid: u32, ktime_ns: u64) -> EventHeader {
     EventHeader {
         kind,
@@ -74,19 +79,26 @@ fn connection_lists_the_probes_before_it_by_category() {
         file(100, 4_000_000, FILE_OP_READLINK, "/etc/localtime"),
         file(100, 4_500_000, FILE_OP_OPENAT, "/etc/localtime"),
     ] {
-        c.handle(&ev, &mut procs);
+        handle(&mut c, &ev, &mut procs);
     }
-    let Some(Record::Connect(rec)) = c.handle(&connect(100, 10_000_000, 4000, 0), &mut procs)
+    let Some(Body::Connect(rec)) = handle(&mut c, &connect(100, 10_000_000, 4000, 0), &mut procs)
     else {
         panic!("no connect record")
     };
     assert_eq!(rec.destination.address, "127.0.0.1");
     assert_eq!(rec.destination.port, 4000);
-    assert_eq!(rec.result, "ok");
+    assert_eq!(rec.result.to_string(), "ok");
     let got: Vec<(&str, &str, &str, u64)> = rec
         .probes_before
         .iter()
-        .map(|p| (p.category.as_str(), p.how, p.target.as_str(), p.count))
+        .map(|p| {
+            (
+                p.category.as_str(),
+                p.how.name(),
+                p.target.as_str(),
+                p.count,
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -113,9 +125,10 @@ fn a_connection_is_joined_only_with_its_own_trees_probes() {
     procs.add_root(100, 1);
     procs.on_fork(100, 101);
     procs.add_root(200, 1);
-    c.handle(&env(101, 1_000, "TZ"), &mut procs);
-    c.handle(&env(200, 2_000, "HTTPS_PROXY"), &mut procs);
-    let Some(Record::Connect(of_100)) = c.handle(&connect(100, 5_000, 443, 0), &mut procs) else {
+    handle(&mut c, &env(101, 1_000, "TZ"), &mut procs);
+    handle(&mut c, &env(200, 2_000, "HTTPS_PROXY"), &mut procs);
+    let Some(Body::Connect(of_100)) = handle(&mut c, &connect(100, 5_000, 443, 0), &mut procs)
+    else {
         panic!("no connect record")
     };
     let seen: Vec<&str> = of_100
@@ -153,10 +166,10 @@ fn probes_after_a_connection_are_not_linked_to_it() {
     let policy = load_default().unwrap();
     let mut c = Correlator::new(&policy, 0);
     let mut procs = ProcessTable::default();
-    c.handle(&connect(7, 5, 443, -115), &mut procs);
-    c.handle(&env(7, 6, "TZ"), &mut procs);
-    assert!(c.connections[0].probes_before.is_empty());
-    assert_eq!(c.connections[0].result, "in_progress");
+    handle(&mut c, &connect(7, 5, 443, -115), &mut procs);
+    handle(&mut c, &env(7, 6, "TZ"), &mut procs);
+    assert!(c.connections[0].body.probes_before.is_empty());
+    assert_eq!(c.connections[0].body.result.to_string(), "in_progress");
 }
 
 #[test]
@@ -164,13 +177,13 @@ fn repeated_probes_stream_once_and_case_rule_is_applied() {
     let policy = load_default().unwrap();
     let mut c = Correlator::new(&policy, 0);
     let mut procs = ProcessTable::default();
-    assert!(c.handle(&env(1, 1, "TZ"), &mut procs).is_some());
+    assert!(handle(&mut c, &env(1, 1, "TZ"), &mut procs).is_some());
     assert!(
-        c.handle(&env(1, 2, "TZ"), &mut procs).is_none(),
+        handle(&mut c, &env(1, 2, "TZ"), &mut procs).is_none(),
         "repeat is folded"
     );
     // The kernel folds case; `tz` is not the policy's `TZ`.
-    assert!(c.handle(&env(1, 3, "tz"), &mut procs).is_none());
+    assert!(handle(&mut c, &env(1, 3, "tz"), &mut procs).is_none());
     assert_eq!(c.case_mismatches, 1);
     let summary = c.summarize(None);
     assert_eq!(summary[0].category, "timezone");
@@ -182,10 +195,10 @@ fn connect_errors_are_named() {
     let policy = load_default().unwrap();
     let mut c = Correlator::new(&policy, 0);
     let mut procs = ProcessTable::default();
-    let Some(Record::Connect(rec)) = c.handle(&connect(1, 1, 9, -111), &mut procs) else {
+    let Some(Body::Connect(rec)) = handle(&mut c, &connect(1, 1, 9, -111), &mut procs) else {
         panic!()
     };
-    assert_eq!(rec.result, "ECONNREFUSED");
+    assert_eq!(rec.result.to_string(), "ECONNREFUSED");
 }
 
 #[test]
@@ -198,14 +211,17 @@ fn a_zoneinfo_burst_folds_in_the_stream_the_summary_and_the_connection() {
         .map(|i| format!("/usr/share/zoneinfo/Zone{i}"))
         .collect();
     for (i, zone) in zones.iter().enumerate() {
-        if let Some(Record::Probe(p)) =
-            c.handle(&file(9, 1_000 + i as u64, FILE_OP_OPENAT, zone), &mut procs)
-        {
+        if let Some(Body::Probe(p)) = handle(
+            &mut c,
+            &file(9, 1_000 + i as u64, FILE_OP_OPENAT, zone),
+            &mut procs,
+        ) {
             streamed.push((p.target, p.folded));
         }
     }
     // /etc/localtime is an exact path: never folded.
-    c.handle(
+    handle(
+        &mut c,
         &file(9, 5_000, FILE_OP_OPENAT, "/etc/localtime"),
         &mut procs,
     );
@@ -225,7 +241,7 @@ fn a_zoneinfo_burst_folds_in_the_stream_the_summary_and_the_connection() {
     assert!(tz.iter().any(|p| p.target == "/etc/localtime"));
     assert_eq!(tz.len(), 2, "{tz:#?}");
 
-    let Some(Record::Connect(rec)) = c.handle(&connect(9, 10_000, 443, 0), &mut procs) else {
+    let Some(Body::Connect(rec)) = handle(&mut c, &connect(9, 10_000, 443, 0), &mut procs) else {
         panic!()
     };
     let folded: Vec<_> = rec
@@ -244,7 +260,8 @@ fn a_few_zone_files_are_listed_one_by_one() {
     let mut c = Correlator::new(&policy, 0);
     let mut procs = ProcessTable::default();
     for (i, zone) in ["Etc/UTC", "Europe/Paris"].iter().enumerate() {
-        c.handle(
+        handle(
+            &mut c,
             &file(
                 9,
                 i as u64,
@@ -286,8 +303,8 @@ fn outcomes_of_blocking_connects_do_not_accumulate() {
     };
     for i in 0..3 {
         // The handshake ends inside a blocking connect(2): outcome first, then ret 0.
-        c.handle(&outcome(i * 10), &mut procs);
-        let Some(Record::Connect(rec)) = c.handle(&connect(5, i * 10 + 1, 80, 0), &mut procs)
+        handle(&mut c, &outcome(i * 10), &mut procs);
+        let Some(Body::Connect(rec)) = handle(&mut c, &connect(5, i * 10 + 1, 80, 0), &mut procs)
         else {
             panic!()
         };
@@ -298,11 +315,11 @@ fn outcomes_of_blocking_connects_do_not_accumulate() {
     }
     assert!(c.early_outcomes.is_empty(), "{:?}", c.early_outcomes);
     // A non-blocking one gets its early outcome.
-    c.handle(&outcome(100), &mut procs);
-    let Some(Record::Connect(rec)) = c.handle(&connect(5, 101, 80, -115), &mut procs) else {
+    handle(&mut c, &outcome(100), &mut procs);
+    let Some(Body::Connect(rec)) = handle(&mut c, &connect(5, 101, 80, -115), &mut procs) else {
         panic!()
     };
-    assert_eq!(rec.outcome.as_deref(), Some("established"));
+    assert_eq!(rec.outcome, Some(crate::records::TcpOutcome::Established));
 }
 
 #[test]
@@ -315,13 +332,16 @@ fn a_category_counts_only_its_operations() {
     let mut c = Correlator::new(&policy, 0);
     let mut procs = ProcessTable::default();
     procs.add_root(100, 1);
-    let Some(Record::Probe(open)) =
-        c.handle(&file(100, 1, FILE_OP_OPENAT, "/etc/localtime"), &mut procs)
-    else {
+    let Some(Body::Probe(open)) = handle(
+        &mut c,
+        &file(100, 1, FILE_OP_OPENAT, "/etc/localtime"),
+        &mut procs,
+    ) else {
         panic!("an open counts")
     };
     assert_eq!(open.categories, ["tz-reads", "tz-any"]);
-    let Some(Record::Probe(readlink)) = c.handle(
+    let Some(Body::Probe(readlink)) = handle(
+        &mut c,
         &file(100, 2, FILE_OP_READLINK, "/etc/localtime"),
         &mut procs,
     ) else {
@@ -340,7 +360,8 @@ fn a_category_counts_only_its_operations() {
     .unwrap();
     let mut c = Correlator::new(&only_opens, 0);
     assert!(
-        c.handle(
+        handle(
+            &mut c,
             &file(100, 3, FILE_OP_READLINK, "/etc/localtime"),
             &mut procs
         )
@@ -357,7 +378,8 @@ fn the_report_keeps_the_newest_connections_and_counts_the_rest() {
     procs.add_root(7, 1);
     let total = super::MAX_KEPT_CONNECTIONS as u64 + 3;
     for i in 0..total {
-        c.handle(
+        handle(
+            &mut c,
             &connect(7, 1_000 + i, (i % 60_000) as u16 + 1, 0),
             &mut procs,
         )
@@ -366,7 +388,7 @@ fn the_report_keeps_the_newest_connections_and_counts_the_rest() {
     assert_eq!(c.connections.len(), super::MAX_KEPT_CONNECTIONS);
     assert_eq!(c.connections_not_kept, 3);
     assert_eq!(
-        c.connections.front().unwrap().destination.port,
+        c.connections.front().unwrap().body.destination.port,
         4,
         "the oldest three went"
     );
@@ -387,13 +409,20 @@ fn a_reload_keeps_earlier_probes_under_their_category_names() {
     let mut c = Correlator::new(&first, 0);
     let mut procs = ProcessTable::default();
     procs.add_root(5, 1);
-    c.handle(&file(5, 1, FILE_OP_OPENAT, "/etc/localtime"), &mut procs);
-    c.handle(&env(5, 2, "TZ"), &mut procs);
+    handle(
+        &mut c,
+        &file(5, 1, FILE_OP_OPENAT, "/etc/localtime"),
+        &mut procs,
+    );
+    handle(&mut c, &env(5, 2, "TZ"), &mut procs);
     c.set_policy(&second, Default::default());
     let names: Vec<String> = c.summarize(None).into_iter().map(|s| s.category).collect();
     assert_eq!(names, ["timezone"], "`gone` left with the old policy");
-    let Some(Record::Probe(p)) = c.handle(&file(5, 3, FILE_OP_OPENAT, "/etc/hostname"), &mut procs)
-    else {
+    let Some(Body::Probe(p)) = handle(
+        &mut c,
+        &file(5, 3, FILE_OP_OPENAT, "/etc/hostname"),
+        &mut procs,
+    ) else {
         panic!("the new category counts")
     };
     assert_eq!(p.categories, ["host"]);
@@ -419,14 +448,14 @@ proptest::proptest! {
             pids.push(child);
         }
         procs.add_root(9000, 1);
-        c.handle(&env(pids[prober.index(pids.len())], 1_000, "TZ"), &mut procs);
-        let Some(Record::Connect(same)) =
-            c.handle(&connect(pids[connector.index(pids.len())], 2_000, 443, 0), &mut procs)
+        handle(&mut c, &env(pids[prober.index(pids.len())], 1_000, "TZ"), &mut procs);
+        let Some(Body::Connect(same)) =
+            handle(&mut c, &connect(pids[connector.index(pids.len())], 2_000, 443, 0), &mut procs)
         else {
             panic!("no connect record")
         };
         proptest::prop_assert_eq!(same.probes_before.len(), 1);
-        let Some(Record::Connect(other)) = c.handle(&connect(9000, 3_000, 443, 0), &mut procs)
+        let Some(Body::Connect(other)) = handle(&mut c, &connect(9000, 3_000, 443, 0), &mut procs)
         else {
             panic!("no connect record")
         };

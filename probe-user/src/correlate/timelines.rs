@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::probes::{ProbeTable, Recorded, SummaryRows, finish_summaries};
-use super::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::records::{PriorProbe, ProbeSummary, TargetType};
 
 /// Distinct (operation, target) pairs kept over all trees, unless configured.
 pub const MAX_DISTINCT_PROBES: usize = 100_000;
@@ -86,7 +86,7 @@ impl Timelines {
         &mut self,
         tree: u32,
         target_type: TargetType,
-        how: &'static str,
+        how: crate::ops::How,
         target: &str,
         categories: &[usize],
         pid: u32,
@@ -117,11 +117,17 @@ impl Timelines {
         recorded
     }
 
-    /// The probes of `tree` before `at_ns` (see `ProbeTable::before`).
-    pub fn before(&self, tree: u32, at_ns: u64, category_names: &[String]) -> Vec<PriorProbe> {
+    /// Every probe row of `tree` (see `ProbeTable::rows`).
+    pub fn rows(&self, tree: u32, category_names: &[String]) -> Vec<PriorProbe> {
         self.tree(tree)
-            .map(|t| t.before(at_ns, category_names))
+            .map(|t| t.rows(category_names))
             .unwrap_or_default()
+    }
+
+    /// Changes whenever `tree`'s table does (a probe recorded, a reload's remap):
+    /// a cache of its rows is good while this stays the same. `None`: no table.
+    pub fn version(&self, tree: u32) -> Option<u64> {
+        self.trees.get(&tree).map(|t| t.last_use)
     }
 
     /// Every process of `tree` has exited: it goes first when room is needed.
@@ -196,6 +202,8 @@ impl Timelines {
     pub fn remap_categories(&mut self, mapping: &[Option<usize>]) {
         for t in self.trees.values_mut() {
             t.table.remap_categories(mapping);
+            self.uses += 1;
+            t.last_use = self.uses;
         }
     }
 }
@@ -205,7 +213,15 @@ mod tests {
     use super::*;
 
     fn probe(t: &mut Timelines, tree: u32, target: &str, at: u64) -> Recorded {
-        t.record(tree, TargetType::File, "open", target, &[0], tree, at)
+        t.record(
+            tree,
+            TargetType::File,
+            crate::ops::How::Open,
+            target,
+            &[0],
+            tree,
+            at,
+        )
     }
 
     #[test]
@@ -214,14 +230,10 @@ mod tests {
         probe(&mut t, 10, "/etc/localtime", 1);
         probe(&mut t, 20, "/etc/timezone", 2);
         let names = ["timezone".to_owned()];
-        let of_10: Vec<String> = t
-            .before(10, 5, &names)
-            .into_iter()
-            .map(|p| p.target)
-            .collect();
+        let of_10: Vec<String> = t.rows(10, &names).into_iter().map(|p| p.target).collect();
         assert_eq!(of_10, ["/etc/localtime"]);
         assert!(
-            t.before(30, 5, &names).is_empty(),
+            t.rows(30, &names).is_empty(),
             "an unknown tree has no probes"
         );
     }
@@ -298,8 +310,8 @@ mod properties {
                     continue;
                 }
                 let target = format!("/t{target}");
-                let known = t.tree(tree).is_some_and(|x| x.contains(TargetType::File, "open", &target));
-                let r = t.record(tree, TargetType::File, "open", &target, &[0], tree, i as u64);
+                let known = t.tree(tree).is_some_and(|x| x.contains(TargetType::File, crate::ops::How::Open, &target));
+                let r = t.record(tree, TargetType::File, crate::ops::How::Open, &target, &[0], tree, i as u64);
                 if !known {
                     kept_or_counted += 1;
                     prop_assert!(r == Recorded::New || r == Recorded::Dropped);

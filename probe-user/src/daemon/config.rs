@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::output::Format;
+use crate::ship::sinks::SinkConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -39,7 +42,8 @@ pub struct Config {
     /// Members of this group may use the control socket for their own processes.
     pub group: String,
     /// Where the per-host sequence number is kept across restarts (the unit's
-    /// `StateDirectory`); if it cannot be written, the sequence restarts at 1 (counted).
+    /// `StateDirectory`), and the syslog spools; if it cannot be written, the sequence
+    /// still never repeats (a start continues past the wall clock; counted).
     pub state_dir: PathBuf,
     /// Identical records of one tree: the first `keep` per `window` go to the sinks,
     /// the rest are counted in a `repeated` record (`keep: 0` turns it off).
@@ -48,45 +52,6 @@ pub struct Config {
     /// from `WATCHDOG_USEC`; this is only the status refresh period.
     #[serde(with = "duration_text")]
     pub status_every: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
-pub enum SinkConfig {
-    /// Lines on stderr, which systemd puts in the journal.
-    Stderr {
-        #[serde(default)]
-        format: SinkFormat,
-    },
-    /// One JSON object per line, appended to a file: probectl's records (`native`),
-    /// ECS or OCSF.
-    Jsonl {
-        path: PathBuf,
-        #[serde(default)]
-        format: crate::ship::RecordFormat,
-    },
-    /// One JSON object per line on stdout.
-    Stdout {
-        #[serde(default)]
-        format: crate::ship::RecordFormat,
-    },
-    /// A file like `jsonl`, rotated by size and/or age, keeping `keep` old ones.
-    File {
-        path: PathBuf,
-        #[serde(default)]
-        format: crate::ship::RecordFormat,
-        rotate: RotateConfig,
-    },
-    /// RFC 5424 syslog over UDP or TCP; the record (ECS unless `format` says
-    /// otherwise) is the message.
-    Syslog(SyslogConfig),
-    /// journald's native protocol: the readable line as MESSAGE, structured
-    /// `PROBECTL_*` fields, the record as JSON in `PROBECTL_RECORD`.
-    Journald {
-        /// The journal's socket (`/run/systemd/journal/socket` unless set).
-        #[serde(default)]
-        socket: Option<PathBuf>,
-    },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -104,80 +69,6 @@ impl Default for RepeatsConfig {
             window: Duration::from_secs(10),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RotateConfig {
-    /// Rotate before a record would make the file larger than this.
-    #[serde(default)]
-    pub max_bytes: Option<u64>,
-    /// Rotate a file this old (`1h`, `1d` is `24h`).
-    #[serde(default, with = "optional_duration_text")]
-    pub every: Option<Duration>,
-    /// Rotated files kept (`events.jsonl.1` ... `.keep`).
-    #[serde(default = "default_keep")]
-    pub keep: usize,
-}
-
-fn default_keep() -> usize {
-    5
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyslogConfig {
-    /// `host:port`.
-    pub address: String,
-    #[serde(default)]
-    pub transport: crate::ship::sinks::Transport,
-    #[serde(default = "default_syslog_format")]
-    pub format: crate::ship::RecordFormat,
-    /// Syslog facility number (16 = local0).
-    #[serde(default = "default_facility")]
-    pub facility: u8,
-    #[serde(default = "default_app_name")]
-    pub app_name: String,
-    /// TLS: the CA certificate(s) (PEM) that signed the server's certificate.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// TLS: a client certificate (PEM chain) and its key, for servers that ask.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// TLS: the name the server's certificate must carry (the address's host unless
-    /// set).
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// TCP and TLS: most bytes kept on disk while the server is unreachable (past it,
-    /// records are dropped and counted in a `loss` record).
-    #[serde(default = "default_spool_max_bytes")]
-    pub spool_max_bytes: u64,
-}
-
-fn default_spool_max_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-
-fn default_syslog_format() -> crate::ship::RecordFormat {
-    crate::ship::RecordFormat::Ecs
-}
-
-fn default_facility() -> u8 {
-    16
-}
-
-fn default_app_name() -> String {
-    "probectl".to_owned()
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkFormat {
-    #[default]
-    Human,
-    Json,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -207,7 +98,7 @@ impl Default for Config {
         Self {
             policy_dirs: Vec::new(),
             sinks: vec![SinkConfig::Stderr {
-                format: SinkFormat::Human,
+                format: Format::Human,
             }],
             memory: MemoryConfig::default(),
             socket: super::DEFAULT_SOCKET.into(),
@@ -261,23 +152,7 @@ impl Config {
             ));
         }
         for sink in &config.sinks {
-            if let SinkConfig::Syslog(s) = sink
-                && s.facility > 23
-            {
-                return Err(invalid(format!(
-                    "syslog facility {} is not 0-23 (16 is local0)",
-                    s.facility
-                )));
-            }
-            if let SinkConfig::File { rotate, .. } = sink
-                && rotate.max_bytes.is_none()
-                && rotate.every.is_none()
-            {
-                return Err(invalid(
-                    "a file sink's rotate needs max_bytes, every, or both (or use type: jsonl)"
-                        .into(),
-                ));
-            }
+            sink.check().map_err(invalid)?;
         }
         if config.sinks.is_empty() {
             return Err(invalid(
@@ -291,26 +166,6 @@ impl Config {
             )));
         }
         Ok(config)
-    }
-}
-
-/// An optional duration, written as in policies.
-mod optional_duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = Option::<String>::deserialize(d)?;
-        text.map(|t| crate::policy::rules::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }
 
@@ -360,6 +215,53 @@ mod tests {
         assert_eq!(c.sinks.len(), 4);
         assert_eq!(c.memory.tree_grace, Duration::from_secs(120));
         assert_eq!(c.memory.max_probes, 5000);
+    }
+
+    #[test]
+    fn one_format_list_serves_every_sink_and_each_sink_checks_its_own() {
+        let c = Config::parse(
+            "sinks:\n  - {type: stderr}\n  - {type: stderr, format: ecs}\n  - {type: jsonl, path: /x}\n  - {type: jsonl, path: /y, format: native}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let formats: Vec<Format> = c
+            .sinks
+            .iter()
+            .map(|s| match s {
+                SinkConfig::Stderr { format } | SinkConfig::Jsonl { format, .. } => *format,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            formats,
+            [Format::Human, Format::Ecs, Format::Ecs, Format::Json],
+            "defaults: human on stderr, ECS elsewhere; `native` is `json`"
+        );
+        for (text, why) in [
+            (
+                "sinks: [{type: jsonl, path: /x, format: human}]",
+                "not human",
+            ),
+            (
+                "sinks: [{type: syslog, address: \"127.0.0.1:514\", format: human}]",
+                "not human",
+            ),
+            (
+                "sinks: [{type: syslog, address: \"127.0.0.1:514\", facility: 30}]",
+                "not 0-23",
+            ),
+            (
+                "sinks: [{type: syslog, address: \"127.0.0.1:514\", max_message_bytes: 100}]",
+                "below 480",
+            ),
+            (
+                "sinks: [{type: file, path: /x, rotate: {keep: 2}}]",
+                "max_bytes",
+            ),
+        ] {
+            let err = Config::parse(text, "c.yaml").unwrap_err().to_string();
+            assert!(err.contains(why), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! The long-running side of probectl: its configuration, the control socket's
-//! protocol and access rules, and systemd's notify protocol. The event loop itself
-//! is in the binary (`cli/daemon.rs`), next to `run` and `watch`, whose session it
-//! shares.
+//! The long-running side of probectl: its configuration, its event loop (`serve`)
+//! and state, the control socket (server, protocol, access rules), its listeners, and
+//! systemd's notify protocol.
 
 pub mod access;
 pub mod clients;
 pub mod config;
+mod listeners;
 pub mod notify;
 pub mod protocol;
+pub mod serve;
 pub mod server;
+mod state;
+mod status;
 pub mod trust;
 
 /// Where the daemon listens unless configured otherwise (systemd's

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::SinkFormat;
+use crate::output::Format;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest request line accepted; a longer one is refused and the connection closed.
@@ -41,7 +41,7 @@ pub enum Request {
     Subscribe {
         pids: Vec<u32>,
         #[serde(default)]
-        format: SinkFormat,
+        format: Format,
         #[serde(default)]
         color: bool,
     },
@@ -133,7 +133,7 @@ mod tests {
     fn requests_round_trip_and_mistakes_are_named() {
         let sub = Request::Subscribe {
             pids: vec![1, 2],
-            format: SinkFormat::Json,
+            format: Format::Json,
             color: false,
         };
         let line = request_line(&sub);

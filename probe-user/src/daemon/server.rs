@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::access::{self, Caller, Role};
 use super::clients::{Admitted, Clients, Limits, Registration, State};
-use super::config::SinkFormat;
 use super::protocol::{self, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Request, WRITE_TIMEOUT};
+use crate::output::Format;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf, UCred};
 use tokio::net::{UnixListener, UnixStream};
@@ -37,7 +37,7 @@ pub enum Command {
         pids: Vec<u32>,
         /// Only records of processes with this uid (a group member's own).
         uid_only: Option<u32>,
-        format: SinkFormat,
+        format: Format,
         color: bool,
         out: mpsc::Sender<String>,
         /// The subscription's id and the pids watched.
@@ -382,7 +382,7 @@ async fn subscribe(
     caller: &Caller,
     role: Role,
     pids: Vec<u32>,
-    format: SinkFormat,
+    format: Format,
     color: bool,
 ) {
     let Connection {
@@ -396,6 +396,32 @@ async fn subscribe(
         let _ = send(
             write,
             &protocol::error_line("subscribe needs at least one pid"),
+        )
+        .await;
+        return;
+    }
+    if !matches!(format, Format::Human | Format::Json) {
+        // ECS and OCSF carry a sink's envelope (id, sequence, host); subscribers get
+        // readable lines or probectl's JSON.
+        let _ = send(
+            write,
+            &protocol::error_line(&format!(
+                "subscribers get format human or json, not {}",
+                format.name()
+            )),
+        )
+        .await;
+        return;
+    }
+    if !matches!(format, Format::Human | Format::Json) {
+        // ECS and OCSF carry a sink's envelope (id, sequence, host); subscribers get
+        // readable lines or probectl's JSON.
+        let _ = send(
+            write,
+            &protocol::error_line(&format!(
+                "subscribers get format human or json, not {}",
+                format.name()
+            )),
         )
         .await;
         return;

@@ -32,24 +32,26 @@ impl EventReader {
         })
     }
 
-    /// Waits until the kernel has published at least one record, then appends every
-    /// available event to `out`.
-    pub async fn read_batch(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
+    /// Waits until the kernel has published at least one record, then appends up to
+    /// `max` events to `out`. When `max` were taken, more may wait: readiness is kept,
+    /// so the next call returns without waiting for a new wake-up.
+    pub async fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> std::io::Result<()> {
         let mut guard = self.ring.readable_mut().await?;
         let ring = guard.get_inner_mut();
-        let before = out.len();
-        let (errors, last) = drain_ring(ring, out);
-        guard.clear_ready();
-        self.received += (out.len() - before) as u64 + errors;
+        let (taken, errors, last) = drain_ring(ring, out, max);
+        if taken < max as u64 {
+            // The ring is empty now: wait for the kernel's next wake-up.
+            guard.clear_ready();
+        }
+        self.received += taken;
         self.count(errors, last);
         Ok(())
     }
 
-    /// Appends every event already in the ring without waiting.
-    pub fn drain(&mut self, out: &mut Vec<Event>) {
-        let before = out.len();
-        let (errors, last) = drain_ring(self.ring.get_mut(), out);
-        self.received += (out.len() - before) as u64 + errors;
+    /// Appends up to `max` events already in the ring without waiting.
+    pub fn drain(&mut self, out: &mut Vec<Event>, max: usize) {
+        let (taken, errors, last) = drain_ring(self.ring.get_mut(), out, max);
+        self.received += taken;
         self.count(errors, last);
     }
 
@@ -64,10 +66,17 @@ impl EventReader {
     }
 }
 
-fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Event>) -> (u64, Option<DecodeError>) {
-    let mut errors = 0;
-    let mut last = None;
-    while let Some(record) = ring.next() {
+/// Takes up to `max` records (decoded or not). Returns how many were taken, how many
+/// of them could not be decoded, and the last decode error.
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    out: &mut Vec<Event>,
+    max: usize,
+) -> (u64, u64, Option<DecodeError>) {
+    let (mut taken, mut errors, mut last) = (0, 0, None);
+    while taken < max as u64 {
+        let Some(record) = ring.next() else { break };
+        taken += 1;
         match probe_common::decode::decode(&record) {
             Ok(event) => out.push(event),
             Err(err) => {
@@ -76,5 +85,5 @@ fn drain_ring(ring: &mut RingBuf<MapData>, out: &mut Vec<Event>) -> (u64, Option
             }
         }
     }
-    (errors, last)
+    (taken, errors, last)
 }

@@ -2,17 +2,19 @@
 
 use std::fmt::Write as _;
 
-use crate::correlate::{ConnectionRecord, Record, RunReport, TargetType};
+use crate::records::{Body, ConnectionRecord, Family, Record, RunReport, SeenAt, TargetType};
 
 pub fn render(record: &Record) -> String {
     let mut s = String::new();
-    match record {
-        Record::Exec(e) => {
+    let offset = record.header.offset_ms.unwrap_or(0.0);
+    let pid = record.header.pid.unwrap_or(0);
+    match &record.body {
+        Body::Exec(e) => {
             let _ = writeln!(
                 s,
                 "{:>9}  [{}] exec    {}{}  argv: {}{}{}",
-                secs(e.offset_ms),
-                e.pid,
+                secs(offset),
+                pid,
                 e.exe,
                 if e.exe_truncated { " (truncated)" } else { "" },
                 shell_words(&e.argv),
@@ -30,12 +32,12 @@ pub fn render(record: &Record) -> String {
                 }
             );
         }
-        Record::Probe(p) => {
+        Body::Probe(p) => {
             let _ = writeln!(
                 s,
                 "{:>9}  [{}] probe   {:<10} {:<9} {}{}{} -> {}  ({})",
-                secs(p.offset_ms),
-                p.pid,
+                secs(offset),
+                pid,
                 p.categories.join(","),
                 p.how,
                 p.target,
@@ -43,7 +45,7 @@ pub fn render(record: &Record) -> String {
                 match (&p.given_path, p.resolved_by) {
                     (Some(given), Some(by)) => format!(
                         " (as {given}, {})",
-                        if by == "kernel_inode" {
+                        if by == crate::records::ResolvedBy::KernelInode {
                             "same file, matched by inode"
                         } else {
                             "resolved by probectl"
@@ -57,17 +59,17 @@ pub fn render(record: &Record) -> String {
                         p.result
                     ),
                     (Some(v), false) => format!("{} = {v}", p.result),
-                    (None, false) => p.result.clone(),
+                    (None, false) => p.result.to_string(),
                 },
                 p.process
             );
         }
-        Record::Connect(c) => {
+        Body::Connect(c) => {
             let _ = writeln!(
                 s,
                 "{:>9}  [{}] connect {}  ({})",
-                secs(c.offset_ms),
-                c.pid,
+                secs(offset),
+                pid,
                 dest_line(c),
                 c.process
             );
@@ -85,17 +87,16 @@ pub fn render(record: &Record) -> String {
             }
             rule_lines(&mut s, &c.matched_rules, &format!("{:>9}           ", ""));
         }
-        Record::RuleMatch(m) => {
+        Body::RuleMatch(m) => {
             let target = match &m.destination {
-                Some(d) if d.family == "unix" => format!("unix:{}", d.address),
-                Some(d) => format!("{}:{}", d.address, d.port),
+                Some(d) => d.to_string(),
                 None => m.names.join(","),
             };
             let _ = writeln!(
                 s,
                 "{:>9}  [{}] ALERT   rule {} [{}]: {} probed {} then {} {target}",
-                secs(m.offset_ms),
-                m.pid,
+                secs(offset),
+                pid,
                 m.matched.rule,
                 m.matched.severity.as_str(),
                 m.process,
@@ -103,41 +104,40 @@ pub fn render(record: &Record) -> String {
                 m.event.as_str(),
             );
         }
-        Record::ConnectOutcome(o) => {
+        Body::ConnectOutcome(o) => {
             let _ = writeln!(
                 s,
-                "{:>9}  [{}] connect {}:{} {} ({:.1} ms after connect)",
-                secs(o.offset_ms),
-                o.pid,
-                o.destination.address,
-                o.destination.port,
+                "{:>9}  [{}] connect {} {} ({:.1} ms after connect)",
+                secs(offset),
+                pid,
+                o.destination,
                 o.outcome,
                 o.ms_after_connect
             );
         }
-        Record::DnsQuery(q) => {
+        Body::DnsQuery(q) => {
             let server = q
                 .server
                 .as_ref()
-                .map(|d| format!(" to {}:{}", d.address, d.port))
+                .map(|d| format!(" to {d}"))
                 .unwrap_or_default();
             let _ = writeln!(
                 s,
                 "{:>9}  [{}] dns     query {} {}{server}  ({})",
-                secs(q.offset_ms),
-                q.pid,
+                secs(offset),
+                pid,
                 q.names.join(","),
                 q.types.join(","),
                 q.process
             );
             rule_lines(&mut s, &q.matched_rules, &format!("{:>9}           ", ""));
         }
-        Record::DnsAnswer(a) => {
+        Body::DnsAnswer(a) => {
             let _ = writeln!(
                 s,
                 "{:>9}  [{}] dns     {} -> {}",
-                secs(a.offset_ms),
-                a.pid,
+                secs(offset),
+                pid,
                 a.name,
                 if a.addresses.is_empty() {
                     "(no address)".to_owned()
@@ -146,7 +146,7 @@ pub fn render(record: &Record) -> String {
                 }
             );
         }
-        Record::Sensor(a) => {
+        Body::Sensor(a) => {
             let verdict = if a.attached {
                 "attached".to_owned()
             } else {
@@ -154,14 +154,20 @@ pub fn render(record: &Record) -> String {
             };
             let _ = writeln!(s, "{:>9}  sensor  {} {verdict}", "", a.attach_point);
         }
-        Record::Repeated(r) => {
+        Body::Repeated(r) => {
             let _ = writeln!(
                 s,
                 "{:>9}  repeated {} more {} like: {} (tree {}, {} to {})",
-                "", r.count, r.record_type, r.like, r.tree, r.first_time, r.last_time
+                "",
+                r.count,
+                r.record_type.name(),
+                r.like,
+                record.header.tree.unwrap_or(0),
+                r.first_time.rfc3339(),
+                r.last_time.rfc3339()
             );
         }
-        Record::Loss(l) => {
+        Body::Loss(l) => {
             let parts: Vec<String> = l
                 .losses
                 .iter()
@@ -169,19 +175,14 @@ pub fn render(record: &Record) -> String {
                 .collect();
             let _ = writeln!(s, "{:>9}  LOST    {}", "", parts.join(", "));
         }
-        Record::Exit(e) => {
+        Body::Exit(e) => {
             let code = e
                 .exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "unknown (no exit_group)".into());
-            let _ = writeln!(
-                s,
-                "{:>9}  [{}] exit    code {code}",
-                secs(e.offset_ms),
-                e.pid
-            );
+            let _ = writeln!(s, "{:>9}  [{}] exit    code {code}", secs(offset), pid);
         }
-        Record::Watching(w) => {
+        Body::Watching(w) => {
             let roots: Vec<String> = w.roots.iter().map(u32::to_string).collect();
             let _ = writeln!(
                 s,
@@ -191,7 +192,7 @@ pub fn render(record: &Record) -> String {
                 w.policy
             );
         }
-        Record::PolicyReload(p) => {
+        Body::PolicyReload(p) => {
             let _ = match (&p.error, p.ok) {
                 (_, true) => writeln!(
                     s,
@@ -206,12 +207,12 @@ pub fn render(record: &Record) -> String {
                 (None, false) => writeln!(s, "{:>9}  policy  reload refused", ""),
             };
         }
-        Record::Report(r) => render_report(&mut s, r),
+        Body::Report(r) => render_report(&mut s, r),
     }
     s
 }
 
-fn rule_lines(s: &mut String, rules: &[crate::correlate::rules::RuleMatch], indent: &str) {
+fn rule_lines(s: &mut String, rules: &[crate::records::RuleMatch], indent: &str) {
     for m in rules {
         let _ = writeln!(
             s,
@@ -232,13 +233,13 @@ fn rule_lines(s: &mut String, rules: &[crate::correlate::rules::RuleMatch], inde
 /// refused reloads red, execs and exits dim. Applied per line, so a line never
 /// carries a colour into the next.
 pub fn paint(record: &Record, text: &str) -> String {
-    let code = match record {
-        Record::Probe(_) => "33",
-        Record::Connect(c) if c.matched_rules.is_empty() => "36",
-        Record::Connect(_) | Record::RuleMatch(_) => "1;31",
-        Record::PolicyReload(p) if !p.ok => "1;31",
-        Record::Exec(_) | Record::Exit(_) | Record::Sensor(_) => "2",
-        Record::DnsQuery(_) | Record::DnsAnswer(_) | Record::ConnectOutcome(_) => "36",
+    let code = match &record.body {
+        Body::Probe(_) => "33",
+        Body::Connect(c) if c.matched_rules.is_empty() => "36",
+        Body::Connect(_) | Body::RuleMatch(_) => "1;31",
+        Body::PolicyReload(p) if !p.ok => "1;31",
+        Body::Exec(_) | Body::Exit(_) | Body::Sensor(_) => "2",
+        Body::DnsQuery(_) | Body::DnsAnswer(_) | Body::ConnectOutcome(_) => "36",
         _ => return text.to_owned(),
     };
     text.lines()
@@ -256,28 +257,20 @@ fn dest_line(c: &ConnectionRecord) -> String {
         .as_ref()
         .map(|o| format!(", {o}"))
         .unwrap_or_default();
-    if c.destination.family == "unix" {
-        return format!("unix:{} -> {}{outcome}", c.destination.address, c.result);
+    if c.destination.family == Family::Unix {
+        return format!("{} -> {}{outcome}", c.destination, c.result);
     }
-    let addr = if c.destination.family == "ipv6" {
-        format!("[{}]", c.destination.address)
-    } else {
-        c.destination.address.clone()
-    };
     let domain = c
         .domain
         .as_ref()
         .map(|d| format!(" ({d})"))
         .unwrap_or_default();
-    let via = if c.seen_at == crate::correlate::SEEN_AT_CGROUP_HOOK {
+    let via = if c.seen_at == SeenAt::CgroupHook {
         " (not by a connect/send syscall: io_uring; seen by the cgroup hook)"
     } else {
         ""
     };
-    format!(
-        "{addr}:{}{domain} -> {}{outcome}{via}",
-        c.destination.port, c.result
-    )
+    format!("{}{domain} -> {}{outcome}{via}", c.destination, c.result)
 }
 
 fn render_report(s: &mut String, r: &RunReport) {
@@ -290,11 +283,11 @@ fn render_report(s: &mut String, r: &RunReport) {
         cli.pid,
         cli.uid.map(|u| format!(", uid {u}")).unwrap_or_default()
     );
-    let _ = writeln!(s, "  exe    {}", cli.exe);
+    let _ = writeln!(s, "  exe    {}", cli.image.exe);
     if let Some(script) = &cli.script {
         let _ = writeln!(s, "  script {script}");
     }
-    if let Some(pkg) = &cli.package {
+    if let Some(pkg) = &cli.image.package {
         let _ = writeln!(
             s,
             "  package {}{} ({})",
@@ -306,11 +299,11 @@ fn render_report(s: &mut String, r: &RunReport) {
             pkg.manifest
         );
     }
-    let _ = writeln!(s, "  argv   {}", shell_words(&cli.argv));
-    if let Some(cwd) = &cli.cwd {
+    let _ = writeln!(s, "  argv   {}", shell_words(&cli.image.argv));
+    if let Some(cwd) = &cli.image.cwd {
         let _ = writeln!(s, "  cwd    {cwd}");
     }
-    if let Some(container) = &cli.container {
+    if let Some(container) = &cli.image.container {
         let _ = writeln!(s, "  container {container}");
     }
     let _ = writeln!(s, "\nProbes by category:");
@@ -333,7 +326,7 @@ fn render_report(s: &mut String, r: &RunReport) {
                 s,
                 "    {kind} {:<28} via {:<18} x{:<4} first at {}  pid {}",
                 target,
-                p.how.join(","),
+                p.how.iter().map(|h| h.name()).collect::<Vec<_>>().join(","),
                 p.count,
                 secs(p.first_offset_ms),
                 pids.join(",")
@@ -344,13 +337,14 @@ fn render_report(s: &mut String, r: &RunReport) {
     if r.connections.is_empty() {
         let _ = writeln!(s, "  (none)");
     }
-    for c in &r.connections {
+    for kept in &r.connections {
+        let c = &kept.body;
         let lineage: Vec<String> = c.lineage.iter().map(u32::to_string).collect();
         let _ = writeln!(
             s,
             "  {} at {} by {} (pid {})",
             dest_line(c),
-            secs(c.offset_ms),
+            secs(kept.header.offset_ms.unwrap_or(0.0)),
             c.process,
             lineage.join(" < ")
         );
@@ -421,16 +415,9 @@ fn render_report(s: &mut String, r: &RunReport) {
         let dests: Vec<String> = c
             .destinations
             .iter()
-            .map(|d| {
-                let addr = match d.destination.family {
-                    "unix" => format!("unix:{}", d.destination.address),
-                    "ipv6" => format!("[{}]:{}", d.destination.address, d.destination.port),
-                    _ => format!("{}:{}", d.destination.address, d.destination.port),
-                };
-                match &d.domain {
-                    Some(name) => format!("{addr} ({name})"),
-                    None => addr,
-                }
+            .map(|d| match &d.domain {
+                Some(name) => format!("{} ({name})", d.destination),
+                None => d.destination.to_string(),
             })
             .collect();
         let _ = writeln!(
@@ -555,12 +542,14 @@ mod tests {
 
     #[test]
     fn colours_wrap_each_line_and_always_reset() {
-        let record = crate::correlate::Record::Exit(crate::correlate::ExitRecord {
-            time: String::new(),
-            offset_ms: 1.0,
-            pid: 7,
-            exit_code: Some(0),
-        });
+        let record = crate::records::Record {
+            header: crate::records::Header {
+                offset_ms: Some(1.0),
+                pid: Some(7),
+                ..crate::records::Header::now()
+            },
+            body: crate::records::Body::Exit(crate::records::ExitRecord { exit_code: Some(0) }),
+        };
         let plain = super::render(&record);
         let painted = super::paint(&record, &plain);
         assert_eq!(painted.lines().count(), plain.lines().count());

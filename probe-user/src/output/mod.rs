@@ -1,21 +1,46 @@
 //! Sinks. One internal record, several encodings: human lines for `run`, JSON lines
 //! for machines.
 
-pub mod escape;
 mod human;
-pub mod time;
 mod tree;
 
 use std::io::Write;
 
-use crate::correlate::Record;
+use crate::records::Record;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The one list of formats records are written in: `run`/`watch` (`--json`), the
+/// subscribe protocol and every sink's `format:`. `Printer` writes `Human` and `Json`;
+/// the machine formats need a sink's envelope (`ship::encode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Readable lines and a final report.
+    #[default]
     Human,
-    /// One JSON object per line (`type` says which record).
+    /// One JSON object per line (`type` says which record): probectl's own records
+    /// (docs/events.md); a sink adds `id`, `seq` and `host`. `native` is its other name.
+    #[serde(alias = "native")]
     Json,
+    /// Elastic Common Schema (docs/events.md#ecs): the sinks' default.
+    Ecs,
+    /// OCSF 1.8 (docs/events.md#ocsf).
+    Ocsf,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Human => "human",
+            Format::Json => "json",
+            Format::Ecs => "ecs",
+            Format::Ocsf => "ocsf",
+        }
+    }
+
+    /// ECS, the default of the machine sinks.
+    pub fn machine_default() -> Self {
+        Format::Ecs
+    }
 }
 
 pub struct Printer {
@@ -55,7 +80,9 @@ impl Printer {
         let result = match self.format {
             // One write per record: a reader tailing the file (a log shipper, an
             // appending sink) never sees half a line.
-            Format::Json => serde_json::to_vec(record)
+            // ECS and OCSF need an envelope (id, sequence, host) that only sinks have;
+            // the subscribe protocol refuses them, so a Printer writes probectl's JSON.
+            Format::Json | Format::Ecs | Format::Ocsf => serde_json::to_vec(record)
                 .map_err(std::io::Error::from)
                 .and_then(|mut line| {
                     line.push(b'\n');

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::correlate::Record;
+use crate::records::{Body, Record};
 
 /// Deepest indentation; deeper processes line up with it.
 const MAX_DEPTH: usize = 8;
@@ -25,7 +25,7 @@ pub struct TreeIndent {
 
 impl TreeIndent {
     pub fn indent(&mut self, record: &Record, text: String) -> String {
-        if let Record::Watching(w) = record {
+        if let Body::Watching(w) = &record.body {
             // Seeded from /proc, not seen to exec: they are the tops.
             for &root in &w.roots {
                 self.depth.insert(root, 0);
@@ -34,13 +34,13 @@ impl TreeIndent {
         let Some(pid) = record.pid() else {
             return text;
         };
-        let depth = match record {
-            Record::Exec(e) => {
+        let depth = match &record.body {
+            Body::Exec(e) => {
                 let d = self.depth.get(&e.ppid).map_or(0, |d| d + 1).min(MAX_DEPTH);
                 self.depth.insert(pid, d);
                 d
             }
-            Record::Exit(_) => self.depth.remove(&pid).unwrap_or(0),
+            Body::Exit(_) => self.depth.remove(&pid).unwrap_or(0),
             _ => self.depth.get(&pid).copied().unwrap_or(0),
         };
         if depth == 0 {
@@ -70,23 +70,33 @@ fn indent_lines(text: &str, depth: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::{ExecRecord, ExitRecord};
+    use crate::records::{ExecRecord, ExitRecord, Header};
+
+    fn about(pid: u32, body: Body) -> Record {
+        Record {
+            header: Header {
+                pid: Some(pid),
+                ..Header::now()
+            },
+            body,
+        }
+    }
 
     fn exec(pid: u32, ppid: u32) -> Record {
-        Record::Exec(ExecRecord {
-            time: String::new(),
-            offset_ms: 0.0,
+        about(
             pid,
-            ppid,
-            uid: 0,
-            exe: "/bin/x".into(),
-            exe_truncated: false,
-            argv: vec![],
-            argv_incomplete: false,
-            argv_truncated: vec![],
-            argv_lost: false,
-            selected_by: None,
-        })
+            Body::Exec(ExecRecord {
+                ppid,
+                uid: 0,
+                exe: "/bin/x".into(),
+                exe_truncated: false,
+                argv: vec![],
+                argv_incomplete: false,
+                argv_truncated: vec![],
+                argv_lost: false,
+                selected_by: None,
+            }),
+        )
     }
 
     #[test]
@@ -102,12 +112,7 @@ mod tests {
         assert_eq!(child, "  +0.011s  │ [101] exec\n     more\n");
         let grandchild = t.indent(&exec(102, 101), "  +0.012s  [102] exec\n".into());
         assert_eq!(grandchild, "  +0.012s  │ │ [102] exec\n");
-        let exit = Record::Exit(ExitRecord {
-            time: String::new(),
-            offset_ms: 0.0,
-            pid: 102,
-            exit_code: Some(0),
-        });
+        let exit = about(102, Body::Exit(ExitRecord { exit_code: Some(0) }));
         assert!(
             t.indent(&exit, "  +0.013s  [102] exit\n".into())
                 .contains("│ │ [102]")

@@ -57,11 +57,9 @@ pub struct Classifier {
 
 impl Classifier {
     /// Whether a probe made by `how` counts for category `cat` (its `operations`).
-    pub fn counts(&self, cat: usize, how: &str) -> bool {
+    pub fn counts(&self, cat: usize, how: crate::ops::How) -> bool {
         match self.operations.get(cat) {
-            Some(ops) if !ops.is_empty() => {
-                super::schema::Operation::of(how).is_some_and(|op| ops.contains(&op))
-            }
+            Some(ops) if !ops.is_empty() => ops.contains(&how.operation()),
             _ => true,
         }
     }

@@ -92,41 +92,9 @@ pub struct Category {
     pub operations: Vec<Operation>,
 }
 
-/// Kinds of operation a probe can be, for `Category::operations`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Operation {
-    /// open, openat, openat2, creat.
-    Open,
-    /// readlink, readlinkat.
-    Readlink,
-    /// stat, lstat, fstatat, statx.
-    Stat,
-    /// access, faccessat, faccessat2.
-    Access,
-    /// getenv, secure_getenv.
-    Getenv,
-    /// The name was in the environment handed to exec.
-    PresentAtExec,
-    /// The whole environment was listed (Node's `Object.keys(process.env)`).
-    Enumerated,
-}
-
-impl Operation {
-    /// The operation a probe's `how` belongs to.
-    pub fn of(how: &str) -> Option<Self> {
-        Some(match how {
-            "open" | "openat" | "openat2" | "creat" => Operation::Open,
-            "readlink" | "readlinkat" => Operation::Readlink,
-            "stat" | "lstat" | "fstatat" | "statx" => Operation::Stat,
-            "access" | "faccessat" | "faccessat2" => Operation::Access,
-            "getenv" | "secure_getenv" => Operation::Getenv,
-            "present_at_exec" => Operation::PresentAtExec,
-            "enumerated" => Operation::Enumerated,
-            _ => return None,
-        })
-    }
-}
+/// Kinds of operation a probe can be, for `Category::operations` (the one table is
+/// `crate::ops`).
+pub use crate::ops::Operation;
 
 fn invalid(
     source_name: &str,

@@ -1,13 +1,21 @@
-//! What identifies a CLI beyond its exe: the working directory, the container it runs
-//! in, and for interpreted CLIs the package its script belongs to (name and version
-//! from the nearest `package.json`). Read once per exec, from /proc and the script's
-//! directory, never per event.
+//! What identifies a CLI beyond its exe: the container it runs in, and for
+//! interpreted CLIs the package its script belongs to (name and version from the
+//! nearest `package.json`). Read once per exec, never per event.
+//!
+//! The script's directory belongs to whoever wrote it, so a `package.json` there is
+//! hostile input: it may be a FIFO (an open or read that never returns), a symlink to
+//! /dev/zero (a read that never ends) or huge. Only a regular file reached without
+//! following a symlink at the last step, opened non-blocking, and at most
+//! `MAX_MANIFEST_BYTES` long is read; and the lookup runs on its own thread
+//! (`lookup`), so even a stalled file system cannot stall the event loop.
 
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::output::escape::escape_bytes;
+use crate::escape::escape_bytes;
 
 /// How many directories above a script are searched for its `package.json`
 /// (`node_modules/pkg/dist/bin/cli.js` is four levels below it).
@@ -22,13 +30,6 @@ pub struct PackageInfo {
     pub version: Option<String>,
     /// The `package.json` it came from.
     pub manifest: String,
-}
-
-/// The working directory of a live process, escaped.
-pub fn cwd_of(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/cwd"))
-        .ok()
-        .map(|p| escape_bytes(p.as_os_str().as_encoded_bytes()))
 }
 
 /// The container id of a live process, from its cgroup paths.
@@ -65,13 +66,7 @@ pub fn package_of(script: &str, cwd: Option<&str>) -> Option<PackageInfo> {
     let full = std::fs::canonicalize(&full).unwrap_or(full);
     for dir in full.ancestors().skip(1).take(PACKAGE_SEARCH_DEPTH) {
         let manifest = dir.join("package.json");
-        let Ok(meta) = std::fs::metadata(&manifest) else {
-            continue;
-        };
-        if meta.len() > MAX_MANIFEST_BYTES {
-            continue;
-        }
-        let Ok(text) = std::fs::read(&manifest) else {
+        let Some(text) = read_regular_file(&manifest, MAX_MANIFEST_BYTES) else {
             continue;
         };
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(&text) else {
@@ -87,6 +82,26 @@ pub fn package_of(script: &str, cwd: Option<&str>) -> Option<PackageInfo> {
         });
     }
     None
+}
+
+/// The contents of `path` if it is a regular file (not a symlink at the last step,
+/// not a FIFO, socket or device) of at most `max` bytes. Opened non-blocking, so a
+/// FIFO cannot hold the open; checked with fstat on the open file, so what is read is
+/// what was checked.
+pub fn read_regular_file(path: &Path, max: u64) -> Option<Vec<u8>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.file_type().is_file() || meta.len() > max {
+        return None;
+    }
+    let mut text = Vec::new();
+    // Bounded even if the file grows while it is read.
+    file.take(max + 1).read_to_end(&mut text).ok()?;
+    (text.len() as u64 <= max).then_some(text)
 }
 
 #[cfg(test)]
@@ -133,6 +148,39 @@ mod tests {
         assert_eq!(p.version.as_deref(), Some("2.1.0"));
         assert!(p.manifest.ends_with("node_modules/some-cli/package.json"));
         assert_eq!(package_of("cli.js", None), None, "relative without a cwd");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let root = std::env::temp_dir().join(format!("probectl-regular-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let fifo = root.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        assert_eq!(
+            read_regular_file(&fifo, 1024),
+            None,
+            "a FIFO, without blocking"
+        );
+        let link = root.join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert_eq!(
+            read_regular_file(&link, 1024),
+            None,
+            "a symlink is not followed"
+        );
+        assert_eq!(
+            read_regular_file(Path::new("/dev/zero"), 1024),
+            None,
+            "a device"
+        );
+        let big = root.join("big");
+        std::fs::write(&big, vec![b'x'; 2048]).unwrap();
+        assert_eq!(read_regular_file(&big, 1024), None, "over the cap");
+        let ok = root.join("ok");
+        std::fs::write(&ok, b"{}").unwrap();
+        assert_eq!(read_regular_file(&ok, 1024).as_deref(), Some(&b"{}"[..]));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

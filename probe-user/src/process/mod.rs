@@ -1,79 +1,17 @@
-//! The process table: what userspace knows of each watched process (lineage, exe,
-//! argv, uid), built from exec/fork/exit events and seeded from /proc for roots.
+//! The process table: what userspace knows of each watched process (lineage, image,
+//! uid), built from exec/fork/exit events and seeded from /proc for roots.
 
 pub mod identity;
+mod image;
+pub mod lookup;
+pub mod procfs;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use crate::output::escape::escape_bytes;
-use identity::PackageInfo;
-
-#[derive(Debug, Clone, Default)]
-pub struct ProcessInfo {
-    pub pid: u32,
-    pub ppid: u32,
-    pub uid: Option<u32>,
-    /// Executable path (escaped for display).
-    pub exe: String,
-    /// argv (each entry escaped for display).
-    pub argv: Vec<String>,
-    /// More argv entries existed than the kernel captured.
-    pub argv_incomplete: bool,
-    pub exit_code: Option<i32>,
-    pub exited: bool,
-    /// Working directory at exec (escaped), if the process still existed to ask.
-    pub cwd: Option<String>,
-    /// Container id, from the cgroup paths.
-    pub container: Option<String>,
-    /// For interpreters: the package the script belongs to.
-    pub package: Option<PackageInfo>,
-}
-
-impl ProcessInfo {
-    /// Reads the working directory, container and script package of a live process
-    /// (once per exec or seed).
-    fn add_context(&mut self) {
-        self.cwd = identity::cwd_of(self.pid);
-        self.container = identity::container_of(self.pid);
-        self.package = self
-            .script()
-            .and_then(|s| identity::package_of(s, self.cwd.as_deref()));
-    }
-
-    /// A short name for output: the basename of the exe, or of argv[0].
-    pub fn name(&self) -> &str {
-        let full = if self.exe.is_empty() {
-            self.argv.first().map(String::as_str).unwrap_or("?")
-        } else {
-            &self.exe
-        };
-        full.rsplit('/').next().unwrap_or(full)
-    }
-
-    /// For interpreters, the script or package they run (first argument that is not
-    /// an option), which is what identifies the CLI; `None` for native programs.
-    pub fn script(&self) -> Option<&str> {
-        const INTERPRETERS: &[&str] = &[
-            "node", "nodejs", "python", "python3", "bun", "deno", "ruby", "perl", "sh", "bash",
-        ];
-        let name = self.name();
-        let is_interpreter = INTERPRETERS.iter().any(|i| {
-            name == *i
-                || (name.starts_with(i)
-                    && name[i.len()..]
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || c == '.'))
-        });
-        if !is_interpreter {
-            return None;
-        }
-        self.argv
-            .iter()
-            .skip(1)
-            .find(|a| !a.starts_with('-'))
-            .map(String::as_str)
-    }
-}
+use crate::escape::escape_bytes;
+pub use image::{Image, ProcessInfo};
+pub use procfs::pids_selected;
 
 #[derive(Debug, Default)]
 pub struct ProcessTable {
@@ -85,6 +23,12 @@ pub struct ProcessTable {
     roots: HashSet<u32>,
     /// Trees whose processes have all exited, since when (`expire_trees`).
     dead_since: HashMap<u32, u64>,
+    /// Processes a policy selector picked (in the kernel at exec, in userspace, or
+    /// found running at start): they and their descendants are watched on the
+    /// policy's account, whoever else asked for them.
+    selected: HashSet<u32>,
+    /// Package lookups, on their own thread (started at the first one).
+    lookups: Option<lookup::Lookups>,
 }
 
 /// What `expire_trees` found.
@@ -101,13 +45,47 @@ impl ProcessTable {
         self.procs.get(&pid)
     }
 
-    /// Adds a root from /proc (best effort: it may have exited already).
-    pub fn seed_from_proc(&mut self, pid: u32) {
-        let info = read_proc(pid).unwrap_or(ProcessInfo {
-            pid,
-            ..Default::default()
-        });
+    /// Package lookups that did not finish in their time bound (counted as a loss).
+    pub fn identity_timeouts(&self) -> u64 {
+        self.lookups.as_ref().map_or(0, |l| l.timeouts)
+    }
+
+    /// Puts a process in the table and, for an interpreter, asks for its script's
+    /// package (answered now, or later through `apply_lookups`).
+    fn insert(&mut self, mut info: ProcessInfo) {
+        let pid = info.pid;
+        let request = info
+            .image
+            .script()
+            .map(|script| (script.to_owned(), info.image.cwd.clone()));
+        info.exec_seq += 1;
+        let exec = info.exec_seq;
         self.procs.insert(pid, info);
+        if let Some((script, cwd)) = request {
+            let lookups = self.lookups.get_or_insert_with(lookup::Lookups::new);
+            if let Some(answer) = lookups.ask(pid, exec, script, cwd) {
+                self.apply(answer);
+            }
+        }
+    }
+
+    /// Package answers that came after their wait ended.
+    pub fn apply_lookups(&mut self) {
+        let Some(lookups) = &mut self.lookups else {
+            return;
+        };
+        for answer in lookups.poll() {
+            self.apply(answer);
+        }
+    }
+
+    fn apply(&mut self, answer: lookup::Answer) {
+        if let Some(info) = self.procs.get_mut(&answer.pid)
+            && info.exec_seq == answer.exec
+            && answer.package.is_some()
+        {
+            Arc::make_mut(&mut info.image).package = answer.package;
+        }
     }
 
     /// Seeds a process that already runs and all its existing descendants from
@@ -117,33 +95,35 @@ impl ProcessTable {
     /// kernel's inheritance once their parent is watched, except a child forked
     /// between the scan and the watch, which is why the caller scans again.
     pub fn seed_tree(&mut self, root: u32) -> Vec<u32> {
-        let Some(root_info) = read_proc(root) else {
+        let Some(root_info) = procfs::read_proc(root) else {
             return Vec::new();
         };
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (pid, ppid) in all_parents() {
+        for (pid, ppid) in procfs::all_parents() {
             children.entry(ppid).or_default().push(pid);
         }
         let mut ancestor = root_info.ppid;
-        self.procs.insert(root, root_info);
+        self.insert(root_info);
         self.roots.insert(root);
         // Ancestors: known for lineage, not watched.
         while ancestor > 1 && !self.procs.contains_key(&ancestor) {
-            let Some(info) = read_proc(ancestor) else {
+            let Some(info) = procfs::read_proc(ancestor) else {
                 break;
             };
             let next = info.ppid;
-            self.procs.insert(ancestor, info);
+            self.insert(info);
             ancestor = next;
         }
         let mut tree = vec![root];
+        let mut in_tree: HashSet<u32> = HashSet::from([root]);
         let mut i = 0;
         while i < tree.len() {
             for &child in children.get(&tree[i]).into_iter().flatten() {
-                if !tree.contains(&child)
-                    && let Some(info) = read_proc(child)
+                if !in_tree.contains(&child)
+                    && let Some(info) = procfs::read_proc(child)
                 {
-                    self.procs.insert(child, info);
+                    self.insert(info);
+                    in_tree.insert(child);
                     tree.push(child);
                 }
             }
@@ -170,6 +150,35 @@ impl ProcessTable {
         );
         self.live.insert(pid);
         self.roots.insert(pid);
+    }
+
+    /// Notes that a policy selector picked `pid`.
+    pub fn mark_selected(&mut self, pid: u32) {
+        self.selected.insert(pid);
+    }
+
+    /// Whether `pid` or a known ancestor was picked by a policy selector.
+    pub fn is_selected_tree(&self, pid: u32) -> bool {
+        let mut cur = pid;
+        for _ in 0..4096 {
+            if self.selected.contains(&cur) {
+                return true;
+            }
+            match self.procs.get(&cur) {
+                Some(info) if info.ppid != 0 && info.ppid != cur => cur = info.ppid,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// A process that is no longer watched (its subscription ended): nothing more
+    /// will be heard of it, so it counts as gone for liveness and tree expiry.
+    pub fn stop_following(&mut self, pid: u32) {
+        self.live.remove(&pid);
+        if let Some(info) = self.procs.get_mut(&pid) {
+            info.exited = true;
+        }
     }
 
     /// Watched processes that have not exited yet.
@@ -211,15 +220,14 @@ impl ProcessTable {
         argv: Vec<String>,
         argv_incomplete: bool,
     ) {
-        let info = self.procs.entry(pid).or_insert_with(|| ProcessInfo {
+        let mut info = self.procs.remove(&pid).unwrap_or_else(|| ProcessInfo {
             pid,
             ..Default::default()
         });
         info.uid = Some(uid);
-        info.exe = escape_bytes(&absolute_exe(pid, exe));
-        info.argv = argv;
-        info.argv_incomplete = argv_incomplete;
-        info.add_context();
+        let exe = escape_bytes(&procfs::absolute_exe(pid, exe));
+        info.image = Arc::new(Image::of_live(pid, exe, argv, argv_incomplete));
+        self.insert(info);
     }
 
     pub fn on_exit(&mut self, pid: u32, code: Option<i32>) {
@@ -297,6 +305,7 @@ impl ProcessTable {
             if now_ns.saturating_sub(since) >= grace_ns {
                 for pid in pids {
                     self.procs.remove(&pid);
+                    self.selected.remove(&pid);
                 }
                 self.roots.remove(&tree);
                 self.dead_since.remove(&tree);
@@ -320,6 +329,10 @@ impl ProcessTable {
         let mut chain = vec![pid];
         let mut cur = pid;
         while let Some(info) = self.procs.get(&cur) {
+            // Bounded: a fork chain thousands deep must not cost that much per record.
+            if chain.len() > crate::records::MAX_PARENTS {
+                break;
+            }
             if info.ppid == 0 || chain.contains(&info.ppid) || !self.procs.contains_key(&info.ppid)
             {
                 break;
@@ -331,119 +344,13 @@ impl ProcessTable {
     }
 }
 
-/// The kernel reports the pathname as passed to execve, which may be relative
-/// (`./cli`). Exec is rare enough to afford one readlink of /proc/<pid>/exe to make it
-/// absolute; if the process is already gone, the relative name is kept.
-fn absolute_exe(pid: u32, exe: &[u8]) -> Vec<u8> {
-    if exe.first() == Some(&b'/') {
-        return exe.to_vec();
-    }
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| p.into_os_string().into_encoded_bytes())
-        .unwrap_or_else(|_| exe.to_vec())
-}
-
-/// Every pid in /proc now (empty if /proc is unreadable).
-fn proc_pids() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-}
-
-/// Processes running now that the kernel's selectors would have picked at their exec:
-/// program name (`comm`, as zero-padded kernel keys) in `comms`, or real uid in
-/// `uids`. probectl itself is never one of them.
-pub fn pids_selected(comms: &[[u8; 16]], uids: &[u32]) -> Vec<u32> {
-    if comms.is_empty() && uids.is_empty() {
-        return Vec::new();
-    }
-    let own = std::process::id();
-    proc_pids()
-        .filter(|&pid| pid != own)
-        .filter(|pid| {
-            let by_comm = || {
-                let Ok(comm) = std::fs::read(format!("/proc/{pid}/comm")) else {
-                    return false;
-                };
-                let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
-                comms.iter().any(|key| {
-                    let len = key.iter().position(|&b| b == 0).unwrap_or(key.len());
-                    &key[..len] == comm
-                })
-            };
-            let by_uid =
-                || !uids.is_empty() && read_proc_uid(*pid).is_some_and(|uid| uids.contains(&uid));
-            by_comm() || by_uid()
-        })
-        .collect()
-}
-
-fn read_proc_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// (pid, ppid) of every process in /proc, from `stat` (whose 4th field is the
-/// parent; the comm before it is parenthesised and may contain anything).
-fn all_parents() -> Vec<(u32, u32)> {
-    proc_pids()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (_, rest) = stat.rsplit_once(')')?;
-            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid))
-        })
-        .collect()
-}
-
-fn read_proc(pid: u32) -> Option<ProcessInfo> {
-    let base = format!("/proc/{pid}");
-    let status = std::fs::read_to_string(format!("{base}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u32>().ok())
-    };
-    let exe = std::fs::read_link(format!("{base}/exe"))
-        .map(|p| escape_bytes(p.as_os_str().as_encoded_bytes()))
-        .unwrap_or_default();
-    let argv = std::fs::read(format!("{base}/cmdline"))
-        .map(|raw| {
-            raw.split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .map(escape_bytes)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut info = ProcessInfo {
-        pid,
-        ppid: field("PPid:")?,
-        uid: field("Uid:"),
-        exe,
-        argv,
-        ..Default::default()
-    };
-    info.add_context();
-    Some(info)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn interpreters_are_identified_by_their_script() {
-        let node = ProcessInfo {
+        let node = Image {
             exe: "/usr/bin/node".into(),
             argv: vec![
                 "node".into(),
@@ -454,13 +361,13 @@ mod tests {
         };
         assert_eq!(node.name(), "node");
         assert_eq!(node.script(), Some("/opt/cli/cli.js"));
-        let py = ProcessInfo {
+        let py = Image {
             exe: "/usr/bin/python3.11".into(),
             argv: vec!["python3".into(), "x.py".into()],
             ..Default::default()
         };
         assert_eq!(py.script(), Some("x.py"));
-        let native = ProcessInfo {
+        let native = Image {
             exe: "/usr/bin/curl".into(),
             argv: vec!["curl".into(), "x".into()],
             ..Default::default()

@@ -19,7 +19,7 @@ use super::env_objects::{EnvObjectCounts, Known, Object, Refusal};
 use super::proc_maps::{self, FileKey};
 use super::programs::ENV_UPROBES;
 use super::{AttachStatus, Family, Sensors, elf, libc};
-use crate::output::escape::escape_bytes;
+use crate::escape::escape_bytes;
 
 /// A lazily attached uprobe: its program and link.
 pub(super) type EnvLink = (&'static str, UProbeLinkId);
@@ -327,23 +327,9 @@ impl Sensors {
         }
     }
 
-    /// Losses of the lazy attach, named as in reports' `drops` (`userspace:...`).
-    pub fn env_object_drops(&self) -> [(&'static str, u64); 3] {
-        let c = &self.env_objects.counts;
-        [
-            ("userspace:env_object_limit", c.over_limit),
-            ("userspace:env_object_unreadable", c.unreadable),
-            ("userspace:env_object_attach_failed", c.attach_failed),
-        ]
-    }
-
-    /// Files named like a libc that are not one, named as in reports' `filtered`.
-    pub fn env_object_filtered(&self) -> [(&'static str, u64); 2] {
-        let c = &self.env_objects.counts;
-        [
-            ("env_object_not_elf", c.not_elf),
-            ("env_object_without_getenv", c.no_getenv),
-        ]
+    /// What the lazy attach refused or missed, for the engine's loss counters.
+    pub fn env_object_counts(&self) -> EnvObjectCounts {
+        self.env_objects.counts
     }
 
     /// Lazily attached uprobes that failed (a symbol missing), for `unattached`.

@@ -299,31 +299,32 @@ impl Sensors {
         Ok(())
     }
 
+    /// The kernel's watched set.
+    fn watched_map(
+        &mut self,
+    ) -> Result<HashMap<&mut aya::maps::MapData, u32, WatchEntry>, SensorError> {
+        HashMap::try_from(self.map(MAP_WATCHED)?).map_err(map_err(MAP_WATCHED))
+    }
+
     /// Adds a root process to the kernel's watched set. Its descendants are added by
     /// the kernel at fork.
     pub fn watch(&mut self, tgid: u32) -> Result<(), SensorError> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_WATCHED)
-            .ok_or(SensorError::MissingMap(MAP_WATCHED))?;
-        let mut watched: HashMap<_, u32, WatchEntry> =
-            HashMap::try_from(map).map_err(|source| SensorError::Map {
-                map: MAP_WATCHED,
-                source,
-            })?;
-        watched
-            .insert(
-                tgid,
-                WatchEntry {
-                    origin: WATCH_ORIGIN_ROOT,
-                    parent_tgid: 0,
-                },
-                0,
-            )
-            .map_err(|source| SensorError::Map {
-                map: MAP_WATCHED,
-                source,
-            })
+        let entry = WatchEntry {
+            origin: WATCH_ORIGIN_ROOT,
+            parent_tgid: 0,
+        };
+        self.watched_map()?
+            .insert(tgid, entry, 0)
+            .map_err(map_err(MAP_WATCHED))
+    }
+
+    /// Removes a process from the kernel's watched set (a subscription ended). Its
+    /// children forked from now on are not watched; those forked before keep their
+    /// own entries until the caller removes them too.
+    pub fn unwatch(&mut self, tgid: u32) -> Result<(), SensorError> {
+        self.watched_map()?
+            .remove(&tgid)
+            .map_err(map_err(MAP_WATCHED))
     }
 
     /// Takes the event ring buffer; call once.

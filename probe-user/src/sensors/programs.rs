@@ -65,7 +65,7 @@ pub(super) fn programs() -> Vec<ProgramSpec> {
         tp(Family::Process, "syscalls", "sys_enter_exit_group"),
         tp(Family::Process, "sched", "sched_process_exit"),
     ];
-    for (suffix, _) in FILE_SYSCALLS {
+    for suffix in FILE_SYSCALLS {
         specs.push(tp(
             Family::Files,
             "syscalls",

@@ -10,16 +10,19 @@ use serde_json::{Map, Value, json};
 
 use super::Envelope;
 use super::host::HostInfo;
-use crate::correlate::{CliIdentity, Destination, Record, TargetType};
 use crate::policy::rules::Severity;
+use crate::records::{
+    Body, CliIdentity, ConnectResult, Destination, Family, TargetType, TcpOutcome,
+};
 
 /// The ECS version the records follow (and the tests check against).
 pub const ECS_VERSION: &str = "9.4.0";
 
 pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
     let mut doc = Map::new();
-    let time = super::record_time(&envelope.record);
-    doc.insert("@timestamp".into(), time.into());
+    let header = &envelope.record.header;
+    let pid = header.pid.unwrap_or(0);
+    doc.insert("@timestamp".into(), header.time.rfc3339().into());
     doc.insert("ecs".into(), json!({"version": ECS_VERSION}));
     doc.insert(
         "agent".into(),
@@ -33,8 +36,8 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
         "kind": "event",
     });
     let mut probectl = Map::new();
-    match &envelope.record {
-        Record::Exec(e) => {
+    match &envelope.record.body {
+        Body::Exec(e) => {
             set_event(
                 &mut event,
                 "exec",
@@ -44,26 +47,32 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             );
             doc.insert(
                 "process".into(),
-                process_fields(envelope.process.as_ref(), e.pid),
+                process_fields(envelope.process.as_ref(), pid),
             );
             if let Some(why) = &e.selected_by {
                 probectl.insert("selected_by".into(), why.clone().into());
             }
         }
-        Record::Exit(e) => {
+        Body::Exit(e) => {
             set_event(&mut event, "exit", &["process"], &["end"], None);
-            let mut p = process_fields(envelope.process.as_ref(), e.pid);
+            let mut p = process_fields(envelope.process.as_ref(), pid);
             if let Some(code) = e.exit_code {
                 p["exit_code"] = code.into();
             }
             doc.insert("process".into(), p);
         }
-        Record::Probe(p) => {
-            let ok = p.result == "ok" || p.result == "set";
+        Body::Probe(p) => {
+            let ok = p.result.is_ok();
             let outcome = if ok { "success" } else { "failure" };
             match p.target_type {
                 TargetType::File => {
-                    set_event(&mut event, p.how, &["file"], &["access"], Some(outcome));
+                    set_event(
+                        &mut event,
+                        p.how.name(),
+                        &["file"],
+                        &["access"],
+                        Some(outcome),
+                    );
                     let (dir, name) = p.target.rsplit_once('/').unwrap_or(("", &p.target));
                     doc.insert(
                         "file".into(),
@@ -71,12 +80,18 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                     );
                 }
                 TargetType::Env => {
-                    set_event(&mut event, p.how, &["process"], &["access"], Some(outcome));
+                    set_event(
+                        &mut event,
+                        p.how.name(),
+                        &["process"],
+                        &["access"],
+                        Some(outcome),
+                    );
                 }
             }
             doc.insert(
                 "process".into(),
-                process_fields(envelope.process.as_ref(), p.pid),
+                process_fields(envelope.process.as_ref(), pid),
             );
             let mut probe = json!({
                 "categories": p.categories,
@@ -87,7 +102,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             });
             for (k, v) in [
                 ("given_path", p.given_path.clone().map(Value::from)),
-                ("resolved_by", p.resolved_by.map(Value::from)),
+                ("resolved_by", p.resolved_by.map(|r| json!(r))),
                 ("value_prefix", p.value_prefix.clone().map(Value::from)),
                 ("folded", p.folded.then_some(Value::Bool(true))),
                 ("truncated", p.truncated.then_some(Value::Bool(true))),
@@ -98,10 +113,11 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             probectl.insert("probe".into(), probe);
         }
-        Record::Connect(c) => {
-            let outcome = match c.result.as_str() {
-                "ok" | "in_progress" | "issued" | "sent" => "success",
-                _ => "failure",
+        Body::Connect(c) => {
+            let outcome = if c.result.is_failure() {
+                "failure"
+            } else {
+                "success"
             };
             set_event(
                 &mut event,
@@ -111,13 +127,17 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 Some(outcome),
             );
             destination_fields(&mut doc, &c.destination, c.domain.as_deref());
-            if c.destination.family != "unix"
+            if c.destination.family != Family::Unix
                 && let Some(Value::Object(network)) = doc.get_mut("network")
             {
-                let transport = if c.result == "sent" { "udp" } else { "tcp" };
+                let transport = if c.result == ConnectResult::Sent {
+                    "udp"
+                } else {
+                    "tcp"
+                };
                 network.insert("transport".into(), transport.into());
             }
-            doc.insert("process".into(), process_fields(Some(&c.cli), c.pid));
+            doc.insert("process".into(), process_fields(Some(&c.cli), pid));
             if let Some(first) = c.matched_rules.first() {
                 doc.insert("rule".into(), json!({"name": first.rule, "id": first.id}));
                 event["severity"] = severity(first.severity).into();
@@ -135,8 +155,8 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             probectl.insert("matched_rules".into(), json!(c.matched_rules));
             probectl.insert("lineage".into(), json!(c.lineage));
         }
-        Record::ConnectOutcome(o) => {
-            let outcome = if o.outcome == "established" {
+        Body::ConnectOutcome(o) => {
+            let outcome = if o.outcome == TcpOutcome::Established {
                 "success"
             } else {
                 "failure"
@@ -151,11 +171,11 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             destination_fields(&mut doc, &o.destination, None);
             doc.insert(
                 "process".into(),
-                process_fields(envelope.process.as_ref(), o.pid),
+                process_fields(envelope.process.as_ref(), pid),
             );
             probectl.insert("ms_after_connect".into(), o.ms_after_connect.into());
         }
-        Record::DnsQuery(q) => {
+        Body::DnsQuery(q) => {
             set_event(&mut event, "dns_query", &["network"], &["protocol"], None);
             let mut dns = json!({"type": "question"});
             if let Some(name) = q.names.first() {
@@ -172,7 +192,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             doc.insert(
                 "process".into(),
-                process_fields(envelope.process.as_ref(), q.pid),
+                process_fields(envelope.process.as_ref(), pid),
             );
             probectl.insert("dns_names".into(), json!(q.names));
             if let Some(first) = q.matched_rules.first() {
@@ -180,7 +200,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 event["severity"] = severity(first.severity).into();
             }
         }
-        Record::DnsAnswer(a) => {
+        Body::DnsAnswer(a) => {
             set_event(&mut event, "dns_answer", &["network"], &["protocol"], None);
             doc.insert(
                 "dns".into(),
@@ -188,10 +208,10 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             );
             doc.insert(
                 "process".into(),
-                process_fields(envelope.process.as_ref(), a.pid),
+                process_fields(envelope.process.as_ref(), pid),
             );
         }
-        Record::RuleMatch(m) => {
+        Body::RuleMatch(m) => {
             event["kind"] = "alert".into();
             set_event(
                 &mut event,
@@ -217,11 +237,11 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             doc.insert(
                 "process".into(),
-                process_fields(envelope.process.as_ref(), m.pid),
+                process_fields(envelope.process.as_ref(), pid),
             );
             probectl.insert("rule_match".into(), json!(m.matched));
         }
-        Record::PolicyReload(r) => {
+        Body::PolicyReload(r) => {
             set_event(
                 &mut event,
                 "policy_reload",
@@ -237,7 +257,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 json!({"name": r.policy, "source": r.source}),
             );
         }
-        Record::Sensor(s) => {
+        Body::Sensor(s) => {
             event["kind"] = "state".into();
             set_event(
                 &mut event,
@@ -248,20 +268,22 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             );
             probectl.insert("sensor".into(), json!(s));
         }
-        Record::Loss(l) => {
+        Body::Loss(l) => {
             event["kind"] = "metric".into();
             event["action"] = "loss".into();
             event["dataset"] = "probectl.loss".into();
             event["outcome"] = "failure".into();
             probectl.insert("loss".into(), json!(l.losses));
         }
-        Record::Repeated(r) => {
+        Body::Repeated(r) => {
             event["action"] = "repeated".into();
             event["dataset"] = "probectl.repeated".into();
             event["outcome"] = "unknown".into();
-            probectl.insert("repeated".into(), json!(r));
+            let mut repeated = json!(r);
+            repeated["tree"] = header.tree.unwrap_or(0).into();
+            probectl.insert("repeated".into(), repeated);
         }
-        Record::Watching(_) | Record::Report(_) => return None,
+        Body::Watching(_) | Body::Report(_) => return None,
     }
     doc.insert("event".into(), event);
     if !probectl.is_empty() {
@@ -306,15 +328,15 @@ fn process_fields(cli: Option<&CliIdentity>, pid: u32) -> Value {
         return p;
     };
     p["name"] = cli.name.clone().into();
-    if !cli.exe.is_empty() {
-        p["executable"] = cli.exe.clone().into();
+    if !cli.image.exe.is_empty() {
+        p["executable"] = cli.image.exe.clone().into();
     }
-    if !cli.argv.is_empty() {
-        p["args"] = json!(cli.argv);
-        p["args_count"] = cli.argv.len().into();
-        p["command_line"] = cli.argv.join(" ").into();
+    if !cli.image.argv.is_empty() {
+        p["args"] = json!(cli.image.argv);
+        p["args_count"] = cli.image.argv.len().into();
+        p["command_line"] = cli.image.argv.join(" ").into();
     }
-    if let Some(cwd) = &cli.cwd {
+    if let Some(cwd) = &cli.image.cwd {
         p["working_directory"] = cwd.clone().into();
     }
     if let Some(uid) = cli.uid {
@@ -329,12 +351,12 @@ fn process_fields(cli: Option<&CliIdentity>, pid: u32) -> Value {
 fn destination_fields(doc: &mut Map<String, Value>, d: &Destination, domain: Option<&str>) {
     let mut dest = json!({"address": d.address});
     let mut network = json!({"direction": "egress"});
-    if d.family == "unix" {
+    if d.family == Family::Unix {
         network["type"] = "unix".into();
     } else {
         dest["ip"] = d.address.clone().into();
         dest["port"] = d.port.into();
-        network["type"] = d.family.into();
+        network["type"] = d.family.name().into();
     }
     if let Some(domain) = domain {
         dest["domain"] = domain.into();

@@ -1,60 +1,89 @@
 //! Record ids and sequence numbers.
 //!
-//! Ids are UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then a 12-bit counter
-//! that keeps ids made within one millisecond in order (method 1 of the RFC), then
-//! 62 random bits. Sorting ids sorts records by creation; two hosts never collide.
+//! Ids are UUIDv7 (RFC 9562), from the `uuid` crate: 48 bits of Unix milliseconds,
+//! then bits that keep the ids one process makes in order, then random bits. Sorting
+//! ids sorts records by creation; two hosts never collide.
 //!
-//! The per-host sequence number survives restarts without ever repeating: blocks of
-//! `SEQ_BLOCK` numbers are reserved by writing the block's end to the state file
-//! before any number in it is used. A restart continues after the reserved block, so
-//! the numbers a crash never used show as a gap (a restart), never as duplicates.
+//! The per-host sequence number never repeats, also across restarts:
+//! * blocks of `SEQ_BLOCK` numbers are reserved by writing the block's end to the
+//!   state file (in place and synced: no temporary file, so a full disk does not stop
+//!   it) before any number in the block is used;
+//! * a start continues at the larger of that saved end + 1 and the wall clock in
+//!   microseconds since the Unix epoch. The clock covers a reservation that could not
+//!   be saved (a full disk on a copy-on-write file system, a read-only or missing state
+//!   directory): a run cannot issue more numbers than the microseconds it lasts (that
+//!   would be a million records a second), so the next start is past every number it
+//!   used. The saved end covers a clock that was set back.
+//!
+//! The numbers a restart skips show as a jump downstream, never as duplicates.
+//! A reservation that cannot be saved is counted (`state_errors`, in `status`) and
+//! retried on the next number.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
+
+use crate::private_file::{Dir, StateFile, split};
 
 /// Sequence numbers reserved per write of the state file.
 pub const SEQ_BLOCK: u64 = 10_000;
 
 #[derive(Debug)]
 pub struct IdGen {
-    last_ms: u64,
-    counter: u16,
-    rng: u64,
     next_seq: u64,
-    reserved_until: u64,
-    state: Option<PathBuf>,
-    /// Writes of the state file that failed (the sequence continues in memory).
+    /// The end of the last reservation that reached the disk.
+    saved_until: u64,
+    path: Option<PathBuf>,
+    state: Option<StateFile>,
+    /// Reservations that could not be saved (each failing block once).
     pub state_errors: u64,
+    failing: bool,
 }
 
 impl IdGen {
-    /// Sequence state in `state` (created if missing); `None` keeps it in memory only,
-    /// restarting at 1.
+    /// Sequence state in `state` (its directory and the file created if missing, 0600);
+    /// `None` keeps it in memory only (the clock still orders restarts).
     pub fn new(state: Option<&Path>) -> Self {
-        let mut seed = [0u8; 8];
-        let seeded = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut seed))
-            .is_ok();
-        let mut rng = u64::from_ne_bytes(seed);
-        if !seeded || rng == 0 {
-            rng = u64::from(std::process::id()) << 32 | now_ms() & 0xffff_ffff | 1;
-        }
-        let start = state
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
+        Self::starting_at(state, now_us())
+    }
+
+    /// `new`, with the wall clock given (microseconds since the epoch).
+    fn starting_at(state: Option<&Path>, now_us: u64) -> Self {
         let mut ids = Self {
-            last_ms: 0,
-            counter: 0,
-            rng,
-            next_seq: start,
-            reserved_until: start.saturating_sub(1),
-            state: state.map(Path::to_owned),
+            next_seq: 0,
+            saved_until: 0,
+            path: state.map(Path::to_owned),
+            state: None,
             state_errors: 0,
+            failing: false,
         };
+        let saved = ids.open_state().and_then(StateFile::read).unwrap_or(0);
+        ids.next_seq = saved.saturating_add(1).max(now_us).max(1);
+        ids.saved_until = ids.next_seq - 1;
         ids.reserve();
         ids
+    }
+
+    fn open_state(&mut self) -> Option<&mut StateFile> {
+        if self.state.is_none()
+            && let Some(path) = &self.path
+        {
+            let opened =
+                split(path).and_then(|(dir, name)| StateFile::open(&Dir::open(dir, true)?, name));
+            match opened {
+                Ok(file) => self.state = Some(file),
+                Err(err) => self.failed(&err),
+            }
+        }
+        self.state.as_mut()
+    }
+
+    fn failed(&mut self, err: &dyn std::fmt::Display) {
+        if !self.failing {
+            self.failing = true;
+            self.state_errors += 1;
+            tracing::warn!(
+                "cannot save the sequence reservation: {err}; numbers go on, and the next start continues past the wall clock so none repeats"
+            );
+        }
     }
 
     /// The number `next_seq` will give.
@@ -64,62 +93,43 @@ impl IdGen {
 
     /// The next sequence number.
     pub fn next_seq(&mut self) -> u64 {
-        if self.next_seq > self.reserved_until {
+        if self.next_seq > self.saved_until {
             self.reserve();
         }
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         seq
     }
 
+    /// Saves the end of a new block starting at `next_seq`.
     fn reserve(&mut self) {
-        self.reserved_until = self.next_seq - 1 + SEQ_BLOCK;
-        if let Some(path) = &self.state {
-            let tmp = path.with_extension("tmp");
-            let written = std::fs::write(&tmp, format!("{}\n", self.reserved_until))
-                .and_then(|()| std::fs::rename(&tmp, path));
-            if written.is_err() {
-                self.state_errors += 1;
+        let until = self.next_seq.saturating_sub(1).saturating_add(SEQ_BLOCK);
+        let Some(file) = self.open_state() else {
+            return;
+        };
+        match file.write(until).and_then(|()| file.sync()) {
+            Ok(()) => {
+                self.saved_until = until;
+                self.failing = false;
+            }
+            Err(err) => {
+                // A file that failed once is opened afresh next time.
+                self.state = None;
+                self.failed(&err);
             }
         }
     }
 
     /// A new UUIDv7, as text.
-    pub fn next_id(&mut self) -> String {
-        let ms = now_ms();
-        if ms > self.last_ms {
-            self.last_ms = ms;
-            self.counter = 0;
-        } else {
-            // Same millisecond (or the clock stepped back): keep counting on the last
-            // one so ids stay ordered.
-            self.counter = self.counter.wrapping_add(1) & 0x0fff;
-            if self.counter == 0 {
-                self.last_ms += 1;
-            }
-        }
-        // xorshift64*: not for secrets, only for uniqueness across hosts.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let random = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let hi: u64 = (self.last_ms << 16) | 0x7000 | u64::from(self.counter);
-        let lo: u64 = (random & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-        format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            hi >> 32,
-            (hi >> 16) & 0xffff,
-            hi & 0xffff,
-            lo >> 48,
-            lo & 0xffff_ffff_ffff
-        )
+    pub fn next_id(&self) -> String {
+        uuid::Uuid::now_v7().to_string()
     }
 }
 
-fn now_ms() -> u64 {
+fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 #[cfg(test)]
@@ -128,7 +138,7 @@ mod tests {
 
     #[test]
     fn ids_are_version_7_unique_and_sorted() {
-        let mut g = IdGen::new(None);
+        let g = IdGen::new(None);
         let ids: Vec<String> = (0..5000).map(|_| g.next_id()).collect();
         for id in &ids {
             assert_eq!(id.len(), 36);
@@ -145,16 +155,23 @@ mod tests {
         assert_eq!(sorted.len(), ids.len());
     }
 
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("probectl-seq-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
     #[test]
     fn the_sequence_continues_after_a_restart_without_repeating() {
-        let path = std::env::temp_dir().join(format!("probectl-seq-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let mut first = IdGen::new(Some(&path));
+        let dir = temp("restart");
+        let path = dir.join("sequence");
+        // A clock far behind: only the saved reservation orders the restarts.
+        let mut first = IdGen::starting_at(Some(&path), 0);
         let used: Vec<u64> = (0..3).map(|_| first.next_seq()).collect();
         assert_eq!(used, [1, 2, 3]);
         drop(first);
         // A restart (or crash) after 3: the next number is past the reserved block.
-        let mut second = IdGen::new(Some(&path));
+        let mut second = IdGen::starting_at(Some(&path), 0);
         assert_eq!(second.next_seq(), SEQ_BLOCK + 1);
         for _ in 0..SEQ_BLOCK {
             second.next_seq();
@@ -164,6 +181,28 @@ mod tests {
             (3 * SEQ_BLOCK).to_string(),
             "a new block is reserved before it is used"
         );
-        let _ = std::fs::remove_file(&path);
+        assert_eq!(second.state_errors, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_reservation_that_cannot_be_saved_is_counted_and_the_clock_orders_the_next_start() {
+        // The state path's directory is a regular file: nothing can be saved.
+        let dir = temp("unsaved");
+        std::fs::create_dir_all(&dir).unwrap();
+        let blocker = dir.join("not-a-dir");
+        std::fs::write(&blocker, "x").unwrap();
+        let path = blocker.join("sequence");
+        let start_us = 1_795_573_518_000_000;
+        let mut first = IdGen::starting_at(Some(&path), start_us);
+        let used: Vec<u64> = (0..25_000).map(|_| first.next_seq()).collect();
+        assert_eq!(used[0], start_us);
+        assert_eq!(first.state_errors, 1, "counted once while it keeps failing");
+        // The next start, even 30 ms later (25,000 numbers in 30 ms is far beyond the
+        // daemon's rate): past everything the first one used.
+        let second = IdGen::starting_at(Some(&path), start_us + 30_000);
+        assert!(second.peek_seq() >= start_us + 30_000);
+        assert!(used.iter().all(|&s| s < second.peek_seq()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

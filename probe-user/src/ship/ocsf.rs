@@ -1,7 +1,10 @@
 //! OCSF 1.8 records: Network Activity (4001) for connections and UDP sends, File
-//! System Activity (1001) for file probes, Detection Finding (2004) for rule matches.
-//! Other records (execs, exits, env lookups, DNS) have no class here and are not
-//! written by an OCSF sink (counted in `status`). probectl's own data (categories,
+//! System Activity (1001) for file probes, Detection Finding (2004) for rule matches,
+//! Application Error (6008) for loss records. Other records (execs, exits, env
+//! lookups, DNS) have no class here and are not written by an OCSF sink: each is
+//! counted (`not_encodable` in `status`) and reaches the next loss record as
+//! `sink:<name>:not_encodable`, so every gap in an OCSF sink's `metadata.sequence` is
+//! explained by a loss record. probectl's own data (categories,
 //! probes before a connection) goes in `unmapped.probectl`. The test
 //! `ocsf_records_match_the_official_class_definitions` checks each record against the
 //! exported OCSF schema (tests/data/schemas).
@@ -10,31 +13,34 @@ use serde_json::{Value, json};
 
 use super::Envelope;
 use super::host::HostInfo;
-use crate::correlate::{CliIdentity, Destination, Record, TargetType};
+use crate::ops::Operation;
 use crate::policy::rules::Severity;
+use crate::records::{Body, CliIdentity, ConnectResult, Destination, Family, TargetType};
 
 pub const OCSF_VERSION: &str = "1.8.0";
 
 const NETWORK_ACTIVITY: u32 = 4001;
 const FILE_ACTIVITY: u32 = 1001;
 const DETECTION_FINDING: u32 = 2004;
+const APPLICATION_ERROR: u32 = 6008;
 
 pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
-    let (class_uid, activity_id, mut event) = match &envelope.record {
-        Record::Connect(c) => {
-            let activity = match c.result.as_str() {
-                "ok" | "in_progress" | "issued" => 1, // Open
-                "sent" => 6,                          // Traffic
-                "ECONNREFUSED" => 5,                  // Refuse
-                _ => 4,                               // Fail
+    let pid = envelope.record.header.pid.unwrap_or(0);
+    let (class_uid, activity_id, mut event) = match &envelope.record.body {
+        Body::Connect(c) => {
+            let activity = match c.result {
+                ConnectResult::Ok | ConnectResult::InProgress | ConnectResult::Issued => 1, // Open
+                ConnectResult::Sent => 6, // Traffic
+                ConnectResult::Failed(ret) if ret == -libc::ECONNREFUSED => 5, // Refuse
+                ConnectResult::Failed(_) => 4, // Fail
             };
             let mut e = json!({
                 "dst_endpoint": endpoint(&c.destination, c.domain.as_deref()),
                 "connection_info": {
                     "direction_id": 2, // Outbound
-                    "protocol_name": if c.result == "sent" { "udp" } else if c.destination.family == "unix" { "unix" } else { "tcp" },
+                    "protocol_name": if c.result == ConnectResult::Sent { "udp" } else if c.destination.family == Family::Unix { "unix" } else { "tcp" },
                 },
-                "actor": actor(Some(&c.cli), c.pid),
+                "actor": actor(Some(&c.cli), pid),
                 "status_id": if activity == 4 || activity == 5 { 2 } else { 1 },
                 "status": c.result,
                 "unmapped": {"probectl": {
@@ -49,20 +55,20 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             (NETWORK_ACTIVITY, activity, e)
         }
-        Record::Probe(p) if p.target_type == TargetType::File => {
-            let activity = match p.how {
-                "open" | "openat" | "openat2" | "creat" => 14, // Open
-                "readlink" | "readlinkat" => 2,                // Read
-                _ => 8,                                        // Get Attributes
+        Body::Probe(p) if p.target_type == TargetType::File => {
+            let activity = match p.how.operation() {
+                Operation::Open => 14,    // Open
+                Operation::Readlink => 2, // Read
+                _ => 8,                   // Get Attributes
             };
             let (dir, name) = p.target.rsplit_once('/').unwrap_or(("", &p.target));
-            let ok = p.result == "ok";
+            let ok = p.result.is_ok();
             (
                 FILE_ACTIVITY,
                 activity,
                 json!({
                     "file": {"name": name, "path": p.target, "parent_folder": dir, "type_id": 0},
-                    "actor": actor(envelope.process.as_ref(), p.pid),
+                    "actor": actor(envelope.process.as_ref(), pid),
                     "status_id": if ok { 1 } else { 2 },
                     "status": p.result,
                     "unmapped": {"probectl": {
@@ -75,7 +81,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 }),
             )
         }
-        Record::RuleMatch(m) => {
+        Body::RuleMatch(m) => {
             let mut e = json!({
                 "finding_info": {
                     "uid": envelope.id,
@@ -89,7 +95,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                     "analytic": {"name": m.matched.rule, "uid": m.matched.id, "type_id": 1}, // Rule
                 },
                 "is_alert": true,
-                "actor": actor(envelope.process.as_ref(), m.pid),
+                "actor": actor(envelope.process.as_ref(), pid),
                 "unmapped": {"probectl": {"rule_match": m.matched, "names": m.names}},
             });
             if let Some(d) = &m.destination {
@@ -98,6 +104,26 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             e["severity_id"] = severity_id(m.matched.severity).into();
             (DETECTION_FINDING, 1, e) // Create
+        }
+        Body::Loss(l) => {
+            let count: u64 = l.losses.iter().map(|x| x.count).sum();
+            let sources: Vec<String> = l
+                .losses
+                .iter()
+                .map(|x| format!("{} {}", x.source, x.count))
+                .collect();
+            (
+                APPLICATION_ERROR,
+                1, // General Error
+                json!({
+                    "message": format!("probectl lost {count} records: {}", sources.join(", ")),
+                    "count": count,
+                    "status": "Failure",
+                    "status_id": 2,
+                    "severity_id": 3, // Medium: records are missing downstream
+                    "unmapped": {"probectl": {"loss": l.losses}},
+                }),
+            )
         }
         _ => return None,
     };
@@ -110,7 +136,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
         "type_uid".into(),
         (u64::from(class_uid) * 100 + activity_id).into(),
     );
-    o.insert("time".into(), envelope.time_ms.into());
+    o.insert("time".into(), envelope.record.header.time.epoch_ms().into());
     o.entry("severity_id").or_insert(1.into()); // Informational
     o.insert(
         "metadata".into(),
@@ -126,7 +152,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
 }
 
 fn endpoint(d: &Destination, domain: Option<&str>) -> Value {
-    let mut e = if d.family == "unix" {
+    let mut e = if d.family == Family::Unix {
         json!({"name": d.address})
     } else {
         json!({"ip": d.address, "port": d.port})
@@ -141,17 +167,17 @@ fn actor(cli: Option<&CliIdentity>, pid: u32) -> Value {
     let mut p = json!({"pid": pid});
     if let Some(cli) = cli {
         p["name"] = cli.name.clone().into();
-        if !cli.argv.is_empty() {
-            p["cmd_line"] = cli.argv.join(" ").into();
+        if !cli.image.argv.is_empty() {
+            p["cmd_line"] = cli.image.argv.join(" ").into();
         }
-        if !cli.exe.is_empty() {
-            let name = cli.exe.rsplit('/').next().unwrap_or(&cli.exe);
-            p["file"] = json!({"path": cli.exe, "name": name, "type_id": 1}); // Regular File
+        if !cli.image.exe.is_empty() {
+            let name = cli.image.exe.rsplit('/').next().unwrap_or(&cli.image.exe);
+            p["file"] = json!({"path": cli.image.exe, "name": name, "type_id": 1}); // Regular File
         }
         if let Some(uid) = cli.uid {
             p["user"] = json!({"uid": uid.to_string()});
         }
-        if let Some(cwd) = &cli.cwd {
+        if let Some(cwd) = &cli.image.cwd {
             p["working_directory"] = cwd.clone().into();
         }
         if let Some(parent) = cli.parents.first() {

@@ -74,12 +74,17 @@ impl Daemon {
         let _ = std::fs::remove_file(&jsonl);
         std::fs::create_dir_all(&policies).unwrap();
         let config = dir.join("config.yaml");
+        // `extra` may name its own state directory.
+        let state_dir = if extra.contains("state_dir:") {
+            String::new()
+        } else {
+            format!("state_dir: {}\n", dir.display())
+        };
         std::fs::write(
             &config,
             format!(
-                "socket: {}\nstate_dir: {}\npolicy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}, format: native}}\n{sinks}status_every: 1s\n{extra}",
+                "socket: {}\n{state_dir}policy_dirs: [{}]\nsinks:\n  - {{type: jsonl, path: {}, format: native}}\n{sinks}status_every: 1s\n{extra}",
                 socket.display(),
-                dir.display(),
                 policies.display(),
                 jsonl.display()
             ),
@@ -166,6 +171,24 @@ impl Daemon {
             self.notified,
             std::fs::read_to_string(&self.stderr).unwrap_or_default()
         );
+    }
+
+    /// A second handle on the notify socket, for a test that times the datagrams
+    /// itself (the watchdog under load): what it reads, `wait_notified` does not see.
+    pub fn notify_socket(&self) -> UnixDatagram {
+        self.notify.try_clone().expect("clone the notify socket")
+    }
+
+    /// Sends `signal` without waiting.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+
+    /// Whether the daemon still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn pid(&self) -> u32 {

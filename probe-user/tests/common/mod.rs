@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod daemon;
+pub mod rsyslog;
 pub mod schemas;
 
 /// How long any single probectl run may take before the test fails.
@@ -395,4 +396,35 @@ impl Drop for StreamingRun {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The default policy with `select.comms` naming the C fixture.
+pub fn selecting_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let name = c_fixture()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let comm: String = name.chars().take(15).collect();
+    policy_selecting(dir, &format!("  comms: [{comm:?}]"))
+}
+
+/// The default policy with `select` (YAML lines under `select:`) added.
+pub fn policy_selecting(dir: &std::path::Path, select: &str) -> std::path::PathBuf {
+    let policy = dir.join("policy.yaml");
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ))
+    .unwrap();
+    std::fs::write(
+        &policy,
+        default.replace(
+            "categories:\n",
+            &format!("select:\n{select}\n\ncategories:\n"),
+        ),
+    )
+    .unwrap();
+    policy
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::correlate::records::TargetType;
+use crate::records::{Family, TargetType};
 
 fn names() -> Vec<String> {
     ["timezone", "proxy", "api-relay"]
@@ -12,12 +12,14 @@ fn probe(category: &str, target: &str, ms_before: f64, pid: u32) -> PriorProbe {
         category: category.into(),
         target_type: TargetType::Env,
         target: target.into(),
-        how: "getenv",
+        how: crate::ops::How::Getenv,
         pids: vec![pid],
         count: 1,
         distinct_targets: None,
         first_ms_before: ms_before,
         last_ms_before: ms_before,
+        first_ns: 0,
+        last_ns: 0,
     }
 }
 
@@ -31,9 +33,9 @@ fn engine(rule_yaml: &str) -> RuleEngine {
 fn dest(address: &str, port: u16) -> Destination {
     Destination {
         family: if address.contains(':') {
-            "ipv6"
+            Family::Ipv6
         } else {
-            "ipv4"
+            Family::Ipv4
         },
         address: address.into(),
         port,
@@ -101,7 +103,7 @@ fn all_of_any_of_and_min_count() {
     );
     // The same target twice (two operations) is one distinct probe.
     let tz_again = PriorProbe {
-        how: "secure_getenv",
+        how: crate::ops::How::SecureGetenv,
         ..tz.clone()
     };
     assert!(
@@ -210,7 +212,7 @@ fn the_default_rule_flags_calls_off_this_machine_only() {
         );
     }
     let unix = Destination {
-        family: "unix",
+        family: Family::Unix,
         address: "/run/dbus/system_bus_socket".into(),
         port: 0,
     };

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
 use super::{Delivery, Writer};
-use crate::correlate::Record;
+use crate::records::Body;
 use crate::ship::Envelope;
 
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -33,10 +33,10 @@ pub fn datagram(envelope: &Envelope) -> Vec<u8> {
     let mut out = Vec::new();
     let message = crate::output::render_plain(record);
     field(&mut out, "MESSAGE", message.trim_end());
-    let priority = match record {
-        Record::RuleMatch(_) => "4",
-        Record::Loss(_) => "4",
-        Record::PolicyReload(r) if !r.ok => "4",
+    let priority = match &record.body {
+        Body::RuleMatch(_) => "4",
+        Body::Loss(_) => "4",
+        Body::PolicyReload(r) if !r.ok => "4",
         _ => "6",
     };
     field(&mut out, "PRIORITY", priority);
@@ -44,28 +44,22 @@ pub fn datagram(envelope: &Envelope) -> Vec<u8> {
     field(&mut out, "PROBECTL_ID", &envelope.id);
     field(&mut out, "PROBECTL_SEQ", &envelope.seq.to_string());
     let json = serde_json::to_value(record).unwrap_or_default();
-    if let Some(t) = json["type"].as_str() {
-        field(&mut out, "PROBECTL_TYPE", t);
-    }
+    field(&mut out, "PROBECTL_TYPE", record.body.kind().name());
     if let Some(pid) = record.pid() {
         field(&mut out, "PROBECTL_PID", &pid.to_string());
     }
-    match record {
-        Record::Probe(p) => {
+    match &record.body {
+        Body::Probe(p) => {
             field(&mut out, "PROBECTL_CATEGORIES", &p.categories.join(","));
             field(&mut out, "PROBECTL_TARGET", &p.target);
         }
-        Record::Connect(c) => {
-            field(
-                &mut out,
-                "PROBECTL_DESTINATION",
-                &format!("{}:{}", c.destination.address, c.destination.port),
-            );
+        Body::Connect(c) => {
+            field(&mut out, "PROBECTL_DESTINATION", &c.destination.to_string());
             if let Some(m) = c.matched_rules.first() {
                 field(&mut out, "PROBECTL_RULE", &m.rule);
             }
         }
-        Record::RuleMatch(m) => field(&mut out, "PROBECTL_RULE", &m.matched.rule),
+        Body::RuleMatch(m) => field(&mut out, "PROBECTL_RULE", &m.matched.rule),
         _ => {}
     }
     field(&mut out, "PROBECTL_RECORD", &json.to_string());

@@ -14,15 +14,73 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
-use serde::Serialize;
+use std::path::PathBuf;
 
-pub use file::RotatingFile;
-pub use syslog::{Syslog, Transport};
+use serde::{Deserialize, Serialize};
 
+pub use file::{RotateConfig, RotatingFile};
+pub use syslog::{Syslog, SyslogConfig, Transport};
+
+use super::Envelope;
 use super::host::HostInfo;
-use super::{Envelope, RecordFormat};
-use crate::daemon::config::{SinkConfig, SinkFormat};
 use crate::output::{Format, Printer};
+
+/// One entry of the config's `sinks:`; each sink type owns its settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Lines on stderr, which systemd puts in the journal: readable (`human`, the
+    /// default) or a machine format.
+    Stderr {
+        #[serde(default)]
+        format: Format,
+    },
+    /// One record per line on stdout.
+    Stdout {
+        #[serde(default = "Format::machine_default")]
+        format: Format,
+    },
+    /// One JSON object per line, appended to a file: probectl's records (`json`),
+    /// ECS or OCSF.
+    Jsonl {
+        path: PathBuf,
+        #[serde(default = "Format::machine_default")]
+        format: Format,
+    },
+    /// A file like `jsonl`, rotated by size and/or age, keeping `keep` old ones.
+    File {
+        path: PathBuf,
+        #[serde(default = "Format::machine_default")]
+        format: Format,
+        rotate: RotateConfig,
+    },
+    /// RFC 5424 syslog over UDP, TCP or TLS; the record (ECS unless `format` says
+    /// otherwise) is the message.
+    Syslog(SyslogConfig),
+    /// journald's native protocol: the readable line as MESSAGE, structured
+    /// `PROBECTL_*` fields, the record as JSON in `PROBECTL_RECORD`.
+    Journald {
+        /// The journal's socket (`/run/systemd/journal/socket` unless set).
+        #[serde(default)]
+        socket: Option<PathBuf>,
+    },
+}
+
+impl SinkConfig {
+    /// What serde cannot check: the formats a sink writes, and each sink's own rules.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            SinkConfig::Jsonl { format, .. } | SinkConfig::File { format, .. }
+                if *format == Format::Human =>
+            {
+                Err("a jsonl or file sink writes json, ecs or ocsf, not human".into())
+            }
+            SinkConfig::File { rotate, .. } => rotate.check(),
+            SinkConfig::Syslog(s) => s.check(),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// Records queued per sink before further ones are counted as `queue_full`.
 pub const SINK_QUEUE: usize = 8192;
@@ -40,6 +98,7 @@ pub struct SinkStats {
     pub errors: AtomicU64,
     pub queue_full: AtomicU64,
     pub not_encodable: AtomicU64,
+    pub too_large: AtomicU64,
     pub spooled: AtomicU64,
     pub spool_full: AtomicU64,
     /// Records the worker has taken off the queue.
@@ -52,7 +111,10 @@ pub struct SinkStatus {
     pub written: u64,
     pub errors: u64,
     pub queue_full: u64,
+    /// Records the format has no form for (OCSF: execs, exits, env probes...).
     pub not_encodable: u64,
+    /// Records longer than the sink may send (syslog `max_message_bytes`).
+    pub too_large: u64,
     pub queued: u64,
     /// Waiting in the on-disk spool.
     pub spooled: u64,
@@ -67,6 +129,8 @@ pub(crate) enum Delivery {
     Spooled,
     /// The spool was full (counted by the writer's `backlog`).
     Dropped,
+    /// Longer than the destination accepts whole: not sent, counted.
+    TooLarge,
 }
 
 /// Where one sink's worker writes.
@@ -98,7 +162,7 @@ const IDLE_TURN: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Sink {
     pub name: String,
-    format: Option<RecordFormat>,
+    format: Option<Format>,
     tx: Option<SyncSender<Arc<Envelope>>>,
     stats: Arc<SinkStats>,
     stopping: Arc<AtomicBool>,
@@ -115,62 +179,68 @@ impl Sink {
         host: Arc<HostInfo>,
         state_dir: &std::path::Path,
     ) -> Result<Self, SinkError> {
-        let (name, format, mut writer): (String, Option<RecordFormat>, Box<dyn Writer>) =
-            match config {
-                SinkConfig::Stderr { format } => (
-                    "stderr".into(),
-                    None,
-                    Box::new(Readable(Printer::new(
-                        match format {
-                            SinkFormat::Human => Format::Human,
-                            SinkFormat::Json => Format::Json,
-                        },
-                        Box::new(std::io::stderr()),
-                    ))),
-                ),
-                SinkConfig::Stdout { format } => (
-                    format!("stdout:{}", format.name()),
-                    Some(*format),
-                    Box::new(Lines(Box::new(std::io::stdout()))),
-                ),
-                SinkConfig::Jsonl { path, format } => {
-                    let name = format!("file:{}:{}", format.name(), path.display());
-                    let file = RotatingFile::open(path, None).map_err(|e| open_error(&name, e))?;
-                    (name, Some(*format), Box::new(file))
+        // `format`: the encoding the worker applies before `write_record`; `None` for
+        // writers that render records themselves (readable lines, journald).
+        let (name, format, mut writer): (String, Option<Format>, Box<dyn Writer>) = match config {
+            SinkConfig::Stderr { format } | SinkConfig::Stdout { format } => {
+                let stderr = matches!(config, SinkConfig::Stderr { .. });
+                let stream: Box<dyn std::io::Write + Send> = if stderr {
+                    Box::new(std::io::stderr())
+                } else {
+                    Box::new(std::io::stdout())
+                };
+                let name = match (stderr, format) {
+                    (true, Format::Human) => "stderr".to_owned(),
+                    (true, f) => format!("stderr:{}", f.name()),
+                    (false, f) => format!("stdout:{}", f.name()),
+                };
+                match format {
+                    Format::Human => (
+                        name,
+                        None,
+                        Box::new(Readable(Printer::new(Format::Human, stream))),
+                    ),
+                    f => (name, Some(*f), Box::new(Lines(stream))),
                 }
-                SinkConfig::File {
-                    path,
-                    format,
-                    rotate,
-                } => {
-                    let name = format!("file:{}:{}", format.name(), path.display());
-                    let file = RotatingFile::open(path, Some(rotate.clone()))
-                        .map_err(|e| open_error(&name, e))?;
-                    (name, Some(*format), Box::new(file))
-                }
-                SinkConfig::Journald { socket } => {
-                    let path = socket
-                        .clone()
-                        .unwrap_or_else(|| journald::JOURNAL_SOCKET.into());
-                    let name = format!("journald:{}", path.display());
-                    let sink = journald::Journald::new(path).map_err(|e| open_error(&name, e))?;
-                    (name, None, Box::new(sink))
-                }
-                SinkConfig::Syslog(s) => {
-                    let name = format!(
-                        "syslog:{}:{}:{}",
-                        s.transport.name(),
-                        s.format.name(),
-                        s.address
-                    );
-                    let spool_dir = state_dir
-                        .join("spool")
-                        .join(name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_"));
-                    let sink = Syslog::new(s.clone(), host.name.clone(), &spool_dir)
-                        .map_err(|e| open_error(&name, e))?;
-                    (name, Some(s.format), Box::new(sink))
-                }
-            };
+            }
+            SinkConfig::Jsonl { path, format } => {
+                let name = format!("file:{}:{}", format.name(), path.display());
+                let file = RotatingFile::open(path, None).map_err(|e| open_error(&name, e))?;
+                (name, Some(*format), Box::new(file))
+            }
+            SinkConfig::File {
+                path,
+                format,
+                rotate,
+            } => {
+                let name = format!("file:{}:{}", format.name(), path.display());
+                let file = RotatingFile::open(path, Some(rotate.clone()))
+                    .map_err(|e| open_error(&name, e))?;
+                (name, Some(*format), Box::new(file))
+            }
+            SinkConfig::Journald { socket } => {
+                let path = socket
+                    .clone()
+                    .unwrap_or_else(|| journald::JOURNAL_SOCKET.into());
+                let name = format!("journald:{}", path.display());
+                let sink = journald::Journald::new(path).map_err(|e| open_error(&name, e))?;
+                (name, None, Box::new(sink))
+            }
+            SinkConfig::Syslog(s) => {
+                let name = format!(
+                    "syslog:{}:{}:{}",
+                    s.transport.name(),
+                    s.format.name(),
+                    s.address
+                );
+                let spool_dir = state_dir
+                    .join("spool")
+                    .join(name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_"));
+                let sink = Syslog::new(s.clone(), host.name.clone(), &spool_dir)
+                    .map_err(|e| open_error(&name, e))?;
+                (name, Some(s.format), Box::new(sink))
+            }
+        };
         let stats = Arc::new(SinkStats::default());
         // What an earlier run left in the spool shows in `status` at once.
         stats.spooled.store(writer.backlog().0, Relaxed);
@@ -203,6 +273,10 @@ impl Sink {
                                 Some(Ok(Delivery::Sent)) => {
                                     stats.handled.fetch_add(1, Relaxed);
                                     stats.written.fetch_add(1, Relaxed);
+                                }
+                                Some(Ok(Delivery::TooLarge)) => {
+                                    stats.handled.fetch_add(1, Relaxed);
+                                    stats.too_large.fetch_add(1, Relaxed);
                                 }
                                 Some(Ok(Delivery::Spooled | Delivery::Dropped)) => {
                                     stats.handled.fetch_add(1, Relaxed);
@@ -252,7 +326,18 @@ impl Sink {
 
     /// ECS and OCSF need the process's identity in the envelope.
     pub fn needs_process(&self) -> bool {
-        matches!(self.format, Some(RecordFormat::Ecs | RecordFormat::Ocsf))
+        matches!(self.format, Some(Format::Ecs | Format::Ocsf))
+    }
+
+    /// Waits (until `deadline` at the latest) until the worker has handled every
+    /// record queued so far, so its counters cover them.
+    pub fn wait_idle(&self, deadline: std::time::Instant) {
+        while self.stats.handled.load(Relaxed) < self.sent
+            && self.worker.as_ref().is_some_and(|w| !w.is_finished())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Closes the queue and waits until the thread has written everything queued
@@ -278,6 +363,7 @@ impl Sink {
             errors,
             queue_full: s.queue_full.load(Relaxed),
             not_encodable,
+            too_large: s.too_large.load(Relaxed),
             queued: self.sent.saturating_sub(s.handled.load(Relaxed)),
             spooled: s.spooled.load(Relaxed),
             spool_full: s.spool_full.load(Relaxed),

@@ -5,15 +5,14 @@
 //! a message that does not fit is dropped and counted, and the count reaches every
 //! sink as a `loss` record.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::Path;
+
+use crate::private_file::{Access, Dir, RecordFile, StateFile};
 
 pub struct Spool {
-    file: File,
-    cursor_path: PathBuf,
-    /// Bytes in the file.
-    len: u64,
+    file: RecordFile,
+    cursor_file: StateFile,
     /// Offset of the next message to deliver.
     cursor: u64,
     cap: u64,
@@ -24,29 +23,20 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, with what an earlier run left in it.
+    /// Opens (or creates, 0700/0600, never through another user's link) the spool in
+    /// `dir`, with what an earlier run left in it.
     pub fn open(dir: &Path, cap: u64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("spool");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)?;
-        let len = file.metadata()?.len();
-        let cursor_path = dir.join("cursor");
-        let cursor = std::fs::read_to_string(&cursor_path)
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-            .filter(|c| *c <= len)
-            .unwrap_or(0);
+        let dir = Dir::open(dir, true)?;
+        let mut file = RecordFile::open_in(&dir, OsStr::new("spool"), Access::ReadAppend)?;
+        let len = file.len();
+        let mut cursor_file = StateFile::open(&dir, OsStr::new("cursor"))?;
+        let cursor = cursor_file.read().filter(|c| *c <= len).unwrap_or(0);
         // Count what is waiting (a torn last message, from a crash mid-write, is cut).
         let mut backlog = 0;
         let mut at = cursor;
         let mut header = [0u8; 4];
         while at + 4 <= len {
-            file.seek(SeekFrom::Start(at))?;
-            file.read_exact(&mut header)?;
+            file.read_exact_at(&mut header, at)?;
             let next = at + 4 + u64::from(u32::from_le_bytes(header));
             if next > len {
                 break;
@@ -55,12 +45,11 @@ impl Spool {
             at = next;
         }
         if at < len {
-            file.set_len(at)?;
+            file.truncate(at)?;
         }
         Ok(Self {
             file,
-            cursor_path,
-            len: at,
+            cursor_file,
             cursor,
             cap,
             backlog,
@@ -72,18 +61,18 @@ impl Spool {
         self.backlog == 0
     }
 
-    /// Appends a message; false (and counted) when the cap leaves no room.
+    /// Appends a message (whole, or not at all on a full disk); false (and counted)
+    /// when the cap leaves no room.
     pub fn push(&mut self, message: &[u8]) -> std::io::Result<bool> {
         let size = 4 + message.len() as u64;
-        if self.len + size > self.cap {
+        if self.file.len() + size > self.cap {
             self.dropped += 1;
             return Ok(false);
         }
         let mut record = Vec::with_capacity(size as usize);
         record.extend_from_slice(&(message.len() as u32).to_le_bytes());
         record.extend_from_slice(message);
-        self.file.write_all(&record)?;
-        self.len += size;
+        self.file.append(&record)?;
         self.backlog += 1;
         Ok(true)
     }
@@ -94,24 +83,22 @@ impl Spool {
             return Ok(None);
         }
         let mut header = [0u8; 4];
-        self.file.seek(SeekFrom::Start(self.cursor))?;
-        self.file.read_exact(&mut header)?;
+        self.file.read_exact_at(&mut header, self.cursor)?;
         let mut message = vec![0u8; u32::from_le_bytes(header) as usize];
-        self.file.read_exact(&mut message)?;
+        self.file.read_exact_at(&mut message, self.cursor + 4)?;
         Ok(Some(message))
     }
 
     /// The oldest message was delivered: move past it (and empty the file once all
-    /// are), and remember the position.
+    /// are), and remember the position (rewritten in place: no space needed).
     pub fn pop(&mut self, delivered_len: usize) -> std::io::Result<()> {
         self.cursor += 4 + delivered_len as u64;
         self.backlog = self.backlog.saturating_sub(1);
         if self.backlog == 0 {
-            self.file.set_len(0)?;
-            self.len = 0;
+            self.file.truncate(0)?;
             self.cursor = 0;
         }
-        std::fs::write(&self.cursor_path, format!("{}\n", self.cursor))
+        self.cursor_file.write(self.cursor)
     }
 }
 

@@ -8,16 +8,95 @@
 //! daemon resumes it. UDP has no delivery to wait for: a failed send is an error.
 
 use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::spool::Spool;
-use super::tls::{Conn, TlsSetup};
+use super::tls::{Conn, TlsOptions, TlsSetup};
 use super::{Delivery, Writer};
-use crate::correlate::Record;
-use crate::daemon::config::SyslogConfig;
+use crate::output::Format;
+use crate::records::Body;
 use crate::ship::Envelope;
+
+/// A `type: syslog` sink.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `host:port`.
+    pub address: String,
+    #[serde(default)]
+    pub transport: Transport,
+    #[serde(default = "Format::machine_default")]
+    pub format: Format,
+    /// Syslog facility number (16 = local0).
+    #[serde(default = "default_facility")]
+    pub facility: u8,
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+    /// TLS: the CA certificate(s) (PEM) that signed the server's certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// TLS: a client certificate (PEM chain) and its key, for servers that ask.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// TLS: the name the server's certificate must carry (the address's host unless
+    /// set).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// TCP and TLS: most bytes kept on disk while the server is unreachable (past it,
+    /// records are dropped and counted in a `loss` record).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// Longest message sent (the syslog header included). The documented rsyslog
+    /// set-up accepts 64 KiB (`maxMessageSize`); a server that is sent more cuts the
+    /// record into pieces that are not JSON, so a longer record is not sent but
+    /// counted (`too_large`, in `status` and loss records). UDP datagrams cannot
+    /// exceed 65,507 bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// Below rsyslog's documented 64 KiB and UDP's 65,507-byte payload.
+fn default_max_message_bytes() -> usize {
+    64_000
+}
+
+fn default_facility() -> u8 {
+    16
+}
+
+fn default_app_name() -> String {
+    "probectl".to_owned()
+}
+
+impl SyslogConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if self.facility > 23 {
+            return Err(format!(
+                "syslog facility {} is not 0-23 (16 is local0)",
+                self.facility
+            ));
+        }
+        if self.format == Format::Human {
+            return Err("a syslog sink writes json, ecs or ocsf, not human".into());
+        }
+        if self.max_message_bytes < 480 {
+            return Err(format!(
+                "syslog max_message_bytes {} is below 480, the least RFC 5424 servers accept",
+                self.max_message_bytes
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,7 +154,13 @@ impl Syslog {
             Transport::Udp => None,
         };
         let tls = match config.transport {
-            Transport::Tls => Some(TlsSetup::new(&config)?),
+            Transport::Tls => Some(TlsSetup::new(&TlsOptions {
+                ca_file: config.ca_file.as_deref(),
+                cert_file: config.cert_file.as_deref(),
+                key_file: config.key_file.as_deref(),
+                server_name: config.server_name.as_deref(),
+                address: &config.address,
+            })?),
             _ => None,
         };
         Ok(Self {
@@ -103,30 +188,28 @@ impl Syslog {
 
     /// The RFC 5424 message for one record.
     pub fn message(&self, envelope: &Envelope, text: &str) -> String {
-        let severity = match &envelope.record {
-            Record::RuleMatch(m) => match m.matched.severity {
+        let severity = match &envelope.record.body {
+            Body::RuleMatch(m) => match m.matched.severity {
                 crate::policy::rules::Severity::Critical => 2,
                 crate::policy::rules::Severity::High => 3,
                 crate::policy::rules::Severity::Medium => 4,
                 crate::policy::rules::Severity::Low => 5,
                 crate::policy::rules::Severity::Info => 6,
             },
-            Record::PolicyReload(r) if !r.ok => 4,
-            Record::Loss(_) => 4, // warning
-            _ => 6,               // informational
+            Body::PolicyReload(r) if !r.ok => 4,
+            Body::Loss(_) => 4, // warning
+            _ => 6,             // informational
         };
         let pri = u32::from(self.config.facility) * 8 + severity;
-        let time = crate::ship::record_time(&envelope.record);
+        let time = envelope.record.header.time.rfc3339();
         let procid = envelope
             .record
             .pid()
             .map_or_else(|| "-".to_owned(), |p| p.to_string());
-        let msgid = record_type(&envelope.record);
+        let msgid = envelope.record.body.kind().name();
         format!(
             "<{pri}>1 {} {} {} {procid} {msgid} - {text}",
-            if time.is_empty() { "-" } else { time },
-            self.hostname,
-            self.config.app_name
+            time, self.hostname, self.config.app_name
         )
     }
 
@@ -183,6 +266,9 @@ impl Writer for Syslog {
         _: &std::sync::atomic::AtomicBool,
     ) -> std::io::Result<Delivery> {
         let message = self.message(envelope, text);
+        if message.len() > self.config.max_message_bytes {
+            return Ok(Delivery::TooLarge);
+        }
         let Some(spool) = &self.spool else {
             return self.send_once(&message).map(|()| Delivery::Sent);
         };
@@ -256,21 +342,35 @@ fn peer_closed(stream: &TcpStream) -> bool {
     !(n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
 }
 
-fn record_type(record: &Record) -> &'static str {
-    match record {
-        Record::Exec(_) => "exec",
-        Record::Probe(_) => "probe",
-        Record::Connect(_) => "connect",
-        Record::ConnectOutcome(_) => "connect_outcome",
-        Record::DnsQuery(_) => "dns_query",
-        Record::DnsAnswer(_) => "dns_answer",
-        Record::RuleMatch(_) => "rule_match",
-        Record::PolicyReload(_) => "policy_reload",
-        Record::Sensor(_) => "sensor",
-        Record::Watching(_) => "watching",
-        Record::Exit(_) => "exit",
-        Record::Report(_) => "report",
-        Record::Loss(_) => "loss",
-        Record::Repeated(_) => "repeated",
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{LossCount, LossRecord, Record};
+
+    #[test]
+    fn a_message_longer_than_max_message_bytes_is_not_sent_but_counted() {
+        let config: SyslogConfig =
+            serde_yaml::from_str("{address: \"127.0.0.1:9\", max_message_bytes: 600}").unwrap();
+        assert_eq!(config.transport, Transport::Udp);
+        let mut sink =
+            Syslog::new(config, "host".into(), std::path::Path::new("/nonexistent")).unwrap();
+        let envelope = Envelope {
+            id: "01a210a7-992d-7000-a6ce-f48646ab2628".into(),
+            seq: 1,
+            record: Record::now(Body::Loss(LossRecord {
+                losses: vec![LossCount {
+                    source: "x".into(),
+                    count: 1,
+                    total: 1,
+                }],
+            })),
+            process: None,
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let long = format!("{{\"x\":\"{}\"}}", "a".repeat(600));
+        assert!(matches!(
+            sink.write_record(&envelope, &long, &stop),
+            Ok(Delivery::TooLarge)
+        ));
     }
 }

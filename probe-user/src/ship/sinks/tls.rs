@@ -10,10 +10,23 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use crate::daemon::config::SyslogConfig;
+use std::path::Path;
 
 fn invalid(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
+}
+
+/// What a TLS connection needs from the sink's settings.
+pub struct TlsOptions<'a> {
+    /// The CA certificate(s) (PEM) that signed the server's certificate.
+    pub ca_file: Option<&'a Path>,
+    /// A client certificate (PEM chain) and its key, for servers that ask.
+    pub cert_file: Option<&'a Path>,
+    pub key_file: Option<&'a Path>,
+    /// The name the server's certificate must carry (the address's host unless set).
+    pub server_name: Option<&'a str>,
+    /// `host:port`.
+    pub address: &'a str,
 }
 
 /// The client configuration and the name the server's certificate must carry.
@@ -23,8 +36,8 @@ pub struct TlsSetup {
 }
 
 impl TlsSetup {
-    pub fn new(c: &SyslogConfig) -> std::io::Result<Self> {
-        let ca = c.ca_file.as_ref().ok_or_else(|| {
+    pub fn new(c: &TlsOptions<'_>) -> std::io::Result<Self> {
+        let ca = c.ca_file.ok_or_else(|| {
             invalid(
                 "syslog over TLS needs ca_file (the CA that signed the server's certificate)"
                     .into(),
@@ -44,7 +57,7 @@ impl TlsSetup {
                 .with_safe_default_protocol_versions()
                 .map_err(|e| invalid(e.to_string()))?
                 .with_root_certificates(roots);
-        let config = match (&c.cert_file, &c.key_file) {
+        let config = match (c.cert_file, c.key_file) {
             (Some(cert), Some(key)) => {
                 let chain = CertificateDer::pem_file_iter(cert)
                     .and_then(|i| i.collect::<Result<Vec<_>, _>>())
@@ -58,10 +71,10 @@ impl TlsSetup {
             (None, None) => builder.with_no_client_auth(),
             _ => return Err(invalid("cert_file and key_file go together".into())),
         };
-        let host = c.server_name.clone().unwrap_or_else(|| {
+        let host = c.server_name.map(str::to_owned).unwrap_or_else(|| {
             c.address
                 .rsplit_once(':')
-                .map_or(c.address.as_str(), |(h, _)| h)
+                .map_or(c.address, |(h, _)| h)
                 .trim_matches(|ch| ch == '[' || ch == ']')
                 .to_owned()
         });

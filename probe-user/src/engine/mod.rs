@@ -1,0 +1,313 @@
+//! The core as a library: opened from a policy and options, fed events from the ring
+//! buffer in bounded batches, returning records. It never prints; `run`, `watch` and
+//! the daemon are thin users that hand its records to listeners (a printer, sinks,
+//! subscribers).
+//!
+//! One event's path: the kernel publishes it in the ring buffer; `next_batch` takes at
+//! most `Options::batch` of them (`events`, which decodes), selects exec candidates
+//! (`select`), lets the correlator update the process table and turn the event into
+//! records (`correlate`), and scans new processes for libcs to attach to (`sensors`).
+//! The caller takes the records (`take_records`) and passes them to its listeners.
+//! Reports are built from the same state (`report`), and every loss counter is read
+//! through one type (`losses`).
+
+pub mod listener;
+pub mod losses;
+mod report;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+
+use probe_common::decode::Event;
+
+use crate::correlate::Correlator;
+use crate::events::EventReader;
+use crate::policy::CompiledPolicy;
+use crate::policy::select::UserSelectors;
+use crate::process::ProcessTable;
+use crate::records::{Body, PolicyReloadRecord, Record};
+use crate::sensors::{AttachStatus, SensorError, Sensors};
+
+pub use report::ReportScope;
+pub use watch::SeedError;
+
+/// Events taken from the ring in one step. Small enough that one step stays well
+/// under a millisecond or so of work, so the caller's other duties (control
+/// requests, signals, the watchdog) wait at most a few steps.
+pub const BATCH: usize = 256;
+/// How often processes that just exec'd are checked for a newly mapped libc.
+pub const LIBC_SCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+/// Scans (at `LIBC_SCAN_EVERY`, or per batch of events) before giving up on a process.
+const LIBC_SCAN_LIMIT: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Sensors(#[from] SensorError),
+    #[error("cannot poll the event ring buffer: {0}")]
+    Ring(#[source] std::io::Error),
+}
+
+/// How an engine is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Distinct probes kept over all trees (`--max-probes`, `memory.max_probes`).
+    pub max_probes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_probes: crate::correlate::MAX_DISTINCT_PROBES,
+        }
+    }
+}
+
+/// Events handled so far, in total and per kind.
+#[derive(Debug, Default, Clone)]
+pub struct EventCounts {
+    /// Events taken through `next_batch`/`drain` (all of them; selection may skip one).
+    pub handled: u64,
+    /// The same, per kind of event (named as in the kernel's `ring_full_*` drops).
+    pub by_kind: BTreeMap<&'static str, u64>,
+}
+
+pub struct Engine {
+    pub sensors: Sensors,
+    reader: EventReader,
+    pub procs: ProcessTable,
+    pub correlator: Correlator,
+    policy: CompiledPolicy,
+    /// The policy's selectors that only userspace evaluates.
+    selectors: UserSelectors,
+    /// Processes that exec'd and whose libc is not seen yet, with the scans so far.
+    libc_scans: HashMap<u32, u32>,
+    /// Decoded events of the current step.
+    batch: Vec<Event>,
+    /// Records made and not yet taken by the caller.
+    records: Vec<Record>,
+    /// The last step took a full batch: more is waiting, so the next one yields first.
+    more_waiting: bool,
+    pub events: EventCounts,
+    /// Boot-time ns when the engine opened: records' offsets count from here.
+    pub start_ns: u64,
+}
+
+impl Engine {
+    /// Loads and attaches the sensors for `policy` and opens the ring buffer. Sensors
+    /// that did not attach are in `sensors.unattached()`, for the caller to announce.
+    pub fn open(policy: CompiledPolicy, options: &Options) -> Result<Self, EngineError> {
+        let mut sensors = Sensors::load(&policy)?;
+        let reader = EventReader::new(sensors.take_events()?).map_err(EngineError::Ring)?;
+        let start_ns = crate::time::boot_now_ns();
+        let correlator = Correlator::new(&policy, start_ns)
+            .with_file_index(sensors.file_index.clone())
+            .with_timeline_capacity(options.max_probes);
+        Ok(Self {
+            sensors,
+            reader,
+            procs: ProcessTable::default(),
+            correlator,
+            selectors: policy.selectors.clone(),
+            policy,
+            libc_scans: HashMap::new(),
+            batch: Vec::new(),
+            records: Vec::new(),
+            more_waiting: false,
+            events: EventCounts::default(),
+            start_ns,
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &CompiledPolicy {
+        &self.policy
+    }
+
+    pub fn reader(&self) -> &EventReader {
+        &self.reader
+    }
+
+    /// The records made since the last call, in order.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Adds a record of the caller's (a `watching` line, say) to the stream, in order.
+    pub fn push_record(&mut self, record: Record) {
+        self.records.push(record);
+    }
+
+    /// Waits until the kernel has published events, then handles at most `BATCH` of
+    /// them; the records wait in `take_records`. Cancel-safe: nothing is taken from the
+    /// ring before the wait ends, and the step itself does not wait. After a full
+    /// batch the next call yields to the runtime first, so a burst cannot starve the
+    /// caller's other work or the runtime's other tasks.
+    pub async fn next_batch(&mut self) -> Result<(), EngineError> {
+        if self.more_waiting {
+            tokio::task::yield_now().await;
+        }
+        self.reader
+            .read_batch(&mut self.batch, BATCH)
+            .await
+            .map_err(EngineError::Ring)?;
+        self.more_waiting = self.batch.len() >= BATCH;
+        self.process_batch();
+        Ok(())
+    }
+
+    /// Handles every event already in the ring without waiting (at shutdown, before
+    /// a report): batch by batch, but all of them.
+    pub fn drain(&mut self) {
+        loop {
+            self.reader.drain(&mut self.batch, BATCH);
+            let full = self.batch.len() >= BATCH;
+            self.process_batch();
+            if !full {
+                break;
+            }
+        }
+    }
+
+    fn process_batch(&mut self) {
+        // Package answers that came after their wait: later records name the package.
+        self.procs.apply_lookups();
+        let batch = std::mem::take(&mut self.batch);
+        self.events.handled += batch.len() as u64;
+        for mut event in batch {
+            *self.events.by_kind.entry(event.kind_name()).or_default() += 1;
+            let mut selected_by = None;
+            if let Event::Exec(e) = &mut event
+                && e.header.kind == probe_common::EVENT_EXEC_CANDIDATE
+            {
+                match self.select_candidate(e) {
+                    Some(why) => selected_by = Some(why),
+                    // Nobody's business: not watched, not reported.
+                    None => continue,
+                }
+            }
+            match &event {
+                Event::Exec(e) => {
+                    // The dynamic loader maps the libc after the exec: scan until it has.
+                    self.libc_scans.insert(e.header.tgid, 0);
+                    if selected_by.is_some() || e.flags & probe_common::EXEC_SELECTED != 0 {
+                        self.procs.mark_selected(e.header.tgid);
+                    }
+                }
+                // Lazily attached libcs are held while a watched process maps them.
+                Event::Fork(f) => self.sensors.env_users_forked(f.parent_tgid, f.child_tgid),
+                Event::Exit(e) => {
+                    self.libc_scans.remove(&e.header.tgid);
+                    self.sensors.env_users_exited(e.header.tgid);
+                }
+                _ => {}
+            }
+            let first_new = self.records.len();
+            self.correlator
+                .handle_into(&event, &mut self.procs, &mut self.records);
+            if let Some(why) = selected_by {
+                for record in &mut self.records[first_new..] {
+                    if let Body::Exec(exec) = &mut record.body {
+                        exec.selected_by = Some(why.clone());
+                    }
+                }
+            }
+        }
+        self.scan_libcs();
+        self.sensors.flush_kernel_logs();
+    }
+
+    /// An exec the kernel sent because the policy has userspace selectors: watch the
+    /// process if one matches (and turn the event into an ordinary exec), else `None`.
+    fn select_candidate(&mut self, e: &mut probe_common::ExecEvent) -> Option<String> {
+        let pid = e.header.tgid;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(e.filename_bytes()).into_owned());
+        let argv: Vec<String> = e
+            .argv_bytes()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let container = crate::process::identity::container_of(pid);
+        let why = self.selectors.matching(&exe, &argv, container.as_deref())?;
+        if let Err(err) = self.sensors.watch(pid) {
+            tracing::warn!("cannot watch selected process {pid}: {err}");
+            return None;
+        }
+        e.header.kind = probe_common::EVENT_EXEC;
+        Some(why)
+    }
+
+    /// Whether some process that exec'd has not mapped its libc yet (the caller then
+    /// calls `scan_libcs` on a `LIBC_SCAN_EVERY` timer).
+    pub fn libc_scans_pending(&self) -> bool {
+        !self.libc_scans.is_empty()
+    }
+
+    /// Attaches the env uprobes to libcs that processes which just exec'd have mapped
+    /// since, reporting each attach. A process that maps no libc after
+    /// `LIBC_SCAN_LIMIT` scans (static, or gone) is dropped from the list.
+    pub fn scan_libcs(&mut self) {
+        let pids: Vec<u32> = self.libc_scans.keys().copied().collect();
+        for pid in pids {
+            let (found, attached) = self.sensors.attach_env_for(pid);
+            self.records
+                .extend(attached.into_iter().map(|s| Record::now(Body::Sensor(s))));
+            let scans = self.libc_scans.entry(pid).or_default();
+            *scans += 1;
+            if found || *scans >= LIBC_SCAN_LIMIT {
+                self.libc_scans.remove(&pid);
+            }
+        }
+    }
+
+    /// Puts a loaded policy in force (kernel maps first, make-before-break), or keeps
+    /// the current one when loading or the kernel update failed. Either way a
+    /// `policy_reload` record says what happened; the error is also returned.
+    pub fn apply_policy(
+        &mut self,
+        source: String,
+        loaded: Result<CompiledPolicy, String>,
+    ) -> Result<(), String> {
+        let result = loaded.and_then(|new| {
+            self.sensors
+                .reload_policy(&self.policy, &new)
+                .map(|()| new)
+                .map_err(|e| {
+                    format!("updating the kernel maps failed (they may be partly updated): {e}")
+                })
+        });
+        let error = match result {
+            Ok(new) => {
+                self.correlator
+                    .set_policy(&new, self.sensors.file_index.clone());
+                self.selectors = new.selectors.clone();
+                self.policy = new;
+                None
+            }
+            Err(err) => Some(err),
+        };
+        self.records
+            .push(Record::now(Body::PolicyReload(PolicyReloadRecord {
+                ok: error.is_none(),
+                policy: self.policy.name.clone(),
+                source,
+                error: error.clone(),
+            })));
+        error.map_or(Ok(()), Err)
+    }
+
+    /// Sensors that did not attach, for the caller to announce at start.
+    pub fn unattached(&self) -> impl Iterator<Item = &AttachStatus> {
+        self.sensors.unattached()
+    }
+
+    /// Lets go of trees that exited more than `grace` ago (a long-running watcher).
+    pub fn expire_trees(&mut self, grace: std::time::Duration) {
+        self.correlator.expire_trees(
+            crate::time::boot_now_ns(),
+            grace.as_nanos() as u64,
+            &mut self.procs,
+        );
+    }
+}

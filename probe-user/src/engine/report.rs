@@ -1,0 +1,65 @@
+//! The end-of-run report, built from the engine's state: for the whole session (`run`,
+//! `watch`) or for one process tree (a daemon subscriber's).
+
+use crate::records::{CliIdentity, DropCount, RunReport};
+
+use super::Engine;
+use super::losses::Losses;
+
+/// Which part of the engine's state a report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportScope {
+    /// Everything the engine saw (a standalone `run` or `watch`).
+    All,
+    /// One process tree: the records of `root`'s tree only (losses and sensors stay
+    /// the engine's, since they cannot be split by tree).
+    Tree,
+}
+
+impl Engine {
+    /// The report of `root` (its identity heads the report) with `exit_code`.
+    /// `losses` are the counters to show (the engine's own, plus the caller's, such as
+    /// a printer's write errors).
+    pub fn report(
+        &self,
+        root: u32,
+        exit_code: i32,
+        scope: ReportScope,
+        losses: &Losses,
+    ) -> RunReport {
+        let tree = (scope == ReportScope::Tree).then(|| self.procs.tree_of(root));
+        let c = &self.correlator;
+        RunReport {
+            policy: self.policy.name.clone(),
+            cli: CliIdentity::of(&self.procs, root),
+            probes: c.summarize(tree),
+            rules: c.rule_summaries(tree.map(|t| (t, &self.procs))),
+            clis: c.cli_summaries(&self.procs, tree),
+            connections: match tree {
+                Some(t) => c.connections_of(t, &self.procs).cloned().collect(),
+                None => c.connections.iter().cloned().collect(),
+            },
+            timeline: c.timeline_usage(),
+            sensors: self.sensors.choices.clone(),
+            partial: self.sensors.unattached().next().is_some(),
+            unattached_sensors: self.sensors.unattached().cloned().collect(),
+            drops: losses.nonzero_losses(),
+            truncated: c
+                .truncated
+                .iter()
+                .map(|(reason, count)| DropCount {
+                    reason: (*reason).to_owned(),
+                    count: *count,
+                })
+                .chain((c.connections_not_kept > 0).then(|| DropCount {
+                    // Streamed when they happened; only the report's list is cut.
+                    reason: "report_connections".to_owned(),
+                    count: c.connections_not_kept,
+                }))
+                .collect(),
+            filtered: losses.nonzero_filtered(),
+            coverage_notes: self.sensors.coverage_notes(),
+            exit_code,
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! How a probe was seen: the one table of operations. Records name them, the policy's
+//! `operations:` groups them, OCSF maps them to activities, all from this enum, so the
+//! three cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// The call, or the moment, through which a probe was seen.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    Open,
+    Openat,
+    Openat2,
+    Creat,
+    Readlink,
+    Readlinkat,
+    Stat,
+    Lstat,
+    Fstatat,
+    Statx,
+    Access,
+    Faccessat,
+    Faccessat2,
+    Getenv,
+    SecureGetenv,
+    /// The name was in the environment handed to exec.
+    PresentAtExec,
+    /// The whole environment was listed (Node's `Object.keys(process.env)`).
+    Enumerated,
+}
+
+/// Kinds of operation, for a category's `operations:` (and OCSF's activities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// open, openat, openat2, creat.
+    Open,
+    /// readlink, readlinkat.
+    Readlink,
+    /// stat, lstat, fstatat, statx.
+    Stat,
+    /// access, faccessat, faccessat2.
+    Access,
+    /// getenv, secure_getenv.
+    Getenv,
+    /// The name was in the environment handed to exec.
+    PresentAtExec,
+    /// The whole environment was listed.
+    Enumerated,
+}
+
+impl How {
+    /// The file syscall a files-sensor event names (`FileEvent::op`, a `FILE_OP_*`).
+    pub fn of_file_op(op: u32) -> Option<How> {
+        use probe_common::*;
+        Some(match op {
+            FILE_OP_OPEN => How::Open,
+            FILE_OP_OPENAT => How::Openat,
+            FILE_OP_READLINK => How::Readlink,
+            FILE_OP_READLINKAT => How::Readlinkat,
+            FILE_OP_OPENAT2 => How::Openat2,
+            FILE_OP_CREAT => How::Creat,
+            FILE_OP_STAT => How::Stat,
+            FILE_OP_LSTAT => How::Lstat,
+            FILE_OP_FSTATAT => How::Fstatat,
+            FILE_OP_STATX => How::Statx,
+            FILE_OP_ACCESS => How::Access,
+            FILE_OP_FACCESSAT => How::Faccessat,
+            FILE_OP_FACCESSAT2 => How::Faccessat2,
+            _ => return None,
+        })
+    }
+
+    pub fn operation(self) -> Operation {
+        match self {
+            How::Open | How::Openat | How::Openat2 | How::Creat => Operation::Open,
+            How::Readlink | How::Readlinkat => Operation::Readlink,
+            How::Stat | How::Lstat | How::Fstatat | How::Statx => Operation::Stat,
+            How::Access | How::Faccessat | How::Faccessat2 => Operation::Access,
+            How::Getenv | How::SecureGetenv => Operation::Getenv,
+            How::PresentAtExec => Operation::PresentAtExec,
+            How::Enumerated => Operation::Enumerated,
+        }
+    }
+
+    /// The name records use (`openat`, `present_at_exec`).
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Open => "open",
+            How::Openat => "openat",
+            How::Openat2 => "openat2",
+            How::Creat => "creat",
+            How::Readlink => "readlink",
+            How::Readlinkat => "readlinkat",
+            How::Stat => "stat",
+            How::Lstat => "lstat",
+            How::Fstatat => "fstatat",
+            How::Statx => "statx",
+            How::Access => "access",
+            How::Faccessat => "faccessat",
+            How::Faccessat2 => "faccessat2",
+            How::Getenv => "getenv",
+            How::SecureGetenv => "secure_getenv",
+            How::PresentAtExec => "present_at_exec",
+            How::Enumerated => "enumerated",
+        }
+    }
+}
+
+impl std::fmt::Display for How {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_op_has_a_name_that_matches_its_serialised_form() {
+        for op in 0..probe_common::FILE_SYSCALLS.len() as u32 {
+            let how = How::of_file_op(op).expect("every FILE_OP_* is a How");
+            assert_eq!(
+                serde_json::to_value(how).unwrap(),
+                serde_json::Value::from(how.name())
+            );
+        }
+        assert_eq!(
+            How::of_file_op(probe_common::FILE_SYSCALLS.len() as u32),
+            None
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The end-of-run report and what it summarises: probes per category, kept
+//! connections, rules, CLIs, the bounds of what was kept, and every loss.
+
+use serde::Serialize;
+
+use super::{ConnectionRecord, Destination, Stamped, TargetType};
+use crate::ops::How;
+use crate::policy::rules::{Action, Severity};
+use crate::process::identity::PackageInfo;
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ProbeSummary {
+    pub target_type: TargetType,
+    pub target: String,
+    pub how: Vec<How>,
+    pub count: u64,
+    /// For a folded burst (target `prefix**`): how many distinct files it stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distinct_targets: Option<u64>,
+    pub pids: Vec<u32>,
+    pub first_offset_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct CategorySummary {
+    pub category: String,
+    pub probes: Vec<ProbeSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DropCount {
+    pub reason: String,
+    pub count: u64,
+}
+
+/// The bounds of what a run keeps in memory, and how much of them it used.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TimelineUsage {
+    /// Distinct (operation, target) probes kept (`--max-probes`).
+    pub max_distinct_probes: usize,
+    pub distinct_probes: usize,
+    /// Probes of new targets past the bound (counted in `drops` too).
+    pub probes_not_kept: u64,
+    /// Process trees with a timeline now.
+    pub trees: usize,
+    /// Trees let go after all their processes exited and the grace period passed.
+    pub trees_evicted_after_exit: u64,
+    /// Trees let go, least recently used first, to make room under the bound.
+    pub trees_evicted_for_room: u64,
+    /// Distinct probes that left with evicted trees (streamed when seen; no longer in
+    /// the summary or joined to later connections).
+    pub probes_evicted: u64,
+    /// Connections kept for the report.
+    pub max_connections: usize,
+    pub connections_not_kept: u64,
+}
+
+/// Per rule, over the run.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RuleSummary {
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub severity: Severity,
+    pub action: Action,
+    pub matches: u64,
+    /// Of `matches`, repeats inside the suppression window.
+    pub suppressed: u64,
+    pub first_offset_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct CliSummary {
+    pub name: String,
+    pub exe: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageInfo>,
+    /// Processes that ran it.
+    pub pids: Vec<u32>,
+    /// Categories probed, in policy order.
+    pub categories: Vec<String>,
+    /// Distinct destinations, with their DNS or /etc/hosts name when known.
+    pub destinations: Vec<ContactedDestination>,
+    /// Rules its connections matched (names, each once).
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+pub struct ContactedDestination {
+    #[serde(flatten)]
+    pub destination: Destination,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RunReport {
+    pub policy: String,
+    pub cli: super::CliIdentity,
+    pub probes: Vec<CategorySummary>,
+    pub connections: Vec<Stamped<ConnectionRecord>>,
+    /// How full the bounded timelines got.
+    pub timeline: TimelineUsage,
+    /// Every rule that matched in the run: matches, of which suppressed repeats.
+    pub rules: Vec<RuleSummary>,
+    /// Per CLI (exe, script, package): categories probed, destinations contacted,
+    /// rules matched.
+    pub clis: Vec<CliSummary>,
+    /// Each sensor family's attach point, the better ones it passed over and why, and
+    /// its blind spots (as `probectl doctor` shows them).
+    pub sensors: Vec<crate::sensors::chain::SensorChoice>,
+    /// Some sensor did not attach: what it would have seen is missing.
+    pub partial: bool,
+    pub unattached_sensors: Vec<crate::sensors::AttachStatus>,
+    /// Every non-zero loss: kernel drop counters and userspace decode failures.
+    pub drops: Vec<DropCount>,
+    /// Strings cut at their capture limit (argv, exe and file paths), by kind.
+    pub truncated: Vec<DropCount>,
+    /// Kernel matches that userspace did not report, and why (for example an env name
+    /// whose letter case the policy's exact rule rejects). Not losses, but counted.
+    pub filtered: Vec<DropCount>,
+    /// What this run could not see, whatever the policy says.
+    pub coverage_notes: Vec<String>,
+    pub exit_code: i32,
+}
