@@ -17,7 +17,7 @@ struct DoctorReport<'a> {
 }
 
 pub fn doctor(json: bool) -> anyhow::Result<i32> {
-    let policy = policy::load_default()?;
+    let policy = policy::prepare(&policy::PolicySource::BuiltIn)?;
     let sensors = Sensors::load(&policy)?;
     let kernel = nix::sys::utsname::uname()
         .map(|u| {

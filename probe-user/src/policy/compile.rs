@@ -1,12 +1,17 @@
 //! Compilation: a validated policy becomes kernel map entries (what the kernel filters
 //! on) and a classifier (how userspace names what the kernel reported).
 
+use std::collections::HashMap;
+
 use probe_common::{
-    ENV_CAPTURE_VALUE, ENV_NAME_LEN, EnvNameKey, PATH_LEN, PATH_MATCH_EXACT, PATH_MATCH_PREFIX,
-    PolicyRef,
+    ENV_CAPTURE_VALUE, ENV_NAME_LEN, EnvNameKey, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS,
+    MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN,
+    PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef,
 };
 
-use super::schema::{Category, Policy};
+use super::PolicyError;
+use super::limits::MAX_CATEGORY_ENTRIES;
+use super::schema::Category;
 
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -222,25 +227,115 @@ fn expand_home(path: &str, homes: &[String]) -> Vec<String> {
     }
 }
 
-pub(super) fn compile(policy: Policy) -> CompiledPolicy {
-    compile_for_homes(policy, &home_dirs())
+/// Compiles a validated policy for this host's home directories.
+pub(super) fn compile(
+    parsed: super::ParsedPolicy,
+    source_name: &str,
+) -> Result<CompiledPolicy, PolicyError> {
+    compile_for_homes(parsed, &home_dirs(), source_name)
 }
 
-pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPolicy {
+/// Distinct kernel keys so far, each with the index of its entry; over `capacity` is
+/// an error naming the map and the entry that did not fit.
+struct Distinct<K> {
+    map: &'static str,
+    capacity: usize,
+    index: HashMap<K, usize>,
+}
+
+impl<K: Eq + std::hash::Hash> Distinct<K> {
+    fn new(map: &'static str, capacity: u32) -> Self {
+        Self {
+            map,
+            capacity: capacity as usize,
+            index: HashMap::new(),
+        }
+    }
+
+    /// The entry index of `key`, or `None` for a new key that gets index `len`.
+    fn get_or_add(
+        &mut self,
+        key: K,
+        len: usize,
+        what: &str,
+        written: &str,
+        source_name: &str,
+    ) -> Result<Option<usize>, PolicyError> {
+        if let Some(&i) = self.index.get(&key) {
+            return Ok(Some(i));
+        }
+        if self.index.len() >= self.capacity {
+            return Err(super::capacity::over(
+                self.map,
+                self.capacity,
+                what,
+                written,
+                source_name,
+            ));
+        }
+        self.index.insert(key, len);
+        Ok(None)
+    }
+}
+
+pub(super) fn compile_for_homes(
+    parsed: super::ParsedPolicy,
+    homes: &[String],
+    source_name: &str,
+) -> Result<CompiledPolicy, PolicyError> {
+    let super::ParsedPolicy { policy, rules } = parsed;
     let mut kernel = KernelEntries::default();
     let mut classifier = Classifier::default();
+    let mut comms = Distinct::new(MAP_SELECT_COMMS, MAX_POLICY_ENTRIES);
     for comm in &policy.select.comms {
         let mut key = [0u8; 16];
         key[..comm.len()].copy_from_slice(comm.as_bytes());
-        kernel.select_comms.push(key);
+        if comms
+            .get_or_add(
+                key,
+                kernel.select_comms.len(),
+                "program names",
+                comm,
+                source_name,
+            )?
+            .is_none()
+        {
+            kernel.select_comms.push(key);
+        }
     }
-    kernel.select_uids = policy.select.uids.clone();
+    let mut uids = Distinct::new(MAP_SELECT_UIDS, MAX_POLICY_ENTRIES);
+    for &uid in &policy.select.uids {
+        if uids
+            .get_or_add(
+                uid,
+                kernel.select_uids.len(),
+                "user ids",
+                &uid.to_string(),
+                source_name,
+            )?
+            .is_none()
+        {
+            kernel.select_uids.push(uid);
+        }
+    }
     let selectors = super::select::UserSelectors::compile(&policy.select);
     kernel.exec_candidates = !selectors.is_empty();
     let mut next_id = 0u32;
     let mut id = || {
         next_id += 1;
         next_id
+    };
+    let mut env_names = Distinct::new(MAP_ENV_NAMES, MAX_POLICY_ENTRIES);
+    let mut env_prefixes = Distinct::new(MAP_ENV_PREFIXES, MAX_ENV_PREFIXES);
+    let mut paths = Distinct::new(MAP_PATHS, MAX_POLICY_ENTRIES);
+    // (name or path, category) pairs userspace classifies against.
+    let mut entries = 0usize;
+    let mut count_entry = |written: &str| -> Result<(), PolicyError> {
+        entries += 1;
+        if entries > MAX_CATEGORY_ENTRIES {
+            return Err(super::capacity::too_many_entries(written, source_name));
+        }
+        Ok(())
     };
     for (index, cat) in policy.categories.iter().enumerate() {
         classifier.operations.push(cat.operations.clone());
@@ -250,15 +345,19 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             0
         };
         for name in &cat.env {
+            count_entry(name)?;
             if let Some(literal) = name.strip_suffix('*') {
                 let key = env_key(literal);
                 let bits = (literal.len() * 8) as u32;
-                match kernel
-                    .env_prefixes
-                    .iter_mut()
-                    .find(|(b, k, _)| *b == bits && *k == key)
-                {
-                    Some((_, _, value)) => value.match_kind |= env_flags,
+                let at = kernel.env_prefixes.len();
+                match env_prefixes.get_or_add(
+                    (bits, key),
+                    at,
+                    "env name globs",
+                    name,
+                    source_name,
+                )? {
+                    Some(i) => kernel.env_prefixes[i].2.match_kind |= env_flags,
                     None => kernel.env_prefixes.push((
                         bits,
                         key,
@@ -276,8 +375,9 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             let key = env_key(name);
             // Two categories may name one variable; the kernel needs it once, with the
             // union of what they ask for.
-            match kernel.env_names.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, value)) => value.match_kind |= env_flags,
+            let at = kernel.env_names.len();
+            match env_names.get_or_add(key, at, "env names", name, source_name)? {
+                Some(i) => kernel.env_names[i].1.match_kind |= env_flags,
                 None => kernel.env_names.push((
                     key,
                     PolicyRef {
@@ -294,57 +394,79 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             kernel.proc_environ = true;
             classifier.proc_environ.push(index);
         }
-        for path in cat.paths.iter().flat_map(|p| expand_home(p, homes)) {
-            let path = &path;
-            if super::glob::is_glob(path) {
-                // The kernel passes everything under the literal directory; the
-                // classifier matches the pattern.
-                let prefix = super::glob::literal_prefix(path);
-                kernel.paths.push((
-                    (prefix.len() * 8) as u32,
-                    path_key(prefix),
-                    PolicyRef {
-                        entry_id: id(),
-                        match_kind: PATH_MATCH_PREFIX,
-                    },
-                ));
-                classifier.globs.push((path.to_owned(), index));
-                continue;
+        for written in &cat.paths {
+            for path in expand_home(written, homes) {
+                count_entry(written)?;
+                let (bits, key, match_kind) = if super::glob::is_glob(&path) {
+                    // The kernel passes everything under the literal directory; the
+                    // classifier matches the pattern.
+                    let prefix = super::glob::literal_prefix(&path);
+                    (
+                        (prefix.len() * 8) as u32,
+                        path_key(prefix),
+                        PATH_MATCH_PREFIX,
+                    )
+                } else {
+                    // The NUL terminator is part of an exact key, so it cannot match
+                    // longer paths.
+                    (
+                        ((path.len() + 1) * 8) as u32,
+                        path_key(&path),
+                        PATH_MATCH_EXACT,
+                    )
+                };
+                let at = kernel.paths.len();
+                if paths
+                    .get_or_add((bits, key), at, "paths and prefixes", written, source_name)?
+                    .is_none()
+                {
+                    kernel.paths.push((
+                        bits,
+                        key,
+                        PolicyRef {
+                            entry_id: id(),
+                            match_kind,
+                        },
+                    ));
+                }
+                if match_kind == PATH_MATCH_PREFIX {
+                    classifier.globs.push((path, index));
+                } else {
+                    classifier.exact_paths.push((path, index));
+                }
             }
-            // The NUL terminator is part of an exact key, so it cannot match longer paths.
-            let bits = ((path.len() + 1) * 8) as u32;
-            kernel.paths.push((
-                bits,
-                path_key(path),
-                PolicyRef {
-                    entry_id: id(),
-                    match_kind: PATH_MATCH_EXACT,
-                },
-            ));
-            classifier.exact_paths.push((path.to_owned(), index));
         }
-        for prefix in cat.path_prefixes.iter().flat_map(|p| expand_home(p, homes)) {
-            let prefix = &prefix;
-            let bits = (prefix.len() * 8) as u32;
-            kernel.paths.push((
-                bits,
-                path_key(prefix),
-                PolicyRef {
-                    entry_id: id(),
-                    match_kind: PATH_MATCH_PREFIX,
-                },
-            ));
-            classifier.prefixes.push((prefix.to_owned(), index));
+        for written in &cat.path_prefixes {
+            for prefix in expand_home(written, homes) {
+                count_entry(written)?;
+                let bits = (prefix.len() * 8) as u32;
+                let key = path_key(&prefix);
+                let at = kernel.paths.len();
+                if paths
+                    .get_or_add((bits, key), at, "paths and prefixes", written, source_name)?
+                    .is_none()
+                {
+                    kernel.paths.push((
+                        bits,
+                        key,
+                        PolicyRef {
+                            entry_id: id(),
+                            match_kind: PATH_MATCH_PREFIX,
+                        },
+                    ));
+                }
+                classifier.prefixes.push((prefix, index));
+            }
         }
     }
     kernel.paths.sort_by_key(|a| (a.0, a.1));
-    kernel.paths.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-    CompiledPolicy {
+    super::capacity::check_basenames(&classifier, source_name)?;
+    Ok(CompiledPolicy {
         name: policy.metadata.name.clone(),
         categories: policy.categories,
         kernel,
         classifier,
-        rules: Vec::new(),
+        rules,
         selectors,
-    }
+    })
 }

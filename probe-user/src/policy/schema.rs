@@ -147,6 +147,14 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
         }
     }
     for glob in &policy.select.exe {
+        if glob.len() >= PATH_LEN {
+            return Err(invalid(
+                source_name,
+                format!("select.exe: a glob of {} bytes is too long", glob.len()),
+                "exe globs are at most 255 bytes",
+                None,
+            ));
+        }
         if !glob.starts_with('/') && !glob.starts_with("**") {
             return Err(invalid(
                 source_name,
@@ -215,6 +223,22 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                         Needle::first(path.as_str()),
                     )
                 })?;
+                let kernel_prefix = if what == "path" {
+                    super::glob::is_glob(path).then(|| super::glob::literal_prefix(path))
+                } else {
+                    Some(path.as_str())
+                };
+                if kernel_prefix == Some("/") {
+                    return Err(invalid(
+                        source_name,
+                        format!(
+                            "category {:?}: {what} {path:?} would send every file a watched program opens to probectl: the kernel filters on the directory before the first `*`, and here that is `/`",
+                            cat.name
+                        ),
+                        "start a glob or a prefix with at least one directory (`/etc/**/x`, not `/**/x`)",
+                        Needle::first(path.as_str()),
+                    ));
+                }
             }
         }
     }

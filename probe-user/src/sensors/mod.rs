@@ -7,12 +7,14 @@ pub mod features;
 mod file_maps;
 mod kernel_maps;
 mod libc;
+mod map_update;
 mod programs;
 mod reload;
 pub mod tracefs;
 
 pub use file_maps::FileResolution;
 use programs::{AttachPoint, ENV_UPROBES, programs};
+pub use reload::PolicyMaps;
 
 use std::path::PathBuf;
 
@@ -26,7 +28,7 @@ use probe_common::{
 };
 use serde::Serialize;
 
-use crate::policy::CompiledPolicy;
+use crate::policy::PreparedPolicy;
 
 /// The compiled kernel object, embedded at build time.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
@@ -60,6 +62,24 @@ pub enum SensorError {
         "no sensor could attach; nothing would be seen:\n{0}\n  hint: check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS"
     )]
     NothingAttached(String),
+    #[error(
+        "the policy needs {used} entries in the kernel map {map}, which holds {capacity}; no map was changed"
+    )]
+    OverCapacity {
+        map: &'static str,
+        used: usize,
+        capacity: usize,
+    },
+    #[error("writing the policy into the kernel map {map} failed: {source}; {}", match restored {
+        None => "every policy map was restored to the policy in force".to_owned(),
+        Some(e) => format!("restoring the policy in force failed too ({e}): the kernel maps may hold a mix of both policies"),
+    })]
+    PolicyUpdate {
+        map: &'static str,
+        source: Box<SensorError>,
+        /// Why restoring the previous contents failed, if it did.
+        restored: Option<String>,
+    },
 }
 
 /// Which family of sensors a program belongs to (see docs/architecture.md).
@@ -115,6 +135,8 @@ pub struct Sensors {
     pub file_index: std::sync::Arc<crate::policy::FileIndex>,
     /// How files are matched beyond the path string.
     pub file_resolution: Option<FileResolution>,
+    /// What the policy maps hold (written by `apply_policy`).
+    in_force: PolicyMaps,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -122,7 +144,7 @@ impl Sensors {
     /// Loads the object, writes the policy into the kernel maps and attaches every
     /// program. Attach failures are recorded in `status`, not fatal, unless nothing
     /// attached at all.
-    pub fn load(policy: &CompiledPolicy) -> Result<Self, SensorError> {
+    pub fn load(policy: &PreparedPolicy) -> Result<Self, SensorError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(SensorError::NotRoot);
         }
@@ -150,15 +172,15 @@ impl Sensors {
                 cgroup2: None,
             },
             choices: Vec::new(),
-            file_index: std::sync::Arc::new(crate::policy::FileIndex::build(&policy.classifier)),
+            file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
+            in_force: PolicyMaps::default(),
             logger,
         };
         sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root);
         sensors.write_tp_offsets(&tracefs_root)?;
-        sensors.write_policy(policy)?;
-        let index = sensors.file_index.clone();
-        sensors.file_resolution = Some(sensors.write_file_maps(&index)?);
+        sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
+        sensors.apply_policy(policy)?;
         sensors.attach_all();
         sensors.choices = chain::choices(&sensors.features, &sensors.status);
         if !sensors.status.iter().any(|s| s.attached) {

@@ -1,0 +1,200 @@
+//! What loading one policy may cost, and the YAML parser that enforces it while it
+//! parses. A policy is input like any other: a 118 KB file whose aliases expanded to
+//! 20 million names, or 100,000 nested brackets, once cost minutes and gigabytes. Each
+//! bound below is refused with an error naming the file, line and column
+//! (docs/policy.md, "Limits").
+
+use serde::de::DeserializeOwned;
+use serde_saphyr::{Error as YamlError, MessageFormatter as _};
+
+use super::PolicyError;
+
+/// Largest policy file read, in bytes. The default policy is about 5 KiB.
+pub const MAX_POLICY_FILE_BYTES: usize = 1024 * 1024;
+/// Most policy files loaded from the daemon's policy directories.
+pub const MAX_POLICY_FILES: usize = 256;
+/// Most YAML nodes (mappings, sequences, scalars) in one file, every use of an alias
+/// counted again.
+pub const MAX_YAML_NODES: usize = 250_000;
+/// Deepest nesting of mappings and sequences. A policy needs about 8 (a rule's
+/// `destination.except` chain is the deepest part).
+pub const MAX_YAML_DEPTH: usize = 32;
+/// Most aliases (`*name`) in one file.
+pub const MAX_YAML_ALIASES: usize = 10_000;
+/// Most bytes of scalar text in one file, aliases counted again.
+pub const MAX_YAML_SCALAR_BYTES: usize = 4 * 1024 * 1024;
+/// Most (env name or path, category) pairs a compiled policy holds, after `~/`
+/// expansion: userspace classifies what the kernel reports against them.
+pub const MAX_CATEGORY_ENTRIES: usize = 16_384;
+
+/// Which bound a policy went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `MAX_POLICY_FILE_BYTES` or `MAX_POLICY_FILES`.
+    FileSize,
+    /// `MAX_YAML_NODES`, `MAX_YAML_SCALAR_BYTES` or `MAX_YAML_ALIASES`: the document,
+    /// with its aliases expanded, is too large.
+    YamlSize,
+    /// `MAX_YAML_DEPTH`.
+    YamlDepth,
+    /// `MAX_CATEGORY_ENTRIES`.
+    CategoryEntries,
+    /// A kernel map's capacity (the map's name).
+    KernelMap(&'static str),
+}
+
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_depth: MAX_YAML_DEPTH,
+            flow_nesting_limit: MAX_YAML_DEPTH,
+            max_aliases: MAX_YAML_ALIASES,
+            max_anchors: MAX_YAML_ALIASES,
+            max_total_scalar_bytes: MAX_YAML_SCALAR_BYTES,
+            max_documents: 1,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_YAML_NODES,
+            max_replay_stack_depth: MAX_YAML_DEPTH,
+        },
+        // `<<` merges were never part of the format; an unknown key is clearer than a
+        // silent merge.
+        merge_keys: serde_saphyr::MergeKeyPolicy::Error,
+    }
+}
+
+/// Parses YAML policy text into `T` within the bounds above. Errors carry the file,
+/// line and column.
+pub(super) fn from_yaml<T: DeserializeOwned>(
+    text: &str,
+    source_name: &str,
+) -> Result<T, PolicyError> {
+    if text.len() > MAX_POLICY_FILE_BYTES {
+        return Err(file_too_large(source_name, text.len()));
+    }
+    serde_saphyr::from_str_with_options(text, options())
+        .map_err(|err| yaml_error(&err, source_name))
+}
+
+pub(super) fn file_too_large(source_name: &str, bytes: usize) -> PolicyError {
+    PolicyError::Limit {
+        source_name: source_name.to_owned(),
+        at: None,
+        limit: Limit::FileSize,
+        message: format!(
+            "the file has {bytes} bytes or more; a policy file may have at most {MAX_POLICY_FILE_BYTES}"
+        ),
+        hint: "split the policy into several files in the policy directory, or remove entries"
+            .into(),
+        needle: None,
+    }
+}
+
+/// The error itself, under the wrappers that add snippets and alias locations.
+fn original(mut err: &YamlError) -> &YamlError {
+    loop {
+        match err {
+            YamlError::WithSnippet { error, .. } | YamlError::AliasError { error, .. } => {
+                err = error;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn too_deep() -> (Limit, String, String) {
+    (
+        Limit::YamlDepth,
+        format!(
+            "mappings and sequences (aliases included) nest deeper than {MAX_YAML_DEPTH} levels"
+        ),
+        "a policy needs about 8 levels; look for stray brackets".to_owned(),
+    )
+}
+
+fn yaml_error(err: &YamlError, source_name: &str) -> PolicyError {
+    let (line, column) = err
+        .location()
+        .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+    let size_hint =
+        "anchors and aliases count each time they are used; see \"Limits\" in docs/policy.md";
+    let limit = match original(err) {
+        YamlError::Budget { breach, .. } => {
+            use serde_saphyr::budget::BudgetBreach as B;
+            Some(match breach {
+                B::Depth { .. } => too_deep(),
+                B::Nodes { .. } | B::Events { .. } => (
+                    Limit::YamlSize,
+                    format!("the policy has more than {MAX_YAML_NODES} YAML nodes"),
+                    size_hint.to_owned(),
+                ),
+                B::ScalarBytes { .. } => (
+                    Limit::YamlSize,
+                    format!("the policy has more than {MAX_YAML_SCALAR_BYTES} bytes of text"),
+                    size_hint.to_owned(),
+                ),
+                B::Aliases { .. } | B::Anchors { .. } => (
+                    Limit::YamlSize,
+                    format!("the policy has more than {MAX_YAML_ALIASES} aliases or anchors"),
+                    size_hint.to_owned(),
+                ),
+                other => (
+                    Limit::YamlSize,
+                    format!("the policy is too large to load ({other:?})"),
+                    size_hint.to_owned(),
+                ),
+            })
+        }
+        YamlError::AliasReplayLimitExceeded { .. }
+        | YamlError::AliasExpansionLimitExceeded { .. } => Some((
+            Limit::YamlSize,
+            format!("aliases expand the policy to more than {MAX_YAML_NODES} YAML nodes"),
+            size_hint.to_owned(),
+        )),
+        YamlError::AliasReplayStackDepthExceeded { .. } => Some(too_deep()),
+        // The scanner's own nesting limit (flow collections: `[[[[...`).
+        YamlError::ExternalMessage { source, .. }
+            if matches!(
+                source.as_ref(),
+                serde_saphyr::ExternalMessageSource::Parser(scan)
+                    if matches!(scan.kind(), serde_saphyr::granit_parser::ErrorKind::RecursionLimitExceeded)
+            ) =>
+        {
+            Some(too_deep())
+        }
+        _ => None,
+    };
+    if let Some((limit, message, hint)) = limit {
+        return PolicyError::Limit {
+            source_name: source_name.to_owned(),
+            at: (line > 0).then_some((line, column)),
+            limit,
+            message,
+            hint,
+            needle: None,
+        };
+    }
+    let message = serde_saphyr::DefaultMessageFormatter
+        .format_message(original(err))
+        .into_owned();
+    let hint = super::suggest::did_you_mean(&message);
+    PolicyError::Parse {
+        source_name: source_name.to_owned(),
+        line,
+        column,
+        message,
+        hint,
+    }
+}
+
+pub(super) fn too_many_files(dir: &str) -> PolicyError {
+    PolicyError::Limit {
+        source_name: dir.to_owned(),
+        at: None,
+        limit: Limit::FileSize,
+        message: format!("the policy directories hold more than {MAX_POLICY_FILES} policy files"),
+        hint: "merge policy files, or remove the ones not in use".into(),
+        needle: None,
+    }
+}
