@@ -126,7 +126,9 @@ fn yaml_error(err: &YamlError, source_name: &str) -> PolicyError {
                 B::Depth { .. } => too_deep(),
                 B::Nodes { .. } | B::Events { .. } => (
                     Limit::YamlSize,
-                    format!("the policy has more than {MAX_YAML_NODES} YAML nodes"),
+                    format!(
+                        "the policy has more than {MAX_YAML_NODES} YAML nodes, its aliases expanded"
+                    ),
                     size_hint.to_owned(),
                 ),
                 B::ScalarBytes { .. } => (
@@ -198,3 +200,6 @@ pub(super) fn too_many_files(dir: &str) -> PolicyError {
         needle: None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -221,6 +221,24 @@ mod tests {
         assert_ne!(set.version, changed.version);
     }
 
+    /// Rules are compiled once, against their own file's categories, and renumbered
+    /// to the merged list: `proxy` is category 0 in c.yaml and 1 once merged.
+    #[test]
+    fn merged_rules_point_at_the_merged_categories() {
+        let c = B.replace(
+            "  - {name: timezone, env: [TZ]}\n  - {name: proxy, env: [HTTPS_PROXY]}\n",
+            "  - {name: proxy, env: [HTTPS_PROXY]}\n  - {name: timezone, env: [TZ]}\n",
+        );
+        assert_ne!(c, B);
+        let d = dir_with(&[("a.yaml", A), ("c.yaml", &c)]);
+        let set = load_dirs(&[d.path().to_owned()]).unwrap();
+        let cats = &set.compiled.categories;
+        let r2 = set.compiled.rules.iter().find(|r| r.name == "r2").unwrap();
+        assert_eq!(cats[r2.any_of[0]].name, "proxy");
+        let r1 = set.compiled.rules.iter().find(|r| r.name == "r1").unwrap();
+        assert_eq!(cats[r1.any_of[0]].name, "timezone");
+    }
+
     #[test]
     fn a_category_defined_twice_differently_is_an_error_naming_both_files() {
         let b = B.replace(

@@ -108,6 +108,14 @@ impl Needle {
             last: true,
         }))
     }
+    /// The first occurrence after `key`.
+    pub fn after(text: impl Into<String>, key: &'static str) -> Option<Box<Self>> {
+        Some(Box::new(Self {
+            text: text.into(),
+            after: Some(key),
+            last: false,
+        }))
+    }
     pub fn in_rules(text: impl Into<String>, last: bool) -> Option<Box<Self>> {
         Some(Box::new(Self {
             text: text.into(),
@@ -234,5 +242,8 @@ pub fn yaml_error_parts(err: &serde_yaml::Error) -> (usize, usize, String) {
     (line, column, message)
 }
 
+// The matchers' property tests (they had dropped out of the module tree).
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

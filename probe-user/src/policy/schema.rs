@@ -229,14 +229,26 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                     Some(path.as_str())
                 };
                 if kernel_prefix == Some("/") {
+                    let why = if what == "path" {
+                        "the kernel filters a glob on the directory before its first `*`, and here that is `/`"
+                    } else {
+                        "the kernel would match it against every path"
+                    };
                     return Err(invalid(
                         source_name,
                         format!(
-                            "category {:?}: {what} {path:?} would send every file a watched program opens to probectl: the kernel filters on the directory before the first `*`, and here that is `/`",
+                            "category {:?}: {what} {path:?} would send every file a watched program opens to probectl: {why}",
                             cat.name
                         ),
                         "start a glob or a prefix with at least one directory (`/etc/**/x`, not `/**/x`)",
-                        Needle::first(path.as_str()),
+                        Needle::after(
+                            path.as_str(),
+                            if what == "path" {
+                                "paths:"
+                            } else {
+                                "path_prefixes:"
+                            },
+                        ),
                     ));
                 }
             }
