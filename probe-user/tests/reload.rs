@@ -90,6 +90,26 @@ fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_bad() {
     );
 }
 
+/// Writes a byte to each FIFO a reader still waits on (non-blocking: no reader, no
+/// write), so a failed test's command can finish.
+struct ReleaseFifos(Vec<std::path::PathBuf>);
+
+impl Drop for ReleaseFifos {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        for path in &self.0 {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(path)
+            {
+                let _ = f.write_all(b"x");
+            }
+        }
+    }
+}
+
 /// A policy with more paths than the kernel's `PATHS` map holds (1,024) is refused
 /// before any map is touched, and the next valid policy goes in. Writing the new
 /// entries first ("make before break") once left the map full of half a policy, and
@@ -113,6 +133,9 @@ fn a_reload_over_a_kernel_map_capacity_is_refused_and_the_next_one_goes_in() {
         &[OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script)],
         &[],
     );
+    // Dropped before `run` if an assertion fails, so the command does not wait on its
+    // FIFOs forever.
+    let _release = ReleaseFifos(vec![step1.clone(), step2.clone()]);
     run.wait_for("the first step's cat", |r| {
         r["type"] == "exec" && r["argv"][1] == step1.to_str().unwrap()
     });
