@@ -104,7 +104,10 @@ fn render(r: &DoctorReport<'_>) -> String {
             if f.by_inode { "on" } else { "OFF" },
             f.indexed_files,
             if f.not_indexed > 0 {
-                format!(", {} not indexed: map full", f.not_indexed)
+                format!(
+                    ", at least {} not indexed: map full or walk bound reached",
+                    f.not_indexed
+                )
             } else {
                 String::new()
             },

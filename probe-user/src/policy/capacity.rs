@@ -133,8 +133,10 @@ pub(super) fn over(
                 format!("; {written:?} is one too many")
             }
         ),
-        hint: "each distinct entry (after `~/` expansion to every home) takes one slot; remove entries or use a prefix or glob".into(),
-        needle: (!written.is_empty()).then(|| Needle::first(written)).flatten(),
+        hint: "each distinct entry (after `~/` expansion to every home) takes one slot; remove entries or use a prefix or glob",
+        needle: (!written.is_empty())
+            .then(|| Needle::first(written))
+            .flatten(),
     }
 }
 
@@ -146,7 +148,7 @@ pub(super) fn too_many_entries(written: &str, source_name: &str) -> PolicyError 
         message: format!(
             "the categories list more than {MAX_CATEGORY_ENTRIES} env names and paths in all (after `~/` expansion); {written:?} is one too many"
         ),
-        hint: "a name or path listed in several categories counts once per category; see \"Limits\" in docs/policy.md".into(),
+        hint: "a name or path listed in several categories counts once per category; see \"Limits\" in docs/policy.md",
         needle: Needle::first(written),
     }
 }

@@ -85,8 +85,7 @@ pub(super) fn file_too_large(source_name: &str, bytes: usize) -> PolicyError {
         message: format!(
             "the file has {bytes} bytes or more; a policy file may have at most {MAX_POLICY_FILE_BYTES}"
         ),
-        hint: "split the policy into several files in the policy directory, or remove entries"
-            .into(),
+        hint: "split the policy into several files in the policy directory, or remove entries",
         needle: None,
     }
 }
@@ -103,13 +102,16 @@ fn original(mut err: &YamlError) -> &YamlError {
     }
 }
 
-fn too_deep() -> (Limit, String, String) {
+const SIZE_HINT: &str =
+    "anchors and aliases count each time they are used; see \"Limits\" in docs/policy.md";
+
+fn too_deep() -> (Limit, String, &'static str) {
     (
         Limit::YamlDepth,
         format!(
             "mappings and sequences (aliases included) nest deeper than {MAX_YAML_DEPTH} levels"
         ),
-        "a policy needs about 8 levels; look for stray brackets".to_owned(),
+        "a policy needs about 8 levels; look for stray brackets",
     )
 }
 
@@ -117,8 +119,6 @@ fn yaml_error(err: &YamlError, source_name: &str) -> PolicyError {
     let (line, column) = err
         .location()
         .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
-    let size_hint =
-        "anchors and aliases count each time they are used; see \"Limits\" in docs/policy.md";
     let limit = match original(err) {
         YamlError::Budget { breach, .. } => {
             use serde_saphyr::budget::BudgetBreach as B;
@@ -129,22 +129,22 @@ fn yaml_error(err: &YamlError, source_name: &str) -> PolicyError {
                     format!(
                         "the policy has more than {MAX_YAML_NODES} YAML nodes, its aliases expanded"
                     ),
-                    size_hint.to_owned(),
+                    SIZE_HINT,
                 ),
                 B::ScalarBytes { .. } => (
                     Limit::YamlSize,
                     format!("the policy has more than {MAX_YAML_SCALAR_BYTES} bytes of text"),
-                    size_hint.to_owned(),
+                    SIZE_HINT,
                 ),
                 B::Aliases { .. } | B::Anchors { .. } => (
                     Limit::YamlSize,
                     format!("the policy has more than {MAX_YAML_ALIASES} aliases or anchors"),
-                    size_hint.to_owned(),
+                    SIZE_HINT,
                 ),
                 other => (
                     Limit::YamlSize,
                     format!("the policy is too large to load ({other:?})"),
-                    size_hint.to_owned(),
+                    SIZE_HINT,
                 ),
             })
         }
@@ -152,7 +152,7 @@ fn yaml_error(err: &YamlError, source_name: &str) -> PolicyError {
         | YamlError::AliasExpansionLimitExceeded { .. } => Some((
             Limit::YamlSize,
             format!("aliases expand the policy to more than {MAX_YAML_NODES} YAML nodes"),
-            size_hint.to_owned(),
+            SIZE_HINT,
         )),
         YamlError::AliasReplayStackDepthExceeded { .. } => Some(too_deep()),
         // The scanner's own nesting limit (flow collections: `[[[[...`).
@@ -196,7 +196,7 @@ pub(super) fn too_many_files(dir: &str) -> PolicyError {
         at: None,
         limit: Limit::FileSize,
         message: format!("the policy directories hold more than {MAX_POLICY_FILES} policy files"),
-        hint: "merge policy files, or remove the ones not in use".into(),
+        hint: "merge policy files, or remove the ones not in use",
         needle: None,
     }
 }

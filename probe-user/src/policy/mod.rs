@@ -67,7 +67,7 @@ pub enum PolicyError {
         at: Option<(usize, usize)>,
         limit: Limit,
         message: String,
-        hint: String,
+        hint: &'static str,
         needle: Option<Box<Needle>>,
     },
 }

@@ -19,6 +19,9 @@ pub(super) trait MapWrite<K, V> {
     fn remove(&mut self, key: &K) -> Result<(), Self::Error>;
 }
 
+/// An update's error, and how undoing it went (`Err`: the map may hold a mix).
+pub(super) type Failure<E> = (E, Result<(), E>);
+
 /// One undoable step.
 enum Done<K, V> {
     Removed(K, V),
@@ -33,7 +36,7 @@ pub(super) fn update<K, V, M>(
     map: &mut M,
     old: &HashMap<K, V>,
     new: &HashMap<K, V>,
-) -> Result<(), (M::Error, Result<(), M::Error>)>
+) -> Result<(), Failure<M::Error>>
 where
     K: Eq + Hash + Clone,
     V: PartialEq + Clone,

@@ -21,7 +21,7 @@ use probe_common::{
 };
 
 use super::map_update::{MapWrite, update};
-use super::{SensorError, Sensors};
+use super::{SensorError, Sensors, map_err};
 use crate::policy::{FileIndex, KernelCapacity, PreparedPolicy};
 
 /// What probectl wrote into the policy maps: the keys and values of each.
@@ -153,8 +153,9 @@ impl MapWrite<u32, u32> for Slots<'_> {
     }
 }
 
-/// A map update's error, and whether undoing it worked.
-type Failed = (SensorError, Result<(), SensorError>);
+/// A map update's error, and whether undoing it worked (boxed: errors are rare and
+/// the pair is large).
+type Failed = Box<super::map_update::Failure<SensorError>>;
 
 fn moved<K, V, M>(
     map: &mut M,
@@ -168,7 +169,8 @@ where
     M: MapWrite<K, V, Error = MapError>,
 {
     let as_sensor = |source| SensorError::Map { map: name, source };
-    update(map, from, to).map_err(|(err, restored)| (as_sensor(err), restored.map_err(as_sensor)))
+    update(map, from, to)
+        .map_err(|(err, restored)| Box::new((as_sensor(err), restored.map_err(as_sensor))))
 }
 
 impl Sensors {
@@ -191,11 +193,13 @@ impl Sensors {
         let old = std::mem::take(&mut self.in_force);
         let mut moved_so_far: Vec<&'static str> = Vec::new();
         for name in ORDER {
-            if let Err((source, restored)) = self.move_map(name, &old, &new) {
+            if let Err(failed) = self.move_map(name, &old, &new) {
+                let (source, restored) = *failed;
                 // Back to the old policy in every map already moved, newest first.
                 let mut restored = restored.map_err(|e| e.to_string());
                 for done in moved_so_far.iter().rev() {
-                    if let Err((err, _)) = self.move_map(done, &new, &old) {
+                    if let Err(failed) = self.move_map(done, &new, &old) {
+                        let err = failed.0;
                         tracing::error!("restoring the policy map {done}: {err}");
                         restored = restored.and(Err(err.to_string()));
                     }
@@ -226,7 +230,7 @@ impl Sensors {
         from: &PolicyMaps,
         to: &PolicyMaps,
     ) -> Result<(), Failed> {
-        let untouched = |source| (source, Ok(()));
+        let untouched = |source| Box::new((source, Ok(())));
         let map = self.map(name).map_err(untouched)?;
         let view = |source| untouched(SensorError::Map { map: name, source });
         match name {
@@ -284,77 +288,45 @@ impl Sensors {
     /// The policy maps' contents as the kernel holds them, read back (for tests and
     /// diagnostics: compare with `PolicyMaps` before and after a reload).
     pub fn read_policy_maps(&mut self) -> Result<PolicyMaps, SensorError> {
-        fn read<K: Pod + Eq + Hash, V: Pod>(
-            map: &aya::maps::HashMap<&mut MapData, K, V>,
-            name: &'static str,
-        ) -> Result<HashMap<K, V>, SensorError> {
-            map.iter()
-                .collect::<Result<_, _>>()
-                .map_err(|source| SensorError::Map { map: name, source })
-        }
-        fn read_trie<K: Pod + Eq + Hash, V: Pod>(
-            map: &LpmTrie<&mut MapData, K, V>,
-            name: &'static str,
-        ) -> Result<HashMap<(u32, K), V>, SensorError> {
-            map.iter()
-                .map(|kv| kv.map(|(k, v)| ((k.prefix_len(), k.data()), v)))
-                .collect::<Result<_, _>>()
-                .map_err(|source| SensorError::Map { map: name, source })
-        }
-        let err = |name| move |source| SensorError::Map { map: name, source };
-        let mut out = PolicyMaps::default();
-        out.comms = read(
-            &self
-                .map(MAP_SELECT_COMMS)?
-                .try_into()
-                .map_err(err(MAP_SELECT_COMMS))?,
-            MAP_SELECT_COMMS,
-        )?;
-        out.uids = read(
-            &self
-                .map(MAP_SELECT_UIDS)?
-                .try_into()
-                .map_err(err(MAP_SELECT_UIDS))?,
-            MAP_SELECT_UIDS,
-        )?;
-        out.env_names = read(
-            &self
-                .map(MAP_ENV_NAMES)?
-                .try_into()
-                .map_err(err(MAP_ENV_NAMES))?,
-            MAP_ENV_NAMES,
-        )?;
-        out.inodes = read(
-            &self.map(MAP_INODES)?.try_into().map_err(err(MAP_INODES))?,
-            MAP_INODES,
-        )?;
-        out.basenames = read(
-            &self
-                .map(MAP_BASENAMES)?
-                .try_into()
-                .map_err(err(MAP_BASENAMES))?,
-            MAP_BASENAMES,
-        )?;
-        out.env_prefixes = read_trie(
-            &self
-                .map(MAP_ENV_PREFIXES)?
-                .try_into()
-                .map_err(err(MAP_ENV_PREFIXES))?,
-            MAP_ENV_PREFIXES,
-        )?;
-        out.paths = read_trie(
-            &self.map(MAP_PATHS)?.try_into().map_err(err(MAP_PATHS))?,
-            MAP_PATHS,
-        )?;
         let slots: Vec<u32> = self.in_force.settings.keys().copied().collect();
         let settings: Array<&mut MapData, u32> = self
             .map(MAP_SETTINGS)?
             .try_into()
-            .map_err(err(MAP_SETTINGS))?;
-        for slot in &slots {
-            out.settings
-                .insert(*slot, settings.get(slot, 0).map_err(err(MAP_SETTINGS))?);
-        }
-        Ok(out)
+            .map_err(map_err(MAP_SETTINGS))?;
+        let settings = slots
+            .iter()
+            .map(|slot| Ok((*slot, settings.get(slot, 0)?)))
+            .collect::<Result<_, MapError>>()
+            .map_err(map_err(MAP_SETTINGS))?;
+        Ok(PolicyMaps {
+            settings,
+            comms: self.read_hash(MAP_SELECT_COMMS)?,
+            uids: self.read_hash(MAP_SELECT_UIDS)?,
+            env_names: self.read_hash(MAP_ENV_NAMES)?,
+            env_prefixes: self.read_trie(MAP_ENV_PREFIXES)?,
+            paths: self.read_trie(MAP_PATHS)?,
+            inodes: self.read_hash(MAP_INODES)?,
+            basenames: self.read_hash(MAP_BASENAMES)?,
+        })
+    }
+
+    fn read_hash<K: Pod + Eq + Hash, V: Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<K, V>, SensorError> {
+        let map: aya::maps::HashMap<&mut MapData, K, V> =
+            self.map(name)?.try_into().map_err(map_err(name))?;
+        map.iter().collect::<Result<_, _>>().map_err(map_err(name))
+    }
+
+    fn read_trie<K: Pod + Eq + Hash, V: Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<(u32, K), V>, SensorError> {
+        let map: LpmTrie<&mut MapData, K, V> = self.map(name)?.try_into().map_err(map_err(name))?;
+        map.iter()
+            .map(|kv| kv.map(|(k, v)| ((k.prefix_len(), k.data()), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(name))
     }
 }
