@@ -284,6 +284,8 @@ pub(super) fn compile_for_homes(
     source_name: &str,
 ) -> Result<CompiledPolicy, PolicyError> {
     let super::ParsedPolicy { policy, rules } = parsed;
+    // Again for a merged policy: each file was within the bounds on its own.
+    super::limits::check_counts(&policy, source_name)?;
     let mut kernel = KernelEntries::default();
     let mut classifier = Classifier::default();
     let mut comms = Distinct::new(MAP_SELECT_COMMS, MAX_POLICY_ENTRIES);

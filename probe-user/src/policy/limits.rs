@@ -27,6 +27,17 @@ pub const MAX_YAML_SCALAR_BYTES: usize = 4 * 1024 * 1024;
 /// expansion: userspace classifies what the kernel reports against them.
 pub const MAX_CATEGORY_ENTRIES: usize = 16_384;
 
+/// Most categories, and most rules, in a policy (merged): a reload maps the old
+/// policy's by name onto the new one's.
+pub const MAX_CATEGORIES: usize = 1_024;
+pub const MAX_RULES: usize = 1_024;
+/// Most userspace selectors (`select.exe`, `argv_contains`, `argv_regex`,
+/// `containers` together): each exec a selector may pick is checked against all.
+pub const MAX_USER_SELECTORS: usize = 1_024;
+/// Most `select.argv_regex` entries, and the compiled size of each.
+pub const MAX_ARGV_REGEXES: usize = 64;
+pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
+
 /// Which bound a policy went over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -39,6 +50,8 @@ pub enum Limit {
     YamlDepth,
     /// `MAX_CATEGORY_ENTRIES`.
     CategoryEntries,
+    /// `MAX_CATEGORIES`, `MAX_RULES`, `MAX_USER_SELECTORS` or `MAX_ARGV_REGEXES`.
+    Count,
     /// A kernel map's capacity (the map's name).
     KernelMap(&'static str),
 }
@@ -188,6 +201,46 @@ fn yaml_error(err: &YamlError, source_name: &str) -> PolicyError {
         message,
         hint,
     }
+}
+
+/// Checks the number of categories, rules and userspace selectors (before anything
+/// costly is done with them, such as compiling regexes).
+pub(super) fn check_counts(policy: &super::Policy, source_name: &str) -> Result<(), PolicyError> {
+    let s = &policy.select;
+    let selectors = s.exe.len() + s.argv_contains.len() + s.argv_regex.len() + s.containers.len();
+    for (what, n, max, key) in [
+        (
+            "categories",
+            policy.categories.len(),
+            MAX_CATEGORIES,
+            "categories:",
+        ),
+        ("rules", policy.rules.len(), MAX_RULES, "rules:"),
+        (
+            "userspace selectors (exe, argv_contains, argv_regex, containers)",
+            selectors,
+            MAX_USER_SELECTORS,
+            "select:",
+        ),
+        (
+            "argv_regex selectors",
+            s.argv_regex.len(),
+            MAX_ARGV_REGEXES,
+            "argv_regex:",
+        ),
+    ] {
+        if n > max {
+            return Err(PolicyError::Limit {
+                source_name: source_name.to_owned(),
+                at: None,
+                limit: Limit::Count,
+                message: format!("the policy has {n} {what}; at most {max} are allowed"),
+                hint: "see \"Limits\" in docs/policy.md",
+                needle: super::Needle::first(key),
+            });
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn too_many_files(dir: &str) -> PolicyError {

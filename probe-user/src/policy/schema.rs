@@ -112,6 +112,7 @@ fn invalid(
 }
 
 pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyError> {
+    super::limits::check_counts(policy, source_name)?;
     if policy.api_version != API_VERSION {
         return Err(invalid(
             source_name,
@@ -176,7 +177,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
         }
     }
     for re in &policy.select.argv_regex {
-        if let Err(err) = regex::Regex::new(re) {
+        if let Err(err) = super::select::regex(re) {
             return Err(invalid(
                 source_name,
                 format!("select.argv_regex: {re:?} is not a valid regular expression: {err}"),

@@ -134,13 +134,14 @@ fn home_expansion_is_checked_against_the_paths_map() {
     assert_eq!(err.limit(), Some(Limit::KernelMap("PATHS")), "{err}");
 }
 
-/// One path listed by 20,000 categories: one kernel entry, but 20,000 pairs for
-/// userspace to classify against.
+/// The same 20 paths listed by 1,000 categories: 20 kernel entries, but 20,000 pairs
+/// for userspace to classify against.
 #[test]
 fn too_many_category_entries_are_refused() {
+    let paths: Vec<String> = (0..20).map(|i| format!("/etc/f{i}")).collect();
     let mut text = format!("{HEAD}categories:\n");
-    for i in 0..20_000 {
-        text.push_str(&format!("  - {{name: c{i}, paths: [/etc/hostname]}}\n"));
+    for i in 0..1_000 {
+        text.push_str(&format!("  - {{name: c{i}, paths: [{}]}}\n", paths.join(", ")));
     }
     let err = refused(&text);
     assert_eq!(err.limit(), Some(Limit::CategoryEntries), "{err}");
@@ -188,4 +189,37 @@ fn indexing_a_glob_with_many_double_stars_is_bounded() {
     let p = parse(&text, "t.yaml").unwrap();
     let index = super::super::FileIndex::build(&p.classifier);
     assert!(index.files.is_empty());
+}
+
+/// Categories and rules are mapped by name onto the next policy at each reload, and
+/// every exec is checked against each userspace selector: their numbers are bounded
+/// before anything costly (compiling regexes) is done.
+#[test]
+fn too_many_categories_rules_or_selectors_are_refused_before_compiling_them() {
+    let mut cats = format!("{HEAD}categories:\n");
+    for i in 0..2_000 {
+        cats.push_str(&format!("  - {{name: c{i}}}\n"));
+    }
+    assert_eq!(refused(&cats).limit(), Some(Limit::Count));
+    let mut rules = format!("{HEAD}categories: [{{name: tz, env: [TZ]}}]\nrules:\n");
+    for i in 0..2_000 {
+        rules.push_str(&format!(
+            "  - {{name: r{i}, probed: {{any_of: [tz]}}, within: 1s}}\n"
+        ));
+    }
+    assert_eq!(refused(&rules).limit(), Some(Limit::Count));
+    let regexes: Vec<String> = (0..10_000)
+        .map(|i| format!("'(a{{1000}}){{1000}}{i}'"))
+        .collect();
+    let text = format!("{HEAD}select:\n  argv_regex: [{}]\n", regexes.join(", "));
+    let err = refused(&text);
+    assert_eq!(err.limit(), Some(Limit::Count), "{err}");
+    assert_placed(&err);
+    // One such regex: refused for its compiled size, not compiled to gigabytes.
+    let one = format!("{HEAD}select:\n  argv_regex: ['(((a{{1000}}){{1000}}){{1000}})']\n");
+    assert!(
+        refused(&one)
+            .to_string()
+            .contains("not a valid regular expression")
+    );
 }
