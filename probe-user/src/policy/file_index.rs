@@ -19,9 +19,9 @@ use super::Classifier;
 /// How deep a prefix is walked (zoneinfo is three levels).
 const MAX_DEPTH: usize = 8;
 /// Most directory entries read while indexing, under every prefix and glob together
-/// (the default policy reads about 2,000), so that a prefix such as `/usr/` or a glob
+/// (the default policy reads about 1,400), so that a prefix such as `/usr/` or a glob
 /// such as `/usr/**/x` costs a bounded walk, not the whole tree.
-const MAX_WALKED: usize = 65_536;
+const MAX_WALKED: usize = 16_384;
 
 #[derive(Debug, Default, Clone)]
 pub struct FileIndex {

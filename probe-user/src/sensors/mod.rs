@@ -503,7 +503,7 @@ impl Sensors {
                 );
                 if r.not_indexed > 0 {
                     note.push_str(&format!(
-                        "; at least {} files under policy prefixes were not indexed (map full, or the walk's bound of 65,536 directory entries reached)",
+                        "; at least {} files under policy prefixes were not indexed (map full, or the walk's bound of 16,384 directory entries reached)",
                         r.not_indexed
                     ));
                 }

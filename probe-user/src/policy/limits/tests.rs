@@ -141,7 +141,10 @@ fn too_many_category_entries_are_refused() {
     let paths: Vec<String> = (0..20).map(|i| format!("/etc/f{i}")).collect();
     let mut text = format!("{HEAD}categories:\n");
     for i in 0..1_000 {
-        text.push_str(&format!("  - {{name: c{i}, paths: [{}]}}\n", paths.join(", ")));
+        text.push_str(&format!(
+            "  - {{name: c{i}, paths: [{}]}}\n",
+            paths.join(", ")
+        ));
     }
     let err = refused(&text);
     assert_eq!(err.limit(), Some(Limit::CategoryEntries), "{err}");
