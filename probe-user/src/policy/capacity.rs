@@ -1,8 +1,8 @@
-//! How much of each kernel map a compiled policy fills. The checks run while the
-//! policy compiles, so `probectl policy check`, a start and a reload refuse the same
-//! policy with the same error, before any map is touched.
-
-use std::collections::HashSet;
+//! How much of each kernel map a compiled policy fills (shown by `policy check`, and
+//! checked once more by `Sensors::apply_policy` before it writes). The capacity errors
+//! themselves come while the policy compiles (`limits::over_capacity`), so `policy
+//! check`, a start and a reload refuse the same policy with the same error, before any
+//! map is touched.
 
 use probe_common::{
     MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS,
@@ -10,8 +10,7 @@ use probe_common::{
 };
 use serde::Serialize;
 
-use super::limits::{Limit, MAX_CATEGORY_ENTRIES};
-use super::{Classifier, CompiledPolicy, FileIndex, Needle, PolicyError};
+use super::{CompiledPolicy, FileIndex};
 
 /// One kernel map's use by a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,7 +47,7 @@ impl KernelCapacity {
             },
             MapUse {
                 map: MAP_BASENAMES,
-                used: basenames(&policy.classifier).len(),
+                used: policy.classifier.basenames().len(),
                 capacity: entries,
             },
             MapUse {
@@ -80,75 +79,5 @@ impl std::fmt::Display for KernelCapacity {
             write!(f, "{sep}{} {}/{}", m.map, m.used, m.capacity)?;
         }
         Ok(())
-    }
-}
-
-/// The distinct `BASENAMES` keys of the exact policy paths.
-pub(super) fn basenames(classifier: &Classifier) -> Vec<probe_common::BasenameKey> {
-    let mut seen = HashSet::new();
-    classifier
-        .exact_paths()
-        .filter_map(|path| std::path::Path::new(path).file_name())
-        .map(|name| super::basename_key(name.as_encoded_bytes()))
-        .filter(|key| seen.insert(*key))
-        .collect()
-}
-
-/// `BASENAMES` holds every distinct last component of an exact path.
-pub(super) fn check_basenames(
-    classifier: &Classifier,
-    source_name: &str,
-) -> Result<(), PolicyError> {
-    let n = basenames(classifier).len();
-    if n > MAX_POLICY_ENTRIES as usize {
-        return Err(over(
-            MAP_BASENAMES,
-            MAX_POLICY_ENTRIES as usize,
-            "distinct file names (last path components)",
-            "",
-            source_name,
-        ));
-    }
-    Ok(())
-}
-
-/// More distinct `what` than kernel map `map` holds; `written` is the first entry that
-/// did not fit, as the policy spells it (to place the error).
-pub(super) fn over(
-    map: &'static str,
-    capacity: usize,
-    what: &str,
-    written: &str,
-    source_name: &str,
-) -> PolicyError {
-    PolicyError::Limit {
-        source_name: source_name.to_owned(),
-        at: None,
-        limit: Limit::KernelMap(map),
-        message: format!(
-            "the policy has more {what} than the kernel map {map} holds ({capacity}){}",
-            if written.is_empty() {
-                String::new()
-            } else {
-                format!("; {written:?} is one too many")
-            }
-        ),
-        hint: "each distinct entry (after `~/` expansion to every home) takes one slot; remove entries or use a prefix or glob",
-        needle: (!written.is_empty())
-            .then(|| Needle::first(written))
-            .flatten(),
-    }
-}
-
-pub(super) fn too_many_entries(written: &str, source_name: &str) -> PolicyError {
-    PolicyError::Limit {
-        source_name: source_name.to_owned(),
-        at: None,
-        limit: Limit::CategoryEntries,
-        message: format!(
-            "the categories list more than {MAX_CATEGORY_ENTRIES} env names and paths in all (after `~/` expansion); {written:?} is one too many"
-        ),
-        hint: "a name or path listed in several categories counts once per category; see \"Limits\" in docs/policy.md",
-        needle: Needle::first(written),
     }
 }

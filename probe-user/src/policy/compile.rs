@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 
 use probe_common::{
-    ENV_CAPTURE_VALUE, ENV_NAME_LEN, EnvNameKey, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS,
+    ENV_CAPTURE_VALUE, EnvNameKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS,
     MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN,
     PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef,
 };
 
 use super::PolicyError;
+use super::keys::{basename_key, env_key, path_key};
 use super::limits::MAX_CATEGORY_ENTRIES;
 use super::schema::Category;
 
@@ -72,6 +73,16 @@ impl Classifier {
     /// Exact policy paths, as written.
     pub fn exact_paths(&self) -> impl Iterator<Item = &str> {
         self.exact_paths.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// The distinct `BASENAMES` keys: the last components of the exact paths.
+    pub fn basenames(&self) -> Vec<probe_common::BasenameKey> {
+        let mut seen = std::collections::HashSet::new();
+        self.exact_paths()
+            .filter_map(|path| std::path::Path::new(path).file_name())
+            .map(|name| basename_key(name.as_encoded_bytes()))
+            .filter(|key| seen.insert(*key))
+            .collect()
     }
 
     /// Policy path globs, as written (after `~/` expansion).
@@ -174,20 +185,6 @@ impl Classifier {
     }
 }
 
-fn env_key(name: &str) -> EnvNameKey {
-    let mut key = [0u8; ENV_NAME_LEN];
-    for (dst, src) in key.iter_mut().zip(name.bytes()) {
-        *dst = src.to_ascii_uppercase();
-    }
-    key
-}
-
-fn path_key(path: &str) -> [u8; PATH_LEN] {
-    let mut key = [0u8; PATH_LEN];
-    key[..path.len()].copy_from_slice(path.as_bytes());
-    key
-}
-
 /// Most home directories a `~/` path is expanded into.
 const MAX_HOMES: usize = 256;
 
@@ -265,7 +262,7 @@ impl<K: Eq + std::hash::Hash> Distinct<K> {
             return Ok(Some(i));
         }
         if self.index.len() >= self.capacity {
-            return Err(super::capacity::over(
+            return Err(super::limits::over_capacity(
                 self.map,
                 self.capacity,
                 what,
@@ -285,7 +282,7 @@ pub(super) fn compile_for_homes(
 ) -> Result<CompiledPolicy, PolicyError> {
     let super::ParsedPolicy { policy, rules } = parsed;
     // Again for a merged policy: each file was within the bounds on its own.
-    super::limits::check_counts(&policy, source_name)?;
+    super::limits::check_counts(&policy.counts(), source_name)?;
     let mut kernel = KernelEntries::default();
     let mut classifier = Classifier::default();
     let mut comms = Distinct::new(MAP_SELECT_COMMS, MAX_POLICY_ENTRIES);
@@ -335,7 +332,7 @@ pub(super) fn compile_for_homes(
     let mut count_entry = |written: &str| -> Result<(), PolicyError> {
         entries += 1;
         if entries > MAX_CATEGORY_ENTRIES {
-            return Err(super::capacity::too_many_entries(written, source_name));
+            return Err(super::limits::too_many_entries(written, source_name));
         }
         Ok(())
     };
@@ -462,7 +459,15 @@ pub(super) fn compile_for_homes(
         }
     }
     kernel.paths.sort_by_key(|a| (a.0, a.1));
-    super::capacity::check_basenames(&classifier, source_name)?;
+    if classifier.basenames().len() > MAX_POLICY_ENTRIES as usize {
+        return Err(super::limits::over_capacity(
+            MAP_BASENAMES,
+            MAX_POLICY_ENTRIES as usize,
+            "distinct file names (last path components)",
+            "",
+            source_name,
+        ));
+    }
     Ok(CompiledPolicy {
         name: policy.metadata.name.clone(),
         categories: policy.categories,

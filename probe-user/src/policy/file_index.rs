@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use probe_common::{BASENAME_LEN, BasenameKey, InodeKey, MAX_POLICY_INODES};
+use probe_common::{BasenameKey, InodeKey, MAX_POLICY_INODES};
 
 use super::Classifier;
 
@@ -54,13 +54,6 @@ fn key_of(meta: &std::fs::Metadata) -> InodeKey {
     }
 }
 
-pub fn basename_key(name: &[u8]) -> BasenameKey {
-    let mut key = [0u8; BASENAME_LEN];
-    let n = name.len().min(BASENAME_LEN - 1);
-    key[..n].copy_from_slice(&name[..n]);
-    key
-}
-
 impl FileIndex {
     /// Stats the policy's exact paths and glob expansions and walks its prefixes: at
     /// most `MAX_POLICY_INODES` files are indexed and `MAX_WALKED` directory entries
@@ -68,7 +61,7 @@ impl FileIndex {
     /// path string).
     pub fn build(classifier: &Classifier) -> Self {
         let mut index = FileIndex {
-            basenames: super::capacity::basenames(classifier),
+            basenames: classifier.basenames(),
             ..FileIndex::default()
         };
         for path in classifier.exact_paths() {
@@ -163,6 +156,7 @@ impl FileIndex {
 
 #[cfg(test)]
 mod tests {
+    use super::super::keys::basename_key;
     use super::*;
 
     #[test]

@@ -203,28 +203,34 @@ fn yaml_error(err: &YamlError, source_name: &str) -> PolicyError {
     }
 }
 
+/// How many categories, rules and userspace selectors a policy has.
+pub(super) struct Counts {
+    pub categories: usize,
+    pub rules: usize,
+    pub selectors: usize,
+    pub regexes: usize,
+}
+
 /// Checks the number of categories, rules and userspace selectors (before anything
 /// costly is done with them, such as compiling regexes).
-pub(super) fn check_counts(policy: &super::Policy, source_name: &str) -> Result<(), PolicyError> {
-    let s = &policy.select;
-    let selectors = s.exe.len() + s.argv_contains.len() + s.argv_regex.len() + s.containers.len();
+pub(super) fn check_counts(counts: &Counts, source_name: &str) -> Result<(), PolicyError> {
     for (what, n, max, key) in [
         (
             "categories",
-            policy.categories.len(),
+            counts.categories,
             MAX_CATEGORIES,
             "categories:",
         ),
-        ("rules", policy.rules.len(), MAX_RULES, "rules:"),
+        ("rules", counts.rules, MAX_RULES, "rules:"),
         (
             "userspace selectors (exe, argv_contains, argv_regex, containers)",
-            selectors,
+            counts.selectors,
             MAX_USER_SELECTORS,
             "select:",
         ),
         (
             "argv_regex selectors",
-            s.argv_regex.len(),
+            counts.regexes,
             MAX_ARGV_REGEXES,
             "argv_regex:",
         ),
@@ -241,6 +247,54 @@ pub(super) fn check_counts(policy: &super::Policy, source_name: &str) -> Result<
         }
     }
     Ok(())
+}
+
+/// A selector's regular expression, its compiled size bounded (`MAX_REGEX_BYTES`).
+pub(super) fn selector_regex(text: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(text)
+        .size_limit(MAX_REGEX_BYTES)
+        .build()
+}
+
+/// More distinct `what` than kernel map `map` holds; `written` is the first entry that
+/// did not fit, as the policy spells it (to place the error).
+pub(super) fn over_capacity(
+    map: &'static str,
+    capacity: usize,
+    what: &str,
+    written: &str,
+    source_name: &str,
+) -> PolicyError {
+    PolicyError::Limit {
+        source_name: source_name.to_owned(),
+        at: None,
+        limit: Limit::KernelMap(map),
+        message: format!(
+            "the policy has more {what} than the kernel map {map} holds ({capacity}){}",
+            if written.is_empty() {
+                String::new()
+            } else {
+                format!("; {written:?} is one too many")
+            }
+        ),
+        hint: "each distinct entry (after `~/` expansion to every home) takes one slot; remove entries or use a prefix or glob",
+        needle: (!written.is_empty())
+            .then(|| super::Needle::first(written))
+            .flatten(),
+    }
+}
+
+pub(super) fn too_many_entries(written: &str, source_name: &str) -> PolicyError {
+    PolicyError::Limit {
+        source_name: source_name.to_owned(),
+        at: None,
+        limit: Limit::CategoryEntries,
+        message: format!(
+            "the categories list more than {MAX_CATEGORY_ENTRIES} env names and paths in all (after `~/` expansion); {written:?} is one too many"
+        ),
+        hint: "a name or path listed in several categories counts once per category; see \"Limits\" in docs/policy.md",
+        needle: super::Needle::first(written),
+    }
 }
 
 pub(super) fn too_many_files(dir: &str) -> PolicyError {

@@ -96,6 +96,22 @@ pub struct Category {
 /// `crate::ops`).
 pub use crate::ops::Operation;
 
+impl Policy {
+    /// How many categories, rules and userspace selectors it has (bounded).
+    pub(super) fn counts(&self) -> super::limits::Counts {
+        let s = &self.select;
+        super::limits::Counts {
+            categories: self.categories.len(),
+            rules: self.rules.len(),
+            selectors: s.exe.len()
+                + s.argv_contains.len()
+                + s.argv_regex.len()
+                + s.containers.len(),
+            regexes: s.argv_regex.len(),
+        }
+    }
+}
+
 fn invalid(
     source_name: &str,
     message: String,
@@ -112,7 +128,7 @@ fn invalid(
 }
 
 pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyError> {
-    super::limits::check_counts(policy, source_name)?;
+    super::limits::check_counts(&policy.counts(), source_name)?;
     if policy.api_version != API_VERSION {
         return Err(invalid(
             source_name,
@@ -177,7 +193,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
         }
     }
     for re in &policy.select.argv_regex {
-        if let Err(err) = super::select::regex(re) {
+        if let Err(err) = super::limits::selector_regex(re) {
             return Err(invalid(
                 source_name,
                 format!("select.argv_regex: {re:?} is not a valid regular expression: {err}"),

@@ -7,13 +7,6 @@
 use super::glob;
 use super::schema::Selection;
 
-/// A selector's regex, its compiled size bounded (`limits::MAX_REGEX_BYTES`).
-pub(super) fn regex(text: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(text)
-        .size_limit(super::limits::MAX_REGEX_BYTES)
-        .build()
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct UserSelectors {
     exe: Vec<String>,
@@ -32,7 +25,7 @@ impl UserSelectors {
             argv_regex: select
                 .argv_regex
                 .iter()
-                .filter_map(|r| regex(r).ok())
+                .filter_map(|r| super::limits::selector_regex(r).ok())
                 .collect(),
             containers: select
                 .containers
