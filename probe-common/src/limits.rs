@@ -18,7 +18,10 @@ pub const BASENAME_LEN: usize = 32;
 /// Capacity of `INODES`: the files named by policy paths and everything under
 /// policy prefixes (the zoneinfo tree alone is about 1,300 entries).
 pub const MAX_POLICY_INODES: u32 = 16_384;
-/// Capacity of the policy's env-name and path maps.
+/// Capacity of the policy's env-name and path maps (also of the selected program
+/// names and user ids, and of the basenames).
 pub const MAX_POLICY_ENTRIES: u32 = 1_024;
+/// Capacity of the policy's env-glob map (`LC_*`).
+pub const MAX_ENV_PREFIXES: u32 = 256;
 /// Ring buffer size in bytes (power of two, multiple of the page size).
 pub const RING_BYTES: u32 = 4 * 1024 * 1024;

@@ -26,7 +26,8 @@ pub static ENV_NAMES: HashMap<EnvNameKey, PolicyRef> =
 
 /// Policy env globs (`LC_*`): the upper-cased literal part as an LPM prefix.
 #[map]
-pub static ENV_PREFIXES: LpmTrie<EnvNameKey, PolicyRef> = LpmTrie::with_max_entries(256, 0);
+pub static ENV_PREFIXES: LpmTrie<EnvNameKey, PolicyRef> =
+    LpmTrie::with_max_entries(probe_common::MAX_ENV_PREFIXES, 0);
 
 /// Policy paths. Exact entries include the terminating NUL in their prefix, so they
 /// only match the whole path; prefix entries stop before it.

@@ -69,6 +69,54 @@ fn bad_policy_file_names_file_line_and_column() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
+/// A 121 KB policy whose aliases expand to 20 million env names: `policy check` ran
+/// past 150 s and 2 GB before. Now it exits 1 at once (well within the helper's
+/// deadline), naming the file, line and column and the bound.
+#[test]
+fn policy_check_refuses_an_alias_bomb_at_once() {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("alias-bomb-{}.yaml", std::process::id()));
+    let names: Vec<String> = (0..10_000).map(|i| format!("N{i}")).collect();
+    let mut yaml = format!(
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {{name: bomb}}\ncategories:\n  - {{name: c0, env: &n [{}]}}\n",
+        names.join(", ")
+    );
+    for i in 1..2_000 {
+        yaml.push_str(&format!("  - {{name: c{i}, env: *n}}\n"));
+    }
+    std::fs::write(&path, &yaml).unwrap();
+    let mut check = Command::new(probectl());
+    check.args(["policy", "check"]).arg(&path);
+    let out = run_with_deadline(check);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains(&format!("probectl: invalid policy: {}:", path.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("YAML nodes, its aliases expanded"), "{msg}");
+    assert!(
+        msg.contains("hint:") && msg.contains("docs/policy.md"),
+        "{msg}"
+    );
+
+    // The same names once: valid, but more than the kernel's ENV_NAMES holds. `policy
+    // check` says so, as a reload would.
+    let once = format!(
+        "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {{name: big}}\ncategories:\n  - {{name: c0, env: [{}]}}\n",
+        names.join(", ")
+    );
+    std::fs::write(&path, once).unwrap();
+    let mut check = Command::new(probectl());
+    check.args(["policy", "check"]).arg(&path);
+    let out = run_with_deadline(check);
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("kernel map ENV_NAMES holds (1024)"), "{msg}");
+    assert!(msg.contains(&format!("{}:5:", path.display())), "{msg}");
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn unknown_command_is_a_usage_error() {
     let mut cmd = Command::new(probectl());

@@ -17,7 +17,7 @@ struct DoctorReport<'a> {
 }
 
 pub fn doctor(json: bool) -> anyhow::Result<i32> {
-    let policy = policy::load_default()?;
+    let policy = policy::prepare(&policy::PolicySource::BuiltIn)?;
     let sensors = Sensors::load(&policy)?;
     let kernel = nix::sys::utsname::uname()
         .map(|u| {
@@ -104,7 +104,10 @@ fn render(r: &DoctorReport<'_>) -> String {
             if f.by_inode { "on" } else { "OFF" },
             f.indexed_files,
             if f.not_indexed > 0 {
-                format!(", {} not indexed: map full", f.not_indexed)
+                format!(
+                    ", at least {} not indexed: map full or walk bound reached",
+                    f.not_indexed
+                )
             } else {
                 String::new()
             },

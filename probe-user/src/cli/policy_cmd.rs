@@ -9,12 +9,15 @@ use super::exit;
 pub fn check(files: &[PathBuf]) -> i32 {
     let mut failed = false;
     for file in files {
+        // The same checks as a start or a reload, kernel map capacities included
+        // (computed from the compiled policy; nothing is loaded).
         match policy::load_file(file) {
             Ok(p) => println!(
-                "ok: {} (policy {:?}, {} categories)",
+                "ok: {} (policy {:?}, {} categories; kernel maps: {})",
                 file.display(),
                 p.name,
-                p.categories.len()
+                p.categories.len(),
+                policy::KernelCapacity::of(&p, None)
             ),
             Err(err) => {
                 failed = true;

@@ -17,11 +17,11 @@ pub(super) const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 /// Loads the policy (the file, or the built-in one) and opens the engine, warning
 /// about any sensor that did not attach.
 pub(super) fn open_engine(policy_path: Option<&Path>, max_probes: usize) -> anyhow::Result<Engine> {
-    let policy = match policy_path {
-        Some(path) => policy::load_file(path)?,
-        None => policy::load_default()?,
+    let source = match policy_path {
+        Some(path) => policy::PolicySource::File(path.to_owned()),
+        None => policy::PolicySource::BuiltIn,
     };
-    let engine = Engine::open(policy, &engine::Options { max_probes })?;
+    let engine = Engine::open(policy::prepare(&source)?, &engine::Options { max_probes })?;
     for s in engine.unattached() {
         eprintln!(
             "probectl: warning: sensor {} did not attach ({}): {}; the report will be marked partial",
@@ -76,7 +76,11 @@ pub(super) fn reload(engine: &mut Engine, path: Option<&Path>, printer: &mut Pri
     );
     let loaded = match path {
         None => Err("no --policy file: the built-in policy cannot change".to_owned()),
-        Some(path) => policy::load_file(path).map_err(|e| e.to_string()),
+        // Prepared on the loop: bounded (docs/policy.md, "Limits"), and a standalone
+        // run has nothing else to answer meanwhile.
+        Some(path) => {
+            policy::prepare(&policy::PolicySource::File(path.to_owned())).map_err(|e| e.to_string())
+        }
     };
     let _ = engine.apply_policy(source, loaded);
     print(engine, printer);

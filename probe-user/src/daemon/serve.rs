@@ -24,7 +24,7 @@ use super::server::{self, Command, SharedStats};
 use super::state::{DaemonState, PolicyMeta, Prepared, now};
 use super::{DEFAULT_CONFIG, access};
 use crate::engine::{self, Engine, EngineError};
-use crate::policy::{self, PolicyError, PolicySet};
+use crate::policy::{self, PolicyError};
 use crate::ship::sinks::{Sink, SinkError};
 
 /// How often trees that have exited are checked for eviction.
@@ -76,15 +76,12 @@ pub async fn serve(config: Option<&Path>) -> Result<Stopped, DaemonError> {
         config.is_some(),
     )?;
     let mut notifier = Notifier::from_env();
-    let PolicySet {
-        compiled,
-        files,
-        version,
-    } = policy::load_dirs(&config.policy_dirs)?;
+    let prepared = policy::prepare(&policy::PolicySource::Dirs(config.policy_dirs.clone()))?;
+    let (files, version) = (prepared.files.clone(), prepared.version.clone());
     let options = engine::Options {
         max_probes: config.memory.max_probes,
     };
-    let mut engine = Engine::open(compiled, &options)?;
+    let mut engine = Engine::open(prepared, &options)?;
     for s in engine.unattached() {
         tracing::warn!(
             "sensor {} did not attach ({}): {}",

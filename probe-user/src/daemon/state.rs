@@ -57,7 +57,7 @@ pub struct PolicyMeta {
 /// A policy prepared off the loop, waiting to be swapped in.
 pub struct Prepared {
     pub source: String,
-    pub result: Result<crate::policy::PolicySet, String>,
+    pub result: Result<crate::policy::PreparedPolicy, String>,
     /// Where the answer goes (a `policy reload` client); `None` for SIGHUP.
     pub reply: Option<oneshot::Sender<Result<String, String>>>,
 }
@@ -248,9 +248,10 @@ impl DaemonState {
         }
     }
 
-    /// Starts preparing the policy directories on a blocking thread (parsing,
-    /// validating and compiling are bounded, but a file system can be slow); the
-    /// result comes back to the loop on `prepared`, to be swapped in by `apply`.
+    /// Starts preparing the policy directories on a blocking thread (reading, parsing,
+    /// validating, compiling and indexing the policy's files: bounded, but a file
+    /// system can be slow); the result comes back to the loop on `prepared`, to be
+    /// swapped in by `apply`, which only writes kernel maps.
     pub fn start_reload(
         &mut self,
         reply: Option<oneshot::Sender<Result<String, String>>>,
@@ -264,7 +265,8 @@ impl DaemonState {
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let result = crate::policy::load_dirs(&dirs).map_err(|e| e.to_string());
+            let result = crate::policy::prepare(&crate::policy::PolicySource::Dirs(dirs))
+                .map_err(|e| e.to_string());
             let _ = tx.blocking_send(Prepared {
                 source,
                 result,
@@ -276,11 +278,12 @@ impl DaemonState {
     /// Swaps a prepared policy in (or keeps the old one if it was refused) and
     /// answers whoever asked.
     pub fn apply(&mut self, prepared: Prepared) -> Result<String, String> {
-        let (compiled, meta) = match prepared.result {
-            Ok(set) => (Ok(set.compiled), Some((set.files, set.version))),
-            Err(e) => (Err(e), None),
-        };
-        let result = self.engine.apply_policy(prepared.source, compiled);
+        let meta = prepared
+            .result
+            .as_ref()
+            .ok()
+            .map(|p| (p.files.clone(), p.version.clone()));
+        let result = self.engine.apply_policy(prepared.source, prepared.result);
         if result.is_ok()
             && let Some((files, version)) = meta
         {

@@ -22,8 +22,8 @@ use probe_common::decode::Event;
 
 use crate::correlate::Correlator;
 use crate::events::EventReader;
-use crate::policy::CompiledPolicy;
 use crate::policy::select::UserSelectors;
+use crate::policy::{CompiledPolicy, PreparedPolicy};
 use crate::process::ProcessTable;
 use crate::records::{Body, PolicyReloadRecord, Record};
 use crate::sensors::{AttachStatus, SensorError, Sensors};
@@ -94,10 +94,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads and attaches the sensors for `policy` and opens the ring buffer. Sensors
-    /// that did not attach are in `sensors.unattached()`, for the caller to announce.
-    pub fn open(policy: CompiledPolicy, options: &Options) -> Result<Self, EngineError> {
-        let mut sensors = Sensors::load(&policy)?;
+    /// Loads and attaches the sensors for `policy` (prepared with `policy::prepare`)
+    /// and opens the ring buffer. Sensors that did not attach are in
+    /// `sensors.unattached()`, for the caller to announce.
+    pub fn open(prepared: PreparedPolicy, options: &Options) -> Result<Self, EngineError> {
+        let mut sensors = Sensors::load(&prepared)?;
+        let policy = prepared.policy;
         let reader = EventReader::new(sensors.take_events()?).map_err(EngineError::Ring)?;
         let start_ns = crate::time::boot_now_ns();
         let correlator = Correlator::new(&policy, start_ns)
@@ -261,28 +263,28 @@ impl Engine {
         }
     }
 
-    /// Puts a loaded policy in force (kernel maps first, make-before-break), or keeps
-    /// the current one when loading or the kernel update failed. Either way a
-    /// `policy_reload` record says what happened; the error is also returned.
+    /// Puts a prepared policy (`policy::prepare`, run off the loop) in force: only
+    /// kernel map writes, no file is read. Keeps the current one when preparing or the
+    /// kernel update failed; a refused policy leaves the kernel maps exactly as they
+    /// were. Either way a `policy_reload` record says what happened; the error is also
+    /// returned.
     pub fn apply_policy(
         &mut self,
         source: String,
-        loaded: Result<CompiledPolicy, String>,
+        loaded: Result<PreparedPolicy, String>,
     ) -> Result<(), String> {
         let result = loaded.and_then(|new| {
             self.sensors
-                .reload_policy(&self.policy, &new)
+                .apply_policy(&new)
                 .map(|()| new)
-                .map_err(|e| {
-                    format!("updating the kernel maps failed (they may be partly updated): {e}")
-                })
+                .map_err(|e| e.to_string())
         });
         let error = match result {
             Ok(new) => {
                 self.correlator
-                    .set_policy(&new, self.sensors.file_index.clone());
-                self.selectors = new.selectors.clone();
-                self.policy = new;
+                    .set_policy(&new.policy, std::sync::Arc::clone(&new.file_index));
+                self.selectors = new.policy.selectors.clone();
+                self.policy = new.policy;
                 None
             }
             Err(err) => Some(err),

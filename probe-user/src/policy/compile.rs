@@ -1,12 +1,18 @@
 //! Compilation: a validated policy becomes kernel map entries (what the kernel filters
 //! on) and a classifier (how userspace names what the kernel reported).
 
+use std::collections::HashMap;
+
 use probe_common::{
-    ENV_CAPTURE_VALUE, ENV_NAME_LEN, EnvNameKey, PATH_LEN, PATH_MATCH_EXACT, PATH_MATCH_PREFIX,
-    PolicyRef,
+    ENV_CAPTURE_VALUE, EnvNameKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS,
+    MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN,
+    PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef,
 };
 
-use super::schema::{Category, Policy};
+use super::PolicyError;
+use super::keys::{basename_key, env_key, path_key};
+use super::limits::MAX_CATEGORY_ENTRIES;
+use super::schema::Category;
 
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -67,6 +73,16 @@ impl Classifier {
     /// Exact policy paths, as written.
     pub fn exact_paths(&self) -> impl Iterator<Item = &str> {
         self.exact_paths.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// The distinct `BASENAMES` keys: the last components of the exact paths.
+    pub fn basenames(&self) -> Vec<probe_common::BasenameKey> {
+        let mut seen = std::collections::HashSet::new();
+        self.exact_paths()
+            .filter_map(|path| std::path::Path::new(path).file_name())
+            .map(|name| basename_key(name.as_encoded_bytes()))
+            .filter(|key| seen.insert(*key))
+            .collect()
     }
 
     /// Policy path globs, as written (after `~/` expansion).
@@ -169,20 +185,6 @@ impl Classifier {
     }
 }
 
-fn env_key(name: &str) -> EnvNameKey {
-    let mut key = [0u8; ENV_NAME_LEN];
-    for (dst, src) in key.iter_mut().zip(name.bytes()) {
-        *dst = src.to_ascii_uppercase();
-    }
-    key
-}
-
-fn path_key(path: &str) -> [u8; PATH_LEN] {
-    let mut key = [0u8; PATH_LEN];
-    key[..path.len()].copy_from_slice(path.as_bytes());
-    key
-}
-
 /// Most home directories a `~/` path is expanded into.
 const MAX_HOMES: usize = 256;
 
@@ -222,25 +224,117 @@ fn expand_home(path: &str, homes: &[String]) -> Vec<String> {
     }
 }
 
-pub(super) fn compile(policy: Policy) -> CompiledPolicy {
-    compile_for_homes(policy, &home_dirs())
+/// Compiles a validated policy for this host's home directories.
+pub(super) fn compile(
+    parsed: super::ParsedPolicy,
+    source_name: &str,
+) -> Result<CompiledPolicy, PolicyError> {
+    compile_for_homes(parsed, &home_dirs(), source_name)
 }
 
-pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPolicy {
+/// Distinct kernel keys so far, each with the index of its entry; over `capacity` is
+/// an error naming the map and the entry that did not fit.
+struct Distinct<K> {
+    map: &'static str,
+    capacity: usize,
+    index: HashMap<K, usize>,
+}
+
+impl<K: Eq + std::hash::Hash> Distinct<K> {
+    fn new(map: &'static str, capacity: u32) -> Self {
+        Self {
+            map,
+            capacity: capacity as usize,
+            index: HashMap::new(),
+        }
+    }
+
+    /// The entry index of `key`, or `None` for a new key that gets index `len`.
+    fn get_or_add(
+        &mut self,
+        key: K,
+        len: usize,
+        what: &str,
+        written: &str,
+        source_name: &str,
+    ) -> Result<Option<usize>, PolicyError> {
+        if let Some(&i) = self.index.get(&key) {
+            return Ok(Some(i));
+        }
+        if self.index.len() >= self.capacity {
+            return Err(super::limits::over_capacity(
+                self.map,
+                self.capacity,
+                what,
+                written,
+                source_name,
+            ));
+        }
+        self.index.insert(key, len);
+        Ok(None)
+    }
+}
+
+pub(super) fn compile_for_homes(
+    parsed: super::ParsedPolicy,
+    homes: &[String],
+    source_name: &str,
+) -> Result<CompiledPolicy, PolicyError> {
+    let super::ParsedPolicy { policy, rules } = parsed;
+    // Again for a merged policy: each file was within the bounds on its own.
+    super::limits::check_counts(&policy.counts(), source_name)?;
     let mut kernel = KernelEntries::default();
     let mut classifier = Classifier::default();
+    let mut comms = Distinct::new(MAP_SELECT_COMMS, MAX_POLICY_ENTRIES);
     for comm in &policy.select.comms {
         let mut key = [0u8; 16];
         key[..comm.len()].copy_from_slice(comm.as_bytes());
-        kernel.select_comms.push(key);
+        if comms
+            .get_or_add(
+                key,
+                kernel.select_comms.len(),
+                "program names",
+                comm,
+                source_name,
+            )?
+            .is_none()
+        {
+            kernel.select_comms.push(key);
+        }
     }
-    kernel.select_uids = policy.select.uids.clone();
+    let mut uids = Distinct::new(MAP_SELECT_UIDS, MAX_POLICY_ENTRIES);
+    for &uid in &policy.select.uids {
+        if uids
+            .get_or_add(
+                uid,
+                kernel.select_uids.len(),
+                "user ids",
+                &uid.to_string(),
+                source_name,
+            )?
+            .is_none()
+        {
+            kernel.select_uids.push(uid);
+        }
+    }
     let selectors = super::select::UserSelectors::compile(&policy.select);
     kernel.exec_candidates = !selectors.is_empty();
     let mut next_id = 0u32;
     let mut id = || {
         next_id += 1;
         next_id
+    };
+    let mut env_names = Distinct::new(MAP_ENV_NAMES, MAX_POLICY_ENTRIES);
+    let mut env_prefixes = Distinct::new(MAP_ENV_PREFIXES, MAX_ENV_PREFIXES);
+    let mut paths = Distinct::new(MAP_PATHS, MAX_POLICY_ENTRIES);
+    // (name or path, category) pairs userspace classifies against.
+    let mut entries = 0usize;
+    let mut count_entry = |written: &str| -> Result<(), PolicyError> {
+        entries += 1;
+        if entries > MAX_CATEGORY_ENTRIES {
+            return Err(super::limits::too_many_entries(written, source_name));
+        }
+        Ok(())
     };
     for (index, cat) in policy.categories.iter().enumerate() {
         classifier.operations.push(cat.operations.clone());
@@ -250,15 +344,19 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             0
         };
         for name in &cat.env {
+            count_entry(name)?;
             if let Some(literal) = name.strip_suffix('*') {
                 let key = env_key(literal);
                 let bits = (literal.len() * 8) as u32;
-                match kernel
-                    .env_prefixes
-                    .iter_mut()
-                    .find(|(b, k, _)| *b == bits && *k == key)
-                {
-                    Some((_, _, value)) => value.match_kind |= env_flags,
+                let at = kernel.env_prefixes.len();
+                match env_prefixes.get_or_add(
+                    (bits, key),
+                    at,
+                    "env name globs",
+                    name,
+                    source_name,
+                )? {
+                    Some(i) => kernel.env_prefixes[i].2.match_kind |= env_flags,
                     None => kernel.env_prefixes.push((
                         bits,
                         key,
@@ -276,8 +374,9 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             let key = env_key(name);
             // Two categories may name one variable; the kernel needs it once, with the
             // union of what they ask for.
-            match kernel.env_names.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, value)) => value.match_kind |= env_flags,
+            let at = kernel.env_names.len();
+            match env_names.get_or_add(key, at, "env names", name, source_name)? {
+                Some(i) => kernel.env_names[i].1.match_kind |= env_flags,
                 None => kernel.env_names.push((
                     key,
                     PolicyRef {
@@ -294,57 +393,87 @@ pub(super) fn compile_for_homes(policy: Policy, homes: &[String]) -> CompiledPol
             kernel.proc_environ = true;
             classifier.proc_environ.push(index);
         }
-        for path in cat.paths.iter().flat_map(|p| expand_home(p, homes)) {
-            let path = &path;
-            if super::glob::is_glob(path) {
-                // The kernel passes everything under the literal directory; the
-                // classifier matches the pattern.
-                let prefix = super::glob::literal_prefix(path);
-                kernel.paths.push((
-                    (prefix.len() * 8) as u32,
-                    path_key(prefix),
-                    PolicyRef {
-                        entry_id: id(),
-                        match_kind: PATH_MATCH_PREFIX,
-                    },
-                ));
-                classifier.globs.push((path.to_owned(), index));
-                continue;
+        for written in &cat.paths {
+            for path in expand_home(written, homes) {
+                count_entry(written)?;
+                let (bits, key, match_kind) = if super::glob::is_glob(&path) {
+                    // The kernel passes everything under the literal directory; the
+                    // classifier matches the pattern.
+                    let prefix = super::glob::literal_prefix(&path);
+                    (
+                        (prefix.len() * 8) as u32,
+                        path_key(prefix),
+                        PATH_MATCH_PREFIX,
+                    )
+                } else {
+                    // The NUL terminator is part of an exact key, so it cannot match
+                    // longer paths.
+                    (
+                        ((path.len() + 1) * 8) as u32,
+                        path_key(&path),
+                        PATH_MATCH_EXACT,
+                    )
+                };
+                let at = kernel.paths.len();
+                if paths
+                    .get_or_add((bits, key), at, "paths and prefixes", written, source_name)?
+                    .is_none()
+                {
+                    kernel.paths.push((
+                        bits,
+                        key,
+                        PolicyRef {
+                            entry_id: id(),
+                            match_kind,
+                        },
+                    ));
+                }
+                if match_kind == PATH_MATCH_PREFIX {
+                    classifier.globs.push((path, index));
+                } else {
+                    classifier.exact_paths.push((path, index));
+                }
             }
-            // The NUL terminator is part of an exact key, so it cannot match longer paths.
-            let bits = ((path.len() + 1) * 8) as u32;
-            kernel.paths.push((
-                bits,
-                path_key(path),
-                PolicyRef {
-                    entry_id: id(),
-                    match_kind: PATH_MATCH_EXACT,
-                },
-            ));
-            classifier.exact_paths.push((path.to_owned(), index));
         }
-        for prefix in cat.path_prefixes.iter().flat_map(|p| expand_home(p, homes)) {
-            let prefix = &prefix;
-            let bits = (prefix.len() * 8) as u32;
-            kernel.paths.push((
-                bits,
-                path_key(prefix),
-                PolicyRef {
-                    entry_id: id(),
-                    match_kind: PATH_MATCH_PREFIX,
-                },
-            ));
-            classifier.prefixes.push((prefix.to_owned(), index));
+        for written in &cat.path_prefixes {
+            for prefix in expand_home(written, homes) {
+                count_entry(written)?;
+                let bits = (prefix.len() * 8) as u32;
+                let key = path_key(&prefix);
+                let at = kernel.paths.len();
+                if paths
+                    .get_or_add((bits, key), at, "paths and prefixes", written, source_name)?
+                    .is_none()
+                {
+                    kernel.paths.push((
+                        bits,
+                        key,
+                        PolicyRef {
+                            entry_id: id(),
+                            match_kind: PATH_MATCH_PREFIX,
+                        },
+                    ));
+                }
+                classifier.prefixes.push((prefix, index));
+            }
         }
     }
     kernel.paths.sort_by_key(|a| (a.0, a.1));
-    kernel.paths.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-    CompiledPolicy {
+    if classifier.basenames().len() > MAX_POLICY_ENTRIES as usize {
+        return Err(super::limits::over_capacity(
+            MAP_BASENAMES,
+            MAX_POLICY_ENTRIES as usize,
+            "distinct file names (last path components)",
+            "",
+            source_name,
+        ));
+    }
+    Ok(CompiledPolicy {
         name: policy.metadata.name.clone(),
         categories: policy.categories,
         kernel,
         classifier,
-        rules: Vec::new(),
+        rules,
         selectors,
-    }
+    })
 }

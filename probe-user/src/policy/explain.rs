@@ -112,7 +112,7 @@ pub fn explain(policy: &CompiledPolicy, source: &str, index: &FileIndex, homes: 
         index.files.len(),
         if index.not_indexed > 0 {
             format!(
-                " ({} more under prefixes not indexed: map full)",
+                " (at least {} more under prefixes not indexed: map full or walk bound reached)",
                 index.not_indexed
             )
         } else {

@@ -12,12 +12,16 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use probe_common::{BASENAME_LEN, BasenameKey, InodeKey, MAX_POLICY_INODES};
+use probe_common::{BasenameKey, InodeKey, MAX_POLICY_INODES};
 
 use super::Classifier;
 
 /// How deep a prefix is walked (zoneinfo is three levels).
 const MAX_DEPTH: usize = 8;
+/// Most directory entries read while indexing, under every prefix and glob together
+/// (the default policy reads about 1,400), so that a prefix such as `/usr/` or a glob
+/// such as `/usr/**/x` costs a bounded walk, not the whole tree.
+const MAX_WALKED: usize = 16_384;
 
 #[derive(Debug, Default, Clone)]
 pub struct FileIndex {
@@ -30,7 +34,8 @@ pub struct FileIndex {
     pub dirs: HashMap<InodeKey, String>,
     /// `BASENAMES` keys: the last components of exact policy paths.
     pub basenames: Vec<BasenameKey>,
-    /// Files under policy prefixes left out because `INODES` would overflow.
+    /// Files under policy prefixes left out because `INODES` would overflow or the
+    /// walk's budget was spent (a lower bound: the walk stops there).
     pub not_indexed: u64,
     /// The keys in `inodes`, for de-duplication while building.
     seen: std::collections::HashSet<InodeKey>,
@@ -49,25 +54,19 @@ fn key_of(meta: &std::fs::Metadata) -> InodeKey {
     }
 }
 
-pub fn basename_key(name: &[u8]) -> BasenameKey {
-    let mut key = [0u8; BASENAME_LEN];
-    let n = name.len().min(BASENAME_LEN - 1);
-    key[..n].copy_from_slice(&name[..n]);
-    key
-}
-
 impl FileIndex {
+    /// Stats the policy's exact paths and glob expansions and walks its prefixes: at
+    /// most `MAX_POLICY_INODES` files are indexed and `MAX_WALKED` directory entries
+    /// read (the rest is counted in `not_indexed` and still matched by
+    /// path string).
     pub fn build(classifier: &Classifier) -> Self {
-        let mut index = FileIndex::default();
+        let mut index = FileIndex {
+            basenames: classifier.basenames(),
+            ..FileIndex::default()
+        };
         for path in classifier.exact_paths() {
             index.add_file(Path::new(path), path);
             let p = Path::new(path);
-            if let Some(name) = p.file_name() {
-                let key = basename_key(name.as_encoded_bytes());
-                if !index.basenames.contains(&key) {
-                    index.basenames.push(key);
-                }
-            }
             if let Some(dir) = p.parent()
                 && let Ok(meta) = std::fs::metadata(dir)
             {
@@ -77,8 +76,10 @@ impl FileIndex {
                     .or_insert_with(|| dir.to_string_lossy().into_owned());
             }
         }
+        // One budget for every glob and prefix: indexing costs a bounded walk.
+        let mut budget = MAX_WALKED;
         for pattern in classifier.globs() {
-            for path in super::glob::expand(pattern) {
+            for path in super::glob::expand(pattern, &mut budget) {
                 index.add_file(&path, &path.to_string_lossy());
             }
         }
@@ -86,7 +87,7 @@ impl FileIndex {
             let dir = prefix.trim_end_matches('/');
             if prefix.ends_with('/') && !dir.is_empty() {
                 index.add_file(Path::new(dir), dir);
-                index.walk(Path::new(dir), 0);
+                index.walk(Path::new(dir), 0, &mut budget);
             }
         }
         index
@@ -120,7 +121,7 @@ impl FileIndex {
         }
     }
 
-    fn walk(&mut self, dir: &Path, depth: usize) {
+    fn walk(&mut self, dir: &Path, depth: usize, budget: &mut usize) {
         if depth >= MAX_DEPTH {
             return;
         }
@@ -128,6 +129,12 @@ impl FileIndex {
             return;
         };
         for entry in entries.flatten() {
+            // A full map or a spent budget ends the walk: reading on would only count.
+            if *budget == 0 || self.full() {
+                self.not_indexed += 1;
+                return;
+            }
+            *budget -= 1;
             let path = entry.path();
             let name = path.to_string_lossy().into_owned();
             self.add_file(&path, &name);
@@ -136,7 +143,7 @@ impl FileIndex {
                 if let Ok(meta) = entry.metadata() {
                     self.dirs.entry(key_of(&meta)).or_insert(name);
                 }
-                self.walk(&path, depth + 1);
+                self.walk(&path, depth + 1, budget);
             }
         }
     }
@@ -149,6 +156,7 @@ impl FileIndex {
 
 #[cfg(test)]
 mod tests {
+    use super::super::keys::basename_key;
     use super::*;
 
     #[test]

@@ -24,44 +24,102 @@ pub fn literal_prefix(pattern: &str) -> &str {
     }
 }
 
-/// Whether `path` matches `pattern` (`*` within a component, `**` across them).
-pub fn matches(pattern: &str, path: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p.first() {
-            None => t.is_empty(),
-            Some(b'*') if p.get(1) == Some(&b'*') => {
-                let rest = &p[2..];
-                // `**/` may also match nothing.
-                let rest_after_slash = rest.strip_prefix(b"/").unwrap_or(rest);
-                (0..=t.len()).any(|i| go(rest, &t[i..]) || go(rest_after_slash, &t[i..]))
+/// One step of a pattern.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Byte(u8),
+    /// `*`: a run of bytes other than `/`.
+    Star,
+    /// `**`: any run of bytes, `/` included.
+    DoubleStar,
+}
+
+fn tokens(pattern: &[u8]) -> Vec<Token> {
+    let mut out = Vec::with_capacity(pattern.len());
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            b'*' if pattern.get(i + 1) == Some(&b'*') => {
+                out.push(Token::DoubleStar);
+                i += 2;
             }
-            Some(b'*') => {
-                let rest = &p[1..];
-                for i in 0..=t.len() {
-                    if go(rest, &t[i..]) {
-                        return true;
-                    }
-                    if t.get(i) == Some(&b'/') {
-                        break;
-                    }
-                }
-                false
+            b'*' => {
+                out.push(Token::Star);
+                i += 1;
             }
-            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+            c => {
+                out.push(Token::Byte(c));
+                i += 1;
+            }
         }
     }
-    go(pattern.as_bytes(), path.as_bytes())
+    out
+}
+
+/// Whether `path` matches `pattern`: `*` within one component, `**` across any number
+/// of them; a `/` right after `**` is skipped when `**` matches nothing, so `/a/**/c`
+/// matches `/a/c` and `/a/x/y/c` (not `/a/xc`). Bytes compare exactly: paths are
+/// case-sensitive.
+///
+/// Dynamic programming over (pattern step, path position), from the end: O(pattern ×
+/// path) time and O(path) memory whatever the stars. (A backtracking matcher is
+/// exponential in the number of `**`: a policy load hung on one such pattern.)
+pub fn matches(pattern: &str, path: &str) -> bool {
+    let steps = tokens(pattern.as_bytes());
+    let t = path.as_bytes();
+    let n = t.len();
+    // `ahead1[j]`: steps[k+1..] match t[j..]; `ahead2[j]`: steps[k+2..] match t[j..].
+    let mut ahead1 = vec![false; n + 1];
+    let mut ahead2 = vec![false; n + 1];
+    let mut row = vec![false; n + 1];
+    // No steps left: only the end of the path matches.
+    ahead1[n] = true;
+    for k in (0..steps.len()).rev() {
+        match steps[k] {
+            Token::Byte(c) => {
+                row[n] = false;
+                for j in 0..n {
+                    row[j] = t[j] == c && ahead1[j + 1];
+                }
+            }
+            Token::Star => {
+                row[n] = ahead1[n];
+                for j in (0..n).rev() {
+                    row[j] = ahead1[j] || (t[j] != b'/' && row[j + 1]);
+                }
+            }
+            Token::DoubleStar => {
+                let skip_slash = steps.get(k + 1) == Some(&Token::Byte(b'/'));
+                let mut any_after = false;
+                for j in (0..=n).rev() {
+                    any_after |= ahead1[j];
+                    row[j] = any_after || (skip_slash && ahead2[j]);
+                }
+            }
+        }
+        // Shift: this row is one step ahead of the next (earlier) step.
+        std::mem::swap(&mut ahead2, &mut ahead1);
+        std::mem::swap(&mut ahead1, &mut row);
+    }
+    ahead1[0]
 }
 
 /// The paths on this host that `pattern` matches (following symlinked directories,
-/// as path resolution does), at most `MAX_EXPANSION`.
-pub fn expand(pattern: &str) -> Vec<PathBuf> {
+/// as path resolution does), at most `MAX_EXPANSION`, reading at most `budget`
+/// directory entries (decremented).
+pub fn expand(pattern: &str, budget: &mut usize) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    walk(Path::new(literal_prefix(pattern)), pattern, 0, &mut found);
+    walk(
+        Path::new(literal_prefix(pattern)),
+        pattern,
+        0,
+        &mut found,
+        budget,
+    );
     found
 }
 
-fn walk(dir: &Path, pattern: &str, depth: usize, found: &mut Vec<PathBuf>) {
+fn walk(dir: &Path, pattern: &str, depth: usize, found: &mut Vec<PathBuf>, budget: &mut usize) {
     if depth > MAX_DEPTH || found.len() >= MAX_EXPANSION {
         return;
     }
@@ -69,6 +127,10 @@ fn walk(dir: &Path, pattern: &str, depth: usize, found: &mut Vec<PathBuf>) {
         return;
     };
     for entry in entries.flatten() {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
         let path = entry.path();
         let text = path.to_string_lossy();
         if matches(pattern, &text) {
@@ -79,7 +141,7 @@ fn walk(dir: &Path, pattern: &str, depth: usize, found: &mut Vec<PathBuf>) {
         }
         // Descend only where the pattern can still match below.
         if path.is_dir() && could_match_below(pattern, &format!("{text}/")) {
-            walk(&path, pattern, depth + 1, found);
+            walk(&path, pattern, depth + 1, found, budget);
         }
     }
 }
@@ -139,7 +201,7 @@ mod tests {
         std::fs::create_dir_all(root.join("net")).unwrap();
         std::os::unix::fs::symlink(&real, root.join("net/eth9")).unwrap();
         let pattern = format!("{}/net/*/address", root.display());
-        let found = expand(&pattern);
+        let found = expand(&pattern, &mut 1_000);
         assert_eq!(found, [root.join("net/eth9/address")]);
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -7,9 +7,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use std::collections::HashMap;
+
+use super::limits::MAX_POLICY_FILES;
 use super::{
-    CompiledPolicy, DEFAULT_POLICY_SOURCE, DEFAULT_POLICY_YAML, Policy, PolicyError,
-    compile_policy, parse_policy,
+    CompiledPolicy, DEFAULT_POLICY_SOURCE, DEFAULT_POLICY_YAML, ParsedPolicy, PolicyError,
+    parse_policy,
 };
 
 /// One policy file in force.
@@ -47,10 +50,10 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<PolicySet, PolicyError> {
             .collect();
         paths.sort();
         for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+            if sources.len() >= MAX_POLICY_FILES {
+                return Err(super::limits::too_many_files(&dir.display().to_string()));
+            }
+            let text = super::read_policy_file(&path)?;
             sources.push((path.display().to_string(), text));
         }
     }
@@ -86,23 +89,39 @@ fn version_of(sources: &[(String, String)]) -> String {
     format!("{hash:016x}")
 }
 
-fn merge(parsed: Vec<(String, Policy)>) -> Result<PolicySet, PolicyError> {
+/// Merges policies that each passed validation on their own. Their rules were
+/// compiled against their own categories; here they are only renumbered to the merged
+/// list (no second compilation).
+fn merge(parsed: Vec<(String, ParsedPolicy)>) -> Result<PolicySet, PolicyError> {
     let files: Vec<PolicyFile> = parsed
         .iter()
         .map(|(path, p)| PolicyFile {
             path: path.clone(),
-            name: p.metadata.name.clone(),
-            categories: p.categories.len(),
-            rules: p.rules.len(),
+            name: p.policy.metadata.name.clone(),
+            categories: p.policy.categories.len(),
+            rules: p.policy.rules.len(),
         })
         .collect();
     let mut iter = parsed.into_iter();
-    let Some((first_path, mut merged)) = iter.next() else {
+    let Some((first_path, first)) = iter.next() else {
         unreachable!("load_dirs always has a source")
     };
-    let mut category_from: Vec<String> = vec![first_path.clone(); merged.categories.len()];
-    let mut rule_from: Vec<String> = vec![first_path; merged.rules.len()];
-    for (path, policy) in iter {
+    let ParsedPolicy {
+        policy: mut merged,
+        rules: mut merged_rules,
+    } = first;
+    let mut category_at: HashMap<String, (usize, String)> = merged
+        .categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), (i, first_path.clone())))
+        .collect();
+    let mut rule_from: HashMap<String, String> = merged
+        .rules
+        .iter()
+        .map(|r| (r.name.clone(), first_path.clone()))
+        .collect();
+    for (path, ParsedPolicy { policy, mut rules }) in iter {
         merged.metadata.name = format!("{} + {}", merged.metadata.name, policy.metadata.name);
         let sel = policy.select;
         merged.select.comms.extend(sel.comms);
@@ -111,36 +130,39 @@ fn merge(parsed: Vec<(String, Policy)>) -> Result<PolicySet, PolicyError> {
         merged.select.argv_contains.extend(sel.argv_contains);
         merged.select.argv_regex.extend(sel.argv_regex);
         merged.select.containers.extend(sel.containers);
+        // This file's category i is the merged policy's category renumber[i].
+        let mut renumber = Vec::with_capacity(policy.categories.len());
         for category in policy.categories {
-            match merged
-                .categories
-                .iter()
-                .position(|c| c.name == category.name)
-            {
-                Some(i) if merged.categories[i] == category => {}
-                Some(i) => {
-                    return Err(conflict(
-                        "category",
-                        &category.name,
-                        &category_from[i],
-                        &path,
-                    ));
+            match category_at.get(&category.name) {
+                Some((i, _)) if merged.categories[*i] == category => renumber.push(*i),
+                Some((_, from)) => {
+                    return Err(conflict("category", &category.name, from, &path));
                 }
                 None => {
+                    let i = merged.categories.len();
+                    category_at.insert(category.name.clone(), (i, path.clone()));
                     merged.categories.push(category);
-                    category_from.push(path.clone());
+                    renumber.push(i);
                 }
             }
         }
-        for rule in policy.rules {
-            if let Some(i) = merged.rules.iter().position(|r| r.name == rule.name) {
-                return Err(conflict("rule", &rule.name, &rule_from[i], &path));
+        for (rule, compiled) in policy.rules.into_iter().zip(rules.iter_mut()) {
+            if let Some(from) = rule_from.get(&rule.name) {
+                return Err(conflict("rule", &rule.name, from, &path));
             }
+            rule_from.insert(rule.name.clone(), path.clone());
+            compiled.renumber(&renumber);
             merged.rules.push(rule);
-            rule_from.push(path.clone());
         }
+        merged_rules.extend(rules);
     }
-    let compiled = compile_policy(merged, "the merged policy directories")?;
+    let compiled = super::compile::compile(
+        ParsedPolicy {
+            policy: merged,
+            rules: merged_rules,
+        },
+        "the merged policy directories",
+    )?;
     Ok(PolicySet {
         compiled,
         files,
@@ -197,6 +219,24 @@ mod tests {
         std::fs::write(d.path().join("b.yml"), B.replace("npm", "pnpm")).unwrap();
         let changed = load_dirs(&[d.path().to_owned()]).unwrap();
         assert_ne!(set.version, changed.version);
+    }
+
+    /// Rules are compiled once, against their own file's categories, and renumbered
+    /// to the merged list: `proxy` is category 0 in c.yaml and 1 once merged.
+    #[test]
+    fn merged_rules_point_at_the_merged_categories() {
+        let c = B.replace(
+            "  - {name: timezone, env: [TZ]}\n  - {name: proxy, env: [HTTPS_PROXY]}\n",
+            "  - {name: proxy, env: [HTTPS_PROXY]}\n  - {name: timezone, env: [TZ]}\n",
+        );
+        assert_ne!(c, B);
+        let d = dir_with(&[("a.yaml", A), ("c.yaml", &c)]);
+        let set = load_dirs(&[d.path().to_owned()]).unwrap();
+        let cats = &set.compiled.categories;
+        let r2 = set.compiled.rules.iter().find(|r| r.name == "r2").unwrap();
+        assert_eq!(cats[r2.any_of[0]].name, "proxy");
+        let r1 = set.compiled.rules.iter().find(|r| r.name == "r1").unwrap();
+        assert_eq!(cats[r1.any_of[0]].name, "timezone");
     }
 
     #[test]

@@ -1,20 +1,28 @@
 //! Policies: YAML schema, validation with file:line:column errors, and compilation into
 //! kernel map entries plus the userspace classifier.
 
+mod capacity;
 mod compile;
 mod explain;
 mod file_index;
 pub mod glob;
+mod keys;
+pub mod limits;
 mod merge;
+mod prepare;
 pub mod rules;
 mod schema;
 pub mod select;
 mod suggest;
 
+pub use capacity::{KernelCapacity, MapUse};
 pub use compile::{Classifier, CompiledPolicy, KernelEntries, home_dirs};
 pub use explain::explain;
-pub use file_index::{FileIndex, basename_key, kernel_dev};
+pub use file_index::{FileIndex, kernel_dev};
+pub use keys::basename_key;
+pub use limits::Limit;
 pub use merge::{PolicyFile, PolicySet, load_dirs};
+pub use prepare::{PolicySource, PreparedPolicy, prepare};
 pub use schema::{Category, Metadata, Policy};
 
 use std::path::Path;
@@ -53,6 +61,27 @@ pub enum PolicyError {
         /// What to look for in the text to place the error.
         needle: Option<Box<Needle>>,
     },
+    /// Over one of the bounds on what a policy may cost to load, or more entries than
+    /// a kernel map holds (docs/policy.md, "Limits").
+    #[error("{source_name}:{}{message}\n  hint: {hint}", at.map(|(l, c)| format!("{l}:{c}: ")).unwrap_or_else(|| " ".to_owned()))]
+    Limit {
+        source_name: String,
+        at: Option<(usize, usize)>,
+        limit: Limit,
+        message: String,
+        hint: &'static str,
+        needle: Option<Box<Needle>>,
+    },
+}
+
+impl PolicyError {
+    /// The bound this error is about, if it is one.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            PolicyError::Limit { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
 }
 
 /// The text of an offending value, to find its line and column in the policy file
@@ -79,6 +108,14 @@ impl Needle {
             text: text.into(),
             after: None,
             last: true,
+        }))
+    }
+    /// The first occurrence after `key`.
+    pub fn after(text: impl Into<String>, key: &'static str) -> Option<Box<Self>> {
+        Some(Box::new(Self {
+            text: text.into(),
+            after: Some(key),
+            last: false,
         }))
     }
     pub fn in_rules(text: impl Into<String>, last: bool) -> Option<Box<Self>> {
@@ -109,7 +146,8 @@ impl Needle {
 impl PolicyError {
     /// Fills in the position of a validation error from the policy text.
     fn placed(mut self, text: &str) -> Self {
-        if let PolicyError::Invalid { at, needle, .. } = &mut self
+        if let PolicyError::Invalid { at, needle, .. } | PolicyError::Limit { at, needle, .. } =
+            &mut self
             && at.is_none()
         {
             *at = needle.as_ref().and_then(|n| n.locate(text));
@@ -123,38 +161,73 @@ pub fn load_default() -> Result<CompiledPolicy, PolicyError> {
     parse(DEFAULT_POLICY_YAML, DEFAULT_POLICY_SOURCE)
 }
 
-/// Loads and validates a policy file.
+/// Loads and validates a policy file (at most `limits::MAX_POLICY_FILE_BYTES`).
 pub fn load_file(path: &Path) -> Result<CompiledPolicy, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+    let text = read_policy_file(path)?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Reads a policy file, refusing one larger than `limits::MAX_POLICY_FILE_BYTES`
+/// without reading the rest (it might be endless: a FIFO, /dev/zero).
+pub(crate) fn read_policy_file(path: &Path) -> Result<String, PolicyError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read_err = |source| PolicyError::Read {
         path: path.display().to_string(),
         source,
-    })?;
-    parse(&text, &path.display().to_string())
+    };
+    // Non-blocking, so a FIFO cannot hold the caller; then only regular files.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(limits::MAX_POLICY_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() > limits::MAX_POLICY_FILE_BYTES {
+        return Err(limits::file_too_large(
+            &path.display().to_string(),
+            bytes.len(),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8: {e}"),
+        ))
+    })
 }
 
 /// Parses, validates and compiles policy text. `source_name` goes into error messages.
 pub fn parse(text: &str, source_name: &str) -> Result<CompiledPolicy, PolicyError> {
-    let policy = parse_policy(text, source_name)?;
-    compile_policy(policy, source_name)
+    let parsed = parse_policy(text, source_name)?;
+    compile::compile(parsed, source_name).map_err(|e| e.placed(text))
+}
+
+/// A policy that parsed and passed validation, with its rules compiled (against its own
+/// categories).
+#[derive(Debug, Clone)]
+pub struct ParsedPolicy {
+    pub policy: Policy,
+    pub rules: Vec<rules::CompiledRule>,
 }
 
 /// Parses and validates policy text (its rules included) without compiling it.
-pub fn parse_policy(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
-    let policy: Policy = serde_yaml::from_str(text).map_err(|err| {
-        let (line, column, message) = yaml_error_parts(&err);
-        let hint = suggest::did_you_mean(&message);
-        PolicyError::Parse {
-            source_name: source_name.to_owned(),
-            line,
-            column,
-            message,
-            hint,
-        }
-    })?;
+pub fn parse_policy(text: &str, source_name: &str) -> Result<ParsedPolicy, PolicyError> {
+    let policy: Policy = limits::from_yaml(text, source_name)?;
     schema::validate(&policy, source_name).map_err(|e| e.placed(text))?;
-    rules::compile_rules(&policy.rules, &policy.categories, source_name)
-        .map_err(|e| e.placed(text))?;
-    Ok(policy)
+    let names: Vec<&str> = policy.categories.iter().map(|c| c.name.as_str()).collect();
+    let rules =
+        rules::compile_rules(&policy.rules, &names, source_name).map_err(|e| e.placed(text))?;
+    Ok(ParsedPolicy { policy, rules })
 }
 
 /// A YAML error's line, column (1-based; 0 when unknown) and message without the
@@ -171,13 +244,8 @@ pub fn yaml_error_parts(err: &serde_yaml::Error) -> (usize, usize, String) {
     (line, column, message)
 }
 
-/// Compiles a validated policy.
-fn compile_policy(policy: Policy, source_name: &str) -> Result<CompiledPolicy, PolicyError> {
-    let rules = rules::compile_rules(&policy.rules, &policy.categories, source_name)?;
-    let mut compiled = compile::compile(policy);
-    compiled.rules = rules;
-    Ok(compiled)
-}
-
+// The matchers' property tests (they had dropped out of the module tree).
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

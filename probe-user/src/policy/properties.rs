@@ -14,6 +14,43 @@ fn component() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9._-]{1,12}"
 }
 
+/// The glob as a regular expression: an independent statement of what it means.
+/// `**/` is "nothing, or anything ending in `/`"; `**` anything; `*` anything but `/`.
+fn glob_regex(pattern: &str) -> regex::Regex {
+    let mut re = String::from("(?s)^");
+    let mut rest = pattern;
+    while let Some(c) = rest.chars().next() {
+        if let Some(r) = rest.strip_prefix("**/") {
+            re.push_str("(?:.*/)?");
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("**") {
+            re.push_str(".*");
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('*') {
+            re.push_str("[^/]*");
+            rest = r;
+        } else {
+            re.push_str(&regex::escape(&c.to_string()));
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).expect("a valid regex")
+}
+
+/// Patterns and paths over a small alphabet, so that they often match.
+fn small_pattern() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "b", "/", "*", "**", "**/"]),
+        0..10,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn small_path() -> impl Strategy<Value = String> {
+    "[ab/]{0,14}"
+}
+
 fn path(max_parts: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(component(), 1..max_parts)
         .prop_map(|parts| format!("/{}", parts.join("/")))
@@ -60,6 +97,31 @@ proptest! {
         // Outside the directory it never matches.
         let outside = format!("{dir}x/{leaf}");
         prop_assert!(!matches(&pattern, &outside));
+    }
+
+    #[test]
+    fn globs_mean_what_their_regular_expression_means(pattern in small_pattern(), path in small_path()) {
+        prop_assert_eq!(matches(&pattern, &path), glob_regex(&pattern).is_match(&path), "{} vs {}", pattern, path);
+    }
+
+    /// Many `**` against a long path that does not match (its last component
+    /// differs): exponential for a backtracking matcher, which never finished with a
+    /// dozen; polynomial here. And the same pattern matches the path it describes.
+    #[test]
+    fn many_double_stars_match_in_polynomial_time(
+        stars in 8usize..40,
+        parts in prop::collection::vec(component(), 40..120),
+        leaf in component(),
+    ) {
+        let pattern = format!("/{}{leaf}", "**/".repeat(stars));
+        let mut target = format!("/{}", parts.join("/"));
+        let wrong_leaf = format!("{target}/{leaf}x");
+        let wrong_pattern = format!("{pattern}/**/nomatch");
+        prop_assert!(!matches(&pattern, &wrong_leaf));
+        prop_assert!(!matches(&wrong_pattern, &target));
+        target.push('/');
+        target.push_str(&leaf);
+        prop_assert!(matches(&pattern, &target));
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::Category;
 use super::{Needle, PolicyError};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,12 +278,28 @@ fn compile_destination(spec: &DestinationSpec) -> Result<CompiledDestination, St
     })
 }
 
-/// Validates and compiles every rule. Errors name the rule and the field.
+impl CompiledRule {
+    /// Category indices renumbered, `map[old] = new` (policies merged into one).
+    pub(super) fn renumber(&mut self, map: &[usize]) {
+        for index in self.all_of.iter_mut().chain(self.any_of.iter_mut()) {
+            *index = map[*index];
+        }
+    }
+}
+
+/// Validates and compiles every rule against the policy's category names (a rule
+/// names categories; their index in `categories` is what the correlator uses). Errors
+/// name the rule and the field.
 pub(super) fn compile_rules(
     rules: &[Rule],
-    categories: &[Category],
+    categories: &[&str],
     source_name: &str,
 ) -> Result<Vec<CompiledRule>, PolicyError> {
+    let index: std::collections::HashMap<&str, usize> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (*name, i))
+        .collect();
     let invalid = |rule: &str, message: String, hint: String, needle: Option<Box<Needle>>| {
         PolicyError::Invalid {
             source_name: source_name.to_owned(),
@@ -296,24 +311,21 @@ pub(super) fn compile_rules(
         }
     };
     let category = |rule: &str, name: &str| -> Result<usize, PolicyError> {
-        categories
-            .iter()
-            .position(|c| c.name == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = categories.iter().map(|c| c.name.as_str()).collect();
-                let hint = match super::suggest::closest(name, &names) {
-                    Some(best) => format!("did you mean `{best}`?"),
-                    None => format!("defined categories: {}", names.join(", ")),
-                };
-                invalid(
-                    rule,
-                    format!("uses category {name:?}, which is not defined"),
-                    hint,
-                    Needle::in_rules(name, false),
-                )
-            })
+        index.get(name).copied().ok_or_else(|| {
+            let hint = match super::suggest::closest(name, categories) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!("defined categories: {}", categories.join(", ")),
+            };
+            invalid(
+                rule,
+                format!("uses category {name:?}, which is not defined"),
+                hint,
+                Needle::in_rules(name, false),
+            )
+        })
     };
-    let mut out: Vec<CompiledRule> = Vec::new();
+    let mut out: Vec<CompiledRule> = Vec::with_capacity(rules.len());
+    let mut names = std::collections::HashSet::new();
     for rule in rules {
         let name = rule.name.as_str();
         if name.trim().is_empty() {
@@ -324,7 +336,7 @@ pub(super) fn compile_rules(
                 None,
             ));
         }
-        if out.iter().any(|r| r.name == name) {
+        if !names.insert(name) {
             return Err(invalid(
                 name,
                 "is defined twice".into(),

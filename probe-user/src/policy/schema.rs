@@ -96,6 +96,22 @@ pub struct Category {
 /// `crate::ops`).
 pub use crate::ops::Operation;
 
+impl Policy {
+    /// How many categories, rules and userspace selectors it has (bounded).
+    pub(super) fn counts(&self) -> super::limits::Counts {
+        let s = &self.select;
+        super::limits::Counts {
+            categories: self.categories.len(),
+            rules: self.rules.len(),
+            selectors: s.exe.len()
+                + s.argv_contains.len()
+                + s.argv_regex.len()
+                + s.containers.len(),
+            regexes: s.argv_regex.len(),
+        }
+    }
+}
+
 fn invalid(
     source_name: &str,
     message: String,
@@ -112,6 +128,7 @@ fn invalid(
 }
 
 pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyError> {
+    super::limits::check_counts(&policy.counts(), source_name)?;
     if policy.api_version != API_VERSION {
         return Err(invalid(
             source_name,
@@ -147,6 +164,14 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
         }
     }
     for glob in &policy.select.exe {
+        if glob.len() >= PATH_LEN {
+            return Err(invalid(
+                source_name,
+                format!("select.exe: a glob of {} bytes is too long", glob.len()),
+                "exe globs are at most 255 bytes",
+                None,
+            ));
+        }
         if !glob.starts_with('/') && !glob.starts_with("**") {
             return Err(invalid(
                 source_name,
@@ -168,7 +193,7 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
         }
     }
     for re in &policy.select.argv_regex {
-        if let Err(err) = regex::Regex::new(re) {
+        if let Err(err) = super::limits::selector_regex(re) {
             return Err(invalid(
                 source_name,
                 format!("select.argv_regex: {re:?} is not a valid regular expression: {err}"),
@@ -215,6 +240,34 @@ pub(super) fn validate(policy: &Policy, source_name: &str) -> Result<(), PolicyE
                         Needle::first(path.as_str()),
                     )
                 })?;
+                let kernel_prefix = if what == "path" {
+                    super::glob::is_glob(path).then(|| super::glob::literal_prefix(path))
+                } else {
+                    Some(path.as_str())
+                };
+                if kernel_prefix == Some("/") {
+                    let why = if what == "path" {
+                        "the kernel filters a glob on the directory before its first `*`, and here that is `/`"
+                    } else {
+                        "the kernel would match it against every path"
+                    };
+                    return Err(invalid(
+                        source_name,
+                        format!(
+                            "category {:?}: {what} {path:?} would send every file a watched program opens to probectl: {why}",
+                            cat.name
+                        ),
+                        "start a glob or a prefix with at least one directory (`/etc/**/x`, not `/**/x`)",
+                        Needle::after(
+                            path.as_str(),
+                            if what == "path" {
+                                "paths:"
+                            } else {
+                                "path_prefixes:"
+                            },
+                        ),
+                    ));
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ impl UserSelectors {
             argv_regex: select
                 .argv_regex
                 .iter()
-                .filter_map(|r| regex::Regex::new(r).ok())
+                .filter_map(|r| super::limits::selector_regex(r).ok())
                 .collect(),
             containers: select
                 .containers

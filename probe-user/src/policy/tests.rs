@@ -94,10 +94,9 @@ fn default_policy_classifies_paths() {
 #[test]
 fn home_paths_expand_for_every_home() {
     let yaml = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: t}\ncategories:\n  - name: proxy-config\n    paths: [~/.npmrc, /etc/environment]\n    path_prefixes: [~/.config/app/]\n";
-    let policy: Policy = serde_yaml::from_str(yaml).unwrap();
-    schema::validate(&policy, "t.yaml").expect("`~/` paths are valid");
+    let parsed = parse_policy(yaml, "t.yaml").expect("`~/` paths are valid");
     let homes = vec!["/home/ada".to_owned(), "/root".to_owned()];
-    let p = compile::compile_for_homes(policy, &homes);
+    let p = compile::compile_for_homes(parsed, &homes, "t.yaml").unwrap();
     let exact: Vec<&str> = p.classifier.exact_paths().collect();
     assert_eq!(
         exact,
@@ -336,7 +335,7 @@ fn selectors_compile_and_bad_ones_are_rejected() {
             "  argv_regex: ['(unclosed']\n",
             "not a valid regular expression",
         ),
-        ("  uids: [-1]\n", "expected u32"),
+        ("  uids: [-1]\n", "u32"),
         ("  containers: [abc]\n", "not a container id"),
     ] {
         let err = parse(&format!("{base}select:\n{select}"), "t.yaml")

@@ -1,17 +1,16 @@
-//! What the files sensor needs beyond path strings: kernel struct offsets from BTF,
-//! the policy files by inode, and the policy basenames (see `probe-ebpf/src/resolve.rs`).
+//! What the files sensor needs beyond path strings: kernel struct offsets from BTF (the
+//! policy files by inode and the policy basenames are policy maps: `reload.rs`; see
+//! `probe-ebpf/src/resolve.rs`).
 
-use aya::maps::{Array, HashMap};
+use aya::maps::Array;
 use probe_common::{
-    BasenameKey, InodeKey, KOFF_DENTRY_INODE, KOFF_FDT_FD, KOFF_FDT_MAX_FDS, KOFF_FILE_INODE,
-    KOFF_FILES_FDT, KOFF_FS_PWD, KOFF_INODE_INO, KOFF_INODE_SB, KOFF_PATH_DENTRY, KOFF_SB_DEV,
-    KOFF_TASK_FILES, KOFF_TASK_FS, MAP_BASENAMES, MAP_INODES, MAP_KERNEL_OFFSETS, MAP_SETTINGS,
-    PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_INODES,
+    KOFF_DENTRY_INODE, KOFF_FDT_FD, KOFF_FDT_MAX_FDS, KOFF_FILE_INODE, KOFF_FILES_FDT, KOFF_FS_PWD,
+    KOFF_INODE_INO, KOFF_INODE_SB, KOFF_PATH_DENTRY, KOFF_SB_DEV, KOFF_TASK_FILES, KOFF_TASK_FS,
+    MAP_KERNEL_OFFSETS,
 };
 use serde::Serialize;
 
 use super::{SensorError, Sensors, btf::KernelBtf, map_err};
-use crate::policy::FileIndex;
 
 /// How the files sensor ties syscalls to policy files beyond the path string; shown
 /// by `doctor` and in reports.
@@ -47,12 +46,11 @@ const OFFSETS: [(u32, &str, &str); 12] = [
 ];
 
 impl Sensors {
-    /// Fills `KERNEL_OFFSETS`, `INODES` and `BASENAMES` and turns each on. Missing
-    /// BTF turns matching by inode off (said in `doctor`); it is not fatal.
-    pub(super) fn write_file_maps(
-        &mut self,
-        index: &FileIndex,
-    ) -> Result<FileResolution, SensorError> {
+    /// Fills `KERNEL_OFFSETS` from the kernel's BTF, once at start. Without BTF,
+    /// matching by inode stays off (said in `doctor`); it is not fatal. `INODES` and
+    /// `BASENAMES` are policy maps, written with the rest of the policy
+    /// (`apply_policy`).
+    pub(super) fn write_kernel_offsets(&mut self) -> Result<FileResolution, SensorError> {
         let offsets = KernelBtf::from_sys_fs().and_then(|btf| {
             OFFSETS
                 .iter()
@@ -62,9 +60,9 @@ impl Sensors {
         let mut resolution = FileResolution {
             by_inode: false,
             by_inode_off: None,
-            indexed_files: index.files.len(),
-            not_indexed: index.not_indexed,
-            basenames: index.basenames.len(),
+            indexed_files: 0,
+            not_indexed: 0,
+            basenames: 0,
         };
         match offsets {
             Ok(offsets) => {
@@ -75,15 +73,6 @@ impl Sensors {
                         .set(slot, offset, 0)
                         .map_err(map_err(MAP_KERNEL_OFFSETS))?;
                 }
-                let mut inodes: HashMap<_, InodeKey, PolicyRef> =
-                    HashMap::try_from(self.map(MAP_INODES)?).map_err(map_err(MAP_INODES))?;
-                for (key, id) in &index.inodes {
-                    let value = PolicyRef {
-                        entry_id: *id,
-                        match_kind: PATH_MATCH_EXACT,
-                    };
-                    inodes.insert(key, value, 0).map_err(map_err(MAP_INODES))?;
-                }
                 resolution.by_inode = true;
             }
             Err(err) => {
@@ -91,21 +80,6 @@ impl Sensors {
                 resolution.by_inode_off = Some(format!("kernel BTF: {err}"));
             }
         }
-        let mut basenames: HashMap<_, BasenameKey, PolicyRef> =
-            HashMap::try_from(self.map(MAP_BASENAMES)?).map_err(map_err(MAP_BASENAMES))?;
-        for key in &index.basenames {
-            basenames
-                .insert(key, PolicyRef::default(), 0)
-                .map_err(map_err(MAP_BASENAMES))?;
-        }
-        let mut settings: Array<_, u32> =
-            Array::try_from(self.map(MAP_SETTINGS)?).map_err(map_err(MAP_SETTINGS))?;
-        settings
-            .set(SETTING_INODES, u32::from(resolution.by_inode), 0)
-            .map_err(map_err(MAP_SETTINGS))?;
-        settings
-            .set(SETTING_BASENAMES, u32::from(!index.basenames.is_empty()), 0)
-            .map_err(map_err(MAP_SETTINGS))?;
         Ok(resolution)
     }
 }

@@ -10,6 +10,7 @@ pub mod features;
 mod file_maps;
 mod kernel_maps;
 mod libc;
+mod map_update;
 mod proc_maps;
 mod programs;
 mod reload;
@@ -18,6 +19,7 @@ pub mod tracefs;
 pub use env_attach::EnvObjectsStatus;
 pub use file_maps::FileResolution;
 use programs::{AttachPoint, programs};
+pub use reload::PolicyMaps;
 
 use std::path::PathBuf;
 
@@ -31,7 +33,7 @@ use probe_common::{
 };
 use serde::Serialize;
 
-use crate::policy::CompiledPolicy;
+use crate::policy::PreparedPolicy;
 
 /// The compiled kernel object, embedded at build time.
 static PROBE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
@@ -65,6 +67,24 @@ pub enum SensorError {
         "no sensor could attach; nothing would be seen:\n{0}\n  hint: check that tracefs is mounted and the kernel has CONFIG_FTRACE_SYSCALLS"
     )]
     NothingAttached(String),
+    #[error(
+        "the policy needs {used} entries in the kernel map {map}, which holds {capacity}; no map was changed"
+    )]
+    OverCapacity {
+        map: &'static str,
+        used: usize,
+        capacity: usize,
+    },
+    #[error("writing the policy into the kernel map {map} failed: {source}; {}", match restored {
+        None => "every policy map was restored to the policy in force".to_owned(),
+        Some(e) => format!("restoring the policy in force failed too ({e}): the kernel maps may hold a mix of both policies"),
+    })]
+    PolicyUpdate {
+        map: &'static str,
+        source: Box<SensorError>,
+        /// Why restoring the previous contents failed, if it did.
+        restored: Option<String>,
+    },
 }
 
 /// Which family of sensors a program belongs to (see docs/architecture.md).
@@ -121,6 +141,8 @@ pub struct Sensors {
     pub file_index: std::sync::Arc<crate::policy::FileIndex>,
     /// How files are matched beyond the path string.
     pub file_resolution: Option<FileResolution>,
+    /// What the policy maps hold (written by `apply_policy`).
+    in_force: PolicyMaps,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -128,7 +150,7 @@ impl Sensors {
     /// Loads the object, writes the policy into the kernel maps and attaches every
     /// program. Attach failures are recorded in `status`, not fatal, unless nothing
     /// attached at all.
-    pub fn load(policy: &CompiledPolicy) -> Result<Self, SensorError> {
+    pub fn load(policy: &PreparedPolicy) -> Result<Self, SensorError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(SensorError::NotRoot);
         }
@@ -162,15 +184,15 @@ impl Sensors {
                 cgroup2: None,
             },
             choices: Vec::new(),
-            file_index: std::sync::Arc::new(crate::policy::FileIndex::build(&policy.classifier)),
+            file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
+            in_force: PolicyMaps::default(),
             logger,
         };
         sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root);
         sensors.write_tp_offsets(&tracefs_root)?;
-        sensors.write_policy(policy)?;
-        let index = sensors.file_index.clone();
-        sensors.file_resolution = Some(sensors.write_file_maps(&index)?);
+        sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
+        sensors.apply_policy(policy)?;
         sensors.attach_all();
         sensors.choices = chain::choices(&sensors.features, &sensors.status);
         if !sensors.status.iter().any(|s| s.attached) {
@@ -432,7 +454,7 @@ impl Sensors {
                 );
                 if r.not_indexed > 0 {
                     note.push_str(&format!(
-                        "; {} files under policy prefixes were not indexed (map full)",
+                        "; at least {} files under policy prefixes were not indexed (map full, or the walk's bound of 16,384 directory entries reached)",
                         r.not_indexed
                     ));
                 }

@@ -1,101 +1,332 @@
-//! Swapping the policy under running sensors. New entries are written first, then the
-//! old policy's leftovers removed ("make before break"): a name or path in both
-//! policies is never absent from the kernel maps, and the new one is fully in place
-//! before the old one's own entries go.
+//! Putting a prepared policy in force in the kernel maps, at start and on reload.
+//!
+//! `Sensors` keeps what it wrote (`PolicyMaps`). A new policy is checked against every
+//! map's capacity before any map is touched; then each map goes from the old entries to
+//! the new ones (`map_update`: leaving entries removed first, so old ∪ new never needs
+//! more room than either); if a write fails, that map and every map already moved are
+//! restored, so a refused policy leaves the kernel maps exactly as they were. No file
+//! is read here: the file index comes prepared (`policy::prepare`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
-use aya::maps::{HashMap, LpmTrie, MapData, lpm_trie::Key};
+use aya::Pod;
+use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use probe_common::{
     BasenameKey, CommKey, EnvNameKey, InodeKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
-    MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, PATH_LEN, PolicyRef,
+    MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAP_SETTINGS, PATH_LEN,
+    PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES, SETTING_EXEC_CANDIDATES,
+    SETTING_INODES, SETTING_PROC_ENVIRON, SETTING_SELECTION,
 };
 
+use super::map_update::{MapWrite, update};
 use super::{SensorError, Sensors, map_err};
-use crate::policy::{CompiledPolicy, FileIndex};
+use crate::policy::{FileIndex, KernelCapacity, PreparedPolicy};
 
-/// Keys in `old` that are not in `new`.
-fn stale<'a, K: Eq + Hash + 'a>(
-    old: impl IntoIterator<Item = &'a K>,
-    new: impl IntoIterator<Item = &'a K>,
-) -> Vec<&'a K> {
-    let keep: HashSet<&K> = new.into_iter().collect();
-    old.into_iter().filter(|k| !keep.contains(k)).collect()
+/// What probectl wrote into the policy maps: the keys and values of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyMaps {
+    pub settings: HashMap<u32, u32>,
+    pub comms: HashMap<CommKey, u32>,
+    pub uids: HashMap<u32, u32>,
+    pub env_names: HashMap<EnvNameKey, PolicyRef>,
+    pub env_prefixes: HashMap<(u32, EnvNameKey), PolicyRef>,
+    pub paths: HashMap<(u32, [u8; PATH_LEN]), PolicyRef>,
+    pub inodes: HashMap<InodeKey, PolicyRef>,
+    pub basenames: HashMap<BasenameKey, PolicyRef>,
+}
+
+impl PolicyMaps {
+    /// The maps' contents for `prepared`; `INODES` only when matching by inode is on.
+    fn of(prepared: &PreparedPolicy, by_inode: bool) -> Self {
+        let k = &prepared.policy.kernel;
+        let index: &FileIndex = &prepared.file_index;
+        let settings = [
+            (SETTING_PROC_ENVIRON, k.proc_environ),
+            (
+                SETTING_SELECTION,
+                !k.select_comms.is_empty() || !k.select_uids.is_empty() || k.exec_candidates,
+            ),
+            (SETTING_EXEC_CANDIDATES, k.exec_candidates),
+            (SETTING_ENV_PREFIXES, !k.env_prefixes.is_empty()),
+            (SETTING_INODES, by_inode),
+            (SETTING_BASENAMES, !index.basenames.is_empty()),
+        ];
+        Self {
+            settings: settings
+                .into_iter()
+                .map(|(slot, on)| (slot, u32::from(on)))
+                .collect(),
+            comms: k.select_comms.iter().map(|c| (*c, 1)).collect(),
+            uids: k.select_uids.iter().map(|u| (*u, 1)).collect(),
+            env_names: k.env_names.iter().copied().collect(),
+            env_prefixes: k
+                .env_prefixes
+                .iter()
+                .map(|(bits, key, value)| ((*bits, *key), *value))
+                .collect(),
+            paths: k
+                .paths
+                .iter()
+                .map(|(bits, key, value)| ((*bits, *key), *value))
+                .collect(),
+            inodes: if by_inode {
+                index
+                    .inodes
+                    .iter()
+                    .map(|(key, id)| {
+                        let value = PolicyRef {
+                            entry_id: *id,
+                            match_kind: PATH_MATCH_EXACT,
+                        };
+                        (*key, value)
+                    })
+                    .collect()
+            } else {
+                HashMap::new()
+            },
+            basenames: index
+                .basenames
+                .iter()
+                .map(|key| (*key, PolicyRef::default()))
+                .collect(),
+        }
+    }
+}
+
+/// The maps in the order they are moved. Settings last: a switch turns on only once
+/// its map is filled.
+const ORDER: [&str; 8] = [
+    MAP_SELECT_COMMS,
+    MAP_SELECT_UIDS,
+    MAP_ENV_NAMES,
+    MAP_ENV_PREFIXES,
+    MAP_PATHS,
+    MAP_INODES,
+    MAP_BASENAMES,
+    MAP_SETTINGS,
+];
+
+/// A `HashMap` view of a kernel map.
+struct Hashed<'a, K, V>(aya::maps::HashMap<&'a mut MapData, K, V>);
+/// An `LpmTrie` view, keyed by (prefix length in bits, data).
+struct Trie<'a, K, V>(LpmTrie<&'a mut MapData, K, V>);
+/// The `SETTINGS` array: removing a slot turns it off.
+struct Slots<'a>(Array<&'a mut MapData, u32>);
+
+/// Deleting a key that is not there leaves the map as wanted.
+fn absent_is_fine(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+impl<K: Pod, V: Pod> MapWrite<K, V> for Hashed<'_, K, V> {
+    type Error = MapError;
+    fn insert(&mut self, key: &K, value: &V) -> Result<(), MapError> {
+        self.0.insert(key, value, 0)
+    }
+    fn remove(&mut self, key: &K) -> Result<(), MapError> {
+        absent_is_fine(self.0.remove(key))
+    }
+}
+
+impl<K: Pod, V: Pod> MapWrite<(u32, K), V> for Trie<'_, K, V> {
+    type Error = MapError;
+    fn insert(&mut self, key: &(u32, K), value: &V) -> Result<(), MapError> {
+        self.0.insert(&Key::new(key.0, key.1), value, 0)
+    }
+    fn remove(&mut self, key: &(u32, K)) -> Result<(), MapError> {
+        absent_is_fine(self.0.remove(&Key::new(key.0, key.1)))
+    }
+}
+
+impl MapWrite<u32, u32> for Slots<'_> {
+    type Error = MapError;
+    fn insert(&mut self, slot: &u32, value: &u32) -> Result<(), MapError> {
+        self.0.set(*slot, value, 0)
+    }
+    fn remove(&mut self, slot: &u32) -> Result<(), MapError> {
+        self.0.set(*slot, 0, 0)
+    }
+}
+
+/// A map update's error, and whether undoing it worked (boxed: errors are rare and
+/// the pair is large).
+type Failed = Box<super::map_update::Failure<SensorError>>;
+
+fn moved<K, V, M>(
+    map: &mut M,
+    from: &HashMap<K, V>,
+    to: &HashMap<K, V>,
+    name: &'static str,
+) -> Result<(), Failed>
+where
+    K: Eq + Hash + Clone,
+    V: PartialEq + Clone,
+    M: MapWrite<K, V, Error = MapError>,
+{
+    let as_sensor = |source| SensorError::Map { map: name, source };
+    update(map, from, to)
+        .map_err(|(err, restored)| Box::new((as_sensor(err), restored.map_err(as_sensor))))
 }
 
 impl Sensors {
-    /// Puts `new` in force in the kernel (from `old`, which is in force now) and
-    /// rebuilds the file index for it.
-    pub fn reload_policy(
-        &mut self,
-        old: &CompiledPolicy,
-        new: &CompiledPolicy,
-    ) -> Result<(), SensorError> {
-        self.write_policy(new)?;
-        let index = std::sync::Arc::new(FileIndex::build(&new.classifier));
-        self.file_resolution = Some(self.write_file_maps(&index)?);
-        let (ok, nk) = (&old.kernel, &new.kernel);
-
-        let mut comms: HashMap<&mut MapData, CommKey, u32> =
-            HashMap::try_from(self.map(MAP_SELECT_COMMS)?).map_err(map_err(MAP_SELECT_COMMS))?;
-        for key in stale(&ok.select_comms, &nk.select_comms) {
-            let _ = comms.remove(key);
+    /// Puts a prepared policy in force in the kernel maps (at start, and on reload).
+    /// Fast: no file is read. A policy over some map's capacity is refused before any
+    /// map is touched; a write that fails midway is undone in every map. Either way an
+    /// error leaves the maps exactly as they were (the error says if undoing failed).
+    pub fn apply_policy(&mut self, prepared: &PreparedPolicy) -> Result<(), SensorError> {
+        for used in KernelCapacity::of(&prepared.policy, Some(&prepared.file_index)).0 {
+            if used.used > used.capacity {
+                return Err(SensorError::OverCapacity {
+                    map: used.map,
+                    used: used.used,
+                    capacity: used.capacity,
+                });
+            }
         }
-        let mut uids: HashMap<&mut MapData, u32, u32> =
-            HashMap::try_from(self.map(MAP_SELECT_UIDS)?).map_err(map_err(MAP_SELECT_UIDS))?;
-        for uid in stale(&ok.select_uids, &nk.select_uids) {
-            let _ = uids.remove(uid);
+        let by_inode = self.file_resolution.as_ref().is_some_and(|r| r.by_inode);
+        let new = PolicyMaps::of(prepared, by_inode);
+        let old = std::mem::take(&mut self.in_force);
+        let mut moved_so_far: Vec<&'static str> = Vec::new();
+        for name in ORDER {
+            if let Err(failed) = self.move_map(name, &old, &new) {
+                let (source, restored) = *failed;
+                // Back to the old policy in every map already moved, newest first.
+                let mut restored = restored.map_err(|e| e.to_string());
+                for done in moved_so_far.iter().rev() {
+                    if let Err(failed) = self.move_map(done, &new, &old) {
+                        let err = failed.0;
+                        tracing::error!("restoring the policy map {done}: {err}");
+                        restored = restored.and(Err(err.to_string()));
+                    }
+                }
+                self.in_force = old;
+                return Err(SensorError::PolicyUpdate {
+                    map: name,
+                    source: Box::new(source),
+                    restored: restored.err(),
+                });
+            }
+            moved_so_far.push(name);
         }
-        let mut env: HashMap<&mut MapData, EnvNameKey, PolicyRef> =
-            HashMap::try_from(self.map(MAP_ENV_NAMES)?).map_err(map_err(MAP_ENV_NAMES))?;
-        for key in stale(
-            ok.env_names.iter().map(|(k, _)| k),
-            nk.env_names.iter().map(|(k, _)| k),
-        ) {
-            let _ = env.remove(key);
-        }
-        let old_prefixes: Vec<(u32, EnvNameKey)> =
-            ok.env_prefixes.iter().map(|(b, k, _)| (*b, *k)).collect();
-        let new_prefixes: Vec<(u32, EnvNameKey)> =
-            nk.env_prefixes.iter().map(|(b, k, _)| (*b, *k)).collect();
-        let mut prefixes: LpmTrie<&mut MapData, EnvNameKey, PolicyRef> =
-            LpmTrie::try_from(self.map(MAP_ENV_PREFIXES)?).map_err(map_err(MAP_ENV_PREFIXES))?;
-        for (bits, key) in stale(&old_prefixes, &new_prefixes) {
-            let _ = prefixes.remove(&Key::new(*bits, *key));
-        }
-        let old_paths: Vec<(u32, [u8; PATH_LEN])> =
-            ok.paths.iter().map(|(b, k, _)| (*b, *k)).collect();
-        let new_paths: Vec<(u32, [u8; PATH_LEN])> =
-            nk.paths.iter().map(|(b, k, _)| (*b, *k)).collect();
-        let mut paths: LpmTrie<&mut MapData, [u8; PATH_LEN], PolicyRef> =
-            LpmTrie::try_from(self.map(MAP_PATHS)?).map_err(map_err(MAP_PATHS))?;
-        for (bits, key) in stale(&old_paths, &new_paths) {
-            let _ = paths.remove(&Key::new(*bits, *key));
-        }
-        let old_index = std::mem::replace(&mut self.file_index, index);
-        let new_index = self.file_index.clone();
-        let stale_inodes: Vec<InodeKey> = stale(
-            old_index.inodes.iter().map(|(k, _)| k),
-            new_index.inodes.iter().map(|(k, _)| k),
-        )
-        .into_iter()
-        .copied()
-        .collect();
-        let stale_basenames: Vec<BasenameKey> = stale(&old_index.basenames, &new_index.basenames)
-            .into_iter()
-            .copied()
-            .collect();
-        let mut inodes: HashMap<&mut MapData, InodeKey, PolicyRef> =
-            HashMap::try_from(self.map(MAP_INODES)?).map_err(map_err(MAP_INODES))?;
-        for key in &stale_inodes {
-            let _ = inodes.remove(key);
-        }
-        let mut basenames: HashMap<&mut MapData, BasenameKey, PolicyRef> =
-            HashMap::try_from(self.map(MAP_BASENAMES)?).map_err(map_err(MAP_BASENAMES))?;
-        for key in &stale_basenames {
-            let _ = basenames.remove(key);
+        self.in_force = new;
+        self.file_index = Arc::clone(&prepared.file_index);
+        if let Some(r) = &mut self.file_resolution {
+            r.indexed_files = prepared.file_index.files.len();
+            r.not_indexed = prepared.file_index.not_indexed;
+            r.basenames = prepared.file_index.basenames.len();
         }
         Ok(())
+    }
+
+    /// Moves map `name` from `from` to `to`.
+    fn move_map(
+        &mut self,
+        name: &'static str,
+        from: &PolicyMaps,
+        to: &PolicyMaps,
+    ) -> Result<(), Failed> {
+        let untouched = |source| Box::new((source, Ok(())));
+        let map = self.map(name).map_err(untouched)?;
+        let view = |source| untouched(SensorError::Map { map: name, source });
+        match name {
+            MAP_SELECT_COMMS => moved(
+                &mut Hashed(map.try_into().map_err(view)?),
+                &from.comms,
+                &to.comms,
+                name,
+            ),
+            MAP_SELECT_UIDS => moved(
+                &mut Hashed(map.try_into().map_err(view)?),
+                &from.uids,
+                &to.uids,
+                name,
+            ),
+            MAP_ENV_NAMES => moved(
+                &mut Hashed(map.try_into().map_err(view)?),
+                &from.env_names,
+                &to.env_names,
+                name,
+            ),
+            MAP_ENV_PREFIXES => moved(
+                &mut Trie(map.try_into().map_err(view)?),
+                &from.env_prefixes,
+                &to.env_prefixes,
+                name,
+            ),
+            MAP_PATHS => moved(
+                &mut Trie(map.try_into().map_err(view)?),
+                &from.paths,
+                &to.paths,
+                name,
+            ),
+            MAP_INODES => moved(
+                &mut Hashed(map.try_into().map_err(view)?),
+                &from.inodes,
+                &to.inodes,
+                name,
+            ),
+            MAP_BASENAMES => moved(
+                &mut Hashed(map.try_into().map_err(view)?),
+                &from.basenames,
+                &to.basenames,
+                name,
+            ),
+            _ => moved(
+                &mut Slots(map.try_into().map_err(view)?),
+                &from.settings,
+                &to.settings,
+                name,
+            ),
+        }
+    }
+
+    /// The policy maps' contents as the kernel holds them, read back (for tests and
+    /// diagnostics: compare with `PolicyMaps` before and after a reload).
+    pub fn read_policy_maps(&mut self) -> Result<PolicyMaps, SensorError> {
+        let slots: Vec<u32> = self.in_force.settings.keys().copied().collect();
+        let settings: Array<&mut MapData, u32> = self
+            .map(MAP_SETTINGS)?
+            .try_into()
+            .map_err(map_err(MAP_SETTINGS))?;
+        let settings = slots
+            .iter()
+            .map(|slot| Ok((*slot, settings.get(slot, 0)?)))
+            .collect::<Result<_, MapError>>()
+            .map_err(map_err(MAP_SETTINGS))?;
+        Ok(PolicyMaps {
+            settings,
+            comms: self.read_hash(MAP_SELECT_COMMS)?,
+            uids: self.read_hash(MAP_SELECT_UIDS)?,
+            env_names: self.read_hash(MAP_ENV_NAMES)?,
+            env_prefixes: self.read_trie(MAP_ENV_PREFIXES)?,
+            paths: self.read_trie(MAP_PATHS)?,
+            inodes: self.read_hash(MAP_INODES)?,
+            basenames: self.read_hash(MAP_BASENAMES)?,
+        })
+    }
+
+    fn read_hash<K: Pod + Eq + Hash, V: Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<K, V>, SensorError> {
+        let map: aya::maps::HashMap<&mut MapData, K, V> =
+            self.map(name)?.try_into().map_err(map_err(name))?;
+        map.iter().collect::<Result<_, _>>().map_err(map_err(name))
+    }
+
+    fn read_trie<K: Pod + Eq + Hash, V: Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<(u32, K), V>, SensorError> {
+        let map: LpmTrie<&mut MapData, K, V> = self.map(name)?.try_into().map_err(map_err(name))?;
+        map.iter()
+            .map(|kv| kv.map(|(k, v)| ((k.prefix_len(), k.data()), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(name))
     }
 }

@@ -1,0 +1,97 @@
+//! Everything a policy needs before it is put in force, done without touching the
+//! sensors: read, parse, validate, compile (kernel map capacities checked), and index
+//! the policy's files on this host (`FileIndex::build` stats and walks files: blocking
+//! I/O). An event loop runs `prepare` on a blocking thread and then hands the result
+//! to `Sensors::apply_policy`, which only writes maps.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{
+    CompiledPolicy, DEFAULT_POLICY_SOURCE, FileIndex, KernelCapacity, PolicyError, PolicyFile,
+};
+
+/// Where a policy comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The built-in `policies/default.yaml`.
+    BuiltIn,
+    /// One file (`run --policy FILE`).
+    File(PathBuf),
+    /// Every `*.yaml` / `*.yml` in these directories, merged (the daemon).
+    Dirs(Vec<PathBuf>),
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicySource::BuiltIn => f.write_str(DEFAULT_POLICY_SOURCE),
+            PolicySource::File(path) => write!(f, "{}", path.display()),
+            PolicySource::Dirs(dirs) => {
+                for (i, d) in dirs.iter().enumerate() {
+                    write!(f, "{}{}", if i == 0 { "" } else { ", " }, d.display())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A policy ready to be put in force: compiled, within every kernel map's capacity,
+/// with its files indexed.
+#[derive(Debug, Clone)]
+pub struct PreparedPolicy {
+    pub policy: CompiledPolicy,
+    /// The policy's files on this host (`INODES`, `BASENAMES`, directories).
+    pub file_index: Arc<FileIndex>,
+    /// The files it came from (one for a file, none for the built-in policy).
+    pub files: Vec<PolicyFile>,
+    /// A digest of the sources, to tell versions apart (`status`).
+    pub version: String,
+}
+
+impl PreparedPolicy {
+    /// Indexes a compiled policy's files. Blocking I/O (bounded: see `FileIndex`).
+    pub fn new(policy: CompiledPolicy) -> Self {
+        let file_index = Arc::new(FileIndex::build(&policy.classifier));
+        Self {
+            policy,
+            file_index,
+            files: Vec::new(),
+            version: String::new(),
+        }
+    }
+
+    /// How full each kernel map will be.
+    pub fn capacity(&self) -> KernelCapacity {
+        KernelCapacity::of(&self.policy, Some(&self.file_index))
+    }
+}
+
+/// Reads, parses, validates, compiles and indexes the policy from `source`. Never
+/// touches the sensors; bounded in time and memory (docs/policy.md, "Limits"), but it
+/// reads files, so call it off an event loop.
+pub fn prepare(source: &PolicySource) -> Result<PreparedPolicy, PolicyError> {
+    match source {
+        PolicySource::BuiltIn => Ok(PreparedPolicy::new(super::load_default()?)),
+        PolicySource::File(path) => {
+            let policy = super::load_file(path)?;
+            let file = PolicyFile {
+                path: path.display().to_string(),
+                name: policy.name.clone(),
+                categories: policy.categories.len(),
+                rules: policy.rules.len(),
+            };
+            let mut prepared = PreparedPolicy::new(policy);
+            prepared.files = vec![file];
+            Ok(prepared)
+        }
+        PolicySource::Dirs(dirs) => {
+            let set = super::load_dirs(dirs)?;
+            let mut prepared = PreparedPolicy::new(set.compiled);
+            prepared.files = set.files;
+            prepared.version = set.version;
+            Ok(prepared)
+        }
+    }
+}
