@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::policy::Classifier;
-use crate::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::records::{ProbeSummary, TargetType};
 
 /// Distinct targets under one prefix that are listed one by one before folding.
 pub const FOLD_AFTER: usize = 5;
@@ -94,45 +94,6 @@ pub fn fold_summaries(rows: Vec<ProbeSummary>, classifier: &Classifier) -> Vec<P
             merged
         },
     )
-}
-
-/// Folds a connection's prior probes the same way, per (category, how).
-pub fn fold_prior(rows: Vec<PriorProbe>, classifier: &Classifier) -> Vec<PriorProbe> {
-    let mut by_how: BTreeMap<(String, crate::ops::How), Vec<PriorProbe>> = BTreeMap::new();
-    let mut out = Vec::new();
-    for r in rows {
-        if r.target_type == TargetType::File && classifier.fold_prefix(&r.target).is_some() {
-            by_how
-                .entry((r.category.clone(), r.how))
-                .or_default()
-                .push(r);
-        } else {
-            out.push(r);
-        }
-    }
-    for group in by_how.into_values() {
-        out.extend(fold(
-            group,
-            |r| classifier.fold_prefix(&r.target).map(str::to_owned),
-            |prefix, group| {
-                let mut merged = group[0].clone();
-                merged.target = folded_target(&prefix);
-                merged.distinct_targets = Some(group.len() as u64);
-                merged.count = group.iter().map(|r| r.count).sum();
-                merged.first_ns = group.iter().map(|r| r.first_ns).min().unwrap_or(0);
-                merged.last_ns = group.iter().map(|r| r.last_ns).max().unwrap_or(0);
-                for r in &group[1..] {
-                    for pid in &r.pids {
-                        if !merged.pids.contains(pid) {
-                            merged.pids.push(*pid);
-                        }
-                    }
-                }
-                merged
-            },
-        ));
-    }
-    out
 }
 
 /// Groups `rows` by `key`; a group larger than `FOLD_AFTER` is replaced by `merge`.

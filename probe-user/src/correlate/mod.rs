@@ -80,8 +80,8 @@ pub struct Correlator {
     pub names: dns::NameBook,
     /// UDP destinations already reported per process; later datagrams are not.
     udp_seen: HashSet<(u32, Destination)>,
-    /// Each tree's probe rows, built once per change of its table.
-    prior: prior::PriorCache,
+    /// Category indices with their names, in name order: how records list probes.
+    category_rank: Vec<(usize, String)>,
     /// The policy's rules, evaluated at each network event.
     rules: rules::RuleEngine,
     /// Records produced besides an event's own (rule alerts), handed out by
@@ -114,7 +114,7 @@ impl Correlator {
             names: dns::NameBook::with_hosts_file("/etc/hosts"),
             udp_seen: HashSet::new(),
             rules: rules::RuleEngine::new(policy.rules.clone()),
-            prior: prior::PriorCache::new(),
+            category_rank: rank(&policy.categories),
             pending: Vec::new(),
         }
     }
@@ -132,9 +132,12 @@ impl Correlator {
             .iter()
             .map(|old| names.iter().position(|n| n == old))
             .collect();
-        self.timelines.remap_categories(&mapping);
         self.category_names = names;
+        self.category_rank = rank(&policy.categories);
         self.classifier = policy.classifier.clone();
+        let classifier = &self.classifier;
+        self.timelines
+            .remap_categories(&mapping, &|target| classifier.fold_prefix(target));
         self.rules.replace_rules(policy.rules.clone());
         self.file_index = index;
     }
@@ -167,7 +170,6 @@ impl Correlator {
         for &tree in &expired.forgotten {
             self.timelines.evict_exited(tree);
             self.rules.forget_tree(tree);
-            self.prior.remove(&tree);
         }
         self.udp_seen.retain(|(pid, _)| procs.get(*pid).is_some());
         self.early_outcomes
@@ -452,10 +454,20 @@ impl Correlator {
             return None;
         }
         let tree = procs.tree_of(pid);
-        match self
-            .timelines
-            .record(tree, target_type, how, &target, &cats, pid, ktime_ns)
-        {
+        let fold_prefix = match target_type {
+            TargetType::File => self.classifier.fold_prefix(&target),
+            TargetType::Env => None,
+        };
+        match self.timelines.record(
+            tree,
+            target_type,
+            how,
+            &target,
+            &cats,
+            fold_prefix,
+            pid,
+            ktime_ns,
+        ) {
             probes::Recorded::New => {}
             probes::Recorded::Repeat | probes::Recorded::Dropped => return None,
         }
@@ -605,6 +617,17 @@ impl Default for Seen {
             resolved_by: None,
         }
     }
+}
+
+/// Category indices and names, in name order.
+fn rank(categories: &[crate::policy::Category]) -> Vec<(usize, String)> {
+    let mut ranked: Vec<(usize, String)> = categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, c.name.clone()))
+        .collect();
+    ranked.sort_by(|a, b| a.1.cmp(&b.1));
+    ranked
 }
 
 /// Hides credentials in a proxy URL: `http://user:pass@proxy:3128` becomes

@@ -72,7 +72,6 @@ impl Correlator {
     ) -> Record {
         // Earlier probes of the same process tree count, wherever in the tree.
         let tree = procs.tree_of(header.tgid);
-        let prior = self.take_prior(tree, header.ktime_ns);
         let outcome = self.take_early_outcome(header.tgid, &destination, result);
         let named = destination
             .address
@@ -95,10 +94,12 @@ impl Correlator {
             NetworkEvent::Connect
         };
         let names: Vec<String> = domain.iter().cloned().collect();
-        let matched_rules =
-            self.match_rules(header, kind, Some(&destination), &names, &prior.rows, procs);
-        let (probes_before, probes_before_not_listed) = prior.listed(header.ktime_ns);
-        self.put_prior(tree, prior);
+        let matched_rules = self.match_rules(header, kind, Some(&destination), &names, procs);
+        let (probes_before, probes_before_not_listed) = self
+            .timelines
+            .tree(tree)
+            .map(|t| t.prior.listed(header.ktime_ns, &self.category_rank))
+            .unwrap_or_default();
         let body = ConnectionRecord {
             tid: header.tid,
             process: procs
@@ -158,17 +159,13 @@ impl Correlator {
                 .iter()
                 .map(|(n, _)| escape_bytes(n.as_bytes()))
                 .collect();
-            let tree = procs.tree_of(e.header.tgid);
-            let prior = self.take_prior(tree, e.header.ktime_ns);
             let matched_rules = self.match_rules(
                 &e.header,
                 NetworkEvent::DnsQuery,
                 server.as_ref(),
                 &names,
-                &prior.rows,
                 procs,
             );
-            self.put_prior(tree, prior);
             let body = Body::DnsQuery(DnsQueryRecord {
                 process: procs
                     .get(e.header.tgid)
@@ -210,18 +207,23 @@ impl Correlator {
         kind: NetworkEvent,
         destination: Option<&Destination>,
         names: &[String],
-        prior: &[PriorProbe],
         procs: &ProcessTable,
     ) -> Vec<RuleMatch> {
         if self.rules.is_empty() {
             return Vec::new();
         }
+        let tree = procs.tree_of(header.tgid);
         let call = NetCall {
             kind,
-            tree: procs.tree_of(header.tgid),
+            tree,
             at_ns: header.ktime_ns,
             destination,
             names,
+        };
+        // The tree's probes, as its table keeps them for exactly this question.
+        let prior: &dyn super::prior::PriorView = match self.timelines.tree(tree) {
+            Some(t) => &t.prior,
+            None => &super::prior::NoProbes,
         };
         let matches = self.rules.evaluate(&call, prior, &self.category_names);
         for m in matches

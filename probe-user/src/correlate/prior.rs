@@ -1,83 +1,509 @@
-//! "The probes before this connection", per process tree, cached. A watched program
-//! that read 600 zoneinfo files and then makes 50,000 connects must not have its
-//! probe table rebuilt, folded and sorted 50,000 times: the rows of a tree are built
-//! once per change of its table, and each network event only measures them from its
-//! own time (no allocation for the rules) and copies the folded rows it lists.
+//! "The probes before this network event", kept per process tree so that a network
+//! event costs the same however much the tree has probed. A watched program can read
+//! 600 zoneinfo files and then connect 50,000 times, or alternate a new file with each
+//! connect: either way no connect walks the tree's probes.
+//!
+//! Each probe updates, per category, in constant or logarithmic time:
+//! * what rules read: the latest time of each target, ordered by that time, so "was this
+//!   category probed within the window" is one lookup and "at least N distinct targets
+//!   within it" stops after N;
+//! * what a record lists: one row per (type, operation, target), or one row per
+//!   (operation, policy prefix) once more than `FOLD_AFTER` files under that prefix
+//!   were probed, ordered by first time, so a record lists its first
+//!   `MAX_LISTED_PRIOR` rows without looking at the rest.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
-use super::{Correlator, fold};
-use crate::records::PriorProbe;
+use super::fold::{FOLD_AFTER, folded_target};
+use crate::ops::How;
+use crate::records::{PriorProbe, TargetType};
 
 /// Folded rows listed on one connection record; the rest are counted
 /// (`probes_before_not_listed`), never silently dropped.
 pub const MAX_LISTED_PRIOR: usize = 100;
 
-/// One tree's rows as of one version of its table.
-#[derive(Debug, Default)]
-pub(super) struct PriorRows {
-    version: u64,
-    /// One row per (category, type, target, how): what rules read.
-    pub(super) rows: Vec<PriorProbe>,
-    /// The same, folded like the summary and sorted (category, then the earliest
-    /// first): what a record lists.
-    folded: Vec<PriorProbe>,
+/// Count, first and last time, processes of one listed row.
+#[derive(Debug, Clone, Default)]
+struct Agg {
+    count: u64,
+    first_ns: u64,
+    last_ns: u64,
+    pids: Vec<u32>,
+    /// For a folded row: the distinct targets it stands for.
+    distinct: Option<u64>,
 }
 
-impl PriorRows {
-    /// The folded rows that came before `at_ns`, measured from it: at most
-    /// `MAX_LISTED_PRIOR`, and how many more there were.
-    pub(super) fn listed(&self, at_ns: u64) -> (Vec<PriorProbe>, u64) {
-        let mut before = self.folded.iter().filter(|r| r.first_ns <= at_ns);
-        let listed: Vec<PriorProbe> = before
-            .by_ref()
-            .take(MAX_LISTED_PRIOR)
-            .map(|r| {
-                let mut r = r.clone();
-                r.measure_from(at_ns);
-                r
-            })
-            .collect();
-        (listed, before.count() as u64)
+/// Processes named on one row; more are not listed (the count says how many probes).
+const MAX_ROW_PIDS: usize = 64;
+
+impl Agg {
+    fn new(pid: u32, t: u64) -> Self {
+        Self {
+            count: 1,
+            first_ns: t,
+            last_ns: t,
+            pids: vec![pid],
+            distinct: None,
+        }
+    }
+
+    fn merge(&mut self, other: &Agg) {
+        self.count += other.count;
+        self.first_ns = self.first_ns.min(other.first_ns);
+        self.last_ns = self.last_ns.max(other.last_ns);
+        for &pid in &other.pids {
+            if self.pids.len() < MAX_ROW_PIDS && !self.pids.contains(&pid) {
+                self.pids.push(pid);
+            }
+        }
     }
 }
 
-/// Per tree, the rows of the last version asked for.
-pub(super) type PriorCache = HashMap<u32, PriorRows>;
+/// A listed row: one target, or a folded prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RowKey {
+    Single(TargetType, How, Arc<str>),
+    Folded(How, Arc<str>),
+}
 
-impl Correlator {
-    /// `tree`'s rows measured from `at_ns`, from the cache when its table has not
-    /// changed. Give them back with `put_prior`.
-    pub(super) fn take_prior(&mut self, tree: u32, at_ns: u64) -> PriorRows {
-        let version = self.timelines.version(tree).unwrap_or(0);
-        let mut prior = match self.prior.remove(&tree) {
-            Some(cached) if cached.version == version => cached,
-            _ => {
-                let rows = self.timelines.rows(tree, &self.category_names);
-                let mut folded = fold::fold_prior(rows.clone(), &self.classifier);
-                // Category, then the earliest probe first.
-                folded.sort_by(|a, b| {
-                    a.category
-                        .cmp(&b.category)
-                        .then(a.first_ns.cmp(&b.first_ns))
-                });
-                PriorRows {
-                    version,
-                    rows,
-                    folded,
+#[derive(Debug, Default)]
+struct Group {
+    /// Distinct targets under the prefix probed with this operation.
+    members: HashSet<Arc<str>>,
+    folded: bool,
+}
+
+/// One category's probes in a tree.
+#[derive(Debug, Default)]
+struct Category {
+    /// Latest probe time per target (any operation), and the same ordered by time.
+    latest: HashMap<Arc<str>, u64>,
+    by_latest: BTreeSet<(u64, Arc<str>)>,
+    /// Listed rows, and their place in first-time order.
+    rows: HashMap<RowKey, (Agg, u64)>,
+    order: BTreeMap<(u64, u64), RowKey>,
+    /// Per (operation, prefix): the files under it, until it folds.
+    groups: HashMap<(How, Arc<str>), Group>,
+}
+
+impl Category {
+    fn touch_latest(&mut self, target: &Arc<str>, t: u64) {
+        match self.latest.get_mut(target) {
+            Some(last) if *last >= t => {}
+            Some(last) => {
+                self.by_latest.remove(&(*last, target.clone()));
+                *last = t;
+                self.by_latest.insert((t, target.clone()));
+            }
+            None => {
+                self.latest.insert(target.clone(), t);
+                self.by_latest.insert((t, target.clone()));
+            }
+        }
+    }
+
+    /// Adds `agg` to row `key` (creating it), keeping `order` in step with its first
+    /// time.
+    fn add_to_row(&mut self, key: RowKey, agg: &Agg, seq: &mut u64) {
+        match self.rows.get_mut(&key) {
+            Some((row, at)) => {
+                let first = row.first_ns;
+                row.merge(agg);
+                if row.first_ns != first {
+                    // Events of two CPUs slightly out of order: the row moves up.
+                    let key = self.order.remove(&(first, *at)).unwrap_or(key);
+                    self.order.insert((row.first_ns, *at), key);
                 }
             }
-        };
-        for r in &mut prior.rows {
-            r.measure_from(at_ns);
+            None => {
+                *seq += 1;
+                self.order.insert((agg.first_ns, *seq), key.clone());
+                self.rows.insert(key, (agg.clone(), *seq));
+            }
         }
-        prior
     }
 
-    pub(super) fn put_prior(&mut self, tree: u32, prior: PriorRows) {
-        // One entry per tree with a timeline: as bounded as the timelines are.
-        if self.timelines.version(tree).is_some() {
-            self.prior.insert(tree, prior);
+    fn remove_row(&mut self, key: &RowKey) -> Option<Agg> {
+        let (agg, at) = self.rows.remove(key)?;
+        self.order.remove(&(agg.first_ns, at));
+        Some(agg)
+    }
+
+    fn record(
+        &mut self,
+        target_type: TargetType,
+        how: How,
+        target: &Arc<str>,
+        fold_prefix: Option<&Arc<str>>,
+        agg: &Agg,
+        seq: &mut u64,
+    ) {
+        self.touch_latest(target, agg.last_ns);
+        let Some(prefix) = fold_prefix.filter(|_| target_type == TargetType::File) else {
+            self.add_to_row(RowKey::Single(target_type, how, target.clone()), agg, seq);
+            return;
+        };
+        let group = self.groups.entry((how, prefix.clone())).or_default();
+        group.members.insert(target.clone());
+        let distinct = group.members.len();
+        if group.folded {
+            let key = RowKey::Folded(how, prefix.clone());
+            self.add_to_row(key.clone(), agg, seq);
+            if let Some((row, _)) = self.rows.get_mut(&key) {
+                row.distinct = Some(distinct as u64);
+            }
+            return;
+        }
+        if distinct <= FOLD_AFTER {
+            self.add_to_row(RowKey::Single(target_type, how, target.clone()), agg, seq);
+            return;
+        }
+        // More than FOLD_AFTER files under the prefix: their rows become one.
+        group.folded = true;
+        let members: Vec<Arc<str>> = group.members.iter().cloned().collect();
+        let mut folded = agg.clone();
+        for m in members {
+            if let Some(a) = self.remove_row(&RowKey::Single(TargetType::File, how, m)) {
+                folded.merge(&a);
+            }
+        }
+        folded.distinct = Some(distinct as u64);
+        *seq += 1;
+        let key = RowKey::Folded(how, prefix.clone());
+        self.order.insert((folded.first_ns, *seq), key.clone());
+        self.rows.insert(key, (folded, *seq));
+    }
+
+    /// Whether any target was probed at or after `since_ns` (and not after `at_ns`).
+    fn probed_between(&self, since_ns: u64, at_ns: u64) -> bool {
+        // Ordered by time: the first one at or after `since_ns` decides.
+        self.by_latest
+            .range((since_ns, Arc::from(""))..)
+            .next()
+            .is_some_and(|(t, _)| *t <= at_ns)
+    }
+}
+
+/// One tree's probes, as rules and records need them.
+#[derive(Debug, Default)]
+pub struct PriorIndex {
+    categories: HashMap<usize, Category>,
+    /// Every target and prefix once, shared by the structures above.
+    names: HashSet<Arc<str>>,
+    seq: u64,
+}
+
+/// A tree that has probed nothing.
+pub struct NoProbes;
+
+impl PriorView for NoProbes {
+    fn probed(&self, _: usize, _: u64, _: u64) -> bool {
+        false
+    }
+    fn distinct_at_least(&self, _: Option<&[usize]>, _: u64, _: u64, min: u64) -> bool {
+        min == 0
+    }
+    fn categories(&self, _: u64, _: u64) -> Vec<usize> {
+        Vec::new()
+    }
+}
+
+/// What rules ask of the probes before a network event.
+pub trait PriorView {
+    /// Whether category `c` was probed in `since_ns..=at_ns`.
+    fn probed(&self, c: usize, since_ns: u64, at_ns: u64) -> bool;
+    /// Whether at least `min` distinct (category, target) pairs of `cats` (every
+    /// category when `None`) were probed in `since_ns..=at_ns`.
+    fn distinct_at_least(
+        &self,
+        cats: Option<&[usize]>,
+        since_ns: u64,
+        at_ns: u64,
+        min: u64,
+    ) -> bool;
+    /// The categories probed in `since_ns..=at_ns`.
+    fn categories(&self, since_ns: u64, at_ns: u64) -> Vec<usize>;
+}
+
+impl PriorIndex {
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(known) = self.names.get(text) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(text);
+        self.names.insert(new.clone());
+        new
+    }
+
+    /// One probe of `target` in categories `cats`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one probe's fields, passed through"
+    )]
+    pub fn record(
+        &mut self,
+        cats: &[usize],
+        target_type: TargetType,
+        how: How,
+        target: &str,
+        fold_prefix: Option<&str>,
+        pid: u32,
+        t: u64,
+    ) {
+        self.record_agg(
+            cats,
+            target_type,
+            how,
+            target,
+            fold_prefix,
+            &Agg::new(pid, t),
+        );
+    }
+
+    /// Many probes of one target at once (rebuilding after a reload).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one row's fields, passed through"
+    )]
+    pub fn record_many(
+        &mut self,
+        cats: &[usize],
+        target_type: TargetType,
+        how: How,
+        target: &str,
+        fold_prefix: Option<&str>,
+        (count, first_ns, last_ns): (u64, u64, u64),
+        pids: &[u32],
+    ) {
+        let agg = Agg {
+            count,
+            first_ns,
+            last_ns,
+            pids: pids.iter().copied().take(MAX_ROW_PIDS).collect(),
+            distinct: None,
+        };
+        self.record_agg(cats, target_type, how, target, fold_prefix, &agg);
+    }
+
+    fn record_agg(
+        &mut self,
+        cats: &[usize],
+        target_type: TargetType,
+        how: How,
+        target: &str,
+        fold_prefix: Option<&str>,
+        agg: &Agg,
+    ) {
+        let target = self.intern(target);
+        let prefix = fold_prefix.map(|p| self.intern(p));
+        for &c in cats {
+            self.categories.entry(c).or_default().record(
+                target_type,
+                how,
+                &target,
+                prefix.as_ref(),
+                agg,
+                &mut self.seq,
+            );
+        }
+    }
+
+    /// The rows a record lists for an event at `at_ns`: categories in `ranked` order
+    /// (by name), each row's first probe first, at most `MAX_LISTED_PRIOR`, and how
+    /// many more rows there were.
+    pub fn listed(&self, at_ns: u64, ranked: &[(usize, String)]) -> (Vec<PriorProbe>, u64) {
+        let mut out = Vec::new();
+        let mut more = 0u64;
+        for (c, name) in ranked {
+            let Some(cat) = self.categories.get(c) else {
+                continue;
+            };
+            let room = MAX_LISTED_PRIOR - out.len();
+            if room == 0 {
+                // Counted by size, not walked.
+                more += cat.order.len() as u64;
+                continue;
+            }
+            let mut taken = 0;
+            for (&(first, _), key) in &cat.order {
+                if first > at_ns || taken == room {
+                    break;
+                }
+                taken += 1;
+                let Some((agg, _)) = cat.rows.get(key) else {
+                    continue;
+                };
+                let (target_type, how, target) = match key {
+                    RowKey::Single(ty, how, target) => (*ty, *how, target.to_string()),
+                    RowKey::Folded(how, prefix) => (TargetType::File, *how, folded_target(prefix)),
+                };
+                let mut row = PriorProbe {
+                    category: name.clone(),
+                    target_type,
+                    target,
+                    how,
+                    pids: agg.pids.clone(),
+                    count: agg.count,
+                    distinct_targets: agg.distinct,
+                    first_ms_before: 0.0,
+                    last_ms_before: 0.0,
+                    first_ns: agg.first_ns,
+                    last_ns: agg.last_ns,
+                };
+                row.measure_from(at_ns);
+                out.push(row);
+            }
+            if taken == room {
+                more += (cat.order.len() - taken) as u64;
+            }
+        }
+        (out, more)
+    }
+}
+
+impl PriorView for PriorIndex {
+    fn probed(&self, c: usize, since_ns: u64, at_ns: u64) -> bool {
+        self.categories
+            .get(&c)
+            .is_some_and(|cat| cat.probed_between(since_ns, at_ns))
+    }
+
+    fn distinct_at_least(
+        &self,
+        cats: Option<&[usize]>,
+        since_ns: u64,
+        at_ns: u64,
+        min: u64,
+    ) -> bool {
+        let mut found = 0u64;
+        let mut each = |cat: &Category| {
+            for (t, _) in cat.by_latest.range((since_ns, Arc::from(""))..) {
+                if *t <= at_ns {
+                    found += 1;
+                    if found >= min {
+                        return true;
+                    }
+                }
+            }
+            false
+        };
+        match cats {
+            Some(cats) => cats
+                .iter()
+                .filter_map(|c| self.categories.get(c))
+                .any(&mut each),
+            None => self.categories.values().any(&mut each),
+        }
+    }
+
+    fn categories(&self, since_ns: u64, at_ns: u64) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .categories
+            .iter()
+            .filter(|(_, cat)| cat.probed_between(since_ns, at_ns))
+            .map(|(c, _)| *c)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn file(p: &mut PriorIndex, cat: usize, target: &str, prefix: Option<&str>, t: u64) {
+        p.record(&[cat], TargetType::File, How::Openat, target, prefix, 7, t);
+    }
+
+    #[test]
+    fn the_window_is_inclusive_to_the_nanosecond() {
+        let mut p = PriorIndex::default();
+        file(&mut p, 0, "/etc/localtime", None, 1_000);
+        assert!(p.probed(0, 1_000, 5_000), "exactly at the window's start");
+        assert!(!p.probed(0, 1_001, 5_000), "one ns outside");
+        assert!(!p.probed(0, 0, 999), "after the call");
+        assert!(!p.probed(1, 0, 5_000), "another category");
+    }
+
+    #[test]
+    fn files_under_a_prefix_fold_after_five_and_the_listing_is_bounded() {
+        let mut p = PriorIndex::default();
+        let zi = "/usr/share/zoneinfo/";
+        for i in 0..600u64 {
+            file(&mut p, 0, &format!("{zi}z{i}"), Some(zi), 10 + i);
+        }
+        file(&mut p, 0, "/etc/localtime", None, 5);
+        p.record(&[1], TargetType::Env, How::Getenv, "TZ", None, 7, 1);
+        let ranked = [(0, "timezone".to_owned()), (1, "tz-env".to_owned())];
+        let (rows, more) = p.listed(10_000, &ranked);
+        assert_eq!(more, 0);
+        let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(
+            targets,
+            ["/etc/localtime", "/usr/share/zoneinfo/**", "TZ"],
+            "first probe first, per category in rank order"
+        );
+        assert_eq!(rows[1].distinct_targets, Some(600));
+        assert_eq!(rows[1].count, 600);
+        assert_eq!(rows[1].first_ns, 10);
+        assert!((rows[1].last_ms_before - (10_000 - 609) as f64 / 1e6).abs() < 1e-12);
+
+        // Thousands of exact targets: a record lists MAX_LISTED_PRIOR, counts the rest.
+        let mut many = PriorIndex::default();
+        for i in 0..5_000u64 {
+            many.record(
+                &[0],
+                TargetType::Env,
+                How::Getenv,
+                &format!("V{i}"),
+                None,
+                7,
+                i,
+            );
+        }
+        let (rows, more) = many.listed(10_000, &ranked);
+        assert_eq!(
+            (rows.len(), more),
+            (MAX_LISTED_PRIOR, 5_000 - MAX_LISTED_PRIOR as u64)
+        );
+    }
+
+    proptest! {
+        /// What the index answers is what a walk over every probe would answer.
+        #[test]
+        fn the_index_answers_like_a_walk_over_every_probe(
+            probes in proptest::collection::vec((0usize..3, 0usize..12, 0u64..1_000), 0..60),
+            since in 0u64..1_000,
+            span in 0u64..1_000,
+            min in 1u64..6,
+        ) {
+            let at = since + span;
+            let mut p = PriorIndex::default();
+            for &(c, target, t) in &probes {
+                p.record(&[c], TargetType::Env, How::Getenv, &format!("T{target}"), None, 1, t);
+            }
+            // The walk: latest time per (category, target).
+            let mut latest: HashMap<(usize, usize), u64> = HashMap::new();
+            for &(c, target, t) in &probes {
+                let l = latest.entry((c, target)).or_insert(t);
+                *l = (*l).max(t);
+            }
+            let inside = |&(_, &t): &(&(usize, usize), &u64)| t >= since && t <= at;
+            for c in 0..3 {
+                let walked = latest.iter().filter(inside).any(|((cc, _), _)| *cc == c);
+                prop_assert_eq!(p.probed(c, since, at), walked);
+            }
+            let distinct = latest.iter().filter(inside).count() as u64;
+            prop_assert_eq!(p.distinct_at_least(None, since, at, min), distinct >= min);
+            let of_0 = latest.iter().filter(inside).filter(|((c, _), _)| *c == 0).count() as u64;
+            prop_assert_eq!(p.distinct_at_least(Some(&[0]), since, at, min), of_0 >= min);
+            let mut cats: Vec<usize> = latest.iter().filter(inside).map(|((c, _), _)| *c).collect();
+            cats.sort_unstable();
+            cats.dedup();
+            prop_assert_eq!(p.categories(since, at), cats);
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::records::{ProbeSummary, TargetType};
 
 #[derive(Debug)]
 struct Entry {
@@ -21,6 +21,8 @@ struct Entry {
 /// One process tree's probes (the bound over all trees is kept by `Timelines`).
 #[derive(Debug, Default)]
 pub struct ProbeTable {
+    /// The same probes as rules and connection records read them (`prior`).
+    pub prior: super::prior::PriorIndex,
     entries: HashMap<(TargetType, crate::ops::How), HashMap<String, Entry>>,
     distinct: usize,
 }
@@ -42,15 +44,29 @@ impl ProbeTable {
         self.distinct
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one probe's fields, passed through"
+    )]
     pub fn record(
         &mut self,
         target_type: TargetType,
         how: crate::ops::How,
         target: &str,
         categories: &[usize],
+        fold_prefix: Option<&str>,
         pid: u32,
         ktime_ns: u64,
     ) -> Recorded {
+        self.prior.record(
+            categories,
+            target_type,
+            how,
+            target,
+            fold_prefix,
+            pid,
+            ktime_ns,
+        );
         let by_target = self.entries.entry((target_type, how)).or_default();
         if let Some(e) = by_target.get_mut(target) {
             e.count += 1;
@@ -74,42 +90,32 @@ impl ProbeTable {
         Recorded::New
     }
 
-    /// Every probe so far, one row per (category, type, target, how), with kernel
-    /// times (the `_ms_before` fields are set by `PriorProbe::measure_from`). Counts
-    /// are those seen so far (the ring delivers events in about time order).
-    pub fn rows(&self, category_names: &[String]) -> Vec<PriorProbe> {
-        let mut rows = Vec::new();
-        for ((target_type, how), by_target) in &self.entries {
-            for (target, e) in by_target {
-                for &c in &e.categories {
-                    rows.push(PriorProbe {
-                        category: category_names[c].clone(),
-                        target_type: *target_type,
-                        target: target.clone(),
-                        how: *how,
-                        pids: e.pids.clone(),
-                        count: e.count,
-                        distinct_targets: None,
-                        first_ms_before: 0.0,
-                        last_ms_before: 0.0,
-                        first_ns: e.first_ns,
-                        last_ns: e.last_ns,
-                    });
-                }
-            }
-        }
-        rows
-    }
-
     /// After a policy reload: category indices move (`mapping[old] = new`), and
     /// categories the new policy lacks are dropped from the rows.
-    pub fn remap_categories(&mut self, mapping: &[Option<usize>]) {
-        for e in self.entries.values_mut().flat_map(HashMap::values_mut) {
-            e.categories = e
-                .categories
-                .iter()
-                .filter_map(|c| mapping.get(*c).copied().flatten())
-                .collect();
+    /// `fold_prefix` is the new policy's (folding follows the policy's prefixes).
+    pub fn remap_categories<'p>(
+        &mut self,
+        mapping: &[Option<usize>],
+        fold_prefix: &impl Fn(&str) -> Option<&'p str>,
+    ) {
+        self.prior = super::prior::PriorIndex::default();
+        for ((target_type, how), by_target) in &mut self.entries {
+            for (target, e) in by_target {
+                e.categories = e
+                    .categories
+                    .iter()
+                    .filter_map(|c| mapping.get(*c).copied().flatten())
+                    .collect();
+                self.prior.record_many(
+                    &e.categories,
+                    *target_type,
+                    *how,
+                    target,
+                    fold_prefix(target),
+                    (e.count, e.first_ns, e.last_ns),
+                    &e.pids,
+                );
+            }
         }
     }
 

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::prior::PriorView;
 use crate::policy::rules::{
     CompiledDestination, CompiledRule, NetworkEvent, cidr_contains, glob_matches,
 };
-use crate::records::{Destination, PriorProbe, RuleMatch, RuleSummary};
+use crate::records::{Destination, RuleMatch, RuleSummary};
 
 /// The network event a rule is evaluated against.
 pub struct NetCall<'a> {
@@ -78,7 +79,7 @@ impl RuleEngine {
     pub fn evaluate(
         &mut self,
         call: &NetCall<'_>,
-        prior: &[PriorProbe],
+        prior: &dyn PriorView,
         category_names: &[String],
     ) -> Vec<RuleMatch> {
         let mut out = Vec::new();
@@ -86,15 +87,13 @@ impl RuleEngine {
             if !rule.then.contains(&call.kind) {
                 continue;
             }
-            // The same formula as the probes' `last_ms_before` ((ns difference) / 1e6),
-            // so a probe exactly `within` before the call compares equal: seconds
-            // times 1e3 rounds below it for some windows (found by a property test).
-            let window_ms = rule.within.as_nanos() as f64 / 1e6;
-            let probed: Vec<&PriorProbe> = prior
-                .iter()
-                .filter(|p| p.last_ms_before <= window_ms)
-                .collect();
-            let Some(categories) = probed_match(rule, &probed, category_names) else {
+            // Inclusive: a probe exactly `within` before the call counts (whole
+            // nanoseconds, so no rounding decides the boundary).
+            let since = call
+                .at_ns
+                .saturating_sub(u64::try_from(rule.within.as_nanos()).unwrap_or(u64::MAX));
+            let Some(categories) = probed_match(rule, prior, since, call.at_ns, category_names)
+            else {
                 continue;
             };
             if let Some(dest) = &rule.destination
@@ -154,14 +153,17 @@ impl RuleEngine {
     }
 }
 
-/// The rule's categories that the probes satisfy, or `None` if its `probed` condition
-/// does not hold.
+/// The rule's categories that the probes in `since..=at` satisfy, or `None` if its
+/// `probed` condition does not hold. Each question is a lookup or stops after
+/// `min_count` targets: no walk over what the tree probed.
 fn probed_match(
     rule: &CompiledRule,
-    probed: &[&PriorProbe],
+    prior: &dyn PriorView,
+    since: u64,
+    at: u64,
     category_names: &[String],
 ) -> Option<Vec<String>> {
-    let has = |c: usize| probed.iter().any(|p| p.category == category_names[c]);
+    let has = |c: usize| prior.probed(c, since, at);
     if !rule.all_of.iter().all(|&c| has(c)) {
         return None;
     }
@@ -169,17 +171,8 @@ fn probed_match(
         return None;
     }
     if let Some(min) = rule.min_count {
-        let counted = |p: &&&PriorProbe| {
-            rule.any_of.is_empty() || rule.any_of.iter().any(|&c| p.category == category_names[c])
-        };
-        let mut distinct: Vec<(&str, &str)> = probed
-            .iter()
-            .filter(counted)
-            .map(|p| (p.category.as_str(), p.target.as_str()))
-            .collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if (distinct.len() as u64) < u64::from(min) {
+        let cats = (!rule.any_of.is_empty()).then_some(rule.any_of.as_slice());
+        if !prior.distinct_at_least(cats, since, at, u64::from(min)) {
             return None;
         }
     }
@@ -192,7 +185,11 @@ fn probed_match(
         .collect();
     if names.is_empty() {
         // `min_count` alone: name what was probed.
-        names = probed.iter().map(|p| p.category.clone()).collect();
+        names = prior
+            .categories(since, at)
+            .into_iter()
+            .filter_map(|c| category_names.get(c).cloned())
+            .collect();
     }
     names.sort();
     names.dedup();

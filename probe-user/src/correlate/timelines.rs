@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::probes::{ProbeTable, Recorded, SummaryRows, finish_summaries};
-use crate::records::{PriorProbe, ProbeSummary, TargetType};
+use crate::records::{ProbeSummary, TargetType};
 
 /// Distinct (operation, target) pairs kept over all trees, unless configured.
 pub const MAX_DISTINCT_PROBES: usize = 100_000;
@@ -89,6 +89,7 @@ impl Timelines {
         how: crate::ops::How,
         target: &str,
         categories: &[usize],
+        fold_prefix: Option<&str>,
         pid: u32,
         ktime_ns: u64,
     ) -> Recorded {
@@ -110,24 +111,17 @@ impl Timelines {
         });
         entry.last_use = self.uses;
         let before = entry.table.distinct();
-        let recorded = entry
-            .table
-            .record(target_type, how, target, categories, pid, ktime_ns);
+        let recorded = entry.table.record(
+            target_type,
+            how,
+            target,
+            categories,
+            fold_prefix,
+            pid,
+            ktime_ns,
+        );
         self.distinct += entry.table.distinct() - before;
         recorded
-    }
-
-    /// Every probe row of `tree` (see `ProbeTable::rows`).
-    pub fn rows(&self, tree: u32, category_names: &[String]) -> Vec<PriorProbe> {
-        self.tree(tree)
-            .map(|t| t.rows(category_names))
-            .unwrap_or_default()
-    }
-
-    /// Changes whenever `tree`'s table does (a probe recorded, a reload's remap):
-    /// a cache of its rows is good while this stays the same. `None`: no table.
-    pub fn version(&self, tree: u32) -> Option<u64> {
-        self.trees.get(&tree).map(|t| t.last_use)
     }
 
     /// Every process of `tree` has exited: it goes first when room is needed.
@@ -199,11 +193,13 @@ impl Timelines {
     }
 
     /// After a policy reload: category indices move (`mapping[old] = new`).
-    pub fn remap_categories(&mut self, mapping: &[Option<usize>]) {
+    pub fn remap_categories<'p>(
+        &mut self,
+        mapping: &[Option<usize>],
+        fold_prefix: &impl Fn(&str) -> Option<&'p str>,
+    ) {
         for t in self.trees.values_mut() {
-            t.table.remap_categories(mapping);
-            self.uses += 1;
-            t.last_use = self.uses;
+            t.table.remap_categories(mapping, fold_prefix);
         }
     }
 }
@@ -219,6 +215,7 @@ mod tests {
             crate::ops::How::Open,
             target,
             &[0],
+            None,
             tree,
             at,
         )
@@ -229,13 +226,16 @@ mod tests {
         let mut t = Timelines::default();
         probe(&mut t, 10, "/etc/localtime", 1);
         probe(&mut t, 20, "/etc/timezone", 2);
-        let names = ["timezone".to_owned()];
-        let of_10: Vec<String> = t.rows(10, &names).into_iter().map(|p| p.target).collect();
+        let ranked = [(0, "timezone".to_owned())];
+        let of_10: Vec<String> = t
+            .tree(10)
+            .map(|x| x.prior.listed(5, &ranked).0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.target)
+            .collect();
         assert_eq!(of_10, ["/etc/localtime"]);
-        assert!(
-            t.rows(30, &names).is_empty(),
-            "an unknown tree has no probes"
-        );
+        assert!(t.tree(30).is_none(), "an unknown tree has no probes");
     }
 
     #[test]
@@ -311,7 +311,7 @@ mod properties {
                 }
                 let target = format!("/t{target}");
                 let known = t.tree(tree).is_some_and(|x| x.contains(TargetType::File, crate::ops::How::Open, &target));
-                let r = t.record(tree, TargetType::File, crate::ops::How::Open, &target, &[0], tree, i as u64);
+                let r = t.record(tree, TargetType::File, crate::ops::How::Open, &target, &[0], None, tree, i as u64);
                 if !known {
                     kept_or_counted += 1;
                     prop_assert!(r == Recorded::New || r == Recorded::Dropped);

@@ -1,10 +1,59 @@
 use super::*;
-use crate::records::{Family, TargetType};
+use crate::records::{Family, PriorProbe, TargetType};
 
 fn names() -> Vec<String> {
     ["timezone", "proxy", "api-relay"]
         .map(String::from)
         .to_vec()
+}
+
+/// The probes of a test, as rules see them: `last_ms_before` is measured from the
+/// call, whatever its time (the window test of the real index is in `prior.rs`).
+struct Rows<'a> {
+    rows: &'a [PriorProbe],
+    names: &'a [String],
+}
+
+impl<'a> Rows<'a> {
+    fn new(rows: &'a [PriorProbe], names: &'a [String]) -> Self {
+        Self { rows, names }
+    }
+
+    fn within(&self, since: u64, at: u64) -> impl Iterator<Item = &PriorProbe> {
+        let window_ms = (at - since) as f64 / 1e6;
+        self.rows
+            .iter()
+            .filter(move |p| p.last_ms_before <= window_ms)
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.names.iter().position(|n| n == name).unwrap()
+    }
+}
+
+impl super::super::prior::PriorView for Rows<'_> {
+    fn probed(&self, c: usize, since: u64, at: u64) -> bool {
+        self.within(since, at).any(|p| p.category == self.names[c])
+    }
+    fn distinct_at_least(&self, cats: Option<&[usize]>, since: u64, at: u64, min: u64) -> bool {
+        let mut pairs: Vec<(&str, &str)> = self
+            .within(since, at)
+            .filter(|p| cats.is_none_or(|cats| cats.contains(&self.index(&p.category))))
+            .map(|p| (p.category.as_str(), p.target.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs.len() as u64 >= min
+    }
+    fn categories(&self, since: u64, at: u64) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .within(since, at)
+            .map(|p| self.index(&p.category))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 fn probe(category: &str, target: &str, ms_before: f64, pid: u32) -> PriorProbe {
@@ -42,11 +91,14 @@ fn dest(address: &str, port: u16) -> Destination {
     }
 }
 
+/// Calls are made this long after boot, so every window fits before them.
+const AT: u64 = 1_000_000_000_000_000;
+
 fn call<'a>(d: &'a Destination, at_ns: u64, names: &'a [String]) -> NetCall<'a> {
     NetCall {
         kind: NetworkEvent::Connect,
         tree: 1,
-        at_ns,
+        at_ns: AT + at_ns,
         destination: Some(d),
         names,
     }
@@ -58,7 +110,8 @@ fn the_window_is_inclusive_at_its_boundary() {
     let d = dest("192.0.2.1", 443);
     let mut at = |ms: f64| e_eval(&mut e, &d, &[probe("timezone", "TZ", ms, 5)]);
     fn e_eval(e: &mut RuleEngine, d: &Destination, p: &[PriorProbe]) -> usize {
-        e.evaluate(&call(d, 0, &[]), p, &names()).len()
+        e.evaluate(&call(d, 0, &[]), &Rows::new(p, &names()), &names())
+            .len()
     }
     assert_eq!(at(30_000.0), 1, "exactly 30 s before: inside");
     assert_eq!(at(30_000.001), 0, "just over 30 s before: outside");
@@ -73,31 +126,55 @@ fn all_of_any_of_and_min_count() {
     let relay = probe("api-relay", "ANTHROPIC_BASE_URL", 2.0, 5);
     let mut all = engine("  - {name: r, probed: {all_of: [timezone, api-relay]}, within: 1m}\n");
     assert!(
-        all.evaluate(&call(&d, 0, &[]), std::slice::from_ref(&tz), &names())
-            .is_empty()
+        all.evaluate(
+            &call(&d, 0, &[]),
+            &Rows::new(std::slice::from_ref(&tz), &names()),
+            &names()
+        )
+        .is_empty()
     );
-    let m = all.evaluate(&call(&d, 0, &[]), &[tz.clone(), relay.clone()], &names());
+    let m = all.evaluate(
+        &call(&d, 0, &[]),
+        &Rows::new(&[tz.clone(), relay.clone()], &names()),
+        &names(),
+    );
     assert_eq!(m[0].categories, ["api-relay", "timezone"]);
 
     let mut any = engine("  - {name: r, probed: {any_of: [proxy, api-relay]}, within: 1m}\n");
     assert!(
-        any.evaluate(&call(&d, 0, &[]), std::slice::from_ref(&tz), &names())
-            .is_empty()
+        any.evaluate(
+            &call(&d, 0, &[]),
+            &Rows::new(std::slice::from_ref(&tz), &names()),
+            &names()
+        )
+        .is_empty()
     );
     assert_eq!(
-        any.evaluate(&call(&d, 0, &[]), std::slice::from_ref(&relay), &names())
-            .len(),
+        any.evaluate(
+            &call(&d, 0, &[]),
+            &Rows::new(std::slice::from_ref(&relay), &names()),
+            &names()
+        )
+        .len(),
         1
     );
 
     let mut min = engine("  - {name: r, probed: {any_of: [timezone], min_count: 2}, within: 1m}\n");
     assert!(
-        min.evaluate(&call(&d, 0, &[]), &[tz.clone(), relay.clone()], &names())
-            .is_empty()
+        min.evaluate(
+            &call(&d, 0, &[]),
+            &Rows::new(&[tz.clone(), relay.clone()], &names()),
+            &names()
+        )
+        .is_empty()
     );
     assert_eq!(
-        min.evaluate(&call(&d, 0, &[]), &[tz.clone(), tz_file, relay], &names())
-            .len(),
+        min.evaluate(
+            &call(&d, 0, &[]),
+            &Rows::new(&[tz.clone(), tz_file, relay], &names()),
+            &names()
+        )
+        .len(),
         1,
         "two distinct time-zone targets"
     );
@@ -107,8 +184,12 @@ fn all_of_any_of_and_min_count() {
         ..tz.clone()
     };
     assert!(
-        min.evaluate(&call(&d, 0, &[]), &[tz, tz_again], &names())
-            .is_empty()
+        min.evaluate(
+            &call(&d, 0, &[]),
+            &Rows::new(&[tz, tz_again], &names()),
+            &names()
+        )
+        .is_empty()
     );
 }
 
@@ -120,7 +201,8 @@ fn destinations_by_cidr_port_host_and_allowlist() {
     let p = [probe("timezone", "TZ", 1.0, 5)];
     let mut hits = |addr: &str, port: u16, names: &[String]| {
         let d = dest(addr, port);
-        e.evaluate(&call(&d, 0, names), &p, &names_()).len()
+        e.evaluate(&call(&d, 0, names), &Rows::new(&p, &names_()), &names_())
+            .len()
     };
     fn names_() -> Vec<String> {
         names()
@@ -140,12 +222,18 @@ fn destinations_by_cidr_port_host_and_allowlist() {
     let d = dest("192.0.2.9", 443);
     assert_eq!(
         by_host
-            .evaluate(&call(&d, 0, &["x.relay.example".into()]), &p, &names())
+            .evaluate(
+                &call(&d, 0, &["x.relay.example".into()]),
+                &Rows::new(&p, &names()),
+                &names()
+            )
             .len(),
         1
     );
     assert!(
-        by_host.evaluate(&call(&d, 0, &[]), &p, &names()).is_empty(),
+        by_host
+            .evaluate(&call(&d, 0, &[]), &Rows::new(&p, &names()), &names())
+            .is_empty(),
         "no name known"
     );
 }
@@ -158,15 +246,20 @@ fn repeats_inside_the_suppression_window_are_counted_not_alerted() {
     let d = dest("192.0.2.1", 443);
     let p = [probe("timezone", "TZ", 1.0, 5)];
     let s = 1_000_000_000u64;
-    let first = e.evaluate(&call(&d, s, &[]), &p, &names());
-    let repeat = e.evaluate(&call(&d, 5 * s, &[]), &p, &names());
-    let later = e.evaluate(&call(&d, 12 * s, &[]), &p, &names());
+    let first = e.evaluate(&call(&d, s, &[]), &Rows::new(&p, &names()), &names());
+    let repeat = e.evaluate(&call(&d, 5 * s, &[]), &Rows::new(&p, &names()), &names());
+    let later = e.evaluate(&call(&d, 12 * s, &[]), &Rows::new(&p, &names()), &names());
     assert!(!first[0].suppressed);
     assert!(repeat[0].suppressed);
     assert!(!later[0].suppressed, "10 s after the last alert");
     let other = dest("192.0.2.2", 443);
     assert!(
-        !e.evaluate(&call(&other, 6 * s, &[]), &p, &names())[0].suppressed,
+        !e.evaluate(
+            &call(&other, 6 * s, &[]),
+            &Rows::new(&p, &names()),
+            &names()
+        )[0]
+        .suppressed,
         "another destination"
     );
     let summary = &e.summaries(|_| 0.0)[0];
@@ -179,12 +272,15 @@ fn then_limits_the_network_events() {
         engine("  - {name: r, probed: {any_of: [timezone]}, then: [dns_query], within: 1m}\n");
     let d = dest("192.0.2.1", 443);
     let p = [probe("timezone", "TZ", 1.0, 5)];
-    assert!(e.evaluate(&call(&d, 0, &[]), &p, &names()).is_empty());
+    assert!(
+        e.evaluate(&call(&d, 0, &[]), &Rows::new(&p, &names()), &names())
+            .is_empty()
+    );
     let q = NetCall {
         kind: NetworkEvent::DnsQuery,
         ..call(&d, 0, &[])
     };
-    assert_eq!(e.evaluate(&q, &p, &names()).len(), 1);
+    assert_eq!(e.evaluate(&q, &Rows::new(&p, &names()), &names()).len(), 1);
 }
 
 #[test]
@@ -197,7 +293,7 @@ fn the_default_rule_flags_calls_off_this_machine_only() {
         probe("proxy", "HTTPS_PROXY", 4.0, 9),
     ];
     let remote = dest("203.0.113.5", 443);
-    let m = e.evaluate(&call(&remote, 0, &[]), &p, &cats);
+    let m = e.evaluate(&call(&remote, 0, &[]), &Rows::new(&p, &cats), &cats);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].rule, "fingerprint-then-network");
     assert_eq!(m[0].categories, ["proxy", "timezone"]);
@@ -207,7 +303,8 @@ fn the_default_rule_flags_calls_off_this_machine_only() {
         dest("::ffff:127.0.0.1", 80),
     ] {
         assert!(
-            e.evaluate(&call(&local, 0, &[]), &p, &cats).is_empty(),
+            e.evaluate(&call(&local, 0, &[]), &Rows::new(&p, &cats), &cats)
+                .is_empty(),
             "{local:?}"
         );
     }
@@ -221,12 +318,12 @@ fn the_default_rule_flags_calls_off_this_machine_only() {
         ..call(&unix, 0, &[])
     };
     assert!(
-        e.evaluate(&q, &p, &cats).is_empty(),
+        e.evaluate(&q, &Rows::new(&p, &cats), &cats).is_empty(),
         "unix connects stay local"
     );
     // Only the time zone: not enough.
     assert!(
-        e.evaluate(&call(&remote, 0, &[]), &p[..1], &cats)
+        e.evaluate(&call(&remote, 0, &[]), &Rows::new(&p[..1], &cats), &cats)
             .is_empty()
     );
 }
@@ -241,10 +338,10 @@ proptest::proptest! {
         ));
         let d = dest("192.0.2.1", 443);
         let at = window_ms as f64;
-        let inside = e.evaluate(&call(&d, 0, &[]), &[probe("timezone", "TZ", at, 5)], &names());
+        let inside = e.evaluate(&call(&d, 0, &[]), &Rows::new(&[probe("timezone", "TZ", at, 5)], &names()), &names());
         proptest::prop_assert_eq!(inside.len(), 1);
         let outside =
-            e.evaluate(&call(&d, 0, &[]), &[probe("timezone", "TZ", at + 0.001, 5)], &names());
+            e.evaluate(&call(&d, 0, &[]), &Rows::new(&[probe("timezone", "TZ", at + 0.001, 5)], &names()), &names());
         proptest::prop_assert!(outside.is_empty());
     }
 
@@ -261,11 +358,11 @@ proptest::proptest! {
         let mut any = engine("  - {name: r, probed: {any_of: [timezone, proxy]}, within: 1m}\n");
         let has = |c: usize| probed.contains(&c);
         proptest::prop_assert_eq!(
-            all.evaluate(&call(&d, 0, &[]), &prior, &names()).len(),
+            all.evaluate(&call(&d, 0, &[]), &Rows::new(&prior, &names()), &names()).len(),
             usize::from(has(0) && has(1))
         );
         proptest::prop_assert_eq!(
-            any.evaluate(&call(&d, 0, &[]), &prior, &names()).len(),
+            any.evaluate(&call(&d, 0, &[]), &Rows::new(&prior, &names()), &names()).len(),
             usize::from(has(0) || has(1))
         );
     }
