@@ -15,7 +15,9 @@ struct Entry {
     count: u64,
     first_ns: u64,
     last_ns: u64,
-    pids: Vec<u32>,
+    /// Every process that made it (a set: a fork storm must not make each probe walk
+    /// a list of thousands).
+    pids: std::collections::HashSet<u32>,
 }
 
 /// One process tree's probes (the bound over all trees is kept by `Timelines`).
@@ -72,10 +74,9 @@ impl ProbeTable {
             e.count += 1;
             e.first_ns = e.first_ns.min(ktime_ns);
             e.last_ns = e.last_ns.max(ktime_ns);
-            if e.pids.contains(&pid) {
+            if !e.pids.insert(pid) {
                 return Recorded::Repeat;
             }
-            e.pids.push(pid);
             return Recorded::New;
         }
         self.distinct += 1;
@@ -84,7 +85,7 @@ impl ProbeTable {
             count: 1,
             first_ns: ktime_ns,
             last_ns: ktime_ns,
-            pids: vec![pid],
+            pids: std::collections::HashSet::from([pid]),
         };
         by_target.insert(target.to_owned(), entry);
         Recorded::New
@@ -113,7 +114,7 @@ impl ProbeTable {
                     target,
                     fold_prefix(target),
                     (e.count, e.first_ns, e.last_ns),
-                    &e.pids,
+                    &e.pids.iter().copied().take(64).collect::<Vec<u32>>(),
                 );
             }
         }
@@ -158,7 +159,8 @@ impl ProbeTable {
                     }
                     s.first_offset_ms = s.first_offset_ms.min(offset_ms(e.first_ns));
                     for pid in &e.pids {
-                        if !s.pids.contains(pid) {
+                        // The report names at most 64 processes per row.
+                        if s.pids.len() < 64 && !s.pids.contains(pid) {
                             s.pids.push(*pid);
                         }
                     }
@@ -185,6 +187,7 @@ pub fn finish_summaries(acc: SummaryRows) -> BTreeMap<usize, Vec<ProbeSummary>> 
             let mut rows: Vec<ProbeSummary> = rows.into_values().collect();
             for r in &mut rows {
                 r.how.sort_unstable();
+                r.pids.sort_unstable();
             }
             (c, rows)
         })
