@@ -70,7 +70,9 @@ pub struct Correlator {
     /// partly lost, so it is counted like a drop.
     pub truncated: BTreeMap<&'static str, u64>,
     /// Env names present at an exec, per process, until the exec completes.
-    exposures: HashMap<u32, Vec<ExecEnvEvent>>,
+    /// Keyed by name and replaced, so a process that fails execve a million times
+    /// keeps one entry per policy name, not a million.
+    exposures: HashMap<u32, BTreeMap<Vec<u8>, ExecEnvEvent>>,
     /// TCP outcomes that arrived before their connect's exit event.
     early_outcomes: pending::Pending<(u32, Destination), TcpOutcome>,
     /// Connects waiting for their TCP outcome: their number among all connections
@@ -213,14 +215,10 @@ impl Correlator {
         out.extend(self.handle(event, procs));
         out.append(&mut self.pending);
         if let Event::Exec(e) = event
-            && let Some(batch) = self.exposures.remove(&e.header.tgid)
+            && let Some(last) = self.exposures.remove(&e.header.tgid)
         {
-            // A PATH search tries several files with one environment: keep the last
-            // attempt's entry per name.
-            let mut last: BTreeMap<Vec<u8>, ExecEnvEvent> = BTreeMap::new();
-            for x in batch {
-                last.insert(x.name_bytes().to_vec(), x);
-            }
+            // A PATH search tries several files with one environment: the last
+            // attempt's entry per name is the one kept.
             for x in last.into_values() {
                 out.extend(self.on_env_at_exec(&x, e.header.ktime_ns, procs));
             }
@@ -232,7 +230,10 @@ impl Correlator {
     pub fn handle(&mut self, event: &Event, procs: &mut ProcessTable) -> Option<Record> {
         match event {
             Event::EnvAtExec(e) => {
-                self.exposures.entry(e.header.tgid).or_default().push(**e);
+                self.exposures
+                    .entry(e.header.tgid)
+                    .or_default()
+                    .insert(e.name_bytes().to_vec(), **e);
                 None
             }
             Event::Exec(e) => {
