@@ -12,6 +12,9 @@ use crate::policy::rules::{
 };
 use crate::records::{Destination, RuleMatch, RuleSummary};
 
+/// (rule, tree, destination) suppression entries kept at most.
+const MAX_SUPPRESSION_KEYS: usize = 65_536;
+
 /// The network event a rule is evaluated against.
 pub struct NetCall<'a> {
     pub kind: NetworkEvent,
@@ -115,6 +118,22 @@ impl RuleEngine {
                 _ => false,
             };
             if !suppressed {
+                if self.last_reported.len() >= MAX_SUPPRESSION_KEYS {
+                    // Bounded: a program calling a million destinations must not grow
+                    // this without end. Windows that ended go first; if that is not
+                    // enough, suppression starts over (a repeat may alert again,
+                    // nothing is lost).
+                    let rules = &self.rules;
+                    let now = call.at_ns;
+                    self.last_reported.retain(|(i, _, _), at| {
+                        rules[*i]
+                            .suppress
+                            .is_some_and(|w| now.saturating_sub(*at) < w.as_nanos() as u64)
+                    });
+                    if self.last_reported.len() >= MAX_SUPPRESSION_KEYS / 2 {
+                        self.last_reported.clear();
+                    }
+                }
                 self.last_reported.insert(key, call.at_ns);
             }
             let summary = self.summaries[index].get_or_insert((0, 0, call.at_ns));
