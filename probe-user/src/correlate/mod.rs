@@ -7,6 +7,7 @@ mod net;
 mod paths;
 mod pending;
 mod prior;
+mod probe_events;
 mod probes;
 pub mod rules;
 mod summary;
@@ -14,6 +15,7 @@ mod timelines;
 
 pub use fold::FOLD_AFTER;
 pub use prior::MAX_LISTED_PRIOR;
+pub use probe_events::redact_userinfo;
 pub use timelines::{MAX_DISTINCT_PROBES, Timelines};
 
 /// Connections kept for the end-of-run report (each was streamed when it happened).
@@ -22,13 +24,11 @@ pub const MAX_KEPT_CONNECTIONS: usize = 10_000;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use probe_common::{
-    ENV_OP_ENUMERATE, ENV_OP_GETENV, EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_ENV_VALUE_CAPTURED,
-    EXEC_ENV_VALUE_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, EnvEvent, ExecEnvEvent,
-    FileEvent, UNIX_ABSTRACT, decode::Event,
+    EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, ExecEnvEvent,
+    UNIX_ABSTRACT, decode::Event,
 };
 
 use crate::escape::escape_bytes;
-use crate::ops::How;
 use crate::policy::CompiledPolicy;
 use crate::process::ProcessTable;
 use crate::records::*;
@@ -317,197 +317,6 @@ impl Correlator {
         }
     }
 
-    fn on_env(&mut self, e: &EnvEvent, procs: &ProcessTable) -> Option<Record> {
-        if e.op == ENV_OP_ENUMERATE {
-            let cats = self.classifier.whole_environment_categories();
-            if cats.is_empty() {
-                return None;
-            }
-            let seen = Seen {
-                how: How::Enumerated,
-                result: ProbeResult::Set,
-                ..Seen::default()
-            };
-            return self.probe(
-                &e.header,
-                cats,
-                TargetType::Env,
-                "*".to_owned(),
-                seen,
-                procs,
-            );
-        }
-        let name = escape_bytes(e.name_bytes());
-        let cats = self.classifier.env_categories(&name);
-        if cats.is_empty() {
-            self.case_mismatches += 1;
-            return None;
-        }
-        let how = if e.op == ENV_OP_GETENV {
-            How::Getenv
-        } else {
-            How::SecureGetenv
-        };
-        let seen = Seen {
-            how,
-            result: if e.value_present != 0 {
-                ProbeResult::Set
-            } else {
-                ProbeResult::Unset
-            },
-            truncated: e.name_truncated != 0,
-            ..Seen::default()
-        };
-        self.probe(&e.header, cats, TargetType::Env, name, seen, procs)
-    }
-
-    /// A policy env name handed to the new program by exec. Timed at the exec, since
-    /// that is when the program received it.
-    fn on_env_at_exec(
-        &mut self,
-        e: &ExecEnvEvent,
-        exec_ktime: u64,
-        procs: &ProcessTable,
-    ) -> Option<Record> {
-        let name = escape_bytes(e.name_bytes());
-        let cats = self.classifier.env_categories(&name);
-        if cats.is_empty() {
-            self.case_mismatches += 1;
-            return None;
-        }
-        let value_prefix = (e.flags & EXEC_ENV_VALUE_CAPTURED != 0).then(|| {
-            let mut v = redact_userinfo(&escape_bytes(e.value_bytes()));
-            if e.flags & EXEC_ENV_VALUE_TRUNCATED != 0 {
-                v.push('…');
-            }
-            v
-        });
-        let seen = Seen {
-            how: How::PresentAtExec,
-            result: ProbeResult::Set,
-            value_prefix,
-            ..Seen::default()
-        };
-        let header = probe_common::EventHeader {
-            ktime_ns: exec_ktime,
-            ..e.header
-        };
-        self.probe(&header, cats, TargetType::Env, name, seen, procs)
-    }
-
-    fn on_file(&mut self, e: &FileEvent, procs: &ProcessTable) -> Option<Record> {
-        let given = escape_bytes(e.path_bytes());
-        let resolved = match paths::resolve(e, &given, &self.file_index, &self.classifier) {
-            paths::Resolution::Found(resolved) => resolved,
-            paths::Resolution::NoMatch => return None,
-            paths::Resolution::Unresolvable => {
-                self.unresolved_paths += 1;
-                return None;
-            }
-        };
-        let cats = self.classifier.path_categories(&resolved.path);
-        if cats.is_empty() {
-            self.unclassified_paths += 1;
-            return None;
-        }
-        if e.path_truncated != 0 {
-            *self.truncated.entry("file_path").or_default() += 1;
-        }
-        let Some(how) = How::of_file_op(e.op) else {
-            // The decoder checks sizes, not values: an op this build does not know
-            // means kernel and userspace differ.
-            self.unknown_file_ops += 1;
-            return None;
-        };
-        let result = ProbeResult::of_syscall(e.ret);
-        let seen = Seen {
-            how,
-            result,
-            truncated: e.path_truncated != 0,
-            given_path: (given != resolved.path).then_some(given),
-            resolved_by: resolved.resolved_by,
-            ..Seen::default()
-        };
-        self.probe(
-            &e.header,
-            cats,
-            TargetType::File,
-            resolved.path,
-            seen,
-            procs,
-        )
-    }
-
-    fn probe(
-        &mut self,
-        header: &probe_common::EventHeader,
-        mut cats: Vec<usize>,
-        target_type: TargetType,
-        target: String,
-        seen: Seen,
-        procs: &ProcessTable,
-    ) -> Option<Record> {
-        let (ktime_ns, pid, tid, how) = (header.ktime_ns, header.tgid, header.tid, seen.how);
-        // Categories that limit their operations drop the others.
-        cats.retain(|&c| self.classifier.counts(c, how));
-        if cats.is_empty() {
-            self.operation_not_counted += 1;
-            return None;
-        }
-        let tree = procs.tree_of(pid);
-        let fold_prefix = match target_type {
-            TargetType::File => self.classifier.fold_prefix(&target),
-            TargetType::Env => None,
-        };
-        match self.timelines.record(
-            tree,
-            target_type,
-            how,
-            &target,
-            &cats,
-            fold_prefix,
-            pid,
-            ktime_ns,
-        ) {
-            probes::Recorded::New => {}
-            probes::Recorded::Repeat | probes::Recorded::Dropped => return None,
-        }
-        let categories: Vec<String> = cats
-            .iter()
-            .map(|&i| self.category_names[i].clone())
-            .collect();
-        let (mut target, mut folded) = (target, false);
-        if target_type == TargetType::File
-            && let Some(prefix) = self.classifier.fold_prefix(&target)
-        {
-            match self.folder.decide(pid, prefix, &target) {
-                fold::StreamDecision::Show => {}
-                fold::StreamDecision::StartFold(prefix_target) => {
-                    (target, folded) = (prefix_target, true)
-                }
-                fold::StreamDecision::Suppress => return None,
-            }
-        }
-        let body = Body::Probe(ProbeRecord {
-            tid,
-            process: procs
-                .get(pid)
-                .map(|p| p.name().to_owned())
-                .unwrap_or_default(),
-            categories,
-            target_type,
-            target,
-            how,
-            result: seen.result,
-            truncated: seen.truncated,
-            folded,
-            value_prefix: seen.value_prefix,
-            given_path: seen.given_path,
-            resolved_by: seen.resolved_by,
-        });
-        Some(self.record(ktime_ns, pid, procs, body))
-    }
-
     /// What the timelines hold against their bounds.
     pub fn timeline_usage(&self) -> TimelineUsage {
         let t = &self.timelines;
@@ -595,31 +404,6 @@ impl Correlator {
     }
 }
 
-/// How a probe was seen and what it got.
-struct Seen {
-    how: How,
-    result: ProbeResult,
-    truncated: bool,
-    value_prefix: Option<String>,
-    /// The path as the process wrote it, when it differs from the target.
-    given_path: Option<String>,
-    /// How a path that was not the target itself was tied to it.
-    resolved_by: Option<ResolvedBy>,
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Self {
-            how: How::Getenv,
-            result: ProbeResult::Unset,
-            truncated: false,
-            value_prefix: None,
-            given_path: None,
-            resolved_by: None,
-        }
-    }
-}
-
 /// Category indices and names, in name order.
 fn rank(categories: &[crate::policy::Category]) -> Vec<(usize, String)> {
     let mut ranked: Vec<(usize, String)> = categories
@@ -629,18 +413,6 @@ fn rank(categories: &[crate::policy::Category]) -> Vec<(usize, String)> {
         .collect();
     ranked.sort_by(|a, b| a.1.cmp(&b.1));
     ranked
-}
-
-/// Hides credentials in a proxy URL: `http://user:pass@proxy:3128` becomes
-/// `http://[redacted]@proxy:3128`. A value prefix must never leak a password.
-pub fn redact_userinfo(value: &str) -> String {
-    let authority_start = value.find("://").map_or(0, |i| i + 3);
-    let rest = &value[authority_start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}[redacted]{}", &value[..authority_start], &rest[at..]),
-        None => value.to_owned(),
-    }
 }
 
 #[cfg(test)]
