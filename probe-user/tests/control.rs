@@ -17,37 +17,10 @@ const GROUP: &str = "pctl-test";
 const MEMBER: &str = "pctl-member";
 const OUTSIDER: &str = "pctl-outsider";
 
-/// Creates the group and users if they are missing (idempotent across runs).
+/// The group and its member, and an outsider (made once, idempotent across runs).
 fn ensure_users() {
-    let exists = |db: &str, name: &str| {
-        Command::new("getent")
-            .args([db, name])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !exists("group", GROUP) {
-        let out = Command::new("groupadd")
-            .args(["--system", GROUP])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "groupadd: {out:?}");
-    }
-    for (user, groups) in [(MEMBER, Some(GROUP)), (OUTSIDER, None)] {
-        if !exists("passwd", user) {
-            let mut cmd = Command::new("useradd");
-            cmd.args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ]);
-            if let Some(g) = groups {
-                cmd.args(["--groups", g]);
-            }
-            let out = cmd.arg(user).output().unwrap();
-            assert!(out.status.success(), "useradd {user}: {out:?}");
-        }
-    }
+    users::ensure_user(MEMBER, &[GROUP]);
+    users::ensure_user(OUTSIDER, &[]);
 }
 
 /// `CMD` as `user`, with their groups (setpriv, as a login would set them).

@@ -23,36 +23,10 @@ const OUTSIDER: &str = "pctl-outsider";
 /// per-user one).
 const PYTHON: &str = "/usr/bin/python3";
 
+/// The group and its member, and an outsider (made once, idempotent across runs).
 fn ensure_users() {
-    let exists = |db: &str, name: &str| {
-        Command::new("getent")
-            .args([db, name])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !exists("group", GROUP) {
-        let out = Command::new("groupadd")
-            .args(["--system", GROUP])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "groupadd: {out:?}");
-    }
-    for (user, group) in [(MEMBER, Some(GROUP)), (OUTSIDER, None)] {
-        if !exists("passwd", user) {
-            let mut cmd = Command::new("useradd");
-            cmd.args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ]);
-            if let Some(g) = group {
-                cmd.args(["--groups", g]);
-            }
-            let out = cmd.arg(user).output().unwrap();
-            assert!(out.status.success(), "useradd {user}: {out:?}");
-        }
-    }
+    users::ensure_user(MEMBER, &[GROUP]);
+    users::ensure_user(OUTSIDER, &[]);
 }
 
 fn uid_of(user: &str) -> u32 {

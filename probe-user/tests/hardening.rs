@@ -199,24 +199,9 @@ fn a_burst_of_600_files_and_50000_connects_leaves_the_daemon_responsive() {
     );
 }
 
-/// An unprivileged user for the hostile files (created once, idempotent).
+/// An unprivileged user for the hostile files.
 fn hostile_user() -> (u32, u32) {
-    const USER: &str = "pctl-hostile";
-    if nix::unistd::User::from_name(USER).unwrap().is_none() {
-        let out = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "useradd {USER}: {out:?}");
-    }
-    let u = nix::unistd::User::from_name(USER).unwrap().unwrap();
-    (u.uid.as_raw(), u.gid.as_raw())
+    users::ensure_user("pctl-hostile", &[])
 }
 
 /// `cmd` as the hostile user.

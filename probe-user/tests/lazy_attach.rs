@@ -23,28 +23,7 @@ const OUTSIDER: &str = "pctl-outsider";
 const PYTHON: &str = "/usr/bin/python3";
 
 fn ensure_outsider() -> u32 {
-    let exists = Command::new("getent")
-        .args(["passwd", OUTSIDER])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
-        let out = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                OUTSIDER,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "useradd: {out:?}");
-    }
-    nix::unistd::User::from_name(OUTSIDER)
-        .unwrap()
-        .unwrap()
-        .uid
-        .as_raw()
+    users::ensure_user(OUTSIDER, &[]).0
 }
 
 fn as_outsider(program: &str) -> Command {

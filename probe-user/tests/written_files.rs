@@ -19,30 +19,9 @@ use serde_json::Value;
 const PLANTER: &str = "pctl-planter";
 const SHADOW: &str = "root:$6$probectl-test$not-a-real-hash:20000:0:99999:7:::\n";
 
-/// The unprivileged user who plants links (made once, idempotent across runs).
+/// The unprivileged user who plants links.
 fn planter_uid() -> u32 {
-    let exists = Command::new("getent")
-        .args(["passwd", PLANTER])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
-        let out = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(PLANTER)
-            .output()
-            .expect("run useradd");
-        assert!(out.status.success(), "useradd {PLANTER}: {out:?}");
-    }
-    nix::unistd::User::from_name(PLANTER)
-        .unwrap()
-        .expect("the planter exists")
-        .uid
-        .as_raw()
+    users::ensure_user(PLANTER, &[]).0
 }
 
 /// Runs `args` as the planter.

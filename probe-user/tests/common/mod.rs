@@ -16,6 +16,7 @@ use serde_json::Value;
 pub mod daemon;
 pub mod rsyslog;
 pub mod schemas;
+pub mod users;
 
 /// How long any single probectl run may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
