@@ -413,19 +413,6 @@ async fn subscribe(
         .await;
         return;
     }
-    if !matches!(format, Format::Human | Format::Json) {
-        // ECS and OCSF carry a sink's envelope (id, sequence, host); subscribers get
-        // readable lines or probectl's JSON.
-        let _ = send(
-            write,
-            &protocol::error_line(&format!(
-                "subscribers get format human or json, not {}",
-                format.name()
-            )),
-        )
-        .await;
-        return;
-    }
     let uid_only = (role != Role::Root).then_some(caller.uid);
     if let Some(uid) = uid_only
         && let Some(pid) = pids.iter().find(|&&p| access::process_uid(p) != Some(uid))
