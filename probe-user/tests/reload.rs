@@ -11,26 +11,40 @@ use nix::sys::signal::Signal;
 const TIMEZONE_ONLY: &str = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: first}\ncategories:\n  - name: timezone\n    paths: [/etc/localtime]\n";
 const HOST_TOO: &str = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: second}\ncategories:\n  - name: host\n    paths: [/etc/hostname]\n  - name: timezone\n    paths: [/etc/localtime]\n";
 
-#[test]
-fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_bad() {
-    if !bpf_available("sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_bad") {
-        return;
-    }
-    let dir = test_dir("reload");
+/// A run under `TIMEZONE_ONLY` whose command waits on `step1`, reads /etc/hostname and
+/// /etc/localtime, waits on `step2`, and reads both again: (policy, step1, step2, run).
+fn two_step_run(
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    StreamingRun,
+) {
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, TIMEZONE_ONLY).unwrap();
-    let (step1, step2) = (fifo(&dir, "step1"), fifo(&dir, "step2"));
+    let (step1, step2) = (fifo(dir, "step1"), fifo(dir, "step2"));
     // Each step waits for the test, then reads both files.
     let script = format!(
         "cat {s1} >/dev/null; cat /etc/hostname /etc/localtime >/dev/null; cat {s2} >/dev/null; cat /etc/hostname /etc/localtime >/dev/null",
         s1 = step1.display(),
         s2 = step2.display()
     );
-    let mut run = StreamingRun::start_with_policy(
+    let run = StreamingRun::start_with_policy(
         Some(&policy),
         &[OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script)],
         &[],
     );
+    (policy, step1, step2, run)
+}
+
+#[test]
+fn sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_bad() {
+    if !bpf_available("sighup_reloads_the_policy_and_keeps_the_old_one_when_the_new_is_bad") {
+        return;
+    }
+    let dir = test_dir("reload");
+    let (policy, step1, step2, mut run) = two_step_run(&dir);
     run.wait_for("the first step's cat", |r| {
         r["type"] == "exec" && r["argv"][1] == step1.to_str().unwrap()
     });
@@ -120,19 +134,7 @@ fn a_reload_over_a_kernel_map_capacity_is_refused_and_the_next_one_goes_in() {
         return;
     }
     let dir = test_dir("reload-capacity");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, TIMEZONE_ONLY).unwrap();
-    let (step1, step2) = (fifo(&dir, "step1"), fifo(&dir, "step2"));
-    let script = format!(
-        "cat {s1} >/dev/null; cat /etc/hostname /etc/localtime >/dev/null; cat {s2} >/dev/null; cat /etc/hostname /etc/localtime >/dev/null",
-        s1 = step1.display(),
-        s2 = step2.display()
-    );
-    let mut run = StreamingRun::start_with_policy(
-        Some(&policy),
-        &[OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script)],
-        &[],
-    );
+    let (policy, step1, step2, mut run) = two_step_run(&dir);
     // Dropped before `run` if an assertion fails, so the command does not wait on its
     // FIFOs forever.
     let _release = ReleaseFifos(vec![step1.clone(), step2.clone()]);

@@ -273,6 +273,24 @@ impl<K: Eq + std::hash::Hash> Distinct<K> {
         self.index.insert(key, len);
         Ok(None)
     }
+
+    /// `get_or_add`, and for a new key its entry pushed onto `entries` (made by
+    /// `make`), so the index and the entries stay in step.
+    fn push_new<V>(
+        &mut self,
+        key: K,
+        entries: &mut Vec<V>,
+        make: impl FnOnce() -> V,
+        what: &str,
+        written: &str,
+        source_name: &str,
+    ) -> Result<Option<usize>, PolicyError> {
+        let found = self.get_or_add(key, entries.len(), what, written, source_name)?;
+        if found.is_none() {
+            entries.push(make());
+        }
+        Ok(found)
+    }
 }
 
 pub(super) fn compile_for_homes(
@@ -414,20 +432,26 @@ pub(super) fn compile_for_homes(
                         PATH_MATCH_EXACT,
                     )
                 };
-                let at = kernel.paths.len();
-                if paths
-                    .get_or_add((bits, key), at, "paths and prefixes", written, source_name)?
-                    .is_none()
-                {
-                    kernel.paths.push((
+                let entry = || {
+                    let entry_id = id();
+                    (
                         bits,
                         key,
                         PolicyRef {
-                            entry_id: id(),
+                            entry_id,
                             match_kind,
                         },
-                    ));
-                }
+                    )
+                };
+                let what = "paths and prefixes";
+                paths.push_new(
+                    (bits, key),
+                    &mut kernel.paths,
+                    entry,
+                    what,
+                    written,
+                    source_name,
+                )?;
                 if match_kind == PATH_MATCH_PREFIX {
                     classifier.globs.push((path, index));
                 } else {
@@ -440,20 +464,27 @@ pub(super) fn compile_for_homes(
                 count_entry(written)?;
                 let bits = (prefix.len() * 8) as u32;
                 let key = path_key(&prefix);
-                let at = kernel.paths.len();
-                if paths
-                    .get_or_add((bits, key), at, "paths and prefixes", written, source_name)?
-                    .is_none()
-                {
-                    kernel.paths.push((
+                let entry = || {
+                    let entry_id = id();
+                    let match_kind = PATH_MATCH_PREFIX;
+                    (
                         bits,
                         key,
                         PolicyRef {
-                            entry_id: id(),
-                            match_kind: PATH_MATCH_PREFIX,
+                            entry_id,
+                            match_kind,
                         },
-                    ));
-                }
+                    )
+                };
+                let what = "paths and prefixes";
+                paths.push_new(
+                    (bits, key),
+                    &mut kernel.paths,
+                    entry,
+                    what,
+                    written,
+                    source_name,
+                )?;
                 classifier.prefixes.push((prefix, index));
             }
         }
