@@ -30,6 +30,7 @@ pub enum Event {
     ConnectOutcome(ConnectOutcomeEvent),
     UdpSend(alloc_box::Box<UdpSendEvent>),
     DnsAnswer(alloc_box::Box<DnsAnswerEvent>),
+    HostCall(HostCallEvent),
 }
 
 mod alloc_box {
@@ -50,6 +51,7 @@ impl Event {
             Event::ConnectOutcome(e) => &e.header,
             Event::UdpSend(e) => &e.header,
             Event::DnsAnswer(e) => &e.header,
+            Event::HostCall(e) => &e.header,
         }
     }
 
@@ -68,6 +70,7 @@ impl Event {
             Event::ConnectOutcome(_) => "connect_outcome",
             Event::UdpSend(_) => "udp",
             Event::DnsAnswer(_) => "dns_answer",
+            Event::HostCall(_) => "host_call",
         }
     }
 }
@@ -90,6 +93,12 @@ pub enum DecodeError {
         field: &'static str,
         value: u32,
         cap: usize,
+    },
+    #[error("event kind {kind}: {field} has the unknown value {value}")]
+    BadField {
+        kind: u32,
+        field: &'static str,
+        value: u32,
     },
 }
 
@@ -179,6 +188,21 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             check_len(kind, "captured_len", e.captured_len, e.payload.len() + 1)?;
             Event::DnsAnswer(alloc_box::Box::new(e))
         }
+        EVENT_HOST_CALL => {
+            let e: HostCallEvent = read_exact(kind, bytes)?;
+            check_len(kind, "ifname_len", e.ifname_len, e.ifname.len())?;
+            if !matches!(
+                e.call,
+                HOST_CALL_UNAME | HOST_CALL_IFHWADDR | HOST_CALL_GETLINK
+            ) {
+                return Err(DecodeError::BadField {
+                    kind,
+                    field: "call",
+                    value: e.call,
+                });
+            }
+            Event::HostCall(e)
+        }
         _ => {
             return Err(DecodeError::UnknownKind {
                 kind,
@@ -231,6 +255,12 @@ impl ExecEnvEvent {
     }
     pub fn value_bytes(&self) -> &[u8] {
         &self.value[..self.value_len as usize]
+    }
+}
+
+impl HostCallEvent {
+    pub fn ifname_bytes(&self) -> &[u8] {
+        &self.ifname[..self.ifname_len as usize]
     }
 }
 

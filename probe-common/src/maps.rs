@@ -38,6 +38,9 @@ pub const SETTING_ENV_PREFIXES: u32 = 4;
 /// Non-zero: the policy has selectors only userspace evaluates (exe globs, argv), so
 /// execs of unwatched, unselected processes are sent as `EVENT_EXEC_CANDIDATE`.
 pub const SETTING_EXEC_CANDIDATES: u32 = 5;
+/// Bit `1 << HOST_CALL_*` set: some category counts that host-identity call
+/// (uname, SIOCGIFHWADDR, RTM_GETLINK); the host programs return early otherwise.
+pub const SETTING_HOST_CALLS: u32 = 6;
 pub const SETTING_SLOTS: u32 = 8;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
@@ -146,7 +149,12 @@ pub const DROP_UNREADABLE_DATAGRAM: u32 = 17;
 /// The kernel pointers from a watched syscall to the file it reached could not be
 /// read, so the file was not matched by inode (only by its path string).
 pub const DROP_UNREADABLE_INODE: u32 = 18;
-pub const DROP_SLOTS: u32 = 19;
+/// A watched process's host-identity call was lost: the ring was full.
+pub const DROP_RING_FULL_HOST_CALL: u32 = 64;
+/// The interface name of a watched SIOCGIFHWADDR, or the netlink header of a watched
+/// send, could not be read.
+pub const DROP_UNREADABLE_HOST_CALL: u32 = 65;
+pub const DROP_SLOTS: u32 = 72;
 
 /// Names of the drop slots, indexed by slot, for reports.
 pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
@@ -169,6 +177,60 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "ring_full_dns_answer",
     "unreadable_datagram",
     "unreadable_inode",
+    // Slots 19..=63: reserved for other sensors' reasons.
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "ring_full_host_call",
+    "unreadable_host_call",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

@@ -29,6 +29,12 @@ pub enum How {
     PresentAtExec,
     /// The whole environment was listed (Node's `Object.keys(process.env)`).
     Enumerated,
+    /// uname(2): host name, kernel release.
+    Uname,
+    /// ioctl(SIOCGIFHWADDR): one interface's MAC address.
+    Siocgifhwaddr,
+    /// A netlink RTM_GETLINK request: every interface and its MAC address.
+    RtmGetlink,
 }
 
 /// Kinds of operation, for a category's `operations:` (and OCSF's activities).
@@ -49,6 +55,47 @@ pub enum Operation {
     PresentAtExec,
     /// The whole environment was listed.
     Enumerated,
+    /// A host-identity request that reads no file (uname, SIOCGIFHWADDR, RTM_GETLINK).
+    HostCall,
+}
+
+/// The host-identity requests that read no file, as a category's `host_calls:`
+/// names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostCall {
+    Uname,
+    Siocgifhwaddr,
+    RtmGetlink,
+}
+
+impl HostCall {
+    /// The kernel's number for it (`HOST_CALL_*`).
+    pub fn kernel(self) -> u32 {
+        match self {
+            HostCall::Uname => probe_common::HOST_CALL_UNAME,
+            HostCall::Siocgifhwaddr => probe_common::HOST_CALL_IFHWADDR,
+            HostCall::RtmGetlink => probe_common::HOST_CALL_GETLINK,
+        }
+    }
+
+    pub fn of_kernel(call: u32) -> Option<HostCall> {
+        [
+            HostCall::Uname,
+            HostCall::Siocgifhwaddr,
+            HostCall::RtmGetlink,
+        ]
+        .into_iter()
+        .find(|c| c.kernel() == call)
+    }
+
+    pub fn how(self) -> How {
+        match self {
+            HostCall::Uname => How::Uname,
+            HostCall::Siocgifhwaddr => How::Siocgifhwaddr,
+            HostCall::RtmGetlink => How::RtmGetlink,
+        }
+    }
 }
 
 impl How {
@@ -82,6 +129,7 @@ impl How {
             How::Getenv | How::SecureGetenv => Operation::Getenv,
             How::PresentAtExec => Operation::PresentAtExec,
             How::Enumerated => Operation::Enumerated,
+            How::Uname | How::Siocgifhwaddr | How::RtmGetlink => Operation::HostCall,
         }
     }
 
@@ -105,6 +153,9 @@ impl How {
             How::SecureGetenv => "secure_getenv",
             How::PresentAtExec => "present_at_exec",
             How::Enumerated => "enumerated",
+            How::Uname => "uname",
+            How::Siocgifhwaddr => "siocgifhwaddr",
+            How::RtmGetlink => "rtm_getlink",
         }
     }
 }
@@ -132,5 +183,23 @@ mod tests {
             How::of_file_op(probe_common::FILE_SYSCALLS.len() as u32),
             None
         );
+    }
+
+    #[test]
+    fn every_host_call_round_trips_through_its_kernel_number_and_names_agree() {
+        for call in [
+            HostCall::Uname,
+            HostCall::Siocgifhwaddr,
+            HostCall::RtmGetlink,
+        ] {
+            assert_eq!(HostCall::of_kernel(call.kernel()), Some(call));
+            // The policy's name for it is the record's name for the operation.
+            assert_eq!(
+                serde_json::to_value(call).unwrap(),
+                serde_json::Value::from(call.how().name())
+            );
+            assert_eq!(call.how().operation(), Operation::HostCall);
+        }
+        assert_eq!(HostCall::of_kernel(0), None);
     }
 }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{CliSummary, ConnectionRecord, RunReport, TargetType};
+use crate::records::{CliSummary, ConnectionRecord, RunReport};
 
 pub const PROFILE_KIND: &str = "Profile";
 
@@ -101,10 +101,7 @@ pub fn from_report(report: &RunReport, command: Vec<String>) -> Profile {
                     .iter()
                     .filter(|r| r.pids.iter().any(|p| c.pids.contains(p)))
                 {
-                    let kind = match row.target_type {
-                        TargetType::Env => "env",
-                        TargetType::File => "file",
-                    };
+                    let kind = row.target_type.name();
                     probes.insert(format!("{}: {kind} {}", cat.category, row.target));
                 }
             }

@@ -196,3 +196,42 @@ fn every_kind_rejects_truncated_and_oversized_records() {
         );
     }
 }
+
+#[test]
+fn host_calls_decode_with_their_interface_name_and_reject_unknown_calls() {
+    let size = size_of::<HostCallEvent>();
+    let mut raw = vec![0u8; size];
+    raw[..4].copy_from_slice(&EVENT_HOST_CALL.to_ne_bytes());
+    let call_at = size_of::<EventHeader>();
+    let ifname_len_at = call_at + 12;
+    let ifname_at = call_at + 16;
+    raw[call_at..call_at + 4].copy_from_slice(&HOST_CALL_IFHWADDR.to_ne_bytes());
+    raw[ifname_len_at..ifname_len_at + 4].copy_from_slice(&4u32.to_ne_bytes());
+    raw[ifname_at..ifname_at + 4].copy_from_slice(b"eth0");
+    let Event::HostCall(e) = decode(&raw).expect("decodes") else {
+        panic!("wrong kind")
+    };
+    assert_eq!(e.ifname_bytes(), b"eth0");
+    assert!(decode(&raw[..size - 1]).is_err());
+    // A name length that reaches past the array is refused, not sliced.
+    raw[ifname_len_at..ifname_len_at + 4].copy_from_slice(&16u32.to_ne_bytes());
+    assert!(matches!(
+        decode(&raw),
+        Err(DecodeError::BadLength {
+            field: "ifname_len",
+            ..
+        })
+    ));
+    raw[ifname_len_at..ifname_len_at + 4].copy_from_slice(&0u32.to_ne_bytes());
+    for call in [0u32, 4, u32::MAX] {
+        raw[call_at..call_at + 4].copy_from_slice(&call.to_ne_bytes());
+        assert_eq!(
+            decode(&raw).unwrap_err(),
+            DecodeError::BadField {
+                kind: EVENT_HOST_CALL,
+                field: "call",
+                value: call
+            }
+        );
+    }
+}

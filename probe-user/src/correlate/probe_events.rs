@@ -4,7 +4,7 @@
 
 use probe_common::{
     ENV_OP_ENUMERATE, ENV_OP_GETENV, EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, EnvEvent,
-    ExecEnvEvent, FileEvent,
+    ExecEnvEvent, FileEvent, HostCallEvent,
 };
 
 use super::{Correlator, fold, paths, probes};
@@ -56,6 +56,37 @@ impl Correlator {
             ..Seen::default()
         };
         self.probe(&e.header, cats, TargetType::Env, name, seen, procs)
+    }
+
+    /// A host-identity request that reads no file. The target names what was asked
+    /// for: the interface of a SIOCGIFHWADDR, `*` for an RTM_GETLINK dump of every
+    /// interface, `link` for one, `uname` for uname(2).
+    pub(super) fn on_host_call(
+        &mut self,
+        e: &HostCallEvent,
+        procs: &ProcessTable,
+    ) -> Option<Record> {
+        let call = crate::ops::HostCall::of_kernel(e.call)?;
+        let cats = self.classifier.host_call_categories(call);
+        if cats.is_empty() {
+            return None;
+        }
+        /// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+        const NLM_F_DUMP: u32 = 0x300;
+        let target = match call {
+            crate::ops::HostCall::Uname => "uname".to_owned(),
+            crate::ops::HostCall::Siocgifhwaddr => escape_bytes(e.ifname_bytes()),
+            crate::ops::HostCall::RtmGetlink if e.flags & NLM_F_DUMP == NLM_F_DUMP => {
+                "*".to_owned()
+            }
+            crate::ops::HostCall::RtmGetlink => "link".to_owned(),
+        };
+        let seen = Seen {
+            how: call.how(),
+            result: ProbeResult::Issued,
+            ..Seen::default()
+        };
+        self.probe(&e.header, cats, TargetType::Host, target, seen, procs)
     }
 
     /// A policy env name handed to the new program by exec. Timed at the exec, since
@@ -154,7 +185,7 @@ impl Correlator {
         let tree = procs.tree_of(pid);
         let fold_prefix = match target_type {
             TargetType::File => self.classifier.fold_prefix(&target),
-            TargetType::Env => None,
+            TargetType::Env | TargetType::Host => None,
         };
         match self.timelines.record(
             tree,

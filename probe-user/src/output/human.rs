@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::records::{Body, ConnectionRecord, Family, Record, RunReport, SeenAt, TargetType};
+use crate::records::{Body, ConnectionRecord, Family, Record, RunReport, SeenAt};
 
 pub fn render(record: &Record) -> String {
     let mut s = String::new();
@@ -313,10 +313,7 @@ fn render_report(s: &mut String, r: &RunReport) {
     for cat in &r.probes {
         let _ = writeln!(s, "  {}", cat.category);
         for p in &cat.probes {
-            let kind = match p.target_type {
-                TargetType::Env => "env ",
-                TargetType::File => "file",
-            };
+            let kind = format!("{:<4}", p.target_type.name());
             let pids: Vec<String> = p.pids.iter().map(u32::to_string).collect();
             let target = match p.distinct_targets {
                 Some(n) => format!("{} ({n} files)", p.target),

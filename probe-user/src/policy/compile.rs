@@ -37,6 +37,8 @@ pub struct KernelEntries {
     pub paths: Vec<(u32, [u8; PATH_LEN], PolicyRef)>,
     /// Some category counts reads of `/proc/<pid>/environ` (`SETTING_PROC_ENVIRON`).
     pub proc_environ: bool,
+    /// `SETTING_HOST_CALLS`: bit `1 << HOST_CALL_*` for each call some category counts.
+    pub host_calls: u32,
     /// `SELECT_COMMS`: selected program names, zero padded.
     pub select_comms: Vec<probe_common::CommKey>,
     /// `SELECT_UIDS`: selected user ids.
@@ -55,6 +57,8 @@ pub struct Classifier {
     prefixes: Vec<(String, usize)>,
     /// Categories that count reads of `/proc/<pid>/environ`.
     proc_environ: Vec<usize>,
+    /// (host call, category) pairs.
+    host_calls: Vec<(crate::ops::HostCall, usize)>,
     /// Path globs (`*`, `**`), as (pattern, category).
     globs: Vec<(String, usize)>,
     /// Per category: the operations that count (empty: all).
@@ -99,6 +103,19 @@ impl Classifier {
     /// and enumerations such as Node's `Object.keys(process.env)`.
     pub fn whole_environment_categories(&self) -> Vec<usize> {
         self.proc_environ.clone()
+    }
+
+    /// Categories (indices) that count the host-identity request `call`.
+    pub fn host_call_categories(&self, call: crate::ops::HostCall) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .host_calls
+            .iter()
+            .filter(|(c, _)| *c == call)
+            .map(|(_, cat)| *cat)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Categories (indices) whose env list names `name`, honouring each one's case rule.
@@ -410,6 +427,10 @@ pub(super) fn compile_for_homes(
         if cat.proc_environ {
             kernel.proc_environ = true;
             classifier.proc_environ.push(index);
+        }
+        for call in &cat.host_calls {
+            kernel.host_calls |= 1 << call.kernel();
+            classifier.host_calls.push((*call, index));
         }
         for written in &cat.paths {
             for path in expand_home(written, homes) {

@@ -79,6 +79,14 @@ pub fn explain(policy: &CompiledPolicy, source: &str, index: &FileIndex, homes: 
                 "      seen as: {FILE_OPS}; by any path that reaches the file (relative, `..`, symlinks)"
             );
         }
+        if !cat.host_calls.is_empty() {
+            let names: Vec<&str> = cat.host_calls.iter().map(|c| c.how().name()).collect();
+            let _ = writeln!(
+                s,
+                "    host-identity requests without a file: {}",
+                names.join(", ")
+            );
+        }
         if cat.proc_environ {
             let _ = writeln!(
                 s,

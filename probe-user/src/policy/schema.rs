@@ -87,6 +87,11 @@ pub struct Category {
     /// of any pid (`self` too), and enumerations (Node's `Object.keys(process.env)`).
     #[serde(default)]
     pub proc_environ: bool,
+    /// Host-identity requests that read no file and count in this category: `uname`,
+    /// `siocgifhwaddr` (one interface's MAC address), `rtm_getlink` (every
+    /// interface's, through netlink).
+    #[serde(default)]
+    pub host_calls: Vec<crate::ops::HostCall>,
     /// The operations that count as a probe of this category; all when omitted.
     #[serde(default)]
     pub operations: Vec<Operation>,

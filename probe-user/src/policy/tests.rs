@@ -89,6 +89,37 @@ fn default_policy_classifies_paths() {
         cat(p.classifier.path_categories("/etc/environment")),
         ["proxy-config"]
     );
+    use crate::ops::HostCall;
+    assert_eq!(
+        cat(p.classifier.host_call_categories(HostCall::Siocgifhwaddr)),
+        ["host-identity"]
+    );
+    assert_eq!(
+        cat(p.classifier.host_call_categories(HostCall::RtmGetlink)),
+        ["host-identity"]
+    );
+    // uname is too common to mean anything by default.
+    assert!(
+        p.classifier
+            .host_call_categories(HostCall::Uname)
+            .is_empty()
+    );
+    assert_eq!(
+        p.kernel.host_calls,
+        1 << probe_common::HOST_CALL_IFHWADDR | 1 << probe_common::HOST_CALL_GETLINK
+    );
+}
+
+#[test]
+fn an_unknown_host_call_is_refused_with_the_names_it_could_be() {
+    let yaml = "apiVersion: probectl.dev/v1alpha1\nkind: Policy\nmetadata: {name: t}\ncategories:\n  - name: host\n    host_calls: [uname, gethostid]\n";
+    let err = parse_policy(yaml, "t.yaml").expect_err("gethostid is not a host call");
+    let text = err.to_string();
+    assert!(text.contains("gethostid"), "{text}");
+    assert!(
+        text.contains("rtm_getlink"),
+        "the error lists the known calls: {text}"
+    );
 }
 
 #[test]

@@ -36,6 +36,19 @@ pub struct ExecRecord {
 pub enum TargetType {
     Env,
     File,
+    /// A host-identity request that reads no file (uname, SIOCGIFHWADDR, RTM_GETLINK).
+    Host,
+}
+
+impl TargetType {
+    /// The name reports and profiles use (`env`, `file`, `host`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetType::Env => "env",
+            TargetType::File => "file",
+            TargetType::Host => "host",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]

@@ -23,6 +23,8 @@ pub enum ProbeResult {
     Ok,
     /// A negative syscall return (`-2`: `ENOENT`).
     Failed(i32),
+    /// The request was made; its result is not recorded (host-identity calls).
+    Issued,
 }
 
 impl ProbeResult {
@@ -41,6 +43,7 @@ impl ProbeResult {
             ProbeResult::Unset => "unset".into(),
             ProbeResult::Ok => "ok".into(),
             ProbeResult::Failed(ret) => errno_name(ret),
+            ProbeResult::Issued => "issued".into(),
         }
     }
 
@@ -67,7 +70,7 @@ impl schemars::JsonSchema for ProbeResult {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         string_schema(
-            "`set`/`unset` for env lookups; `ok` or the errno name (`ENOENT`) for file operations",
+            "`set`/`unset` for env lookups; `ok` or the errno name (`ENOENT`) for file operations; `issued` for host-identity requests (result not recorded)",
         )
     }
 }

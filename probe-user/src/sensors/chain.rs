@@ -122,12 +122,21 @@ fn chain(family: Family) -> Vec<Option_> {
                 &["connects and sends issued through io_uring", DNS_ENCRYPTED],
             ),
         ],
+        Family::Host => vec![o(
+            "syscall tracepoints newuname, ioctl (SIOCGIFHWADDR), sendto/sendmsg (netlink RTM_GETLINK)",
+            None,
+            true,
+            &[
+                "an RTM_GETLINK request on a connected netlink socket sent without an address, or through io_uring",
+                "the MAC address read from the sysfs or proc files a policy does not name",
+            ],
+        )],
     }
 }
 
 /// Builds the choice of every family from the probed features and what attached.
 pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<SensorChoice> {
-    [Family::Process, Family::Files, Family::Env, Family::Net]
+    Family::ALL
         .into_iter()
         .map(|family| {
             // All of the family's programs of one kind (cgroup or not) attached.

@@ -95,15 +95,28 @@ pub enum Family {
     Files,
     Env,
     Net,
+    /// Host identity asked of the kernel without a file: uname, SIOCGIFHWADDR,
+    /// RTM_GETLINK.
+    Host,
 }
 
 impl Family {
+    /// Every family, in the order reports list them.
+    pub const ALL: [Family; 5] = [
+        Family::Process,
+        Family::Files,
+        Family::Env,
+        Family::Net,
+        Family::Host,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Process => "process",
             Family::Files => "files",
             Family::Env => "env",
             Family::Net => "net",
+            Family::Host => "host",
         }
     }
 }
@@ -372,7 +385,9 @@ impl Sensors {
                 map: MAP_DROPS,
                 source,
             })?;
+        // Unnamed slots are reserved and never counted.
         (0..DROP_SLOTS)
+            .filter(|slot| !DROP_SLOT_NAMES[*slot as usize].is_empty())
             .map(|slot| {
                 let per_cpu = array.get(&slot, 0).map_err(|source| SensorError::Map {
                     map: MAP_DROPS,

@@ -102,6 +102,22 @@ pub(super) fn programs() -> Vec<ProgramSpec> {
         tp(Family::Net, "syscalls", "sys_enter_recvfrom"),
         tp(Family::Net, "syscalls", "sys_exit_recvfrom"),
     ]);
+    specs.extend([
+        tp(Family::Host, "syscalls", "sys_enter_newuname"),
+        tp(Family::Host, "syscalls", "sys_enter_ioctl"),
+        tp_on(
+            Family::Host,
+            "syscalls",
+            "sys_enter_sendto_host",
+            "sys_enter_sendto",
+        ),
+        tp_on(
+            Family::Host,
+            "syscalls",
+            "sys_enter_sendmsg_host",
+            "sys_enter_sendmsg",
+        ),
+    ]);
     for (program, hook) in [
         ("cg_connect4", "connect4"),
         ("cg_connect6", "connect6"),

@@ -17,7 +17,7 @@ use probe_common::{
     BasenameKey, CommKey, EnvNameKey, InodeKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
     MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAP_SETTINGS, PATH_LEN,
     PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES, SETTING_EXEC_CANDIDATES,
-    SETTING_INODES, SETTING_PROC_ENVIRON, SETTING_SELECTION,
+    SETTING_HOST_CALLS, SETTING_INODES, SETTING_PROC_ENVIRON, SETTING_SELECTION,
 };
 
 use super::map_update::{MapWrite, update};
@@ -53,11 +53,13 @@ impl PolicyMaps {
             (SETTING_INODES, by_inode),
             (SETTING_BASENAMES, !index.basenames.is_empty()),
         ];
+        let mut settings: HashMap<u32, u32> = settings
+            .into_iter()
+            .map(|(slot, on)| (slot, u32::from(on)))
+            .collect();
+        settings.insert(SETTING_HOST_CALLS, k.host_calls);
         Self {
-            settings: settings
-                .into_iter()
-                .map(|(slot, on)| (slot, u32::from(on)))
-                .collect(),
+            settings,
             comms: k.select_comms.iter().map(|c| (*c, 1)).collect(),
             uids: k.select_uids.iter().map(|u| (*u, 1)).collect(),
             env_names: k.env_names.iter().copied().collect(),

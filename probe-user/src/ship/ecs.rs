@@ -88,6 +88,16 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                         Some(outcome),
                     );
                 }
+                TargetType::Host => {
+                    // The request was seen, not its answer.
+                    set_event(
+                        &mut event,
+                        p.how.name(),
+                        &["host"],
+                        &["info"],
+                        Some("unknown"),
+                    );
+                }
             }
             doc.insert(
                 "process".into(),
