@@ -196,7 +196,7 @@ fn doctor_reports_probed_features_and_every_sensor_choice() {
         .iter()
         .map(|s| s["family"].as_str().unwrap())
         .collect();
-    assert_eq!(families, ["process", "files", "env", "net"]);
+    assert_eq!(families, ["process", "files", "env", "net", "host"]);
     for s in sensors {
         assert_ne!(s["chosen"], "none", "{s:#}");
         for p in s["passed_over"].as_array().unwrap() {
