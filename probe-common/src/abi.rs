@@ -15,6 +15,9 @@ pub const EVENT_EXEC_CANDIDATE: u32 = 4;
 pub const EVENT_FILE: u32 = 10;
 pub const EVENT_ENV: u32 = 20;
 pub const EVENT_ENV_AT_EXEC: u32 = 21;
+/// A watched process mapped a file executable after its exec (dlopen, dlmopen, a
+/// libc loaded by hand): userspace looks for a libc to attach the getenv uprobes to.
+pub const EVENT_EXEC_MAPPED: u32 = 22;
 pub const EVENT_CONNECT: u32 = 30;
 pub const EVENT_CONNECT_UNIX: u32 = 31;
 pub const EVENT_CONNECT_OUTCOME: u32 = 32;
@@ -475,3 +478,19 @@ pub struct HostCallEvent {
     pub ifname: [u8; IFNAME_LEN],
 }
 const _: () = assert!(core::mem::size_of::<HostCallEvent>() == 24 + 16 + IFNAME_LEN);
+
+/// A watched process's `mmap` with `PROT_EXEC` of a file (`EVENT_EXEC_MAPPED`), seen
+/// at the syscall's entry. The file is named by (dev, ino) from the fd, so userspace
+/// can wait until `/proc/<pid>/maps` lists it; both 0 when the kernel pointers could
+/// not be read (then userspace rescans a few times).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecMappedEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    pub _pad0: u32,
+    /// `MKDEV` encoding (major << 20 | minor), as in `super_block::s_dev`.
+    pub dev: u64,
+    pub ino: u64,
+}
+const _: () = assert!(core::mem::size_of::<ExecMappedEvent>() == 24 + 24);

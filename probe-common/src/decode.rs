@@ -31,6 +31,7 @@ pub enum Event {
     UdpSend(alloc_box::Box<UdpSendEvent>),
     DnsAnswer(alloc_box::Box<DnsAnswerEvent>),
     HostCall(HostCallEvent),
+    ExecMapped(ExecMappedEvent),
 }
 
 mod alloc_box {
@@ -52,6 +53,7 @@ impl Event {
             Event::UdpSend(e) => &e.header,
             Event::DnsAnswer(e) => &e.header,
             Event::HostCall(e) => &e.header,
+            Event::ExecMapped(e) => &e.header,
         }
     }
 
@@ -71,6 +73,7 @@ impl Event {
             Event::UdpSend(_) => "udp",
             Event::DnsAnswer(_) => "dns_answer",
             Event::HostCall(_) => "host_call",
+            Event::ExecMapped(_) => "exec_mapped",
         }
     }
 }
@@ -188,6 +191,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             check_len(kind, "captured_len", e.captured_len, e.payload.len() + 1)?;
             Event::DnsAnswer(alloc_box::Box::new(e))
         }
+        EVENT_EXEC_MAPPED => Event::ExecMapped(read_exact(kind, bytes)?),
         EVENT_HOST_CALL => {
             let e: HostCallEvent = read_exact(kind, bytes)?;
             check_len(kind, "ifname_len", e.ifname_len, e.ifname.len())?;

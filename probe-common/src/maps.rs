@@ -154,6 +154,12 @@ pub const DROP_RING_FULL_HOST_CALL: u32 = 64;
 /// The interface name of a watched SIOCGIFHWADDR, or the netlink header of a watched
 /// send, could not be read.
 pub const DROP_UNREADABLE_HOST_CALL: u32 = 65;
+/// A watched process's executable mapping was not reported: the ring was full (its
+/// libc, if it was one, gets no getenv uprobes until the next exec or mapping).
+pub const DROP_RING_FULL_EXEC_MAPPED: u32 = 66;
+/// The file behind a watched executable mapping could not be named (dev, ino):
+/// userspace rescans the process's maps a few times instead of until it appears.
+pub const DROP_UNREADABLE_EXEC_MAPPED: u32 = 67;
 pub const DROP_SLOTS: u32 = 72;
 
 /// Names of the drop slots, indexed by slot, for reports.
@@ -225,8 +231,8 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "",
     "ring_full_host_call",
     "unreadable_host_call",
-    "",
-    "",
+    "ring_full_exec_mapped",
+    "unreadable_exec_mapped",
     "",
     "",
     "",

@@ -7,6 +7,7 @@
 mod cgroup_net;
 mod dns;
 mod env;
+mod env_map;
 mod exec_env;
 mod feature_probes;
 mod files;

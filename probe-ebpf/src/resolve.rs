@@ -71,6 +71,12 @@ fn inode_key(inode: u64) -> Result<InodeKey, i64> {
     })
 }
 
+/// (dev, ino) of the file behind one of the current task's fds.
+#[inline(always)]
+pub fn fd_key(fd: i32) -> Result<InodeKey, i64> {
+    inode_key(fd_inode(fd)?)
+}
+
 /// The inode behind one of the current task's fds.
 #[inline(always)]
 fn fd_inode(fd: i32) -> Result<u64, i64> {

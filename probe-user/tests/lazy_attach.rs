@@ -110,6 +110,54 @@ fn a_libc_under_a_path_with_a_space_newline_or_escape_is_traced_and_its_path_esc
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A libc copy loaded with dlmopen by a process that was already running and
+/// scanned (in a new link-map namespace, so its getenv is not the one the program
+/// started with) is found through the executable mapping the kernel reports, gets
+/// the getenv uprobes, and the lookups made through it afterwards are reported.
+#[test]
+fn a_libc_loaded_with_dlmopen_after_exec_is_attached_and_its_getenv_seen() {
+    if !bpf_available("a_libc_loaded_with_dlmopen_after_exec_is_attached_and_its_getenv_seen") {
+        return;
+    }
+    let system_libc = own_mapping("libc.so.6");
+    let dir = test_dir("dlmopen");
+    let copy = dir.join("libc.so.6");
+    std::fs::copy(&system_libc, &copy).expect("copy libc");
+    let (gate1, gate2) = (fifo(&dir, "gate1"), fifo(&dir, "gate2"));
+    let fixture = Reaped(
+        Command::new(build_c_fixture("dlmopen_getenv"))
+            .args([copy.as_os_str(), gate1.as_os_str(), gate2.as_os_str()])
+            .arg("TZ")
+            .env("TZ", "UTC")
+            .spawn()
+            .expect("start the fixture"),
+    );
+    let pid = fixture.0.id();
+    // Watched while it runs: its maps are scanned once, before the copy exists in
+    // them; only the dlmopen's mapping can lead to the copy.
+    let mut watch = StreamingRun::start_probectl(&[
+        OsStr::new("watch"),
+        OsStr::new("--json"),
+        OsStr::new(&pid.to_string()),
+    ]);
+    watch.wait_for("the watching record", |r| r["type"] == "watching");
+    std::fs::write(&gate1, b"x").expect("let the fixture dlmopen");
+    let raw = copy.to_string_lossy().into_owned();
+    let sensor = watch.wait_for("the attach to the dlmopen'd copy", |r| {
+        r["type"] == "sensor"
+            && r["program"] == "getenv"
+            && r["attach_point"].as_str().is_some_and(|a| a.contains(&raw))
+    });
+    assert_eq!(sensor["attached"], true, "{sensor:#}");
+    std::fs::write(&gate2, b"x").expect("let the fixture call getenv");
+    let mut fixture = fixture;
+    assert!(fixture.0.wait().unwrap().success());
+    let run = watch.finish();
+    let probe = run.probe(pid as u64, &["getenv"], "TZ");
+    assert_eq!(probe["categories"][0], "timezone", "{probe:#}");
+    assert_eq!(probe["result"], "set", "{probe:#}");
+}
+
 /// Holds a child; kills it when dropped (also when the test fails).
 struct Reaped(Child);
 

@@ -169,6 +169,7 @@ fn every_kind_rejects_truncated_and_oversized_records() {
         (EVENT_CONNECT_OUTCOME, size_of::<ConnectOutcomeEvent>()),
         (EVENT_UDP_SEND, size_of::<UdpSendEvent>()),
         (EVENT_DNS_ANSWER, size_of::<DnsAnswerEvent>()),
+        (EVENT_EXEC_MAPPED, size_of::<ExecMappedEvent>()),
     ];
     for (kind, size) in sizes {
         let mut raw = vec![0u8; size];

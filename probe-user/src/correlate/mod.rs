@@ -288,6 +288,8 @@ impl Correlator {
             Event::File(e) => self.on_file(e, procs),
             Event::Env(e) => self.on_env(e, procs),
             Event::HostCall(e) => self.on_host_call(e, procs),
+            // The engine's business (libc scans), not a record.
+            Event::ExecMapped(_) => None,
             Event::Connect(e) => {
                 let dest = Destination::of_sockaddr(e.family, &e.addr, e.port);
                 let result = if e.header.kind == probe_common::EVENT_CONNECT_ISSUED {

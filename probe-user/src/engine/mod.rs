@@ -11,12 +11,13 @@
 //! Reports are built from the same state (`report`), and every loss counter is read
 //! through one type (`losses`).
 
+mod libc_scans;
 pub mod listener;
 pub mod losses;
 mod report;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use probe_common::decode::Event;
 
@@ -37,8 +38,6 @@ pub use watch::SeedError;
 pub const BATCH: usize = 256;
 /// How often processes that just exec'd are checked for a newly mapped libc.
 pub const LIBC_SCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
-/// Scans (at `LIBC_SCAN_EVERY`, or per batch of events) before giving up on a process.
-const LIBC_SCAN_LIMIT: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -80,8 +79,9 @@ pub struct Engine {
     policy: CompiledPolicy,
     /// The policy's selectors that only userspace evaluates.
     selectors: UserSelectors,
-    /// Processes that exec'd and whose libc is not seen yet, with the scans so far.
-    libc_scans: HashMap<u32, u32>,
+    /// Processes whose maps are scanned for a libc (after an exec, after an
+    /// executable mapping).
+    libc_scans: libc_scans::LibcScans,
     /// Decoded events of the current step.
     batch: Vec<Event>,
     /// Records made and not yet taken by the caller.
@@ -112,7 +112,7 @@ impl Engine {
             correlator,
             selectors: policy.selectors.clone(),
             policy,
-            libc_scans: HashMap::new(),
+            libc_scans: libc_scans::LibcScans::default(),
             batch: Vec::new(),
             records: Vec::new(),
             more_waiting: false,
@@ -191,15 +191,25 @@ impl Engine {
             match &event {
                 Event::Exec(e) => {
                     // The dynamic loader maps the libc after the exec: scan until it has.
-                    self.libc_scans.insert(e.header.tgid, 0);
+                    self.libc_scans.exec(e.header.tgid);
                     if selected_by.is_some() || e.flags & probe_common::EXEC_SELECTED != 0 {
                         self.procs.mark_selected(e.header.tgid);
                     }
                 }
                 // Lazily attached libcs are held while a watched process maps them.
                 Event::Fork(f) => self.sensors.env_users_forked(f.parent_tgid, f.child_tgid),
+                // dlopen, dlmopen, a libc copy: scan until the file is listed.
+                Event::ExecMapped(m) => {
+                    let (major, minor) = ((m.dev >> 20) as u32, (m.dev & 0xf_ffff) as u32);
+                    let key = if m.ino == 0 {
+                        (0, 0)
+                    } else {
+                        (libc::makedev(major, minor), m.ino)
+                    };
+                    self.libc_scans.mapped(m.header.tgid, key);
+                }
                 Event::Exit(e) => {
-                    self.libc_scans.remove(&e.header.tgid);
+                    self.libc_scans.exited(e.header.tgid);
                     self.sensors.env_users_exited(e.header.tgid);
                 }
                 _ => {}
@@ -243,24 +253,19 @@ impl Engine {
     /// Whether some process that exec'd has not mapped its libc yet (the caller then
     /// calls `scan_libcs` on a `LIBC_SCAN_EVERY` timer).
     pub fn libc_scans_pending(&self) -> bool {
-        !self.libc_scans.is_empty()
+        self.libc_scans.pending()
     }
 
-    /// Attaches the env uprobes to libcs that processes which just exec'd have mapped
-    /// since, reporting each attach. A process that maps no libc after
-    /// `LIBC_SCAN_LIMIT` scans (static, or gone) is dropped from the list.
+    /// Attaches the env uprobes to libcs that processes which just exec'd, or just
+    /// mapped a file executable, have mapped since, reporting each attach. Each wait
+    /// is bounded (`libc_scans`).
     pub fn scan_libcs(&mut self) {
-        let pids: Vec<u32> = self.libc_scans.keys().copied().collect();
-        for pid in pids {
-            let (found, attached) = self.sensors.attach_env_for(pid);
-            self.records
-                .extend(attached.into_iter().map(|s| Record::now(Body::Sensor(s))));
-            let scans = self.libc_scans.entry(pid).or_default();
-            *scans += 1;
-            if found || *scans >= LIBC_SCAN_LIMIT {
-                self.libc_scans.remove(&pid);
-            }
-        }
+        let (sensors, records) = (&mut self.sensors, &mut self.records);
+        self.libc_scans.run(|pid, wanted| {
+            let (scanned, attached) = sensors.attach_env_for(pid, wanted);
+            records.extend(attached.into_iter().map(|s| Record::now(Body::Sensor(s))));
+            scanned
+        });
     }
 
     /// Puts a prepared policy (`policy::prepare`, run off the loop) in force: only

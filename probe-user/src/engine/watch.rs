@@ -90,7 +90,7 @@ impl Engine {
         self.procs.mark_live(watched.iter().copied());
         // Processes that run already have their libc mapped: attach to it now.
         for &pid in &watched {
-            let (_, attached) = self.sensors.attach_env_for(pid);
+            let (_, attached) = self.sensors.attach_env_for(pid, &[]);
             self.records
                 .extend(attached.into_iter().map(|s| Record::now(Body::Sensor(s))));
         }

@@ -86,6 +86,14 @@ impl Reaper {
     }
 }
 
+/// What one scan of a process's maps found.
+pub struct Scanned {
+    /// The listing has a libc.
+    pub libc: bool,
+    /// Which of the asked-for files the listing has.
+    pub listed: Vec<FileKey>,
+}
+
 /// The lazily attached files and the counts, for `status`.
 #[derive(Debug, serde::Serialize)]
 pub struct EnvObjectsStatus {
@@ -99,15 +107,25 @@ pub struct EnvObjectsStatus {
 
 impl Sensors {
     /// Attaches the env uprobes to every libc `pid` maps that none is attached to yet
-    /// (a container's glibc, musl, a copy under another path), and to its node
-    /// binary. Returns whether `pid` maps any libc yet (right after exec only the
-    /// dynamic loader does, so callers scan again until it does) and the attach
-    /// results. Reads /proc/<pid>/maps (bounded): called for processes that just
-    /// exec'd, never per event.
-    pub fn attach_env_for(&mut self, pid: u32) -> (bool, Vec<AttachStatus>) {
+    /// (a container's glibc, musl, a copy under another path, one loaded by dlmopen
+    /// after exec), and to its node binary. Returns whether `pid` maps any libc yet
+    /// (right after exec only the dynamic loader does, so callers scan again until
+    /// it does), which of the `wanted` files it maps, and the attach results. Reads
+    /// /proc/<pid>/maps (bounded): called after an exec or an executable mapping,
+    /// once per process per step, never per event.
+    pub fn attach_env_for(&mut self, pid: u32, wanted: &[FileKey]) -> (Scanned, Vec<AttachStatus>) {
         let Ok(listing) = proc_maps::read(Some(pid)) else {
-            return (false, Vec::new());
+            let gone = Scanned {
+                libc: false,
+                listed: Vec::new(),
+            };
+            return (gone, Vec::new());
         };
+        let listed: Vec<FileKey> = wanted
+            .iter()
+            .copied()
+            .filter(|k| listing.mappings.iter().any(|m| m.key() == *k))
+            .collect();
         if listing.truncated {
             tracing::debug!(
                 "pid {pid} maps more than {} bytes of listing; the rest is not scanned",
@@ -136,7 +154,11 @@ impl Sensors {
             let released = self.env_objects.set_uses(pid, &keys);
             self.release(released);
         }
-        (!candidates.is_empty(), statuses)
+        let scanned = Scanned {
+            libc: !candidates.is_empty(),
+            listed,
+        };
+        (scanned, statuses)
     }
 
     /// Node enumerates the environment through libuv's exported `uv_os_environ`

@@ -16,8 +16,9 @@ mod programs;
 mod reload;
 pub mod tracefs;
 
-pub use env_attach::EnvObjectsStatus;
+pub use env_attach::{EnvObjectsStatus, Scanned};
 pub use file_maps::FileResolution;
+pub use proc_maps::FileKey;
 use programs::{AttachPoint, programs};
 pub use reload::PolicyMaps;
 
@@ -422,7 +423,7 @@ impl Sensors {
 
     fn env_note(&self, libc: &str) -> String {
         let mut note = format!(
-            "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps from the moment its exec is seen, up to {} such files at once (released when no watched process maps them): lookups made before that attach are missed; statically linked programs are not covered",
+            "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps, at exec or later (dlopen, dlmopen: seen by its executable mmap), from the moment the mapping is seen, up to {} such files at once (released when no watched process maps them): lookups made before that attach are missed; statically linked programs are not covered",
             self.env_objects.limit()
         );
         let c = &self.env_objects.counts;

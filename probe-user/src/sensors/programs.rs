@@ -86,6 +86,7 @@ pub(super) fn programs() -> Vec<ProgramSpec> {
             "sys_enter_execveat_env",
             "sys_enter_execveat",
         ),
+        tp(Family::Env, "syscalls", "sys_enter_mmap"),
         uprobe(Family::Env, "getenv", "getenv"),
         uprobe(Family::Env, "getenv_ret", "getenv"),
         uprobe(Family::Env, "secure_getenv", "secure_getenv"),
