@@ -77,26 +77,32 @@ pub fn probectl_command() -> Command {
 /// Compiles the C fixture once per test binary into the cargo tmp dir.
 pub fn c_fixture() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tz_probe.c");
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("tz_probe-{}", std::process::id()));
-            let status = Command::new("cc")
-                .args(["-O1", "-Wall", "-pthread", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .status()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot run cc to build {}: {e} (install gcc)",
-                        src.display()
-                    )
-                });
-            assert!(status.success(), "cc failed to build {}", src.display());
-            out
-        })
-        .clone()
+    BUILT.get_or_init(|| build_c_fixture("tz_probe")).clone()
+}
+
+/// `fixtures/net_probe.c`: the network sensor's kernel-copy and DNS shapes.
+pub fn net_fixture() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_c_fixture("net_probe")).clone()
+}
+
+fn build_c_fixture(stem: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{stem}.c"));
+    let out =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{stem}-{}", std::process::id()));
+    let status = Command::new("cc")
+        .args(["-O1", "-Wall", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run cc to build {}: {e} (install gcc)",
+                src.display()
+            )
+        });
+    assert!(status.success(), "cc failed to build {}", src.display());
+    out
 }
 
 /// Builds `fixtures/musl_getenv.c` with musl-gcc (musl-tools; `cargo xtask test`
