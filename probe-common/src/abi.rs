@@ -486,8 +486,7 @@ pub struct DnsAnswerEvent {
     pub _pad0: u32,
     pub payload: [u8; DNS_ANSWER_CAPTURE],
 }
-const _: () =
-    assert!(core::mem::size_of::<DnsAnswerEvent>() == 24 + 16 + 24 + DNS_ANSWER_CAPTURE);
+const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == 24 + 16 + 24 + DNS_ANSWER_CAPTURE);
 
 /// `DnsAnswerEvent::from_kind`: no source address asked for (a connected socket).
 pub const DNS_FROM_NONE: u32 = 0;

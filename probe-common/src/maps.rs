@@ -206,7 +206,10 @@ pub const DROP_SLOT_NAMES: &[(u32, &str)] = &[
     (DROP_PENDING_ENV_FULL, "pending_env_full"),
     (DROP_PENDING_SEND_FULL, "pending_send_full"),
     (DROP_PENDING_RECV_FULL, "pending_recv_full"),
-    (DROP_CONNECT_EXIT_WITHOUT_ENTRY, "connect_exit_without_entry"),
+    (
+        DROP_CONNECT_EXIT_WITHOUT_ENTRY,
+        "connect_exit_without_entry",
+    ),
     (DROP_PATH_EXIT_WITHOUT_ENTRY, "path_exit_without_entry"),
     (DROP_ENV_EXIT_WITHOUT_ENTRY, "env_exit_without_entry"),
     (DROP_SEND_EXIT_WITHOUT_ENTRY, "send_exit_without_entry"),

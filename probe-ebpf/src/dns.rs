@@ -26,15 +26,14 @@ use probe_common::{
     DROP_RECV_EXIT_WITHOUT_ENTRY, DROP_RING_FULL_DNS_ANSWER, DROP_RING_FULL_UDP,
     DROP_SEND_EXIT_WITHOUT_ENTRY, DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent, EVENT_DNS_ANSWER,
     EVENT_UDP_SEND, HookDest, MMSG_MAX, PendingRecv, PendingSend, SEND_CALL_SENDMMSG,
-    SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_FROM_USER, UDP_DEST_GIVEN, UDP_DNS,
-    UdpSendEvent,
+    SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_FROM_USER, UDP_DEST_GIVEN, UDP_DNS, UdpSendEvent,
 };
 
 use crate::{
     maps::{DNS_SCRATCH, DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV},
     util::{
-        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched,
-        park_entry, syscall_arg, take_parked,
+        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
+        syscall_arg, take_parked,
     },
 };
 

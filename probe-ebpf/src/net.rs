@@ -21,8 +21,8 @@ use aya_ebpf::{
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, CONNECT_DEST_FROM_HOOK, ConnectEvent, ConnectOutcomeEvent,
     DROP_CONNECT_EXIT_WITHOUT_ENTRY, DROP_PENDING_CONNECT_FULL, DROP_RING_FULL_CONNECT,
-    DROP_RING_FULL_CONNECT_OUTCOME, DROP_UNREADABLE_SOCKADDR, HookDest, EVENT_CONNECT, EVENT_CONNECT_OUTCOME,
-    EVENT_CONNECT_UNIX, PendingConnect, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
+    DROP_RING_FULL_CONNECT_OUTCOME, DROP_UNREADABLE_SOCKADDR, EVENT_CONNECT, EVENT_CONNECT_OUTCOME,
+    EVENT_CONNECT_UNIX, HookDest, PendingConnect, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
     TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR, TcpOwner, UNIX_ABSTRACT,
     UNIX_PATH_LEN, UnixConnectEvent,
 };
@@ -30,8 +30,8 @@ use probe_common::{
 use crate::{
     maps::{DNS_SOCKS, EVENTS, PENDING_CONNECT, TCP_OWNERS},
     util::{
-        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched,
-        park_entry, syscall_arg, take_lru, take_parked, tp_offset,
+        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
+        syscall_arg, take_lru, take_parked, tp_offset,
     },
 };
 

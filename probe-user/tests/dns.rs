@@ -182,7 +182,10 @@ fn a_query_split_over_two_iovecs_and_a_third_sendmmsg_name_are_seen() {
     );
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     assert_query_and_answer(&run);
-    assert_eq!(run.of_type("dns_query")[0]["server"]["address"], server.as_str());
+    assert_eq!(
+        run.of_type("dns_query")[0]["server"]["address"],
+        server.as_str()
+    );
 
     let names = ["one.example.test", "two.example.test", "three.example.test"];
     let run = probectl_json(
@@ -205,7 +208,11 @@ fn a_query_split_over_two_iovecs_and_a_third_sendmmsg_name_are_seen() {
         );
     }
     let answers = run.of_type("dns_answer");
-    assert_eq!(answers.len(), 3, "each pending query's answer: {answers:#?}");
+    assert_eq!(
+        answers.len(),
+        3,
+        "each pending query's answer: {answers:#?}"
+    );
 }
 
 #[test]

@@ -277,10 +277,7 @@ impl Correlator {
             _ => dns::AnswerSource::Unreadable,
         };
         let txid = dns::transaction_id(payload)?;
-        if !self
-            .names
-            .accept_answer(e.header.tgid, e.fd, txid, source)
-        {
+        if !self.names.accept_answer(e.header.tgid, e.fd, txid, source) {
             return None;
         }
         self.names.learn(&name, &addrs);

@@ -88,8 +88,7 @@ pub fn net_fixture() -> PathBuf {
 
 fn build_c_fixture(stem: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{stem}.c"));
-    let out =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{stem}-{}", std::process::id()));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{stem}-{}", std::process::id()));
     let status = Command::new("cc")
         .args(["-O1", "-Wall", "-pthread", "-o"])
         .arg(&out)
