@@ -305,15 +305,34 @@ pub struct ConnectEvent {
     pub family: u16,
     /// Destination port in host byte order.
     pub port: u16,
-    pub _pad0: u32,
+    /// `CONNECT_*` flags.
+    pub flags: u32,
     /// IPv4 in the first 4 bytes, or the 16 bytes of IPv6, network order.
     pub addr: [u8; 16],
 }
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 56);
 
+/// `ConnectEvent::flags`: the destination is the kernel's own copy, given by the
+/// cgroup connect hook during this syscall; without it, it was read from the
+/// caller's memory (no hook ran: see docs/architecture.md, "Net").
+pub const CONNECT_DEST_FROM_HOOK: u32 = 1 << 0;
+
+/// A destination as a cgroup sock_addr hook saw it (the kernel's copy of the
+/// caller's sockaddr): address in network order, port in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookDest {
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<HookDest>() == 20);
+
 /// Parked between `sys_enter_connect` and `sys_exit_connect`, keyed by thread id.
-/// The address is read at exit, when the kernel has copied it (so its page is
-/// resident), like paths and env names.
+/// The cgroup connect hook, which runs inside the syscall in the same thread, fills
+/// `dest` with the kernel's copy; the exit emits it with the result. Only when no
+/// hook ran is the address read from user memory (at exit, when the kernel has
+/// copied it, so its page is resident).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PendingConnect {
@@ -321,8 +340,43 @@ pub struct PendingConnect {
     pub addr_ptr: u64,
     pub fd: i32,
     pub addrlen: u32,
+    /// Non-zero: a cgroup hook filled `dest`.
+    pub hooked: u32,
+    pub dest: HookDest,
 }
-const _: () = assert!(core::mem::size_of::<PendingConnect>() == 16);
+const _: () = assert!(core::mem::size_of::<PendingConnect>() == 40);
+
+/// Destinations of one send syscall the entry keeps (glibc sends A and AAAA
+/// queries in one sendmmsg; a third message is looked at too).
+pub const MMSG_MAX: usize = 4;
+
+/// `PendingSend::call`
+pub const SEND_CALL_SENDTO: u32 = 1;
+pub const SEND_CALL_SENDMSG: u32 = 2;
+pub const SEND_CALL_SENDMMSG: u32 = 3;
+
+/// A send syscall in flight (key: tid), from its entry to its exit. The cgroup
+/// sendmsg hooks, which run inside it once per message with a destination, append
+/// the kernel's copy of each destination to `dests`; the exit reports them, with
+/// the DNS payload of the message each belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSend {
+    /// sendto: the buffer; sendmsg: the `user_msghdr`; sendmmsg: the `mmsghdr` array.
+    pub arg: u64,
+    /// sendto: the length; sendmmsg: the message count.
+    pub len: u64,
+    /// sendto: the address argument (for the fallback when no hook ran).
+    pub addr_ptr: u64,
+    pub addr_len: u32,
+    pub fd: i32,
+    /// `SEND_CALL_*`.
+    pub call: u32,
+    /// Destinations the hooks gave (those past `MMSG_MAX` were reported at once).
+    pub hooked: u32,
+    pub dests: [HookDest; MMSG_MAX],
+}
+const _: () = assert!(core::mem::size_of::<PendingSend>() == 40 + 20 * MMSG_MAX);
 
 /// Bytes of `sun_path` in `struct sockaddr_un`.
 pub const UNIX_PATH_LEN: usize = 108;
@@ -392,6 +446,10 @@ pub const UDP_DNS: u32 = 1 << 1;
 /// Seen by the cgroup sendmsg hook outside a send syscall (io_uring): no fd, no
 /// payload.
 pub const UDP_OUTSIDE_SYSCALL: u32 = 1 << 2;
+/// The destination was read from the caller's memory: no cgroup hook ran for this
+/// send (hooks not attached). Without it, a `UDP_DEST_GIVEN` destination is the
+/// kernel's copy.
+pub const UDP_DEST_FROM_USER: u32 = 1 << 3;
 
 /// A datagram sent by a watched process with an explicit destination (UDP, as
 /// sendto/sendmsg/sendmmsg), or any datagram to a DNS server.
@@ -426,10 +484,22 @@ pub struct DnsAnswerEvent {
     pub len: u32,
     /// Bytes of `payload` captured.
     pub captured_len: u32,
+    /// `DNS_FROM_*`: what `from` is.
+    pub from_kind: u32,
+    /// The datagram's source as recvfrom wrote it into the caller's `src_addr`
+    /// (`DNS_FROM_ADDR`); unset on a connected socket, whose peer the kernel enforces.
+    pub from: HookDest,
     pub _pad0: u32,
     pub payload: [u8; DNS_ANSWER_CAPTURE],
 }
-const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == 24 + 16 + DNS_ANSWER_CAPTURE);
+const _: () = assert!(core::mem::size_of::<DnsAnswerEvent>() == 24 + 16 + 24 + DNS_ANSWER_CAPTURE);
+
+/// `DnsAnswerEvent::from_kind`: no source address asked for (a connected socket).
+pub const DNS_FROM_NONE: u32 = 0;
+/// `from` holds the source the kernel wrote into `src_addr`.
+pub const DNS_FROM_ADDR: u32 = 1;
+/// A source address was asked for but could not be read.
+pub const DNS_FROM_UNREADABLE: u32 = 2;
 
 /// A recvfrom in flight (key: tid).
 #[repr(C)]

@@ -12,6 +12,7 @@ unsafe impl aya::Pod for WatchEntry {}
 unsafe impl aya::Pod for PolicyRef {}
 unsafe impl aya::Pod for EventHeader {}
 unsafe impl aya::Pod for PendingConnect {}
+unsafe impl aya::Pod for PendingSend {}
 unsafe impl aya::Pod for PendingPath {}
 unsafe impl aya::Pod for InodeKey {}
 unsafe impl aya::Pod for PendingEnv {}

@@ -149,6 +149,35 @@ pub const DROP_UNREADABLE_DATAGRAM: u32 = 17;
 /// The kernel pointers from a watched syscall to the file it reached could not be
 /// read, so the file was not matched by inode (only by its path string).
 pub const DROP_UNREADABLE_INODE: u32 = 18;
+// Slots 19..=31 (31 still free): losses of the per-thread entry maps and of the net sensor.
+/// A watched thread's connect could not be parked (`PENDING_CONNECT` full): its
+/// result is lost; the cgroup hook still reports the destination.
+pub const DROP_PENDING_CONNECT_FULL: u32 = 19;
+/// A watched thread's path argument could not be parked (`PENDING_PATH` full).
+pub const DROP_PENDING_PATH_FULL: u32 = 20;
+/// A watched thread's getenv could not be parked (`PENDING_ENV` full).
+pub const DROP_PENDING_ENV_FULL: u32 = 21;
+/// A watched thread's send could not be parked (`IN_SEND` full): the cgroup hook
+/// still reports the destinations, a DNS query's name is lost.
+pub const DROP_PENDING_SEND_FULL: u32 = 22;
+/// A watched thread's recvfrom could not be parked (`PENDING_RECV` full).
+pub const DROP_PENDING_RECV_FULL: u32 = 23;
+/// A watched thread reached the exit of connect(2) without its parked entry.
+pub const DROP_CONNECT_EXIT_WITHOUT_ENTRY: u32 = 24;
+/// A watched thread reached the exit of a path syscall without its parked entry.
+pub const DROP_PATH_EXIT_WITHOUT_ENTRY: u32 = 25;
+/// A watched thread returned from getenv without its parked entry.
+pub const DROP_ENV_EXIT_WITHOUT_ENTRY: u32 = 26;
+/// A watched thread reached the exit of a send syscall without its parked entry.
+pub const DROP_SEND_EXIT_WITHOUT_ENTRY: u32 = 27;
+/// A watched thread reached the exit of recvfrom without its parked entry.
+pub const DROP_RECV_EXIT_WITHOUT_ENTRY: u32 = 28;
+/// A watched thread's path was longer than `PATH_LEN - 1` bytes and matched no
+/// policy entry by its cut prefix, inode or basename: it could not be checked whole.
+pub const DROP_PATH_TRUNCATED: u32 = 29;
+/// A sendmmsg had more messages than the sensor looks into (`MMSG_MAX`): their
+/// destinations are reported by the cgroup hook, a DNS name in them is not.
+pub const DROP_MMSG_NOT_INSPECTED: u32 = 30;
 /// A watched process's host-identity call was lost: the ring was full.
 pub const DROP_RING_FULL_HOST_CALL: u32 = 64;
 /// The interface name of a watched SIOCGIFHWADDR, or the netlink header of a watched
@@ -160,83 +189,51 @@ pub const DROP_RING_FULL_EXEC_MAPPED: u32 = 66;
 /// The file behind a watched executable mapping could not be named (dev, ino):
 /// userspace rescans the process's maps a few times instead of until it appears.
 pub const DROP_UNREADABLE_EXEC_MAPPED: u32 = 67;
+/// Slots in `DROPS`: 31..=63 and 68..=71 are free for other reasons (append to
+/// `DROP_SLOT_NAMES`).
 pub const DROP_SLOTS: u32 = 72;
 
-/// Names of the drop slots, indexed by slot, for reports.
-pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
-    "ring_full_exec",
-    "ring_full_fork",
-    "ring_full_exit",
-    "ring_full_file",
-    "ring_full_env",
-    "ring_full_connect",
-    "watched_map_full",
-    "exec_pending_map_full",
-    "unreadable_path",
-    "unreadable_env_name",
-    "unreadable_sockaddr",
-    "unreadable_fork_child",
-    "ring_full_env_at_exec",
-    "env_scan_incomplete",
-    "ring_full_connect_outcome",
-    "ring_full_udp",
-    "ring_full_dns_answer",
-    "unreadable_datagram",
-    "unreadable_inode",
-    // Slots 19..=63: reserved for other sensors' reasons.
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "",
-    "ring_full_host_call",
-    "unreadable_host_call",
-    "ring_full_exec_mapped",
-    "unreadable_exec_mapped",
-    "",
-    "",
-    "",
-    "",
+/// Names of the drop slots, for reports: the one table both sides use. A slot not
+/// listed is unused (never counted).
+pub const DROP_SLOT_NAMES: &[(u32, &str)] = &[
+    (DROP_RING_FULL_EXEC, "ring_full_exec"),
+    (DROP_RING_FULL_FORK, "ring_full_fork"),
+    (DROP_RING_FULL_EXIT, "ring_full_exit"),
+    (DROP_RING_FULL_FILE, "ring_full_file"),
+    (DROP_RING_FULL_ENV, "ring_full_env"),
+    (DROP_RING_FULL_CONNECT, "ring_full_connect"),
+    (DROP_WATCHED_FULL, "watched_map_full"),
+    (DROP_PENDING_FULL, "exec_pending_map_full"),
+    (DROP_UNREADABLE_PATH, "unreadable_path"),
+    (DROP_UNREADABLE_ENV_NAME, "unreadable_env_name"),
+    (DROP_UNREADABLE_SOCKADDR, "unreadable_sockaddr"),
+    (DROP_UNREADABLE_FORK, "unreadable_fork_child"),
+    (DROP_RING_FULL_ENV_AT_EXEC, "ring_full_env_at_exec"),
+    (DROP_ENV_SCAN_INCOMPLETE, "env_scan_incomplete"),
+    (DROP_RING_FULL_CONNECT_OUTCOME, "ring_full_connect_outcome"),
+    (DROP_RING_FULL_UDP, "ring_full_udp"),
+    (DROP_RING_FULL_DNS_ANSWER, "ring_full_dns_answer"),
+    (DROP_UNREADABLE_DATAGRAM, "unreadable_datagram"),
+    (DROP_UNREADABLE_INODE, "unreadable_inode"),
+    (DROP_PENDING_CONNECT_FULL, "pending_connect_full"),
+    (DROP_PENDING_PATH_FULL, "pending_path_full"),
+    (DROP_PENDING_ENV_FULL, "pending_env_full"),
+    (DROP_PENDING_SEND_FULL, "pending_send_full"),
+    (DROP_PENDING_RECV_FULL, "pending_recv_full"),
+    (
+        DROP_CONNECT_EXIT_WITHOUT_ENTRY,
+        "connect_exit_without_entry",
+    ),
+    (DROP_PATH_EXIT_WITHOUT_ENTRY, "path_exit_without_entry"),
+    (DROP_ENV_EXIT_WITHOUT_ENTRY, "env_exit_without_entry"),
+    (DROP_SEND_EXIT_WITHOUT_ENTRY, "send_exit_without_entry"),
+    (DROP_RECV_EXIT_WITHOUT_ENTRY, "recv_exit_without_entry"),
+    (DROP_PATH_TRUNCATED, "path_truncated"),
+    (DROP_MMSG_NOT_INSPECTED, "sendmmsg_messages_not_inspected"),
+    (DROP_RING_FULL_HOST_CALL, "ring_full_host_call"),
+    (DROP_UNREADABLE_HOST_CALL, "unreadable_host_call"),
+    (DROP_RING_FULL_EXEC_MAPPED, "ring_full_exec_mapped"),
+    (DROP_UNREADABLE_EXEC_MAPPED, "unreadable_exec_mapped"),
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs
@@ -259,3 +256,19 @@ pub const TP_SOCK_FAMILY: u32 = 9;
 pub const TP_SOCK_DADDR: u32 = 10;
 pub const TP_SOCK_DADDR_V6: u32 = 11;
 pub const TP_OFFSET_SLOTS: u32 = 12;
+
+/// Every named slot exists in `DROPS` and is named once: a merge that gave two
+/// reasons one slot would otherwise add their counts silently.
+const _: () = {
+    let names = DROP_SLOT_NAMES;
+    let mut i = 0;
+    while i < names.len() {
+        assert!(names[i].0 < DROP_SLOTS);
+        let mut j = i + 1;
+        while j < names.len() {
+            assert!(names[i].0 != names[j].0);
+            j += 1;
+        }
+        i += 1;
+    }
+};

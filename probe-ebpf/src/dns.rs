@@ -1,6 +1,9 @@
 //! Datagrams with a destination, and DNS. Sends that name a destination (sendto,
-//! sendmsg, sendmmsg with an address: UDP) are reported with it; anything sent to port
-//! 53, by address or on a socket connected to port 53, carries the start of the query;
+//! sendmsg, sendmmsg with an address: UDP) are reported at the syscall's exit with the
+//! destinations the cgroup sendmsg hooks gave during it (the kernel's copy, one per
+//! message; see `cgroup_net`), and from user memory only when no hook ran; anything
+//! sent to port 53, by address or on a socket connected to port 53, carries the start
+//! of the query (up to two iovecs, up to `MMSG_MAX` messages of a sendmmsg);
 //! what comes back from port 53 (recvfrom) carries the answer, so userspace can name
 //! the addresses a process connects to later.
 //!
@@ -18,19 +21,23 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    AF_INET, AF_INET6, DNS_ANSWER_CAPTURE, DNS_QUERY_CAPTURE, DROP_RING_FULL_DNS_ANSWER,
-    DROP_RING_FULL_UDP, DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent, EVENT_DNS_ANSWER, EVENT_UDP_SEND,
-    PendingRecv, UDP_DEST_GIVEN, UDP_DNS, UdpSendEvent,
+    AF_INET, AF_INET6, DNS_ANSWER_CAPTURE, DNS_FROM_ADDR, DNS_FROM_NONE, DNS_FROM_UNREADABLE,
+    DNS_QUERY_CAPTURE, DROP_MMSG_NOT_INSPECTED, DROP_PENDING_RECV_FULL, DROP_PENDING_SEND_FULL,
+    DROP_RECV_EXIT_WITHOUT_ENTRY, DROP_RING_FULL_DNS_ANSWER, DROP_RING_FULL_UDP,
+    DROP_SEND_EXIT_WITHOUT_ENTRY, DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent, EVENT_DNS_ANSWER,
+    EVENT_UDP_SEND, HookDest, MMSG_MAX, PendingRecv, PendingSend, SEND_CALL_SENDMMSG,
+    SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_FROM_USER, UDP_DEST_GIVEN, UDP_DNS, UdpSendEvent,
 };
 
 use crate::{
-    maps::{DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV},
-    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
+    maps::{DNS_SCRATCH, DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV},
+    util::{
+        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
+        syscall_arg, take_parked,
+    },
 };
 
-const DNS_PORT: u16 = 53;
-/// Messages of one sendmmsg that are looked at (glibc sends A and AAAA together).
-const MMSG_MAX: u32 = 2;
+pub const DNS_PORT: u16 = 53;
 /// `struct mmsghdr` on 64-bit: a 56-byte `user_msghdr` plus `msg_len` and padding.
 const MMSGHDR_SIZE: u64 = 64;
 
@@ -40,15 +47,10 @@ pub fn dns_sock_key(tgid: u32, fd: i32) -> u64 {
     ((tgid as u64) << 32) | fd as u32 as u64
 }
 
-/// A destination read from a user `struct sockaddr`.
-struct Dest {
-    family: u16,
-    port: u16,
-    addr: [u8; 16],
-}
-
+/// A destination read from a user `struct sockaddr`: the fallback when no cgroup
+/// hook ran during the send, and the source recvfrom wrote.
 #[inline(always)]
-fn read_dest(ptr: u64, len: u64) -> Option<Dest> {
+fn read_dest(ptr: u64, len: u64) -> Option<HookDest> {
     if ptr == 0 || len < 8 {
         return None;
     }
@@ -67,17 +69,106 @@ fn read_dest(ptr: u64, len: u64) -> Option<Dest> {
         }
         _ => return None,
     }
-    Some(Dest {
+    Some(HookDest {
         family,
         port: u16::from_be(port),
         addr,
     })
 }
 
+/// One datagram's payload: up to two iovecs (a query split in two is gathered).
+#[derive(Clone, Copy)]
+struct Payload {
+    buf0: u64,
+    len0: u64,
+    buf1: u64,
+    len1: u64,
+}
+
+const NO_PAYLOAD: Payload = Payload {
+    buf0: 0,
+    len0: 0,
+    buf1: 0,
+    len1: 0,
+};
+
+/// Copies the start of a DNS query into `out`; returns the bytes captured.
+#[inline(always)]
+fn gather(p: &Payload, out: &mut [u8; DNS_QUERY_CAPTURE]) -> u32 {
+    const CAP: u64 = DNS_QUERY_CAPTURE as u64;
+    let Some(scratch) = DNS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let scratch = unsafe { &mut *scratch };
+    let mut n0 = p.len0;
+    if n0 > CAP {
+        n0 = CAP;
+    }
+    // SAFETY: n0 <= CAP, within the scratch's 2 * CAP bytes.
+    if n0 > 0
+        && unsafe {
+            generated::bpf_probe_read_user(
+                scratch.as_mut_ptr().cast(),
+                n0 as u32,
+                p.buf0 as *const _,
+            )
+        } != 0
+    {
+        count_drop(DROP_UNREADABLE_DATAGRAM);
+        return 0;
+    }
+    let mut n1 = p.len1;
+    if n1 > CAP - n0 {
+        n1 = CAP - n0;
+    }
+    if n1 > CAP {
+        n1 = CAP;
+    }
+    let off = (n0 & (2 * CAP - 1)) as usize;
+    // SAFETY: off <= CAP and n1 <= CAP: the copy ends within the 2 * CAP scratch.
+    if n1 > 0
+        && off <= CAP as usize
+        && unsafe {
+            generated::bpf_probe_read_user(
+                scratch.as_mut_ptr().wrapping_add(off).cast(),
+                n1 as u32,
+                p.buf1 as *const _,
+            )
+        } != 0
+    {
+        count_drop(DROP_UNREADABLE_DATAGRAM);
+        n1 = 0;
+    }
+    let mut total = n0 + n1;
+    if total > CAP {
+        total = CAP;
+    }
+    // SAFETY: total <= CAP, the size of `out`; the scratch is larger.
+    if unsafe {
+        generated::bpf_probe_read_kernel(
+            out.as_mut_ptr().cast(),
+            total as u32,
+            scratch.as_ptr().cast(),
+        )
+    } != 0
+    {
+        return 0;
+    }
+    total as u32
+}
+
 /// Reports one datagram: if it names a destination, or goes to a DNS socket.
 #[inline(always)]
-fn emit_send(tgid: u32, tid: u32, fd: i32, dest: Option<Dest>, buf: u64, len: u64) {
-    let on_dns_sock = DNS_SOCKS.get_ptr(dns_sock_key(tgid, fd)).is_some();
+fn emit_send(
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    dest: Option<HookDest>,
+    dest_flags: u32,
+    payload: &Payload,
+    on_dns_sock: bool,
+) {
     if dest.is_none() && !on_dns_sock {
         return;
     }
@@ -94,33 +185,28 @@ fn emit_send(tgid: u32, tid: u32, fd: i32, dest: Option<Dest>, buf: u64, len: u6
     e.family = 0;
     e.port = 0;
     e.addr = [0; 16];
-    e.len = len as u32;
+    e.len = (payload.len0 + payload.len1) as u32;
     e._pad0 = 0;
     e.captured_len = 0;
     e.payload = [0; DNS_QUERY_CAPTURE];
     if let Some(d) = dest {
-        e.flags |= UDP_DEST_GIVEN;
+        e.flags |= UDP_DEST_GIVEN | dest_flags;
         e.family = d.family;
         e.port = d.port;
         e.addr = d.addr;
     }
     if dns {
         e.flags |= UDP_DNS;
-        let n = (len as u32).min(DNS_QUERY_CAPTURE as u32) & (DNS_QUERY_CAPTURE as u32 * 2 - 1);
-        let n = n.min(DNS_QUERY_CAPTURE as u32);
-        if n > 0 {
-            // SAFETY: `n` is at most the payload array's size.
-            let r = unsafe {
-                generated::bpf_probe_read_user(e.payload.as_mut_ptr().cast(), n, buf as *const _)
-            };
-            if r == 0 {
-                e.captured_len = n;
-            } else {
-                count_drop(DROP_UNREADABLE_DATAGRAM);
-            }
-        }
+        e.captured_len = gather(payload, &mut e.payload);
     }
     entry.submit(0);
+}
+
+#[inline(always)]
+fn park_send(tgid: u32, tid: u32, send: PendingSend) {
+    if is_watched(tgid) {
+        park_entry(&IN_SEND, tid, &send, DROP_PENDING_SEND_FULL);
+    }
 }
 
 #[tracepoint]
@@ -129,16 +215,82 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     if !is_watched(tgid) {
         return 0;
     }
-    let _ = IN_SEND.insert(tid, 1, 0);
     let read = |n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.unwrap_or(0);
-    let (fd, buf, len, addr, addr_len) = (read(0) as i32, read(1), read(2), read(4), read(5));
-    emit_send(tgid, tid, fd, read_dest(addr, addr_len), buf, len);
+    park_send(
+        tgid,
+        tid,
+        PendingSend {
+            arg: read(1),
+            len: read(2),
+            addr_ptr: read(4),
+            addr_len: read(5) as u32,
+            fd: read(0) as i32,
+            call: SEND_CALL_SENDTO,
+            ..Default::default()
+        },
+    );
     0
 }
 
-/// `user_msghdr`: the destination (msg_name) and the first iovec's buffer.
+#[tracepoint]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    if !is_watched(tgid) {
+        return 0;
+    }
+    let read = |n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.unwrap_or(0);
+    park_send(
+        tgid,
+        tid,
+        PendingSend {
+            arg: read(1),
+            fd: read(0) as i32,
+            call: SEND_CALL_SENDMSG,
+            ..Default::default()
+        },
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current_ids();
+    if !is_watched(tgid) {
+        return 0;
+    }
+    let read = |n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.unwrap_or(0);
+    park_send(
+        tgid,
+        tid,
+        PendingSend {
+            arg: read(1),
+            len: read(2),
+            fd: read(0) as i32,
+            call: SEND_CALL_SENDMMSG,
+            ..Default::default()
+        },
+    );
+    0
+}
+
+/// The next destination of this send: the kernel's copy a hook gave, in order; the
+/// caller's memory only when no hook ran during the syscall.
 #[inline(always)]
-fn send_msghdr(tgid: u32, tid: u32, fd: i32, msg: u64) {
+fn next_dest(p: &PendingSend, used: &mut u32, name: u64, namelen: u64) -> (Option<HookDest>, u32) {
+    if p.hooked == 0 {
+        return (read_dest(name, namelen), UDP_DEST_FROM_USER);
+    }
+    let i = *used as usize;
+    if i < MMSG_MAX && *used < p.hooked {
+        *used += 1;
+        return (Some(p.dests[i]), 0);
+    }
+    (None, 0)
+}
+
+/// One `user_msghdr` at exit: its destination (if it names one) and first two iovecs.
+#[inline(always)]
+fn exit_msghdr(tgid: u32, tid: u32, p: &PendingSend, msg: u64, used: &mut u32, on_dns: bool) {
     let m = msg as *const u64;
     let (Ok(name), Ok(namelen), Ok(iov), Ok(iovlen)) = (
         unsafe { bpf_probe_read_user(m) },
@@ -149,75 +301,100 @@ fn send_msghdr(tgid: u32, tid: u32, fd: i32, msg: u64) {
         count_drop(DROP_UNREADABLE_DATAGRAM);
         return;
     };
-    let (mut buf, mut len) = (0u64, 0u64);
+    let mut payload = NO_PAYLOAD;
     if iov != 0 && iovlen > 0 {
         let v = iov as *const u64;
-        buf = unsafe { bpf_probe_read_user(v) }.unwrap_or(0);
-        len = unsafe { bpf_probe_read_user(v.wrapping_add(1)) }.unwrap_or(0);
+        payload.buf0 = unsafe { bpf_probe_read_user(v) }.unwrap_or(0);
+        payload.len0 = unsafe { bpf_probe_read_user(v.wrapping_add(1)) }.unwrap_or(0);
+        if iovlen > 1 {
+            payload.buf1 = unsafe { bpf_probe_read_user(v.wrapping_add(2)) }.unwrap_or(0);
+            payload.len1 = unsafe { bpf_probe_read_user(v.wrapping_add(3)) }.unwrap_or(0);
+        }
     }
-    emit_send(tgid, tid, fd, read_dest(name, namelen as u64), buf, len);
+    let (dest, flags) = if name != 0 {
+        next_dest(p, used, name, namelen as u64)
+    } else {
+        (None, 0)
+    };
+    emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
 }
 
-#[tracepoint]
-pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+/// The end of a send syscall: each message's destination (from the hooks) with its
+/// payload when it goes to DNS; then any destination a hook gave that no message
+/// was matched with (a msghdr rewritten meanwhile), without payload.
+#[inline(always)]
+fn send_exit(ctx: &TracePointContext) {
     let (tgid, tid) = current_ids();
-    if !is_watched(tgid) {
-        return 0;
-    }
-    let _ = IN_SEND.insert(tid, 1, 0);
-    let fd = unsafe { ctx.read_at::<u64>(syscall_arg(0)) }.unwrap_or(0) as i32;
-    let msg = unsafe { ctx.read_at::<u64>(syscall_arg(1)) }.unwrap_or(0);
-    if msg != 0 {
-        send_msghdr(tgid, tid, fd, msg);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
-    let (tgid, tid) = current_ids();
-    if !is_watched(tgid) {
-        return 0;
-    }
-    let _ = IN_SEND.insert(tid, 1, 0);
-    let fd = unsafe { ctx.read_at::<u64>(syscall_arg(0)) }.unwrap_or(0) as i32;
-    let mmsg = unsafe { ctx.read_at::<u64>(syscall_arg(1)) }.unwrap_or(0);
-    let vlen = unsafe { ctx.read_at::<u64>(syscall_arg(2)) }.unwrap_or(0) as u32;
-    if mmsg == 0 {
-        return 0;
+    let Some(p) = take_parked(&IN_SEND, tid) else {
+        count_missing_entry(tgid, DROP_SEND_EXIT_WITHOUT_ENTRY);
+        return;
+    };
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.unwrap_or(-1);
+    let on_dns = DNS_SOCKS.get_ptr(dns_sock_key(tgid, p.fd)).is_some();
+    let mut used = 0u32;
+    match p.call {
+        SEND_CALL_SENDTO => {
+            let payload = Payload {
+                buf0: p.arg,
+                len0: p.len,
+                ..NO_PAYLOAD
+            };
+            let (dest, flags) = if p.addr_ptr != 0 {
+                next_dest(&p, &mut used, p.addr_ptr, p.addr_len as u64)
+            } else {
+                (None, 0)
+            };
+            emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
+        }
+        SEND_CALL_SENDMSG => {
+            if p.arg != 0 {
+                exit_msghdr(tgid, tid, &p, p.arg, &mut used, on_dns);
+            }
+        }
+        SEND_CALL_SENDMMSG => {
+            // Only the messages sent (the result) are looked at.
+            let sent = if ret >= 0 && (ret as u64) < p.len {
+                ret as u64
+            } else {
+                p.len
+            };
+            for i in 0..MMSG_MAX as u64 {
+                if i >= sent || p.arg == 0 {
+                    break;
+                }
+                exit_msghdr(tgid, tid, &p, p.arg + i * MMSGHDR_SIZE, &mut used, on_dns);
+            }
+            if sent > MMSG_MAX as u64 && on_dns {
+                count_drop(DROP_MMSG_NOT_INSPECTED);
+            }
+        }
+        _ => {}
     }
     for i in 0..MMSG_MAX {
-        if i >= vlen {
+        if i as u32 >= p.hooked {
             break;
         }
-        send_msghdr(tgid, tid, fd, mmsg + i as u64 * MMSGHDR_SIZE);
+        if i as u32 >= used {
+            emit_send(tgid, tid, p.fd, Some(p.dests[i]), 0, &NO_PAYLOAD, false);
+        }
     }
-    0
-}
-
-/// The end of a send syscall: the cgroup sendmsg hooks may report this thread's
-/// sends again (see `cgroup_net`).
-#[inline(always)]
-fn send_done() {
-    let (_, tid) = current_ids();
-    let _ = IN_SEND.remove(&tid);
 }
 
 #[tracepoint]
-pub fn sys_exit_sendto(_ctx: TracePointContext) -> u32 {
-    send_done();
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    send_exit(&ctx);
     0
 }
 
 #[tracepoint]
-pub fn sys_exit_sendmsg(_ctx: TracePointContext) -> u32 {
-    send_done();
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    send_exit(&ctx);
     0
 }
 
 #[tracepoint]
-pub fn sys_exit_sendmmsg(_ctx: TracePointContext) -> u32 {
-    send_done();
+pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    send_exit(&ctx);
     0
 }
 
@@ -234,7 +411,7 @@ pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
         addr_ptr: read(4),
         _pad0: 0,
     };
-    let _ = PENDING_RECV.insert(tid, pending, 0);
+    park_entry(&PENDING_RECV, tid, &pending, DROP_PENDING_RECV_FULL);
     0
 }
 
@@ -242,14 +419,17 @@ pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
 pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     let Some(pending) = take_parked(&PENDING_RECV, tid) else {
+        count_missing_entry(tgid, DROP_RECV_EXIT_WITHOUT_ENTRY);
         return 0;
     };
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.unwrap_or(-1);
     if ret <= 0 {
         return 0;
     }
+    // The source the kernel wrote into the caller's src_addr (sockaddr_in6 at most).
+    let from = read_dest(pending.addr_ptr, 28);
     let from_dns = DNS_SOCKS.get_ptr(dns_sock_key(tgid, pending.fd)).is_some()
-        || read_dest(pending.addr_ptr, 8).is_some_and(|d| d.port == DNS_PORT);
+        || from.as_ref().is_some_and(|d| d.port == DNS_PORT);
     if !from_dns {
         return 0;
     }
@@ -263,6 +443,17 @@ pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
     e.fd = pending.fd;
     e.len = ret as u32;
     e._pad0 = 0;
+    e.from_kind = DNS_FROM_NONE;
+    e.from = HookDest::default();
+    if pending.addr_ptr != 0 {
+        match from {
+            Some(d) => {
+                e.from_kind = DNS_FROM_ADDR;
+                e.from = d;
+            }
+            None => e.from_kind = DNS_FROM_UNREADABLE,
+        }
+    }
     e.captured_len = 0;
     e.payload = [0; DNS_ANSWER_CAPTURE];
     let n = (ret as u32).min(DNS_ANSWER_CAPTURE as u32);

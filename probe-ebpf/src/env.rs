@@ -93,14 +93,15 @@ fn park(ctx: &ProbeContext, op: u32) {
         return;
     }
     if let Some(name_ptr) = ctx.arg::<u64>(0) {
-        let _ = PENDING_ENV.insert(
+        crate::util::park_entry(
+            &PENDING_ENV,
             tid,
-            PendingEnv {
+            &PendingEnv {
                 name_ptr,
                 op,
                 _pad0: 0,
             },
-            0,
+            probe_common::DROP_PENDING_ENV_FULL,
         );
     }
 }
@@ -109,6 +110,7 @@ fn park(ctx: &ProbeContext, op: u32) {
 fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let Some(pending) = take_parked(&PENDING_ENV, tid) else {
+        crate::util::count_missing_entry(tgid, probe_common::DROP_ENV_EXIT_WITHOUT_ENTRY);
         return Ok(());
     };
     let value: u64 = ctx.ret();

@@ -28,17 +28,21 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME,
-    FILE_MATCH_INODE, FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT,
-    FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT,
-    FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent,
-    PATH_LEN, PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
+    DROP_PATH_EXIT_WITHOUT_ENTRY, DROP_PATH_TRUNCATED, DROP_PENDING_PATH_FULL, DROP_RING_FULL_FILE,
+    DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME, FILE_MATCH_INODE,
+    FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2,
+    FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_OPENAT2,
+    FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent, PATH_LEN,
+    PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
 };
 
 use crate::{
     maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH, SETTINGS},
     resolve::{self, AT_FDCWD},
-    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
+    util::{
+        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
+        syscall_arg, take_parked,
+    },
 };
 
 /// Where a syscall keeps the flags worth reporting.
@@ -161,9 +165,10 @@ fn park(
     let stat_buf = stat_at
         .and_then(|n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.ok())
         .unwrap_or(0);
-    let _ = PENDING_PATH.insert(
+    park_entry(
+        &PENDING_PATH,
         tid,
-        PendingPath {
+        &PendingPath {
             path_ptr,
             stat_buf,
             op,
@@ -171,7 +176,7 @@ fn park(
             open_flags,
             stat_kind,
         },
-        0,
+        DROP_PENDING_PATH_FULL,
     );
 }
 
@@ -181,6 +186,7 @@ fn park(
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let Some(pending) = take_parked(&PENDING_PATH, tid) else {
+        count_missing_entry(tgid, DROP_PATH_EXIT_WITHOUT_ENTRY);
         return Ok(());
     };
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.map_err(|e| e as i64)?;
@@ -205,7 +211,14 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
             Some(entry_id) => (entry_id, FILE_MATCH_INODE),
             None => match resolve::by_basename(len) {
                 Some(entry_id) => (entry_id, FILE_MATCH_BASENAME),
-                None => return Ok(()),
+                None => {
+                    // A path cut at PATH_LEN that nothing matched may still have
+                    // named a policy file past the cut: it was not checked whole.
+                    if len >= PATH_LEN - 1 {
+                        count_drop(DROP_PATH_TRUNCATED);
+                    }
+                    return Ok(());
+                }
             },
         },
     };

@@ -7,7 +7,8 @@ use aya_ebpf::{
 use probe_common::{
     BasenameKey, DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, InodeKey, KOFF_SLOTS,
     MAX_POLICY_ENTRIES, MAX_POLICY_INODES, MAX_WATCHED, PATH_LEN, PendingConnect, PendingEnv,
-    PendingPath, PendingRecv, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, TcpOwner, WatchEntry,
+    PendingPath, PendingRecv, PendingSend, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, TcpOwner,
+    WatchEntry,
 };
 
 /// The one ring buffer all events go through.
@@ -64,20 +65,34 @@ pub static PATH_SCRATCH: PerCpuArray<Key<[u8; PATH_LEN]>> = PerCpuArray::with_ma
 #[map]
 pub static EXIT_CODES: LruHashMap<u32, i32> = LruHashMap::with_max_entries(MAX_WATCHED, 0);
 
-/// Destination parked between sys_enter_connect and sys_exit_connect (key: tid).
+/// Threads of watched processes that can be inside one syscall (or getenv) at once:
+/// the capacity of each per-thread entry map below.
+///
+/// Why plain hash maps and not LRU: an LRU map evicts silently (even before it is
+/// full, from its per-CPU free lists), so 2,000 threads blocked in connect lost about
+/// 1,000 results with nothing counted. A hash map refuses an insert when full, which
+/// is counted (`DROP_PENDING_*_FULL`), and a thread that reaches the exit without its
+/// entry is counted too (`DROP_*_EXIT_WITHOUT_ENTRY`). An entry cannot leak: every
+/// syscall entry a tracepoint sees is followed by its exit tracepoint in the same
+/// thread (also when the thread is killed in the syscall), the exits take the entry
+/// before any other check, and a tid reused later overwrites what is left.
+pub const PENDING_SLOTS: u32 = 16_384;
+
+/// Destination parked between sys_enter_connect and sys_exit_connect (key: tid);
+/// the cgroup connect hook writes the kernel's copy of the destination into it.
 #[map]
-pub static PENDING_CONNECT: LruHashMap<u32, PendingConnect> =
-    LruHashMap::with_max_entries(1_024, 0);
+pub static PENDING_CONNECT: HashMap<u32, PendingConnect> =
+    HashMap::with_max_entries(PENDING_SLOTS, 0);
 
 const _: () = assert!(ENV_NAME_LEN == 64);
 
 /// Path-taking syscall arguments parked between enter and exit (key: tid).
 #[map]
-pub static PENDING_PATH: LruHashMap<u32, PendingPath> = LruHashMap::with_max_entries(4_096, 0);
+pub static PENDING_PATH: HashMap<u32, PendingPath> = HashMap::with_max_entries(PENDING_SLOTS, 0);
 
 /// getenv calls in flight, parked between the uprobe and the uretprobe (key: tid).
 #[map]
-pub static PENDING_ENV: LruHashMap<u32, PendingEnv> = LruHashMap::with_max_entries(4_096, 0);
+pub static PENDING_ENV: HashMap<u32, PendingEnv> = HashMap::with_max_entries(PENDING_SLOTS, 0);
 
 /// Scratch for one environment entry during the exec-time scan: the entry itself
 /// (`NAME=value`, with room past the name for a fixed-size value copy) and the
@@ -109,7 +124,7 @@ pub static DNS_SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4_096,
 
 /// recvfrom calls in flight (key: tid).
 #[map]
-pub static PENDING_RECV: LruHashMap<u32, PendingRecv> = LruHashMap::with_max_entries(4_096, 0);
+pub static PENDING_RECV: HashMap<u32, PendingRecv> = HashMap::with_max_entries(PENDING_SLOTS, 0);
 
 /// Program names the policy selects (`probe_common::CommKey`): their processes are
 /// watched from exec on, with no userspace round trip.
@@ -132,10 +147,16 @@ pub static BASENAMES: HashMap<BasenameKey, PolicyRef> =
 #[map]
 pub static KERNEL_OFFSETS: Array<u32> = Array::with_max_entries(KOFF_SLOTS, 0);
 
-/// Threads of watched processes inside a send syscall (sendto/sendmsg/sendmmsg): the
-/// cgroup sendmsg hooks leave those to the syscall sensor (key: tid).
+/// Send syscalls (sendto/sendmsg/sendmmsg) of watched threads in flight (key: tid):
+/// the cgroup sendmsg hooks append the destinations they see, the exit reports them.
 #[map]
-pub static IN_SEND: LruHashMap<u32, u8> = LruHashMap::with_max_entries(4_096, 0);
+pub static IN_SEND: HashMap<u32, PendingSend> = HashMap::with_max_entries(PENDING_SLOTS, 0);
+
+/// Scratch for a DNS query gathered from up to two iovecs: twice the capture, so
+/// that the second copy, at an offset below the capture, stays in bounds.
+#[map]
+pub static DNS_SCRATCH: PerCpuArray<[u8; 2 * probe_common::DNS_QUERY_CAPTURE]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// User ids the policy selects: their execs start a watch, like `SELECT_COMMS`.
 #[map]

@@ -4,8 +4,11 @@
 //! match-proto: syscalls:sys_exit_connect(ret)
 //! match-proto: sock:inet_sock_set_state(skaddr, oldstate, newstate, dport, family, daddr, daddr_v6)  [offsets from tracefs]
 //!
-//! Entry parks the sockaddr pointer; exit reads the address (resident by then: the
-//! kernel copied it) and emits it with the result: IPv4, IPv6 and unix sockets.
+//! Entry parks the sockaddr pointer. The cgroup connect hook, which runs inside the
+//! syscall in the same thread, writes the kernel's copy of the destination into the
+//! parked entry (`cgroup_net`); the exit emits that copy with the result. Only when
+//! no hook ran (hooks not attached, unix sockets, a socket the kernel skips the hook
+//! for) is the address read from user memory at exit, as the fallback tier.
 //! Non-blocking connects return `-EINPROGRESS`; their outcome comes from the TCP state
 //! machine: CLOSE->SYN_SENT runs in the connecting task (the socket's owner is noted),
 //! and the change that leaves SYN_SENT (usually in softirq) is reported for it.
@@ -16,9 +19,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    AF_INET, AF_INET6, AF_UNIX, ConnectEvent, ConnectOutcomeEvent, DROP_RING_FULL_CONNECT,
+    AF_INET, AF_INET6, AF_UNIX, CONNECT_DEST_FROM_HOOK, ConnectEvent, ConnectOutcomeEvent,
+    DROP_CONNECT_EXIT_WITHOUT_ENTRY, DROP_PENDING_CONNECT_FULL, DROP_RING_FULL_CONNECT,
     DROP_RING_FULL_CONNECT_OUTCOME, DROP_UNREADABLE_SOCKADDR, EVENT_CONNECT, EVENT_CONNECT_OUTCOME,
-    EVENT_CONNECT_UNIX, PendingConnect, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
+    EVENT_CONNECT_UNIX, HookDest, PendingConnect, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
     TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR, TcpOwner, UNIX_ABSTRACT,
     UNIX_PATH_LEN, UnixConnectEvent,
 };
@@ -26,8 +30,8 @@ use probe_common::{
 use crate::{
     maps::{DNS_SOCKS, EVENTS, PENDING_CONNECT, TCP_OWNERS},
     util::{
-        SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked,
-        tp_offset,
+        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
+        syscall_arg, take_lru, take_parked, tp_offset,
     },
 };
 
@@ -53,8 +57,10 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
         addr_ptr,
         fd: fd as i32,
         addrlen: addrlen as u32,
+        hooked: 0,
+        dest: HookDest::default(),
     };
-    let _ = PENDING_CONNECT.insert(tid, pending, 0);
+    park_entry(&PENDING_CONNECT, tid, &pending, DROP_PENDING_CONNECT_FULL);
     0
 }
 
@@ -68,9 +74,17 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let Some(pending) = take_parked(&PENDING_CONNECT, tid) else {
+        count_missing_entry(tgid, DROP_CONNECT_EXIT_WITHOUT_ENTRY);
         return Ok(());
     };
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.map_err(|e| e as i64)?;
+    if pending.hooked != 0 {
+        // The kernel's own copy: what a thread rewrites in its buffer meanwhile, or a
+        // page that was not resident, changes nothing.
+        let d = pending.dest;
+        emit_connect(tgid, tid, pending.fd, ret, &d, CONNECT_DEST_FROM_HOOK);
+        return Ok(());
+    }
     let addr = pending.addr_ptr as *const u8;
     let Ok(family) = (unsafe { bpf_probe_read_user(addr.cast::<u16>()) }) else {
         count_drop(DROP_UNREADABLE_SOCKADDR);
@@ -98,26 +112,36 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
         count_drop(DROP_UNREADABLE_SOCKADDR);
         return Ok(());
     };
-    if u16::from_be(port) == 53 {
+    let dest = HookDest {
+        family,
+        port: u16::from_be(port),
+        addr: ip,
+    };
+    emit_connect(tgid, tid, pending.fd, ret, &dest, 0);
+    Ok(())
+}
+
+#[inline(always)]
+fn emit_connect(tgid: u32, tid: u32, fd: i32, ret: i64, dest: &HookDest, flags: u32) {
+    if dest.port == 53 {
         // What this socket sends is a DNS query, what it receives an answer.
-        let _ = DNS_SOCKS.insert(crate::dns::dns_sock_key(tgid, pending.fd), 1, 0);
+        let _ = DNS_SOCKS.insert(crate::dns::dns_sock_key(tgid, fd), 1, 0);
     }
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             entry.write(ConnectEvent {
                 header: header(EVENT_CONNECT, tgid, tid),
-                fd: pending.fd,
+                fd,
                 ret: ret as i32,
-                family,
-                port: u16::from_be(port),
-                _pad0: 0,
-                addr: ip,
+                family: dest.family,
+                port: dest.port,
+                flags,
+                addr: dest.addr,
             });
             entry.submit(0);
         }
         None => count_drop(DROP_RING_FULL_CONNECT),
     }
-    Ok(())
 }
 
 /// A unix-socket connect: the path (or abstract name) and the result.
@@ -185,7 +209,7 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         return Ok(());
     }
-    let Some(owner) = take_parked(&TCP_OWNERS, skaddr) else {
+    let Some(owner) = take_lru(&TCP_OWNERS, skaddr) else {
         return Ok(());
     };
     let family: u16 = tp_offset(TP_SOCK_FAMILY)

@@ -5,7 +5,7 @@ use aya_ebpf::helpers::{
 };
 use probe_common::EventHeader;
 
-use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::maps::{HashMap, LruHashMap};
 
 use crate::maps::{DROPS, ENV_PREFIXES, SETTINGS, TP_OFFSETS, WATCHED};
 
@@ -65,12 +65,39 @@ pub const SYSCALL_RET: usize = 16;
 /// The exit side of every enter/exit pair starts here; a thread with nothing parked
 /// (unwatched, or its entry ran before we attached) costs one lookup.
 #[inline(always)]
-pub fn take_parked<K, V: Copy>(map: &LruHashMap<K, V>, key: K) -> Option<V> {
+pub fn take_parked<K, V: Copy>(map: &HashMap<K, V>, key: K) -> Option<V> {
     let value = map.get_ptr(&key)?;
     // SAFETY: value pointer from a successful lookup, copied before the remove.
     let value = unsafe { *value };
     let _ = map.remove(&key);
     Some(value)
+}
+
+/// `take_parked` for an LRU map (state kept per socket, not per syscall).
+#[inline(always)]
+pub fn take_lru<K, V: Copy>(map: &LruHashMap<K, V>, key: K) -> Option<V> {
+    let value = map.get_ptr(&key)?;
+    // SAFETY: value pointer from a successful lookup, copied before the remove.
+    let value = unsafe { *value };
+    let _ = map.remove(&key);
+    Some(value)
+}
+
+/// Parks an entry for this thread's syscall; a full map is counted in `full_slot`.
+#[inline(always)]
+pub fn park_entry<V>(map: &HashMap<u32, V>, tid: u32, value: &V, full_slot: u32) {
+    if map.insert(&tid, value, 0).is_err() {
+        count_drop(full_slot);
+    }
+}
+
+/// At a syscall exit that found no parked entry: a watched thread lost its entry
+/// (the map was full at entry, or the entry ran before the sensors attached).
+#[inline(always)]
+pub fn count_missing_entry(tgid: u32, slot: u32) {
+    if is_watched(tgid) {
+        count_drop(slot);
+    }
 }
 
 /// The policy entry of an env glob (`LC_*`) that the upper-cased name `key` matches,

@@ -164,3 +164,92 @@ fn glibc_getaddrinfo_queries_are_decoded_too() {
         server.as_str()
     );
 }
+
+#[test]
+fn a_query_split_over_two_iovecs_and_a_third_sendmmsg_name_are_seen() {
+    if !bpf_available("a_query_split_over_two_iovecs_and_a_third_sendmmsg_name_are_seen") {
+        return;
+    }
+    let server = fake_resolver("127.0.0.4");
+    let run = probectl_json(
+        &[
+            net_fixture().as_os_str(),
+            OsStr::new("dns-split"),
+            OsStr::new(&server),
+            OsStr::new(NAME),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    assert_query_and_answer(&run);
+    assert_eq!(
+        run.of_type("dns_query")[0]["server"]["address"],
+        server.as_str()
+    );
+
+    let names = ["one.example.test", "two.example.test", "three.example.test"];
+    let run = probectl_json(
+        &[
+            net_fixture().as_os_str(),
+            OsStr::new("dns-mmsg3"),
+            OsStr::new(&server),
+            OsStr::new(names[0]),
+            OsStr::new(names[1]),
+            OsStr::new(names[2]),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let queries = run.of_type("dns_query");
+    for name in names {
+        assert!(
+            queries.iter().any(|q| q["names"][0] == name),
+            "{name} was decoded: {queries:#?}"
+        );
+    }
+    let answers = run.of_type("dns_answer");
+    assert_eq!(
+        answers.len(),
+        3,
+        "each pending query's answer: {answers:#?}"
+    );
+}
+
+#[test]
+fn a_forged_unsolicited_dns_answer_names_nothing() {
+    if !bpf_available("a_forged_unsolicited_dns_answer_names_nothing") {
+        return;
+    }
+    let listener = Listener::start();
+    let forged = "forged.example.test";
+    let run = probectl_json(
+        &[
+            net_fixture().as_os_str(),
+            OsStr::new("dns-forged"),
+            OsStr::new(forged),
+            OsStr::new(&listener.port.to_string()),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    assert!(
+        run.of_type("dns_answer").is_empty(),
+        "{:#?}",
+        run.of_type("dns_answer")
+    );
+    let conn: Vec<_> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["port"] == listener.port)
+        .collect();
+    assert_eq!(conn.len(), 1, "{:#?}", run.of_type("connect"));
+    assert_ne!(conn[0]["domain"], forged, "{:#}", conn[0]);
+    let refused = run.report()["filtered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["reason"] == "dns_answer_unsolicited")
+        .cloned()
+        .unwrap_or_else(|| panic!("{:#}", run.report()["filtered"]));
+    assert_eq!(refused["count"], 1);
+}

@@ -58,7 +58,7 @@ fn decodes_a_connect_event() {
         ret: -115,
         family: AF_INET,
         port: 8080,
-        _pad0: 0,
+        flags: 0,
         addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     };
     let Event::Connect(d) = decode(&bytes_of(&e)).expect("decodes") else {

@@ -3,7 +3,7 @@
 //! `simple-dns` on the bytes the kernel captured; a datagram that does not parse is
 //! counted, not guessed at.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use simple_dns::{Packet, rdata::RData};
@@ -18,6 +18,45 @@ pub struct NameBook {
     pub unparsed: u64,
     /// Answers dropped to stay within `MAX_DNS_NAMES`.
     pub forgotten: u64,
+    /// Queries sent and not yet answered, the only answers accepted.
+    pending: PendingQueries,
+    /// Answers refused: no query of that process, socket and transaction id was
+    /// pending, or the answer came from another address than the query went to.
+    pub unsolicited: u64,
+}
+
+/// Queries waiting for their answer, keyed by (tgid, fd, transaction id).
+#[derive(Debug, Default)]
+struct PendingQueries {
+    by_key: HashMap<QueryKey, Option<Server>>,
+    /// Insertion order, for the bound: the oldest is forgotten first.
+    order: VecDeque<QueryKey>,
+}
+
+type QueryKey = (u32, i32, u16);
+
+/// Where a query went, or where an answer came from: (address, port).
+pub type Server = (IpAddr, u16);
+
+/// What the kernel says about an answer's source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerSource {
+    /// recvfrom asked for no source address: a connected socket, whose peer the
+    /// kernel enforces (or a program that does not care).
+    NotAsked,
+    /// The source recvfrom wrote.
+    Addr(Server),
+    /// A source address was asked for but could not be read.
+    Unreadable,
+}
+
+/// Queries kept waiting for an answer; past it, the oldest is forgotten (its late
+/// answer is then refused).
+pub const MAX_PENDING_QUERIES: usize = 4_096;
+
+/// The transaction id of a DNS message (its first two bytes).
+pub fn transaction_id(payload: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]))
 }
 
 /// Addresses whose DNS name is kept; past it, an old one is forgotten (counted).
@@ -72,6 +111,49 @@ impl NameBook {
             }
             self.from_dns.insert(*addr, name.to_owned());
         }
+    }
+
+    /// A query was sent: its answer will be accepted once.
+    pub fn expect_answer(&mut self, tgid: u32, fd: i32, txid: u16, server: Option<Server>) {
+        let key = (tgid, fd, txid);
+        let p = &mut self.pending;
+        if p.by_key.insert(key, server).is_none() {
+            p.order.push_back(key);
+        }
+        while p.by_key.len() > MAX_PENDING_QUERIES {
+            let Some(old) = p.order.pop_front() else {
+                break;
+            };
+            p.by_key.remove(&old);
+        }
+        // Answered keys leave `order` lazily; keep it bounded too.
+        if p.order.len() > 2 * MAX_PENDING_QUERIES {
+            let live = &p.by_key;
+            p.order.retain(|k| live.contains_key(k));
+        }
+    }
+
+    /// Whether an answer may name addresses: it answers a pending query of the same
+    /// process and socket with its transaction id, from the address the query went
+    /// to. An accepted answer takes its query off the list; a refused one is counted.
+    pub fn accept_answer(&mut self, tgid: u32, fd: i32, txid: u16, source: AnswerSource) -> bool {
+        let key = (tgid, fd, txid);
+        let ok = match self.pending.by_key.get(&key) {
+            None => false,
+            // Sent with an explicit destination on an unconnected socket: anyone can
+            // send to it, so the source must be known and be that destination.
+            Some(Some(server)) => {
+                matches!(source, AnswerSource::Addr(from) if from.0.to_canonical() == server.0.to_canonical() && from.1 == server.1)
+            }
+            // Sent on a connected socket: the kernel only delivers the peer's datagrams.
+            Some(None) => !matches!(source, AnswerSource::Unreadable),
+        };
+        if ok {
+            self.pending.by_key.remove(&key);
+        } else {
+            self.unsolicited += 1;
+        }
+        ok
     }
 
     /// Addresses named by DNS answers now.
@@ -150,6 +232,37 @@ mod tests {
         assert_eq!(name, "api.example.test");
         assert_eq!(addrs, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
         assert!(parse_answer(b"\x00\x01garbage").is_none());
+    }
+
+    #[test]
+    fn only_answers_to_a_pending_query_from_its_server_are_accepted() {
+        let server: Server = (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 53);
+        let forger: Server = (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)), 53);
+        let mut book = NameBook::default();
+        // Nothing asked: refused.
+        assert!(!book.accept_answer(1, 3, 7, AnswerSource::Addr(server)));
+        book.expect_answer(1, 3, 7, Some(server));
+        // Wrong id, wrong socket, wrong process, wrong source, unknown source.
+        assert!(!book.accept_answer(1, 3, 8, AnswerSource::Addr(server)));
+        assert!(!book.accept_answer(1, 4, 7, AnswerSource::Addr(server)));
+        assert!(!book.accept_answer(2, 3, 7, AnswerSource::Addr(server)));
+        assert!(!book.accept_answer(1, 3, 7, AnswerSource::Addr(forger)));
+        assert!(!book.accept_answer(1, 3, 7, AnswerSource::NotAsked));
+        assert!(book.accept_answer(1, 3, 7, AnswerSource::Addr(server)));
+        // Once: a second answer with the same id is refused.
+        assert!(!book.accept_answer(1, 3, 7, AnswerSource::Addr(server)));
+        // A connected socket's query (no destination given): the kernel enforces
+        // the peer, so an answer without a source address is accepted.
+        book.expect_answer(1, 5, 9, None);
+        assert!(!book.accept_answer(1, 5, 9, AnswerSource::Unreadable));
+        assert!(book.accept_answer(1, 5, 9, AnswerSource::NotAsked));
+        assert_eq!(book.unsolicited, 8);
+        // Bounded: the oldest pending query is forgotten.
+        for id in 0..=MAX_PENDING_QUERIES as u16 {
+            book.expect_answer(9, 3, id, None);
+        }
+        assert!(!book.accept_answer(9, 3, 0, AnswerSource::NotAsked));
+        assert!(book.accept_answer(9, 3, 1, AnswerSource::NotAsked));
     }
 
     #[test]

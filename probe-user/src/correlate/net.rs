@@ -1,8 +1,8 @@
 //! Network events: connections (IP, unix), their outcomes, UDP destinations and DNS.
 
 use probe_common::{
-    ConnectOutcomeEvent, DnsAnswerEvent, EventHeader, UDP_DEST_GIVEN, UDP_DNS, UDP_OUTSIDE_SYSCALL,
-    UdpSendEvent,
+    ConnectOutcomeEvent, DNS_FROM_ADDR, DNS_FROM_NONE, DnsAnswerEvent, EventHeader, UDP_DEST_GIVEN,
+    UDP_DNS, UDP_OUTSIDE_SYSCALL, UdpSendEvent,
 };
 
 use super::rules::NetCall;
@@ -151,10 +151,17 @@ impl Correlator {
         let server = (e.flags & UDP_DEST_GIVEN != 0)
             .then(|| Destination::of_sockaddr(e.family, &e.addr, e.port));
         if e.flags & UDP_DNS != 0 {
-            let Some(questions) = dns::parse_query(&e.payload[..e.captured_len as usize]) else {
+            let payload = &e.payload[..e.captured_len as usize];
+            let Some(questions) = dns::parse_query(payload) else {
                 self.names.unparsed += 1;
                 return None;
             };
+            if let Some(txid) = dns::transaction_id(payload) {
+                let to = server
+                    .as_ref()
+                    .and_then(|d| Some((d.address.parse().ok()?, d.port)));
+                self.names.expect_answer(e.header.tgid, e.fd, txid, to);
+            }
             let names: Vec<String> = questions
                 .iter()
                 .map(|(n, _)| escape_bytes(n.as_bytes()))
@@ -251,10 +258,28 @@ impl Correlator {
         e: &DnsAnswerEvent,
         procs: &ProcessTable,
     ) -> Option<Record> {
-        let Some((name, addrs)) = dns::parse_answer(&e.payload[..e.captured_len as usize]) else {
+        let payload = &e.payload[..e.captured_len as usize];
+        let Some((name, addrs)) = dns::parse_answer(payload) else {
             self.names.unparsed += 1;
             return None;
         };
+        // A forged, unsolicited answer must not name anything: only an answer to a
+        // query still pending, from where it went, on the same socket, is learnt.
+        let source = match e.from_kind {
+            DNS_FROM_NONE => dns::AnswerSource::NotAsked,
+            DNS_FROM_ADDR => {
+                let d = Destination::of_sockaddr(e.from.family, &e.from.addr, e.from.port);
+                match d.address.parse() {
+                    Ok(ip) => dns::AnswerSource::Addr((ip, d.port)),
+                    Err(_) => dns::AnswerSource::Unreadable,
+                }
+            }
+            _ => dns::AnswerSource::Unreadable,
+        };
+        let txid = dns::transaction_id(payload)?;
+        if !self.names.accept_answer(e.header.tgid, e.fd, txid, source) {
+            return None;
+        }
         self.names.learn(&name, &addrs);
         let body = Body::DnsAnswer(DnsAnswerRecord {
             name: escape_bytes(name.as_bytes()),

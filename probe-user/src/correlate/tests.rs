@@ -61,7 +61,7 @@ fn connect(pid: u32, t: u64, port: u16, ret: i32) -> Event {
         ret,
         family: AF_INET,
         port,
-        _pad0: 0,
+        flags: 0,
         addr,
     })
 }

@@ -92,6 +92,10 @@ pub enum Filtered {
     EnvObjectNotElf,
     /// An ELF object named like a libc that does not define getenv: no uprobes.
     EnvObjectWithoutGetenv,
+    /// A DNS answer that answers no pending query of that process and socket (by
+    /// transaction id), or comes from another address than the query went to: it
+    /// names nothing.
+    DnsAnswerUnsolicited,
 }
 
 impl Filtered {
@@ -102,6 +106,7 @@ impl Filtered {
             Filtered::OperationNotCounted => "operation_not_counted",
             Filtered::EnvObjectNotElf => "env_object_not_elf",
             Filtered::EnvObjectWithoutGetenv => "env_object_without_getenv",
+            Filtered::DnsAnswerUnsolicited => "dns_answer_unsolicited",
         }
     }
 }
@@ -218,6 +223,7 @@ impl Engine {
         l.filtered(Filtered::EnvNameCaseMismatch, c.case_mismatches);
         l.filtered(Filtered::PathUnclassified, c.unclassified_paths);
         l.filtered(Filtered::OperationNotCounted, c.operation_not_counted);
+        l.filtered(Filtered::DnsAnswerUnsolicited, c.names.unsolicited);
         l
     }
 }

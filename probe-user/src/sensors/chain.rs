@@ -49,6 +49,9 @@ fn chain(family: Family) -> Vec<Option_> {
     };
     const URING_OPENS: &str = "opens issued through io_uring";
     const DNS_ENCRYPTED: &str = "DNS over TCP, TLS or HTTPS";
+    const UNIX_FROM_USER: &str = "unix socket paths are read from the caller's memory at connect's exit (no connect_unix hook in this build): a thread can rewrite them during the connect";
+    const UNIX_DGRAM: &str = "unix datagram sendto/sendmsg destinations (not reported)";
+    const THROUGH_OTHERS: &str = "a socket connected by another process and then used by a watched one (received over SCM_RIGHTS, taken with pidfd_getfd), and a connect a watched process injects into an unwatched one with ptrace: the hooks and tracepoints run in the task that connects";
     match family {
         Family::Process => vec![
             o(
@@ -106,11 +109,14 @@ fn chain(family: Family) -> Vec<Option_> {
             Option_ {
                 uses_cgroup: true,
                 ..o(
-                    "cgroup v2 sock_addr connect4/6 + sendmsg4/6 (also sees io_uring), with the syscall tracepoints",
+                    "cgroup v2 sock_addr connect4/6 + sendmsg4/6 (destinations from the kernel's copy, also through io_uring), with the syscall tracepoints for results and DNS payloads",
                     Some(CGROUP_SOCK_ADDR),
                     true,
                     &[
                         "DNS query names of datagrams sent through io_uring (the destination is seen, the payload is not)",
+                        UNIX_FROM_USER,
+                        UNIX_DGRAM,
+                        THROUGH_OTHERS,
                         DNS_ENCRYPTED,
                     ],
                 )
@@ -119,7 +125,13 @@ fn chain(family: Family) -> Vec<Option_> {
                 "syscall tracepoints + sock/inet_sock_set_state",
                 None,
                 true,
-                &["connects and sends issued through io_uring", DNS_ENCRYPTED],
+                &[
+                    "connects and sends issued through io_uring",
+                    "destinations are read from the caller's memory: a thread can rewrite them during the syscall, and a sockaddr on a page not yet resident is unreadable (counted as unreadable_sockaddr)",
+                    UNIX_DGRAM,
+                    THROUGH_OTHERS,
+                    DNS_ENCRYPTED,
+                ],
             ),
         ],
         Family::Host => vec![o(

@@ -386,15 +386,15 @@ impl Sensors {
                 map: MAP_DROPS,
                 source,
             })?;
-        // Unnamed slots are reserved and never counted.
-        (0..DROP_SLOTS)
-            .filter(|slot| !DROP_SLOT_NAMES[*slot as usize].is_empty())
-            .map(|slot| {
+        DROP_SLOT_NAMES
+            .iter()
+            .filter(|(slot, _)| *slot < DROP_SLOTS)
+            .map(|&(slot, name)| {
                 let per_cpu = array.get(&slot, 0).map_err(|source| SensorError::Map {
                     map: MAP_DROPS,
                     source,
                 })?;
-                Ok((DROP_SLOT_NAMES[slot as usize], per_cpu.iter().sum()))
+                Ok((name, per_cpu.iter().sum()))
             })
             .collect()
     }
@@ -449,14 +449,14 @@ impl Sensors {
             .iter()
             .filter(|s| s.attach_point.starts_with("cgroup"))
             .all(|s| s.attached);
-        let base = "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state); UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom";
+        let base = "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state); UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom (answers only to a query still pending, from its server)";
         if cgroup {
             format!(
-                "{base}; connects and datagram sends made outside those syscalls (io_uring) are seen by the cgroup v2 sock_addr hooks, with their destination but without a DNS query's name; DNS over TCP or TLS is not decoded"
+                "{base}; IPv4/IPv6 destinations are the kernel's own copy, given by the cgroup v2 sock_addr hooks (also for connects and sends made through io_uring, without a DNS query's name there); unix paths are read from the caller's memory; DNS over TCP or TLS is not decoded"
             )
         } else {
             format!(
-                "{base}; the cgroup v2 hooks did not attach, so io_uring connects and sends are missed; DNS over TCP or TLS is not decoded"
+                "{base}; the cgroup v2 hooks did not attach, so destinations are read from the caller's memory (a thread can rewrite them during the call) and io_uring connects and sends are missed; DNS over TCP or TLS is not decoded"
             )
         }
     }

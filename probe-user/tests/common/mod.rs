@@ -80,10 +80,16 @@ pub fn c_fixture() -> PathBuf {
     BUILT.get_or_init(|| build_c_fixture("tz_probe")).clone()
 }
 
-/// Compiles `tests/fixtures/NAME.c` with cc into the cargo tmp dir.
-pub fn build_c_fixture(name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+/// `fixtures/net_probe.c`: the network sensor's kernel-copy and DNS shapes.
+pub fn net_fixture() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_c_fixture("net_probe")).clone()
+}
+
+/// Compiles `tests/fixtures/STEM.c` with cc into the cargo tmp dir.
+pub fn build_c_fixture(stem: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{stem}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{stem}-{}", std::process::id()));
     let status = Command::new("cc")
         .args(["-O1", "-Wall", "-pthread", "-o"])
         .arg(&out)
