@@ -18,6 +18,9 @@ pub const EVENT_ENV_AT_EXEC: u32 = 21;
 /// A watched process mapped a file executable after its exec (dlopen, dlmopen, a
 /// libc loaded by hand): userspace looks for a libc to attach the getenv uprobes to.
 pub const EVENT_EXEC_MAPPED: u32 = 22;
+/// A watched process read another process's memory, where its environment lives
+/// (`PeerMemoryEvent`).
+pub const EVENT_PEER_MEMORY: u32 = 23;
 pub const EVENT_CONNECT: u32 = 30;
 pub const EVENT_CONNECT_UNIX: u32 = 31;
 pub const EVENT_CONNECT_OUTCOME: u32 = 32;
@@ -383,6 +386,9 @@ pub const UNIX_PATH_LEN: usize = 108;
 /// `UnixConnectEvent::flags`: an abstract socket (`sun_path` starts with NUL); the
 /// name follows the NUL.
 pub const UNIX_ABSTRACT: u32 = 1 << 0;
+/// `UnixConnectEvent::flags`: a datagram sendto/sendmsg to this address, not a
+/// connect; `ret` is the bytes sent or `-errno`.
+pub const UNIX_DATAGRAM: u32 = 1 << 1;
 
 /// `connect(2)` by a watched process to a unix socket (the D-Bus system bus, a
 /// local proxy, an agent socket), with its result.
@@ -564,3 +570,20 @@ pub struct ExecMappedEvent {
     pub ino: u64,
 }
 const _: () = assert!(core::mem::size_of::<ExecMappedEvent>() == 24 + 24);
+
+/// `PeerMemoryEvent::call`: process_vm_readv(2).
+pub const PEER_MEMORY_PROCESS_VM_READV: u32 = 1;
+
+/// A watched process asked to read another process's memory (where that process's
+/// environment lives), when some policy category counts reads of other processes'
+/// environments (`SETTING_PROC_ENVIRON`). Emitted at entry: the request is the probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerMemoryEvent {
+    pub header: EventHeader,
+    /// `PEER_MEMORY_*`.
+    pub call: u32,
+    /// The pid whose memory was asked for.
+    pub target_pid: u32,
+}
+const _: () = assert!(core::mem::size_of::<PeerMemoryEvent>() == 32);

@@ -33,6 +33,7 @@ pub enum Event {
     DnsAnswer(alloc_box::Box<DnsAnswerEvent>),
     HostCall(HostCallEvent),
     ExecMapped(ExecMappedEvent),
+    PeerMemory(PeerMemoryEvent),
 }
 
 mod alloc_box {
@@ -55,6 +56,7 @@ impl Event {
             Event::DnsAnswer(e) => &e.header,
             Event::HostCall(e) => &e.header,
             Event::ExecMapped(e) => &e.header,
+            Event::PeerMemory(e) => &e.header,
         }
     }
 
@@ -75,6 +77,7 @@ impl Event {
             Event::DnsAnswer(_) => "dns_answer",
             Event::HostCall(_) => "host_call",
             Event::ExecMapped(_) => "exec_mapped",
+            Event::PeerMemory(_) => "peer_memory",
         }
     }
 }
@@ -207,6 +210,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 });
             }
             Event::HostCall(e)
+        }
+        EVENT_PEER_MEMORY => {
+            let e: PeerMemoryEvent = read_exact(kind, bytes)?;
+            if e.call != PEER_MEMORY_PROCESS_VM_READV {
+                return Err(DecodeError::BadField {
+                    kind,
+                    field: "call",
+                    value: e.call,
+                });
+            }
+            Event::PeerMemory(e)
         }
         _ => {
             return Err(DecodeError::UnknownKind {

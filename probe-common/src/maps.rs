@@ -189,6 +189,8 @@ pub const DROP_RING_FULL_EXEC_MAPPED: u32 = 66;
 /// The file behind a watched executable mapping could not be named (dev, ino):
 /// userspace rescans the process's maps a few times instead of until it appears.
 pub const DROP_UNREADABLE_EXEC_MAPPED: u32 = 67;
+/// A watched process's read of another process's memory was lost: the ring was full.
+pub const DROP_RING_FULL_PEER_MEMORY: u32 = 40;
 /// Slots in `DROPS`: 31..=63 and 68..=71 are free for other reasons (append to
 /// `DROP_SLOT_NAMES`).
 pub const DROP_SLOTS: u32 = 72;
@@ -234,6 +236,7 @@ pub const DROP_SLOT_NAMES: &[(u32, &str)] = &[
     (DROP_UNREADABLE_HOST_CALL, "unreadable_host_call"),
     (DROP_RING_FULL_EXEC_MAPPED, "ring_full_exec_mapped"),
     (DROP_UNREADABLE_EXEC_MAPPED, "unreadable_exec_mapped"),
+    (DROP_RING_FULL_PEER_MEMORY, "ring_full_peer_memory"),
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

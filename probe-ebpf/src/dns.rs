@@ -21,12 +21,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    AF_INET, AF_INET6, DNS_ANSWER_CAPTURE, DNS_FROM_ADDR, DNS_FROM_NONE, DNS_FROM_UNREADABLE,
-    DNS_QUERY_CAPTURE, DROP_MMSG_NOT_INSPECTED, DROP_PENDING_RECV_FULL, DROP_PENDING_SEND_FULL,
-    DROP_RECV_EXIT_WITHOUT_ENTRY, DROP_RING_FULL_DNS_ANSWER, DROP_RING_FULL_UDP,
-    DROP_SEND_EXIT_WITHOUT_ENTRY, DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent, EVENT_DNS_ANSWER,
-    EVENT_UDP_SEND, HookDest, MMSG_MAX, PendingRecv, PendingSend, SEND_CALL_SENDMMSG,
-    SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_FROM_USER, UDP_DEST_GIVEN, UDP_DNS, UdpSendEvent,
+    AF_INET, AF_INET6, AF_UNIX, DNS_ANSWER_CAPTURE, DNS_FROM_ADDR, DNS_FROM_NONE,
+    DNS_FROM_UNREADABLE, DNS_QUERY_CAPTURE, DROP_MMSG_NOT_INSPECTED, DROP_PENDING_RECV_FULL,
+    DROP_PENDING_SEND_FULL, DROP_RECV_EXIT_WITHOUT_ENTRY, DROP_RING_FULL_DNS_ANSWER,
+    DROP_RING_FULL_UDP, DROP_SEND_EXIT_WITHOUT_ENTRY, DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent,
+    EVENT_DNS_ANSWER, EVENT_UDP_SEND, HookDest, MMSG_MAX, PendingRecv, PendingSend,
+    SEND_CALL_SENDMMSG, SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_FROM_USER, UDP_DEST_GIVEN,
+    UDP_DNS, UNIX_DATAGRAM, UdpSendEvent,
 };
 
 use crate::{
@@ -74,6 +75,19 @@ fn read_dest(ptr: u64, len: u64) -> Option<HookDest> {
         port: u16::from_be(port),
         addr,
     })
+}
+
+/// A datagram to a unix address, when no IP destination was found: its path is read
+/// from the caller's memory (the fallback: this build has no sendmsg_unix hook).
+#[inline(always)]
+fn unix_datagram(tgid: u32, tid: u32, fd: i32, ret: i64, ptr: u64, len: u64) {
+    if ptr == 0 || len < 3 {
+        return;
+    }
+    let family: Option<u16> = unsafe { bpf_probe_read_user(ptr as *const u16) }.ok();
+    if family == Some(AF_UNIX) {
+        crate::net::emit_unix_address(tgid, tid, fd, ret, ptr, len as u32, UNIX_DATAGRAM);
+    }
 }
 
 /// One datagram's payload: up to two iovecs (a query split in two is gathered).
@@ -290,7 +304,15 @@ fn next_dest(p: &PendingSend, used: &mut u32, name: u64, namelen: u64) -> (Optio
 
 /// One `user_msghdr` at exit: its destination (if it names one) and first two iovecs.
 #[inline(always)]
-fn exit_msghdr(tgid: u32, tid: u32, p: &PendingSend, msg: u64, used: &mut u32, on_dns: bool) {
+fn exit_msghdr(
+    tgid: u32,
+    tid: u32,
+    p: &PendingSend,
+    msg: u64,
+    used: &mut u32,
+    on_dns: bool,
+    ret: i64,
+) {
     let m = msg as *const u64;
     let (Ok(name), Ok(namelen), Ok(iov), Ok(iovlen)) = (
         unsafe { bpf_probe_read_user(m) },
@@ -316,6 +338,9 @@ fn exit_msghdr(tgid: u32, tid: u32, p: &PendingSend, msg: u64, used: &mut u32, o
     } else {
         (None, 0)
     };
+    if dest.is_none() && p.hooked == 0 && p.call == SEND_CALL_SENDMSG {
+        unix_datagram(tgid, tid, p.fd, ret, name, namelen as u64);
+    }
     emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
 }
 
@@ -344,11 +369,14 @@ fn send_exit(ctx: &TracePointContext) {
             } else {
                 (None, 0)
             };
+            if dest.is_none() && p.hooked == 0 {
+                unix_datagram(tgid, tid, p.fd, ret, p.addr_ptr, p.addr_len as u64);
+            }
             emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
         }
         SEND_CALL_SENDMSG => {
             if p.arg != 0 {
-                exit_msghdr(tgid, tid, &p, p.arg, &mut used, on_dns);
+                exit_msghdr(tgid, tid, &p, p.arg, &mut used, on_dns, ret);
             }
         }
         SEND_CALL_SENDMMSG => {
@@ -362,7 +390,15 @@ fn send_exit(ctx: &TracePointContext) {
                 if i >= sent || p.arg == 0 {
                     break;
                 }
-                exit_msghdr(tgid, tid, &p, p.arg + i * MMSGHDR_SIZE, &mut used, on_dns);
+                exit_msghdr(
+                    tgid,
+                    tid,
+                    &p,
+                    p.arg + i * MMSGHDR_SIZE,
+                    &mut used,
+                    on_dns,
+                    ret,
+                );
             }
             if sent > MMSG_MAX as u64 && on_dns {
                 count_drop(DROP_MMSG_NOT_INSPECTED);

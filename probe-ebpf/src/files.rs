@@ -127,6 +127,32 @@ fn is_proc_environ(path: &[u8; PATH_LEN], len: usize) -> bool {
     true
 }
 
+/// `/proc/<anything>/mem`: another process's memory, its environment included (a
+/// process's own is left out by userspace). Under the same setting as `environ`.
+#[inline(always)]
+fn is_proc_mem(path: &[u8; PATH_LEN], len: usize) -> bool {
+    const PREFIX: &[u8; 6] = b"/proc/";
+    const SUFFIX: &[u8; 4] = b"/mem";
+    if len < PREFIX.len() + SUFFIX.len() + 1 || len >= PATH_LEN {
+        return false;
+    }
+    if SETTINGS.get(SETTING_PROC_ENVIRON).is_none_or(|on| *on == 0) {
+        return false;
+    }
+    for i in 0..PREFIX.len() {
+        if path[i] != PREFIX[i] {
+            return false;
+        }
+    }
+    let start = len - SUFFIX.len();
+    for i in 0..SUFFIX.len() {
+        if path[(start + i) & (PATH_LEN - 1)] != SUFFIX[i] {
+            return false;
+        }
+    }
+    true
+}
+
 /// Parks the arguments of a watched thread's path syscall; unwatched threads cost one
 /// lookup.
 #[inline(always)]
@@ -206,7 +232,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     key.prefix_len = (PATH_LEN * 8) as u32;
     let (entry_id, matched_by) = match PATHS.get(&*key) {
         Some(policy) => (policy.entry_id, FILE_MATCH_PATH),
-        None if is_proc_environ(&key.data, len) => (ENTRY_PROC_ENVIRON, FILE_MATCH_PATH),
+        None if is_proc_environ(&key.data, len) || is_proc_mem(&key.data, len) => {
+            (ENTRY_PROC_ENVIRON, FILE_MATCH_PATH)
+        }
         None => match resolve::by_inode(&pending, ret, len) {
             Some(entry_id) => (entry_id, FILE_MATCH_INODE),
             None => match resolve::by_basename(len) {

@@ -14,6 +14,7 @@ mod files;
 mod host;
 mod maps;
 mod net;
+mod peer_mem;
 mod process;
 mod resolve;
 mod util;

@@ -147,25 +147,48 @@ fn emit_connect(tgid: u32, tid: u32, fd: i32, ret: i64, dest: &HookDest, flags: 
 /// A unix-socket connect: the path (or abstract name) and the result.
 #[inline(always)]
 fn emit_unix(tgid: u32, tid: u32, pending: &PendingConnect, ret: i64) -> Result<(), i64> {
+    emit_unix_address(
+        tgid,
+        tid,
+        pending.fd,
+        ret,
+        pending.addr_ptr,
+        pending.addrlen,
+        0,
+    );
+    Ok(())
+}
+
+/// A unix address read from the caller's `struct sockaddr_un` at a syscall's exit
+/// (connect, or a datagram send with `UNIX_DATAGRAM`): no cgroup hook gives these
+/// in this build.
+#[inline(always)]
+pub fn emit_unix_address(
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    ret: i64,
+    addr_ptr: u64,
+    addrlen: u32,
+    flags: u32,
+) {
     let Some(mut entry) = EVENTS.reserve::<UnixConnectEvent>(0) else {
         count_drop(DROP_RING_FULL_CONNECT);
-        return Ok(());
+        return;
     };
     // SAFETY: reserved record, exclusively ours until submit.
     let e = unsafe { &mut *entry.as_mut_ptr() };
     e.header = header(EVENT_CONNECT_UNIX, tgid, tid);
-    e.fd = pending.fd;
+    e.fd = fd;
     e.ret = ret as i32;
-    e.flags = 0;
+    e.flags = flags;
     e._pad0 = [0; 4];
     e.path = [0; UNIX_PATH_LEN];
-    let len = (pending.addrlen as usize)
-        .saturating_sub(2)
-        .min(UNIX_PATH_LEN);
+    let len = (addrlen as usize).saturating_sub(2).min(UNIX_PATH_LEN);
     e.path_len = len as u32;
     // sun_path starts at offset 2. Read the whole array; a short sockaddr on the last
     // mapped bytes of a page falls back to a string read.
-    let src = (pending.addr_ptr as *const u8).wrapping_add(2);
+    let src = (addr_ptr as *const u8).wrapping_add(2);
     if unsafe { bpf_probe_read_user_buf(src, &mut e.path) }.is_err()
         && unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(src, &mut e.path) }.is_err()
     {
@@ -176,7 +199,6 @@ fn emit_unix(tgid: u32, tid: u32, pending: &PendingConnect, ret: i64) -> Result<
         e.flags |= UNIX_ABSTRACT;
     }
     entry.submit(0);
-    Ok(())
 }
 
 #[tracepoint]

@@ -35,6 +35,9 @@ pub enum How {
     Siocgifhwaddr,
     /// A netlink RTM_GETLINK request: every interface and its MAC address.
     RtmGetlink,
+    /// process_vm_readv(2) on another process: it may have read that process's
+    /// environment (or any other part of its memory).
+    ProcessVmReadv,
 }
 
 /// Kinds of operation, for a category's `operations:` (and OCSF's activities).
@@ -57,6 +60,9 @@ pub enum Operation {
     Enumerated,
     /// A host-identity request that reads no file (uname, SIOCGIFHWADDR, RTM_GETLINK).
     HostCall,
+    /// A read of another process's memory by a call (process_vm_readv); an open of
+    /// `/proc/<pid>/mem` is an `open`.
+    ReadMemory,
 }
 
 /// The host-identity requests that read no file, as a category's `host_calls:`
@@ -130,6 +136,7 @@ impl How {
             How::PresentAtExec => Operation::PresentAtExec,
             How::Enumerated => Operation::Enumerated,
             How::Uname | How::Siocgifhwaddr | How::RtmGetlink => Operation::HostCall,
+            How::ProcessVmReadv => Operation::ReadMemory,
         }
     }
 
@@ -156,6 +163,7 @@ impl How {
             How::Uname => "uname",
             How::Siocgifhwaddr => "siocgifhwaddr",
             How::RtmGetlink => "rtm_getlink",
+            How::ProcessVmReadv => "process_vm_readv",
         }
     }
 }

@@ -177,7 +177,7 @@ fn v4_mapped_connects_and_udp_destinations_are_reported() {
     assert_eq!(mapped["destination"]["family"], "ipv6");
     assert_eq!(mapped["destination"]["address"], "::ffff:127.0.0.1");
     assert_eq!(mapped["result"], "ok");
-    assert_eq!(mapped["seen_at"], "syscall");
+    assert_eq!(mapped["seen_at"], "syscall_and_cgroup_hook");
     assert_eq!(
         conns
             .iter()
@@ -217,7 +217,7 @@ fn v4_mapped_connects_and_udp_destinations_are_reported() {
     );
     assert_eq!(sends[0]["result"], "sent");
     assert_eq!(sends[0]["destination"]["address"], "127.0.0.1");
-    assert_eq!(sends[0]["seen_at"], "syscall");
+    assert_eq!(sends[0]["seen_at"], "syscall_and_cgroup_hook");
     drop((tcp, udp));
 }
 

@@ -288,16 +288,22 @@ impl Correlator {
             Event::File(e) => self.on_file(e, procs),
             Event::Env(e) => self.on_env(e, procs),
             Event::HostCall(e) => self.on_host_call(e, procs),
+            Event::PeerMemory(e) => self.on_peer_memory(e, procs),
             // The engine's business (libc scans), not a record.
             Event::ExecMapped(_) => None,
             Event::Connect(e) => {
                 let dest = Destination::of_sockaddr(e.family, &e.addr, e.port);
-                let result = if e.header.kind == probe_common::EVENT_CONNECT_ISSUED {
-                    ConnectResult::Issued
+                let (result, seen_at) = if e.header.kind == probe_common::EVENT_CONNECT_ISSUED {
+                    (ConnectResult::Issued, SeenAt::CgroupHook)
+                } else if e.flags & probe_common::CONNECT_DEST_FROM_HOOK != 0 {
+                    (
+                        ConnectResult::of_syscall(e.ret),
+                        SeenAt::SyscallAndCgroupHook,
+                    )
                 } else {
-                    ConnectResult::of_syscall(e.ret)
+                    (ConnectResult::of_syscall(e.ret), SeenAt::Syscall)
                 };
-                Some(self.on_connect(&e.header, dest, result, procs))
+                Some(self.on_connect(&e.header, dest, result, seen_at, procs))
             }
             Event::ConnectUnix(e) => {
                 let path = escape_bytes(e.path_bytes());
@@ -311,8 +317,11 @@ impl Correlator {
                     address,
                     port: 0,
                 };
+                if e.flags & probe_common::UNIX_DATAGRAM != 0 {
+                    return self.on_unix_datagram(&e.header, dest, e.ret, procs);
+                }
                 let result = ConnectResult::of_syscall(e.ret);
-                Some(self.on_connect(&e.header, dest, result, procs))
+                Some(self.on_connect(&e.header, dest, result, SeenAt::Syscall, procs))
             }
             Event::ConnectOutcome(e) => self.on_outcome(e, procs),
             Event::UdpSend(e) => self.on_udp_send(e, procs),

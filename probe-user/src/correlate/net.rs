@@ -1,8 +1,8 @@
 //! Network events: connections (IP, unix), their outcomes, UDP destinations and DNS.
 
 use probe_common::{
-    ConnectOutcomeEvent, DNS_FROM_ADDR, DNS_FROM_NONE, DnsAnswerEvent, EventHeader, UDP_DEST_GIVEN,
-    UDP_DNS, UDP_OUTSIDE_SYSCALL, UdpSendEvent,
+    ConnectOutcomeEvent, DNS_FROM_ADDR, DNS_FROM_NONE, DnsAnswerEvent, EventHeader,
+    UDP_DEST_FROM_USER, UDP_DEST_GIVEN, UDP_DNS, UDP_OUTSIDE_SYSCALL, UdpSendEvent,
 };
 
 use super::rules::NetCall;
@@ -68,6 +68,7 @@ impl Correlator {
         header: &EventHeader,
         destination: Destination,
         result: ConnectResult,
+        seen_at: SeenAt,
         procs: &ProcessTable,
     ) -> Record {
         // Earlier probes of the same process tree count, wherever in the tree.
@@ -86,10 +87,11 @@ impl Correlator {
                     .map(|(n, src)| (escape_bytes(n.as_bytes()), src))
             });
         let (domain, domain_source) = named.map_or((None, None), |(n, s)| (Some(n), Some(s)));
-        let kind = if result == ConnectResult::Sent {
-            NetworkEvent::UdpSend
-        } else if destination.family == Family::Unix {
+        // A unix datagram is a unix event for the rules, not a UDP send to an address.
+        let kind = if destination.family == Family::Unix {
             NetworkEvent::UnixConnect
+        } else if result == ConnectResult::Sent {
+            NetworkEvent::UdpSend
         } else {
             NetworkEvent::Connect
         };
@@ -111,11 +113,7 @@ impl Correlator {
             outcome,
             domain,
             domain_source,
-            seen_at: if result == ConnectResult::Issued {
-                SeenAt::CgroupHook
-            } else {
-                SeenAt::Syscall
-            },
+            seen_at,
             result,
             probes_before,
             probes_before_not_listed,
@@ -194,16 +192,37 @@ impl Correlator {
         if !self.udp_seen.insert((e.header.tgid, dest.clone())) {
             return None;
         }
-        let mut record = self.on_connect(&e.header, dest, ConnectResult::Sent, procs);
-        if e.flags & UDP_OUTSIDE_SYSCALL != 0 {
-            if let Body::Connect(c) = &mut record.body {
-                c.seen_at = SeenAt::CgroupHook;
-            }
-            if let Some(last) = self.connections.back_mut() {
-                last.body.seen_at = SeenAt::CgroupHook;
-            }
+        let seen_at = if e.flags & UDP_OUTSIDE_SYSCALL != 0 {
+            SeenAt::CgroupHook
+        } else if e.flags & UDP_DEST_FROM_USER != 0 {
+            SeenAt::Syscall
+        } else {
+            SeenAt::SyscallAndCgroupHook
+        };
+        Some(self.on_connect(&e.header, dest, ConnectResult::Sent, seen_at, procs))
+    }
+
+    /// A datagram sent to a unix address (sendto/sendmsg naming a path): reported like
+    /// a connection the first time a process sends to that address, as IP datagrams
+    /// are; a failed send is reported with its error each time it is new.
+    pub(super) fn on_unix_datagram(
+        &mut self,
+        header: &EventHeader,
+        dest: Destination,
+        ret: i32,
+        procs: &ProcessTable,
+    ) -> Option<Record> {
+        if ret < 0 {
+            let result = ConnectResult::of_syscall(ret);
+            return Some(self.on_connect(header, dest, result, SeenAt::Syscall, procs));
         }
-        Some(record)
+        if self.udp_seen.len() >= MAX_UDP_SEEN {
+            self.udp_seen.clear();
+        }
+        if !self.udp_seen.insert((header.tgid, dest.clone())) {
+            return None;
+        }
+        Some(self.on_connect(header, dest, ConnectResult::Sent, SeenAt::Syscall, procs))
     }
 
     /// The rules this network event completes; `alert` matches that are not repeats

@@ -4,7 +4,7 @@
 
 use probe_common::{
     ENV_OP_ENUMERATE, ENV_OP_GETENV, EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, EnvEvent,
-    ExecEnvEvent, FileEvent, HostCallEvent,
+    ExecEnvEvent, FileEvent, HostCallEvent, PeerMemoryEvent,
 };
 
 use super::{Correlator, fold, paths, probes};
@@ -89,6 +89,27 @@ impl Correlator {
         self.probe(&e.header, cats, TargetType::Host, target, seen, procs)
     }
 
+    /// process_vm_readv of another process: its environment may have been read. The
+    /// categories that count other processes' environments (`proc_environ`) get it;
+    /// the target names the process (`pid:<N>`).
+    pub(super) fn on_peer_memory(
+        &mut self,
+        e: &PeerMemoryEvent,
+        procs: &ProcessTable,
+    ) -> Option<Record> {
+        let cats = self.classifier.whole_environment_categories();
+        if cats.is_empty() {
+            return None;
+        }
+        let seen = Seen {
+            how: How::ProcessVmReadv,
+            result: ProbeResult::Issued,
+            ..Seen::default()
+        };
+        let target = format!("pid:{}", e.target_pid);
+        self.probe(&e.header, cats, TargetType::Env, target, seen, procs)
+    }
+
     /// A policy env name handed to the new program by exec. Timed at the exec, since
     /// that is when the program received it.
     pub(super) fn on_env_at_exec(
@@ -133,6 +154,10 @@ impl Correlator {
                 return None;
             }
         };
+        if crate::policy::is_own_proc_mem(&resolved.path, e.header.tgid) {
+            // A process reading its own memory probes nobody's environment.
+            return None;
+        }
         let cats = self.classifier.path_categories(&resolved.path);
         if cats.is_empty() {
             self.unclassified_paths += 1;

@@ -170,7 +170,7 @@ impl Classifier {
                     .map(|(_, c)| *c),
             )
             .collect();
-        if is_proc_environ(path) {
+        if is_proc_environ(path) || is_proc_mem(path) {
             out.extend(&self.proc_environ);
         }
         out.sort_unstable();
@@ -185,6 +185,24 @@ pub fn is_proc_environ(path: &str) -> bool {
     path.starts_with("/proc/")
         && path.ends_with("/environ")
         && path.len() > "/proc//environ".len() - 1
+}
+
+/// `/proc/<pid>/mem` (or `/proc/<pid>/task/<tid>/mem`): another process's memory,
+/// its environment included. The same test the kernel makes.
+pub fn is_proc_mem(path: &str) -> bool {
+    path.starts_with("/proc/") && path.ends_with("/mem") && path.len() > "/proc//mem".len()
+}
+
+/// A process's own memory file: `/proc/self/mem`, `/proc/thread-self/mem`,
+/// `/proc/<its pid>/mem` (and a task's under it).
+pub fn is_own_proc_mem(path: &str, tgid: u32) -> bool {
+    if !is_proc_mem(path) {
+        return false;
+    }
+    let Some(who) = path["/proc/".len()..].split('/').next() else {
+        return false;
+    };
+    who == "self" || who == "thread-self" || who.parse::<u32>() == Ok(tgid)
 }
 
 impl Classifier {

@@ -16,7 +16,7 @@ pub mod select;
 mod suggest;
 
 pub use capacity::{KernelCapacity, MapUse};
-pub use compile::{Classifier, CompiledPolicy, KernelEntries, home_dirs};
+pub use compile::{Classifier, CompiledPolicy, KernelEntries, home_dirs, is_own_proc_mem};
 pub use explain::explain;
 pub use file_index::{FileIndex, kernel_dev};
 pub use keys::basename_key;

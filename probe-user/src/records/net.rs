@@ -121,9 +121,10 @@ pub struct ConnectionRecord {
     /// `MAX_PARENTS`).
     pub lineage: Vec<u32>,
     pub destination: Destination,
-    /// Where it was seen: `syscall` (connect/sendto/sendmsg tracepoints) or
-    /// `cgroup_hook` (the cgroup sock_addr hook, for connects and sends made outside
-    /// those syscalls, i.e. through io_uring).
+    /// Where it was seen: `syscall_and_cgroup_hook` (the syscall's result, the
+    /// destination from the cgroup hook's kernel copy), `syscall` (the tracepoints
+    /// alone: the destination read from the caller's memory) or `cgroup_hook` (the
+    /// hook alone, for connects and sends made outside those syscalls: io_uring).
     pub seen_at: SeenAt,
     pub result: ConnectResult,
     /// For an `in_progress` TCP connect: `established` or `failed`, once known.

@@ -113,8 +113,13 @@ impl Family {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SeenAt {
-    /// The connect/sendto/sendmsg tracepoints.
+    /// The connect/sendto/sendmsg tracepoints alone: the destination was read from the
+    /// caller's memory at the syscall's exit (no hook ran: hooks not attached, or a
+    /// socket the kernel runs no cgroup program for).
     Syscall,
+    /// The syscall tracepoints gave the result; the destination is the kernel's own
+    /// copy, written by the cgroup sock_addr hook that ran inside the same syscall.
+    SyscallAndCgroupHook,
     /// The cgroup sock_addr hook: a connect or send made outside those syscalls
     /// (io_uring).
     CgroupHook,
@@ -240,6 +245,10 @@ mod tests {
             "ECONNREFUSED"
         );
         assert_eq!(j(serde_json::json!(SeenAt::CgroupHook)), "cgroup_hook");
+        assert_eq!(
+            j(serde_json::json!(SeenAt::SyscallAndCgroupHook)),
+            "syscall_and_cgroup_hook"
+        );
         assert_eq!(j(serde_json::json!(NameSource::EtcHosts)), "/etc/hosts");
         assert_eq!(
             j(serde_json::json!(ResolvedBy::KernelInode)),

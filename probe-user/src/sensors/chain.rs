@@ -49,9 +49,10 @@ fn chain(family: Family) -> Vec<Option_> {
     };
     const URING_OPENS: &str = "opens issued through io_uring";
     const DNS_ENCRYPTED: &str = "DNS over TCP, TLS or HTTPS";
-    const UNIX_FROM_USER: &str = "unix socket paths are read from the caller's memory at connect's exit (no connect_unix hook in this build): a thread can rewrite them during the connect";
-    const UNIX_DGRAM: &str = "unix datagram sendto/sendmsg destinations (not reported)";
-    const THROUGH_OTHERS: &str = "a socket connected by another process and then used by a watched one (received over SCM_RIGHTS, taken with pidfd_getfd), and a connect a watched process injects into an unwatched one with ptrace: the hooks and tracepoints run in the task that connects";
+    const UNIX_FROM_USER: &str = "unix socket paths (connects, and datagrams sent with sendto/sendmsg) are read from the caller's memory at the syscall's exit: this build loads no connect_unix/sendmsg_unix hook (aya 0.14 has no attach type for them), so a thread can rewrite a path during the call";
+    const UNIX_DGRAM: &str =
+        "unix datagram destinations of sendmmsg, and unix datagrams sent through io_uring";
+    const THROUGH_OTHERS: &str = "a socket connected by an unwatched process and then only used by a watched one (the connect was the other process's), and a connect a watched process injects into an unwatched one with ptrace: the hooks and tracepoints run in the task that connects (a watched process that connects a socket it received over SCM_RIGHTS or took with pidfd_getfd, or into which a tracer injects a connect, is seen)";
     match family {
         Family::Process => vec![
             o(
@@ -96,7 +97,10 @@ fn chain(family: Family) -> Vec<Option_> {
             Some(UPROBE),
             true,
             &[
-                "programs with a libc other than the one probectl maps (static, musl, Nix, containers)",
+                "lookups before a libc's uprobes attach (the first process to map a libc, in its first milliseconds), and programs linked statically",
+                "a getenv defined outside libc (an LD_PRELOAD library's, or the executable's own): calls resolve to it, not to libc's",
+                "a process that writes getenv's original bytes back over the uprobe (mprotect, then a copy from the libc file): its later lookups",
+                "what another process's memory held when a watched process read it (process_vm_readv, /proc/<pid>/mem): reported as a possible read of that process's environment",
             ],
         )],
         Family::Net => vec![

@@ -87,6 +87,7 @@ pub(super) fn programs() -> Vec<ProgramSpec> {
             "sys_enter_execveat",
         ),
         tp(Family::Env, "syscalls", "sys_enter_mmap"),
+        tp(Family::Env, "syscalls", "sys_enter_process_vm_readv"),
         uprobe(Family::Env, "getenv", "getenv"),
         uprobe(Family::Env, "getenv_ret", "getenv"),
         uprobe(Family::Env, "secure_getenv", "secure_getenv"),
