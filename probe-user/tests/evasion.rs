@@ -292,3 +292,76 @@ fn another_process_environment_read_through_proc_pid_mem_is_caught() {
     assert_eq!(probe["categories"], serde_json::json!(["environment"]));
     assert_eq!(probe["result"], "ok");
 }
+
+/// Builds `fixtures/own_getenv.c` with `flags` into the cargo tmp dir as `name`.
+fn own_getenv(name: &str, flags: &[&str]) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/own_getenv.c");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", std::process::id()));
+    let status = Command::new("cc")
+        .args(["-O1", "-Wall"])
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "cc {flags:?} own_getenv.c");
+    out
+}
+
+fn interposer_attach<'a>(run: &'a JsonRun, file: &std::path::Path) -> &'a Value {
+    let shown = file.to_string_lossy().into_owned();
+    run.of_type("sensor")
+        .into_iter()
+        .find(|s| {
+            s["program"] == "getenv"
+                && s["attach_point"]
+                    .as_str()
+                    .is_some_and(|a| a.contains(&shown) && a.contains("outside libc"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no getenv uprobe on {shown}, named as outside libc: {:#?}",
+                run.of_type("sensor")
+            )
+        })
+}
+
+#[test]
+fn a_getenv_defined_by_the_program_itself_is_caught() {
+    if !bpf_available("a_getenv_defined_by_the_program_itself_is_caught") {
+        return;
+    }
+    let program = own_getenv("own_getenv", &["-rdynamic", "-DMAIN"]);
+    let run = probectl_json(&[program.as_os_str(), OsStr::new("TZ")], &[("TZ", "UTC")]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    assert_eq!(interposer_attach(&run, &program)["attached"], true);
+    let probe = run.probe(pid, &["getenv"], "TZ");
+    assert_eq!(probe["result"], "set", "{probe:#}");
+}
+
+#[test]
+fn a_getenv_defined_by_an_ld_preload_library_is_caught() {
+    if !bpf_available("a_getenv_defined_by_an_ld_preload_library_is_caught") {
+        return;
+    }
+    let library = own_getenv("own_getenv.so", &["-shared", "-fPIC"]);
+    let listener = Listener::start();
+    let port = listener.port.to_string();
+    let preload = library.to_string_lossy().into_owned();
+    let run = probectl_json(
+        &[
+            c_fixture().as_os_str(),
+            OsStr::new("probe"),
+            OsStr::new(&port),
+        ],
+        &[("LD_PRELOAD", &preload)],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    assert_eq!(interposer_attach(&run, &library)["attached"], true);
+    // The fixture's getenv("TZ") resolves to the library's.
+    run.probe(pid, &["getenv"], "TZ");
+}

@@ -52,6 +52,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         gate.abort();
         return Err(err).context("cannot add the command to the watched set");
     }
+    engine.attach_before_exec(
+        root,
+        &args.command[0],
+        std::env::var_os("LD_PRELOAD").as_deref(),
+    );
     for (pid, err) in engine.watch_selected_running(false) {
         eprintln!("probectl: warning: cannot watch running selected process {pid}: {err}");
     }

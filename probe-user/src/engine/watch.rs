@@ -26,6 +26,32 @@ impl Engine {
         Ok(())
     }
 
+    /// The files a held command will map first that may define getenv themselves:
+    /// its program (found in `PATH` like exec would) and each LD_PRELOAD library.
+    /// Those that do get the getenv uprobes before the command runs (reported as
+    /// `sensor` records).
+    pub fn attach_before_exec(
+        &mut self,
+        pid: u32,
+        program: &std::ffi::OsStr,
+        ld_preload: Option<&std::ffi::OsStr>,
+    ) {
+        let mut files: Vec<std::path::PathBuf> = which::which(program).into_iter().collect();
+        if let Some(list) = ld_preload {
+            // ld.so splits LD_PRELOAD on spaces and colons.
+            files.extend(
+                list.as_encoded_bytes()
+                    .split(|&b| b == b' ' || b == b':')
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|s| std::str::from_utf8(s).ok())
+                    .map(std::path::PathBuf::from),
+            );
+        }
+        let attached = self.sensors.attach_interposer_files(pid, &files);
+        self.records
+            .extend(attached.into_iter().map(|s| Record::now(Body::Sensor(s))));
+    }
+
     /// Programs the policy selects in the kernel (by name or uid) that already run:
     /// watched from now on, with their descendants and lineage from /proc (the kernel
     /// selects later execs). `wait` also waits for them (the daemon's liveness); a

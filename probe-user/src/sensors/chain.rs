@@ -98,7 +98,7 @@ fn chain(family: Family) -> Vec<Option_> {
             true,
             &[
                 "lookups before a libc's uprobes attach (the first process to map a libc, in its first milliseconds), and programs linked statically",
-                "a getenv defined outside libc (an LD_PRELOAD library's, or the executable's own): calls resolve to it, not to libc's",
+                "lookups through a getenv defined outside libc (an LD_PRELOAD library's, or the program's own, as bash has) before the scan after exec attaches to it; `run` attaches to its command's program and LD_PRELOAD libraries before the exec",
                 "a process that writes getenv's original bytes back over the uprobe (mprotect, then a copy from the libc file): its later lookups",
                 "what another process's memory held when a watched process read it (process_vm_readv, /proc/<pid>/mem): reported as a possible read of that process's environment",
             ],

@@ -29,6 +29,9 @@ pub(super) type EnvLink = (&'static str, UProbeLinkId);
 enum Target {
     Libc,
     Node,
+    /// The program or a library (LD_PRELOAD) that defines getenv itself: calls
+    /// resolve to it, never reaching libc's.
+    Interposer,
 }
 
 const NODE_UPROBES: [(&str, &str); 1] = [("uv_os_environ", "uv_os_environ")];
@@ -36,7 +39,7 @@ const NODE_UPROBES: [(&str, &str); 1] = [("uv_os_environ", "uv_os_environ")];
 impl Target {
     fn uprobes(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Target::Libc => &ENV_UPROBES,
+            Target::Libc | Target::Interposer => &ENV_UPROBES,
             Target::Node => &NODE_UPROBES,
         }
     }
@@ -56,6 +59,7 @@ impl Target {
         match self {
             Target::Libc => "mapped",
             Target::Node => "run",
+            Target::Interposer => "mapped, defining getenv outside libc,",
         }
     }
 }
@@ -146,6 +150,9 @@ impl Sensors {
             let opened = libc::open_mapped(pid, mapping);
             statuses.extend(self.attach_object(pid, key, &mapping.path, opened, Target::Libc));
         }
+        let (interposers, attached) = self.attach_interposers_for(pid, &listing);
+        keys.extend(interposers);
+        statuses.extend(attached);
         if let Some((key, attached)) = self.attach_node_for(pid) {
             keys.push(key);
             statuses.extend(attached);
@@ -159,6 +166,86 @@ impl Sensors {
             listed,
         };
         (scanned, statuses)
+    }
+
+    /// A getenv defined outside libc, by the program itself (bash has one) or by a
+    /// library loaded before libc (LD_PRELOAD), takes every call: the libc uprobe
+    /// never sees them. Each code file a watched process maps is checked once for an
+    /// exported getenv (bounded reads); one that has it gets the same uprobes as a
+    /// libc, and its attach record names it. Returns the keys of such files the
+    /// process maps, and the attach results.
+    fn attach_interposers_for(
+        &mut self,
+        pid: u32,
+        listing: &proc_maps::Listing,
+    ) -> (Vec<FileKey>, Vec<AttachStatus>) {
+        let mut keys = Vec::new();
+        let mut statuses = Vec::new();
+        for mapping in libc::interposer_candidates(listing) {
+            let key = mapping.key();
+            match self.env_objects.known(key) {
+                Known::Attached => keys.push(key),
+                Known::New if !self.env_objects.is_plain(key) => {
+                    let defines_getenv = libc::open_mapped(pid, mapping).ok().and_then(|file| {
+                        let found = elf::exported_functions(&file, &["getenv"]).ok()?;
+                        found[0].map(|_| file)
+                    });
+                    match defines_getenv {
+                        Some(file) => {
+                            keys.push(key);
+                            statuses.extend(self.attach_object(
+                                pid,
+                                key,
+                                &mapping.path,
+                                Ok(file),
+                                Target::Interposer,
+                            ));
+                        }
+                        // Not an ELF object, unreadable, or no getenv of its own:
+                        // nothing to attach, and not worth a count.
+                        None => self.env_objects.plain(key),
+                    }
+                }
+                Known::New | Known::Permanent | Known::Refused | Known::OverLimit => {}
+            }
+        }
+        (keys, statuses)
+    }
+
+    /// Before a held command execs (`run`): its program and LD_PRELOAD libraries get
+    /// the getenv uprobes now if they define getenv themselves, so that their first
+    /// lookups are seen (the scan after exec would attach too late for those).
+    /// Files are opened without blocking and checked to be regular; the uprobe goes on
+    /// the inode just checked.
+    pub fn attach_interposer_files(&mut self, pid: u32, files: &[PathBuf]) -> Vec<AttachStatus> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        let mut statuses = Vec::new();
+        for path in files {
+            let Ok(file) = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(::libc::O_NONBLOCK | ::libc::O_NOCTTY | ::libc::O_CLOEXEC)
+                .open(path)
+            else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let key: FileKey = (meta.dev(), meta.ino());
+            if self.env_objects.known(key) != Known::New || self.env_objects.is_plain(key) {
+                continue;
+            }
+            let defines_getenv =
+                elf::exported_functions(&file, &["getenv"]).is_ok_and(|found| found[0].is_some());
+            if !defines_getenv {
+                self.env_objects.plain(key);
+                continue;
+            }
+            let shown = path.as_os_str().as_encoded_bytes().to_vec();
+            statuses.extend(self.attach_object(pid, key, &shown, Ok(file), Target::Interposer));
+        }
+        statuses
     }
 
     /// Node enumerates the environment through libuv's exported `uv_os_environ`

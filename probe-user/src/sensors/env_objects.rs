@@ -68,6 +68,9 @@ pub struct EnvObjects<L> {
     /// The files each watched process is known to map.
     uses: HashMap<u32, Vec<FileKey>>,
     refused: HashMap<FileKey, Refusal>,
+    /// Code files checked for a getenv of their own that have none (not counted:
+    /// most libraries are these). Bounded like `refused`.
+    plain: HashSet<FileKey>,
     over_limit_seen: HashSet<FileKey>,
     limit: usize,
     pub counts: EnvObjectCounts,
@@ -97,6 +100,7 @@ impl<L> EnvObjects<L> {
             permanent: HashSet::new(),
             uses: HashMap::new(),
             refused: HashMap::new(),
+            plain: HashSet::new(),
             over_limit_seen: HashSet::new(),
             limit,
             counts: EnvObjectCounts::default(),
@@ -138,6 +142,20 @@ impl<L> EnvObjects<L> {
         if self.over_limit_seen.insert(key) {
             self.counts.over_limit += 1;
         }
+    }
+
+    /// Checked before: a code file without a getenv of its own. (Only the getenv
+    /// check skips it: the same file may still be a node binary to attach to.)
+    pub fn is_plain(&self, key: FileKey) -> bool {
+        self.plain.contains(&key)
+    }
+
+    /// A code file without a getenv of its own: not looked at again.
+    pub fn plain(&mut self, key: FileKey) {
+        if self.plain.len() >= MAX_REMEMBERED {
+            self.plain.clear();
+        }
+        self.plain.insert(key);
     }
 
     pub fn refuse(&mut self, key: FileKey, why: Refusal) {

@@ -46,6 +46,31 @@ pub fn candidates(listing: &Listing) -> Vec<&Mapping> {
     out
 }
 
+/// Code mappings of other files, one per file, at most `MAX_INTERPOSER_CHECKS`: the
+/// program itself and its libraries (an LD_PRELOAD one among them), any of which may
+/// define its own `getenv` that calls resolve to instead of libc's. The dynamic
+/// loader is left out (it defines none).
+pub fn interposer_candidates(listing: &Listing) -> Vec<&Mapping> {
+    let mut out: Vec<&Mapping> = Vec::new();
+    for m in listing.mappings.iter().filter(|m| m.executable) {
+        let name = m.file_name();
+        if is_libc_file_name(name) || name.starts_with(b"ld-linux") {
+            continue;
+        }
+        if !out.iter().any(|o| o.key() == m.key()) {
+            out.push(m);
+            if out.len() == MAX_INTERPOSER_CHECKS {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Objects checked for a getenv of their own per scan: a program maps tens of
+/// libraries; each file is checked once (`EnvObjects::plain` remembers the rest).
+pub const MAX_INTERPOSER_CHECKS: usize = 128;
+
 fn open_flags() -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
     options

@@ -23,6 +23,8 @@ pub struct Mapping {
     /// The path, with `\012` turned back into newlines and without ` (deleted)`.
     pub path: Vec<u8>,
     pub deleted: bool,
+    /// Mapped executable (`x` in the permissions): code, not data.
+    pub executable: bool,
 }
 
 /// The mapped file as the kernel identifies it: (device, inode).
@@ -86,7 +88,7 @@ pub fn parse(text: &[u8]) -> Vec<Mapping> {
 fn parse_line(line: &[u8]) -> Option<Mapping> {
     let mut fields = line.splitn(6, |&b| b == b' ');
     let range = fields.next()?;
-    let _perms = fields.next()?;
+    let perms = fields.next()?;
     let _offset = fields.next()?;
     let dev = fields.next()?;
     let inode = fields.next()?;
@@ -111,6 +113,7 @@ fn parse_line(line: &[u8]) -> Option<Mapping> {
         inode: std::str::from_utf8(inode).ok()?.parse().ok()?,
         path: unescape_newlines(path),
         deleted,
+        executable: perms.get(2) == Some(&b'x'),
     })
 }
 
