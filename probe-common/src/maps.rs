@@ -146,7 +146,15 @@ pub const DROP_UNREADABLE_DATAGRAM: u32 = 17;
 /// The kernel pointers from a watched syscall to the file it reached could not be
 /// read, so the file was not matched by inode (only by its path string).
 pub const DROP_UNREADABLE_INODE: u32 = 18;
-pub const DROP_SLOTS: u32 = 19;
+// Slots 19..=47 are kept for other sensors' reasons (see DROP_SLOT_NAMES).
+/// A watched path syscall named a path longer than `PATH_LEN - 1` bytes that matched
+/// nothing in the kernel: its end was not read, so it may have named a policy file.
+pub const DROP_PATH_TRUNCATED_UNMATCHED: u32 = 48;
+/// A file hook (BPF-LSM or fentry) could not emit: the ring buffer was full.
+pub const DROP_RING_FULL_FILE_HOOK: u32 = 49;
+/// A file hook could not follow the kernel's pointers to the file's inode.
+pub const DROP_UNREADABLE_HOOK_INODE: u32 = 50;
+pub const DROP_SLOTS: u32 = 64;
 
 /// Names of the drop slots, indexed by slot, for reports.
 pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
@@ -169,6 +177,53 @@ pub const DROP_SLOT_NAMES: [&str; DROP_SLOTS as usize] = [
     "ring_full_dns_answer",
     "unreadable_datagram",
     "unreadable_inode",
+    // 19..=47: not in use yet (an empty name is not reported).
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    // 48..=63: the files sensor's tiers.
+    "path_truncated_unmatched",
+    "ring_full_file_hook",
+    "unreadable_hook_inode",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs
@@ -191,3 +246,12 @@ pub const TP_SOCK_FAMILY: u32 = 9;
 pub const TP_SOCK_DADDR: u32 = 10;
 pub const TP_SOCK_DADDR_V6: u32 = 11;
 pub const TP_OFFSET_SLOTS: u32 = 12;
+
+/// Map of struct offsets the file hooks follow beyond `KERNEL_OFFSETS`.
+pub const MAP_HOOK_OFFSETS: &str = "HOOK_OFFSETS";
+/// `HOOK_OFFSETS` slots, from the kernel's BTF: `file.f_path`, `dentry.d_name`,
+/// `qstr.name` (the hooks name the file by its last component).
+pub const HOFF_FILE_PATH: u32 = 0;
+pub const HOFF_DENTRY_NAME: u32 = 1;
+pub const HOFF_QSTR_NAME: u32 = 2;
+pub const HOFF_SLOTS: u32 = 4;

@@ -28,11 +28,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME,
-    FILE_MATCH_INODE, FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT,
-    FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT,
-    FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent,
-    PATH_LEN, PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
+    DROP_PATH_TRUNCATED_UNMATCHED, DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON,
+    EVENT_FILE, FILE_MATCH_BASENAME, FILE_MATCH_HOOK, FILE_MATCH_INODE, FILE_MATCH_PATH,
+    FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT,
+    FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK,
+    FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath,
+    SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
 };
 
 use crate::{
@@ -170,6 +171,8 @@ fn park(
             dfd,
             open_flags,
             stat_kind,
+            hook_matched: 0,
+            hook_entry: 0,
         },
         0,
     );
@@ -203,9 +206,18 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         None if is_proc_environ(&key.data, len) => (ENTRY_PROC_ENVIRON, FILE_MATCH_PATH),
         None => match resolve::by_inode(&pending, ret, len) {
             Some(entry_id) => (entry_id, FILE_MATCH_INODE),
+            // A file hook saw this call reach a policy file the string and the
+            // result did not name (an overlayfs lower file, a hardlinked symlink).
+            None if pending.hook_matched != 0 && len > 0 => (pending.hook_entry, FILE_MATCH_HOOK),
             None => match resolve::by_basename(len) {
                 Some(entry_id) => (entry_id, FILE_MATCH_BASENAME),
-                None => return Ok(()),
+                None => {
+                    if len >= PATH_LEN - 1 {
+                        // Its end was never read: it may have named a policy file.
+                        count_drop(DROP_PATH_TRUNCATED_UNMATCHED);
+                    }
+                    return Ok(());
+                }
             },
         },
     };

@@ -10,6 +10,7 @@ mod env;
 mod exec_env;
 mod feature_probes;
 mod files;
+mod files_hooks;
 mod maps;
 mod net;
 mod process;

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::features::{BPF_LSM, CGROUP_SOCK_ADDR, FENTRY, KPROBE, KernelFeatures, UPROBE};
-use super::{AttachStatus, Family};
+use super::{AttachStatus, Family, HookOutcome, HookTier};
 
 /// One link of a chain.
 struct Option_ {
@@ -17,6 +17,8 @@ struct Option_ {
     implemented: bool,
     /// It needs the family's cgroup programs attached, on top of the tracepoints.
     uses_cgroup: bool,
+    /// It is this tier of file hooks, on top of the tracepoints.
+    hooks: Option<HookTier>,
     /// What it cannot see.
     blind_spots: Vec<&'static str>,
 }
@@ -45,10 +47,28 @@ fn chain(family: Family) -> Vec<Option_> {
         needs,
         implemented,
         uses_cgroup: false,
+        hooks: None,
         blind_spots: blind_spots.to_vec(),
     };
     const URING_OPENS: &str = "opens issued through io_uring";
     const DNS_ENCRYPTED: &str = "DNS over TCP, TLS or HTTPS";
+    // What the syscall tracepoints alone cannot see (the fixtures in
+    // tests/file_evasion.rs check each by these words).
+    const COMPAT_SYSCALLS: &str =
+        "32-bit syscalls (int 0x80): they raise no syscalls:sys_enter_* event";
+    const BY_HANDLE: &str = "opens by open_by_handle_at (no path)";
+    const OVERLAYFS: &str =
+        "policy files reached through an overlayfs mount (another device and inode)";
+    const HARDLINKED_LINK: &str = "readlink through a hardlink to a policy symlink (another name, no result to match by inode)";
+    const RECEIVED_FDS: &str =
+        "files received open over SCM_RIGHTS or pidfd_getfd (the receiver names no path)";
+    const LONG_PATHS: &str = "paths longer than 255 bytes that end in a policy file (counted as path_truncated_unmatched)";
+    // What the hook tiers still cannot see.
+    const HOOK_BLIND_SPOTS: &[&str] = &[
+        "stat and access outside the traced syscalls (32-bit syscalls, io_uring statx): the hooks cover opens, readlinks and received files",
+        "files created after start, outside the traced syscalls: the hooks match by the inodes indexed at start",
+        "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
+    ];
     match family {
         Family::Process => vec![
             o(
@@ -65,18 +85,24 @@ fn chain(family: Family) -> Vec<Option_> {
             ),
         ],
         Family::Files => vec![
-            o(
-                "BPF-LSM file_open + inode_readlink (also sees io_uring)",
-                Some(BPF_LSM),
-                false,
-                &[],
-            ),
-            o(
-                "fentry do_sys_openat2 + vfs_readlink",
-                Some(FENTRY),
-                false,
-                &[URING_OPENS],
-            ),
+            Option_ {
+                hooks: Some(HookTier::Lsm),
+                ..o(
+                    "BPF-LSM file_open + inode_readlink + file_receive, with the syscall tracepoints",
+                    Some(BPF_LSM),
+                    true,
+                    HOOK_BLIND_SPOTS,
+                )
+            },
+            Option_ {
+                hooks: Some(HookTier::Fentry),
+                ..o(
+                    "fexit security_file_open + fentry security_inode_readlink + security_file_receive, with the syscall tracepoints",
+                    Some(FENTRY),
+                    true,
+                    HOOK_BLIND_SPOTS,
+                )
+            },
             o("kprobe do_sys_openat2", Some(KPROBE), false, &[URING_OPENS]),
             o(
                 "syscall tracepoints, enter + exit",
@@ -84,6 +110,12 @@ fn chain(family: Family) -> Vec<Option_> {
                 true,
                 &[
                     URING_OPENS,
+                    COMPAT_SYSCALLS,
+                    BY_HANDLE,
+                    OVERLAYFS,
+                    HARDLINKED_LINK,
+                    RECEIVED_FDS,
+                    LONG_PATHS,
                     "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
                 ],
             ),
@@ -125,17 +157,31 @@ fn chain(family: Family) -> Vec<Option_> {
     }
 }
 
+/// The attach points of the file hooks (`file_hooks.rs`).
+fn is_hook(attach_point: &str) -> bool {
+    ["lsm ", "fentry ", "fexit "]
+        .iter()
+        .any(|kind| attach_point.starts_with(kind))
+}
+
 /// Builds the choice of every family from the probed features and what attached.
-pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<SensorChoice> {
+pub fn choices(
+    features: &KernelFeatures,
+    status: &[AttachStatus],
+    hooks: &HookOutcome,
+) -> Vec<SensorChoice> {
     [Family::Process, Family::Files, Family::Env, Family::Net]
         .into_iter()
         .map(|family| {
-            // All of the family's programs of one kind (cgroup or not) attached.
+            // All of the family's programs of one kind (cgroup or not) attached;
+            // the file hooks are judged by `hooks`, not here.
             let attached = |cgroup: bool| {
                 let mut of_kind = status
                     .iter()
                     .filter(|s| {
-                        s.family == family && s.attach_point.starts_with("cgroup") == cgroup
+                        s.family == family
+                            && !is_hook(&s.attach_point)
+                            && s.attach_point.starts_with("cgroup") == cgroup
                     })
                     .peekable();
                 of_kind.peek().is_some() && of_kind.all(|s| s.attached)
@@ -144,12 +190,17 @@ pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<Sensor
             let mut chosen = None;
             for opt in chain(family) {
                 let available = opt.needs.is_none_or(|f| features.has(f));
+                let hooks_in_use = opt.hooks.is_none_or(|tier| hooks.chosen == Some(tier));
                 let programs_attached = attached(false) && (!opt.uses_cgroup || attached(true));
-                if opt.implemented && available && programs_attached {
+                if opt.implemented && available && programs_attached && hooks_in_use {
                     chosen = Some(opt);
                     break;
                 }
+                let hook_failure = opt.hooks.and_then(|tier| hooks.why_not(tier));
                 let reason = match (available, opt.implemented) {
+                    (true, true) if !hooks_in_use => hook_failure
+                        .unwrap_or("a better tier of file hooks is in use")
+                        .to_owned(),
                     (false, _) => format!(
                         "kernel: {}",
                         features.detail(opt.needs.unwrap_or("tracefs"))

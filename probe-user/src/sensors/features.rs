@@ -50,7 +50,7 @@ pub const CGROUP_SOCK_ADDR: &str = "cgroup-sock-addr";
 
 /// An error and its sources on one line ("load: ...: Operation not permitted"),
 /// without aya's empty verifier-log trailer.
-fn why(context: &str, err: &dyn std::error::Error) -> String {
+pub(super) fn why(context: &str, err: &dyn std::error::Error) -> String {
     let mut out = format!("{context}: {err}");
     if let Some(at) = out.find(". Verifier output:") {
         out.truncate(at);
@@ -158,7 +158,37 @@ fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String, String> {
         .attach()
         .map_err(|e| why("attach to file_open (is `bpf` in the lsm= boot list?)", &e))?;
     let _ = p.detach(link);
-    Ok("attached to file_open and detached".to_owned())
+    // Attaching succeeds even when `bpf` is not an active LSM, but then the hook
+    // never fires: only the kernel's list of active LSMs tells.
+    let active = active_lsms()?;
+    if !active.split(',').any(|lsm| lsm == "bpf") {
+        return Err(format!(
+            "attached to file_open, but bpf is not an active LSM (/sys/kernel/security/lsm: {active}), so its hooks would never run; boot with lsm={active},bpf to enable it"
+        ));
+    }
+    Ok(format!(
+        "attached to file_open and detached; bpf is an active LSM ({active})"
+    ))
+}
+
+/// The kernel's active LSMs, in order (`/sys/kernel/security/lsm`). securityfs is
+/// mounted there first when it is not (an initramfs, a minimal container host).
+fn active_lsms() -> Result<String, String> {
+    const LSM: &str = "/sys/kernel/security/lsm";
+    if !std::path::Path::new(LSM).exists() {
+        let _ = nix::mount::mount(
+            Some("securityfs"),
+            "/sys/kernel/security",
+            Some("securityfs"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
+    }
+    std::fs::read_to_string(LSM)
+        .map(|list| list.trim().to_owned())
+        .map_err(|e| format!("cannot tell whether bpf is an active LSM: {LSM}: {e}"))
 }
 
 fn try_kprobe(ebpf: &mut Ebpf) -> Result<String, String> {

@@ -7,6 +7,7 @@ mod elf;
 mod env_attach;
 pub mod env_objects;
 pub mod features;
+mod file_hooks;
 mod file_maps;
 mod kernel_maps;
 mod libc;
@@ -17,6 +18,7 @@ mod reload;
 pub mod tracefs;
 
 pub use env_attach::EnvObjectsStatus;
+pub use file_hooks::{HookOutcome, HookTier};
 pub use file_maps::FileResolution;
 use programs::{AttachPoint, programs};
 pub use reload::PolicyMaps;
@@ -137,6 +139,8 @@ pub struct Sensors {
     /// What probing the kernel found, and each family's place in its fallback chain.
     pub features: features::KernelFeatures,
     pub choices: Vec<chain::SensorChoice>,
+    /// Which tier of kernel file hooks is in use (none: the syscall tracepoints alone).
+    pub file_hooks: HookOutcome,
     /// The policy's files on this host (inodes, directories, basenames).
     pub file_index: std::sync::Arc<crate::policy::FileIndex>,
     /// How files are matched beyond the path string.
@@ -184,6 +188,7 @@ impl Sensors {
                 cgroup2: None,
             },
             choices: Vec::new(),
+            file_hooks: HookOutcome::default(),
             file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
             in_force: PolicyMaps::default(),
@@ -194,7 +199,8 @@ impl Sensors {
         sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
         sensors.apply_policy(policy)?;
         sensors.attach_all();
-        sensors.choices = chain::choices(&sensors.features, &sensors.status);
+        sensors.file_hooks = sensors.attach_file_hooks()?;
+        sensors.choices = chain::choices(&sensors.features, &sensors.status, &sensors.file_hooks);
         if !sensors.status.iter().any(|s| s.attached) {
             let detail = sensors
                 .status
@@ -380,6 +386,8 @@ impl Sensors {
                 })?;
                 Ok((DROP_SLOT_NAMES[slot as usize], per_cpu.iter().sum()))
             })
+            // Slots with no name are not in use by this build.
+            .filter(|slot| !matches!(slot, Ok(("", _))))
             .collect()
     }
 
