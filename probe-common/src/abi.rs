@@ -222,8 +222,11 @@ pub struct PendingPath {
     /// file `hook_entry` (an overlayfs lower file, a hardlink to a policy symlink).
     pub hook_matched: u32,
     pub hook_entry: u32,
+    /// `bpf_ktime_get_ns` at entry: a file hook trusts only a recent entry to be the
+    /// syscall it runs in (an entry whose exit never ran is stale, see `files_hooks`).
+    pub parked_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<PendingPath>() == 40);
+const _: () = assert!(core::mem::size_of::<PendingPath>() == 48);
 
 /// `EnvEvent::op`
 pub const ENV_OP_GETENV: u32 = 1;

@@ -173,6 +173,8 @@ fn park(
             stat_kind,
             hook_matched: 0,
             hook_entry: 0,
+            // SAFETY: plain helper call without arguments.
+            parked_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
         },
         0,
     );

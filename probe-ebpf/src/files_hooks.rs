@@ -22,7 +22,7 @@
 //! match-proto: qstr { name }; inode { i_ino, i_sb }; super_block { s_dev }
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     macros::{fentry, fexit, lsm, map},
     maps::Array,
     programs::{FEntryContext, FExitContext, LsmContext},
@@ -42,6 +42,11 @@ use crate::{
 /// Offsets beyond `KERNEL_OFFSETS` (`probe_common::HOFF_*`), from BTF.
 #[map]
 pub static HOOK_OFFSETS: Array<u32> = Array::with_max_entries(HOFF_SLOTS, 0);
+
+/// How recent a parked syscall entry must be for a hook to take it as the syscall
+/// it runs in: path lookups take microseconds; one slower than this (an automount,
+/// a hung NFS server) is reported twice rather than missed.
+const PENDING_FRESH_NS: u64 = 1_000_000_000;
 
 /// What the hook was handed.
 #[derive(Clone, Copy)]
@@ -119,11 +124,18 @@ fn on_hook(obj: u64, kind: Obj, op: u32, ret: i32) {
     };
     if let Some(pending) = PENDING_PATH.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry; only this thread writes it in between.
-        unsafe {
-            (*pending).hook_matched = 1;
-            (*pending).hook_entry = entry_id;
+        let parked_ns = unsafe { (*pending).parked_ns };
+        // SAFETY: plain helper call without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // An entry parked long ago is not the syscall this hook runs in: its exit
+        // never ran (an exit program that did not load). Then the hook reports.
+        if now.wrapping_sub(parked_ns) < PENDING_FRESH_NS {
+            unsafe {
+                (*pending).hook_matched = 1;
+                (*pending).hook_entry = entry_id;
+            }
+            return;
         }
-        return;
     }
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         count_drop(DROP_RING_FULL_FILE_HOOK);

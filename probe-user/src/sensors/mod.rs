@@ -460,6 +460,18 @@ impl Sensors {
                     "files are matched by path string and by the file an open or stat reached ({} policy files indexed by inode), so relative, dirfd-relative, `..`, /proc/self/root and symlinked paths are seen; readlink, access and failed calls through such paths are resolved by probectl for exact policy paths only; files created after start are matched by path string only",
                     r.indexed_files
                 );
+                match self.file_hooks.chosen {
+                    Some(tier) => note.push_str(&format!(
+                        "; {} file hooks also see opens, readlinks and received files outside those syscalls (io_uring, 32-bit syscalls, open_by_handle_at, SCM_RIGHTS) and files reached through overlayfs or a hardlinked symlink",
+                        match tier {
+                            HookTier::Lsm => "BPF-LSM",
+                            HookTier::Fentry => "fentry/fexit",
+                        }
+                    )),
+                    None => note.push_str(
+                        "; no kernel file hooks: opens outside the traced syscalls are missed (see the files chain's blind spots)",
+                    ),
+                }
                 if r.not_indexed > 0 {
                     note.push_str(&format!(
                         "; at least {} files under policy prefixes were not indexed (map full, or the walk's bound of 16,384 directory entries reached)",
