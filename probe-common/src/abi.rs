@@ -222,9 +222,11 @@ pub struct PendingPath {
     /// file `hook_entry` (an overlayfs lower file, a hardlink to a policy symlink).
     pub hook_matched: u32,
     pub hook_entry: u32,
-    /// `bpf_ktime_get_ns` at entry: a file hook trusts only a recent entry to be the
-    /// syscall it runs in (an entry whose exit never ran is stale, see `files_hooks`).
-    pub parked_ns: u64,
+    /// The syscall's number (`__syscall_nr` at entry): a file hook takes the entry
+    /// as the syscall it runs in only if the thread is in that syscall now (an entry
+    /// whose exit never ran is stale, see `files_hooks`).
+    pub syscall_nr: u32,
+    pub _pad0: u32,
 }
 const _: () = assert!(core::mem::size_of::<PendingPath>() == 48);
 

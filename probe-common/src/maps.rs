@@ -254,4 +254,6 @@ pub const MAP_HOOK_OFFSETS: &str = "HOOK_OFFSETS";
 pub const HOFF_FILE_PATH: u32 = 0;
 pub const HOFF_DENTRY_NAME: u32 = 1;
 pub const HOFF_QSTR_NAME: u32 = 2;
+/// `task_struct.stack`: the kernel stack, whose top holds the task's `pt_regs`.
+pub const HOFF_TASK_STACK: u32 = 3;
 pub const HOFF_SLOTS: u32 = 4;

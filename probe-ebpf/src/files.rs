@@ -39,7 +39,10 @@ use probe_common::{
 use crate::{
     maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH, SETTINGS},
     resolve::{self, AT_FDCWD},
-    util::{SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg, take_parked},
+    util::{
+        SYSCALL_NR, SYSCALL_RET, count_drop, current_ids, header, is_watched, syscall_arg,
+        take_parked,
+    },
 };
 
 /// Where a syscall keeps the flags worth reporting.
@@ -173,8 +176,8 @@ fn park(
             stat_kind,
             hook_matched: 0,
             hook_entry: 0,
-            // SAFETY: plain helper call without arguments.
-            parked_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
+            syscall_nr: unsafe { ctx.read_at::<i32>(SYSCALL_NR) }.unwrap_or(-1) as u32,
+            _pad0: 0,
         },
         0,
     );

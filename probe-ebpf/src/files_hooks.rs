@@ -19,10 +19,11 @@
 //! match-proto: fexit security_file_open(struct file *) -> int;
 //! match-proto: fentry security_inode_readlink(struct dentry *); fentry security_file_receive(struct file *)
 //! match-proto: struct file { f_path, f_inode }; path { dentry }; dentry { d_inode, d_name };
-//! match-proto: qstr { name }; inode { i_ino, i_sb }; super_block { s_dev }
+//! match-proto: qstr { name }; inode { i_ino, i_sb }; super_block { s_dev }; task_struct { stack };
+//! match-proto: x86-64 pt_regs { orig_ax } at the top of the kernel stack
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
     macros::{fentry, fexit, lsm, map},
     maps::Array,
     programs::{FEntryContext, FExitContext, LsmContext},
@@ -30,8 +31,9 @@ use aya_ebpf::{
 use probe_common::{
     DROP_RING_FULL_FILE_HOOK, DROP_UNREADABLE_HOOK_INODE, EVENT_FILE, FILE_MATCH_HOOK,
     FILE_OP_HOOK_OPEN, FILE_OP_HOOK_READLINK, FILE_OP_HOOK_RECEIVE, FileEvent, HOFF_DENTRY_NAME,
-    HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS, InodeKey, KOFF_DENTRY_INODE, KOFF_FILE_INODE,
-    KOFF_INODE_INO, KOFF_INODE_SB, KOFF_PATH_DENTRY, KOFF_SB_DEV, PATH_LEN, SETTING_INODES,
+    HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS, HOFF_TASK_STACK, InodeKey, KOFF_DENTRY_INODE,
+    KOFF_FILE_INODE, KOFF_INODE_INO, KOFF_INODE_SB, KOFF_PATH_DENTRY, KOFF_SB_DEV, PATH_LEN,
+    SETTING_INODES,
 };
 
 use crate::{
@@ -43,10 +45,26 @@ use crate::{
 #[map]
 pub static HOOK_OFFSETS: Array<u32> = Array::with_max_entries(HOFF_SLOTS, 0);
 
-/// How recent a parked syscall entry must be for a hook to take it as the syscall
-/// it runs in: path lookups take microseconds; one slower than this (an automount,
-/// a hung NFS server) is reported twice rather than missed.
-const PENDING_FRESH_NS: u64 = 1_000_000_000;
+/// x86-64 without KASAN: `THREAD_SIZE` (16 KiB) and the `pt_regs` at the top of the
+/// kernel stack (168 bytes, `orig_ax` at 120). A kernel built otherwise gives another
+/// number here, and the hooks then report what they see themselves rather than
+/// through the syscall's exit (a repeat, never a miss).
+const THREAD_SIZE: u64 = 16 * 1024;
+const PT_REGS_SIZE: u64 = 168;
+const PT_REGS_ORIG_AX: u64 = 120;
+
+/// The number of the syscall the current task is in (`orig_ax`; in the 32-bit
+/// table for an int 0x80 syscall).
+#[inline(always)]
+fn current_syscall() -> Option<u64> {
+    // SAFETY: plain helper call.
+    let task = unsafe { bpf_get_current_task() };
+    let stack: u64 = kread(task + hoff(HOFF_TASK_STACK)).ok()?;
+    if stack == 0 {
+        return None;
+    }
+    kread(stack + THREAD_SIZE - PT_REGS_SIZE + PT_REGS_ORIG_AX).ok()
+}
 
 /// What the hook was handed.
 #[derive(Clone, Copy)]
@@ -124,12 +142,11 @@ fn on_hook(obj: u64, kind: Obj, op: u32, ret: i32) {
     };
     if let Some(pending) = PENDING_PATH.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry; only this thread writes it in between.
-        let parked_ns = unsafe { (*pending).parked_ns };
-        // SAFETY: plain helper call without arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
-        // An entry parked long ago is not the syscall this hook runs in: its exit
-        // never ran (an exit program that did not load). Then the hook reports.
-        if now.wrapping_sub(parked_ns) < PENDING_FRESH_NS {
+        let parked_nr = unsafe { (*pending).syscall_nr };
+        // An entry of another syscall is not the one this hook runs in (an int 0x80
+        // open has another number; an entry whose exit never ran is stale): then
+        // the hook reports it itself.
+        if current_syscall() == Some(parked_nr as u64) {
             unsafe {
                 (*pending).hook_matched = 1;
                 (*pending).hook_entry = entry_id;

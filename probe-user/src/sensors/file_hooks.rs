@@ -8,7 +8,9 @@ use aya::{
     maps::Array,
     programs::{FEntry, FExit, Lsm},
 };
-use probe_common::{HOFF_DENTRY_NAME, HOFF_FILE_PATH, HOFF_QSTR_NAME, MAP_HOOK_OFFSETS};
+use probe_common::{
+    HOFF_DENTRY_NAME, HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_TASK_STACK, MAP_HOOK_OFFSETS,
+};
 use serde::Serialize;
 
 use super::{
@@ -71,10 +73,11 @@ impl HookOutcome {
 }
 
 /// (slot, struct, member) of the offsets only the hooks follow.
-const HOOK_OFFSETS: [(u32, &str, &str); 3] = [
+const HOOK_OFFSETS: [(u32, &str, &str); 4] = [
     (HOFF_FILE_PATH, "file", "f_path"),
     (HOFF_DENTRY_NAME, "dentry", "d_name"),
     (HOFF_QSTR_NAME, "qstr", "name"),
+    (HOFF_TASK_STACK, "task_struct", "stack"),
 ];
 
 impl Sensors {
