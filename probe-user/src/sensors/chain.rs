@@ -228,3 +228,90 @@ pub fn choices(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensors::features::Feature;
+
+    fn features(available: &[&'static str]) -> KernelFeatures {
+        KernelFeatures {
+            features: [BPF_LSM, FENTRY, KPROBE, UPROBE, CGROUP_SOCK_ADDR]
+                .into_iter()
+                .map(|name| Feature {
+                    name,
+                    available: available.contains(&name),
+                    detail: format!("{name} probed"),
+                })
+                .collect(),
+            cgroup2: None,
+        }
+    }
+
+    fn tracepoints_attached() -> Vec<AttachStatus> {
+        vec![AttachStatus {
+            program: "sys_exit_openat".to_owned(),
+            family: Family::Files,
+            attach_point: "tracepoint syscalls/sys_exit_openat".to_owned(),
+            attached: true,
+            error: None,
+        }]
+    }
+
+    fn files(choices: &[SensorChoice]) -> &SensorChoice {
+        choices.iter().find(|c| c.family == Family::Files).unwrap()
+    }
+
+    #[test]
+    fn the_files_chain_takes_the_hook_tier_that_loaded() {
+        let hooks = HookOutcome {
+            chosen: Some(HookTier::Fentry),
+            passed_over: vec![(HookTier::Lsm, "bpf is not an active LSM".to_owned())],
+        };
+        let choices = choices(
+            &features(&[BPF_LSM, FENTRY]),
+            &tracepoints_attached(),
+            &hooks,
+        );
+        let files = files(&choices);
+        assert!(
+            files.chosen.starts_with("fexit security_file_open"),
+            "{files:?}"
+        );
+        assert_eq!(files.passed_over.len(), 1);
+        assert_eq!(files.passed_over[0].reason, "bpf is not an active LSM");
+        assert!(
+            !files.blind_spots.iter().any(|b| b.contains("int 0x80")),
+            "the hooks see 32-bit syscalls"
+        );
+    }
+
+    #[test]
+    fn without_hooks_the_files_chain_falls_to_the_tracepoints_and_names_what_they_miss() {
+        let hooks = HookOutcome {
+            chosen: None,
+            passed_over: vec![
+                (HookTier::Lsm, "kernel: bpf-lsm probed".to_owned()),
+                (HookTier::Fentry, "kernel: fentry probed".to_owned()),
+            ],
+        };
+        let choices = choices(&features(&[]), &tracepoints_attached(), &hooks);
+        let files = files(&choices);
+        assert_eq!(files.chosen, "syscall tracepoints, enter + exit");
+        assert_eq!(files.passed_over.len(), 3, "{files:?}");
+        for words in [
+            "int 0x80",
+            "open_by_handle_at",
+            "overlayfs",
+            "hardlink",
+            "SCM_RIGHTS",
+            "longer than 255 bytes",
+            "io_uring",
+        ] {
+            assert!(
+                files.blind_spots.iter().any(|b| b.contains(words)),
+                "{words}: {files:?}"
+            );
+        }
+    }
+}
