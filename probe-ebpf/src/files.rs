@@ -183,10 +183,19 @@ fn park(
     );
 }
 
-/// Reads the parked path, filters it through the policy trie, and only then reserves
-/// ring-buffer space.
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    try_exit_with(ctx, resolve::by_basename)
+}
+
+/// Reads the parked path, filters it through the policy trie, and only then reserves
+/// ring-buffer space. `by_basename` is [`resolve::by_basename`], or its bounded-loop
+/// twin in the programs for kernels without `bpf_loop` (see `compat`).
+#[inline(always)]
+pub(crate) fn try_exit_with(
+    ctx: &TracePointContext,
+    by_basename: impl Fn(usize) -> Option<u32>,
+) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let Some(pending) = take_parked(&PENDING_PATH, tid) else {
         return Ok(());
@@ -214,7 +223,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
             // A file hook saw this call reach a policy file the string and the
             // result did not name (an overlayfs lower file, a hardlinked symlink).
             None if pending.hook_matched != 0 && len > 0 => (pending.hook_entry, FILE_MATCH_HOOK),
-            None => match resolve::by_basename(len) {
+            None => match by_basename(len) {
                 Some(entry_id) => (entry_id, FILE_MATCH_BASENAME),
                 None => {
                     if len >= PATH_LEN - 1 {

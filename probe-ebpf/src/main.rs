@@ -5,6 +5,7 @@
 #![no_main]
 
 mod cgroup_net;
+mod compat;
 mod dns;
 mod env;
 mod exec_env;

@@ -217,16 +217,47 @@ pub fn choices(
                     reason,
                 });
             }
+            // Nothing attached whole: the first option whose programs partly attached
+            // is in use all the same (the getenv uprobes report while the exec-env
+            // tracepoints failed), and says how partly; its unattached programs are
+            // listed wherever sensors are (doctor, PARTIAL in reports).
+            let partial = match &chosen {
+                Some(_) => None,
+                None => partly_attached(family, status),
+            };
+            let chosen_name = match (&chosen, partial) {
+                (Some(o), _) => o.name.to_owned(),
+                (None, Some((attached, total))) => {
+                    let name = chain(family)
+                        .into_iter()
+                        .find(|o| {
+                            o.implemented
+                                && o.needs.is_none_or(|f| features.has(f))
+                                && o.hooks.is_none_or(|tier| hooks.chosen == Some(tier))
+                        })
+                        .map_or("?", |o| o.name);
+                    format!(
+                        "{name} (partial: {attached} of {total} programs attached; see unattached sensors)"
+                    )
+                }
+                (None, None) => "none".to_owned(),
+            };
             SensorChoice {
                 family,
-                chosen: chosen
-                    .as_ref()
-                    .map_or_else(|| "none".to_owned(), |o| o.name.to_owned()),
+                chosen: chosen_name,
                 passed_over,
                 blind_spots: chosen.map(|o| o.blind_spots).unwrap_or_default(),
             }
         })
         .collect()
+}
+
+/// (attached, total) of a family's programs, when some but not all attached.
+fn partly_attached(family: Family, status: &[AttachStatus]) -> Option<(usize, usize)> {
+    let of_family = status.iter().filter(|s| s.family == family);
+    let total = of_family.clone().count();
+    let attached = of_family.filter(|s| s.attached).count();
+    (attached > 0 && attached < total).then_some((attached, total))
 }
 
 #[cfg(test)]
@@ -313,5 +344,56 @@ mod tests {
                 "{words}: {files:?}"
             );
         }
+    }
+
+    fn status(program: &str, family: Family, point: &str, attached: bool) -> AttachStatus {
+        AttachStatus {
+            program: program.to_owned(),
+            family,
+            attach_point: point.to_owned(),
+            attached,
+            error: (!attached).then(|| "load: Invalid argument".to_owned()),
+        }
+    }
+
+    /// On 5.10 the exec-env tracepoints failed while the getenv uprobes attached and
+    /// reported: env is partly in use, not "none".
+    #[test]
+    fn partly_attached_family_is_partial_not_none() {
+        let features = KernelFeatures {
+            features: vec![Feature {
+                name: UPROBE,
+                available: true,
+                detail: "uprobe PMU present".to_owned(),
+            }],
+            cgroup2: None,
+        };
+        let status = [
+            status(
+                "sys_enter_execve_env",
+                Family::Env,
+                "tracepoint syscalls/sys_enter_execve",
+                false,
+            ),
+            status("getenv", Family::Env, "uprobe libc:getenv", true),
+            status("getenv_ret", Family::Env, "uretprobe libc:getenv", true),
+            status(
+                "sys_exit_openat",
+                Family::Files,
+                "tracepoint syscalls/sys_exit_openat",
+                false,
+            ),
+        ];
+        let choices = choices(&features, &status, &HookOutcome::default());
+        let env = choices.iter().find(|c| c.family == Family::Env).unwrap();
+        assert!(env.chosen.starts_with("uprobes on libc"), "{}", env.chosen);
+        assert!(
+            env.chosen.contains("partial: 2 of 3 programs attached"),
+            "{}",
+            env.chosen
+        );
+        // Nothing of files attached: that is none.
+        let files = choices.iter().find(|c| c.family == Family::Files).unwrap();
+        assert_eq!(files.chosen, "none");
     }
 }

@@ -11,6 +11,8 @@ mod file_hooks;
 mod file_maps;
 mod kernel_maps;
 mod libc;
+mod load_error;
+mod lsm;
 mod map_update;
 mod proc_maps;
 mod programs;
@@ -221,11 +223,22 @@ impl Sensors {
 
     fn attach_all(&mut self) {
         let libc = self.libc.clone();
-        for spec in programs() {
+        let bpf_loop = self.features.has(features::BPF_LOOP);
+        // Without bpf_loop the exec-environment twins scan by tail calls into
+        // exec_env_next; if that cannot be set up, they report why.
+        let chain_error = if bpf_loop {
+            None
+        } else {
+            self.load_env_scan_chain().err()
+        };
+        for spec in programs(bpf_loop) {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
                     format!("tracepoint {category}/{name}"),
-                    self.attach_tracepoint(&spec.program, category, name),
+                    match &chain_error {
+                        Some(err) if spec.program.ends_with("_env_bounded") => Err(err.clone()),
+                        _ => self.attach_tracepoint(&spec.program, category, name),
+                    },
                 ),
                 AttachPoint::LibcUprobe(symbol) => match &libc {
                     Some(path) => (
@@ -283,10 +296,38 @@ impl Sensors {
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        prog.load()
+            .map_err(|e| load_error::load_error(program, &e))?;
         prog.attach(category, name)
             .map_err(|e| format!("attach: {e:#}"))?;
         Ok(())
+    }
+
+    /// Loads `exec_env_next` and puts it in slot 0 of `ENV_SCAN_NEXT`, where the
+    /// exec-environment programs of kernels without bpf_loop tail-call it.
+    fn load_env_scan_chain(&mut self) -> Result<(), String> {
+        const PROGRAM: &str = "exec_env_next";
+        let prog = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or("exec_env_next missing from the object")?;
+        let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+        prog.load()
+            .map_err(|e| format!("{PROGRAM}: {}", load_error::load_error(PROGRAM, &e)))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| format!("{PROGRAM}: {e}"))?
+            .try_clone()
+            .map_err(|e| format!("{PROGRAM}: {e}"))?;
+        let map = self
+            .ebpf
+            .map_mut("ENV_SCAN_NEXT")
+            .ok_or("ENV_SCAN_NEXT missing from the object")?;
+        let mut array =
+            aya::maps::ProgramArray::try_from(map).map_err(|e| format!("ENV_SCAN_NEXT: {e}"))?;
+        array
+            .set(0, &fd, 0)
+            .map_err(|e| format!("ENV_SCAN_NEXT: {e}"))
     }
 
     /// A sock_addr hook on the cgroup v2 root: every process below it (all of them)
@@ -301,7 +342,8 @@ impl Sensors {
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        prog.load()
+            .map_err(|e| load_error::load_error(program, &e))?;
         prog.attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|e| format!("attach: {}", error_chain(&e)))?;
         Ok(())
@@ -320,7 +362,8 @@ impl Sensors {
         let prog: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
         // Lazily attached libcs reuse the loaded program.
         if prog.fd().is_err() {
-            prog.load().map_err(|e| format!("load: {e:#}"))?;
+            prog.load()
+                .map_err(|e| load_error::load_error(program, &e))?;
         }
         prog.attach(symbol, &target, UProbeScope::AllProcesses)
             .map_err(|e| format!("attach: {e:#}"))?;
