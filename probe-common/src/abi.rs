@@ -126,6 +126,15 @@ pub const FILE_OP_STATX: u32 = 9;
 pub const FILE_OP_ACCESS: u32 = 10;
 pub const FILE_OP_FACCESSAT: u32 = 11;
 pub const FILE_OP_FACCESSAT2: u32 = 12;
+/// Seen by a kernel file hook (BPF-LSM `file_open`, or fexit `security_file_open`)
+/// outside the traced syscalls: io_uring, 32-bit syscalls, `open_by_handle_at`.
+/// Not in `FILE_SYSCALLS` (no tracepoint); `ret` is the hook's verdict (0 allowed).
+pub const FILE_OP_HOOK_OPEN: u32 = 13;
+/// `inode_readlink` / `security_inode_readlink` outside the traced syscalls.
+pub const FILE_OP_HOOK_READLINK: u32 = 14;
+/// `file_receive` / `security_file_receive`: an open file arrived over SCM_RIGHTS
+/// (or `pidfd_getfd`); the receiver never opened it by path.
+pub const FILE_OP_HOOK_RECEIVE: u32 = 15;
 
 /// Path-taking syscalls the files sensor traces, indexed by `FILE_OP_*`: their
 /// tracepoint suffixes. The kernel programs are named `sys_enter_<suffix>` /
@@ -192,6 +201,10 @@ pub const FILE_MATCH_INODE: u32 = 1;
 /// Neither matched, but the last component is a policy basename: userspace resolves
 /// the path against `base_*` (or the process's cwd) and decides.
 pub const FILE_MATCH_BASENAME: u32 = 2;
+/// A kernel file hook reached a file the policy names (by its inode), for a call the
+/// syscall tracepoints did not see or could not match: `path` holds only the file's
+/// last component (the dentry name), userspace reports the policy path.
+pub const FILE_MATCH_HOOK: u32 = 3;
 
 /// `PendingPath::stat_kind`: which stat buffer layout the syscall fills.
 pub const STAT_BUF_NONE: u32 = 0;
@@ -214,8 +227,17 @@ pub struct PendingPath {
     pub open_flags: u32,
     /// `STAT_BUF_*`.
     pub stat_kind: u32,
+    /// Non-zero: a file hook (BPF-LSM or fentry) saw this syscall reach the policy
+    /// file `hook_entry` (an overlayfs lower file, a hardlink to a policy symlink).
+    pub hook_matched: u32,
+    pub hook_entry: u32,
+    /// The syscall's number (`__syscall_nr` at entry): a file hook takes the entry
+    /// as the syscall it runs in only if the thread is in that syscall now (an entry
+    /// whose exit never ran is stale, see `files_hooks`).
+    pub syscall_nr: u32,
+    pub _pad0: u32,
 }
-const _: () = assert!(core::mem::size_of::<PendingPath>() == 32);
+const _: () = assert!(core::mem::size_of::<PendingPath>() == 48);
 
 /// `EnvEvent::op`
 pub const ENV_OP_GETENV: u32 = 1;

@@ -191,7 +191,11 @@ pub const DROP_RING_FULL_EXEC_MAPPED: u32 = 66;
 pub const DROP_UNREADABLE_EXEC_MAPPED: u32 = 67;
 /// A watched process's read of another process's memory was lost: the ring was full.
 pub const DROP_RING_FULL_PEER_MEMORY: u32 = 40;
-/// Slots in `DROPS`: 31..=63 and 68..=71 are free for other reasons (append to
+/// A file hook (BPF-LSM or fentry) could not emit: the ring buffer was full.
+pub const DROP_RING_FULL_FILE_HOOK: u32 = 49;
+/// A file hook could not follow the kernel's pointers to the file's inode.
+pub const DROP_UNREADABLE_HOOK_INODE: u32 = 50;
+/// Slots in `DROPS`: 31..=39, 41..=48, 51..=63 and 68..=71 are free for other reasons (append to
 /// `DROP_SLOT_NAMES`).
 pub const DROP_SLOTS: u32 = 72;
 
@@ -230,13 +234,15 @@ pub const DROP_SLOT_NAMES: &[(u32, &str)] = &[
     (DROP_ENV_EXIT_WITHOUT_ENTRY, "env_exit_without_entry"),
     (DROP_SEND_EXIT_WITHOUT_ENTRY, "send_exit_without_entry"),
     (DROP_RECV_EXIT_WITHOUT_ENTRY, "recv_exit_without_entry"),
-    (DROP_PATH_TRUNCATED, "path_truncated"),
+    (DROP_PATH_TRUNCATED, "path_truncated_unmatched"),
     (DROP_MMSG_NOT_INSPECTED, "sendmmsg_messages_not_inspected"),
     (DROP_RING_FULL_HOST_CALL, "ring_full_host_call"),
     (DROP_UNREADABLE_HOST_CALL, "unreadable_host_call"),
     (DROP_RING_FULL_EXEC_MAPPED, "ring_full_exec_mapped"),
     (DROP_UNREADABLE_EXEC_MAPPED, "unreadable_exec_mapped"),
     (DROP_RING_FULL_PEER_MEMORY, "ring_full_peer_memory"),
+    (DROP_RING_FULL_FILE_HOOK, "ring_full_file_hook"),
+    (DROP_UNREADABLE_HOOK_INODE, "unreadable_hook_inode"),
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs
@@ -259,6 +265,17 @@ pub const TP_SOCK_FAMILY: u32 = 9;
 pub const TP_SOCK_DADDR: u32 = 10;
 pub const TP_SOCK_DADDR_V6: u32 = 11;
 pub const TP_OFFSET_SLOTS: u32 = 12;
+
+/// Map of struct offsets the file hooks follow beyond `KERNEL_OFFSETS`.
+pub const MAP_HOOK_OFFSETS: &str = "HOOK_OFFSETS";
+/// `HOOK_OFFSETS` slots, from the kernel's BTF: `file.f_path`, `dentry.d_name`,
+/// `qstr.name` (the hooks name the file by its last component).
+pub const HOFF_FILE_PATH: u32 = 0;
+pub const HOFF_DENTRY_NAME: u32 = 1;
+pub const HOFF_QSTR_NAME: u32 = 2;
+/// `task_struct.stack`: the kernel stack, whose top holds the task's `pt_regs`.
+pub const HOFF_TASK_STACK: u32 = 3;
+pub const HOFF_SLOTS: u32 = 4;
 
 /// Every named slot exists in `DROPS` and is named once: a merge that gave two
 /// reasons one slot would otherwise add their counts silently.

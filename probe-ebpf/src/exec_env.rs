@@ -29,18 +29,19 @@ use probe_common::{
 };
 
 use crate::{
-    maps::{ENV_ENTRY_BUF, ENV_NAMES, ENV_SCRATCH, EVENTS},
+    maps::{ENV_ENTRY_BUF, ENV_NAMES, ENV_SCAN_NEXT, ENV_SCAN_STATE, ENV_SCRATCH, EVENTS},
     util::{count_drop, current_ids, env_glob, header, is_watched, syscall_arg},
 };
 
 /// What each loop iteration needs; lives on the caller's stack.
 #[repr(C)]
-struct Scan {
+pub(crate) struct Scan {
     envp: u64,
     tgid: u32,
     tid: u32,
     /// Set by the callback when it reached the end of envp.
     done: u32,
+    /// The next entry, in the chained scan of old kernels (`scan_next`).
     _pad0: u32,
 }
 
@@ -56,24 +57,68 @@ pub fn sys_enter_execveat_env(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The watched thread's envp, or `None` when there is nothing to scan.
 #[inline(always)]
-fn scan(ctx: &TracePointContext, envp_at: usize) {
+fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
-        return;
+        return None;
     }
-    let Ok(envp) = (unsafe { ctx.read_at::<u64>(envp_at) }) else {
-        return;
-    };
-    if envp == 0 {
-        return;
-    }
-    let mut scan = Scan {
+    let envp = unsafe { ctx.read_at::<u64>(envp_at) }.ok()?;
+    (envp != 0).then_some(Scan {
         envp,
         tgid,
         tid,
         done: 0,
         _pad0: 0,
+    })
+}
+
+/// The scan for kernels without `bpf_loop` (before 5.17). A bounded loop over the
+/// entries is beyond the old verifiers (each '=' position and byte case is a branch
+/// it follows through every later iteration), so each entry is one run of
+/// `exec_env_next`, which tail-calls itself: the verifier checks one entry, as with
+/// bpf_loop. The kernel allows 33 tail calls, so this scans the first 34 entries (this
+/// program's and 33 tail calls') and counts a longer envp as an incomplete scan.
+#[inline(always)]
+pub(crate) fn scan_chained(ctx: &TracePointContext, envp_at: usize) {
+    let Some(scan) = start(ctx, envp_at) else {
+        return;
+    };
+    let Some(state) = ENV_SCAN_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU state, exclusively ours while this chain of programs runs.
+    unsafe { *state = scan };
+    scan_next(ctx);
+}
+
+/// One entry of the chained scan, then a tail call for the next.
+#[inline(always)]
+pub(crate) fn scan_next(ctx: &TracePointContext) {
+    let Some(state) = ENV_SCAN_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU state written by `scan_chained` in this chain.
+    let scan = unsafe { &mut *state };
+    let index = scan._pad0;
+    if index >= EXEC_ENV_MAX_ENTRIES || visit(index, scan) != 0 {
+        if scan.done == 0 {
+            count_drop(DROP_ENV_SCAN_INCOMPLETE);
+        }
+        return;
+    }
+    scan._pad0 = index + 1;
+    // SAFETY: slot 0 holds `exec_env_next` (userspace puts it there). It returns
+    // only when the call fails: the chain's limit reached, or the slot empty.
+    unsafe { ENV_SCAN_NEXT.tail_call(ctx, 0) };
+    count_drop(DROP_ENV_SCAN_INCOMPLETE);
+}
+
+#[inline(always)]
+fn scan(ctx: &TracePointContext, envp_at: usize) {
+    let Some(mut scan) = start(ctx, envp_at) else {
+        return;
     };
     // SAFETY: `entry` is a static BPF subprogram with the callback signature bpf_loop
     // expects; `scan` outlives the call.
@@ -90,11 +135,16 @@ fn scan(ctx: &TracePointContext, envp_at: usize) {
     }
 }
 
-/// One envp entry. Returns 1 to stop the loop (end of envp), 0 to go on.
+/// The bpf_loop callback: one envp entry.
 #[inline(never)]
 extern "C" fn entry(index: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer `scan` gave it.
-    let scan = unsafe { &mut *ctx.cast::<Scan>() };
+    visit(index, unsafe { &mut *ctx.cast::<Scan>() })
+}
+
+/// One envp entry. Returns 1 to stop the loop (end of envp), 0 to go on.
+#[inline(always)]
+fn visit(index: u32, scan: &mut Scan) -> i64 {
     let slot = (scan.envp as *const u64).wrapping_add(index as usize);
     let Ok(ptr) = (unsafe { bpf_probe_read_user(slot) }) else {
         scan.done = 1;

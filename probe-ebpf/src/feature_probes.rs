@@ -6,9 +6,12 @@
 //!
 //! match-proto: fentry do_sys_openat2 / lsm file_open / kprobe do_sys_openat2 / cgroup connect4
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, fentry, kprobe, lsm},
-    programs::{FEntryContext, LsmContext, ProbeContext, SockAddrContext},
+    helpers::generated::bpf_loop,
+    macros::{cgroup_sock_addr, fentry, kprobe, lsm, tracepoint},
+    programs::{FEntryContext, LsmContext, ProbeContext, SockAddrContext, TracePointContext},
 };
 
 #[fentry(function = "do_sys_openat2")]
@@ -29,5 +32,19 @@ pub fn probe_kprobe(_ctx: ProbeContext) -> u32 {
 /// 1 = allow the connect.
 #[cgroup_sock_addr(connect4)]
 pub fn probe_cgroup_connect4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+/// Loaded only (never attached): it loads where the kernel has `bpf_loop` (5.17+),
+/// which picks the bpf_loop programs over their bounded-loop twins (see `compat`).
+#[tracepoint]
+pub fn probe_bpf_loop(_ctx: TracePointContext) -> u32 {
+    // SAFETY: `stop` has the callback signature bpf_loop expects; no context.
+    unsafe { bpf_loop(1, stop as *mut c_void, core::ptr::null_mut(), 0) };
+    0
+}
+
+#[inline(never)]
+extern "C" fn stop(_index: u32, _ctx: *mut c_void) -> i64 {
     1
 }

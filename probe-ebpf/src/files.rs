@@ -29,19 +29,19 @@ use aya_ebpf::{
 };
 use probe_common::{
     DROP_PATH_EXIT_WITHOUT_ENTRY, DROP_PATH_TRUNCATED, DROP_PENDING_PATH_FULL, DROP_RING_FULL_FILE,
-    DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME, FILE_MATCH_INODE,
-    FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2,
-    FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_OPENAT2,
-    FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent, PATH_LEN,
-    PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
+    DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME, FILE_MATCH_HOOK,
+    FILE_MATCH_INODE, FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT,
+    FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT,
+    FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent,
+    PATH_LEN, PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
 };
 
 use crate::{
     maps::{EVENTS, PATH_SCRATCH, PATHS, PENDING_PATH, SETTINGS},
     resolve::{self, AT_FDCWD},
     util::{
-        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
-        syscall_arg, take_parked,
+        SYSCALL_NR, SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched,
+        park_entry, syscall_arg, take_parked,
     },
 };
 
@@ -201,15 +201,28 @@ fn park(
             dfd,
             open_flags,
             stat_kind,
+            hook_matched: 0,
+            hook_entry: 0,
+            syscall_nr: unsafe { ctx.read_at::<i32>(SYSCALL_NR) }.unwrap_or(-1) as u32,
+            _pad0: 0,
         },
         DROP_PENDING_PATH_FULL,
     );
 }
 
-/// Reads the parked path, filters it through the policy trie, and only then reserves
-/// ring-buffer space.
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    try_exit_with(ctx, resolve::by_basename)
+}
+
+/// Reads the parked path, filters it through the policy trie, and only then reserves
+/// ring-buffer space. `by_basename` is [`resolve::by_basename`], or its bounded-loop
+/// twin in the programs for kernels without `bpf_loop` (see `compat`).
+#[inline(always)]
+pub(crate) fn try_exit_with(
+    ctx: &TracePointContext,
+    by_basename: impl Fn(usize) -> Option<u32>,
+) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let Some(pending) = take_parked(&PENDING_PATH, tid) else {
         count_missing_entry(tgid, DROP_PATH_EXIT_WITHOUT_ENTRY);
@@ -237,7 +250,10 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         }
         None => match resolve::by_inode(&pending, ret, len) {
             Some(entry_id) => (entry_id, FILE_MATCH_INODE),
-            None => match resolve::by_basename(len) {
+            // A file hook saw this call reach a policy file the string and the
+            // result did not name (an overlayfs lower file, a hardlinked symlink).
+            None if pending.hook_matched != 0 && len > 0 => (pending.hook_entry, FILE_MATCH_HOOK),
+            None => match by_basename(len) {
                 Some(entry_id) => (entry_id, FILE_MATCH_BASENAME),
                 None => {
                     // A path cut at PATH_LEN that nothing matched may still have

@@ -5,12 +5,14 @@
 #![no_main]
 
 mod cgroup_net;
+mod compat;
 mod dns;
 mod env;
 mod env_map;
 mod exec_env;
 mod feature_probes;
 mod files;
+mod files_hooks;
 mod host;
 mod maps;
 mod net;

@@ -2,7 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key,
+    },
 };
 use probe_common::{
     BasenameKey, DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, InodeKey, KOFF_SLOTS,
@@ -162,3 +164,18 @@ pub static DNS_SCRATCH: PerCpuArray<[u8; 2 * probe_common::DNS_QUERY_CAPTURE]> =
 #[map]
 pub static SELECT_UIDS: HashMap<u32, u32> =
     HashMap::with_max_entries(probe_common::MAX_POLICY_ENTRIES, 0);
+
+/// Where bounded loops keep a position they found (`LOOP_SLOT_*`): read back from
+/// map memory it is one unknown to the verifier, where a register would make it
+/// follow one path per position through every later iteration.
+#[map]
+pub static LOOP_SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+/// The index just past the last '/' of a path (`resolve::by_basename_bounded`).
+pub const LOOP_SLOT_SLASH: u32 = 0;
+
+/// The chained exec-environment scan of kernels without `bpf_loop`: slot 0 holds
+/// `exec_env_next` (userspace puts it there), and the scan's position per CPU.
+#[map]
+pub static ENV_SCAN_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static ENV_SCAN_STATE: PerCpuArray<crate::exec_env::Scan> = PerCpuArray::with_max_entries(1, 0);

@@ -31,7 +31,9 @@ use probe_common::{
 };
 
 use crate::{
-    maps::{BASENAMES, INODES, KERNEL_OFFSETS, PATH_SCRATCH, SETTINGS},
+    maps::{
+        BASENAMES, INODES, KERNEL_OFFSETS, LOOP_SCRATCH, LOOP_SLOT_SLASH, PATH_SCRATCH, SETTINGS,
+    },
     util::count_drop,
 };
 
@@ -214,7 +216,8 @@ extern "C" fn find_slash(index: u32, ctx: *mut c_void) -> i64 {
 }
 
 /// Policy entry whose basename the path ends with, for paths the kernel cannot
-/// resolve itself. The path is in `PATH_SCRATCH`.
+/// resolve itself. The path is in `PATH_SCRATCH`. The last-slash search runs in a
+/// `bpf_loop` callback (5.17+), so the verifier checks one iteration.
 #[inline(always)]
 pub fn by_basename(path_len: usize) -> Option<u32> {
     if !setting(SETTING_BASENAMES) || path_len == 0 {
@@ -234,6 +237,38 @@ pub fn by_basename(path_len: usize) -> Option<u32> {
             0,
         )
     };
+    basename_entry(search.start)
+}
+
+/// [`by_basename`] for kernels without `bpf_loop` (before 5.17): the same search as a
+/// bounded loop, which the verifier walks iteration by iteration (5.3+). Its programs
+/// must not reference `bpf_loop` at all: before 5.13 a callback subprogram alone makes
+/// the load fail ("number of funcs in func_info doesn't match number of subprogs").
+#[inline(always)]
+pub fn by_basename_bounded(path_len: usize) -> Option<u32> {
+    if !setting(SETTING_BASENAMES) || path_len == 0 {
+        return None;
+    }
+    let scratch = PATH_SCRATCH.get_ptr(0)?;
+    let start = LOOP_SCRATCH.get_ptr_mut(LOOP_SLOT_SLASH)?;
+    // SAFETY: per-CPU slots, exclusively ours while this program runs. The volatile
+    // accesses keep the position in map memory (see `LOOP_SCRATCH`).
+    unsafe { core::ptr::write_volatile(start, 0) };
+    for index in 0..PATH_LEN {
+        if index >= path_len {
+            break;
+        }
+        // SAFETY: per-CPU scratch filled by the exit program that runs this loop.
+        if unsafe { (*scratch).data[index] } == b'/' {
+            unsafe { core::ptr::write_volatile(start, index as u32 + 1) };
+        }
+    }
+    basename_entry(unsafe { core::ptr::read_volatile(start) })
+}
+
+/// The policy entry of the basename that starts at `start` in `PATH_SCRATCH`.
+#[inline(always)]
+fn basename_entry(start: u32) -> Option<u32> {
     let scratch = PATH_SCRATCH.get_ptr(0)?;
     let mut key: BasenameKey = [0; BASENAME_LEN];
     // SAFETY: the scratch value is PATH_LEN bytes; the start is masked into it and
@@ -242,7 +277,7 @@ pub fn by_basename(path_len: usize) -> Option<u32> {
         (*scratch)
             .data
             .as_ptr()
-            .add((search.start as usize) & (PATH_LEN - 1))
+            .add((start as usize) & (PATH_LEN - 1))
     };
     unsafe { bpf_probe_read_kernel_str_bytes(src, &mut key) }.ok()?;
     // SAFETY: read-only lookup of a plain value.

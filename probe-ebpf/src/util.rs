@@ -58,6 +58,8 @@ pub fn tp_offset(slot: u32) -> Option<usize> {
 pub const fn syscall_arg(n: usize) -> usize {
     16 + 8 * n
 }
+/// `__syscall_nr` of a `syscalls:sys_enter_*` tracepoint (an `int`).
+pub const SYSCALL_NR: usize = 8;
 /// `ret` of a `syscalls:sys_exit_*` tracepoint.
 pub const SYSCALL_RET: usize = 16;
 

@@ -23,6 +23,13 @@ pub enum How {
     Access,
     Faccessat,
     Faccessat2,
+    /// A kernel file hook (BPF-LSM `file_open` or fexit `security_file_open`) saw an
+    /// open the syscall tracepoints did not: io_uring, int 0x80, `open_by_handle_at`.
+    FileOpen,
+    /// `inode_readlink` outside the traced syscalls.
+    InodeReadlink,
+    /// An open file arrived over SCM_RIGHTS or `pidfd_getfd` (`file_receive`).
+    FileReceive,
     Getenv,
     SecureGetenv,
     /// The name was in the environment handed to exec.
@@ -122,14 +129,22 @@ impl How {
             FILE_OP_ACCESS => How::Access,
             FILE_OP_FACCESSAT => How::Faccessat,
             FILE_OP_FACCESSAT2 => How::Faccessat2,
+            FILE_OP_HOOK_OPEN => How::FileOpen,
+            FILE_OP_HOOK_READLINK => How::InodeReadlink,
+            FILE_OP_HOOK_RECEIVE => How::FileReceive,
             _ => return None,
         })
     }
 
     pub fn operation(self) -> Operation {
         match self {
-            How::Open | How::Openat | How::Openat2 | How::Creat => Operation::Open,
-            How::Readlink | How::Readlinkat => Operation::Readlink,
+            How::Open
+            | How::Openat
+            | How::Openat2
+            | How::Creat
+            | How::FileOpen
+            | How::FileReceive => Operation::Open,
+            How::Readlink | How::Readlinkat | How::InodeReadlink => Operation::Readlink,
             How::Stat | How::Lstat | How::Fstatat | How::Statx => Operation::Stat,
             How::Access | How::Faccessat | How::Faccessat2 => Operation::Access,
             How::Getenv | How::SecureGetenv => Operation::Getenv,
@@ -156,6 +171,9 @@ impl How {
             How::Access => "access",
             How::Faccessat => "faccessat",
             How::Faccessat2 => "faccessat2",
+            How::FileOpen => "file_open",
+            How::InodeReadlink => "inode_readlink",
+            How::FileReceive => "file_receive",
             How::Getenv => "getenv",
             How::SecureGetenv => "secure_getenv",
             How::PresentAtExec => "present_at_exec",
@@ -180,7 +198,8 @@ mod tests {
 
     #[test]
     fn every_file_op_has_a_name_that_matches_its_serialised_form() {
-        for op in 0..probe_common::FILE_SYSCALLS.len() as u32 {
+        // The traced syscalls, then the hook operations (`FILE_OP_HOOK_*`).
+        for op in 0..=probe_common::FILE_OP_HOOK_RECEIVE {
             let how = How::of_file_op(op).expect("every FILE_OP_* is a How");
             assert_eq!(
                 serde_json::to_value(how).unwrap(),
@@ -188,7 +207,7 @@ mod tests {
             );
         }
         assert_eq!(
-            How::of_file_op(probe_common::FILE_SYSCALLS.len() as u32),
+            How::of_file_op(probe_common::FILE_OP_HOOK_RECEIVE + 1),
             None
         );
     }

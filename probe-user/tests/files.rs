@@ -264,10 +264,11 @@ fn an_io_uring_open_is_a_reported_blind_spot() {
             "the report names the blind spot: {files:#}"
         );
     } else {
-        // On a kernel where an LSM or fentry attach point is in use, the open is seen.
+        // On a kernel where an LSM or fentry attach point is in use, the open is seen
+        // (by the file hook: `file_open`).
         run.probe(
             report["cli"]["pid"].as_u64().unwrap(),
-            &["openat"],
+            &["openat", "file_open"],
             "/etc/localtime",
         );
     }

@@ -8,6 +8,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod install;
+mod kernels;
 mod setup;
 mod soak;
 mod workspace;
@@ -80,6 +81,13 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         destdir: Option<std::path::PathBuf>,
     },
+    /// Boot Debian's kernels (5.10, 6.1, 6.12, newest backports) in QEMU and run
+    /// `probectl doctor` in each, with the default command line and with
+    /// `lsm=...,bpf` (needs root; downloads into target/kernels).
+    #[command(
+        after_help = "Examples:\n  cargo xtask kernels\n  cargo xtask kernels --kernels 5.10,6.1 --quick"
+    )]
+    Kernels(kernels::Options),
     /// Remove what `install` put in place; the config and policies stay unless --purge.
     Uninstall {
         #[arg(long, value_name = "DIR")]
@@ -115,6 +123,7 @@ fn dispatch(task: Task) -> Result<i32> {
         Task::Bench { rounds } => bench::run(rounds),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Soak { minutes } => soak::run(minutes),
+        Task::Kernels(opts) => kernels::run(&opts),
         Task::Install { destdir } => install::install(destdir.as_deref()),
         Task::Uninstall { destdir, purge } => install::uninstall(destdir.as_deref(), purge),
     }

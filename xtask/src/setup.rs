@@ -230,6 +230,46 @@ pub fn bench_tools() -> Result<()> {
     Ok(())
 }
 
+/// What `cargo xtask kernels` needs besides apt itself: QEMU, a static busybox for
+/// the guest, cpio to pack it, and Debian's archive keyring to check the downloads.
+pub fn kernel_tools() -> Result<()> {
+    const KERNEL_TOOLS: &[Requirement] = &[
+        Requirement {
+            what: "qemu-system-x86_64",
+            check: Check::Version("qemu-system-x86_64"),
+            package: "qemu-system-x86",
+            otherwise: "install QEMU so that `qemu-system-x86_64` is on PATH",
+        },
+        // The guest has no libraries but probectl's: busybox must be static.
+        Requirement {
+            what: "busybox (static)",
+            check: Check::Package("busybox-static"),
+            package: "busybox-static",
+            otherwise: "install a statically linked busybox at /bin/busybox",
+        },
+        Requirement {
+            what: "cpio",
+            check: Check::Version("cpio"),
+            package: "cpio",
+            otherwise: "install cpio",
+        },
+        Requirement {
+            what: "Debian archive keyring",
+            check: Check::File("/usr/share/keyrings/debian-archive-keyring.gpg"),
+            package: "debian-archive-keyring",
+            otherwise: "install debian-archive-keyring",
+        },
+    ];
+    let mut missing = Vec::new();
+    for req in KERNEL_TOOLS {
+        check(*req, &mut missing);
+    }
+    if !missing.is_empty() {
+        apt_install(&missing)?;
+    }
+    Ok(())
+}
+
 /// Whether we run as root (effective uid 0). Asks `id -u` rather than libc so xtask
 /// needs no dependency beyond anyhow and clap.
 pub fn is_root() -> Result<bool> {

@@ -77,21 +77,40 @@ pub fn test(args: &[String]) -> Result<i32> {
     } else {
         None
     };
+    // And boots the oldest kernel and one with BPF-LSM active in QEMU (about two
+    // minutes after the release build); it needs root, like the eBPF tests.
+    let kernels = if filters.is_empty() && root_user {
+        let started = std::time::Instant::now();
+        let code = crate::kernels::run(&crate::kernels::Options::for_tests())?;
+        say(
+            TAG,
+            format_args!("kernels: {} s", started.elapsed().as_secs()),
+        );
+        Some(code)
+    } else {
+        None
+    };
     // cargo's last "test result" line belongs to whichever binary ran last (often a
     // doc-test run of 0 tests), so close with the totals over every binary.
     println!(
-        "summary: {} passed, {} failed{}",
+        "summary: {} passed, {} failed{}{}",
         totals.passed,
         totals.failed,
         match fuzz {
             Some(0) => format!("; fuzz smoke ({FUZZ_SMOKE_SECONDS} s): no crashes"),
             Some(_) => "; fuzz smoke: CRASHED (see fuzz/artifacts/)".to_owned(),
             None => String::new(),
+        },
+        match kernels {
+            Some(0) => format!("; kernels {}: ok", crate::kernels::CI_KERNELS.join(", ")),
+            Some(_) => "; kernels: FAILED (see the table above)".to_owned(),
+            None => String::new(),
         }
     );
     let code = cmd::exit_code(status);
-    Ok(match fuzz {
-        Some(fuzz_code) if code == 0 => fuzz_code,
+    Ok(match (fuzz, kernels) {
+        (Some(fuzz_code), _) if code == 0 && fuzz_code != 0 => fuzz_code,
+        (_, Some(kernels_code)) if code == 0 => kernels_code,
         _ => code,
     })
 }

@@ -11,6 +11,9 @@ struct DoctorReport<'a> {
     features: &'a KernelFeatures,
     sensors: &'a [SensorChoice],
     programs_attached: usize,
+    /// Some program did not attach: what it watches is missing (a report would say
+    /// PARTIAL). The exit code is 1 then.
+    partial: bool,
     programs_failed: Vec<&'a probe_user::sensors::AttachStatus>,
     file_resolution: Option<&'a probe_user::sensors::FileResolution>,
     coverage_notes: Vec<String>,
@@ -33,12 +36,13 @@ pub fn doctor(json: bool) -> anyhow::Result<i32> {
         features: &sensors.features,
         sensors: &sensors.choices,
         programs_attached: sensors.status.iter().filter(|s| s.attached).count(),
+        partial: sensors.unattached().next().is_some(),
         programs_failed: sensors.unattached().collect(),
         file_resolution: sensors.file_resolution.as_ref(),
         coverage_notes: sensors.coverage_notes(),
     };
-    let healthy =
-        sensors.choices.iter().all(|c| c.chosen != "none") && report.programs_failed.is_empty();
+    // The same test as a report's PARTIAL, plus a family with nothing attached.
+    let healthy = sensors.choices.iter().all(|c| c.chosen != "none") && !report.partial;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -84,9 +88,14 @@ fn render(r: &DoctorReport<'_>) -> String {
     }
     let _ = writeln!(
         s,
-        "\nPrograms: {} attached, {} failed",
+        "\nPrograms: {} attached, {} failed{}",
         r.programs_attached,
-        r.programs_failed.len()
+        r.programs_failed.len(),
+        if r.partial {
+            " (PARTIAL: what they watch is missing)"
+        } else {
+            ""
+        }
     );
     for p in &r.programs_failed {
         let _ = writeln!(

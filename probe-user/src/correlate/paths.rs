@@ -3,6 +3,8 @@
 //! * `FILE_MATCH_PATH`: the string is the path.
 //! * `FILE_MATCH_INODE`: the kernel matched the file itself; the policy path comes
 //!   from the file index.
+//! * `FILE_MATCH_HOOK`: a kernel file hook matched the file by inode; the string is
+//!   only its last component, the policy path comes from the file index.
 //! * `FILE_MATCH_BASENAME`: the kernel could not decide (readlink, access, a failed
 //!   call); the string is joined to its base directory (named by inode from the
 //!   index, else read from `/proc/<pid>/cwd` or `/proc/<pid>/fd/<dirfd>` while the
@@ -11,8 +13,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use probe_common::{
-    FILE_MATCH_BASENAME, FILE_MATCH_INODE, FILE_OP_LSTAT, FILE_OP_READLINK, FILE_OP_READLINKAT,
-    FileEvent, InodeKey,
+    FILE_MATCH_BASENAME, FILE_MATCH_HOOK, FILE_MATCH_INODE, FILE_OP_LSTAT, FILE_OP_READLINK,
+    FILE_OP_READLINKAT, FileEvent, InodeKey,
 };
 
 use crate::policy::{Classifier, FileIndex};
@@ -44,7 +46,7 @@ pub fn resolve(
     classifier: &Classifier,
 ) -> Resolution {
     match e.matched_by {
-        FILE_MATCH_INODE => match index.file(e.entry_id) {
+        FILE_MATCH_INODE | FILE_MATCH_HOOK => match index.file(e.entry_id) {
             Some(path) => Resolution::Found(Resolved {
                 path: path.to_owned(),
                 resolved_by: Some(ResolvedBy::KernelInode),

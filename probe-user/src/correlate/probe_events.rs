@@ -177,7 +177,9 @@ impl Correlator {
             how,
             result,
             truncated: e.path_truncated != 0,
-            given_path: (given != resolved.path).then_some(given),
+            // A hook's own event names the file's last component, not a path given.
+            given_path: (given != resolved.path && e.op < probe_common::FILE_OP_HOOK_OPEN)
+                .then_some(given),
             resolved_by: resolved.resolved_by,
             ..Seen::default()
         };

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::features::{BPF_LSM, CGROUP_SOCK_ADDR, FENTRY, KPROBE, KernelFeatures, UPROBE};
-use super::{AttachStatus, Family};
+use super::{AttachStatus, Family, HookOutcome, HookTier};
 
 /// One link of a chain.
 struct Option_ {
@@ -17,6 +17,8 @@ struct Option_ {
     implemented: bool,
     /// It needs the family's cgroup programs attached, on top of the tracepoints.
     uses_cgroup: bool,
+    /// It is this tier of file hooks, on top of the tracepoints.
+    hooks: Option<HookTier>,
     /// What it cannot see.
     blind_spots: Vec<&'static str>,
 }
@@ -45,6 +47,7 @@ fn chain(family: Family) -> Vec<Option_> {
         needs,
         implemented,
         uses_cgroup: false,
+        hooks: None,
         blind_spots: blind_spots.to_vec(),
     };
     const URING_OPENS: &str = "opens issued through io_uring";
@@ -53,6 +56,23 @@ fn chain(family: Family) -> Vec<Option_> {
     const UNIX_DGRAM: &str =
         "unix datagram destinations of sendmmsg, and unix datagrams sent through io_uring";
     const THROUGH_OTHERS: &str = "a socket connected by an unwatched process and then only used by a watched one (the connect was the other process's), and a connect a watched process injects into an unwatched one with ptrace: the hooks and tracepoints run in the task that connects (a watched process that connects a socket it received over SCM_RIGHTS or took with pidfd_getfd, or into which a tracer injects a connect, is seen)";
+    // What the syscall tracepoints alone cannot see (the fixtures in
+    // tests/file_evasion.rs check each by these words).
+    const COMPAT_SYSCALLS: &str =
+        "32-bit syscalls (int 0x80): they raise no syscalls:sys_enter_* event";
+    const BY_HANDLE: &str = "opens by open_by_handle_at (no path)";
+    const OVERLAYFS: &str =
+        "policy files reached through an overlayfs mount (another device and inode)";
+    const HARDLINKED_LINK: &str = "readlink through a hardlink to a policy symlink (another name, no result to match by inode)";
+    const RECEIVED_FDS: &str =
+        "files received open over SCM_RIGHTS or pidfd_getfd (the receiver names no path)";
+    const LONG_PATHS: &str = "paths longer than 255 bytes that end in a policy file (counted as path_truncated_unmatched)";
+    // What the hook tiers still cannot see.
+    const HOOK_BLIND_SPOTS: &[&str] = &[
+        "stat and access outside the traced syscalls (32-bit syscalls, io_uring statx): the hooks cover opens, readlinks and received files",
+        "files created after start, outside the traced syscalls: the hooks match by the inodes indexed at start",
+        "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
+    ];
     match family {
         Family::Process => vec![
             o(
@@ -69,18 +89,24 @@ fn chain(family: Family) -> Vec<Option_> {
             ),
         ],
         Family::Files => vec![
-            o(
-                "BPF-LSM file_open + inode_readlink (also sees io_uring)",
-                Some(BPF_LSM),
-                false,
-                &[],
-            ),
-            o(
-                "fentry do_sys_openat2 + vfs_readlink",
-                Some(FENTRY),
-                false,
-                &[URING_OPENS],
-            ),
+            Option_ {
+                hooks: Some(HookTier::Lsm),
+                ..o(
+                    "BPF-LSM file_open + inode_readlink + file_receive, with the syscall tracepoints",
+                    Some(BPF_LSM),
+                    true,
+                    HOOK_BLIND_SPOTS,
+                )
+            },
+            Option_ {
+                hooks: Some(HookTier::Fentry),
+                ..o(
+                    "fexit security_file_open + fentry security_inode_readlink + security_file_receive, with the syscall tracepoints",
+                    Some(FENTRY),
+                    true,
+                    HOOK_BLIND_SPOTS,
+                )
+            },
             o("kprobe do_sys_openat2", Some(KPROBE), false, &[URING_OPENS]),
             o(
                 "syscall tracepoints, enter + exit",
@@ -88,6 +114,12 @@ fn chain(family: Family) -> Vec<Option_> {
                 true,
                 &[
                     URING_OPENS,
+                    COMPAT_SYSCALLS,
+                    BY_HANDLE,
+                    OVERLAYFS,
+                    HARDLINKED_LINK,
+                    RECEIVED_FDS,
+                    LONG_PATHS,
                     "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
                 ],
             ),
@@ -150,17 +182,31 @@ fn chain(family: Family) -> Vec<Option_> {
     }
 }
 
+/// The attach points of the file hooks (`file_hooks.rs`).
+fn is_hook(attach_point: &str) -> bool {
+    ["lsm ", "fentry ", "fexit "]
+        .iter()
+        .any(|kind| attach_point.starts_with(kind))
+}
+
 /// Builds the choice of every family from the probed features and what attached.
-pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<SensorChoice> {
+pub fn choices(
+    features: &KernelFeatures,
+    status: &[AttachStatus],
+    hooks: &HookOutcome,
+) -> Vec<SensorChoice> {
     Family::ALL
         .into_iter()
         .map(|family| {
-            // All of the family's programs of one kind (cgroup or not) attached.
+            // All of the family's programs of one kind (cgroup or not) attached;
+            // the file hooks are judged by `hooks`, not here.
             let attached = |cgroup: bool| {
                 let mut of_kind = status
                     .iter()
                     .filter(|s| {
-                        s.family == family && s.attach_point.starts_with("cgroup") == cgroup
+                        s.family == family
+                            && !is_hook(&s.attach_point)
+                            && s.attach_point.starts_with("cgroup") == cgroup
                     })
                     .peekable();
                 of_kind.peek().is_some() && of_kind.all(|s| s.attached)
@@ -169,12 +215,17 @@ pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<Sensor
             let mut chosen = None;
             for opt in chain(family) {
                 let available = opt.needs.is_none_or(|f| features.has(f));
+                let hooks_in_use = opt.hooks.is_none_or(|tier| hooks.chosen == Some(tier));
                 let programs_attached = attached(false) && (!opt.uses_cgroup || attached(true));
-                if opt.implemented && available && programs_attached {
+                if opt.implemented && available && programs_attached && hooks_in_use {
                     chosen = Some(opt);
                     break;
                 }
+                let hook_failure = opt.hooks.and_then(|tier| hooks.why_not(tier));
                 let reason = match (available, opt.implemented) {
+                    (true, true) if !hooks_in_use => hook_failure
+                        .unwrap_or("a better tier of file hooks is in use")
+                        .to_owned(),
                     (false, _) => format!(
                         "kernel: {}",
                         features.detail(opt.needs.unwrap_or("tracefs"))
@@ -191,14 +242,183 @@ pub fn choices(features: &KernelFeatures, status: &[AttachStatus]) -> Vec<Sensor
                     reason,
                 });
             }
+            // Nothing attached whole: the first option whose programs partly attached
+            // is in use all the same (the getenv uprobes report while the exec-env
+            // tracepoints failed), and says how partly; its unattached programs are
+            // listed wherever sensors are (doctor, PARTIAL in reports).
+            let partial = match &chosen {
+                Some(_) => None,
+                None => partly_attached(family, status),
+            };
+            let chosen_name = match (&chosen, partial) {
+                (Some(o), _) => o.name.to_owned(),
+                (None, Some((attached, total))) => {
+                    let name = chain(family)
+                        .into_iter()
+                        .find(|o| {
+                            o.implemented
+                                && o.needs.is_none_or(|f| features.has(f))
+                                && o.hooks.is_none_or(|tier| hooks.chosen == Some(tier))
+                        })
+                        .map_or("?", |o| o.name);
+                    format!(
+                        "{name} (partial: {attached} of {total} programs attached; see unattached sensors)"
+                    )
+                }
+                (None, None) => "none".to_owned(),
+            };
             SensorChoice {
                 family,
-                chosen: chosen
-                    .as_ref()
-                    .map_or_else(|| "none".to_owned(), |o| o.name.to_owned()),
+                chosen: chosen_name,
                 passed_over,
                 blind_spots: chosen.map(|o| o.blind_spots).unwrap_or_default(),
             }
         })
         .collect()
+}
+
+/// (attached, total) of a family's programs, when some but not all attached.
+fn partly_attached(family: Family, status: &[AttachStatus]) -> Option<(usize, usize)> {
+    let of_family = status.iter().filter(|s| s.family == family);
+    let total = of_family.clone().count();
+    let attached = of_family.filter(|s| s.attached).count();
+    (attached > 0 && attached < total).then_some((attached, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensors::features::Feature;
+
+    fn features(available: &[&'static str]) -> KernelFeatures {
+        KernelFeatures {
+            features: [BPF_LSM, FENTRY, KPROBE, UPROBE, CGROUP_SOCK_ADDR]
+                .into_iter()
+                .map(|name| Feature {
+                    name,
+                    available: available.contains(&name),
+                    detail: format!("{name} probed"),
+                })
+                .collect(),
+            cgroup2: None,
+        }
+    }
+
+    fn tracepoints_attached() -> Vec<AttachStatus> {
+        vec![AttachStatus {
+            program: "sys_exit_openat".to_owned(),
+            family: Family::Files,
+            attach_point: "tracepoint syscalls/sys_exit_openat".to_owned(),
+            attached: true,
+            error: None,
+        }]
+    }
+
+    fn files(choices: &[SensorChoice]) -> &SensorChoice {
+        choices.iter().find(|c| c.family == Family::Files).unwrap()
+    }
+
+    #[test]
+    fn the_files_chain_takes_the_hook_tier_that_loaded() {
+        let hooks = HookOutcome {
+            chosen: Some(HookTier::Fentry),
+            passed_over: vec![(HookTier::Lsm, "bpf is not an active LSM".to_owned())],
+        };
+        let choices = choices(
+            &features(&[BPF_LSM, FENTRY]),
+            &tracepoints_attached(),
+            &hooks,
+        );
+        let files = files(&choices);
+        assert!(
+            files.chosen.starts_with("fexit security_file_open"),
+            "{files:?}"
+        );
+        assert_eq!(files.passed_over.len(), 1);
+        assert_eq!(files.passed_over[0].reason, "bpf is not an active LSM");
+        assert!(
+            !files.blind_spots.iter().any(|b| b.contains("int 0x80")),
+            "the hooks see 32-bit syscalls"
+        );
+    }
+
+    #[test]
+    fn without_hooks_the_files_chain_falls_to_the_tracepoints_and_names_what_they_miss() {
+        let hooks = HookOutcome {
+            chosen: None,
+            passed_over: vec![
+                (HookTier::Lsm, "kernel: bpf-lsm probed".to_owned()),
+                (HookTier::Fentry, "kernel: fentry probed".to_owned()),
+            ],
+        };
+        let choices = choices(&features(&[]), &tracepoints_attached(), &hooks);
+        let files = files(&choices);
+        assert_eq!(files.chosen, "syscall tracepoints, enter + exit");
+        assert_eq!(files.passed_over.len(), 3, "{files:?}");
+        for words in [
+            "int 0x80",
+            "open_by_handle_at",
+            "overlayfs",
+            "hardlink",
+            "SCM_RIGHTS",
+            "longer than 255 bytes",
+            "io_uring",
+        ] {
+            assert!(
+                files.blind_spots.iter().any(|b| b.contains(words)),
+                "{words}: {files:?}"
+            );
+        }
+    }
+
+    fn status(program: &str, family: Family, point: &str, attached: bool) -> AttachStatus {
+        AttachStatus {
+            program: program.to_owned(),
+            family,
+            attach_point: point.to_owned(),
+            attached,
+            error: (!attached).then(|| "load: Invalid argument".to_owned()),
+        }
+    }
+
+    /// On 5.10 the exec-env tracepoints failed while the getenv uprobes attached and
+    /// reported: env is partly in use, not "none".
+    #[test]
+    fn partly_attached_family_is_partial_not_none() {
+        let features = KernelFeatures {
+            features: vec![Feature {
+                name: UPROBE,
+                available: true,
+                detail: "uprobe PMU present".to_owned(),
+            }],
+            cgroup2: None,
+        };
+        let status = [
+            status(
+                "sys_enter_execve_env",
+                Family::Env,
+                "tracepoint syscalls/sys_enter_execve",
+                false,
+            ),
+            status("getenv", Family::Env, "uprobe libc:getenv", true),
+            status("getenv_ret", Family::Env, "uretprobe libc:getenv", true),
+            status(
+                "sys_exit_openat",
+                Family::Files,
+                "tracepoint syscalls/sys_exit_openat",
+                false,
+            ),
+        ];
+        let choices = choices(&features, &status, &HookOutcome::default());
+        let env = choices.iter().find(|c| c.family == Family::Env).unwrap();
+        assert!(env.chosen.starts_with("uprobes on libc"), "{}", env.chosen);
+        assert!(
+            env.chosen.contains("partial: 2 of 3 programs attached"),
+            "{}",
+            env.chosen
+        );
+        // Nothing of files attached: that is none.
+        let files = choices.iter().find(|c| c.family == Family::Files).unwrap();
+        assert_eq!(files.chosen, "none");
+    }
 }

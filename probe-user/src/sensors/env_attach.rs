@@ -383,7 +383,8 @@ impl Sensors {
         let prog: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
         // Lazily attached files reuse the loaded program.
         if prog.fd().is_err() {
-            prog.load().map_err(|e| format!("load: {e:#}"))?;
+            prog.load()
+                .map_err(|e| super::load_error::load_error(program, &e))?;
         }
         prog.attach(offset, target, UProbeScope::AllProcesses)
             .map_err(|e| format!("attach: {e:#}"))

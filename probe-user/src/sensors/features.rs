@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use aya::{
     Btf, Ebpf,
-    programs::{CgroupAttachMode, CgroupSockAddr, FEntry, KProbe, Lsm},
+    programs::{CgroupAttachMode, CgroupSockAddr, FEntry, KProbe, Lsm, TracePoint},
 };
 use serde::Serialize;
 
@@ -47,10 +47,13 @@ pub const BPF_LSM: &str = "bpf-lsm";
 pub const KPROBE: &str = "kprobe";
 pub const UPROBE: &str = "uprobe";
 pub const CGROUP_SOCK_ADDR: &str = "cgroup-sock-addr";
+/// The `bpf_loop` helper (5.17+); without it the programs that use it load as their
+/// bounded-loop twins.
+pub const BPF_LOOP: &str = "bpf-loop";
 
 /// An error and its sources on one line ("load: ...: Operation not permitted"),
 /// without aya's empty verifier-log trailer.
-fn why(context: &str, err: &dyn std::error::Error) -> String {
+pub(super) fn why(context: &str, err: &dyn std::error::Error) -> String {
     let mut out = format!("{context}: {err}");
     if let Some(at) = out.find(". Verifier output:") {
         out.truncate(at);
@@ -109,6 +112,7 @@ pub fn probe(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> KernelFeatures {
         },
     ));
     features.push(feature(KPROBE, try_kprobe(ebpf)));
+    features.push(feature(BPF_LOOP, try_bpf_loop(ebpf)));
     features.push(feature(
         UPROBE,
         if std::path::Path::new("/sys/bus/event_source/devices/uprobe").exists() {
@@ -143,7 +147,8 @@ where
 
 fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<String, String> {
     let p: &mut FEntry = program(ebpf, "probe_fentry")?;
-    p.load("do_sys_openat2", btf).map_err(|e| why("load", &e))?;
+    p.load("do_sys_openat2", btf)
+        .map_err(|e| super::load_error::load_error("probe_fentry", &e))?;
     let link = p
         .attach()
         .map_err(|e| why("attach to do_sys_openat2", &e))?;
@@ -151,19 +156,33 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<String, String> {
     Ok("attached to do_sys_openat2 and detached".to_owned())
 }
 
+/// BPF-LSM counts only where `bpf` is an active LSM: elsewhere a program attaches to
+/// file_open just the same, and never runs.
 fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<String, String> {
+    let active = super::lsm::bpf_active(&super::lsm::active_lsms()?)?;
     let p: &mut Lsm = program(ebpf, "probe_lsm")?;
-    p.load("file_open", btf).map_err(|e| why("load", &e))?;
-    let link = p
-        .attach()
-        .map_err(|e| why("attach to file_open (is `bpf` in the lsm= boot list?)", &e))?;
+    p.load("file_open", btf)
+        .map_err(|e| super::load_error::load_error("probe_lsm", &e))?;
+    let link = p.attach().map_err(|e| why("attach to file_open", &e))?;
     let _ = p.detach(link);
-    Ok("attached to file_open and detached".to_owned())
+    Ok(format!("{active}; attached to file_open and detached"))
+}
+
+fn try_bpf_loop(ebpf: &mut Ebpf) -> Result<String, String> {
+    let p: &mut TracePoint = program(ebpf, "probe_bpf_loop")?;
+    p.load().map_err(|e| {
+        format!(
+            "{}; the file exit and exec-environment programs load as their bounded-loop twins",
+            super::load_error::load_error("probe_bpf_loop", &e)
+        )
+    })?;
+    Ok("a program calling bpf_loop loaded".to_owned())
 }
 
 fn try_kprobe(ebpf: &mut Ebpf) -> Result<String, String> {
     let p: &mut KProbe = program(ebpf, "probe_kprobe")?;
-    p.load().map_err(|e| why("load", &e))?;
+    p.load()
+        .map_err(|e| super::load_error::load_error("probe_kprobe", &e))?;
     let link = p
         .attach("do_sys_openat2", 0)
         .map_err(|e| why("attach to do_sys_openat2 (CONFIG_KPROBES?)", &e))?;
@@ -174,7 +193,8 @@ fn try_kprobe(ebpf: &mut Ebpf) -> Result<String, String> {
 fn try_cgroup_connect(ebpf: &mut Ebpf, root: &std::path::Path) -> Result<String, String> {
     let cgroup = std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
     let p: &mut CgroupSockAddr = program(ebpf, "probe_cgroup_connect4")?;
-    p.load().map_err(|e| why("load", &e))?;
+    p.load()
+        .map_err(|e| super::load_error::load_error("probe_cgroup_connect4", &e))?;
     let link = p
         // Single: with bpf_link_create the kernel takes no flags (links always stack);
         // AllowMultiple would be rejected as invalid.

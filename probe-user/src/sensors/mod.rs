@@ -7,9 +7,12 @@ mod elf;
 mod env_attach;
 pub mod env_objects;
 pub mod features;
+mod file_hooks;
 mod file_maps;
 mod kernel_maps;
 mod libc;
+mod load_error;
+mod lsm;
 mod map_update;
 mod proc_maps;
 mod programs;
@@ -17,6 +20,7 @@ mod reload;
 pub mod tracefs;
 
 pub use env_attach::{EnvObjectsStatus, Scanned};
+pub use file_hooks::{HookOutcome, HookTier};
 pub use file_maps::FileResolution;
 pub use proc_maps::FileKey;
 use programs::{AttachPoint, programs};
@@ -151,6 +155,8 @@ pub struct Sensors {
     /// What probing the kernel found, and each family's place in its fallback chain.
     pub features: features::KernelFeatures,
     pub choices: Vec<chain::SensorChoice>,
+    /// Which tier of kernel file hooks is in use (none: the syscall tracepoints alone).
+    pub file_hooks: HookOutcome,
     /// The policy's files on this host (inodes, directories, basenames).
     pub file_index: std::sync::Arc<crate::policy::FileIndex>,
     /// How files are matched beyond the path string.
@@ -198,6 +204,7 @@ impl Sensors {
                 cgroup2: None,
             },
             choices: Vec::new(),
+            file_hooks: HookOutcome::default(),
             file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
             in_force: PolicyMaps::default(),
@@ -208,7 +215,8 @@ impl Sensors {
         sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
         sensors.apply_policy(policy)?;
         sensors.attach_all();
-        sensors.choices = chain::choices(&sensors.features, &sensors.status);
+        sensors.file_hooks = sensors.attach_file_hooks()?;
+        sensors.choices = chain::choices(&sensors.features, &sensors.status, &sensors.file_hooks);
         if !sensors.status.iter().any(|s| s.attached) {
             let detail = sensors
                 .status
@@ -229,11 +237,22 @@ impl Sensors {
 
     fn attach_all(&mut self) {
         let libc = self.libc.clone();
-        for spec in programs() {
+        let bpf_loop = self.features.has(features::BPF_LOOP);
+        // Without bpf_loop the exec-environment twins scan by tail calls into
+        // exec_env_next; if that cannot be set up, they report why.
+        let chain_error = if bpf_loop {
+            None
+        } else {
+            self.load_env_scan_chain().err()
+        };
+        for spec in programs(bpf_loop) {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
                     format!("tracepoint {category}/{name}"),
-                    self.attach_tracepoint(&spec.program, category, name),
+                    match &chain_error {
+                        Some(err) if spec.program.ends_with("_env_bounded") => Err(err.clone()),
+                        _ => self.attach_tracepoint(&spec.program, category, name),
+                    },
                 ),
                 AttachPoint::LibcUprobe(symbol) => match &libc {
                     Some(path) => (
@@ -291,10 +310,38 @@ impl Sensors {
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        prog.load()
+            .map_err(|e| load_error::load_error(program, &e))?;
         prog.attach(category, name)
             .map_err(|e| format!("attach: {e:#}"))?;
         Ok(())
+    }
+
+    /// Loads `exec_env_next` and puts it in slot 0 of `ENV_SCAN_NEXT`, where the
+    /// exec-environment programs of kernels without bpf_loop tail-call it.
+    fn load_env_scan_chain(&mut self) -> Result<(), String> {
+        const PROGRAM: &str = "exec_env_next";
+        let prog = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or("exec_env_next missing from the object")?;
+        let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
+        prog.load()
+            .map_err(|e| format!("{PROGRAM}: {}", load_error::load_error(PROGRAM, &e)))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| format!("{PROGRAM}: {e}"))?
+            .try_clone()
+            .map_err(|e| format!("{PROGRAM}: {e}"))?;
+        let map = self
+            .ebpf
+            .map_mut("ENV_SCAN_NEXT")
+            .ok_or("ENV_SCAN_NEXT missing from the object")?;
+        let mut array =
+            aya::maps::ProgramArray::try_from(map).map_err(|e| format!("ENV_SCAN_NEXT: {e}"))?;
+        array
+            .set(0, &fd, 0)
+            .map_err(|e| format!("ENV_SCAN_NEXT: {e}"))
     }
 
     /// A sock_addr hook on the cgroup v2 root: every process below it (all of them)
@@ -309,7 +356,8 @@ impl Sensors {
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        prog.load()
+            .map_err(|e| load_error::load_error(program, &e))?;
         prog.attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|e| format!("attach: {}", error_chain(&e)))?;
         Ok(())
@@ -328,7 +376,8 @@ impl Sensors {
         let prog: &mut UProbe = prog.try_into().map_err(|e| format!("{e}"))?;
         // Lazily attached libcs reuse the loaded program.
         if prog.fd().is_err() {
-            prog.load().map_err(|e| format!("load: {e:#}"))?;
+            prog.load()
+                .map_err(|e| load_error::load_error(program, &e))?;
         }
         prog.attach(symbol, &target, UProbeScope::AllProcesses)
             .map_err(|e| format!("attach: {e:#}"))?;
@@ -396,6 +445,8 @@ impl Sensors {
                 })?;
                 Ok((name, per_cpu.iter().sum()))
             })
+            // Slots with no name are not in use by this build.
+            .filter(|slot| !matches!(slot, Ok(("", _))))
             .collect()
     }
 
@@ -468,6 +519,18 @@ impl Sensors {
                     "files are matched by path string and by the file an open or stat reached ({} policy files indexed by inode), so relative, dirfd-relative, `..`, /proc/self/root and symlinked paths are seen; readlink, access and failed calls through such paths are resolved by probectl for exact policy paths only; files created after start are matched by path string only",
                     r.indexed_files
                 );
+                match self.file_hooks.chosen {
+                    Some(tier) => note.push_str(&format!(
+                        "; {} file hooks also see opens, readlinks and received files outside those syscalls (io_uring, 32-bit syscalls, open_by_handle_at, SCM_RIGHTS) and files reached through overlayfs or a hardlinked symlink",
+                        match tier {
+                            HookTier::Lsm => "BPF-LSM",
+                            HookTier::Fentry => "fentry/fexit",
+                        }
+                    )),
+                    None => note.push_str(
+                        "; no kernel file hooks: opens outside the traced syscalls are missed (see the files chain's blind spots)",
+                    ),
+                }
                 if r.not_indexed > 0 {
                     note.push_str(&format!(
                         "; at least {} files under policy prefixes were not indexed (map full, or the walk's bound of 16,384 directory entries reached)",

@@ -55,8 +55,20 @@ pub(super) const ENV_UPROBES: [(&str, &str); 4] = [
     ("secure_getenv_ret", "secure_getenv"),
 ];
 
-/// Every program in the object and where it attaches.
-pub(super) fn programs() -> Vec<ProgramSpec> {
+/// The name of a program that uses `bpf_loop`, or of its bounded-loop twin (see
+/// probe-ebpf/src/compat.rs) on kernels without the helper.
+fn looped(name: &str, bpf_loop: bool) -> String {
+    if bpf_loop {
+        name.to_owned()
+    } else {
+        format!("{name}_bounded")
+    }
+}
+
+/// Every program in the object and where it attaches. `bpf_loop`: the kernel has
+/// the helper (5.17+); without it the programs that use it are replaced by their
+/// bounded-loop twins.
+pub(super) fn programs(bpf_loop: bool) -> Vec<ProgramSpec> {
     let mut specs = vec![
         tp(Family::Process, "syscalls", "sys_enter_execve"),
         tp(Family::Process, "syscalls", "sys_enter_execveat"),
@@ -71,19 +83,25 @@ pub(super) fn programs() -> Vec<ProgramSpec> {
             "syscalls",
             &format!("sys_enter_{suffix}"),
         ));
-        specs.push(tp(Family::Files, "syscalls", &format!("sys_exit_{suffix}")));
+        let exit = format!("sys_exit_{suffix}");
+        specs.push(tp_on(
+            Family::Files,
+            "syscalls",
+            &looped(&exit, bpf_loop),
+            &exit,
+        ));
     }
     specs.extend([
         tp_on(
             Family::Env,
             "syscalls",
-            "sys_enter_execve_env",
+            &looped("sys_enter_execve_env", bpf_loop),
             "sys_enter_execve",
         ),
         tp_on(
             Family::Env,
             "syscalls",
-            "sys_enter_execveat_env",
+            &looped("sys_enter_execveat_env", bpf_loop),
             "sys_enter_execveat",
         ),
         tp(Family::Env, "syscalls", "sys_enter_mmap"),
