@@ -11,9 +11,11 @@ mod file_maps;
 mod kernel_maps;
 mod libc;
 mod map_update;
+mod parallel_load;
 mod proc_maps;
 mod programs;
 mod reload;
+pub mod teardown;
 pub mod tracefs;
 
 pub use env_attach::EnvObjectsStatus;
@@ -143,6 +145,9 @@ pub struct Sensors {
     pub file_resolution: Option<FileResolution>,
     /// What the policy maps hold (written by `apply_policy`).
     in_force: PolicyMaps,
+    /// Programs whose parallel load failed, with the error: their attach reports it
+    /// instead of verifying them a second time.
+    load_errors: std::collections::HashMap<String, String>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -151,6 +156,13 @@ impl Sensors {
     /// program. Attach failures are recorded in `status`, not fatal, unless nothing
     /// attached at all.
     pub fn load(policy: &PreparedPolicy) -> Result<Self, SensorError> {
+        Self::load_without(policy, &[])
+    }
+
+    /// `load`, leaving the programs of the `without` families unattached (each is
+    /// listed as not attached, with that reason): the self-test uses it to show what
+    /// a missing sensor looks like.
+    pub fn load_without(policy: &PreparedPolicy, without: &[Family]) -> Result<Self, SensorError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(SensorError::NotRoot);
         }
@@ -187,13 +199,14 @@ impl Sensors {
             file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
             in_force: PolicyMaps::default(),
+            load_errors: std::collections::HashMap::new(),
             logger,
         };
         sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root);
         sensors.write_tp_offsets(&tracefs_root)?;
         sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
         sensors.apply_policy(policy)?;
-        sensors.attach_all();
+        sensors.attach_all(without);
         sensors.choices = chain::choices(&sensors.features, &sensors.status);
         if !sensors.status.iter().any(|s| s.attached) {
             let detail = sensors
@@ -213,9 +226,27 @@ impl Sensors {
         Ok(sensors)
     }
 
-    fn attach_all(&mut self) {
+    fn attach_all(&mut self, without: &[Family]) {
         let libc = self.libc.clone();
-        for spec in programs() {
+        let (specs, left_out): (Vec<_>, Vec<_>) = programs()
+            .into_iter()
+            .partition(|s| !without.contains(&s.family));
+        for spec in left_out {
+            self.status.push(AttachStatus {
+                program: spec.program,
+                family: spec.family,
+                attach_point: "none".to_owned(),
+                attached: false,
+                error: Some(format!(
+                    "left out on request (without {})",
+                    spec.family.as_str()
+                )),
+            });
+        }
+        let names: Vec<String> = specs.iter().map(|s| s.program.clone()).collect();
+        self.load_errors =
+            parallel_load::load_all(&mut self.ebpf, &names, parallel_load::threads());
+        for spec in specs {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
                     format!("tracepoint {category}/{name}"),
@@ -272,12 +303,18 @@ impl Sensors {
         category: &str,
         name: &str,
     ) -> Result<(), String> {
+        if let Some(err) = self.load_errors.get(program) {
+            return Err(err.clone());
+        }
         let prog = self
             .ebpf
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        // Normally verified already, in parallel (`parallel_load`).
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| format!("load: {e:#}"))?;
+        }
         prog.attach(category, name)
             .map_err(|e| format!("attach: {e:#}"))?;
         Ok(())
@@ -290,12 +327,17 @@ impl Sensors {
     fn attach_cgroup(&mut self, program: &str, root: &std::path::Path) -> Result<(), String> {
         let cgroup =
             std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+        if let Some(err) = self.load_errors.get(program) {
+            return Err(err.clone());
+        }
         let prog = self
             .ebpf
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load().map_err(|e| format!("load: {e:#}"))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| format!("load: {e:#}"))?;
+        }
         prog.attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|e| format!("attach: {}", error_chain(&e)))?;
         Ok(())
@@ -307,6 +349,9 @@ impl Sensors {
         symbol: &str,
         target: PathBuf,
     ) -> Result<(), String> {
+        if let Some(err) = self.load_errors.get(program) {
+            return Err(err.clone());
+        }
         let prog = self
             .ebpf
             .program_mut(program)
