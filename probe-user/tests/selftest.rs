@@ -44,23 +44,44 @@ fn selftest_sees_every_operation_through_the_tier_in_use() {
         ("files", "open ", &["open", "openat", "openat2"][..]),
         ("files", "readlink ", &["readlink", "readlinkat"][..]),
         ("env", "getenv(PROBECTL_SELFTEST)", &["getenv"][..]),
-        ("env", "PROBECTL_SELFTEST in the environment at exec", &["present_at_exec"][..]),
-        ("net", "TCP connect to 127.0.0.1:", &["syscall", "cgroup_hook"][..]),
-        ("net", "UDP send to 127.0.0.1:", &["syscall", "cgroup_hook"][..]),
+        (
+            "env",
+            "PROBECTL_SELFTEST in the environment at exec",
+            &["present_at_exec"][..],
+        ),
+        (
+            "net",
+            "TCP connect to 127.0.0.1:",
+            &["syscall", "cgroup_hook"][..],
+        ),
+        (
+            "net",
+            "UDP send to 127.0.0.1:",
+            &["syscall", "cgroup_hook"][..],
+        ),
         ("process", "exec", &["exec"][..]),
     ];
-    assert_eq!(report["rows"].as_array().map(Vec::len), Some(expected.len()));
+    assert_eq!(
+        report["rows"].as_array().map(Vec::len),
+        Some(expected.len())
+    );
     for (family, operation, seen_as) in expected {
         let r = row(&report, family, operation);
         assert_eq!(r["seen"], true, "{r:#}");
         let how = r["seen_as"].as_str().unwrap_or_default();
-        assert!(seen_as.contains(&how), "{family} {operation}: seen as {how}: {r:#}");
+        assert!(
+            seen_as.contains(&how),
+            "{family} {operation}: seen as {how}: {r:#}"
+        );
         let tier = r["tier"].as_str().unwrap_or_default();
         assert!(!tier.is_empty() && tier != "none", "{r:#}");
     }
     // The policy path is the self-test's own, in a directory it removed afterwards.
     let open = row(&report, "files", "open ");
-    let path = open["operation"].as_str().unwrap().trim_start_matches("open ");
+    let path = open["operation"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("open ");
     assert!(path.contains("probectl-selftest-"), "{path}");
     assert!(!std::path::Path::new(path).exists(), "{path} left behind");
 }
@@ -83,7 +104,9 @@ fn selftest_fails_when_the_net_sensor_is_missing() {
     assert_eq!(row(&report, "process", "exec")["seen"], true);
     let unattached = report["unattached"].as_array().expect("unattached");
     assert!(
-        unattached.iter().any(|p| p["program"] == "sys_enter_connect"),
+        unattached
+            .iter()
+            .any(|p| p["program"] == "sys_enter_connect"),
         "{unattached:#?}"
     );
 }
@@ -97,7 +120,15 @@ fn doctor_selftest_is_the_same_test() {
     cmd.args(["doctor", "--selftest"]);
     let out = run_with_deadline(cmd);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("selftest ok: 7 of 7 operations seen"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("selftest ok: 7 of 7 operations seen"),
+        "{text}"
+    );
     assert!(text.contains("tier in use"), "{text}");
 }

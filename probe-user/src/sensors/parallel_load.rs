@@ -37,22 +37,25 @@ pub(super) fn load_all(
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
-                loop {
-                    // A poisoned lock means another worker panicked; stop taking work
-                    // (the scope re-raises the panic).
-                    let Some((name, program)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                        break;
-                    };
-                    if let Err(err) = load_one(program) {
-                        if let Ok(mut errors) = errors.lock() {
-                            errors.insert(name.to_owned(), err);
-                        }
+                // The guard is consumed inside `pop_job`: no lock is held while a
+                // program is verified.
+                while let Some((name, program)) = pop_job(&queue) {
+                    if let Err(err) = load_one(program)
+                        && let Ok(mut errors) = errors.lock()
+                    {
+                        errors.insert(name.to_owned(), err);
                     }
                 }
             });
         }
     });
     errors.into_inner().unwrap_or_default()
+}
+
+/// The next program to load. A poisoned lock means another worker panicked: stop
+/// taking work (the scope re-raises the panic).
+fn pop_job<T>(queue: &Mutex<Vec<T>>) -> Option<T> {
+    queue.lock().ok().and_then(|mut q| q.pop())
 }
 
 /// The load call of the program types the table uses.
