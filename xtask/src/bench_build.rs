@@ -19,7 +19,8 @@ pub fn generate(dir: &Path) -> Result<PathBuf> {
     let mut main = String::from("#include <stdio.h>\n");
     for i in 0..FILES {
         main.push_str(&format!("long unit{i}(long);\n"));
-        let mut src = String::from("#include <string.h>\n#include <stdlib.h>\n#include <stdio.h>\n\n");
+        let mut src =
+            String::from("#include <string.h>\n#include <stdlib.h>\n#include <stdio.h>\n\n");
         for f in 0..12 {
             src.push_str(&format!(
                 "static long f{f}(long x) {{\n    char buf[64];\n    long acc = x;\n    for (int i = 0; i < 100; i++) {{\n        snprintf(buf, sizeof buf, \"%ld-{i}-{f}\", acc + i);\n        acc += (long)strlen(buf) * (i % 7 + {f});\n        if (acc % 13 == 0) acc ^= strtol(buf, NULL, 10);\n    }}\n    return acc;\n}}\n\n"
