@@ -88,7 +88,7 @@ pub fn run(rounds: u32) -> Result<i32> {
         probectl_usage: Vec::new(),
         unavailable: BTreeMap::new(),
         project: crate::bench_build::generate(&dir)?,
-        start_stop: crate::bench_start::StartStop::default(),
+        start_stop: crate::bench_start::StartStop::default().with_baseline_from_env(),
     };
     for round in 1..=rounds {
         say(TAG, format_args!("round {round}/{rounds}"));

@@ -15,6 +15,11 @@ use anyhow::{Context as _, Result, bail};
 pub struct StartStop {
     pub start_to_exec: Vec<f64>,
     pub report_to_exit: Vec<f64>,
+    /// The same for an earlier build (`PROBECTL_BENCH_BASELINE=/path/to/probectl`),
+    /// measured in the same rounds.
+    pub baseline: Option<std::path::PathBuf>,
+    pub baseline_start: Vec<f64>,
+    pub baseline_stop: Vec<f64>,
     pub bpftrace_attach: Vec<f64>,
     pub bpftrace_exit: Vec<f64>,
     pub unavailable: Vec<String>,
@@ -31,7 +36,21 @@ fn monotonic_ns() -> i64 {
 }
 
 impl StartStop {
+    pub fn with_baseline_from_env(mut self) -> Self {
+        self.baseline = std::env::var_os("PROBECTL_BENCH_BASELINE").map(Into::into);
+        self
+    }
+
     pub fn round(&mut self, probectl: &Path, workload: &Path) {
+        if let Some(baseline) = &self.baseline {
+            match probectl_once(baseline, workload) {
+                Ok((start, stop)) => {
+                    self.baseline_start.push(start);
+                    self.baseline_stop.push(stop);
+                }
+                Err(e) => self.unavailable.push(format!("baseline run: {e:#}")),
+            }
+        }
         match probectl_once(probectl, workload) {
             Ok((start, stop)) => {
                 self.start_to_exec.push(start);
@@ -61,6 +80,14 @@ impl StartStop {
             cell(&self.bpftrace_attach),
             cell(&self.bpftrace_exit),
         );
+        if let Some(baseline) = &self.baseline {
+            s.push_str(&format!(
+                "| baseline `{}` | {} | {} |\n",
+                baseline.display(),
+                cell(&self.baseline_start),
+                cell(&self.baseline_stop),
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for why in &self.unavailable {
             if seen.insert(why) {
