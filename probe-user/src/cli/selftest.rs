@@ -41,16 +41,20 @@ fn parse_family(name: &str) -> Result<Family, String> {
 /// Exits 0 when every operation was seen, 1 when one was not.
 pub fn selftest(args: &SelftestArgs) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot find probectl's own binary")?;
-    let report = probe_user::selftest::run(&probe_user::selftest::Options {
+    let outcome = probe_user::selftest::run(&probe_user::selftest::Options {
         exe,
         without: args.without.clone(),
         timeout: Duration::from_secs(args.timeout),
     })?;
+    let report = &outcome.report;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", probe_user::selftest::render(&report));
+        print!("{}", probe_user::selftest::render(report));
     }
+    let code = if report.passed { 0 } else { 1 };
+    // The report is out: the detaches go to a child, then the engine is dropped.
     super::standalone::detach_off_the_exit_path();
-    Ok(if report.passed { 0 } else { 1 })
+    drop(outcome);
+    Ok(code)
 }

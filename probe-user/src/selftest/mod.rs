@@ -102,8 +102,19 @@ pub struct SelftestReport {
     pub child_errors: Option<String>,
 }
 
+/// The report, and the engine still loaded: dropping it detaches every program,
+/// which takes seconds (an RCU grace period per attachment), so a caller about to
+/// exit prints the report first and can hand the detaches off
+/// (`sensors::teardown::close_in_background`) before dropping this.
+pub struct Outcome {
+    pub report: SelftestReport,
+    // Field order is drop order: the engine before the runtime it registered with.
+    _engine: Engine,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
 /// Runs the self-test. Root only (it loads the programs).
-pub fn run(options: &Options) -> Result<SelftestReport, SelftestError> {
+pub fn run(options: &Options) -> Result<Outcome, SelftestError> {
     let workspace = Workspace::create()?;
     let link = workspace.dir.join(LINK_NAME);
     let prepared = PreparedPolicy::new(policy::parse(&policy_text(&link), "selftest (built-in)")?);
@@ -127,7 +138,7 @@ pub fn run(options: &Options) -> Result<SelftestReport, SelftestError> {
                 .map_err(SelftestError::Runtime)?,
         ),
     };
-    let _entered = runtime.as_ref().map(tokio::runtime::Runtime::enter);
+    let entered = runtime.as_ref().map(tokio::runtime::Runtime::enter);
     let started = Instant::now();
     let mut engine = Engine::open(
         prepared,
@@ -142,13 +153,19 @@ pub fn run(options: &Options) -> Result<SelftestReport, SelftestError> {
     let records = watch_child(&mut engine, &mut child, options.timeout)?;
     let child_errors = child_stderr(&mut child);
     let rows = judge(&engine, &plan, child.id(), &records);
-    Ok(SelftestReport {
+    let report = SelftestReport {
         kernel: kernel(),
         passed: rows.iter().all(|r| r.seen),
         rows,
         load_ms,
         unattached: engine.unattached().cloned().collect(),
         child_errors,
+    };
+    drop(entered);
+    Ok(Outcome {
+        report,
+        _engine: engine,
+        _runtime: runtime,
     })
 }
 
