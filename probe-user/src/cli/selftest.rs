@@ -16,7 +16,7 @@ pub struct SelftestArgs {
     /// to see what the self-test reports when a sensor is missing. Repeatable.
     #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
     pub without: Vec<Family>,
-    /// How long to wait for the child's operations to be seen (`10s`).
+    /// How long to wait for the child and its operations, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub timeout: u64,
 }
