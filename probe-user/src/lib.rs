@@ -17,6 +17,7 @@ pub mod private_file;
 pub mod process;
 pub mod profile;
 pub mod records;
+pub mod selftest;
 pub mod sensors;
 pub mod ship;
 pub mod time;

@@ -8,6 +8,8 @@
  *   workload connect N         TCP connect+accept+close on loopback
  *   workload forkexec N        fork, exec /bin/true, wait
  *   workload spawn N CMD...    fork, exec CMD..., wait (a realistic run: node -e 0)
+ *   workload stamp             prints started_ns=<CLOCK_MONOTONIC> at once and exits
+ *                              (the moment a watched command's first instruction ran)
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -41,6 +43,10 @@ static int run_child(char *const argv[]) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "stamp") == 0) {
+        printf("started_ns=%lld\n", now_ns());
+        return 0;
+    }
     if (argc < 3) {
         fprintf(stderr, "usage: workload MODE N [CMD...]\n");
         return 2;

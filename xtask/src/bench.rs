@@ -30,6 +30,10 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("30 x node -e 0", &["spawn", "30", "node", "-e", "0"]),
 ];
 
+/// The row of the `make -j2` build (`bench_build`), after the workloads'.
+const MAKE: usize = WORKLOADS.len();
+const MAKE_LABEL: &str = "make -j2, 40 C files (clean build)";
+
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Condition {
     None,
@@ -61,6 +65,9 @@ struct Bench {
     /// probectl's own CPU seconds and peak RSS (KiB) per watched run.
     probectl_usage: Vec<(f64, i64)>,
     unavailable: BTreeMap<Condition, String>,
+    /// The generated C project (`bench_build`).
+    project: PathBuf,
+    start_stop: crate::bench_start::StartStop,
 }
 
 pub fn run(rounds: u32) -> Result<i32> {
@@ -80,12 +87,15 @@ pub fn run(rounds: u32) -> Result<i32> {
         samples: BTreeMap::new(),
         probectl_usage: Vec::new(),
         unavailable: BTreeMap::new(),
+        project: crate::bench_build::generate(&dir)?,
+        start_stop: crate::bench_start::StartStop::default().with_baseline_from_env(),
     };
     for round in 1..=rounds {
         say(TAG, format_args!("round {round}/{rounds}"));
         bench.round()?;
     }
     let mut table = bench.table(rounds);
+    table.push_str(&bench.start_stop.table());
     say(TAG, "sustained drain rate");
     table.push_str(&match bench.drain_rate() {
         Ok(line) => line,
@@ -126,6 +136,9 @@ pub fn build_release_and_workload(
 
 impl Bench {
     fn round(&mut self) -> Result<()> {
+        self.start_stop.round(&self.probectl, &self.workload);
+        let t = crate::bench_build::build(&self.project)?;
+        self.record(MAKE, Condition::None, t);
         for (i, (_, args)) in WORKLOADS.iter().enumerate() {
             let t = self.time_workload(&mut Command::new(&self.workload), args)?;
             self.record(i, Condition::None, t);
@@ -173,6 +186,8 @@ impl Bench {
             let t = self.time_workload(&mut Command::new(&self.workload), args)?;
             self.record(i, cond, t);
         }
+        let t = crate::bench_build::build(&self.project)?;
+        self.record(MAKE, cond, t);
         if let Some(mut child) = child {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -360,7 +375,8 @@ impl Bench {
         );
         let _ = writeln!(s, "| workload | {} |", conds.map(|c| c.label()).join(" | "));
         let _ = writeln!(s, "|---|{}", "---|".repeat(conds.len()));
-        for (i, (name, _)) in WORKLOADS.iter().enumerate() {
+        let names = WORKLOADS.iter().map(|(name, _)| *name).chain([MAKE_LABEL]);
+        for (i, name) in names.enumerate() {
             let base = median(self.samples.get(&(i, Condition::None)));
             let cells: Vec<String> = conds
                 .iter()
@@ -388,7 +404,7 @@ impl Bench {
     }
 }
 
-fn median(samples: Option<&Vec<f64>>) -> Option<f64> {
+pub(crate) fn median(samples: Option<&Vec<f64>>) -> Option<f64> {
     let mut v = samples?.clone();
     if v.is_empty() {
         return None;

@@ -4,6 +4,8 @@
 //! and exits 1, while `demo` and `test` pass on their child's exit code.
 
 mod bench;
+mod bench_build;
+mod bench_start;
 mod cmd;
 mod demo;
 mod fuzz;

@@ -5,6 +5,7 @@ mod daemon;
 mod doctor;
 mod policy_cmd;
 mod run;
+mod selftest;
 mod spawn;
 mod standalone;
 mod via_daemon;
@@ -71,6 +72,20 @@ pub enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run `probectl selftest` instead.
+        #[arg(long)]
+        selftest: bool,
+    },
+    /// Prove on this machine that each sensor works: a child performs each sensor's
+    /// real operations (open and readlink of a policy path, getenv through libc, a
+    /// TCP connect and a UDP send to loopback, an exec) and probectl checks that each
+    /// was seen, through the attach point in use. Exits 1 if one was not.
+    Selftest(selftest::SelftestArgs),
+    /// The self-test's child (internal).
+    #[command(name = "__selftest-child", hide = true)]
+    SelftestChild {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
     /// `probectl completions bash > /etc/bash_completion.d/probectl`.
@@ -208,7 +223,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Policy(PolicyCommand::Explain { file }) => {
             Ok(policy_cmd::explain(file.as_deref()))
         }
-        Command::Doctor { json } => doctor::doctor(json),
+        Command::Doctor {
+            json,
+            selftest: true,
+        } => selftest::selftest(&selftest::SelftestArgs::json_only(json)),
+        Command::Doctor { json, .. } => doctor::doctor(json),
+        Command::Selftest(args) => selftest::selftest(&args),
+        Command::SelftestChild { args } => Ok(probe_user::selftest::child::main(&args)),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(

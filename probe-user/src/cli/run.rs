@@ -129,6 +129,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot write the profile to {}", path.display()))?;
     }
     printer.emit(&Record::now(Body::Report(Box::new(report))));
+    standalone::detach_off_the_exit_path();
     Ok(exit_code)
 }
 

@@ -21,7 +21,13 @@ pub(super) fn open_engine(policy_path: Option<&Path>, max_probes: usize) -> anyh
         Some(path) => policy::PolicySource::File(path.to_owned()),
         None => policy::PolicySource::BuiltIn,
     };
-    let engine = Engine::open(policy::prepare(&source)?, &engine::Options { max_probes })?;
+    let engine = Engine::open(
+        policy::prepare(&source)?,
+        &engine::Options {
+            max_probes,
+            ..engine::Options::default()
+        },
+    )?;
     for s in engine.unattached() {
         eprintln!(
             "probectl: warning: sensor {} did not attach ({}): {}; the report will be marked partial",
@@ -92,4 +98,17 @@ pub(super) fn losses(engine: &Engine, printer: &Printer) -> Losses {
     use probe_user::engine::listener::Listener as _;
     printer.add_losses(&mut losses);
     losses
+}
+
+/// After the report: the attachments' last references go to a short-lived child
+/// (`sensors::teardown`), so probectl exits without waiting for the kernel's
+/// detaches. If it cannot fork, the engine's drop detaches here, only slower.
+pub(super) fn detach_off_the_exit_path() {
+    use std::io::Write as _;
+    // The child must not hold (or write) half-flushed output.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    if let Err(err) = probe_user::sensors::teardown::close_in_background() {
+        tracing::debug!("detaching in the foreground: cannot fork: {err}");
+    }
 }

@@ -88,6 +88,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     let losses = standalone::losses(&engine, &printer);
     let report = engine.report(args.pids[0], 0, ReportScope::All, &losses);
     printer.emit(&Record::now(Body::Report(Box::new(report))));
+    standalone::detach_off_the_exit_path();
     Ok(0)
 }
 

@@ -52,12 +52,15 @@ pub enum EngineError {
 pub struct Options {
     /// Distinct probes kept over all trees (`--max-probes`, `memory.max_probes`).
     pub max_probes: usize,
+    /// Sensor families whose programs are not attached (`selftest --without`).
+    pub skip_families: Vec<crate::sensors::Family>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             max_probes: crate::correlate::MAX_DISTINCT_PROBES,
+            skip_families: Vec::new(),
         }
     }
 }
@@ -98,7 +101,7 @@ impl Engine {
     /// and opens the ring buffer. Sensors that did not attach are in
     /// `sensors.unattached()`, for the caller to announce.
     pub fn open(prepared: PreparedPolicy, options: &Options) -> Result<Self, EngineError> {
-        let mut sensors = Sensors::load(&prepared)?;
+        let mut sensors = Sensors::load_without(&prepared, &options.skip_families)?;
         let policy = prepared.policy;
         let reader = EventReader::new(sensors.take_events()?).map_err(EngineError::Ring)?;
         let start_ns = crate::time::boot_now_ns();

@@ -14,9 +14,11 @@ mod libc;
 mod load_error;
 mod lsm;
 mod map_update;
+mod parallel_load;
 mod proc_maps;
 mod programs;
 mod reload;
+pub mod teardown;
 pub mod tracefs;
 
 pub use env_attach::{EnvObjectsStatus, Scanned};
@@ -163,6 +165,9 @@ pub struct Sensors {
     pub file_resolution: Option<FileResolution>,
     /// What the policy maps hold (written by `apply_policy`).
     in_force: PolicyMaps,
+    /// Programs whose parallel load failed, with the error: their attach reports it
+    /// instead of verifying them a second time.
+    load_errors: std::collections::HashMap<String, String>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
@@ -171,6 +176,13 @@ impl Sensors {
     /// program. Attach failures are recorded in `status`, not fatal, unless nothing
     /// attached at all.
     pub fn load(policy: &PreparedPolicy) -> Result<Self, SensorError> {
+        Self::load_without(policy, &[])
+    }
+
+    /// `load`, leaving the programs of the `without` families unattached (each is
+    /// listed as not attached, with that reason): the self-test uses it to show what
+    /// a missing sensor looks like.
+    pub fn load_without(policy: &PreparedPolicy, without: &[Family]) -> Result<Self, SensorError> {
         if !nix::unistd::geteuid().is_root() {
             return Err(SensorError::NotRoot);
         }
@@ -208,14 +220,19 @@ impl Sensors {
             file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
             in_force: PolicyMaps::default(),
+            load_errors: std::collections::HashMap::new(),
             logger,
         };
         sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root);
         sensors.write_tp_offsets(&tracefs_root)?;
         sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
         sensors.apply_policy(policy)?;
-        sensors.attach_all();
-        sensors.file_hooks = sensors.attach_file_hooks()?;
+        sensors.attach_all(without);
+        sensors.file_hooks = if without.contains(&Family::Files) {
+            HookOutcome::default()
+        } else {
+            sensors.attach_file_hooks()?
+        };
         sensors.choices = chain::choices(&sensors.features, &sensors.status, &sensors.file_hooks);
         if !sensors.status.iter().any(|s| s.attached) {
             let detail = sensors
@@ -235,17 +252,35 @@ impl Sensors {
         Ok(sensors)
     }
 
-    fn attach_all(&mut self) {
+    fn attach_all(&mut self, without: &[Family]) {
         let libc = self.libc.clone();
         let bpf_loop = self.features.has(features::BPF_LOOP);
         // Without bpf_loop the exec-environment twins scan by tail calls into
         // exec_env_next; if that cannot be set up, they report why.
-        let chain_error = if bpf_loop {
+        let chain_error = if bpf_loop || without.contains(&Family::Env) {
             None
         } else {
             self.load_env_scan_chain().err()
         };
-        for spec in programs(bpf_loop) {
+        let (specs, left_out): (Vec<_>, Vec<_>) = programs(bpf_loop)
+            .into_iter()
+            .partition(|s| !without.contains(&s.family));
+        for spec in left_out {
+            self.status.push(AttachStatus {
+                program: spec.program,
+                family: spec.family,
+                attach_point: "none".to_owned(),
+                attached: false,
+                error: Some(format!(
+                    "left out on request (without {})",
+                    spec.family.as_str()
+                )),
+            });
+        }
+        let names: Vec<String> = specs.iter().map(|s| s.program.clone()).collect();
+        self.load_errors =
+            parallel_load::load_all(&mut self.ebpf, &names, parallel_load::threads());
+        for spec in specs {
             let (attach_point, result) = match &spec.point {
                 AttachPoint::Tracepoint(category, name) => (
                     format!("tracepoint {category}/{name}"),
@@ -305,13 +340,19 @@ impl Sensors {
         category: &str,
         name: &str,
     ) -> Result<(), String> {
+        if let Some(err) = self.load_errors.get(program) {
+            return Err(err.clone());
+        }
         let prog = self
             .ebpf
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load()
-            .map_err(|e| load_error::load_error(program, &e))?;
+        // Normally verified already, in parallel (`parallel_load`).
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| load_error::load_error(program, &e))?;
+        }
         prog.attach(category, name)
             .map_err(|e| format!("attach: {e:#}"))?;
         Ok(())
@@ -351,13 +392,19 @@ impl Sensors {
     fn attach_cgroup(&mut self, program: &str, root: &std::path::Path) -> Result<(), String> {
         let cgroup =
             std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+        if let Some(err) = self.load_errors.get(program) {
+            return Err(err.clone());
+        }
         let prog = self
             .ebpf
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load()
-            .map_err(|e| load_error::load_error(program, &e))?;
+        // Normally verified already, in parallel (`parallel_load`).
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| load_error::load_error(program, &e))?;
+        }
         prog.attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|e| format!("attach: {}", error_chain(&e)))?;
         Ok(())
@@ -369,6 +416,9 @@ impl Sensors {
         symbol: &str,
         target: PathBuf,
     ) -> Result<(), String> {
+        if let Some(err) = self.load_errors.get(program) {
+            return Err(err.clone());
+        }
         let prog = self
             .ebpf
             .program_mut(program)

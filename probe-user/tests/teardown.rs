@@ -1,0 +1,80 @@
+//! `run` returns without waiting for the kernel's detaches: the attachments' last
+//! references go to a detached grandchild, which closes them once probectl has
+//! exited and then exits itself. The exit code and the report are unchanged (the
+//! other run tests check them); this checks who detaches, and that nothing lingers.
+//!
+//! No timing is asserted. The check right after probectl's exit relies on ordering:
+//! the grandchild only starts closing once probectl is gone (it waits on a pidfd),
+//! and it has ~50 attachments to close, each waiting for an RCU grace period.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Processes whose initial environment holds `mark` (a fork keeps it).
+fn holders_of(mark: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == mark.as_bytes()))
+        })
+        .collect()
+}
+
+/// Descriptors of `pid` that are BPF links or perf events (attachments).
+fn attachments(pid: u32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| {
+            let t = target.to_string_lossy();
+            t.contains("perf_event") || t.contains("bpf_link") || t.contains("bpf-link")
+        })
+        .count()
+}
+
+#[test]
+fn run_exits_before_its_attachments_are_detached_and_the_detacher_exits() {
+    if !bpf_available("run_exits_before_its_attachments_are_detached_and_the_detacher_exits") {
+        return;
+    }
+    let mark = format!("PROBECTL_TEARDOWN_TEST={}", std::process::id());
+    let (name, value) = mark.split_once('=').unwrap();
+    let mut cmd = probectl_command();
+    cmd.env(name, value)
+        .args(["run", "--standalone", "--json", "--", "true"]);
+    let out = run_with_deadline(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"type\":\"report\""),
+        "the report comes before the exit"
+    );
+    // probectl has exited; its attachments are still held, by the detacher.
+    let holders = holders_of(&mark);
+    let held: usize = holders.iter().map(|&p| attachments(p)).sum();
+    assert!(
+        held > 0,
+        "no process holds probectl's attachments after its exit (holders: {holders:?}): the exit waited for the detaches"
+    );
+    // And it goes away on its own.
+    let deadline = Instant::now() + DEADLINE;
+    while !holders_of(&mark).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the detacher {:?} is still there after {DEADLINE:?}",
+            holders_of(&mark)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
