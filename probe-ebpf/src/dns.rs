@@ -31,7 +31,10 @@ use probe_common::{
 };
 
 use crate::{
-    maps::{DNS_SCRATCH, DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV},
+    maps::{
+        DNS_SCRATCH, DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV, SEND_MMSG_NEXT, SEND_MMSG_STATE,
+        SEND_USED,
+    },
     util::{
         SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
         syscall_arg, take_parked,
@@ -136,9 +139,13 @@ fn gather(p: &Payload, out: &mut [u8; DNS_QUERY_CAPTURE]) -> u32 {
     if n1 > CAP - n0 {
         n1 = CAP - n0;
     }
-    if n1 > CAP {
-        n1 = CAP;
+    if n1 > CAP - 1 {
+        n1 = CAP - 1;
     }
+    // The mask changes nothing (n1 < CAP) but gives kernels before ~6.3 a bound they
+    // keep: LLVM merges the two clamps above into one branch whose never-taken side
+    // those verifiers still walk with n1 unbounded ("R2 min value is negative").
+    let mut n1 = n1 & (CAP - 1);
     let off = (n0 & (2 * CAP - 1)) as usize;
     // SAFETY: off <= CAP and n1 <= CAP: the copy ends within the 2 * CAP scratch.
     if n1 > 0
@@ -287,32 +294,52 @@ pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Takes one of the hooks' destinations for the next message (`SEND_USED` counts
+/// them), if one is left.
+#[inline(always)]
+fn take_hooked(p: &PendingSend) -> Option<HookDest> {
+    let used = SEND_USED.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot, ours while this program runs.
+    let n = unsafe { *used };
+    let i = (n as usize) & (MMSG_MAX - 1);
+    if n >= p.hooked || n as usize >= MMSG_MAX {
+        return None;
+    }
+    unsafe { *used = n + 1 };
+    Some(p.dests[i])
+}
+
 /// The next destination of this send: the kernel's copy a hook gave, in order; the
 /// caller's memory only when no hook ran during the syscall.
 #[inline(always)]
-fn next_dest(p: &PendingSend, used: &mut u32, name: u64, namelen: u64) -> (Option<HookDest>, u32) {
+fn next_dest(p: &PendingSend, name: u64, namelen: u64) -> (Option<HookDest>, u32) {
     if p.hooked == 0 {
         return (read_dest(name, namelen), UDP_DEST_FROM_USER);
     }
-    let i = *used as usize;
-    if i < MMSG_MAX && *used < p.hooked {
-        *used += 1;
-        return (Some(p.dests[i]), 0);
-    }
-    (None, 0)
+    (take_hooked(p), 0)
+}
+
+/// What every message of one send's exit shares.
+struct SendExit<'a> {
+    tgid: u32,
+    tid: u32,
+    p: &'a PendingSend,
+    on_dns: bool,
+    ret: i64,
 }
 
 /// One `user_msghdr` at exit: its destination (if it names one) and first two iovecs.
-#[inline(always)]
-fn exit_msghdr(
-    tgid: u32,
-    tid: u32,
-    p: &PendingSend,
-    msg: u64,
-    used: &mut u32,
-    on_dns: bool,
-    ret: i64,
-) {
+///
+/// A function of its own, not inlined: inlined into the unrolled sendmmsg loop, LLVM
+/// reloaded a spilled value on a path that never stored it, which kernels before
+/// 6.5 refuse ("invalid read from stack") even for root.
+///
+/// `unix` is a constant at each call (true only for sendmsg): the verifier then
+/// skips the unix-path fallback where it cannot run (sendmmsg), which kept the
+/// sendmmsg exit under the instruction limit of older verifiers.
+#[inline(never)]
+fn exit_msghdr(x: &SendExit, msg: u64, unix: u64) {
+    let (tgid, tid, p, on_dns, ret) = (x.tgid, x.tid, x.p, x.on_dns, x.ret);
     let m = msg as *const u64;
     let (Ok(name), Ok(namelen), Ok(iov), Ok(iovlen)) = (
         unsafe { bpf_probe_read_user(m) },
@@ -334,103 +361,175 @@ fn exit_msghdr(
         }
     }
     let (dest, flags) = if name != 0 {
-        next_dest(p, used, name, namelen as u64)
+        next_dest(p, name, namelen as u64)
     } else {
         (None, 0)
     };
-    if dest.is_none() && p.hooked == 0 && p.call == SEND_CALL_SENDMSG {
+    if unix != 0 && dest.is_none() && p.hooked == 0 {
         unix_datagram(tgid, tid, p.fd, ret, name, namelen as u64);
     }
     emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
 }
 
-/// The end of a send syscall: each message's destination (from the hooks) with its
-/// payload when it goes to DNS; then any destination a hook gave that no message
-/// was matched with (a msghdr rewritten meanwhile), without payload.
+/// The start of a send syscall's exit: the parked entry, or `None` (counted).
 #[inline(always)]
-fn send_exit(ctx: &TracePointContext) {
+fn send_exit_start(ctx: &TracePointContext) -> Option<(u32, u32, PendingSend, i64, bool)> {
     let (tgid, tid) = current_ids();
     let Some(p) = take_parked(&IN_SEND, tid) else {
         count_missing_entry(tgid, DROP_SEND_EXIT_WITHOUT_ENTRY);
-        return;
+        return None;
     };
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.unwrap_or(-1);
     let on_dns = DNS_SOCKS.get_ptr(dns_sock_key(tgid, p.fd)).is_some();
-    let mut used = 0u32;
-    match p.call {
-        SEND_CALL_SENDTO => {
-            let payload = Payload {
-                buf0: p.arg,
-                len0: p.len,
-                ..NO_PAYLOAD
-            };
-            let (dest, flags) = if p.addr_ptr != 0 {
-                next_dest(&p, &mut used, p.addr_ptr, p.addr_len as u64)
-            } else {
-                (None, 0)
-            };
-            if dest.is_none() && p.hooked == 0 {
-                unix_datagram(tgid, tid, p.fd, ret, p.addr_ptr, p.addr_len as u64);
-            }
-            emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
-        }
-        SEND_CALL_SENDMSG => {
-            if p.arg != 0 {
-                exit_msghdr(tgid, tid, &p, p.arg, &mut used, on_dns, ret);
-            }
-        }
-        SEND_CALL_SENDMMSG => {
-            // Only the messages sent (the result) are looked at.
-            let sent = if ret >= 0 && (ret as u64) < p.len {
-                ret as u64
-            } else {
-                p.len
-            };
-            for i in 0..MMSG_MAX as u64 {
-                if i >= sent || p.arg == 0 {
-                    break;
-                }
-                exit_msghdr(
-                    tgid,
-                    tid,
-                    &p,
-                    p.arg + i * MMSGHDR_SIZE,
-                    &mut used,
-                    on_dns,
-                    ret,
-                );
-            }
-            if sent > MMSG_MAX as u64 && on_dns {
-                count_drop(DROP_MMSG_NOT_INSPECTED);
-            }
-        }
-        _ => {}
-    }
-    for i in 0..MMSG_MAX {
-        if i as u32 >= p.hooked {
-            break;
-        }
-        if i as u32 >= used {
-            emit_send(tgid, tid, p.fd, Some(p.dests[i]), 0, &NO_PAYLOAD, false);
+    let used = SEND_USED.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot, ours while this program runs.
+    unsafe { *used = 0 };
+    Some((tgid, tid, p, ret, on_dns))
+}
+
+/// The end of a send syscall: any destination a hook gave that no message was
+/// matched with (a msghdr rewritten meanwhile), without payload.
+#[inline(always)]
+fn send_exit_rest(tgid: u32, tid: u32, p: &PendingSend) {
+    for _ in 0..MMSG_MAX {
+        match take_hooked(p) {
+            Some(dest) => emit_send(tgid, tid, p.fd, Some(dest), 0, &NO_PAYLOAD, false),
+            None => break,
         }
     }
 }
 
+/// Each program handles its own syscall only: one program holding the three
+/// shapes was more than the verifiers of 5.10 and 6.1 would follow.
 #[tracepoint]
 pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
-    send_exit(&ctx);
+    let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
+        return 0;
+    };
+    if p.call == SEND_CALL_SENDTO {
+        let payload = Payload {
+            buf0: p.arg,
+            len0: p.len,
+            ..NO_PAYLOAD
+        };
+        let (dest, flags) = if p.addr_ptr != 0 {
+            next_dest(&p, p.addr_ptr, p.addr_len as u64)
+        } else {
+            (None, 0)
+        };
+        if dest.is_none() && p.hooked == 0 {
+            unix_datagram(tgid, tid, p.fd, ret, p.addr_ptr, p.addr_len as u64);
+        }
+        emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
+    }
+    send_exit_rest(tgid, tid, &p);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
-    send_exit(&ctx);
+    let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
+        return 0;
+    };
+    if p.call == SEND_CALL_SENDMSG && p.arg != 0 {
+        let x = SendExit {
+            tgid,
+            tid,
+            p: &p,
+            on_dns,
+            ret,
+        };
+        exit_msghdr(&x, p.arg, 1);
+    }
+    send_exit_rest(tgid, tid, &p);
     0
+}
+
+/// The sendmmsg exit's state between the runs of its chain.
+#[repr(C)]
+pub struct MmsgState {
+    p: PendingSend,
+    ret: i64,
+    /// Messages to look at: those sent, at most `MMSG_MAX`.
+    sent: u64,
+    /// The next message.
+    index: u64,
+    tgid: u32,
+    tid: u32,
+    on_dns: u32,
+    _pad0: u32,
 }
 
 #[tracepoint]
 pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
-    send_exit(&ctx);
+    let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
+        return 0;
+    };
+    if p.call != SEND_CALL_SENDMMSG || p.arg == 0 {
+        send_exit_rest(tgid, tid, &p);
+        return 0;
+    }
+    // Only the messages sent (the result) are looked at.
+    let sent = if ret >= 0 && (ret as u64) < p.len {
+        ret as u64
+    } else {
+        p.len
+    };
+    if sent > MMSG_MAX as u64 && on_dns {
+        count_drop(DROP_MMSG_NOT_INSPECTED);
+    }
+    let Some(state) = SEND_MMSG_STATE.get_ptr_mut(0) else {
+        send_exit_rest(tgid, tid, &p);
+        return 0;
+    };
+    // SAFETY: per-CPU state, ours while this chain of programs runs.
+    unsafe {
+        *state = MmsgState {
+            p,
+            ret,
+            sent: sent.min(MMSG_MAX as u64),
+            index: 0,
+            tgid,
+            tid,
+            on_dns: on_dns as u32,
+            _pad0: 0,
+        };
+        SEND_MMSG_NEXT.tail_call(&ctx, 0);
+    }
+    // The chain could not start (its slot empty): the hooks' destinations still go
+    // out, without the messages' DNS names.
+    if on_dns {
+        count_drop(DROP_MMSG_NOT_INSPECTED);
+    }
+    send_exit_rest(tgid, tid, &p);
+    0
+}
+
+/// One message of a sendmmsg exit, then a tail call for the next; never attached,
+/// only tail-called (slot 0 of `SEND_MMSG_NEXT`).
+#[tracepoint]
+pub fn sendmmsg_next(ctx: TracePointContext) -> u32 {
+    let Some(state) = SEND_MMSG_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU state written by `sys_exit_sendmmsg` in this chain.
+    let s = unsafe { &mut *state };
+    if s.index >= s.sent || s.index >= MMSG_MAX as u64 {
+        send_exit_rest(s.tgid, s.tid, &s.p);
+        return 0;
+    }
+    let x = SendExit {
+        tgid: s.tgid,
+        tid: s.tid,
+        p: &s.p,
+        on_dns: s.on_dns != 0,
+        ret: s.ret,
+    };
+    exit_msghdr(&x, s.p.arg + s.index * MMSGHDR_SIZE, 0);
+    s.index += 1;
+    // SAFETY: slot 0 holds this program; returns only when the call fails.
+    unsafe { SEND_MMSG_NEXT.tail_call(&ctx, 0) };
+    send_exit_rest(s.tgid, s.tid, &s.p);
     0
 }
 

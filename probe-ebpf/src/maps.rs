@@ -154,6 +154,13 @@ pub static KERNEL_OFFSETS: Array<u32> = Array::with_max_entries(KOFF_SLOTS, 0);
 #[map]
 pub static IN_SEND: HashMap<u32, PendingSend> = HashMap::with_max_entries(PENDING_SLOTS, 0);
 
+/// How many of the hooks' destinations the messages of the current send exit have
+/// taken (per CPU, one program at a time). In map memory, not on the stack, so the
+/// verifier does not follow one state per count: older verifiers gave up on the
+/// sendmmsg exit otherwise.
+#[map]
+pub static SEND_USED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Scratch for a DNS query gathered from up to two iovecs: twice the capture, so
 /// that the second copy, at an offset below the capture, stays in bounds.
 #[map]
@@ -172,6 +179,17 @@ pub static SELECT_UIDS: HashMap<u32, u32> =
 pub static LOOP_SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// The index just past the last '/' of a path (`resolve::by_basename_bounded`).
 pub const LOOP_SLOT_SLASH: u32 = 0;
+
+/// The sendmmsg exit, one message per program run: slot 0 holds `sendmmsg_next`
+/// (userspace puts it there). Four messages in one program were more than the
+/// verifiers of 5.10 and 6.1 would follow; each run here is the size of the sendmsg
+/// exit.
+#[map]
+pub static SEND_MMSG_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
+/// Where the sendmmsg chain is, per CPU (a tail call stays on its CPU).
+#[map]
+pub static SEND_MMSG_STATE: PerCpuArray<crate::dns::MmsgState> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// The chained exec-environment scan of kernels without `bpf_loop`: slot 0 holds
 /// `exec_env_next` (userspace puts it there), and the scan's position per CPU.

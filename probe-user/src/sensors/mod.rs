@@ -262,6 +262,16 @@ impl Sensors {
         } else {
             self.load_env_scan_chain().err()
         };
+        // The sendmmsg exit looks at one message per tail call into sendmmsg_next;
+        // without it the exit still reports the hooks' destinations, not the names
+        // in DNS queries.
+        if !without.contains(&Family::Net)
+            && let Err(err) = self.load_tail_chain("sendmmsg_next", "SEND_MMSG_NEXT")
+        {
+            tracing::warn!(
+                "the DNS names of sendmmsg messages will not be read: {err} (their destinations still are)"
+            );
+        }
         let (specs, left_out): (Vec<_>, Vec<_>) = programs(bpf_loop)
             .into_iter()
             .partition(|s| !without.contains(&s.family));
@@ -361,28 +371,34 @@ impl Sensors {
     /// Loads `exec_env_next` and puts it in slot 0 of `ENV_SCAN_NEXT`, where the
     /// exec-environment programs of kernels without bpf_loop tail-call it.
     fn load_env_scan_chain(&mut self) -> Result<(), String> {
-        const PROGRAM: &str = "exec_env_next";
+        self.load_tail_chain("exec_env_next", "ENV_SCAN_NEXT")
+    }
+
+    /// Loads `program` and puts it in slot 0 of the program array `map`: the next
+    /// step of a chain of tail calls (the exec-environment scan before 5.17, the
+    /// messages of a sendmmsg exit).
+    fn load_tail_chain(&mut self, program: &str, map: &str) -> Result<(), String> {
         let prog = self
             .ebpf
-            .program_mut(PROGRAM)
-            .ok_or("exec_env_next missing from the object")?;
+            .program_mut(program)
+            .ok_or_else(|| format!("{program} missing from the object"))?;
         let prog: &mut TracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-        prog.load()
-            .map_err(|e| format!("{PROGRAM}: {}", load_error::load_error(PROGRAM, &e)))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| format!("{program}: {}", load_error::load_error(program, &e)))?;
+        }
         let fd = prog
             .fd()
-            .map_err(|e| format!("{PROGRAM}: {e}"))?
+            .map_err(|e| format!("{program}: {e}"))?
             .try_clone()
-            .map_err(|e| format!("{PROGRAM}: {e}"))?;
-        let map = self
+            .map_err(|e| format!("{program}: {e}"))?;
+        let array = self
             .ebpf
-            .map_mut("ENV_SCAN_NEXT")
-            .ok_or("ENV_SCAN_NEXT missing from the object")?;
+            .map_mut(map)
+            .ok_or_else(|| format!("{map} missing from the object"))?;
         let mut array =
-            aya::maps::ProgramArray::try_from(map).map_err(|e| format!("ENV_SCAN_NEXT: {e}"))?;
-        array
-            .set(0, &fd, 0)
-            .map_err(|e| format!("ENV_SCAN_NEXT: {e}"))
+            aya::maps::ProgramArray::try_from(array).map_err(|e| format!("{map}: {e}"))?;
+        array.set(0, &fd, 0).map_err(|e| format!("{map}: {e}"))
     }
 
     /// A sock_addr hook on the cgroup v2 root: every process below it (all of them)
