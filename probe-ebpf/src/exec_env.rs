@@ -42,7 +42,7 @@ pub(crate) struct Scan {
     /// Set by the callback when it reached the end of envp.
     done: u32,
     /// The next entry, in the chained scan of old kernels (`scan_next`).
-    _pad0: u32,
+    next: u32,
 }
 
 #[tracepoint]
@@ -70,7 +70,7 @@ fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
         tgid,
         tid,
         done: 0,
-        _pad0: 0,
+        next: 0,
     })
 }
 
@@ -101,14 +101,14 @@ pub(crate) fn scan_next(ctx: &TracePointContext) {
     };
     // SAFETY: per-CPU state written by `scan_chained` in this chain.
     let scan = unsafe { &mut *state };
-    let index = scan._pad0;
+    let index = scan.next;
     if index >= EXEC_ENV_MAX_ENTRIES || visit(index, scan) != 0 {
         if scan.done == 0 {
             count_drop(DROP_ENV_SCAN_INCOMPLETE);
         }
         return;
     }
-    scan._pad0 = index + 1;
+    scan.next = index + 1;
     // SAFETY: slot 0 holds `exec_env_next` (userspace puts it there). It returns
     // only when the call fails: the chain's limit reached, or the slot empty.
     unsafe { ENV_SCAN_NEXT.tail_call(ctx, 0) };

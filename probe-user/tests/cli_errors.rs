@@ -149,10 +149,16 @@ fn doctor_reports_probed_features_and_every_sensor_choice() {
     if !bpf_available("doctor_reports_probed_features_and_every_sensor_choice") {
         return;
     }
+    let securityfs_before = securityfs_mounted();
     let mut cmd = Command::new(probectl());
     cmd.args(["doctor", "--json"]);
     let out = run_with_deadline(cmd);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        securityfs_mounted(),
+        securityfs_before,
+        "doctor leaves securityfs as it found it"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("doctor --json prints JSON");
     let features = report["features"]["features"].as_array().unwrap();
@@ -169,6 +175,30 @@ fn doctor_reports_probed_features_and_every_sensor_choice() {
         );
     }
     assert_eq!(feature("tracefs")["available"], true);
+    // BPF-LSM counts only where bpf is an active LSM: the doctor read the kernel's
+    // list, and says how to enable it when bpf is missing.
+    let bpf_lsm = feature("bpf-lsm");
+    let lsm_list = active_lsms();
+    let bpf_active = lsm_list.split(',').any(|l| l.trim() == "bpf");
+    if !bpf_active {
+        assert_eq!(bpf_lsm["available"], false, "{bpf_lsm:#}");
+        assert!(
+            bpf_lsm["detail"].as_str().unwrap().contains("lsm="),
+            "{bpf_lsm:#}"
+        );
+    } else if bpf_lsm["available"] == true {
+        assert!(
+            bpf_lsm["detail"]
+                .as_str()
+                .unwrap()
+                .contains("bpf is an active LSM"),
+            "{bpf_lsm:#}"
+        );
+    }
+    assert_eq!(
+        report["partial"], false,
+        "doctor exits 0 only when nothing is partial"
+    );
     // Independent evidence for the verdicts that files under /sys can confirm.
     let pmu = |name: &str| {
         std::path::Path::new(&format!("/sys/bus/event_source/devices/{name}")).exists()
@@ -249,4 +279,30 @@ fn completions_and_the_man_page_come_from_the_cli_definition() {
         page.contains("watch") && page.contains("Exit codes"),
         "{page}"
     );
+}
+
+fn securityfs_mounted() -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("securityfs"))
+}
+
+/// The kernel's active LSMs, read through a private securityfs mount.
+fn active_lsms() -> String {
+    if let Ok(list) = std::fs::read_to_string("/sys/kernel/security/lsm") {
+        return list;
+    }
+    let dir = std::env::temp_dir().join(format!("probectl-securityfs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "securityfs", "securityfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount securityfs");
+    let list = std::fs::read_to_string(dir.join("lsm"));
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    list.unwrap()
 }

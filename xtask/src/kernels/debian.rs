@@ -183,27 +183,41 @@ pub fn fetch(cache: &Path, suite: Suite, mirror: &str, refresh: bool) -> Result<
     let vmlinuz = unpacked.join("vmlinuz");
     let config = unpacked.join("config");
     if !(vmlinuz.is_file() && config.is_file()) {
+        // Since 7.x the image package is a shell whose /boot files come in
+        // linux-binary-<release> and linux-base-<release>: take those too (never the
+        // modules, which the guest does not need).
+        let release = package.trim_start_matches("linux-image-").to_owned();
+        let deps = apt.output("apt-cache", &["depends", &format!("{package}={version}")])?;
+        let mut packages = vec![package.clone()];
+        packages.extend(
+            same_release_dependencies(&deps, &release)
+                .into_iter()
+                .filter(|p| !p.starts_with("linux-modules-")),
+        );
         let debs = cache.join("debs");
         std::fs::create_dir_all(&debs)?;
-        let deb = find_deb(&debs, &package, &version);
-        let deb = match deb {
-            Some(deb) => deb,
-            None => {
-                say(
-                    TAG,
-                    format_args!("{}: downloading {package} {version}", suite.name),
-                );
-                cmd::run_ok(
-                    TAG,
-                    apt.command("apt-get")
-                        .current_dir(&debs)
-                        .args(["download", &format!("{package}={version}")]),
-                )?;
-                find_deb(&debs, &package, &version)
-                    .with_context(|| format!("apt-get download left no {package} .deb"))?
-            }
-        };
-        unpack_boot(&deb, &unpacked, &vmlinuz, &config)?;
+        let mut files = Vec::new();
+        for name in &packages {
+            let policy = apt.output("apt-cache", &["policy", name])?;
+            let v = candidate(&policy)
+                .with_context(|| format!("{}: no candidate version of {name}", suite.name))?;
+            let deb = match find_deb(&debs, name, &v) {
+                Some(deb) => deb,
+                None => {
+                    say(TAG, format_args!("{}: downloading {name} {v}", suite.name));
+                    cmd::run_ok(
+                        TAG,
+                        apt.command("apt-get")
+                            .current_dir(&debs)
+                            .args(["download", &format!("{name}={v}")]),
+                    )?;
+                    find_deb(&debs, name, &v)
+                        .with_context(|| format!("apt-get download left no {name} .deb"))?
+                }
+            };
+            files.push(deb);
+        }
+        unpack_boot(&files, &unpacked, &vmlinuz, &config)?;
     } else {
         say(
             TAG,
@@ -228,36 +242,69 @@ fn find_deb(dir: &Path, package: &str, version: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// Unpacks only ./boot of the package (the modules are not needed: everything the
-/// guest uses is built in) and keeps its vmlinuz-* and config-*.
-fn unpack_boot(deb: &Path, dir: &Path, vmlinuz: &Path, config: &Path) -> Result<()> {
-    let tmp = dir.with_extension("tmp");
+/// Unpacks only ./boot of the packages (the modules are not needed: everything the
+/// guest uses is built in) and keeps their vmlinuz-* and config-*.
+fn unpack_boot(debs: &[PathBuf], dir: &Path, vmlinuz: &Path, config: &Path) -> Result<()> {
+    let mut tmp_name = dir.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    // Beside `dir`, whose name (a version) has dots: not with_extension.
+    let tmp = dir.with_file_name(tmp_name);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    let script = "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" --wildcards './boot/*'";
-    cmd::run_ok(
-        TAG,
-        Command::new("sh")
-            .args(["-c", script, "sh"])
-            .arg(deb)
-            .arg(&tmp),
-    )?;
-    let boot = tmp.join("boot");
-    let pick = |prefix: &str| -> Result<PathBuf> {
-        std::fs::read_dir(&boot)?
+    // A package without ./boot makes tar fail; the files are checked below instead.
+    // 7.x packages keep them in /usr/lib/modules/<release>/{vmlinuz,config}.
+    let script = "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" --wildcards './boot/*' './usr/lib/modules/*/vmlinuz' './usr/lib/modules/*/config' 2>/dev/null; exit 0";
+    for deb in debs {
+        cmd::run_ok(
+            TAG,
+            Command::new("sh")
+                .args(["-c", script, "sh"])
+                .arg(deb)
+                .arg(&tmp),
+        )?;
+    }
+    let files_in = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-            })
-            .with_context(|| format!("{} has no /boot/{prefix}*", deb.display()))
+            .collect()
+    };
+    let modules: Vec<PathBuf> = files_in(tmp.join("usr/lib/modules"))
+        .into_iter()
+        .flat_map(files_in)
+        .collect();
+    let boot = files_in(tmp.join("boot"));
+    let pick = |what: &str| -> Result<PathBuf> {
+        let named = |p: &&PathBuf, f: &dyn Fn(&str) -> bool| {
+            p.file_name().is_some_and(|n| f(&n.to_string_lossy()))
+        };
+        boot.iter()
+            .find(|p| named(p, &|n| n.starts_with(&format!("{what}-"))))
+            .or_else(|| modules.iter().find(|p| named(p, &|n| n == what)))
+            .cloned()
+            .with_context(|| format!("no /boot/{what}-* or /usr/lib/modules/*/{what} in {debs:?}"))
     };
     std::fs::create_dir_all(dir)?;
-    std::fs::rename(pick("vmlinuz-")?, vmlinuz)?;
-    std::fs::rename(pick("config-")?, config)?;
+    std::fs::rename(pick("vmlinuz")?, vmlinuz)?;
+    std::fs::rename(pick("config")?, config)?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// The dependencies of an image package built for the same `release`
+/// (`linux-binary-7.3.4+deb13-amd64`), from `apt-cache depends`.
+pub fn same_release_dependencies(depends: &str, release: &str) -> Vec<String> {
+    depends
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim().trim_start_matches('|');
+            let name = line.strip_prefix("Depends:")?.split_whitespace().next()?;
+            (name.starts_with("linux-") && name.ends_with(&format!("-{release}")))
+                .then(|| name.to_owned())
+        })
+        .collect()
 }
 
 /// The `Candidate:` version of `apt-cache policy` output.
@@ -401,6 +448,20 @@ mod tests {
             image_dependency("linux-image-amd64\n  Depends: firmware\n"),
             None
         );
+    }
+
+    #[test]
+    fn split_image_packages_from_apt_cache_depends() {
+        let out = "linux-image-7.3.4+deb13-amd64\n  PreDepends: linux-base\n |Depends: <dracut>\n  Depends: <linux-initramfs-tool>\n  Depends: linux-base-7.3.4+deb13-amd64\n  Depends: linux-binary-7.3.4+deb13-amd64\n  Depends: linux-modules-7.3.4+deb13-amd64\n";
+        assert_eq!(
+            same_release_dependencies(out, "7.3.4+deb13-amd64"),
+            [
+                "linux-base-7.3.4+deb13-amd64",
+                "linux-binary-7.3.4+deb13-amd64",
+                "linux-modules-7.3.4+deb13-amd64"
+            ]
+        );
+        assert!(same_release_dependencies(out, "6.12.117+deb13-amd64").is_empty());
     }
 
     #[test]

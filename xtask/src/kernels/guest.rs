@@ -30,6 +30,14 @@ pub const GUEST_COMMANDS: &[GuestCommand] = &[
         command: "probectl doctor --json",
         optional: None,
     },
+    // The sensors at work, not only attached: a watched program started with a
+    // policy env name that reads a policy file (the exec-environment and file exit
+    // programs, or their twins on kernels without bpf_loop).
+    GuestCommand {
+        name: "watch",
+        command: "env HTTPS_PROXY=http://proxy.invalid:3128 probectl run --json -- /bin/busybox cat /etc/timezone",
+        optional: None,
+    },
     GuestCommand {
         name: "selftest",
         command: "probectl selftest",
@@ -63,6 +71,7 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 # securityfs is left for probectl doctor to mount (it must when it is absent).
 dmesg -n 1
 ip link set lo up
+mkdir -p /etc && echo Etc/UTC >/etc/timezone
 section() {
     echo "@@kernels-begin $1"
     cat "$2"

@@ -281,6 +281,10 @@ fn boot_and_judge(plan: &Plan, initramfs: &Path, logs: &Path, timeout: Duration)
     if row.selftest.starts_with("exit") {
         row.problems.push(format!("selftest {}", row.selftest));
     }
+    match guest::section(&boot.console, "watch") {
+        Some(watch) => report::judge_watch(&mut row, &watch.output, &watch.rc),
+        None => row.watch = "-".to_owned(),
+    }
     match guest::section(&boot.console, "doctor") {
         Some(doctor) => {
             let lsm = guest::section(&boot.console, "lsm").map(|s| s.output);

@@ -23,6 +23,8 @@ pub struct Row {
     pub failed_programs: Vec<String>,
     pub doctor_rc: String,
     pub selftest: String,
+    /// What the watched run reported: `env+file` when both probes came through.
+    pub watch: String,
     pub seconds: u64,
     /// Boots needed (2 after one retry).
     pub attempts: u32,
@@ -100,6 +102,36 @@ pub fn judge(row: &mut Row, doctor_json: &str, doctor_rc: &str, lsm_file: Option
     }
 }
 
+/// Judges the watched run (`probectl run --json` of a program started with
+/// HTTPS_PROXY set that reads /etc/timezone): both probes must be reported.
+pub fn judge_watch(row: &mut Row, records: &str, rc: &str) {
+    let probes: Vec<Value> = records
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["type"] == "probe")
+        .collect();
+    let env = probes
+        .iter()
+        .any(|p| p["how"] == "present_at_exec" && p["target"] == "HTTPS_PROXY");
+    let file = probes.iter().any(|p| {
+        p["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/etc/timezone"))
+    });
+    row.watch = match (env, file) {
+        (true, true) => "env+file".to_owned(),
+        (true, false) => "env only".to_owned(),
+        (false, true) => "file only".to_owned(),
+        (false, false) => "nothing".to_owned(),
+    };
+    if !(env && file) {
+        row.problems.push(format!(
+            "watched run (exit {rc}) reported {}: expected HTTPS_PROXY at exec and /etc/timezone",
+            row.watch
+        ));
+    }
+}
+
 /// The attach point's leading words ("syscall tracepoints", "cgroup v2 sock_addr").
 fn short(chosen: &str) -> String {
     let cut = chosen.find([',', '+', '(']).unwrap_or(chosen.len());
@@ -119,7 +151,7 @@ fn yes_no(v: Option<bool>) -> &'static str {
 pub fn table(rows: &[Row]) -> String {
     let mut header = vec!["kernel", "cmdline"];
     header.extend(FAMILIES);
-    header.extend(["bpf-lsm", "failed", "selftest", "time", "result"]);
+    header.extend(["bpf-lsm", "failed", "watch", "selftest", "time", "result"]);
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -132,6 +164,7 @@ pub fn table(rows: &[Row]) -> String {
                 (d, a) => format!("doctor {} / lsm {}", yes_no(d), yes_no(a)),
             });
             cells.push(r.failed_programs.len().to_string());
+            cells.push(r.watch.clone());
             cells.push(r.selftest.clone());
             cells.push(format!(
                 "{} s{}",
@@ -254,6 +287,30 @@ mod tests {
             "{all}"
         );
         assert!(table(&[row]).contains("kernels ok 0 of 1"));
+    }
+
+    #[test]
+    fn watched_run_needs_both_probes() {
+        let records = concat!(
+            r#"{"type":"exec","pid":7}"#,
+            "\n",
+            r#"{"type":"probe","how":"present_at_exec","target":"HTTPS_PROXY"}"#,
+            "\n",
+            r#"{"type":"probe","how":"openat","target":"/etc/timezone"}"#,
+            "\nnot json\n",
+        );
+        let mut row = Row::default();
+        judge_watch(&mut row, records, "0");
+        assert!(row.ok(), "{:?}", row.problems);
+        assert_eq!(row.watch, "env+file");
+        let mut row = Row::default();
+        judge_watch(
+            &mut row,
+            r#"{"type":"probe","how":"openat","target":"/etc/timezone"}"#,
+            "0",
+        );
+        assert_eq!(row.watch, "file only");
+        assert!(!row.ok());
     }
 
     #[test]
