@@ -4,6 +4,7 @@
 use core::mem::size_of;
 
 use crate::abi::*;
+use crate::host::*;
 use crate::maps::{InodeKey, PolicyRef, WatchEntry};
 
 // SAFETY: all of these are `repr(C)`, `Copy`, made only of integers and byte arrays,

@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod host;
 pub mod limits;
 pub mod maps;
 
@@ -22,5 +23,6 @@ extern crate alloc;
 pub mod decode;
 
 pub use abi::*;
+pub use host::*;
 pub use limits::*;
 pub use maps::*;

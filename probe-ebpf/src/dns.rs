@@ -12,6 +12,8 @@
 //! match-proto: syscalls:sys_enter_sendmmsg(fd, mmsg, vlen, flags) + sys_exit_sendmmsg
 //! match-proto: syscalls:sys_enter_recvfrom(fd, ubuf, size, flags, addr, addr_len) + sys_exit_recvfrom(ret)
 //!
+//! The exits of the sends are in `send_exit`.
+//!
 //! Sockets connected to port 53 are noted in `DNS_SOCKS` by `net::sys_exit_connect`
 //! (glibc's resolver connects its UDP socket, then uses send/sendmmsg and recvfrom).
 
@@ -22,19 +24,15 @@ use aya_ebpf::{
 };
 use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, DNS_ANSWER_CAPTURE, DNS_FROM_ADDR, DNS_FROM_NONE,
-    DNS_FROM_UNREADABLE, DNS_QUERY_CAPTURE, DROP_MMSG_NOT_INSPECTED, DROP_PENDING_RECV_FULL,
-    DROP_PENDING_SEND_FULL, DROP_RECV_EXIT_WITHOUT_ENTRY, DROP_RING_FULL_DNS_ANSWER,
-    DROP_RING_FULL_UDP, DROP_SEND_EXIT_WITHOUT_ENTRY, DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent,
-    EVENT_DNS_ANSWER, EVENT_UDP_SEND, HookDest, MMSG_MAX, PendingRecv, PendingSend,
-    SEND_CALL_SENDMMSG, SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_FROM_USER, UDP_DEST_GIVEN,
-    UDP_DNS, UNIX_DATAGRAM, UdpSendEvent,
+    DNS_FROM_UNREADABLE, DNS_QUERY_CAPTURE, DROP_PENDING_RECV_FULL, DROP_PENDING_SEND_FULL,
+    DROP_RECV_EXIT_WITHOUT_ENTRY, DROP_RING_FULL_DNS_ANSWER, DROP_RING_FULL_UDP,
+    DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent, EVENT_DNS_ANSWER, EVENT_UDP_SEND, HookDest,
+    PendingRecv, PendingSend, SEND_CALL_SENDMMSG, SEND_CALL_SENDMSG, SEND_CALL_SENDTO,
+    UDP_DEST_GIVEN, UDP_DNS, UNIX_DATAGRAM, UdpSendEvent,
 };
 
 use crate::{
-    maps::{
-        DNS_SCRATCH, DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV, SEND_MMSG_NEXT, SEND_MMSG_STATE,
-        SEND_USED,
-    },
+    maps::{DNS_SCRATCH, DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV},
     util::{
         SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
         syscall_arg, take_parked,
@@ -43,7 +41,7 @@ use crate::{
 
 pub const DNS_PORT: u16 = 53;
 /// `struct mmsghdr` on 64-bit: a 56-byte `user_msghdr` plus `msg_len` and padding.
-const MMSGHDR_SIZE: u64 = 64;
+pub(crate) const MMSGHDR_SIZE: u64 = 64;
 
 /// Key of `DNS_SOCKS`: the socket's fd within its process.
 #[inline(always)]
@@ -54,7 +52,7 @@ pub fn dns_sock_key(tgid: u32, fd: i32) -> u64 {
 /// A destination read from a user `struct sockaddr`: the fallback when no cgroup
 /// hook ran during the send, and the source recvfrom wrote.
 #[inline(always)]
-fn read_dest(ptr: u64, len: u64) -> Option<HookDest> {
+pub(crate) fn read_dest(ptr: u64, len: u64) -> Option<HookDest> {
     if ptr == 0 || len < 8 {
         return None;
     }
@@ -83,7 +81,7 @@ fn read_dest(ptr: u64, len: u64) -> Option<HookDest> {
 /// A datagram to a unix address, when no IP destination was found: its path is read
 /// from the caller's memory (the fallback: this build has no sendmsg_unix hook).
 #[inline(always)]
-fn unix_datagram(tgid: u32, tid: u32, fd: i32, ret: i64, ptr: u64, len: u64) {
+pub(crate) fn unix_datagram(tgid: u32, tid: u32, fd: i32, ret: i64, ptr: u64, len: u64) {
     if ptr == 0 || len < 3 {
         return;
     }
@@ -95,14 +93,14 @@ fn unix_datagram(tgid: u32, tid: u32, fd: i32, ret: i64, ptr: u64, len: u64) {
 
 /// One datagram's payload: up to two iovecs (a query split in two is gathered).
 #[derive(Clone, Copy)]
-struct Payload {
-    buf0: u64,
-    len0: u64,
-    buf1: u64,
-    len1: u64,
+pub(crate) struct Payload {
+    pub(crate) buf0: u64,
+    pub(crate) len0: u64,
+    pub(crate) buf1: u64,
+    pub(crate) len1: u64,
 }
 
-const NO_PAYLOAD: Payload = Payload {
+pub(crate) const NO_PAYLOAD: Payload = Payload {
     buf0: 0,
     len0: 0,
     buf1: 0,
@@ -181,7 +179,7 @@ fn gather(p: &Payload, out: &mut [u8; DNS_QUERY_CAPTURE]) -> u32 {
 
 /// Reports one datagram: if it names a destination, or goes to a DNS socket.
 #[inline(always)]
-fn emit_send(
+pub(crate) fn emit_send(
     tgid: u32,
     tid: u32,
     fd: i32,
@@ -291,245 +289,6 @@ pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
             ..Default::default()
         },
     );
-    0
-}
-
-/// Takes one of the hooks' destinations for the next message (`SEND_USED` counts
-/// them), if one is left.
-#[inline(always)]
-fn take_hooked(p: &PendingSend) -> Option<HookDest> {
-    let used = SEND_USED.get_ptr_mut(0)?;
-    // SAFETY: per-CPU slot, ours while this program runs.
-    let n = unsafe { *used };
-    let i = (n as usize) & (MMSG_MAX - 1);
-    if n >= p.hooked || n as usize >= MMSG_MAX {
-        return None;
-    }
-    unsafe { *used = n + 1 };
-    Some(p.dests[i])
-}
-
-/// The next destination of this send: the kernel's copy a hook gave, in order; the
-/// caller's memory only when no hook ran during the syscall.
-#[inline(always)]
-fn next_dest(p: &PendingSend, name: u64, namelen: u64) -> (Option<HookDest>, u32) {
-    if p.hooked == 0 {
-        return (read_dest(name, namelen), UDP_DEST_FROM_USER);
-    }
-    (take_hooked(p), 0)
-}
-
-/// What every message of one send's exit shares.
-struct SendExit<'a> {
-    tgid: u32,
-    tid: u32,
-    p: &'a PendingSend,
-    on_dns: bool,
-    ret: i64,
-}
-
-/// One `user_msghdr` at exit: its destination (if it names one) and first two iovecs.
-///
-/// A function of its own, not inlined: inlined into the unrolled sendmmsg loop, LLVM
-/// reloaded a spilled value on a path that never stored it, which kernels before
-/// 6.5 refuse ("invalid read from stack") even for root.
-///
-/// `unix` is a constant at each call (true only for sendmsg): the verifier then
-/// skips the unix-path fallback where it cannot run (sendmmsg), which kept the
-/// sendmmsg exit under the instruction limit of older verifiers.
-#[inline(never)]
-fn exit_msghdr(x: &SendExit, msg: u64, unix: u64) {
-    let (tgid, tid, p, on_dns, ret) = (x.tgid, x.tid, x.p, x.on_dns, x.ret);
-    let m = msg as *const u64;
-    let (Ok(name), Ok(namelen), Ok(iov), Ok(iovlen)) = (
-        unsafe { bpf_probe_read_user(m) },
-        unsafe { bpf_probe_read_user(m.wrapping_add(1).cast::<u32>()) },
-        unsafe { bpf_probe_read_user(m.wrapping_add(2)) },
-        unsafe { bpf_probe_read_user(m.wrapping_add(3)) },
-    ) else {
-        count_drop(DROP_UNREADABLE_DATAGRAM);
-        return;
-    };
-    let mut payload = NO_PAYLOAD;
-    if iov != 0 && iovlen > 0 {
-        let v = iov as *const u64;
-        payload.buf0 = unsafe { bpf_probe_read_user(v) }.unwrap_or(0);
-        payload.len0 = unsafe { bpf_probe_read_user(v.wrapping_add(1)) }.unwrap_or(0);
-        if iovlen > 1 {
-            payload.buf1 = unsafe { bpf_probe_read_user(v.wrapping_add(2)) }.unwrap_or(0);
-            payload.len1 = unsafe { bpf_probe_read_user(v.wrapping_add(3)) }.unwrap_or(0);
-        }
-    }
-    let (dest, flags) = if name != 0 {
-        next_dest(p, name, namelen as u64)
-    } else {
-        (None, 0)
-    };
-    if unix != 0 && dest.is_none() && p.hooked == 0 {
-        unix_datagram(tgid, tid, p.fd, ret, name, namelen as u64);
-    }
-    emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
-}
-
-/// The start of a send syscall's exit: the parked entry, or `None` (counted).
-#[inline(always)]
-fn send_exit_start(ctx: &TracePointContext) -> Option<(u32, u32, PendingSend, i64, bool)> {
-    let (tgid, tid) = current_ids();
-    let Some(p) = take_parked(&IN_SEND, tid) else {
-        count_missing_entry(tgid, DROP_SEND_EXIT_WITHOUT_ENTRY);
-        return None;
-    };
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_RET) }.unwrap_or(-1);
-    let on_dns = DNS_SOCKS.get_ptr(dns_sock_key(tgid, p.fd)).is_some();
-    let used = SEND_USED.get_ptr_mut(0)?;
-    // SAFETY: per-CPU slot, ours while this program runs.
-    unsafe { *used = 0 };
-    Some((tgid, tid, p, ret, on_dns))
-}
-
-/// The end of a send syscall: any destination a hook gave that no message was
-/// matched with (a msghdr rewritten meanwhile), without payload.
-#[inline(always)]
-fn send_exit_rest(tgid: u32, tid: u32, p: &PendingSend) {
-    for _ in 0..MMSG_MAX {
-        match take_hooked(p) {
-            Some(dest) => emit_send(tgid, tid, p.fd, Some(dest), 0, &NO_PAYLOAD, false),
-            None => break,
-        }
-    }
-}
-
-/// Each program handles its own syscall only: one program holding the three
-/// shapes was more than the verifiers of 5.10 and 6.1 would follow.
-#[tracepoint]
-pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
-    let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
-        return 0;
-    };
-    if p.call == SEND_CALL_SENDTO {
-        let payload = Payload {
-            buf0: p.arg,
-            len0: p.len,
-            ..NO_PAYLOAD
-        };
-        let (dest, flags) = if p.addr_ptr != 0 {
-            next_dest(&p, p.addr_ptr, p.addr_len as u64)
-        } else {
-            (None, 0)
-        };
-        if dest.is_none() && p.hooked == 0 {
-            unix_datagram(tgid, tid, p.fd, ret, p.addr_ptr, p.addr_len as u64);
-        }
-        emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
-    }
-    send_exit_rest(tgid, tid, &p);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
-    let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
-        return 0;
-    };
-    if p.call == SEND_CALL_SENDMSG && p.arg != 0 {
-        let x = SendExit {
-            tgid,
-            tid,
-            p: &p,
-            on_dns,
-            ret,
-        };
-        exit_msghdr(&x, p.arg, 1);
-    }
-    send_exit_rest(tgid, tid, &p);
-    0
-}
-
-/// The sendmmsg exit's state between the runs of its chain.
-#[repr(C)]
-pub struct MmsgState {
-    p: PendingSend,
-    ret: i64,
-    /// Messages to look at: those sent, at most `MMSG_MAX`.
-    sent: u64,
-    /// The next message.
-    index: u64,
-    tgid: u32,
-    tid: u32,
-    on_dns: u32,
-    _pad0: u32,
-}
-
-#[tracepoint]
-pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
-    let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
-        return 0;
-    };
-    if p.call != SEND_CALL_SENDMMSG || p.arg == 0 {
-        send_exit_rest(tgid, tid, &p);
-        return 0;
-    }
-    // Only the messages sent (the result) are looked at.
-    let sent = if ret >= 0 && (ret as u64) < p.len {
-        ret as u64
-    } else {
-        p.len
-    };
-    if sent > MMSG_MAX as u64 && on_dns {
-        count_drop(DROP_MMSG_NOT_INSPECTED);
-    }
-    let Some(state) = SEND_MMSG_STATE.get_ptr_mut(0) else {
-        send_exit_rest(tgid, tid, &p);
-        return 0;
-    };
-    // SAFETY: per-CPU state, ours while this chain of programs runs.
-    unsafe {
-        *state = MmsgState {
-            p,
-            ret,
-            sent: sent.min(MMSG_MAX as u64),
-            index: 0,
-            tgid,
-            tid,
-            on_dns: on_dns as u32,
-            _pad0: 0,
-        };
-        SEND_MMSG_NEXT.tail_call(&ctx, 0);
-    }
-    // The chain could not start (its slot empty): the hooks' destinations still go
-    // out, without the messages' DNS names.
-    if on_dns {
-        count_drop(DROP_MMSG_NOT_INSPECTED);
-    }
-    send_exit_rest(tgid, tid, &p);
-    0
-}
-
-/// One message of a sendmmsg exit, then a tail call for the next; never attached,
-/// only tail-called (slot 0 of `SEND_MMSG_NEXT`).
-#[tracepoint]
-pub fn sendmmsg_next(ctx: TracePointContext) -> u32 {
-    let Some(state) = SEND_MMSG_STATE.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: per-CPU state written by `sys_exit_sendmmsg` in this chain.
-    let s = unsafe { &mut *state };
-    if s.index >= s.sent || s.index >= MMSG_MAX as u64 {
-        send_exit_rest(s.tgid, s.tid, &s.p);
-        return 0;
-    }
-    let x = SendExit {
-        tgid: s.tgid,
-        tid: s.tid,
-        p: &s.p,
-        on_dns: s.on_dns != 0,
-        ret: s.ret,
-    };
-    exit_msghdr(&x, s.p.arg + s.index * MMSGHDR_SIZE, 0);
-    s.index += 1;
-    // SAFETY: slot 0 holds this program; returns only when the call fails.
-    unsafe { SEND_MMSG_NEXT.tail_call(&ctx, 0) };
-    send_exit_rest(s.tgid, s.tid, &s.p);
     0
 }
 

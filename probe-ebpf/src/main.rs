@@ -19,6 +19,7 @@ mod net;
 mod peer_mem;
 mod process;
 mod resolve;
+mod send_exit;
 mod util;
 
 #[cfg(not(test))]

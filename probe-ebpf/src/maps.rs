@@ -188,7 +188,7 @@ pub const LOOP_SLOT_SLASH: u32 = 0;
 pub static SEND_MMSG_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// Where the sendmmsg chain is, per CPU (a tail call stays on its CPU).
 #[map]
-pub static SEND_MMSG_STATE: PerCpuArray<crate::dns::MmsgState> =
+pub static SEND_MMSG_STATE: PerCpuArray<crate::send_exit::MmsgState> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// The chained exec-environment scan of kernels without `bpf_loop`: slot 0 holds
