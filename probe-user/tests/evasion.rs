@@ -169,6 +169,17 @@ fn a_connect_injected_with_ptrace_into_a_watched_process_is_caught() {
         r["type"] == "exec" && r["exe"].as_str().is_some_and(|e| e.contains("evade_net"))
     });
     let pid = exec["pid"].as_u64().expect("pid").to_string();
+    // The exec is seen before the tracee has made its socket: wait until fd 100 is
+    // there (with a deadline), or the injected connect gets EBADF.
+    let socket = std::path::PathBuf::from(format!("/proc/{pid}/fd/100"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tracee never made its socket"
+        );
+        std::thread::yield_now();
+    }
     // The tracer is this test's child: not watched. The tracee makes the syscall.
     let out = Command::new(&bin)
         .args(["inject", &pid, "100", &listener.port.to_string()])

@@ -52,12 +52,12 @@ fn selftest_sees_every_operation_through_the_tier_in_use() {
         (
             "net",
             "TCP connect to 127.0.0.1:",
-            &["syscall", "cgroup_hook"][..],
+            &["syscall", "cgroup_hook", "syscall_and_cgroup_hook"][..],
         ),
         (
             "net",
             "UDP send to 127.0.0.1:",
-            &["syscall", "cgroup_hook"][..],
+            &["syscall", "cgroup_hook", "syscall_and_cgroup_hook"][..],
         ),
         ("process", "exec", &["exec"][..]),
     ];

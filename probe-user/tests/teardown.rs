@@ -60,13 +60,17 @@ fn run_exits_before_its_attachments_are_detached_and_the_detacher_exits() {
         String::from_utf8_lossy(&out.stdout).contains("\"type\":\"report\""),
         "the report comes before the exit"
     );
-    // probectl has exited; its attachments are still held, by the detacher.
+    // probectl has exited; the detacher it left still runs. (Whether it still holds
+    // descriptors when this looks depends on how far its closes got: the kernel may
+    // finish releasing them after the last close, while the process exits, so only
+    // its presence is an ordering fact.)
     let holders = holders_of(&mark);
-    let held: usize = holders.iter().map(|&p| attachments(p)).sum();
     assert!(
-        held > 0,
-        "no process holds probectl's attachments after its exit (holders: {holders:?}): the exit waited for the detaches"
+        !holders.is_empty(),
+        "no detacher outlives probectl's exit: the exit waited for the detaches"
     );
+    let held: usize = holders.iter().map(|&p| attachments(p)).sum();
+    eprintln!("detacher {holders:?} holds {held} attachments after probectl's exit");
     // And it goes away on its own.
     let deadline = Instant::now() + DEADLINE;
     while !holders_of(&mark).is_empty() {
