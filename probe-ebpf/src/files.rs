@@ -100,13 +100,14 @@ path_syscall!(sys_enter_access, sys_exit_access, FILE_OP_ACCESS, dfd: None, path
 path_syscall!(sys_enter_faccessat, sys_exit_faccessat, FILE_OP_FACCESSAT, dfd: Some(0), path: 1, flags: Flags::None);
 path_syscall!(sys_enter_faccessat2, sys_exit_faccessat2, FILE_OP_FACCESSAT2, dfd: Some(0), path: 1, flags: Flags::Arg(3));
 
-/// `/proc/<anything>/environ`: another process's (or its own) whole environment,
-/// read in one go. Only when a policy category asks for it (`SETTINGS`).
+/// `/proc/<anything>/SUFFIX`, while a category counts whole-environment reads
+/// (`SETTINGS`): `/environ` is another process's (or its own) whole environment,
+/// read in one go; `/mem` another process's memory, its environment included (a
+/// process's own is left out by userspace).
 #[inline(always)]
-fn is_proc_environ(path: &[u8; PATH_LEN], len: usize) -> bool {
+fn is_proc_file(path: &[u8; PATH_LEN], len: usize, suffix: &[u8]) -> bool {
     const PREFIX: &[u8; 6] = b"/proc/";
-    const SUFFIX: &[u8; 8] = b"/environ";
-    if len < PREFIX.len() + SUFFIX.len() || len >= PATH_LEN {
+    if len < PREFIX.len() + suffix.len() || len >= PATH_LEN {
         return false;
     }
     if SETTINGS.get(SETTING_PROC_ENVIRON).is_none_or(|on| *on == 0) {
@@ -117,36 +118,10 @@ fn is_proc_environ(path: &[u8; PATH_LEN], len: usize) -> bool {
             return false;
         }
     }
-    let start = len - SUFFIX.len();
-    for i in 0..SUFFIX.len() {
+    let start = len - suffix.len();
+    for (i, &b) in suffix.iter().enumerate() {
         // Masked so the verifier sees the index stay inside the array.
-        if path[(start + i) & (PATH_LEN - 1)] != SUFFIX[i] {
-            return false;
-        }
-    }
-    true
-}
-
-/// `/proc/<anything>/mem`: another process's memory, its environment included (a
-/// process's own is left out by userspace). Under the same setting as `environ`.
-#[inline(always)]
-fn is_proc_mem(path: &[u8; PATH_LEN], len: usize) -> bool {
-    const PREFIX: &[u8; 6] = b"/proc/";
-    const SUFFIX: &[u8; 4] = b"/mem";
-    if len < PREFIX.len() + SUFFIX.len() + 1 || len >= PATH_LEN {
-        return false;
-    }
-    if SETTINGS.get(SETTING_PROC_ENVIRON).is_none_or(|on| *on == 0) {
-        return false;
-    }
-    for i in 0..PREFIX.len() {
-        if path[i] != PREFIX[i] {
-            return false;
-        }
-    }
-    let start = len - SUFFIX.len();
-    for i in 0..SUFFIX.len() {
-        if path[(start + i) & (PATH_LEN - 1)] != SUFFIX[i] {
+        if path[(start + i) & (PATH_LEN - 1)] != b {
             return false;
         }
     }
@@ -245,7 +220,9 @@ pub(crate) fn try_exit_with(
     key.prefix_len = (PATH_LEN * 8) as u32;
     let (entry_id, matched_by) = match PATHS.get(&*key) {
         Some(policy) => (policy.entry_id, FILE_MATCH_PATH),
-        None if is_proc_environ(&key.data, len) || is_proc_mem(&key.data, len) => {
+        None if is_proc_file(&key.data, len, b"/environ")
+            || is_proc_file(&key.data, len, b"/mem") =>
+        {
             (ENTRY_PROC_ENVIRON, FILE_MATCH_PATH)
         }
         None => match resolve::by_inode(&pending, ret, len) {

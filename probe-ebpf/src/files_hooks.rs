@@ -23,7 +23,7 @@
 //! match-proto: x86-64 pt_regs { orig_ax } at the top of the kernel stack
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel_str_bytes},
     macros::{fentry, fexit, lsm, map},
     maps::Array,
     programs::{FEntryContext, FExitContext, LsmContext},
@@ -31,13 +31,13 @@ use aya_ebpf::{
 use probe_common::{
     DROP_RING_FULL_FILE_HOOK, DROP_UNREADABLE_HOOK_INODE, EVENT_FILE, FILE_MATCH_HOOK,
     FILE_OP_HOOK_OPEN, FILE_OP_HOOK_READLINK, FILE_OP_HOOK_RECEIVE, FileEvent, HOFF_DENTRY_NAME,
-    HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS, HOFF_TASK_STACK, InodeKey, KOFF_DENTRY_INODE,
-    KOFF_FILE_INODE, KOFF_INODE_INO, KOFF_INODE_SB, KOFF_PATH_DENTRY, KOFF_SB_DEV, PATH_LEN,
-    SETTING_INODES,
+    HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS, HOFF_TASK_STACK, KOFF_DENTRY_INODE,
+    KOFF_FILE_INODE, KOFF_PATH_DENTRY, PATH_LEN, SETTING_INODES,
 };
 
 use crate::{
-    maps::{EVENTS, INODES, KERNEL_OFFSETS, PENDING_PATH, SETTINGS},
+    maps::{EVENTS, INODES, PENDING_PATH, SETTINGS},
+    resolve::{inode_key, koff, kread},
     util::{count_drop, current_ids, header, is_watched},
 };
 
@@ -74,19 +74,8 @@ enum Obj {
 }
 
 #[inline(always)]
-fn koff(slot: u32) -> u64 {
-    KERNEL_OFFSETS.get(slot).map_or(0, |off| *off as u64)
-}
-
-#[inline(always)]
 fn hoff(slot: u32) -> u64 {
     HOOK_OFFSETS.get(slot).map_or(0, |off| *off as u64)
-}
-
-#[inline(always)]
-fn kread<T>(addr: u64) -> Result<T, i64> {
-    // SAFETY: a fault-tolerant read of kernel memory; a bad address is an error.
-    unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|e| e as i64)
 }
 
 /// (dentry, inode) of the hook's object.
@@ -100,17 +89,6 @@ fn dentry_inode(obj: u64, kind: Obj) -> Result<(u64, u64), i64> {
         }
         Obj::Dentry => Ok((obj, kread(obj + koff(KOFF_DENTRY_INODE))?)),
     }
-}
-
-#[inline(always)]
-fn inode_key(inode: u64) -> Result<InodeKey, i64> {
-    let ino: u64 = kread(inode + koff(KOFF_INODE_INO))?;
-    let sb: u64 = kread(inode + koff(KOFF_INODE_SB))?;
-    let dev: u32 = kread(sb + koff(KOFF_SB_DEV))?;
-    Ok(InodeKey {
-        dev: dev as u64,
-        ino,
-    })
 }
 
 /// The one body of every hook: watched? a policy file? inside a traced syscall?

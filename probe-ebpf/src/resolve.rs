@@ -45,12 +45,12 @@ fn setting(slot: u32) -> bool {
 }
 
 #[inline(always)]
-fn koff(slot: u32) -> u64 {
+pub(crate) fn koff(slot: u32) -> u64 {
     KERNEL_OFFSETS.get(slot).map_or(0, |off| *off as u64)
 }
 
 #[inline(always)]
-fn kread<T>(addr: u64) -> Result<T, i64> {
+pub(crate) fn kread<T>(addr: u64) -> Result<T, i64> {
     // SAFETY: a fault-tolerant read of kernel memory; a bad address is an error.
     unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|e| e as i64)
 }
@@ -63,7 +63,7 @@ fn uread<T>(addr: u64) -> Result<T, i64> {
 
 /// (dev, ino) of a `struct inode *`.
 #[inline(always)]
-fn inode_key(inode: u64) -> Result<InodeKey, i64> {
+pub(crate) fn inode_key(inode: u64) -> Result<InodeKey, i64> {
     let ino: u64 = kread(inode + koff(KOFF_INODE_INO))?;
     let sb: u64 = kread(inode + koff(KOFF_INODE_SB))?;
     let dev: u32 = kread(sb + koff(KOFF_SB_DEV))?;
