@@ -101,15 +101,15 @@ pub static PENDING_ENV: HashMap<u32, PendingEnv> = HashMap::with_max_entries(PEN
 /// case-folded name used as the `ENV_NAMES` key.
 #[repr(C)]
 pub struct EnvScratch {
-    pub entry: [u8; ENV_ENTRY_BUF],
+    /// The entry as read, `NAME=` first.
+    pub entry: [u8; ENV_NAME_LEN],
+    /// The name as written (case kept), zero padded.
+    pub name: [u8; ENV_NAME_LEN],
     pub key: EnvNameKey,
     /// The same name as an `ENV_PREFIXES` key, for globs.
     pub prefix_key: Key<EnvNameKey>,
 }
 
-/// `NAME=` (at most `ENV_NAME_LEN`) plus a full value prefix always fits, so the value
-/// copy at a variable offset never reads past the buffer.
-pub const ENV_ENTRY_BUF: usize = ENV_NAME_LEN + probe_common::ENV_VALUE_PREFIX_LEN + 8;
 
 #[map]
 pub static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);

@@ -13,6 +13,7 @@ fn env_present_at_exec_is_reported_with_a_redacted_value_prefix() {
     if !bpf_available("env_present_at_exec_is_reported_with_a_redacted_value_prefix") {
         return;
     }
+    let long_value = format!("http://{}.example:3128", "a".repeat(100));
     let run = probectl_json(
         &[c_fixture().as_os_str(), OsStr::new("exit"), OsStr::new("0")],
         &[
@@ -22,10 +23,16 @@ fn env_present_at_exec_is_reported_with_a_redacted_value_prefix() {
             ),
             ("TZ", "Europe/Paris"),
             ("SECRET_TOKEN", "not-in-any-policy"),
+            ("HTTP_PROXY", &long_value),
         ],
     );
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    // The kernel keeps the first 63 bytes of a value and marks the cut.
+    assert_eq!(
+        run.probe(pid, &["present_at_exec"], "HTTP_PROXY")["value_prefix"],
+        format!("{}…", &long_value[..63]),
+    );
     let proxy = run.probe(pid, &["present_at_exec"], "HTTPS_PROXY");
     assert_eq!(proxy["categories"][0], "proxy");
     assert_eq!(proxy["result"], "set");
