@@ -1,4 +1,4 @@
-//! `run` returns without waiting for the kernel's detaches: the attachments' last
+//! `run` (and `doctor`) return without waiting for the kernel's detaches: the attachments' last
 //! references go to a detached grandchild, which closes them once probectl has
 //! exited and then exits itself. The exit code and the report are unchanged (the
 //! other run tests check them); this checks who detaches, and that nothing lingers.
@@ -44,21 +44,44 @@ fn run_exits_before_its_attachments_are_detached_and_the_detacher_exits() {
     if !bpf_available("run_exits_before_its_attachments_are_detached_and_the_detacher_exits") {
         return;
     }
-    let mark = format!("PROBECTL_TEARDOWN_TEST={}", std::process::id());
+    exits_before_detaching(
+        &["run", "--standalone", "--json", "--", "true"],
+        Some(0),
+        "\"type\":\"report\"",
+    );
+}
+
+#[test]
+fn doctor_exits_before_its_attachments_are_detached_and_the_detacher_exits() {
+    if !bpf_available("doctor_exits_before_its_attachments_are_detached_and_the_detacher_exits") {
+        return;
+    }
+    // doctor's exit code says whether every family attached (1 on a partial
+    // kernel): only the output's order is checked here.
+    exits_before_detaching(&["doctor", "--json"], None, "\"sensors\"");
+}
+
+/// Runs probectl with `args` under a marker variable; checks its exit code (when
+/// `code` is given) and that `output_mark` was written before the exit, then that a
+/// detacher outlived probectl and goes away on its own.
+fn exits_before_detaching(args: &[&str], code: Option<i32>, output_mark: &str) {
+    let mark = format!("PROBECTL_TEARDOWN_TEST={}-{}", std::process::id(), args[0]);
     let (name, value) = mark.split_once('=').unwrap();
     let mut cmd = probectl_command();
-    cmd.env(name, value)
-        .args(["run", "--standalone", "--json", "--", "true"]);
+    cmd.env(name, value).args(args);
     let out = run_with_deadline(cmd);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if code.is_some() {
+        assert_eq!(
+            out.status.code(),
+            code,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("\"type\":\"report\""),
-        "the report comes before the exit"
+        String::from_utf8_lossy(&out.stdout).contains(output_mark),
+        "the output comes before the exit: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // probectl has exited; the detacher it left still runs. (Whether it still holds
     // descriptors when this looks depends on how far its closes got: the kernel may

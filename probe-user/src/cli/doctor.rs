@@ -48,6 +48,9 @@ pub fn doctor(json: bool) -> anyhow::Result<i32> {
     } else {
         print!("{}", render(&report));
     }
+    // Like `run`: the kernel's detaches (an RCU grace period each) happen in a
+    // short-lived child, not before doctor exits.
+    super::standalone::detach_off_the_exit_path();
     Ok(if healthy { 0 } else { 1 })
 }
 
