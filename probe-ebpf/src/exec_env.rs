@@ -15,10 +15,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{
-        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
-        generated::bpf_loop,
-    },
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated::bpf_loop},
     macros::tracepoint,
     programs::TracePointContext,
 };

@@ -110,7 +110,6 @@ pub struct EnvScratch {
     pub prefix_key: Key<EnvNameKey>,
 }
 
-
 #[map]
 pub static ENV_SCRATCH: PerCpuArray<EnvScratch> = PerCpuArray::with_max_entries(1, 0);
 

@@ -158,3 +158,29 @@ fn node_enumerating_process_env_is_reported() {
         conn[0]
     );
 }
+
+/// `run` looks for a getenv of its own in the command's program before the exec,
+/// found in PATH like exec would: a FIFO planted there with execute bits is not a
+/// program (PATH lookup skips it; an open would wait for a writer that never comes),
+/// and the exec's failure is reported.
+#[test]
+fn a_fifo_planted_as_the_command_in_path_is_refused_without_blocking_run() {
+    if !bpf_available("a_fifo_planted_as_the_command_in_path_is_refused_without_blocking_run") {
+        return;
+    }
+    let dir = test_dir("fifo-command");
+    let fifo = dir.join("evil-cli");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o755)).expect("mkfifo");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = probectl_command();
+    cmd.env("PATH", path)
+        .args(["run", "--standalone", "--", "evil-cli"]);
+    let out = run_with_deadline(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{stderr}");
+    assert!(stderr.contains("cannot execute evil-cli"), "{stderr}");
+}

@@ -124,6 +124,43 @@ fn the_default_policy_leaves_uname_out_and_the_kernel_does_not_send_it() {
     );
 }
 
+/// The interface name comes from the watched process: control bytes in it reach
+/// neither the JSON nor the readable report raw.
+#[test]
+fn a_hostile_interface_name_is_escaped_in_json_and_in_the_readable_report() {
+    if !bpf_available("a_hostile_interface_name_is_escaped_in_json_and_in_the_readable_report") {
+        return;
+    }
+    let fixture = build_c_fixture("host_calls");
+    // 12 bytes, within IFNAMSIZ: a colour escape, a newline and a fake log line.
+    let hostile = OsStr::new("hwaddr-try:\x1b[31m\nfake x");
+    let run = probectl_json(&[fixture.as_os_str(), hostile], &[]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    assert_eq!(
+        host_probes(&run, pid),
+        vec![(
+            "siocgifhwaddr".to_owned(),
+            "\\x1b[31m\\x0afake x".to_owned()
+        )]
+    );
+    let mut cmd = probectl_command();
+    cmd.args(["run", "--standalone", "--"])
+        .arg(&fixture)
+        .arg(hostile);
+    let out = run_with_deadline(cmd);
+    let text = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("\\x1b[31m\\x0afake x"),
+        "the readable report names the interface, escaped:\n{text}"
+    );
+    assert!(
+        !text.contains('\x1b') && !text.contains("\nfake x"),
+        "a raw control byte of the name reached the readable report:\n{text}"
+    );
+}
+
 #[test]
 fn node_os_network_interfaces_is_a_netlink_link_dump() {
     if !bpf_available("node_os_network_interfaces_is_a_netlink_link_dump") {

@@ -61,8 +61,27 @@ fn doctor_exits_before_its_attachments_are_detached_and_the_detacher_exits() {
     exits_before_detaching(&["doctor", "--json"], None, "\"sensors\"");
 }
 
+#[test]
+fn a_run_whose_command_cannot_start_exits_before_its_attachments_are_detached() {
+    if !bpf_available("a_run_whose_command_cannot_start_exits_before_its_attachments_are_detached")
+    {
+        return;
+    }
+    exits_before_detaching(
+        &[
+            "run",
+            "--standalone",
+            "--",
+            "/nonexistent/probectl-test-cli",
+        ],
+        Some(127),
+        "command not found",
+    );
+}
+
 /// Runs probectl with `args` under a marker variable; checks its exit code (when
-/// `code` is given) and that `output_mark` was written before the exit, then that a
+/// `code` is given) and that `output_mark` was written (to stdout or stderr) before
+/// the exit, then that a
 /// detacher outlived probectl and goes away on its own.
 fn exits_before_detaching(args: &[&str], code: Option<i32>, output_mark: &str) {
     let mark = format!("PROBECTL_TEARDOWN_TEST={}-{}", std::process::id(), args[0]);
@@ -78,10 +97,11 @@ fn exits_before_detaching(args: &[&str], code: Option<i32>, output_mark: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let output = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    let output = String::from_utf8_lossy(&output);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(output_mark),
-        "the output comes before the exit: {}",
-        String::from_utf8_lossy(&out.stderr)
+        output.contains(output_mark),
+        "the output comes before the exit: {output}"
     );
     // probectl has exited; the detacher it left still runs. (Whether it still holds
     // descriptors when this looks depends on how far its closes got: the kernel may

@@ -41,6 +41,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         })
         .transpose()?;
     let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
+    let result = run_standalone(&args, &mut engine, profile_file.as_mut()).await;
+    // On every way out, a failed exec or an error included: the kernel's detaches
+    // happen in a short-lived child, not before probectl exits.
+    standalone::detach_off_the_exit_path();
+    result
+}
+
+/// `run` with probectl's own programs loaded in `engine`.
+async fn run_standalone(
+    args: &RunArgs,
+    engine: &mut Engine,
+    mut profile_file: Option<&mut probe_user::private_file::RecordFile>,
+) -> anyhow::Result<i32> {
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
     let mut printer = Printer::new(format, out).with_color(color);
     let (program, gate) = match start_gated(&args, engine.sensors.original_memlock)? {
@@ -82,29 +95,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         tokio::select! {
             read = engine.next_batch() => {
                 read?;
-                print(&mut engine, &mut printer);
+                print(engine, &mut printer);
             }
             _ = libc_scan.tick(), if engine.libc_scans_pending() => {
                 engine.scan_libcs();
-                print(&mut engine, &mut printer);
+                print(engine, &mut printer);
             }
             status = &mut status_rx => break status.unwrap_or_else(|_| Err(io::Error::other("lost the command's exit status"))),
             _ = sigint.recv() => {}
             // A hang-up also reaches the command through the terminal; for probectl it
             // means: read the policy file again.
-            _ = sighup.recv() => standalone::reload(&mut engine, args.policy.as_deref(), &mut printer),
+            _ = sighup.recv() => standalone::reload(engine, args.policy.as_deref(), &mut printer),
             _ = sigterm.recv() => forward(root, nix::sys::signal::Signal::SIGTERM),
         }
     };
     // Everything the command did happened before its exit, so it is in the ring now.
     engine.drain();
-    print(&mut engine, &mut printer);
+    print(engine, &mut printer);
     let exit_code = match status {
         Ok(status) => exit_code_of(status),
         Err(err) => return Ok(report_spawn_error(&program, &err)),
     };
     wait_for_descendants(
-        &mut engine,
+        engine,
         &mut printer,
         root,
         format,
@@ -129,7 +142,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot write the profile to {}", path.display()))?;
     }
     printer.emit(&Record::now(Body::Report(Box::new(report))));
-    standalone::detach_off_the_exit_path();
     Ok(exit_code)
 }
 
