@@ -56,7 +56,7 @@ async fn run_standalone(
 ) -> anyhow::Result<i32> {
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
     let mut printer = Printer::new(format, out).with_color(color);
-    let (program, gate) = match start_gated(&args, engine.sensors.original_memlock)? {
+    let (program, gate) = match start_gated(args, engine.sensors.original_memlock)? {
         Ok(started) => started,
         Err(code) => return Ok(code),
     };
@@ -127,7 +127,7 @@ async fn run_standalone(
     )
     .await?;
 
-    let losses = standalone::losses(&engine, &printer);
+    let losses = standalone::losses(engine, &printer);
     let report = engine.report(root, exit_code, ReportScope::All, &losses);
     if let (Some(path), Some(file)) = (&args.profile, profile_file.as_mut()) {
         let command = args
