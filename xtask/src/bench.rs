@@ -30,9 +30,12 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ("30 x node -e 0", &["spawn", "30", "node", "-e", "0"]),
 ];
 
-/// The row of the `make -j2` build (`bench_build`), after the workloads'.
+/// The rows of the `make -j2` build (`bench_build`), after the workloads': its wall
+/// time, then its CPU time.
 const MAKE: usize = WORKLOADS.len();
+const MAKE_CPU: usize = MAKE + 1;
 const MAKE_LABEL: &str = "make -j2, 40 C files (clean build)";
+const MAKE_CPU_LABEL: &str = "the same build's CPU time (user+sys of its process tree)";
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Condition {
@@ -138,7 +141,8 @@ impl Bench {
     fn round(&mut self) -> Result<()> {
         self.start_stop.round(&self.probectl, &self.workload);
         let t = crate::bench_build::build(&self.project)?;
-        self.record(MAKE, Condition::None, t);
+        self.record(MAKE, Condition::None, t.wall_ns);
+        self.record(MAKE_CPU, Condition::None, t.cpu_ns);
         for (i, (_, args)) in WORKLOADS.iter().enumerate() {
             let t = self.time_workload(&mut Command::new(&self.workload), args)?;
             self.record(i, Condition::None, t);
@@ -187,7 +191,8 @@ impl Bench {
             self.record(i, cond, t);
         }
         let t = crate::bench_build::build(&self.project)?;
-        self.record(MAKE, cond, t);
+        self.record(MAKE, cond, t.wall_ns);
+        self.record(MAKE_CPU, cond, t.cpu_ns);
         if let Some(mut child) = child {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -375,7 +380,10 @@ impl Bench {
         );
         let _ = writeln!(s, "| workload | {} |", conds.map(|c| c.label()).join(" | "));
         let _ = writeln!(s, "|---|{}", "---|".repeat(conds.len()));
-        let names = WORKLOADS.iter().map(|(name, _)| *name).chain([MAKE_LABEL]);
+        let names = WORKLOADS
+            .iter()
+            .map(|(name, _)| *name)
+            .chain([MAKE_LABEL, MAKE_CPU_LABEL]);
         for (i, name) in names.enumerate() {
             let base = median(self.samples.get(&(i, Condition::None)));
             let cells: Vec<String> = conds
