@@ -71,12 +71,13 @@ fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
     })
 }
 
-/// The scan for kernels without `bpf_loop` (before 5.17). A bounded loop over the
-/// entries is beyond the old verifiers (each '=' position and byte case is a branch
-/// it follows through every later iteration), so each entry is one run of
-/// `exec_env_next`, which tail-calls itself: the verifier checks one entry, as with
-/// bpf_loop. The kernel allows 33 tail calls, so this scans the first 34 entries (this
-/// program's and 33 tail calls') and counts a longer envp as an incomplete scan.
+/// The scan for kernels without `bpf_loop` (before 5.17). Each run of
+/// `exec_env_next` scans `ENTRIES_PER_CALL` entries in a bounded loop, then tail-calls
+/// itself for the next ones. The kernel allows 33 tail calls, so the chain covers
+/// 34 * 4 = 136 entries, and counts a longer envp as an incomplete scan. (5.10's
+/// verifier prunes less than today's: 16 entries per run exceeded its 1M-instruction
+/// limit, 4 load. Before `visit` kept the name's length out of the verifier's way, one
+/// entry per run was all it accepted, and only 34 entries were scanned.)
 #[inline(always)]
 pub(crate) fn scan_chained(ctx: &TracePointContext, envp_at: usize) {
     let Some(scan) = start(ctx, envp_at) else {
@@ -90,7 +91,10 @@ pub(crate) fn scan_chained(ctx: &TracePointContext, envp_at: usize) {
     scan_next(ctx);
 }
 
-/// One entry of the chained scan, then a tail call for the next.
+/// Entries the chained scan visits per program (see `scan_chained`).
+const ENTRIES_PER_CALL: u32 = 4;
+
+/// `ENTRIES_PER_CALL` entries of the chained scan, then a tail call for the next.
 #[inline(always)]
 pub(crate) fn scan_next(ctx: &TracePointContext) {
     let Some(state) = ENV_SCAN_STATE.get_ptr_mut(0) else {
@@ -98,14 +102,16 @@ pub(crate) fn scan_next(ctx: &TracePointContext) {
     };
     // SAFETY: per-CPU state written by `scan_chained` in this chain.
     let scan = unsafe { &mut *state };
-    let index = scan.next;
-    if index >= EXEC_ENV_MAX_ENTRIES || visit(index, scan) != 0 {
-        if scan.done == 0 {
-            count_drop(DROP_ENV_SCAN_INCOMPLETE);
+    for _ in 0..ENTRIES_PER_CALL {
+        let index = scan.next;
+        if index >= EXEC_ENV_MAX_ENTRIES || visit(index, scan) != 0 {
+            if scan.done == 0 {
+                count_drop(DROP_ENV_SCAN_INCOMPLETE);
+            }
+            return;
         }
-        return;
+        scan.next = index + 1;
     }
-    scan.next = index + 1;
     // SAFETY: slot 0 holds `exec_env_next` (userspace puts it there). It returns
     // only when the call fails: the chain's limit reached, or the slot empty.
     unsafe { ENV_SCAN_NEXT.tail_call(ctx, 0) };
