@@ -92,9 +92,7 @@ fn assert_exec_fork_exit_seen(btf: bool, name: &str) -> JsonRun {
     assert!(
         execs.iter().any(|e| e["pid"] == root
             && e["argv"][1] == "fork"
-            && e["exe"]
-                .as_str()
-                .is_some_and(|f| f.contains("/tz_probe"))),
+            && e["exe"].as_str().is_some_and(|f| f.contains("/tz_probe"))),
         "the root's exec, with argv and the kernel's filename: {execs:#?}"
     );
     let conn = run.of_type("connect");
