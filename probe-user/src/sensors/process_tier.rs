@@ -68,7 +68,13 @@ impl Sensors {
     /// Tries the tp_btf tier: writes its offsets from BTF, then loads and attaches its
     /// three programs, or none of them.
     pub(super) fn attach_process_tier(&mut self) -> ProcessOutcome {
+        let started = std::time::Instant::now();
         let tried = self.try_tp_btf();
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            ok = tried.is_ok(),
+            "process tp_btf tier tried"
+        );
         match &tried {
             Ok(()) => {
                 for (program, tracepoint, _) in TP_BTF_PROGRAMS {
@@ -119,8 +125,15 @@ impl Sensors {
             .program_mut(program)
             .ok_or("program missing from the object")?;
         let p: &mut BtfTracePoint = prog.try_into().map_err(|e| format!("{e}"))?;
-        p.load(tracepoint, btf)
-            .map_err(|e| super::load_error::load_error(program, &e))?;
+        let started = std::time::Instant::now();
+        let loaded = p.load(tracepoint, btf);
+        tracing::debug!(
+            program,
+            ms = started.elapsed().as_millis(),
+            ok = loaded.is_ok(),
+            "verified"
+        );
+        loaded.map_err(|e| super::load_error::load_error(program, &e))?;
         p.attach()
             .map_err(|e| why(&format!("attach to {tracepoint}"), &e))?;
         Ok(())
