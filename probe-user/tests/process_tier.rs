@@ -13,8 +13,12 @@ mod common;
 use std::ffi::OsStr;
 use std::process::Command;
 
-use common::*;
+use common::{daemon::Daemon, *};
 use serde_json::Value;
+
+/// The `sh -c` script that hides the kernel's BTF in a private mount namespace, then
+/// runs its arguments.
+const HIDE_BTF: &str = r#"mount --bind /dev/null /sys/kernel/btf/vmlinux && exec "$0" "$@""#;
 
 /// `probectl ARGS` (set up like `probectl_command`), in a mount namespace without
 /// kernel BTF when `btf` is false.
@@ -24,7 +28,7 @@ fn probectl_with(btf: bool, args: &[&OsStr]) -> Command {
     } else {
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount --bind /dev/null /sys/kernel/btf/vmlinux && exec "$0" "$@""#)
+            .arg(HIDE_BTF)
             .arg(probectl());
         cmd.env_remove("CI");
         cmd.env(
@@ -203,4 +207,48 @@ fn the_process_tier_in_use_is_named_and_sees_exec_fork_exit() {
     eprintln!("process tier on this kernel: {chosen}");
     let run = assert_exec_fork_exit_seen(true, "process-tier-default");
     assert_eq!(process_choice(&run.report()["sensors"])["chosen"], chosen);
+}
+
+#[test]
+fn the_daemon_status_names_the_process_tier_and_the_tier_passed_over() {
+    if !bpf_available("the_daemon_status_names_the_process_tier_and_the_tier_passed_over") {
+        return;
+    }
+    let wrapper: Vec<String> = ["unshare", "--mount", "--propagation", "private", "sh", "-c"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([HIDE_BTF.to_owned()])
+        .collect();
+    let daemon = Daemon::start_wrapped("process-tier-status", "", &wrapper);
+    let status = daemon.status();
+    let process = process_choice(&status["sensors"]);
+    assert!(
+        process["chosen"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("tracepoints sched/*")),
+        "{process:#}"
+    );
+    let passed = &process["passed_over"][0];
+    assert!(
+        passed["attach_point"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("tp_btf "))
+            && passed["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no kernel BTF")),
+        "{process:#}"
+    );
+    let out = run_with_deadline({
+        let mut c = daemon.client();
+        c.arg("status");
+        c
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("passed over tp_btf ") && l.contains("no kernel BTF")),
+        "{text}"
+    );
+    let (code, stderr) = daemon.stop(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, 0, "{stderr}");
 }
