@@ -74,7 +74,16 @@ pub const KOFF_SB_DEV: u32 = 8;
 pub const KOFF_FS_PWD: u32 = 9;
 pub const KOFF_PATH_DENTRY: u32 = 10;
 pub const KOFF_DENTRY_INODE: u32 = 11;
-pub const KOFF_SLOTS: u32 = 12;
+/// The process family's tp_btf programs (`probe-ebpf/src/process.rs`), which get
+/// kernel pointers where the tracepoints got a record: `task_struct.pid` (the child
+/// of `task_newtask`), `linux_binprm.filename` (`sched_process_exec`), and
+/// `task_struct.signal` -> `signal_struct.live` (`sched_process_exit`: the group is
+/// dead when no thread is left alive).
+pub const KOFF_TASK_PID: u32 = 12;
+pub const KOFF_BPRM_FILENAME: u32 = 13;
+pub const KOFF_TASK_SIGNAL: u32 = 14;
+pub const KOFF_SIGNAL_LIVE: u32 = 15;
+pub const KOFF_SLOTS: u32 = 16;
 
 /// Value of a `WATCHED` entry (key: tgid).
 ///

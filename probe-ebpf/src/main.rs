@@ -18,6 +18,7 @@ mod maps;
 mod net;
 mod peer_mem;
 mod process;
+mod process_btf;
 mod resolve;
 mod send_exit;
 mod util;

@@ -6,9 +6,13 @@
 //! match-proto: task:task_newtask(pid, comm, clone_flags, ...)    [offsets from tracefs]
 //! match-proto: syscalls:sys_enter_exit_group(error_code)
 //! match-proto: sched:sched_process_exit(..., group_dead)         [offset from tracefs]
+//!
+//! The three sched/task programs have tp_btf twins (`process_btf.rs`), the upper
+//! tier where the kernel loads them: each pair shares its body here (`on_exec`,
+//! `on_newtask`, `on_exit`) and differs only in how it reads its arguments.
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     helpers::{
         bpf_get_current_comm, bpf_get_current_uid_gid, bpf_probe_read_kernel_buf,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
@@ -126,12 +130,30 @@ fn try_enter_exec(ctx: &TracePointContext, filename_at: usize, argv_at: usize) -
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let _ = try_exec(&ctx);
+    let _ = on_exec(
+        || match tp_offset(TP_EXEC_OLD_PID) {
+            Some(off) => unsafe { ctx.read_at::<i32>(off) }.map_err(|e| e as i64),
+            None => Ok(current_ids().1 as i32),
+        },
+        || {
+            // `__data_loc`: the low 16 bits are the string's offset in the record.
+            let off = tp_offset(TP_EXEC_FILENAME)?;
+            let loc: u32 = unsafe { ctx.read_at(off) }.unwrap_or(0);
+            let data = (loc & 0xffff) as usize;
+            (data != 0).then(|| unsafe { (ctx.as_ptr() as *const u8).add(data) })
+        },
+    );
     0
 }
 
+/// The exec event of both tiers. `old_pid` gives the pid the exec started under (the
+/// key of its parked argv); `filename` the kernel's copy of the executed file's
+/// name (after PATH search), called only when the exec is reported.
 #[inline(always)]
-fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
+pub(crate) fn on_exec(
+    old_pid: impl FnOnce() -> Result<i32, i64>,
+    filename: impl FnOnce() -> Option<*const u8>,
+) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let mut kind = EVENT_EXEC;
     let mut selected_here = 0;
@@ -164,10 +186,7 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             return Ok(());
         }
     }
-    let old_pid: i32 = match tp_offset(TP_EXEC_OLD_PID) {
-        Some(off) => unsafe { ctx.read_at(off) }.map_err(|e| e as i64)?,
-        None => tid as i32,
-    };
+    let old_pid = old_pid()?;
     let pending = PENDING_EXEC.get_ptr(old_pid as u32);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_drop(DROP_RING_FULL_EXEC);
@@ -206,16 +225,11 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // The kernel's own view of the file that was executed (after PATH search), which
     // is better than the pathname argument; fall back to the argument if absent.
     let mut have_filename = false;
-    if let Some(off) = tp_offset(TP_EXEC_FILENAME) {
-        let loc: u32 = unsafe { ctx.read_at(off) }.unwrap_or(0);
-        let data = (loc & 0xffff) as usize;
-        if data != 0 {
-            let src = unsafe { (ctx.as_ptr() as *const u8).add(data) };
-            if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut e.filename) } {
-                e.filename_len = s.len() as u32;
-                have_filename = true;
-            }
-        }
+    if let Some(src) = filename()
+        && let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut e.filename) }
+    {
+        e.filename_len = s.len() as u32;
+        have_filename = true;
     }
     if !have_filename && let Some(p) = pending {
         let p = unsafe { &*p };
@@ -239,34 +253,36 @@ fn selection_active() -> bool {
 
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    let _ = try_newtask(&ctx);
+    on_newtask(&ctx, || {
+        let pid_off = tp_offset(TP_NEWTASK_PID)?;
+        let flags_off = tp_offset(TP_NEWTASK_CLONE_FLAGS)?;
+        let child = unsafe { ctx.read_at::<i32>(pid_off) }.ok()?;
+        let flags = unsafe { ctx.read_at::<u64>(flags_off) }.ok()?;
+        Some((child, flags))
+    });
     0
 }
 
 /// Runs in the parent inside copy_process, before the child can run, so a child of a
 /// watched process is watched from its first instruction. Threads (`CLONE_THREAD`)
 /// share their group's watch and are skipped; fork, vfork and clone of a process are
-/// not.
+/// not. `child_and_flags` reads the new task's pid and the clone flags (both tiers
+/// of the same event).
 #[inline(always)]
-fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
+pub(crate) fn on_newtask<C: EbpfContext>(
+    ctx: &C,
+    child_and_flags: impl FnOnce() -> Option<(i32, u64)>,
+) {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
-        return Ok(());
+        return;
     }
-    let (Some(pid_off), Some(flags_off)) =
-        (tp_offset(TP_NEWTASK_PID), tp_offset(TP_NEWTASK_CLONE_FLAGS))
-    else {
+    let Some((child, flags)) = child_and_flags() else {
         count_drop(DROP_UNREADABLE_FORK);
-        return Ok(());
-    };
-    let (Ok(child), Ok(flags)) = (unsafe { ctx.read_at::<i32>(pid_off) }, unsafe {
-        ctx.read_at::<u64>(flags_off)
-    }) else {
-        count_drop(DROP_UNREADABLE_FORK);
-        return Ok(());
+        return;
     };
     if flags & CLONE_THREAD != 0 {
-        return Ok(());
+        return;
     }
     let child = child as u32;
     let watch = WatchEntry {
@@ -291,7 +307,6 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
         }
         None => count_drop(DROP_RING_FULL_FORK),
     }
-    Ok(())
 }
 
 #[tracepoint]
@@ -307,12 +322,17 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
+    let _ = on_exit(|tgid, tid| match tp_offset(TP_EXIT_GROUP_DEAD) {
+        Some(off) => Ok(unsafe { ctx.read_at::<u8>(off) }.map_err(|e| e as i64)? != 0),
+        None => Ok(tid == tgid),
+    });
     0
 }
 
+/// The exit event of both tiers; `group_dead(tgid, tid)` says whether the exiting
+/// thread is the last of its group.
 #[inline(always)]
-fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+pub(crate) fn on_exit(group_dead: impl FnOnce(u32, u32) -> Result<bool, i64>) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
         return Ok(());
@@ -320,16 +340,17 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     // The watch ends when the whole group is dead, not when the leader exits: a leader
     // may pthread_exit while other threads run on, and exec from a non-leader thread
     // kills the old leader first.
-    let group_dead = match tp_offset(TP_EXIT_GROUP_DEAD) {
-        Some(off) => unsafe { ctx.read_at::<u8>(off) }.map_err(|e| e as i64)? != 0,
-        None => tid == tgid,
-    };
-    if !group_dead {
+    if !group_dead(tgid, tid)? {
         return Ok(());
     }
     let code = EXIT_CODES.get_ptr(tgid).map(|p| unsafe { *p });
+    // Whoever removes the watch reports the exit: two last threads exiting at once
+    // (the tp_btf tier's group_dead is "no thread left alive", which both may see)
+    // give one event.
+    if WATCHED.remove(tgid).is_err() {
+        return Ok(());
+    }
     let _ = EXIT_CODES.remove(tgid);
-    let _ = WATCHED.remove(tgid);
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut entry) => {
             entry.write(ExitEvent {

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::features::{BPF_LSM, CGROUP_SOCK_ADDR, FENTRY, KPROBE, KernelFeatures, UPROBE};
-use super::{AttachStatus, Family, HookOutcome, HookTier};
+use super::{AttachStatus, Family, HookOutcome, HookTier, ProcessOutcome};
 
 /// One link of a chain.
 struct Option_ {
@@ -19,6 +19,8 @@ struct Option_ {
     uses_cgroup: bool,
     /// It is this tier of file hooks, on top of the tracepoints.
     hooks: Option<HookTier>,
+    /// It is the process family's tp_btf tier (`process_tier.rs`).
+    tp_btf: bool,
     /// What it cannot see.
     blind_spots: Vec<&'static str>,
 }
@@ -48,6 +50,7 @@ fn chain(family: Family) -> Vec<Option_> {
         implemented,
         uses_cgroup: false,
         hooks: None,
+        tp_btf: false,
         blind_spots: blind_spots.to_vec(),
     };
     const URING_OPENS: &str = "opens issued through io_uring";
@@ -73,19 +76,28 @@ fn chain(family: Family) -> Vec<Option_> {
         "files created after start, outside the traced syscalls: the hooks match by the inodes indexed at start",
         "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
     ];
+    // What both process tiers miss: argv is read at the execve/execveat syscall
+    // tracepoints, on every tier.
+    const COMPAT_EXEC_ARGV: &str = "the argv of an exec made through a 32-bit syscall (int 0x80): it raises no syscalls:sys_enter_execve event (the exec itself is seen, with its argv marked lost)";
     match family {
         Family::Process => vec![
-            o(
-                "tp_btf sched_process_exec/fork/exit",
-                Some(FENTRY),
-                false,
-                &[],
-            ),
+            Option_ {
+                tp_btf: true,
+                ..o(
+                    "tp_btf sched_process_exec + task_newtask + sched_process_exit, with the syscall tracepoints execve/execveat/exit_group",
+                    None,
+                    true,
+                    &[COMPAT_EXEC_ARGV],
+                )
+            },
             o(
                 "tracepoints sched/*, task/task_newtask, syscalls/*execve*",
                 None,
                 true,
-                &[],
+                &[
+                    COMPAT_EXEC_ARGV,
+                    "on kernels whose sched_process_exit tracepoint has no group_dead field, a process's watch ends when its leader thread exits: what its other threads do afterwards is missed (the tp_btf tier asks the kernel whether any thread is left)",
+                ],
             ),
         ],
         Family::Files => vec![
@@ -194,6 +206,7 @@ pub fn choices(
     features: &KernelFeatures,
     status: &[AttachStatus],
     hooks: &HookOutcome,
+    process: &ProcessOutcome,
 ) -> Vec<SensorChoice> {
     Family::ALL
         .into_iter()
@@ -215,15 +228,18 @@ pub fn choices(
             let mut chosen = None;
             for opt in chain(family) {
                 let available = opt.needs.is_none_or(|f| features.has(f));
-                let hooks_in_use = opt.hooks.is_none_or(|tier| hooks.chosen == Some(tier));
+                let tier_in_use = in_use(&opt, hooks, process);
                 let programs_attached = attached(false) && (!opt.uses_cgroup || attached(true));
-                if opt.implemented && available && programs_attached && hooks_in_use {
+                if opt.implemented && available && programs_attached && tier_in_use {
                     chosen = Some(opt);
                     break;
                 }
-                let hook_failure = opt.hooks.and_then(|tier| hooks.why_not(tier));
+                let tier_failure = opt
+                    .hooks
+                    .and_then(|tier| hooks.why_not(tier))
+                    .or_else(|| opt.tp_btf.then(|| process.why_not()).flatten());
                 let reason = match (available, opt.implemented) {
-                    (true, true) if !hooks_in_use => hook_failure
+                    (true, true) if !tier_in_use => tier_failure
                         .unwrap_or("a better tier of file hooks is in use")
                         .to_owned(),
                     (false, _) => format!(
@@ -258,7 +274,7 @@ pub fn choices(
                         .find(|o| {
                             o.implemented
                                 && o.needs.is_none_or(|f| features.has(f))
-                                && o.hooks.is_none_or(|tier| hooks.chosen == Some(tier))
+                                && in_use(o, hooks, process)
                         })
                         .map_or("?", |o| o.name);
                     format!(
@@ -275,6 +291,13 @@ pub fn choices(
             }
         })
         .collect()
+}
+
+/// Whether an option's own tier (file hooks, tp_btf) is the one that loaded; options
+/// without one are.
+fn in_use(opt: &Option_, hooks: &HookOutcome, process: &ProcessOutcome) -> bool {
+    opt.hooks.is_none_or(|tier| hooks.chosen == Some(tier))
+        && (!opt.tp_btf || process.uses_tp_btf())
 }
 
 /// (attached, total) of a family's programs, when some but not all attached.
@@ -328,6 +351,7 @@ mod tests {
             &features(&[BPF_LSM, FENTRY]),
             &tracepoints_attached(),
             &hooks,
+            &ProcessOutcome::default(),
         );
         let files = files(&choices);
         assert!(
@@ -351,7 +375,12 @@ mod tests {
                 (HookTier::Fentry, "kernel: fentry probed".to_owned()),
             ],
         };
-        let choices = choices(&features(&[]), &tracepoints_attached(), &hooks);
+        let choices = choices(
+            &features(&[]),
+            &tracepoints_attached(),
+            &hooks,
+            &ProcessOutcome::default(),
+        );
         let files = files(&choices);
         assert_eq!(files.chosen, "syscall tracepoints, enter + exit");
         assert_eq!(files.passed_over.len(), 3, "{files:?}");
@@ -369,6 +398,69 @@ mod tests {
                 "{words}: {files:?}"
             );
         }
+    }
+
+    fn process(choices: &[SensorChoice]) -> &SensorChoice {
+        choices
+            .iter()
+            .find(|c| c.family == Family::Process)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_process_chain_takes_tp_btf_when_it_loaded() {
+        let status = [
+            status(
+                "tp_btf_sched_process_exec",
+                Family::Process,
+                "tp_btf sched_process_exec",
+                true,
+            ),
+            status(
+                "sys_enter_execve",
+                Family::Process,
+                "tracepoint syscalls/sys_enter_execve",
+                true,
+            ),
+        ];
+        let loaded = ProcessOutcome { tp_btf: Ok(()) };
+        let choices = choices(&features(&[]), &status, &HookOutcome::default(), &loaded);
+        let process = process(&choices);
+        assert!(process.chosen.starts_with("tp_btf "), "{process:?}");
+        assert!(process.passed_over.is_empty(), "{process:?}");
+        assert!(
+            !process.blind_spots.iter().any(|b| b.contains("group_dead")),
+            "{process:?}"
+        );
+    }
+
+    #[test]
+    fn the_process_chain_falls_to_the_tracepoints_and_says_why() {
+        let status = [status(
+            "sched_process_exec",
+            Family::Process,
+            "tracepoint sched/sched_process_exec",
+            true,
+        )];
+        let refused = ProcessOutcome {
+            tp_btf: Err("tp_btf_sched_process_exec: load: Operation not permitted".to_owned()),
+        };
+        let choices = choices(&features(&[]), &status, &HookOutcome::default(), &refused);
+        let process = process(&choices);
+        assert!(
+            process.chosen.starts_with("tracepoints sched/*"),
+            "{process:?}"
+        );
+        assert_eq!(process.passed_over.len(), 1, "{process:?}");
+        assert!(process.passed_over[0].attach_point.starts_with("tp_btf "));
+        assert_eq!(
+            process.passed_over[0].reason,
+            "tp_btf_sched_process_exec: load: Operation not permitted"
+        );
+        assert!(
+            process.blind_spots.iter().any(|b| b.contains("group_dead")),
+            "{process:?}"
+        );
     }
 
     fn status(program: &str, family: Family, point: &str, attached: bool) -> AttachStatus {
@@ -409,7 +501,12 @@ mod tests {
                 false,
             ),
         ];
-        let choices = choices(&features, &status, &HookOutcome::default());
+        let choices = choices(
+            &features,
+            &status,
+            &HookOutcome::default(),
+            &ProcessOutcome::default(),
+        );
         let env = choices.iter().find(|c| c.family == Family::Env).unwrap();
         assert!(env.chosen.starts_with("uprobes on libc"), "{}", env.chosen);
         assert!(

@@ -17,6 +17,7 @@ mod map_update;
 mod notes;
 mod parallel_load;
 mod proc_maps;
+mod process_tier;
 mod programs;
 mod reload;
 pub mod teardown;
@@ -26,6 +27,7 @@ pub use env_attach::{EnvObjectsStatus, Scanned};
 pub use file_hooks::{HookOutcome, HookTier};
 pub use file_maps::FileResolution;
 pub use proc_maps::FileKey;
+pub use process_tier::ProcessOutcome;
 use programs::{AttachPoint, programs};
 pub use reload::PolicyMaps;
 
@@ -160,6 +162,8 @@ pub struct Sensors {
     pub choices: Vec<chain::SensorChoice>,
     /// Which tier of kernel file hooks is in use (none: the syscall tracepoints alone).
     pub file_hooks: HookOutcome,
+    /// Whether the process family runs on its tp_btf tier, or why not.
+    pub process_tier: ProcessOutcome,
     /// The policy's files on this host (inodes, directories, basenames).
     pub file_index: std::sync::Arc<crate::policy::FileIndex>,
     /// How files are matched beyond the path string.
@@ -218,6 +222,7 @@ impl Sensors {
             },
             choices: Vec::new(),
             file_hooks: HookOutcome::default(),
+            process_tier: ProcessOutcome::default(),
             file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
             in_force: PolicyMaps::default(),
@@ -228,13 +233,27 @@ impl Sensors {
         sensors.write_tp_offsets(&tracefs_root)?;
         sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
         sensors.apply_policy(policy)?;
+        // Before the rest: while the tp_btf tier is in use, the tracepoints it
+        // replaces are neither loaded nor attached.
+        sensors.process_tier = if without.contains(&Family::Process) {
+            ProcessOutcome {
+                tp_btf: Err("left out on request (without process)".to_owned()),
+            }
+        } else {
+            sensors.attach_process_tier()
+        };
         sensors.attach_all(without);
         sensors.file_hooks = if without.contains(&Family::Files) {
             HookOutcome::default()
         } else {
             sensors.attach_file_hooks()?
         };
-        sensors.choices = chain::choices(&sensors.features, &sensors.status, &sensors.file_hooks);
+        sensors.choices = chain::choices(
+            &sensors.features,
+            &sensors.status,
+            &sensors.file_hooks,
+            &sensors.process_tier,
+        );
         if !sensors.status.iter().any(|s| s.attached) {
             let detail = sensors
                 .status
@@ -275,6 +294,7 @@ impl Sensors {
         }
         let (specs, left_out): (Vec<_>, Vec<_>) = programs(bpf_loop)
             .into_iter()
+            .filter(|s| !self.process_tier.replaces(&s.program))
             .partition(|s| !without.contains(&s.family));
         for spec in left_out {
             self.status.push(AttachStatus {

@@ -12,11 +12,22 @@ impl Sensors {
             |p| p.display().to_string(),
         );
         vec![
+            self.process_note(),
             self.env_note(&libc),
             "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
             self.files_note(),
             self.net_note(),
         ]
+    }
+
+    /// The process family's tier, and the tier passed over with its reason.
+    fn process_note(&self) -> String {
+        match &self.process_tier.tp_btf {
+            Ok(()) => "execs, forks and exits are seen by tp_btf programs on sched_process_exec, task_newtask and sched_process_exit (a group's exit when no thread of it is left alive); argv at the execve/execveat syscall tracepoints".to_owned(),
+            Err(why) => format!(
+                "execs, forks and exits are seen by the sched/task tracepoints, tp_btf passed over ({why}); argv at the execve/execveat syscall tracepoints"
+            ),
+        }
     }
 
     fn env_note(&self, libc: &str) -> String {
