@@ -11,6 +11,7 @@
 mod debian;
 mod guest;
 mod report;
+mod tiers;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -285,6 +286,22 @@ fn boot_and_judge(plan: &Plan, initramfs: &Path, logs: &Path, timeout: Duration)
         Some(watch) => report::judge_watch(&mut row, &watch.output, &watch.rc),
         None => row.watch = "-".to_owned(),
     }
+    let tier_tests = tiers::judge(
+        guest::section(&boot.console, tiers::FILES_SECTION)
+            .map(|s| s.output)
+            .as_deref(),
+        guest::section(&boot.console, tiers::NET_SECTION)
+            .map(|s| s.output)
+            .as_deref(),
+    );
+    row.tiers = tier_tests.cell();
+    for skipped in &tier_tests.skipped {
+        say(
+            TAG,
+            format_args!("  {name}: not run in the guest: {skipped}"),
+        );
+    }
+    row.problems.extend(tier_tests.problems);
     match guest::section(&boot.console, "doctor") {
         Some(doctor) => {
             let lsm = guest::section(&boot.console, "lsm").map(|s| s.output);
