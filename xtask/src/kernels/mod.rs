@@ -286,13 +286,18 @@ fn boot_and_judge(plan: &Plan, initramfs: &Path, logs: &Path, timeout: Duration)
         Some(watch) => report::judge_watch(&mut row, &watch.output, &watch.rc),
         None => row.watch = "-".to_owned(),
     }
+    // `probectl run --json` sends the command's own output (the fixtures' marks) to
+    // stderr, and the records to stdout: the judge reads both.
+    let both = |name: &str| {
+        let out = guest::section(&boot.console, name)?.output;
+        let err = guest::section(&boot.console, &format!("{name}.stderr"))
+            .map(|s| s.output)
+            .unwrap_or_default();
+        Some(out + &err)
+    };
     let tier_tests = tiers::judge(
-        guest::section(&boot.console, tiers::FILES_SECTION)
-            .map(|s| s.output)
-            .as_deref(),
-        guest::section(&boot.console, tiers::NET_SECTION)
-            .map(|s| s.output)
-            .as_deref(),
+        both(tiers::FILES_SECTION).as_deref(),
+        both(tiers::NET_SECTION).as_deref(),
     );
     row.tiers = tier_tests.cell();
     for skipped in &tier_tests.skipped {

@@ -152,7 +152,7 @@ fn files_script() -> String {
         if t.setup == FileSetup::Overlay {
             let _ = writeln!(
                 s,
-                "if mountpoint -q {DIR}/{0}/merged; then {run}; else echo '{MARK}{0} rc=skipped: no overlay filesystem in the guest'; fi",
+                "if grep -q ' {DIR}/{0}/merged ' /proc/mounts; then {run}; else echo '{MARK}{0} rc=skipped: no overlay filesystem in the guest'; fi",
                 t.name
             );
         } else {
