@@ -144,6 +144,7 @@ pub fn run(opts: &Options) -> Result<i32> {
                 plan.lsm.as_deref().unwrap_or("default command line")
             ),
         );
+        let initramfs = tiers::kernel_initramfs(&initramfs, &plan.kernel, &cache)?;
         let row = boot_and_judge(plan, &initramfs, &logs, Duration::from_secs(opts.timeout))?;
         say(
             TAG,

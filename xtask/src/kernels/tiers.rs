@@ -9,12 +9,13 @@
 //! their records cannot be confused.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
 
+use super::debian::Kernel;
 use crate::cmd;
 
 #[path = "../../../probe-user/tests/fixtures/techniques.rs"]
@@ -65,6 +66,61 @@ pub fn install(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The initramfs to boot `kernel` with: `common`, followed (the kernel unpacks
+/// concatenated archives) by one holding the kernel's overlay module, which
+/// Debian builds as a module (`=m`), taken from its image package in `debs`. Where
+/// the package has none (7.x ships modules in another package), `common` itself,
+/// and the overlayfs technique says it did not run.
+pub fn kernel_initramfs(common: &Path, kernel: &Kernel, cache: &Path) -> Result<PathBuf> {
+    let deb = cache.join("debs").join(format!(
+        "{}_{}_amd64.deb",
+        kernel.package,
+        kernel.version.replace(':', "%3a")
+    ));
+    let work = cache.join("overlay").join(kernel.release());
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("root/lib/modules"))?;
+    if deb.is_file() {
+        // No match makes tar fail: the module's absence is checked below instead.
+        let script = "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" --wildcards '*/kernel/fs/overlayfs/overlay.ko*' 2>/dev/null; exit 0";
+        cmd::run_ok(
+            TAG,
+            Command::new("sh")
+                .args(["-c", script, "sh"])
+                .arg(&deb)
+                .arg(&work),
+        )?;
+    }
+    let found = ["lib", "usr/lib"]
+        .iter()
+        .map(|l| work.join(l).join("modules").join(kernel.release()))
+        .map(|d| d.join("kernel/fs/overlayfs/overlay.ko"))
+        .flat_map(|ko| [ko.with_extension("ko.xz"), ko])
+        .find(|p| p.is_file());
+    let Some(module) = found else {
+        return Ok(common.to_owned());
+    };
+    let into = work.join("root/lib/modules/overlay.ko");
+    if module.extension().is_some_and(|e| e == "xz") {
+        // busybox insmod takes the module as it is: decompress it here.
+        let out = std::fs::File::create(&into)?;
+        cmd::run_ok(TAG, Command::new("xz").arg("-dc").arg(&module).stdout(out))?;
+    } else {
+        std::fs::copy(&module, &into)?;
+    }
+    let out = cache.join(format!("initramfs-{}.cpio.gz", kernel.release()));
+    let script = "cat \"$3\" > \"$2\" && cd \"$1\" && find . -print0 | cpio --null --quiet -o -H newc -R 0:0 | gzip -1 >> \"$2\"";
+    cmd::run_ok(
+        TAG,
+        Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(work.join("root"))
+            .arg(&out)
+            .arg(common),
+    )?;
+    Ok(out)
+}
+
 /// The policy file of a technique, and what the fixture is given.
 fn target(t: &FileTechnique) -> (String, String) {
     let d = format!("{DIR}/{}", t.name);
@@ -98,12 +154,12 @@ fn setup_script() -> String {
                 let _ = writeln!(s, "echo s3cret >{policy}");
             }
             FileSetup::Overlay => {
-                // overlay is a module in Debian's kernels, which the initramfs does
-                // not carry: where the mount fails, files.sh says the technique did
-                // not run.
+                // overlay is a module in Debian's kernels: [`kernel_initramfs`] adds
+                // it where the kernel's package has it; where the mount fails,
+                // files.sh says the technique did not run.
                 let _ = writeln!(
                     s,
-                    "mkdir -p {d}/lower {d}/upper {d}/work {d}/merged && echo s3cret >{policy} && mount -t overlay overlay -o lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work {d}/merged"
+                    "[ -f /lib/modules/overlay.ko ] && insmod /lib/modules/overlay.ko\nmkdir -p {d}/lower {d}/upper {d}/work {d}/merged && echo s3cret >{policy} && mount -t overlay overlay -o lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work {d}/merged"
                 );
             }
             FileSetup::HardlinkedSymlink => {
@@ -152,7 +208,7 @@ fn files_script() -> String {
         if t.setup == FileSetup::Overlay {
             let _ = writeln!(
                 s,
-                "if grep -q ' {DIR}/{0}/merged ' /proc/mounts; then {run}; else echo '{MARK}{0} rc=skipped: no overlay filesystem in the guest'; fi",
+                "if grep -q ' {DIR}/{0}/merged ' /proc/mounts; then {run}; else echo '{MARK}{0} rc=skipped: no overlay filesystem in the guest (no overlay module in this kernel image package)'; fi",
                 t.name
             );
         } else {
@@ -494,6 +550,17 @@ mod tests {
         assert_eq!(arg.len(), 4094);
         assert!(arg.ends_with(&policy));
         assert!(policy_has_every_technique());
+    }
+
+    #[test]
+    fn the_guest_scripts_parse() {
+        for script in [setup_script(), files_script(), net_script()] {
+            let status = Command::new("sh")
+                .args(["-n", "-c", &script])
+                .status()
+                .unwrap();
+            assert!(status.success(), "sh -n fails on:\n{script}");
+        }
     }
 
     fn policy_has_every_technique() -> bool {
