@@ -46,13 +46,8 @@ pub const GUEST_COMMANDS: &[GuestCommand] = &[
     // The tier tests (tiers.rs): every evasion technique of the shared list, each
     // caught or named as a blind spot of the tier this kernel gave.
     GuestCommand {
-        name: super::tiers::FILES_SECTION,
-        command: "probectl run --json --policy /tiers/policy.yaml -- /bin/sh /tiers/files.sh",
-        optional: None,
-    },
-    GuestCommand {
-        name: super::tiers::NET_SECTION,
-        command: "probectl run --json -- /bin/sh /tiers/net.sh",
+        name: super::tiers::SECTION,
+        command: "probectl run --json --policy /tiers/policy.yaml -- /bin/sh /tiers/techniques.sh",
         optional: None,
     },
 ];

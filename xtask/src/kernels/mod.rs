@@ -296,10 +296,7 @@ fn boot_and_judge(plan: &Plan, initramfs: &Path, logs: &Path, timeout: Duration)
             .unwrap_or_default();
         Some(out + &err)
     };
-    let tier_tests = tiers::judge(
-        both(tiers::FILES_SECTION).as_deref(),
-        both(tiers::NET_SECTION).as_deref(),
-    );
+    let tier_tests = tiers::judge(both(tiers::SECTION).as_deref());
     row.tiers = tier_tests.cell();
     for skipped in &tier_tests.skipped {
         say(

@@ -4,9 +4,9 @@
 //! the records: caught (the expected probe or destination is reported) or named
 //! (the files blind spots of the tier in use name it). Anything else fails the boot.
 //!
-//! One watched run per family, not one per technique: each `probectl run` costs a
-//! start under TCG, and the techniques' targets are distinct files and ports, so
-//! their records cannot be confused.
+//! One watched run for all of them, not one per technique: each `probectl run`
+//! costs about 8 s of start and stop under TCG, and the techniques' targets are
+//! distinct files and ports, so their records cannot be confused.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,9 +26,8 @@ use techniques::{DECOY_PORT, FILE_TECHNIQUES, FileSetup, FileTechnique, NET_TECH
 
 const TAG: &str = "kernels";
 
-/// The guest's sections (see [`super::guest::GUEST_COMMANDS`]).
-pub const FILES_SECTION: &str = "tiers-files";
-pub const NET_SECTION: &str = "tiers-net";
+/// The guest's section (see [`super::guest::GUEST_COMMANDS`]).
+pub const SECTION: &str = "tiers";
 
 /// Where the techniques' files live in the guest: the initramfs root (tmpfs), the
 /// filesystem of `/`, which open_by_handle_at's mount fd names.
@@ -58,8 +57,7 @@ pub fn install(root: &Path) -> Result<()> {
     for (name, text) in [
         ("setup.sh", setup_script()),
         ("policy.yaml", policy()),
-        ("files.sh", files_script()),
-        ("net.sh", net_script()),
+        ("techniques.sh", files_script() + &net_script()),
     ] {
         std::fs::write(dir.join(name), text)?;
     }
@@ -320,22 +318,20 @@ fn performed(tiers: &mut Tiers, family: &str, name: &str, marks: &[(String, Stri
     }
 }
 
-/// Judges both sections; `None` is a section the console does not hold whole.
-pub fn judge(files: Option<&str>, net: Option<&str>) -> Tiers {
+/// Judges the watched run's output (records and the command's own output);
+/// `None` when the console does not hold the section whole.
+pub fn judge(output: Option<&str>) -> Tiers {
     let mut tiers = Tiers {
         techniques: FILE_TECHNIQUES.len() + NET_TECHNIQUES.len(),
         ..Tiers::default()
     };
-    match files {
-        Some(out) => judge_files(&mut tiers, out),
+    match output {
+        Some(out) => {
+            judge_files(&mut tiers, out);
+            judge_net(&mut tiers, out);
+        }
         None => tiers.problems.push(format!(
-            "no {FILES_SECTION} output: the file techniques did not run"
-        )),
-    }
-    match net {
-        Some(out) => judge_net(&mut tiers, out),
-        None => tiers.problems.push(format!(
-            "no {NET_SECTION} output: the net techniques did not run"
+            "no complete {SECTION} output: the techniques did not run"
         )),
     }
     tiers
