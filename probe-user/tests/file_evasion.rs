@@ -109,10 +109,15 @@ fn secret_file(test: &str) -> (PathBuf, PathBuf) {
     (dir, secret)
 }
 
-fn run_fixture(policy: &Path, mode: &str, arg: &OsStr) -> JsonRun {
+/// The fixture in `technique`'s mode with `arg`, watched with `policy`.
+fn run_fixture(policy: &Path, technique: &FileTechnique, arg: &OsStr) -> JsonRun {
     let run = probectl_json_with_policy(
         policy,
-        &[evasion_fixture().as_os_str(), OsStr::new(mode), arg],
+        &[
+            evasion_fixture().as_os_str(),
+            OsStr::new(technique.mode),
+            arg,
+        ],
     );
     assert_eq!(run.code, 0, "the fixture did it; stderr:\n{}", run.stderr);
     run
@@ -124,7 +129,11 @@ fn an_open_through_int_0x80_is_caught_by_the_hooks_and_named_by_the_tracepoint_t
         return;
     }
     let (dir, secret) = secret_file("evasion-int80");
-    let run = run_fixture(&policy_for(&dir, &secret), "int80", secret.as_os_str());
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("int80"),
+        secret.as_os_str(),
+    );
     caught_or_named(&run, secret.to_str().unwrap(), file_technique("int80"));
 }
 
@@ -134,7 +143,11 @@ fn open_by_handle_at_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
         return;
     }
     let (dir, secret) = secret_file("evasion-handle");
-    let run = run_fixture(&policy_for(&dir, &secret), "by_handle", secret.as_os_str());
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("by_handle"),
+        secret.as_os_str(),
+    );
     caught_or_named(&run, secret.to_str().unwrap(), file_technique("by_handle"));
 }
 
@@ -180,7 +193,7 @@ fn an_overlayfs_open_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
     let _unmount = Unmount(merged.clone());
     let run = run_fixture(
         &policy_for(&dir, &secret),
-        "open",
+        file_technique("overlayfs"),
         merged.join("secret").as_os_str(),
     );
     caught_or_named(&run, secret.to_str().unwrap(), file_technique("overlayfs"));
@@ -212,7 +225,11 @@ fn a_readlink_through_a_hardlink_to_a_policy_symlink_is_caught_by_the_hooks_and_
             .file_type()
             .is_symlink()
     );
-    let run = run_fixture(&policy_for(&dir, &zone), "readlink", other.as_os_str());
+    let run = run_fixture(
+        &policy_for(&dir, &zone),
+        file_technique("hardlink_readlink"),
+        other.as_os_str(),
+    );
     caught_or_named(
         &run,
         zone.to_str().unwrap(),
@@ -237,7 +254,11 @@ fn a_readlink_through_a_4094_byte_path_is_caught_by_the_hooks_and_counted_and_na
     }
     long.push_str(tail);
     assert_eq!(long.len(), 4094);
-    let run = run_fixture(&policy_for(&dir, &zone), "readlink", OsStr::new(&long));
+    let run = run_fixture(
+        &policy_for(&dir, &zone),
+        file_technique("long_path_readlink"),
+        OsStr::new(&long),
+    );
     caught_or_named(&run, tail, file_technique("long_path_readlink"));
     if on_tracepoints(&run) {
         let counted = run.report()["drops"]
@@ -280,7 +301,11 @@ fn a_file_received_over_scm_rights_is_caught_by_the_hooks_and_named_by_the_trace
         )
         .unwrap();
     });
-    let run = run_fixture(&policy_for(&dir, &secret), "recv_fd", socket.as_os_str());
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("scm_rights"),
+        socket.as_os_str(),
+    );
     sender.join().unwrap();
     caught_or_named(&run, secret.to_str().unwrap(), file_technique("scm_rights"));
 }
@@ -292,7 +317,11 @@ fn an_io_uring_open_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
         return;
     }
     let (dir, secret) = secret_file("evasion-uring");
-    let run = run_fixture(&policy_for(&dir, &secret), "uring_open", secret.as_os_str());
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("io_uring_open"),
+        secret.as_os_str(),
+    );
     caught_or_named(
         &run,
         secret.to_str().unwrap(),
