@@ -3,8 +3,16 @@
 //! (BPF-LSM or fentry) where the kernel has them, and is named in the report as a
 //! blind spot of the syscall-tracepoint tier where it has not; each test's name says
 //! which, and each test checks the one that applies to the tier the run chose.
+//! What catches or names each is in fixtures/techniques.rs, which `cargo xtask
+//! kernels` also runs on kernels that have each tier.
 
 mod common;
+#[path = "fixtures/techniques.rs"]
+#[expect(
+    dead_code,
+    reason = "the net techniques are for tests/net_kernel_copy.rs"
+)]
+mod techniques;
 
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd as _;
@@ -13,6 +21,7 @@ use std::process::Command;
 
 use common::*;
 use serde_json::Value;
+use techniques::{FileTechnique, file_technique};
 
 /// Builds `fixtures/file_evasion.c` once per test binary.
 fn evasion_fixture() -> PathBuf {
@@ -66,9 +75,10 @@ fn on_tracepoints(run: &JsonRun) -> bool {
         .starts_with("syscall tracepoints")
 }
 
-/// On the tracepoint tier: no probe of `target`, and a blind spot containing `words`.
-/// On a hook tier: a probe of `target` by one of `hows`.
-fn caught_or_named(run: &JsonRun, target: &str, hows: &[&str], words: &str) {
+/// On the tracepoint tier: no probe of `target`, and a blind spot naming `technique`.
+/// On a hook tier: a probe of `target` by one of its `hows`.
+fn caught_or_named(run: &JsonRun, target: &str, technique: &FileTechnique) {
+    let (hows, words) = (technique.hows, technique.blind_spot);
     let files = files_choice(run);
     if on_tracepoints(run) {
         assert!(
@@ -99,10 +109,15 @@ fn secret_file(test: &str) -> (PathBuf, PathBuf) {
     (dir, secret)
 }
 
-fn run_fixture(policy: &Path, mode: &str, arg: &OsStr) -> JsonRun {
+/// The fixture in `technique`'s mode with `arg`, watched with `policy`.
+fn run_fixture(policy: &Path, technique: &FileTechnique, arg: &OsStr) -> JsonRun {
     let run = probectl_json_with_policy(
         policy,
-        &[evasion_fixture().as_os_str(), OsStr::new(mode), arg],
+        &[
+            evasion_fixture().as_os_str(),
+            OsStr::new(technique.mode),
+            arg,
+        ],
     );
     assert_eq!(run.code, 0, "the fixture did it; stderr:\n{}", run.stderr);
     run
@@ -114,8 +129,12 @@ fn an_open_through_int_0x80_is_caught_by_the_hooks_and_named_by_the_tracepoint_t
         return;
     }
     let (dir, secret) = secret_file("evasion-int80");
-    let run = run_fixture(&policy_for(&dir, &secret), "int80", secret.as_os_str());
-    caught_or_named(&run, secret.to_str().unwrap(), &["file_open"], "int 0x80");
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("int80"),
+        secret.as_os_str(),
+    );
+    caught_or_named(&run, secret.to_str().unwrap(), file_technique("int80"));
 }
 
 #[test]
@@ -124,13 +143,12 @@ fn open_by_handle_at_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
         return;
     }
     let (dir, secret) = secret_file("evasion-handle");
-    let run = run_fixture(&policy_for(&dir, &secret), "by_handle", secret.as_os_str());
-    caught_or_named(
-        &run,
-        secret.to_str().unwrap(),
-        &["file_open"],
-        "open_by_handle_at",
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("by_handle"),
+        secret.as_os_str(),
     );
+    caught_or_named(&run, secret.to_str().unwrap(), file_technique("by_handle"));
 }
 
 /// An overlay whose lower directory holds the policy file: the merged path is
@@ -175,15 +193,10 @@ fn an_overlayfs_open_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
     let _unmount = Unmount(merged.clone());
     let run = run_fixture(
         &policy_for(&dir, &secret),
-        "open",
+        file_technique("overlayfs"),
         merged.join("secret").as_os_str(),
     );
-    caught_or_named(
-        &run,
-        secret.to_str().unwrap(),
-        &["open", "openat", "file_open"],
-        "overlayfs",
-    );
+    caught_or_named(&run, secret.to_str().unwrap(), file_technique("overlayfs"));
 }
 
 /// A policy symlink (like /etc/localtime) and a second name for the link itself.
@@ -212,12 +225,15 @@ fn a_readlink_through_a_hardlink_to_a_policy_symlink_is_caught_by_the_hooks_and_
             .file_type()
             .is_symlink()
     );
-    let run = run_fixture(&policy_for(&dir, &zone), "readlink", other.as_os_str());
+    let run = run_fixture(
+        &policy_for(&dir, &zone),
+        file_technique("hardlink_readlink"),
+        other.as_os_str(),
+    );
     caught_or_named(
         &run,
         zone.to_str().unwrap(),
-        &["readlink", "inode_readlink"],
-        "hardlink",
+        file_technique("hardlink_readlink"),
     );
 }
 
@@ -238,13 +254,12 @@ fn a_readlink_through_a_4094_byte_path_is_caught_by_the_hooks_and_counted_and_na
     }
     long.push_str(tail);
     assert_eq!(long.len(), 4094);
-    let run = run_fixture(&policy_for(&dir, &zone), "readlink", OsStr::new(&long));
-    caught_or_named(
-        &run,
-        tail,
-        &["readlink", "inode_readlink"],
-        "longer than 255 bytes",
+    let run = run_fixture(
+        &policy_for(&dir, &zone),
+        file_technique("long_path_readlink"),
+        OsStr::new(&long),
     );
+    caught_or_named(&run, tail, file_technique("long_path_readlink"));
     if on_tracepoints(&run) {
         let counted = run.report()["drops"]
             .as_array()
@@ -286,14 +301,13 @@ fn a_file_received_over_scm_rights_is_caught_by_the_hooks_and_named_by_the_trace
         )
         .unwrap();
     });
-    let run = run_fixture(&policy_for(&dir, &secret), "recv_fd", socket.as_os_str());
-    sender.join().unwrap();
-    caught_or_named(
-        &run,
-        secret.to_str().unwrap(),
-        &["file_receive"],
-        "SCM_RIGHTS",
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("scm_rights"),
+        socket.as_os_str(),
     );
+    sender.join().unwrap();
+    caught_or_named(&run, secret.to_str().unwrap(), file_technique("scm_rights"));
 }
 
 /// The io_uring open of a test file (the /etc/localtime one is in tests/files.rs).
@@ -303,6 +317,14 @@ fn an_io_uring_open_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
         return;
     }
     let (dir, secret) = secret_file("evasion-uring");
-    let run = run_fixture(&policy_for(&dir, &secret), "uring_open", secret.as_os_str());
-    caught_or_named(&run, secret.to_str().unwrap(), &["file_open"], "io_uring");
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("io_uring_open"),
+        secret.as_os_str(),
+    );
+    caught_or_named(
+        &run,
+        secret.to_str().unwrap(),
+        file_technique("io_uring_open"),
+    );
 }

@@ -1,13 +1,22 @@
 //! Root integration tests of the net tier's primary source: destinations are the
 //! kernel's own copy (cgroup sock_addr hooks), not the caller's memory, and every
-//! connect of a watched process is either reported or counted as lost.
+//! connect of a watched process is either reported or counted as lost. The
+//! techniques are listed in fixtures/techniques.rs, which `cargo xtask kernels` also
+//! runs in each kernel it boots.
 
 mod common;
+#[path = "fixtures/techniques.rs"]
+#[expect(
+    dead_code,
+    reason = "the file techniques are for tests/file_evasion.rs"
+)]
+mod techniques;
 
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
 
 use common::*;
+use techniques::{DECOY_PORT, NET_TECHNIQUES};
 
 fn ports_of(run: &JsonRun) -> Vec<u64> {
     run.of_type("connect")
@@ -39,7 +48,7 @@ fn a_sockaddr_rewritten_during_a_blocking_connect_reports_the_real_peer() {
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let ports = ports_of(&run);
     assert!(
-        !ports.contains(&9),
+        !ports.contains(&DECOY_PORT),
         "the decoy written after the kernel's copy is not reported: {:#?}",
         run.of_type("connect")
     );
@@ -54,21 +63,20 @@ fn datagram_destinations_the_kernel_copied_are_seen() {
     if !bpf_available("datagram_destinations_the_kernel_copied_are_seen") {
         return;
     }
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = udp.local_addr().unwrap().port();
-    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let other_port = other.local_addr().unwrap().port();
-    let p = port.to_string();
-    let o = other_port.to_string();
-    let cases: [(&str, Vec<&str>, Vec<u16>); 3] = [
-        // The kernel sends AF_UNSPEC on an IPv4 UDP socket as AF_INET.
-        ("unspec", vec![&p], vec![port]),
-        ("fresh-page", vec![&p], vec![port]),
-        ("mmsg3", vec![&p, &o], vec![port, other_port]),
-    ];
-    for (mode, args, want) in cases {
+    // Bound, so that nothing answers with ICMP errors; each technique sends to the
+    // first `udp_ports` of them.
+    let sockets: Vec<std::net::UdpSocket> = (0..2)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = sockets
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    for technique in NET_TECHNIQUES.iter().filter(|t| t.udp_ports > 0) {
+        let mode = technique.mode;
+        let want = &ports[..technique.udp_ports];
         let mut argv = vec![net_fixture().into_os_string(), mode.into()];
-        argv.extend(args.iter().map(Into::into));
+        argv.extend(want.iter().map(|p| p.to_string().into()));
         let argv: Vec<&OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
         let run = probectl_json(&argv, &[]);
         assert_eq!(run.code, 0, "{mode}: stderr:\n{}", run.stderr);
@@ -77,7 +85,7 @@ fn datagram_destinations_the_kernel_copied_are_seen() {
             .into_iter()
             .filter(|c| c["result"] == "sent")
             .collect();
-        for port in want {
+        for &port in want {
             let seen = sends
                 .iter()
                 .find(|c| c["destination"]["port"] == port)
@@ -86,7 +94,7 @@ fn datagram_destinations_the_kernel_copied_are_seen() {
             assert_eq!(seen["destination"]["family"], "ipv4", "{mode}");
         }
     }
-    drop((udp, other));
+    drop(sockets);
 }
 
 #[test]

@@ -259,6 +259,20 @@ pub fn kernel_tools() -> Result<()> {
             package: "debian-archive-keyring",
             otherwise: "install debian-archive-keyring",
         },
+        // The tier tests' fixtures are linked statically (`cc -static`: libc.a).
+        Requirement {
+            what: "static C library (libc.a)",
+            check: Check::Package("libc6-dev"),
+            package: "libc6-dev",
+            otherwise: "install gcc and a static libc so that `cc -static` links",
+        },
+        // 6.12 and later ship their overlay module as .ko.xz.
+        Requirement {
+            what: "xz",
+            check: Check::Version("xz"),
+            package: "xz-utils",
+            otherwise: "install xz",
+        },
     ];
     let mut missing = Vec::new();
     for req in KERNEL_TOOLS {

@@ -45,6 +45,13 @@ pub const GUEST_COMMANDS: &[GuestCommand] = &[
         command: "probectl selftest",
         optional: Some("probectl selftest --help"),
     },
+    // The tier tests (tiers.rs): every evasion technique of the shared list, each
+    // caught or named as a blind spot of the tier this kernel gave.
+    GuestCommand {
+        name: super::tiers::SECTION,
+        command: "probectl run --json --policy /tiers/policy.yaml -- /bin/sh /tiers/techniques.sh",
+        optional: None,
+    },
 ];
 
 /// Marker lines on the serial console; the output between them is the command's.
@@ -89,6 +96,9 @@ run() {
     section "$name.stderr" /tmp/$name.err.head 0
 }
 echo "@@kernels-begin cmdline"; cat /proc/cmdline; echo "@@kernels-end cmdline rc=0"
+# The tier tests' files, and the unwatched sender of the SCM_RIGHTS technique.
+sh /tiers/setup.sh >/tmp/tiers-setup.out 2>&1
+section tiers-setup /tmp/tiers-setup.out $?
 "#,
     );
     for c in GUEST_COMMANDS {
@@ -122,6 +132,7 @@ pub fn build_initramfs(probectl: &Path, work: &Path, out: &Path) -> Result<()> {
         .context("busybox not found (busybox-static)")?;
     copy(busybox, &root.join("bin/busybox"))?;
     copy(probectl, &root.join("bin/probectl"))?;
+    super::tiers::install(&root)?;
     let ldd = cmd::probe_stdout(Command::new("ldd").arg(probectl))
         .with_context(|| format!("`ldd {}` failed", probectl.display()))?;
     for lib in ldd_paths(&ldd) {

@@ -11,6 +11,7 @@
 mod debian;
 mod guest;
 mod report;
+mod tiers;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -143,6 +144,7 @@ pub fn run(opts: &Options) -> Result<i32> {
                 plan.lsm.as_deref().unwrap_or("default command line")
             ),
         );
+        let initramfs = tiers::kernel_initramfs(&initramfs, &plan.kernel, &cache)?;
         let row = boot_and_judge(plan, &initramfs, &logs, Duration::from_secs(opts.timeout))?;
         say(
             TAG,
@@ -285,6 +287,24 @@ fn boot_and_judge(plan: &Plan, initramfs: &Path, logs: &Path, timeout: Duration)
         Some(watch) => report::judge_watch(&mut row, &watch.output, &watch.rc),
         None => row.watch = "-".to_owned(),
     }
+    // `probectl run --json` sends the command's own output (the fixtures' marks) to
+    // stderr, and the records to stdout: the judge reads both.
+    let both = |name: &str| {
+        let out = guest::section(&boot.console, name)?.output;
+        let err = guest::section(&boot.console, &format!("{name}.stderr"))
+            .map(|s| s.output)
+            .unwrap_or_default();
+        Some(out + &err)
+    };
+    let tier_tests = tiers::judge(both(tiers::SECTION).as_deref());
+    row.tiers = tier_tests.cell();
+    for skipped in &tier_tests.skipped {
+        say(
+            TAG,
+            format_args!("  {name}: not run in the guest: {skipped}"),
+        );
+    }
+    row.problems.extend(tier_tests.problems);
     match guest::section(&boot.console, "doctor") {
         Some(doctor) => {
             let lsm = guest::section(&boot.console, "lsm").map(|s| s.output);

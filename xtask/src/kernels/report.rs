@@ -25,6 +25,8 @@ pub struct Row {
     pub selftest: String,
     /// What the watched run reported: `env+file` when both probes came through.
     pub watch: String,
+    /// The tier tests' cell ([`super::tiers::Tiers::cell`]); `-` when not run.
+    pub tiers: String,
     pub seconds: u64,
     /// Boots needed (2 after one retry).
     pub attempts: u32,
@@ -151,7 +153,9 @@ fn yes_no(v: Option<bool>) -> &'static str {
 pub fn table(rows: &[Row]) -> String {
     let mut header = vec!["kernel", "cmdline"];
     header.extend(FAMILIES);
-    header.extend(["bpf-lsm", "failed", "watch", "selftest", "time", "result"]);
+    header.extend([
+        "bpf-lsm", "failed", "watch", "selftest", "tiers", "time", "result",
+    ]);
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -166,6 +170,11 @@ pub fn table(rows: &[Row]) -> String {
             cells.push(r.failed_programs.len().to_string());
             cells.push(r.watch.clone());
             cells.push(r.selftest.clone());
+            cells.push(if r.tiers.is_empty() {
+                "-".to_owned()
+            } else {
+                r.tiers.clone()
+            });
             cells.push(format!(
                 "{} s{}",
                 r.seconds,
