@@ -147,12 +147,16 @@ extern "C" fn entry(index: u32, ctx: *mut c_void) -> i64 {
 
 /// One envp entry. Returns 1 to stop the loop (end of envp), 0 to go on.
 ///
-/// Written for the verifier's state pruning: the name's length `n` is a different
-/// constant on each path out of the name loop, so it is never compared nor used as a
-/// pointer offset into BPF memory (either would make the verifier keep all 64 paths
-/// apart through the rest of the program: about 1.2 s to verify, measured). The name
-/// loop carries only a 0/1 flag, and the value is read a second time from user memory
-/// at `ptr + n + 1`, an address the verifier treats as a plain number.
+/// Written for the verifier's state pruning. The name loop leaves on a different path
+/// at each position, with the name's length a different constant on each; if that
+/// length reached a comparison or an offset into BPF memory, or simply stayed in a
+/// register, the verifier would carry the 64 paths apart through the rest of the
+/// program (measured: 1.2 s to verify on 6.18 with the length used as an offset, and
+/// over the 1M-instruction limit on 7.3 with it only kept in a register). So the
+/// buffers are zeroed before the loop (no tail to clear per path), the length goes
+/// through map memory (a volatile store and load: the verifier reads back one unknown
+/// number), and the value is read a second time from user memory at `ptr + len + 1`,
+/// an address the verifier treats as a plain number.
 #[inline(always)]
 fn visit(index: u32, scan: &mut Scan) -> i64 {
     let slot = (scan.envp as *const u64).wrapping_add(index as usize);
@@ -176,32 +180,38 @@ fn visit(index: u32, scan: &mut Scan) -> i64 {
     {
         return 0;
     }
-    let mut open = 1u32; // still inside the name
-    let mut found = 0u32; // the name ended at '='
-    let mut n = 0u64; // the name's length
+    for i in 0..ENV_NAME_LEN {
+        // Volatile: byte stores the compiler cannot merge into a memset call (a
+        // subprogram the verifier walks byte by byte).
+        // SAFETY: `i` is within both arrays.
+        unsafe {
+            core::ptr::write_volatile(scratch.name.as_mut_ptr().add(i), 0);
+            core::ptr::write_volatile(scratch.key.as_mut_ptr().add(i), 0);
+        }
+    }
+    let mut found = false;
+    let mut len = 0u64;
     for i in 0..ENV_NAME_LEN {
         let c = scratch.entry[i];
-        if open == 1 {
-            if c == b'=' {
-                open = 0;
-                found = 1;
-            } else if c == 0 {
-                open = 0;
-            } else {
-                n += 1;
-            }
+        if c == b'=' {
+            found = true;
+            break;
         }
-        if open == 1 {
-            scratch.name[i] = c;
-            scratch.key[i] = if c.is_ascii_lowercase() { c - 32 } else { c };
-        } else {
-            scratch.name[i] = 0;
-            scratch.key[i] = 0;
+        if c == 0 {
+            break;
         }
+        scratch.name[i] = c;
+        scratch.key[i] = if c.is_ascii_lowercase() { c - 32 } else { c };
+        len += 1;
     }
-    if found == 0 {
+    if !found {
         return 0;
     }
+    // SAFETY: a field of our per-CPU scratch.
+    let len = unsafe {
+        core::ptr::write_volatile(&raw mut scratch.name_len, len);
+        core::ptr::read_volatile(&raw const scratch.name_len)
+    };
     // The key stays in the per-CPU map value; by value it would be copied to the stack.
     #[expect(
         clippy::needless_borrows_for_generic_args,
@@ -227,13 +237,13 @@ fn visit(index: u32, scan: &mut Scan) -> i64 {
     let e = unsafe { &mut *reserved.as_mut_ptr() };
     e.header = header(EVENT_ENV_AT_EXEC, scan.tgid, scan.tid);
     e.entry_id = entry_id;
-    e.name_len = n as u32;
+    e.name_len = len as u32;
     e.flags = 0;
     e.value_len = 0;
     e.name = scratch.name;
     e.value = [0; ENV_VALUE_PREFIX_LEN];
     if capture {
-        let value = (ptr + n + 1) as *const u8;
+        let value = (ptr + len + 1) as *const u8;
         if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut e.value) } {
             let len = read.len();
             e.value_len = len as u32;

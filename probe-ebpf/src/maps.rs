@@ -108,6 +108,9 @@ pub struct EnvScratch {
     pub key: EnvNameKey,
     /// The same name as an `ENV_PREFIXES` key, for globs.
     pub prefix_key: Key<EnvNameKey>,
+    /// The name's length, passed through map memory so that the verifier sees one
+    /// unknown number instead of one constant per path (see `exec_env::visit`).
+    pub name_len: u64,
 }
 
 #[map]

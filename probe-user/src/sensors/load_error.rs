@@ -43,12 +43,14 @@ pub fn summarize(io_error: &str, log: &str) -> String {
 
 /// The verifier's reason: the last line that is not one of its statistics.
 fn reason(log: &str) -> Option<String> {
-    const STATS: [&str; 5] = [
+    const STATS: [&str; 6] = [
         "processed ",
         "verification time",
         "stack depth",
         "max_states_per_insn",
         "func#",
+        // 7.x: one line of instruction counts per subprogram.
+        "subprog ",
     ];
     let line = log
         .lines()
@@ -60,7 +62,9 @@ fn reason(log: &str) -> Option<String> {
 
 /// The kernel feature a verifier log says is missing, if it says so.
 fn missing_feature(log: &str) -> Option<String> {
-    if log.contains("#181") || log.contains("bpf_loop") {
+    // Only a call the verifier refused: a program that calls bpf_loop and fails for
+    // another reason (too complex) names the helper in its trace too.
+    if log.contains("unknown#181") || log.contains("unknown func bpf_loop") {
         return Some("the bpf_loop helper (181), kernel 5.17+".to_owned());
     }
     if log.contains("number of funcs in func_info doesn't match number of subprogs") {
@@ -120,6 +124,16 @@ mod tests {
         assert!(!one.contains('\n'));
         assert!(one.contains("verifier: invalid func unknown#181"), "{one}");
         assert!(one.contains("bpf_loop helper (181), kernel 5.17+"), "{one}");
+    }
+
+    #[test]
+    fn too_large_on_7_x_is_not_a_missing_bpf_loop() {
+        // 7.x ends with a line of counts per subprogram; the trace names bpf_loop.
+        let log = "12: (85) call bpf_loop#181\nBPF program is too large. Processed 1000001 insn\nprocessed 1000001 insns (limit 1000000) max_states_per_insn 4 total_states 9000 peak_states 900 mark_read 0\nsubprog 3 (memset) static insns_self 149923 insns_total 149923 stack 0\n";
+        assert_eq!(
+            summarize("Argument list too long (os error 7)", log),
+            "load: Argument list too long (os error 7): verifier: BPF program is too large. Processed 1000001 insn (needs a verifier that accepts a program this complex)"
+        );
     }
 
     #[test]
