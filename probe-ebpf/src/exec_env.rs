@@ -73,11 +73,11 @@ fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
 
 /// The scan for kernels without `bpf_loop` (before 5.17). Each run of
 /// `exec_env_next` scans `ENTRIES_PER_CALL` entries in a bounded loop, then tail-calls
-/// itself for the next ones. The kernel allows 33 tail calls, so the chain covers
-/// 34 * 4 = 136 entries, and counts a longer envp as an incomplete scan. (5.10's
-/// verifier prunes less than today's: 16 entries per run exceeded its 1M-instruction
-/// limit, 4 load. Before `visit` kept the name's length out of the verifier's way, one
-/// entry per run was all it accepted, and only 34 entries were scanned.)
+/// itself for the next ones. The kernel allows 33 tail calls, so the chain could cover
+/// 34 * 16 = 544 entries; it stops at `EXEC_ENV_MAX_ENTRIES` (512), like the bpf_loop
+/// scan, and counts a longer envp as an incomplete scan. (16 entries per run load on
+/// 5.10 since `visit` keeps its paths rejoining; before that, one entry per run was
+/// all 5.10's verifier accepted, and only the first 34 entries were scanned.)
 #[inline(always)]
 pub(crate) fn scan_chained(ctx: &TracePointContext, envp_at: usize) {
     let Some(scan) = start(ctx, envp_at) else {
@@ -92,7 +92,7 @@ pub(crate) fn scan_chained(ctx: &TracePointContext, envp_at: usize) {
 }
 
 /// Entries the chained scan visits per program (see `scan_chained`).
-const ENTRIES_PER_CALL: u32 = 4;
+const ENTRIES_PER_CALL: u32 = 16;
 
 /// `ENTRIES_PER_CALL` entries of the chained scan, then a tail call for the next.
 #[inline(always)]

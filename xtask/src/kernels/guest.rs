@@ -33,11 +33,11 @@ pub const GUEST_COMMANDS: &[GuestCommand] = &[
     // The sensors at work, not only attached: a watched program started with a
     // policy env name that reads a policy file (the exec-environment and file exit
     // programs, or their twins on kernels without bpf_loop). The policy name comes
-    // after 100 other entries, so the twins' chained scan must reach past its first
-    // tail calls to see it.
+    // after 300 other entries, so the twins' chained scan must go on through many
+    // tail calls to see it (it once stopped after 34 entries).
     GuestCommand {
         name: "watch",
-        command: "env $(for i in $(seq 100); do echo PAD$i=x; done) HTTPS_PROXY=http://proxy.invalid:3128 probectl run --json -- /bin/busybox cat /etc/timezone",
+        command: "env $(for i in $(seq 300); do echo PAD$i=x; done) HTTPS_PROXY=http://proxy.invalid:3128 probectl run --json -- /bin/busybox cat /etc/timezone",
         optional: None,
     },
     GuestCommand {
