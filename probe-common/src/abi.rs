@@ -135,6 +135,9 @@ pub const FILE_OP_HOOK_READLINK: u32 = 14;
 /// `file_receive` / `security_file_receive`: an open file arrived over SCM_RIGHTS
 /// (or `pidfd_getfd`); the receiver never opened it by path.
 pub const FILE_OP_HOOK_RECEIVE: u32 = 15;
+/// `inode_getattr` / `security_inode_getattr` outside the traced syscalls: a stat of
+/// the file through io_uring, a 32-bit syscall or an fd (`fstat`).
+pub const FILE_OP_HOOK_GETATTR: u32 = 16;
 
 /// Path-taking syscalls the files sensor traces, indexed by `FILE_OP_*`: their
 /// tracepoint suffixes. The kernel programs are named `sys_enter_<suffix>` /

@@ -15,9 +15,10 @@
 //! emits the event itself with `FILE_MATCH_HOOK` and the file's last component.
 //!
 //! match-proto: lsm file_open(struct file *); lsm inode_readlink(struct dentry *);
-//! match-proto: lsm file_receive(struct file *)
+//! match-proto: lsm file_receive(struct file *); lsm inode_getattr(const struct path *)
 //! match-proto: fexit security_file_open(struct file *) -> int;
 //! match-proto: fentry security_inode_readlink(struct dentry *); fentry security_file_receive(struct file *)
+//! match-proto: fentry security_inode_getattr(const struct path *)
 //! match-proto: struct file { f_path, f_inode }; path { dentry }; dentry { d_inode, d_name };
 //! match-proto: qstr { name }; inode { i_ino, i_sb }; super_block { s_dev }; task_struct { stack };
 //! match-proto: x86-64 pt_regs { orig_ax } at the top of the kernel stack
@@ -30,9 +31,9 @@ use aya_ebpf::{
 };
 use probe_common::{
     DROP_RING_FULL_FILE_HOOK, DROP_UNREADABLE_HOOK_INODE, EVENT_FILE, FILE_MATCH_HOOK,
-    FILE_OP_HOOK_OPEN, FILE_OP_HOOK_READLINK, FILE_OP_HOOK_RECEIVE, FileEvent, HOFF_DENTRY_NAME,
-    HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS, HOFF_TASK_STACK, KOFF_DENTRY_INODE,
-    KOFF_FILE_INODE, KOFF_PATH_DENTRY, PATH_LEN, SETTING_INODES,
+    FILE_OP_HOOK_GETATTR, FILE_OP_HOOK_OPEN, FILE_OP_HOOK_READLINK, FILE_OP_HOOK_RECEIVE,
+    FileEvent, HOFF_DENTRY_NAME, HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS, HOFF_TASK_STACK,
+    KOFF_DENTRY_INODE, KOFF_FILE_INODE, KOFF_PATH_DENTRY, PATH_LEN, SETTING_INODES,
 };
 
 use crate::{
@@ -71,6 +72,7 @@ fn current_syscall() -> Option<u64> {
 enum Obj {
     File,
     Dentry,
+    Path,
 }
 
 #[inline(always)]
@@ -88,6 +90,10 @@ fn dentry_inode(obj: u64, kind: Obj) -> Result<(u64, u64), i64> {
             Ok((dentry, inode))
         }
         Obj::Dentry => Ok((obj, kread(obj + koff(KOFF_DENTRY_INODE))?)),
+        Obj::Path => {
+            let dentry: u64 = kread(obj + koff(KOFF_PATH_DENTRY))?;
+            Ok((dentry, kread(dentry + koff(KOFF_DENTRY_INODE))?))
+        }
     }
 }
 
@@ -177,6 +183,35 @@ pub fn lsm_file_receive(ctx: LsmContext) -> i32 {
     0
 }
 
+/// Syscalls whose stats the hook leaves alone (x86-64 numbers, and the 32-bit table's
+/// fstat and fstat64, which `current_syscall` gives for an int 0x80 call): stat,
+/// fstat, lstat, newfstatat and statx by path are traced and matched by the file
+/// they reached; a stat of an fd (fstat, or `""` with AT_EMPTY_PATH, as glibc's
+/// fstat is) learns nothing about a file whose open was already seen, and reporting
+/// it would repeat every open of a policy file that libc follows with an fstat.
+const STAT_SYSCALLS: [u64; 7] = [4, 5, 6, 262, 332, 108, 197];
+
+/// A stat through any other way in (a 32-bit stat64, io_uring statx, ...): every
+/// stat reaches `inode_getattr`.
+#[inline(always)]
+fn on_getattr(path: u64) {
+    if !is_watched(current_ids().0) {
+        return;
+    }
+    if let Some(nr) = current_syscall()
+        && STAT_SYSCALLS.contains(&nr)
+    {
+        return;
+    }
+    on_hook(path, Obj::Path, FILE_OP_HOOK_GETATTR, 0);
+}
+
+#[lsm(hook = "inode_getattr")]
+pub fn lsm_inode_getattr(ctx: LsmContext) -> i32 {
+    on_getattr(ctx.arg(0));
+    0
+}
+
 /// fexit, so that the event carries the LSMs' verdict on the open.
 #[fexit(function = "security_file_open")]
 pub fn fx_security_file_open(ctx: FExitContext) -> i32 {
@@ -196,5 +231,11 @@ pub fn fx_security_inode_readlink(ctx: FEntryContext) -> i32 {
 #[fentry(function = "security_file_receive")]
 pub fn fx_security_file_receive(ctx: FEntryContext) -> i32 {
     on_hook(ctx.arg(0), Obj::File, FILE_OP_HOOK_RECEIVE, 0);
+    0
+}
+
+#[fentry(function = "security_inode_getattr")]
+pub fn fx_security_inode_getattr(ctx: FEntryContext) -> i32 {
+    on_getattr(ctx.arg(0));
     0
 }

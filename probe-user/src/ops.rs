@@ -30,6 +30,9 @@ pub enum How {
     InodeReadlink,
     /// An open file arrived over SCM_RIGHTS or `pidfd_getfd` (`file_receive`).
     FileReceive,
+    /// `inode_getattr` outside the traced syscalls: a stat through io_uring, int 0x80
+    /// or an fd.
+    InodeGetattr,
     Getenv,
     SecureGetenv,
     /// The name was in the environment handed to exec.
@@ -132,6 +135,7 @@ impl How {
             FILE_OP_HOOK_OPEN => How::FileOpen,
             FILE_OP_HOOK_READLINK => How::InodeReadlink,
             FILE_OP_HOOK_RECEIVE => How::FileReceive,
+            FILE_OP_HOOK_GETATTR => How::InodeGetattr,
             _ => return None,
         })
     }
@@ -145,7 +149,9 @@ impl How {
             | How::FileOpen
             | How::FileReceive => Operation::Open,
             How::Readlink | How::Readlinkat | How::InodeReadlink => Operation::Readlink,
-            How::Stat | How::Lstat | How::Fstatat | How::Statx => Operation::Stat,
+            How::Stat | How::Lstat | How::Fstatat | How::Statx | How::InodeGetattr => {
+                Operation::Stat
+            }
             How::Access | How::Faccessat | How::Faccessat2 => Operation::Access,
             How::Getenv | How::SecureGetenv => Operation::Getenv,
             How::PresentAtExec => Operation::PresentAtExec,
@@ -174,6 +180,7 @@ impl How {
             How::FileOpen => "file_open",
             How::InodeReadlink => "inode_readlink",
             How::FileReceive => "file_receive",
+            How::InodeGetattr => "inode_getattr",
             How::Getenv => "getenv",
             How::SecureGetenv => "secure_getenv",
             How::PresentAtExec => "present_at_exec",
@@ -199,7 +206,7 @@ mod tests {
     #[test]
     fn every_file_op_has_a_name_that_matches_its_serialised_form() {
         // The traced syscalls, then the hook operations (`FILE_OP_HOOK_*`).
-        for op in 0..=probe_common::FILE_OP_HOOK_RECEIVE {
+        for op in 0..=probe_common::FILE_OP_HOOK_GETATTR {
             let how = How::of_file_op(op).expect("every FILE_OP_* is a How");
             assert_eq!(
                 serde_json::to_value(how).unwrap(),
@@ -207,7 +214,7 @@ mod tests {
             );
         }
         assert_eq!(
-            How::of_file_op(probe_common::FILE_OP_HOOK_RECEIVE + 1),
+            How::of_file_op(probe_common::FILE_OP_HOOK_GETATTR + 1),
             None
         );
     }

@@ -138,6 +138,20 @@ fn an_open_through_int_0x80_is_caught_by_the_hooks_and_named_by_the_tracepoint_t
 }
 
 #[test]
+fn a_stat_through_int_0x80_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
+    if !bpf_available("int_0x80_stat") {
+        return;
+    }
+    let (dir, secret) = secret_file("evasion-int80-stat");
+    let run = run_fixture(
+        &policy_for(&dir, &secret),
+        file_technique("int80_stat"),
+        secret.as_os_str(),
+    );
+    caught_or_named(&run, secret.to_str().unwrap(), file_technique("int80_stat"));
+}
+
+#[test]
 fn open_by_handle_at_is_caught_by_the_hooks_and_named_by_the_tracepoint_tier() {
     if !bpf_available("open_by_handle_at") {
         return;

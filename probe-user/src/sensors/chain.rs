@@ -72,7 +72,7 @@ fn chain(family: Family) -> Vec<Option_> {
     const LONG_PATHS: &str = "paths longer than 255 bytes that end in a policy file (counted as path_truncated_unmatched)";
     // What the hook tiers still cannot see.
     const HOOK_BLIND_SPOTS: &[&str] = &[
-        "stat and access outside the traced syscalls (32-bit syscalls, io_uring statx): the hooks cover opens, readlinks and received files",
+        "access checks outside the traced syscalls (32-bit access): the hooks cover opens, readlinks, stats and received files",
         "files created after start, outside the traced syscalls: the hooks match by the inodes indexed at start",
         "relative or symlinked paths into policy prefixes by calls with no fd or stat result (readlink, access, failures)",
     ];
@@ -104,7 +104,7 @@ fn chain(family: Family) -> Vec<Option_> {
             Option_ {
                 hooks: Some(HookTier::Lsm),
                 ..o(
-                    "BPF-LSM file_open + inode_readlink + file_receive, with the syscall tracepoints",
+                    "BPF-LSM file_open + inode_readlink + file_receive + inode_getattr, with the syscall tracepoints",
                     Some(BPF_LSM),
                     true,
                     HOOK_BLIND_SPOTS,
@@ -113,7 +113,7 @@ fn chain(family: Family) -> Vec<Option_> {
             Option_ {
                 hooks: Some(HookTier::Fentry),
                 ..o(
-                    "fexit security_file_open + fentry security_inode_readlink + security_file_receive, with the syscall tracepoints",
+                    "fexit security_file_open + fentry security_inode_readlink + security_file_receive + security_inode_getattr, with the syscall tracepoints",
                     Some(FENTRY),
                     true,
                     HOOK_BLIND_SPOTS,

@@ -37,12 +37,13 @@ enum Kind {
 }
 
 /// (program, hook or kernel function, kind) of each tier, best tier first.
-const LSM_PROGRAMS: [(&str, &str, Kind); 3] = [
+const LSM_PROGRAMS: [(&str, &str, Kind); 4] = [
     ("lsm_file_open", "file_open", Kind::Lsm),
     ("lsm_inode_readlink", "inode_readlink", Kind::Lsm),
     ("lsm_file_receive", "file_receive", Kind::Lsm),
+    ("lsm_inode_getattr", "inode_getattr", Kind::Lsm),
 ];
-const FENTRY_PROGRAMS: [(&str, &str, Kind); 3] = [
+const FENTRY_PROGRAMS: [(&str, &str, Kind); 4] = [
     ("fx_security_file_open", "security_file_open", Kind::Fexit),
     (
         "fx_security_inode_readlink",
@@ -52,6 +53,11 @@ const FENTRY_PROGRAMS: [(&str, &str, Kind); 3] = [
     (
         "fx_security_file_receive",
         "security_file_receive",
+        Kind::Fentry,
+    ),
+    (
+        "fx_security_inode_getattr",
+        "security_inode_getattr",
         Kind::Fentry,
     ),
 ];

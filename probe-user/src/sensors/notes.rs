@@ -79,7 +79,7 @@ impl Sensors {
                 );
                 match self.file_hooks.chosen {
                     Some(tier) => note.push_str(&format!(
-                        "; {} file hooks also see opens, readlinks and received files outside those syscalls (io_uring, 32-bit syscalls, open_by_handle_at, SCM_RIGHTS) and files reached through overlayfs or a hardlinked symlink",
+                        "; {} file hooks also see opens, readlinks, stats and received files outside those syscalls (io_uring, 32-bit syscalls, open_by_handle_at, SCM_RIGHTS, fstat) and files reached through overlayfs or a hardlinked symlink",
                         match tier {
                             HookTier::Lsm => "BPF-LSM",
                             HookTier::Fentry => "fentry/fexit",
