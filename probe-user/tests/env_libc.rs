@@ -184,3 +184,37 @@ fn a_fifo_planted_as_the_command_in_path_is_refused_without_blocking_run() {
     assert_eq!(out.status.code(), Some(126), "{stderr}");
     assert!(stderr.contains("cannot execute evil-cli"), "{stderr}");
 }
+
+/// The default policy's relay settings beyond the SDK variables: Gemini CLI's
+/// variable, looked up through libc's getenv (from Python through ctypes: Python's
+/// own `os.getenv` reads its copy of the environment), and Codex's config file
+/// (opened by path; root's home is one of the homes `~/` stands for).
+#[test]
+fn the_default_policy_names_gemini_cli_s_relay_variable_and_codex_s_config() {
+    if !bpf_available("the_default_policy_names_gemini_cli_s_relay_variable_and_codex_s_config") {
+        return;
+    }
+    let run = probectl_json(
+        &[
+            OsStr::new("python3"),
+            OsStr::new("-c"),
+            OsStr::new("import ctypes; ctypes.CDLL(None).getenv(b'GOOGLE_GEMINI_BASE_URL')"),
+        ],
+        &[("GOOGLE_GEMINI_BASE_URL", "https://relay.example/v1")],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    let p = run.probe(pid, &["getenv"], "GOOGLE_GEMINI_BASE_URL");
+    assert_eq!(p["categories"][0], "api-relay", "{p:#}");
+
+    let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .expect("root's passwd entry");
+    let config = home.join(".codex/config.toml");
+    let run = probectl_json(&[OsStr::new("cat"), config.as_os_str()], &[]);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    let p = run.probe(pid, &["open", "openat"], config.to_str().unwrap());
+    assert_eq!(p["categories"][0], "api-relay", "{p:#}");
+}
