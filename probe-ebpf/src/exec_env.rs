@@ -245,10 +245,10 @@ fn visit(index: u32, scan: &mut Scan) -> i64 {
     if capture {
         let value = (ptr + len + 1) as *const u8;
         if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut e.value) } {
-            let len = read.len();
-            e.value_len = len as u32;
+            let value_len = read.len();
+            e.value_len = value_len as u32;
             e.flags |= EXEC_ENV_VALUE_CAPTURED;
-            if len >= ENV_VALUE_PREFIX_LEN - 1 {
+            if value_len >= ENV_VALUE_PREFIX_LEN - 1 {
                 e.flags |= EXEC_ENV_VALUE_TRUNCATED;
             }
         }

@@ -134,14 +134,7 @@ fn a_double_forked_daemon_is_watched_after_its_parents_exit() {
         &[],
     );
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let pids: Vec<u64> = std::fs::read_to_string(&pidfile)
-        .expect("pid file")
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let [root, child, daemon] = pids[..] else {
-        panic!("{pids:?}")
-    };
+    let [root, child, daemon] = fork_pids(&pidfile);
     assert_probed_then_connected(&run, daemon, listener.port);
     // The daemon probed only after root and child had exited: the run waited for it.
     let exit_at = |pid: u64| {

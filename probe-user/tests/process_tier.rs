@@ -84,14 +84,7 @@ fn assert_exec_fork_exit_seen(btf: bool, name: &str) -> JsonRun {
     ]);
     let run = json_run(cmd);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let pids: Vec<u64> = std::fs::read_to_string(&pidfile)
-        .expect("fixture wrote its pid file")
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let [root, child, grandchild] = pids[..] else {
-        panic!("pid file: {pids:?}")
-    };
+    let [root, child, grandchild] = fork_pids(&pidfile);
     let execs = run.of_type("exec");
     assert!(
         execs.iter().any(|e| e["pid"] == root

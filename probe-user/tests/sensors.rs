@@ -173,14 +173,7 @@ fn grandchild_inherits_the_watch_from_its_first_instruction() {
         &[],
     );
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let pids: Vec<u64> = std::fs::read_to_string(&pidfile)
-        .expect("fixture wrote its pid file")
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let [root, child, grandchild] = pids[..] else {
-        panic!("pid file: {pids:?}")
-    };
+    let [root, child, grandchild] = fork_pids(&pidfile);
     assert_eq!(run.report()["cli"]["pid"], root);
 
     // Only the grandchild probes; the kernel watched it because its parent was watched.

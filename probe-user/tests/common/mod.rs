@@ -435,3 +435,15 @@ pub fn policy_selecting(dir: &std::path::Path, select: &str) -> std::path::PathB
     .unwrap();
     policy
 }
+
+/// The three pids `tz_probe fork|daemon` writes to its pid file: root, child and
+/// grandchild.
+pub fn fork_pids(pidfile: &Path) -> [u64; 3] {
+    let pids: Vec<u64> = std::fs::read_to_string(pidfile)
+        .expect("fixture wrote its pid file")
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    pids.try_into()
+        .unwrap_or_else(|pids| panic!("pid file: {pids:?}"))
+}
