@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// Policy file to use instead of the built-in default policy.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The readable report lists every probe and every connection with the probes
+    /// before it and who made them (by default: a summary per CLI that fits a screen).
+    #[arg(long)]
+    pub details: bool,
     /// Write the run's behaviour profile (per CLI: categories, probes, destinations,
     /// rules) to FILE as YAML, for `probectl diff`.
     #[arg(long, value_name = "FILE")]
@@ -154,6 +158,9 @@ pub struct WatchArgs {
     /// Policy file to use instead of the built-in default policy (SIGHUP reloads it).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The readable report lists every probe and every connection (see `run`).
+    #[arg(long)]
+    pub details: bool,
     /// Write records to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -55,7 +55,9 @@ async fn run_standalone(
     mut profile_file: Option<&mut probe_user::private_file::RecordFile>,
 ) -> anyhow::Result<i32> {
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
-    let mut printer = Printer::new(format, out).with_color(color);
+    let mut printer = Printer::new(format, out)
+        .with_color(color)
+        .with_details(args.details);
     let (program, gate) = match start_gated(args, engine.sensors.original_memlock)? {
         Ok(started) => started,
         Err(code) => return Ok(code),
@@ -186,7 +188,14 @@ async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow
         Err(code) => return Ok(code),
     };
     let root = gate.pid;
-    let mut sub = match Subscription::open(stream, vec![root], sink_format(args.json), color).await
+    let mut sub = match Subscription::open(
+        stream,
+        vec![root],
+        sink_format(args.json),
+        color,
+        args.details,
+    )
+    .await
     {
         Ok(sub) => sub,
         Err(err) => {

@@ -37,7 +37,9 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     }
     let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
-    let mut printer = Printer::new(format, out).with_color(color);
+    let mut printer = Printer::new(format, out)
+        .with_color(color)
+        .with_details(args.details);
     let watched = match engine.watch_trees(&args.pids) {
         Ok(w) => w,
         Err(err @ (SeedError::NoSuchProcess(_) | SeedError::Exited(_))) => {
@@ -102,7 +104,14 @@ async fn watch_via_daemon(
 ) -> anyhow::Result<i32> {
     let (format, mut out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
     let mut sub =
-        match Subscription::open(stream, args.pids.clone(), sink_format(args.json), color).await {
+        match Subscription::open(
+            stream,
+            args.pids.clone(),
+            sink_format(args.json),
+            color,
+            args.details,
+        )
+        .await {
             Ok(sub) => sub,
             Err(err)
                 if err.to_string().contains("no process")

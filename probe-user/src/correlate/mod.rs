@@ -1,6 +1,8 @@
 //! Correlation: turns events into records, keeps the run's probe timeline, and links
 //! each connection to the probes that came before it in the same process tree.
 
+mod attribution;
+mod bypass;
 pub mod dns;
 mod fold;
 mod net;
@@ -12,6 +14,7 @@ mod probes;
 pub mod rules;
 mod summary;
 mod timelines;
+mod values;
 
 pub use fold::FOLD_AFTER;
 pub use prior::MAX_LISTED_PRIOR;
@@ -86,6 +89,8 @@ pub struct Correlator {
     category_rank: Vec<(usize, String)>,
     /// The policy's rules, evaluated at each network event.
     rules: rules::RuleEngine,
+    /// Values the policy shows, per process (`capture_value_prefix`).
+    pub values: values::ShownValues,
     /// Records produced besides an event's own (rule alerts), handed out by
     /// `handle_into`.
     pending: Vec<Record>,
@@ -118,6 +123,7 @@ impl Correlator {
             rules: rules::RuleEngine::new(policy.rules.clone()),
             category_rank: rank(&policy.categories),
             pending: Vec::new(),
+            values: values::ShownValues::default(),
         }
     }
 
@@ -214,6 +220,10 @@ impl Correlator {
     pub fn handle_into(&mut self, event: &Event, procs: &mut ProcessTable, out: &mut Vec<Record>) {
         out.extend(self.handle(event, procs));
         out.append(&mut self.pending);
+        if let Event::Exec(e) = event {
+            // A new image, a new environment.
+            self.values.forget(e.header.tgid);
+        }
         if let Event::Exec(e) = event
             && let Some(last) = self.exposures.remove(&e.header.tgid)
         {
@@ -275,6 +285,8 @@ impl Correlator {
             }
             Event::Fork(e) => {
                 procs.on_fork(e.parent_tgid, e.child_tgid);
+                // A forked child runs with its parent's environment until it execs.
+                self.values.inherit(e.parent_tgid, e.child_tgid);
                 None
             }
             Event::Exit(e) => {

@@ -131,6 +131,9 @@ impl Correlator {
             }
             v
         });
+        if let Some(v) = &value_prefix {
+            self.values.insert(e.header.tgid, &name, v);
+        }
         let seen = Seen {
             how: How::PresentAtExec,
             result: ProbeResult::Set,
@@ -253,6 +256,7 @@ impl Correlator {
             target_type,
             target,
             how,
+            evidence: how.evidence(),
             result: seen.result,
             truncated: seen.truncated,
             folded,

@@ -63,6 +63,10 @@ pub struct ProbeRecord {
     /// How it was seen: getenv, secure_getenv, present_at_exec, enumerated, or the
     /// file syscall.
     pub how: How,
+    /// What the probe proves: `read` (a getenv that ran, an open, a readlink),
+    /// `checked` (stat, access), `exposed` (present in the environment at exec, not
+    /// seen read) or `enumerated` (the whole environment listed).
+    pub evidence: crate::ops::Evidence,
     pub result: ProbeResult,
     /// The kernel truncated the target (path or name too long).
     pub truncated: bool,
