@@ -115,8 +115,7 @@ pub struct EvidenceSet(u8);
 
 impl EvidenceSet {
     /// What `probed` counts when a rule does not say: `read` and `enumerated`.
-    pub const DEFAULT: EvidenceSet =
-        EvidenceSet(Evidence::Read.bit() | Evidence::Enumerated.bit());
+    pub const DEFAULT: EvidenceSet = EvidenceSet(Evidence::Read.bit() | Evidence::Enumerated.bit());
     pub const ALL: EvidenceSet = EvidenceSet(0b1111);
 
     pub fn of(kinds: &[Evidence]) -> Self {

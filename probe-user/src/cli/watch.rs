@@ -103,25 +103,25 @@ async fn watch_via_daemon(
     duration: Option<std::time::Duration>,
 ) -> anyhow::Result<i32> {
     let (format, mut out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
-    let mut sub =
-        match Subscription::open(
-            stream,
-            args.pids.clone(),
-            sink_format(args.json),
-            color,
-            args.details,
-        )
-        .await {
-            Ok(sub) => sub,
-            Err(err)
-                if err.to_string().contains("no process")
-                    || err.to_string().contains("exited before") =>
-            {
-                eprintln!("probectl: {err}");
-                return Ok(exit::NO_SUCH_PROCESS);
-            }
-            Err(err) => return Err(err),
-        };
+    let mut sub = match Subscription::open(
+        stream,
+        args.pids.clone(),
+        sink_format(args.json),
+        color,
+        args.details,
+    )
+    .await
+    {
+        Ok(sub) => sub,
+        Err(err)
+            if err.to_string().contains("no process")
+                || err.to_string().contains("exited before") =>
+        {
+            eprintln!("probectl: {err}");
+            return Ok(exit::NO_SUCH_PROCESS);
+        }
+        Err(err) => return Err(err),
+    };
     if format == Format::Human {
         eprintln!(
             "probectl: using the daemon ({}; --standalone to load probectl's own programs): {} process(es) watched",

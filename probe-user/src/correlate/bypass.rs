@@ -202,7 +202,10 @@ mod tests {
         assert!(check(it(), &dest("192.0.2.5", 443), Some("api.other.example")).is_some());
         assert!(check(it(), &dest("192.0.2.9", 443), Some("git.corp.example")).is_none());
         assert!(check(it(), &dest("10.1.2.3", 443), None).is_none());
-        assert!(check(it(), &dest("127.0.0.1", 8080), None).is_none(), "localhost");
+        assert!(
+            check(it(), &dest("127.0.0.1", 8080), None).is_none(),
+            "localhost"
+        );
         let local = [("HTTPS_PROXY", "http://localhost:3128")];
         let it = || &local[..];
         assert!(check(it(), &dest("::1", 3128), None).is_none());

@@ -96,6 +96,18 @@ pub struct Correlator {
     pending: Vec<Record>,
 }
 
+/// `/proc/123/environ`: another process's environment, read. Reports fold these by
+/// reader.
+pub fn environ_of_other(target: &str) -> bool {
+    target
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.strip_suffix("/environ"))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The group `/proc/N/environ` reads fold into in a CLI's summary.
+pub(crate) const ENVIRON_GROUP: &str = "/proc/*/environ";
+
 impl Correlator {
     pub fn new(policy: &CompiledPolicy, start_ns: u64) -> Self {
         Self {

@@ -196,9 +196,12 @@ impl Category {
     /// Whether any target was probed with evidence of `kinds` in `since_ns..=at_ns`.
     fn probed_between(&self, kinds: EvidenceSet, since_ns: u64, at_ns: u64) -> bool {
         // Ordered by time: the first one at or after `since_ns` decides.
-        kinds
-            .kinds()
-            .any(|k| self.latest[k as usize].between(since_ns, at_ns).next().is_some())
+        kinds.kinds().any(|k| {
+            self.latest[k as usize]
+                .between(since_ns, at_ns)
+                .next()
+                .is_some()
+        })
     }
 }
 
@@ -460,10 +463,19 @@ mod tests {
     fn the_window_is_inclusive_to_the_nanosecond() {
         let mut p = PriorIndex::default();
         file(&mut p, 0, "/etc/localtime", None, 1_000);
-        assert!(p.probed(0, EvidenceSet::DEFAULT, 1_000, 5_000), "exactly at the window's start");
-        assert!(!p.probed(0, EvidenceSet::DEFAULT, 1_001, 5_000), "one ns outside");
+        assert!(
+            p.probed(0, EvidenceSet::DEFAULT, 1_000, 5_000),
+            "exactly at the window's start"
+        );
+        assert!(
+            !p.probed(0, EvidenceSet::DEFAULT, 1_001, 5_000),
+            "one ns outside"
+        );
         assert!(!p.probed(0, EvidenceSet::DEFAULT, 0, 999), "after the call");
-        assert!(!p.probed(1, EvidenceSet::DEFAULT, 0, 5_000), "another category");
+        assert!(
+            !p.probed(1, EvidenceSet::DEFAULT, 0, 5_000),
+            "another category"
+        );
     }
 
     #[test]

@@ -132,6 +132,9 @@ impl ProbeTable {
             let evidence = how.evidence();
             for (target, e) in by_target {
                 let prefix = match target_type {
+                    TargetType::File if super::environ_of_other(target) => {
+                        Some(super::ENVIRON_GROUP)
+                    }
                     TargetType::File => fold(target),
                     TargetType::Env | TargetType::Host => None,
                 };
@@ -268,8 +271,13 @@ impl FactTargets {
     pub fn named(&self) -> (Vec<String>, u64) {
         let mut out: Vec<String> = self.targets.iter().cloned().collect();
         for (prefix, (first, count)) in &self.groups {
-            if *count as usize > super::fold::FOLD_AFTER {
-                out.push(format!("{} ({count} files)", super::fold::folded_target(prefix)));
+            if prefix == super::ENVIRON_GROUP && *count > 1 {
+                out.push(format!("{prefix} ({count} processes)"));
+            } else if *count as usize > super::fold::FOLD_AFTER {
+                out.push(format!(
+                    "{} ({count} files)",
+                    super::fold::folded_target(prefix)
+                ));
             } else {
                 out.extend(first.iter().cloned());
             }

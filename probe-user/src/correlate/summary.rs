@@ -39,8 +39,7 @@ impl Correlator {
         // Keyed by what identifies a CLI, in first-pid order.
         let mut order: Vec<(String, Option<String>, Option<String>)> = Vec::new();
         let mut out: BTreeMap<usize, CliSummary> = BTreeMap::new();
-        let mut facts_of: HashMap<usize, BTreeMap<(usize, Evidence), FactTargets>> =
-            HashMap::new();
+        let mut facts_of: HashMap<usize, BTreeMap<(usize, Evidence), FactTargets>> = HashMap::new();
         let mut seen: std::collections::HashSet<(usize, ContactedDestination)> =
             std::collections::HashSet::new();
         for pid in pids {
@@ -85,7 +84,9 @@ impl Correlator {
                     }
                 }
                 if conn.destination.family == crate::records::Family::Unix {
-                    if s.local_ipc.len() < MAX_LISTED_IPC && !s.local_ipc.contains(&conn.destination) {
+                    if s.local_ipc.len() < MAX_LISTED_IPC
+                        && !s.local_ipc.contains(&conn.destination)
+                    {
                         s.local_ipc.push(conn.destination.clone());
                     }
                     continue;
@@ -143,7 +144,8 @@ impl Correlator {
             // A category read is not also "only checked" or "only exposed".
             let read = s.categories.clone();
             s.checked.retain(|c| !read.contains(c));
-            s.exposed.retain(|c| !read.contains(c) && !s.checked.contains(c));
+            s.exposed
+                .retain(|c| !read.contains(c) && !s.checked.contains(c));
         }
         out.into_values().collect()
     }

@@ -138,7 +138,9 @@ fn facts_line(c: &CliSummary, kinds: &[Evidence]) -> Option<String> {
             } else {
                 String::new()
             };
-            if shown.is_empty() {
+            if f.evidence == Evidence::Enumerated {
+                format!("{}: the whole environment", f.category)
+            } else if shown.is_empty() {
                 f.category.clone()
             } else {
                 format!("{}: {}{more}", f.category, shown.join(", "))
@@ -227,7 +229,13 @@ fn clis(s: &mut String, r: &RunReport) {
         let listed: Vec<String> = names
             .iter()
             .take(INHERITED_NAMES)
-            .map(|(n, k)| if *k > 1 { format!("{n} x{k}") } else { n.clone() })
+            .map(|(n, k)| {
+                if *k > 1 {
+                    format!("{n} x{k}")
+                } else {
+                    n.clone()
+                }
+            })
             .collect();
         let more = names.len().saturating_sub(INHERITED_NAMES);
         let _ = writeln!(
@@ -281,7 +289,11 @@ fn rules(s: &mut String, r: &RunReport) {
         // Its first match among the kept connections, as a sentence that names who read
         // and who connected.
         let first = r.connections.iter().find_map(|kept| {
-            let m = kept.body.matched_rules.iter().find(|m| m.rule == rule.rule)?;
+            let m = kept
+                .body
+                .matched_rules
+                .iter()
+                .find(|m| m.rule == rule.rule)?;
             Some(m.sentence(
                 &kept.body.process,
                 kept.header.pid.unwrap_or(0),
@@ -323,17 +335,14 @@ fn probes_by_category(s: &mut String, r: &RunReport) {
     }
 }
 
-/// `/proc/123/environ`: another process's environment, read.
-fn environ_of_other(target: &str) -> bool {
-    target
-        .strip_prefix("/proc/")
-        .and_then(|rest| rest.strip_suffix("/environ"))
-        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-}
+use crate::correlate::environ_of_other;
 
-/// The rows a connection lists, with `/proc/N/environ` reads folded per reader.
-fn folded_rows(rows: &[PriorProbe]) -> Vec<String> {
+/// The rows a connection lists, with `/proc/N/environ` reads folded per reader: each
+/// row's text, and what it says apart from times (two connections whose rows say the
+/// same fold into one).
+fn folded_rows(rows: &[PriorProbe]) -> (Vec<String>, Vec<String>) {
     let mut out = Vec::new();
+    let mut keys = Vec::new();
     let mut environ: Vec<(String, u64, u64, f64)> = Vec::new();
     use crate::records::Relation;
     for p in rows {
@@ -349,16 +358,15 @@ fn folded_rows(rows: &[PriorProbe]) -> Vec<String> {
         {
             continue;
         }
-        let mut by = p
-            .by
-            .iter()
-            .take(3)
-            .map(|a| match a.relation {
-                Relation::Itself => format!("{} self", a.pid),
-                rel => format!("{} {} {}", a.process, a.pid, rel.name()),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut by =
+            p.by.iter()
+                .take(3)
+                .map(|a| match a.relation {
+                    Relation::Itself => format!("{} self", a.pid),
+                    rel => format!("{} {} {}", a.process, a.pid, rel.name()),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
         if p.pids.len() > 3 {
             let _ = write!(by, ", +{} more", p.pids.len() - 3);
         }
@@ -377,8 +385,13 @@ fn folded_rows(rows: &[PriorProbe]) -> Vec<String> {
             "{:<12} {:<10} {:<10} {:<28} x{:<4} {:.1} ms before  (by {by})",
             p.category, p.evidence, p.how, p.target, p.count, p.first_ms_before
         ));
+        keys.push(format!(
+            "{} {} {} {} {} {by}",
+            p.category, p.evidence, p.how, p.target, p.count
+        ));
     }
     for (by, files, count, first) in environ {
+        keys.push(format!("environ {files} {count} {by}"));
         out.push(format!(
             "{:<12} {:<10} {:<10} {:<28} x{:<4} {first:.1} ms before  (by {by})",
             "environment",
@@ -388,11 +401,14 @@ fn folded_rows(rows: &[PriorProbe]) -> Vec<String> {
             count
         ));
     }
-    out
+    (out, keys)
 }
 
 fn connections(s: &mut String, r: &RunReport) {
-    let (ipc, net): (Vec<&Stamped<ConnectionRecord>>, Vec<&Stamped<ConnectionRecord>>) = r
+    let (ipc, net): (
+        Vec<&Stamped<ConnectionRecord>>,
+        Vec<&Stamped<ConnectionRecord>>,
+    ) = r
         .connections
         .iter()
         .partition(|k| k.body.destination.family == Family::Unix);
@@ -419,10 +435,10 @@ fn connections(s: &mut String, r: &RunReport) {
                 b.settings.join(", ")
             );
         }
-        let rows = folded_rows(&c.probes_before);
+        let (rows, keys) = folded_rows(&c.probes_before);
         if rows.is_empty() {
             let _ = writeln!(s, "    no policy probes before it");
-        } else if previous.as_ref() == Some(&rows) {
+        } else if previous.as_ref() == Some(&keys) {
             let _ = writeln!(
                 s,
                 "    before it: the same {} probe rows as the connection above",
@@ -441,7 +457,7 @@ fn connections(s: &mut String, r: &RunReport) {
             );
         }
         super::human::rule_lines(s, &c.matched_rules, "    ");
-        previous = Some(rows);
+        previous = Some(keys);
     }
     if !ipc.is_empty() {
         let _ = writeln!(s, "\nLocal IPC (unix sockets; not network calls):");
@@ -469,7 +485,11 @@ fn connections(s: &mut String, r: &RunReport) {
             }
         }
         for (line, process, pid, at, n) in folded {
-            let times = if n > 1 { format!(" x{n}") } else { String::new() };
+            let times = if n > 1 {
+                format!(" x{n}")
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
                 "  {line}{times} first at {} by {process} (pid {pid})",
@@ -574,7 +594,11 @@ fn footer(s: &mut String, r: &RunReport, details: bool) {
             .iter()
             .map(|d| format!("{} {}", d.reason, d.count))
             .collect();
-        let _ = writeln!(s, "Matched in the kernel but not reported: {}", parts.join(", "));
+        let _ = writeln!(
+            s,
+            "Matched in the kernel but not reported: {}",
+            parts.join(", ")
+        );
     }
     if details {
         let _ = writeln!(s, "Not covered by this build:");

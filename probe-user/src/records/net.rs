@@ -329,8 +329,8 @@ mod tests {
 #[cfg(test)]
 mod sentence_tests {
     use crate::ops::EvidenceSet;
-    use crate::records::{ProbeActor, ProbedBy, Relation, RuleMatch};
     use crate::policy::rules::{Action, Severity};
+    use crate::records::{ProbeActor, ProbedBy, Relation, RuleMatch};
 
     fn actor(pid: u32, process: &str, relation: Relation) -> ProbeActor {
         ProbeActor {

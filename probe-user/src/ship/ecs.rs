@@ -108,6 +108,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 "target_type": p.target_type,
                 "target": p.target,
                 "how": p.how,
+                "evidence": p.evidence,
                 "result": p.result,
             });
             for (k, v) in [
@@ -162,6 +163,9 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 }),
             );
             probectl.insert("probes_before".into(), json!(c.probes_before));
+            if let Some(b) = &c.bypassed {
+                probectl.insert("bypassed".into(), json!(b));
+            }
             probectl.insert("matched_rules".into(), json!(c.matched_rules));
             probectl.insert("lineage".into(), json!(c.lineage));
         }
