@@ -138,10 +138,16 @@ impl ProbeTable {
                     TargetType::File => fold(target),
                     TargetType::Env | TargetType::Host => None,
                 };
+                // A host request names an interface, `*` or `uname`: the call says what
+                // it asked (`rtm_getlink *`: every interface's MAC address).
+                let shown = match target_type {
+                    TargetType::Host => format!("{} {target}", how.name()),
+                    TargetType::Env | TargetType::File => target.clone(),
+                };
                 for pid in &e.pids {
                     let facts = out.entry(*pid).or_default();
                     for &c in &e.categories {
-                        facts.entry((c, evidence)).or_default().add(target, prefix);
+                        facts.entry((c, evidence)).or_default().add(&shown, prefix);
                     }
                 }
             }
