@@ -3,6 +3,9 @@
 //! report shows them next to the names (`TZ=Asia/Shanghai`), and the proxy-bypass check
 //! reads the proxy and relay a process was given.
 //!
+//! Names present at exec without a captured value are kept with an empty value, so a
+//! child's exposure can be told apart from one passed down unchanged.
+//!
 //! A value is the one handed to exec: a program that changes its own environment
 //! (setenv) and reads it back is shown the value it started with.
 
@@ -53,8 +56,21 @@ impl ShownValues {
         }
     }
 
+    /// The value shown for `name` in `pid`'s environment (none when not captured).
     pub fn get(&self, pid: u32, name: &str) -> Option<&str> {
-        self.by_pid.get(&pid)?.get(name).map(String::as_str)
+        self.by_pid
+            .get(&pid)?
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Whether `pid` had `name` at its exec, with `value` when one is given.
+    pub fn exposed(&self, pid: u32, name: &str, value: Option<&str>) -> bool {
+        self.by_pid
+            .get(&pid)
+            .and_then(|m| m.get(name))
+            .is_some_and(|v| value.is_none_or(|value| v == value))
     }
 
     /// Every value `pid` was given, by name.
@@ -63,6 +79,7 @@ impl ShownValues {
             .get(&pid)
             .into_iter()
             .flatten()
+            .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }

@@ -37,6 +37,9 @@ pub fn render_with(record: &Record, details: bool) -> String {
                 }
             );
         }
+        // An exposure its parent had too: the environment passed down unchanged, in
+        // every child. `--json` keeps it; the readable stream does not repeat it.
+        Body::Probe(p) if p.inherited => {}
         Body::Probe(p) => {
             let _ = writeln!(
                 s,
@@ -78,7 +81,10 @@ pub fn render_with(record: &Record, details: bool) -> String {
                 dest_line(c),
                 c.process
             );
-            if c.probes_before.is_empty() {
+            if c.destination.family == Family::Unix {
+                // Local IPC (nscd, D-Bus): not a network call; the report lists it
+                // apart, without the probes before it.
+            } else if c.probes_before.is_empty() {
                 let _ = writeln!(s, "{:>9}           no policy probes before it", "");
             } else {
                 let _ = writeln!(
@@ -226,36 +232,58 @@ pub fn render_with(record: &Record, details: bool) -> String {
     s
 }
 
-/// `timezone (by python3 14823, sibling), api-relay (self)`: each category before a
-/// connection, and who probed it when that is not the caller.
+/// `timezone (self, parent node 10), api-relay (exposed)`: each category before a
+/// connection, and who read it. An exposure counts only when it is the caller's own or
+/// an ancestor's (the environment it was given), and is marked as such; a category only
+/// checked (stat, access) is marked too.
 fn after_probing(rows: &[crate::records::PriorProbe]) -> String {
-    let mut cats: Vec<(&str, Vec<String>)> = Vec::new();
+    use crate::ops::Evidence;
+    use crate::records::Relation;
+    // Per category: who read it, and the weakest kinds seen otherwise.
+    let mut cats: Vec<(&str, Vec<String>, bool, bool)> = Vec::new();
     for p in rows {
-        let entry = match cats.iter_mut().position(|(c, _)| *c == p.category) {
-            Some(i) => &mut cats[i].1,
+        let own_env = p.by.iter().any(|a| {
+            matches!(
+                a.relation,
+                Relation::Itself | Relation::Parent | Relation::Ancestor
+            )
+        });
+        if p.evidence == Evidence::Exposed && !own_env {
+            continue;
+        }
+        let i = match cats.iter().position(|(c, ..)| *c == p.category) {
+            Some(i) => i,
             None => {
-                cats.push((&p.category, Vec::new()));
-                &mut cats.last_mut().expect("just pushed").1
+                cats.push((&p.category, Vec::new(), false, false));
+                cats.len() - 1
             }
         };
-        for a in &p.by {
-            let who = match a.relation {
-                crate::records::Relation::Itself => "self".to_owned(),
-                rel => format!("{} {} {}", rel.name(), a.process, a.pid),
-            };
-            if !entry.contains(&who) && entry.len() < 3 {
-                entry.push(who);
+        let entry = &mut cats[i];
+        match p.evidence {
+            Evidence::Exposed => entry.2 = true,
+            Evidence::Checked => entry.3 = true,
+            Evidence::Read | Evidence::Enumerated => {
+                for a in &p.by {
+                    let who = match a.relation {
+                        Relation::Itself => "self".to_owned(),
+                        rel => format!("{} {} {}", rel.name(), a.process, a.pid),
+                    };
+                    if !entry.1.contains(&who) && entry.1.len() < 3 {
+                        entry.1.push(who);
+                    }
+                }
             }
         }
     }
     cats.iter()
-        .map(|(c, who)| {
-            if who.is_empty() {
-                (*c).to_owned()
-            } else {
-                format!("{c} ({})", who.join(", "))
-            }
-        })
+        .map(
+            |(c, who, exposed, checked)| match (who.is_empty(), exposed, checked) {
+                (false, ..) => format!("{c} ({})", who.join(", ")),
+                (true, true, _) => format!("{c} (exposed only)"),
+                (true, false, true) => format!("{c} (checked only)"),
+                (true, false, false) => (*c).to_owned(),
+            },
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }

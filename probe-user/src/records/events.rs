@@ -74,6 +74,11 @@ pub struct ProbeRecord {
     /// process (a burst, such as ICU reading all of /usr/share/zoneinfo): they are
     /// counted in the report, not streamed.
     pub folded: bool,
+    /// For `present_at_exec`: the parent had the same name (and, where values are
+    /// captured, the same value) at its own exec: the environment passed down
+    /// unchanged. The readable stream does not repeat these.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inherited: bool,
     /// For `present_at_exec` of categories that ask for it: the start of the value,
     /// credentials redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
