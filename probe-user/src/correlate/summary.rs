@@ -56,8 +56,14 @@ impl Correlator {
                 categories: Vec::new(),
                 destinations: Vec::new(),
                 rules: Vec::new(),
+                exe_hash: None,
             });
             s.pids.push(pid);
+            // The first of its processes with a hash (an early one may have exited
+            // before it was hashed).
+            if s.exe_hash.as_ref().is_none_or(|h| h.sha256.is_none()) {
+                s.exe_hash = procs.exe_hash(pid).or(s.exe_hash.take());
+            }
             for c in by_pid.get(&pid).into_iter().flatten() {
                 let name = &self.category_names[*c];
                 if !s.categories.contains(name) {
