@@ -292,6 +292,13 @@ impl Correlator {
                     argv_lost: e.flags & EXEC_ARGV_LOST != 0,
                     exe_truncated: e.flags & EXEC_FILENAME_TRUNCATED != 0,
                     selected_by: None,
+                    // lineage is the pid, then its parent (`ppid`), then theirs.
+                    ancestors: procs
+                        .lineage(pid)
+                        .into_iter()
+                        .skip(2)
+                        .take(MAX_ANCESTORS)
+                        .collect(),
                 });
                 Some(self.record(e.header.ktime_ns, pid, procs, body))
             }

@@ -70,8 +70,14 @@ impl Correlator {
                 local_ipc: Vec::new(),
                 bypasses: 0,
                 rules: Vec::new(),
+                exe_hash: None,
             });
             s.pids.push(pid);
+            // The first of its processes with a hash (an early one may have exited
+            // before it was hashed).
+            if s.exe_hash.as_ref().is_none_or(|h| h.sha256.is_none()) {
+                s.exe_hash = procs.exe_hash(pid).or(s.exe_hash.take());
+            }
             let facts = facts_of.entry(slot).or_default();
             for (key, targets) in by_pid.get(&pid).into_iter().flatten() {
                 facts.entry(*key).or_default().merge(targets);

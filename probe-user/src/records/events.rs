@@ -27,7 +27,16 @@ pub struct ExecRecord {
     /// picked it at this exec (`exe ...`, `argv contains ...`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected_by: Option<String>,
+    /// The parent's own ancestors, nearest first (at most 16), as the
+    /// fork events built them: with `ppid`, the real lineage, through processes that
+    /// forked without an exec (a shell's subshell), which have no exec record. The
+    /// readable stream draws its tree from it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<u32>,
 }
+
+/// Most ancestors an exec record lists above its parent.
+pub const MAX_ANCESTORS: usize = 16;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,

@@ -104,6 +104,10 @@ pub struct CliSummary {
     pub bypasses: u64,
     /// Rules its connections matched (names, each once).
     pub rules: Vec<String>,
+    /// The sha256 of its executable, for a native CLI of a run that writes a profile
+    /// (`run --profile`), or why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_hash: Option<crate::process::exe_hash::ExeHash>,
 }
 
 /// One category and kind of evidence of one CLI: the targets, bounded.
