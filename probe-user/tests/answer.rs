@@ -123,8 +123,12 @@ fn an_exported_variable_never_read_fires_no_rule_and_a_read_one_does() {
     let p = read.probe(pid, &["getenv"], "ANTHROPIC_BASE_URL");
     assert_eq!(p["evidence"], "read", "{p:#}");
     let conns = connects_to(&read, listener.port);
-    assert_eq!(
-        conns[0]["matched_rules"][0]["rule"], "relay-then-call",
+    assert!(
+        conns[0]["matched_rules"]
+            .as_array()
+            .expect("matched_rules")
+            .iter()
+            .any(|m| m["rule"] == "relay-then-call"),
         "{:#}",
         conns[0]
     );
@@ -168,8 +172,12 @@ fn a_parents_read_is_attributed_to_the_parent_when_its_child_connects() {
     assert_eq!(conns.len(), 1, "{conns:#?}");
     let conn = conns[0];
     assert_eq!(conn["process"], "curl", "{conn:#}");
-    let matched = &conn["matched_rules"][0];
-    assert_eq!(matched["rule"], "relay-then-call", "{conn:#}");
+    let matched = conn["matched_rules"]
+        .as_array()
+        .expect("matched_rules")
+        .iter()
+        .find(|m| m["rule"] == "relay-then-call")
+        .unwrap_or_else(|| panic!("relay-then-call matched: {conn:#}"));
     for by in matched["probed_by"].as_array().expect("probed_by") {
         let actors = by["by"].as_array().expect("by");
         assert!(
@@ -205,7 +213,7 @@ fn a_direct_call_past_the_proxy_the_process_read_is_flagged() {
     let dir = test_dir("answer-bypass");
     let policy = policy_with(
         &dir,
-        "  - name: proxy-bypass\n    probed: {any_of: [proxy]}\n    bypassed_proxy: true\n    then: [connect]\n    within: 60s\n    severity: high\n    action: alert\n",
+        "  - name: test-proxy-bypass\n    probed: {any_of: [proxy]}\n    bypassed_proxy: true\n    then: [connect]\n    within: 60s\n    severity: high\n    action: alert\n",
     );
     let proxy = Listener::start();
     let direct = Listener::start();
@@ -218,7 +226,12 @@ fn a_direct_call_past_the_proxy_the_process_read_is_flagged() {
     let via_proxy = connects_to(&run, proxy.port);
     assert_eq!(via_proxy.len(), 1);
     assert!(via_proxy[0].get("bypassed").is_none(), "{:#}", via_proxy[0]);
-    assert_eq!(via_proxy[0]["matched_rules"], serde_json::json!([]));
+    assert_eq!(
+        via_proxy[0]["matched_rules"],
+        serde_json::json!([]),
+        "{:#}",
+        via_proxy[0]
+    );
     let past = connects_to(&run, direct.port);
     assert_eq!(past.len(), 1);
     assert_eq!(
@@ -227,7 +240,18 @@ fn a_direct_call_past_the_proxy_the_process_read_is_flagged() {
         "{:#}",
         past[0]
     );
-    assert_eq!(past[0]["matched_rules"][0]["rule"], "proxy-bypass");
+    let rules: Vec<&Value> = past[0]["matched_rules"]
+        .as_array()
+        .expect("matched_rules")
+        .iter()
+        .map(|m| &m["rule"])
+        .collect();
+    // The test's rule and the default policy's own.
+    assert!(
+        rules.contains(&&Value::from("test-proxy-bypass")),
+        "{rules:?}"
+    );
+    assert!(rules.contains(&&Value::from("proxy-bypass")), "{rules:?}");
 }
 
 /// A chatty Node CLI (children that only inherit the environment, repeated connects,
