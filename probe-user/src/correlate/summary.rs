@@ -56,8 +56,11 @@ impl Correlator {
                 categories: Vec::new(),
                 destinations: Vec::new(),
                 rules: Vec::new(),
+                notes: Vec::new(),
+                partial: false,
             });
             s.pids.push(pid);
+            add_blind_spots(s, &info.image);
             for c in by_pid.get(&pid).into_iter().flatten() {
                 let name = &self.category_names[*c];
                 if !s.categories.contains(name) {
@@ -86,4 +89,40 @@ impl Correlator {
         }
         list
     }
+}
+
+/// The CLI's blind spots from its executable (`exe_facts`), each noted once: a static
+/// executable makes its summary partial.
+fn add_blind_spots(s: &mut CliSummary, image: &crate::process::Image) {
+    if let Some(note) = image.linkage.note() {
+        s.partial = true;
+        if !s.notes.iter().any(|n| n == note) {
+            s.notes.push(note.to_owned());
+        }
+    }
+    if let Some(runtime) = image.runtime {
+        let note = runtime.note();
+        if !s.notes.contains(&note) {
+            s.notes.push(note);
+        }
+    }
+}
+
+/// `partial_reasons` of a report: each partial CLI, its pids and its notes that
+/// make it so.
+pub fn partial_reasons(clis: &[CliSummary]) -> Vec<String> {
+    clis.iter()
+        .filter(|c| c.partial)
+        .map(|c| {
+            let pids: Vec<String> = c.pids.iter().map(u32::to_string).collect();
+            let why = c
+                .notes
+                .iter()
+                .filter(|n| n.starts_with("statically linked"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            format!("{} (pid {}): {why}", c.name, pids.join(", "))
+        })
+        .collect()
 }

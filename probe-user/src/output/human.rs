@@ -429,6 +429,10 @@ fn render_report(s: &mut String, r: &RunReport) {
         if !c.rules.is_empty() {
             let _ = writeln!(s, "    rules:     {}", c.rules.join(", "));
         }
+        for note in &c.notes {
+            let mark = if c.partial { "PARTIAL: " } else { "" };
+            let _ = writeln!(s, "    note:      {mark}{note}");
+        }
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "Sensors in use:");
@@ -441,7 +445,10 @@ fn render_report(s: &mut String, r: &RunReport) {
         };
         let _ = writeln!(s, "  {family:<8} {}{fallback}", c.chosen);
     }
-    if r.partial {
+    for why in &r.partial_reasons {
+        let _ = writeln!(s, "PARTIAL: {why}");
+    }
+    if !r.unattached_sensors.is_empty() {
         let _ = writeln!(
             s,
             "PARTIAL: these sensors did not attach, so what they watch is missing:"
