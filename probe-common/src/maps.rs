@@ -119,6 +119,10 @@ pub const PATH_MATCH_PREFIX: u32 = 2;
 /// `PolicyRef::match_kind` of an env name whose value prefix is reported when it is
 /// present at exec (proxy and relay URLs; never for secrets).
 pub const ENV_CAPTURE_VALUE: u32 = 1;
+/// `PolicyRef::match_kind` of an env name only the exec-time scan reports (the
+/// process's own `HOME` and `XDG_CONFIG_HOME`, which place its `~/`): a getenv of it
+/// is not an event.
+pub const ENV_EXEC_ONLY: u32 = 2;
 
 /// Key of `ENV_NAMES`: the name in ASCII upper case, zero padded. The kernel folds the
 /// looked-up name the same way, so `https_proxy` and `HTTPS_PROXY` hit one entry;

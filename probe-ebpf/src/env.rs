@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use probe_common::{
-    DROP_RING_FULL_ENV, DROP_UNREADABLE_ENV_NAME, ENV_NAME_LEN, ENV_OP_ENUMERATE, ENV_OP_GETENV,
-    ENV_OP_SECURE_GETENV, EVENT_ENV, EnvEvent, PendingEnv,
+    DROP_RING_FULL_ENV, DROP_UNREADABLE_ENV_NAME, ENV_EXEC_ONLY, ENV_NAME_LEN, ENV_OP_ENUMERATE,
+    ENV_OP_GETENV, ENV_OP_SECURE_GETENV, EVENT_ENV, EnvEvent, PendingEnv,
 };
 
 use crate::{
@@ -133,6 +133,8 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
         key[i] = if c.is_ascii_lowercase() { c - 32 } else { c };
     }
     let entry_id = match unsafe { ENV_NAMES.get(key) } {
+        // Only the exec scan reports it (a built-in home name no category names).
+        Some(policy) if policy.match_kind & ENV_EXEC_ONLY != 0 => return Ok(()),
         Some(policy) => policy.entry_id,
         None => {
             let prefix_key = Key::new((ENV_NAME_LEN * 8) as u32, key);

@@ -19,6 +19,7 @@ mod values;
 pub use fold::FOLD_AFTER;
 pub use prior::MAX_LISTED_PRIOR;
 pub use probe_events::redact_userinfo;
+pub use summary::partial_reasons;
 pub use timelines::{MAX_DISTINCT_PROBES, Timelines};
 
 /// Connections kept for the end-of-run report (each was streamed when it happened).
@@ -64,6 +65,8 @@ pub struct Correlator {
     /// Relative paths ending in a policy basename whose base directory could not be
     /// named (the process was gone before userspace could ask `/proc`).
     pub unresolved_paths: u64,
+    /// `HOME`/`XDG_CONFIG_HOME` values at exec that cannot place `~/` (`own_home`).
+    pub homes_unusable: u64,
     /// The policy's files on this host, for paths the kernel matched by inode or
     /// left to userspace.
     file_index: std::sync::Arc<crate::policy::FileIndex>,
@@ -120,6 +123,7 @@ impl Correlator {
             connections_first: 0,
             connections_not_kept: 0,
             case_mismatches: 0,
+            homes_unusable: 0,
             unclassified_paths: 0,
             operation_not_counted: 0,
             unknown_file_ops: 0,
@@ -241,6 +245,8 @@ impl Correlator {
         {
             // A PATH search tries several files with one environment: the last
             // attempt's entry per name is the one kept.
+            let homes = self.exec_homes(&last);
+            procs.set_homes(e.header.tgid, homes);
             for x in last.into_values() {
                 out.extend(self.on_env_at_exec(&x, e.header.ktime_ns, procs));
             }

@@ -17,6 +17,7 @@ use probe_common::{
     FILE_OP_READLINKAT, FileEvent, InodeKey,
 };
 
+use crate::policy::own_home::ExecHomes;
 use crate::policy::{Classifier, FileIndex};
 
 const AT_FDCWD: i32 = -100;
@@ -44,6 +45,7 @@ pub fn resolve(
     given: &str,
     index: &FileIndex,
     classifier: &Classifier,
+    homes: &ExecHomes,
 ) -> Resolution {
     match e.matched_by {
         FILE_MATCH_INODE | FILE_MATCH_HOOK => match index.file(e.entry_id) {
@@ -53,7 +55,7 @@ pub fn resolve(
             }),
             None => Resolution::NoMatch,
         },
-        FILE_MATCH_BASENAME => by_basename(e, given, index, classifier),
+        FILE_MATCH_BASENAME => by_basename(e, given, index, classifier, homes),
         _ => Resolution::Found(Resolved {
             path: given.to_owned(),
             resolved_by: None,
@@ -66,6 +68,7 @@ fn by_basename(
     given: &str,
     index: &FileIndex,
     classifier: &Classifier,
+    homes: &ExecHomes,
 ) -> Resolution {
     let joined = if given.starts_with('/') {
         PathBuf::from(given)
@@ -102,7 +105,7 @@ fn by_basename(
     }
     for candidate in candidates {
         let path = candidate.to_string_lossy();
-        if !classifier.path_categories(&path).is_empty() {
+        if !classifier.path_categories_for(&path, homes).is_empty() {
             return Resolution::Found(Resolved {
                 path: path.into_owned(),
                 resolved_by: Some(ResolvedBy::Userspace),

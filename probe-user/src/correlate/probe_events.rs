@@ -10,6 +10,7 @@ use probe_common::{
 use super::{Correlator, fold, paths, probes};
 use crate::escape::escape_bytes;
 use crate::ops::How;
+use crate::policy::own_home::{ExecHomes, HOME_ENV_NAMES, check_home};
 use crate::process::ProcessTable;
 use crate::records::*;
 
@@ -121,10 +122,14 @@ impl Correlator {
         let name = escape_bytes(e.name_bytes());
         let cats = self.classifier.env_categories(&name);
         if cats.is_empty() {
-            self.case_mismatches += 1;
+            // The built-in home names come whatever the policy names (`exec_homes`).
+            if !HOME_ENV_NAMES.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+                self.case_mismatches += 1;
+            }
             return None;
         }
-        let value_prefix = (e.flags & EXEC_ENV_VALUE_CAPTURED != 0).then(|| {
+        let shown = e.flags & EXEC_ENV_VALUE_CAPTURED != 0 && self.classifier.shows_value_of(&name);
+        let value_prefix = shown.then(|| {
             let mut v = redact_userinfo(&escape_bytes(e.value_bytes()));
             if e.flags & EXEC_ENV_VALUE_TRUNCATED != 0 {
                 v.push('…');
@@ -150,9 +155,44 @@ impl Correlator {
         self.probe(&header, cats, TargetType::Env, name, seen, procs)
     }
 
+    /// The process's own homes from its environment at exec (the built-in names the
+    /// kernel always reports with their value), checked; a value that cannot place
+    /// `~/` is counted (`homes_unusable`).
+    pub(super) fn exec_homes(
+        &mut self,
+        at_exec: &std::collections::BTreeMap<Vec<u8>, ExecEnvEvent>,
+    ) -> ExecHomes {
+        let mut homes = ExecHomes::default();
+        for (name, slot) in [
+            (HOME_ENV_NAMES[0], &mut homes.home),
+            (HOME_ENV_NAMES[1], &mut homes.xdg_config_home),
+        ] {
+            // Exact case: `home=` is not where the process's libc looks.
+            let Some(e) = at_exec.get(name.as_bytes()) else {
+                continue;
+            };
+            if e.flags & EXEC_ENV_VALUE_CAPTURED == 0 {
+                continue;
+            }
+            let value = String::from_utf8_lossy(e.value_bytes());
+            match check_home(&value, e.flags & EXEC_ENV_VALUE_TRUNCATED != 0) {
+                Ok(home) => *slot = Some(home.into()),
+                Err(why) => {
+                    tracing::debug!(pid = e.header.tgid, "{name} does not place ~/: {why}");
+                    self.homes_unusable += 1;
+                }
+            }
+        }
+        homes
+    }
+
     pub(super) fn on_file(&mut self, e: &FileEvent, procs: &ProcessTable) -> Option<Record> {
         let given = escape_bytes(e.path_bytes());
-        let resolved = match paths::resolve(e, &given, &self.file_index, &self.classifier) {
+        let homes = procs
+            .get(e.header.tgid)
+            .map(|p| p.homes.clone())
+            .unwrap_or_default();
+        let resolved = match paths::resolve(e, &given, &self.file_index, &self.classifier, &homes) {
             paths::Resolution::Found(resolved) => resolved,
             paths::Resolution::NoMatch => return None,
             paths::Resolution::Unresolvable => {
@@ -164,7 +204,7 @@ impl Correlator {
             // A process reading its own memory probes nobody's environment.
             return None;
         }
-        let cats = self.classifier.path_categories(&resolved.path);
+        let cats = self.classifier.path_categories_for(&resolved.path, &homes);
         if cats.is_empty() {
             self.unclassified_paths += 1;
             return None;

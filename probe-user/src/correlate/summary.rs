@@ -71,8 +71,11 @@ impl Correlator {
                 bypasses: 0,
                 rules: Vec::new(),
                 exe_hash: None,
+                notes: Vec::new(),
+                partial: false,
             });
             s.pids.push(pid);
+            add_blind_spots(s, &info.image);
             // The first of its processes with a hash (an early one may have exited
             // before it was hashed).
             if s.exe_hash.as_ref().is_none_or(|h| h.sha256.is_none()) {
@@ -155,4 +158,40 @@ impl Correlator {
         }
         out.into_values().collect()
     }
+}
+
+/// The CLI's blind spots from its executable (`exe_facts`), each noted once: a static
+/// executable makes its summary partial.
+fn add_blind_spots(s: &mut CliSummary, image: &crate::process::Image) {
+    if let Some(note) = image.linkage.note() {
+        s.partial = true;
+        if !s.notes.iter().any(|n| n == note) {
+            s.notes.push(note.to_owned());
+        }
+    }
+    if let Some(runtime) = image.runtime {
+        let note = runtime.note();
+        if !s.notes.contains(&note) {
+            s.notes.push(note);
+        }
+    }
+}
+
+/// `partial_reasons` of a report: each partial CLI, its pids and its notes that
+/// make it so.
+pub fn partial_reasons(clis: &[CliSummary]) -> Vec<String> {
+    clis.iter()
+        .filter(|c| c.partial)
+        .map(|c| {
+            let pids: Vec<String> = c.pids.iter().map(u32::to_string).collect();
+            let why = c
+                .notes
+                .iter()
+                .filter(|n| n.starts_with("statically linked"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            format!("{} (pid {}): {why}", c.name, pids.join(", "))
+        })
+        .collect()
 }

@@ -33,6 +33,10 @@ pub enum UserspaceLoss {
     EnvObjectUnreadable,
     /// A mapped libc had getenv, but no uprobe attached to it.
     EnvObjectAttachFailed,
+    /// A process's `HOME` or `XDG_CONFIG_HOME` at exec could not place its `~/`
+    /// (relative, with `..`, or longer than the value captured): `~/` paths under it
+    /// are matched only against the passwd homes.
+    HomeUnusable,
 }
 
 impl UserspaceLoss {
@@ -47,6 +51,7 @@ impl UserspaceLoss {
             UserspaceLoss::EnvObjectLimit => "env_object_limit",
             UserspaceLoss::EnvObjectUnreadable => "env_object_unreadable",
             UserspaceLoss::EnvObjectAttachFailed => "env_object_attach_failed",
+            UserspaceLoss::HomeUnusable => "home_unusable",
         }
     }
 }
@@ -218,6 +223,7 @@ impl Engine {
         l.userspace(UserspaceLoss::EnvObjectLimit, env.over_limit);
         l.userspace(UserspaceLoss::EnvObjectUnreadable, env.unreadable);
         l.userspace(UserspaceLoss::EnvObjectAttachFailed, env.attach_failed);
+        l.userspace(UserspaceLoss::HomeUnusable, c.homes_unusable);
         l.filtered(Filtered::EnvObjectNotElf, env.not_elf);
         l.filtered(Filtered::EnvObjectWithoutGetenv, env.no_getenv);
         l.filtered(Filtered::EnvNameCaseMismatch, c.case_mismatches);

@@ -29,19 +29,22 @@ impl Engine {
     ) -> RunReport {
         let tree = (scope == ReportScope::Tree).then(|| self.procs.tree_of(root));
         let c = &self.correlator;
+        let clis = c.cli_summaries(&self.procs, tree);
+        let partial_reasons = crate::correlate::partial_reasons(&clis);
         RunReport {
             policy: self.policy.name.clone(),
             cli: CliIdentity::of(&self.procs, root),
             probes: c.summarize(tree),
             rules: c.rule_summaries(tree.map(|t| (t, &self.procs))),
-            clis: c.cli_summaries(&self.procs, tree),
+            clis,
             connections: match tree {
                 Some(t) => c.connections_of(t, &self.procs).cloned().collect(),
                 None => c.connections.iter().cloned().collect(),
             },
             timeline: c.timeline_usage(),
             sensors: self.sensors.choices.clone(),
-            partial: self.sensors.unattached().next().is_some(),
+            partial: self.sensors.unattached().next().is_some() || !partial_reasons.is_empty(),
+            partial_reasons,
             unattached_sensors: self.sensors.unattached().cloned().collect(),
             drops: losses.nonzero_losses(),
             truncated: c

@@ -76,6 +76,9 @@ fn only_inherited(c: &CliSummary) -> bool {
         && c.destinations.is_empty()
         && c.local_ipc.is_empty()
         && c.facts.iter().all(|f| f.evidence == Evidence::Exposed)
+        // A CLI whose reads cannot be seen (static, a runtime that copies the
+        // environment) keeps its own entry and note.
+        && c.notes.is_empty()
 }
 
 /// Characters of a script (or `-c` program) shown in a CLI's title.
@@ -208,6 +211,10 @@ fn clis(s: &mut String, r: &RunReport) {
         }
         if !c.rules.is_empty() {
             let _ = writeln!(s, "    {:<11} {}", "rules", c.rules.join(", "));
+        }
+        for note in &c.notes {
+            let mark = if c.partial { "PARTIAL: " } else { "" };
+            let _ = writeln!(s, "    {:<11} {mark}{note}", "note");
         }
     }
     if !inherited.is_empty() {
@@ -535,7 +542,10 @@ fn footer(s: &mut String, r: &RunReport, details: bool) {
             let _ = writeln!(s, "  {:<8} {}{fallback}", c.family.as_str(), c.chosen);
         }
     }
-    if r.partial {
+    for why in &r.partial_reasons {
+        let _ = writeln!(s, "PARTIAL: {why}");
+    }
+    if !r.unattached_sensors.is_empty() {
         let _ = writeln!(
             s,
             "PARTIAL: these sensors did not attach, so what they watch is missing:"

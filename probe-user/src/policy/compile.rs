@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use probe_common::{
-    ENV_CAPTURE_VALUE, EnvNameKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_PATHS,
-    MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN,
+    ENV_CAPTURE_VALUE, ENV_EXEC_ONLY, EnvNameKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
+    MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN,
     PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef,
 };
 
@@ -63,6 +63,12 @@ pub struct Classifier {
     globs: Vec<(String, usize)>,
     /// Per category: the operations that count (empty: all).
     operations: Vec<Vec<super::schema::Operation>>,
+    /// `~/` entries, matched against each process's own home (`own_home`).
+    pub(super) own_home: super::own_home::HomeTemplates,
+    /// Built-in home names (`HOME`, `XDG_CONFIG_HOME`) whose value the kernel captures
+    /// only to place `~/`: not shown when a category names them without asking for
+    /// the value.
+    pub(super) home_values_hidden: Vec<String>,
 }
 
 impl Classifier {
@@ -148,6 +154,27 @@ impl Classifier {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// `path_categories`, and the `~/` entries under the process's own homes.
+    pub fn path_categories_for(
+        &self,
+        path: &str,
+        homes: &super::own_home::ExecHomes,
+    ) -> Vec<usize> {
+        let mut out = self.path_categories(path);
+        if !homes.is_empty() {
+            out.extend(self.own_home.categories(path, homes));
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    }
+
+    /// Whether the captured value of env name `name` is shown (see
+    /// `home_values_hidden`).
+    pub fn shows_value_of(&self, name: &str) -> bool {
+        !self.home_values_hidden.iter().any(|n| n == name)
     }
 
     /// Categories (indices) whose paths or prefixes cover `path`.
@@ -377,7 +404,9 @@ pub(super) fn compile_for_homes(
         next_id += 1;
         next_id
     };
-    let mut env_names = Distinct::new(MAP_ENV_NAMES, MAX_POLICY_ENTRIES);
+    // Two slots of `ENV_NAMES` are kept for the built-in home names (below).
+    let reserved = super::own_home::HOME_ENV_NAMES.len();
+    let mut env_names = Distinct::new(MAP_ENV_NAMES, MAX_POLICY_ENTRIES - reserved as u32);
     let mut env_prefixes = Distinct::new(MAP_ENV_PREFIXES, MAX_ENV_PREFIXES);
     let mut paths = Distinct::new(MAP_PATHS, MAX_POLICY_ENTRIES);
     // (name or path, category) pairs userspace classifies against.
@@ -451,6 +480,7 @@ pub(super) fn compile_for_homes(
             classifier.host_calls.push((*call, index));
         }
         for written in &cat.paths {
+            classifier.own_home.add_path(written, index);
             for path in expand_home(written, homes) {
                 count_entry(written)?;
                 let (bits, key, match_kind) = if super::glob::is_glob(&path) {
@@ -499,6 +529,7 @@ pub(super) fn compile_for_homes(
             }
         }
         for written in &cat.path_prefixes {
+            classifier.own_home.add_prefix(written, index);
             for prefix in expand_home(written, homes) {
                 count_entry(written)?;
                 let bits = (prefix.len() * 8) as u32;
@@ -526,6 +557,32 @@ pub(super) fn compile_for_homes(
                 )?;
                 classifier.prefixes.push((prefix, index));
             }
+        }
+    }
+    // The exec scan reports the process's own homes with their value, whatever the
+    // policy names (`own_home`); getenv of them is not an event unless a category
+    // names them (`ENV_EXEC_ONLY`).
+    env_names.capacity += reserved;
+    for (name, key) in super::own_home::HOME_ENV_NAMES
+        .iter()
+        .zip(super::own_home::home_env_keys())
+    {
+        let at = kernel.env_names.len();
+        match env_names.get_or_add(key, at, "env names", name, source_name)? {
+            Some(i) => {
+                let policy = &mut kernel.env_names[i].1;
+                if policy.match_kind & ENV_CAPTURE_VALUE == 0 {
+                    classifier.home_values_hidden.push((*name).to_owned());
+                }
+                policy.match_kind |= ENV_CAPTURE_VALUE;
+            }
+            None => kernel.env_names.push((
+                key,
+                PolicyRef {
+                    entry_id: id(),
+                    match_kind: ENV_CAPTURE_VALUE | ENV_EXEC_ONLY,
+                },
+            )),
         }
     }
     kernel.paths.sort_by_key(|a| (a.0, a.1));

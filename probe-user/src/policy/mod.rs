@@ -9,6 +9,7 @@ pub mod glob;
 mod keys;
 pub mod limits;
 mod merge;
+pub mod own_home;
 mod prepare;
 pub mod rules;
 mod schema;

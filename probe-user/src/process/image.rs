@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::exe_facts::{Linkage, Runtime};
 use super::identity::{self, PackageInfo};
 
 /// What an exec gave a process, read once and shared by every record about it.
@@ -32,6 +33,14 @@ pub struct Image {
     /// For interpreters: the package of the script (nearest `package.json`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<PackageInfo>,
+    /// How the executable is linked (`static`: no dynamic loader, so environment
+    /// lookups cannot be seen); left out while unknown.
+    #[serde(skip_serializing_if = "Linkage::is_unknown")]
+    pub linkage: Linkage,
+    /// A runtime that copies the environment at start (Python, Go, Bun): lookups are
+    /// not seen one by one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
 }
 
 impl Image {
@@ -50,6 +59,8 @@ impl Image {
             cwd_error,
             container: identity::container_of(pid),
             package: None,
+            linkage: Linkage::Unknown,
+            runtime: None,
         }
     }
 
@@ -99,6 +110,9 @@ pub struct ProcessInfo {
     pub exec_seq: u64,
     pub exit_code: Option<i32>,
     pub exited: bool,
+    /// Its own `HOME` and `XDG_CONFIG_HOME` from the environment at exec, where its
+    /// `~/` is (kept across fork, replaced at exec).
+    pub homes: crate::policy::own_home::ExecHomes,
 }
 
 impl ProcessInfo {

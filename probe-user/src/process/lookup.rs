@@ -1,4 +1,6 @@
-//! Package lookups off the event loop. The script's directory is the watched user's:
+//! Package and executable lookups off the event loop: the package of an interpreted
+//! CLI's script (`identity`), and how each exec'd program is linked and which runtime
+//! it is (`exe_facts`). The script's directory is the watched user's:
 //! even a regular-file-only, non-blocking read can stall there (a FUSE file system
 //! that never answers), and a stalled lookup must cost the loop at most a short,
 //! fixed wait, once.
@@ -14,6 +16,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
+use super::exe_facts::{self, ExeFacts};
 use super::identity::{PackageInfo, package_of};
 
 /// How long the loop waits for an idle worker's answer.
@@ -21,21 +24,26 @@ pub const WAIT: Duration = Duration::from_millis(20);
 /// Requests queued behind a slow one before further ones are counted and skipped.
 const QUEUE: usize = 64;
 
-/// One lookup: which process (and which of its execs) asked for which script.
+/// One lookup: which process (and which of its execs) asked, its executable's name,
+/// and for an interpreter its script.
 #[derive(Debug)]
-struct Request {
-    pid: u32,
-    exec: u64,
-    script: String,
-    cwd: Option<String>,
+pub struct Request {
+    pub pid: u32,
+    pub exec: u64,
+    pub exe_name: String,
+    /// The exec'd path (escaped), read when the process is gone.
+    pub exe_path: String,
+    pub script: Option<String>,
+    pub cwd: Option<String>,
 }
 
-/// An answer: the package, for (pid, exec).
+/// An answer: the package and the executable's facts, for (pid, exec).
 #[derive(Debug)]
 pub struct Answer {
     pub pid: u32,
     pub exec: u64,
     pub package: Option<PackageInfo>,
+    pub facts: ExeFacts,
 }
 
 #[derive(Debug)]
@@ -62,11 +70,18 @@ impl Lookups {
             .name("package lookups".into())
             .spawn(move || {
                 for r in requests {
-                    let package = package_of(&r.script, r.cwd.as_deref());
+                    let package = r
+                        .script
+                        .as_deref()
+                        .and_then(|script| package_of(script, r.cwd.as_deref()));
+                    // The process's own executable while it lives; one that exec'd
+                    // again meanwhile is caught by the exec count when applied.
+                    let facts = exe_facts::of_process(r.pid, &r.exe_path, &r.exe_name);
                     let answer = Answer {
                         pid: r.pid,
                         exec: r.exec,
                         package,
+                        facts,
                     };
                     if answers.send(answer).is_err() {
                         break;
@@ -74,7 +89,9 @@ impl Lookups {
                 }
             });
         if let Err(err) = &spawned {
-            tracing::warn!("cannot start the package lookup thread: {err}; packages are not named");
+            tracing::warn!(
+                "cannot start the package lookup thread: {err}; packages and linkage are not named"
+            );
         }
         Self {
             tx: spawned.ok().map(|_| tx),
@@ -84,22 +101,11 @@ impl Lookups {
         }
     }
 
-    /// Asks for the package of `script` (relative to `cwd`). Returns the answer when it
-    /// came within the wait; otherwise it comes later, through `poll`.
-    pub fn ask(
-        &mut self,
-        pid: u32,
-        exec: u64,
-        script: String,
-        cwd: Option<String>,
-    ) -> Option<Answer> {
+    /// Asks for the facts of a process's executable and the package of its script
+    /// (relative to `cwd`). Returns the answer when it came within the wait; otherwise
+    /// it comes later, through `poll`.
+    pub fn ask(&mut self, request: Request) -> Option<Answer> {
         let tx = self.tx.as_ref()?;
-        let request = Request {
-            pid,
-            exec,
-            script,
-            cwd,
-        };
         match tx.try_send(request) {
             Ok(()) => self.in_flight += 1,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {

@@ -2,6 +2,7 @@
 //! uid), built from exec/fork/exit events and seeded from /proc for roots.
 
 pub mod exe_hash;
+pub mod exe_facts;
 pub mod identity;
 mod image;
 pub mod lookup;
@@ -56,22 +57,24 @@ impl ProcessTable {
         self.lookups.as_ref().map_or(0, |l| l.timeouts)
     }
 
-    /// Puts a process in the table and, for an interpreter, asks for its script's
-    /// package (answered now, or later through `apply_lookups`).
+    /// Puts a process in the table and asks for its executable's facts and, for an
+    /// interpreter, its script's package (answered now, or later through
+    /// `apply_lookups`).
     fn insert(&mut self, mut info: ProcessInfo) {
         let pid = info.pid;
-        let request = info
-            .image
-            .script()
-            .map(|script| (script.to_owned(), info.image.cwd.clone()));
         info.exec_seq += 1;
-        let exec = info.exec_seq;
+        let request = lookup::Request {
+            pid,
+            exec: info.exec_seq,
+            exe_name: info.image.name().to_owned(),
+            exe_path: info.image.exe.clone(),
+            script: info.image.script().map(str::to_owned),
+            cwd: info.image.cwd.clone(),
+        };
         self.procs.insert(pid, info);
-        if let Some((script, cwd)) = request {
-            let lookups = self.lookups.get_or_insert_with(lookup::Lookups::new);
-            if let Some(answer) = lookups.ask(pid, exec, script, cwd) {
-                self.apply(answer);
-            }
+        let lookups = self.lookups.get_or_insert_with(lookup::Lookups::new);
+        if let Some(answer) = lookups.ask(request) {
+            self.apply(answer);
         }
     }
 
@@ -124,9 +127,13 @@ impl ProcessTable {
     fn apply(&mut self, answer: lookup::Answer) {
         if let Some(info) = self.procs.get_mut(&answer.pid)
             && info.exec_seq == answer.exec
-            && answer.package.is_some()
         {
-            Arc::make_mut(&mut info.image).package = answer.package;
+            let image = Arc::make_mut(&mut info.image);
+            if answer.package.is_some() {
+                image.package = answer.package;
+            }
+            image.linkage = answer.facts.linkage;
+            image.runtime = answer.facts.runtime;
         }
     }
 
@@ -267,6 +274,8 @@ impl ProcessTable {
             ..Default::default()
         });
         info.uid = Some(uid);
+        // The new program's environment says anew where its home is (`set_homes`).
+        info.homes = Default::default();
         let exe = escape_bytes(&procfs::absolute_exe(pid, exe));
         info.image = Arc::new(Image::of_live(pid, exe, argv, argv_incomplete));
         self.insert(info);
@@ -279,6 +288,13 @@ impl ProcessTable {
             if let Err(noted) = hasher.ask(pid, exec, exe) {
                 self.exe_hashes.insert(pid, (exec, noted));
             }
+        }
+    }
+
+    /// The homes `pid`'s environment at exec named.
+    pub fn set_homes(&mut self, pid: u32, homes: crate::policy::own_home::ExecHomes) {
+        if let Some(info) = self.procs.get_mut(&pid) {
+            info.homes = homes;
         }
     }
 

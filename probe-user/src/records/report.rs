@@ -108,6 +108,14 @@ pub struct CliSummary {
     /// (`run --profile`), or why there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe_hash: Option<crate::process::exe_hash::ExeHash>,
+    /// What probectl cannot see of this CLI, and why (a static executable, a runtime
+    /// that copies the environment at start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Some of what it did cannot be seen (a static executable): its report is
+    /// partial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// One category and kind of evidence of one CLI: the targets, bounded.
@@ -147,8 +155,13 @@ pub struct RunReport {
     /// Each sensor family's attach point, the better ones it passed over and why, and
     /// its blind spots (as `probectl doctor` shows them).
     pub sensors: Vec<crate::sensors::chain::SensorChoice>,
-    /// Some sensor did not attach: what it would have seen is missing.
+    /// Some sensor did not attach, or some CLI cannot be fully seen (`partial_reasons`):
+    /// what they would have shown is missing.
     pub partial: bool,
+    /// Why the report is partial besides unattached sensors: per CLI, its blind spot
+    /// ("codex (pid 12): statically linked: ...").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_reasons: Vec<String>,
     pub unattached_sensors: Vec<crate::sensors::AttachStatus>,
     /// Every non-zero loss: kernel drop counters and userspace decode failures.
     pub drops: Vec<DropCount>,

@@ -270,8 +270,36 @@ impl Sensors {
         ))
     }
 
-    /// Frees slots held for processes whose exit was not seen; true if one is free.
+    /// At start: node binaries on PATH and in the usual version-manager places get the
+    /// `uv_os_environ` uprobe now, kept (`sticky`), so that a node process started
+    /// later is covered from its first instruction, not from the attach that follows
+    /// its exec. Bounded (`node_bins::MAX_AT_START` files, each opened without blocking
+    /// and checked to be a regular ELF file that exports the symbol); a failure is
+    /// logged and counted, not a sensor failure (no watched process needed it yet).
+    pub(super) fn attach_node_binaries_at_start(&mut self) {
+        let started = std::time::Instant::now();
+        let mut attached = 0;
+        for (path, file, key) in super::node_bins::at_start() {
+            if self.env_objects.known(key) != Known::New {
+                continue;
+            }
+            let shown = path.as_os_str().as_encoded_bytes().to_vec();
+            let statuses = self.attach_object(0, key, &shown, Ok(file), Target::Node);
+            attached += statuses.iter().filter(|s| s.attached).count();
+        }
+        tracing::info!(
+            "uv_os_environ uprobes on {attached} node binaries at start, in {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Frees slots held for processes whose exit was not seen, then node binaries
+    /// kept without users; true if one is free.
     fn make_room(&mut self) -> bool {
+        if !self.env_objects.has_room() {
+            let released = self.env_objects.release_unused_sticky();
+            self.release(released);
+        }
         if !self.env_objects.has_room() {
             let released = self
                 .env_objects
@@ -340,10 +368,14 @@ impl Sensors {
             } else {
                 "uprobe"
             };
-            let attach_point = format!(
-                "{kind} {shown}:{symbol} (first {} by pid {pid})",
-                target.verb()
-            );
+            let attach_point = if pid == 0 {
+                format!("{kind} {shown}:{symbol} (at start)")
+            } else {
+                format!(
+                    "{kind} {shown}:{symbol} (first {} by pid {pid})",
+                    target.verb()
+                )
+            };
             let error = match result {
                 Ok(link) => {
                     links.push((program, link));
@@ -366,6 +398,10 @@ impl Sensors {
             self.env_objects.refuse(key, Refusal::AttachFailed);
         } else {
             self.env_objects.insert(key, shown, links, statuses.clone());
+            if matches!(target, Target::Node) {
+                // The next node that runs this file is covered from its exec.
+                self.env_objects.make_sticky(key);
+            }
         }
         statuses
     }

@@ -21,6 +21,10 @@ use super::proc_maps::FileKey;
 
 /// Files with lazily attached env uprobes at once.
 pub const MAX_ENV_OBJECTS: usize = 64;
+/// Node binaries whose uprobe is kept after their last watched user exits (`sticky`):
+/// a uprobe on a file covers every process that runs it from its first instruction,
+/// so the next short-lived node is seen whole instead of waiting for a new attach.
+pub const MAX_STICKY: usize = 16;
 /// Refused files remembered so that they are not opened again at every exec; when
 /// full, the memory starts over (a file is then checked, and counted, again).
 const MAX_REMEMBERED: usize = 4096;
@@ -59,6 +63,8 @@ pub struct Object<L> {
     /// The attach results streamed when it was attached (for `unattached`).
     pub statuses: Vec<super::AttachStatus>,
     users: HashSet<u32>,
+    /// Kept without users (a node binary, `MAX_STICKY`), released only to make room.
+    sticky: bool,
 }
 
 pub struct EnvObjects<L> {
@@ -187,8 +193,39 @@ impl<L> EnvObjects<L> {
                 links,
                 statuses,
                 users: HashSet::new(),
+                sticky: false,
             },
         );
+    }
+
+    /// Keeps `key`'s uprobes after its last user is gone, while fewer than
+    /// `MAX_STICKY` are kept so. Returns whether it is kept.
+    pub fn make_sticky(&mut self, key: FileKey) -> bool {
+        let kept = self.attached.values().filter(|o| o.sticky).count();
+        match self.attached.get_mut(&key) {
+            Some(object) if object.sticky => true,
+            Some(object) if kept < MAX_STICKY => {
+                object.sticky = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sticky files no watched process uses, released to make room for another file.
+    pub fn release_unused_sticky(&mut self) -> Vec<Object<L>> {
+        let unused: Vec<FileKey> = self
+            .attached
+            .iter()
+            .filter(|(_, o)| o.sticky && o.users.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        let released: Vec<Object<L>> = unused
+            .iter()
+            .filter_map(|k| self.attached.remove(k))
+            .collect();
+        self.counts.released += released.len() as u64;
+        released
     }
 
     /// `pid` maps exactly `keys` now (of those that matter: attached ones). Returns
@@ -248,7 +285,7 @@ impl<L> EnvObjects<L> {
         for key in keys {
             let unused = self.attached.get_mut(key).is_some_and(|object| {
                 object.users.remove(&pid);
-                object.users.is_empty()
+                object.users.is_empty() && !object.sticky
             });
             if unused && let Some(object) = self.attached.remove(key) {
                 released.push(object);
@@ -319,6 +356,32 @@ mod tests {
         objects.add_permanent(c);
         assert_eq!(objects.known(c), Known::Permanent);
         assert!(objects.set_uses(103, &[c]).is_empty());
+    }
+
+    #[test]
+    fn a_sticky_node_binary_outlives_its_users_and_yields_only_to_make_room() {
+        let mut objects = EnvObjects::<u32>::with_limit(MAX_STICKY + 2);
+        let node = (2, 1);
+        attach(&mut objects, node);
+        assert!(objects.make_sticky(node));
+        objects.set_uses(200, &[node]);
+        assert!(objects.exited(200).is_empty(), "kept for the next node");
+        assert_eq!(objects.known(node), Known::Attached);
+        for i in 2..=MAX_STICKY as u64 {
+            attach(&mut objects, (2, i));
+            assert!(objects.make_sticky((2, i)));
+        }
+        attach(&mut objects, (2, 99));
+        assert!(!objects.make_sticky((2, 99)), "at most MAX_STICKY");
+        objects.set_uses(201, &[(2, 2)]);
+        let released = objects.release_unused_sticky();
+        assert_eq!(released.len(), MAX_STICKY - 1, "all but the one in use");
+        assert_eq!(objects.known((2, 2)), Known::Attached);
+        assert_eq!(
+            objects.known((2, 99)),
+            Known::Attached,
+            "not sticky: kept by its own rule"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod libc;
 mod load_error;
 mod lsm;
 mod map_update;
+mod node_bins;
 mod notes;
 mod parallel_load;
 mod proc_maps;
@@ -243,6 +244,9 @@ impl Sensors {
             sensors.attach_process_tier()
         };
         sensors.attach_all(without);
+        if !without.contains(&Family::Env) {
+            sensors.attach_node_binaries_at_start();
+        }
         sensors.file_hooks = if without.contains(&Family::Files) {
             HookOutcome::default()
         } else {

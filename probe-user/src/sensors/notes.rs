@@ -14,7 +14,7 @@ impl Sensors {
         vec![
             self.process_note(),
             self.env_note(&libc),
-            "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read".to_owned(),
+            "runtimes that copy the environment at start (Bun, Python, Go) make no getenv call per lookup: for them probectl reports the policy names present in the environment at exec (present_at_exec), not each read; each such CLI's summary says so (its runtime is known from its executable's name or ELF sections)".to_owned(),
             self.files_note(),
             self.net_note(),
         ]
@@ -32,7 +32,7 @@ impl Sensors {
 
     fn env_note(&self, libc: &str) -> String {
         let mut note = format!(
-            "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps, at exec or later (dlopen, dlmopen: seen by its executable mmap), from the moment the mapping is seen, up to {} such files at once (released when no watched process maps them): lookups made before that attach are missed; statically linked programs are not covered",
+            "getenv/secure_getenv are traced in {libc} from the start, and in every other libc (glibc, musl) a watched process maps, at exec or later (dlopen, dlmopen: seen by its executable mmap), from the moment the mapping is seen, up to {} such files at once (released when no watched process maps them): lookups made before that attach are missed; statically linked programs are not covered (each one's summary says so, and the report is partial for it)",
             self.env_objects.limit()
         );
         let c = &self.env_objects.counts;
