@@ -3,6 +3,7 @@
 
 mod human;
 mod report;
+mod report_details;
 mod tree;
 
 use std::io::Write;

@@ -1,8 +1,8 @@
 //! The process table: what userspace knows of each watched process (lineage, image,
 //! uid), built from exec/fork/exit events and seeded from /proc for roots.
 
-pub mod exe_hash;
 pub mod exe_facts;
+pub mod exe_hash;
 pub mod identity;
 mod image;
 pub mod lookup;
