@@ -2,8 +2,10 @@
 //! each connection to the probes that came before it in the same process tree.
 
 pub mod dns;
+mod first_bytes;
 mod fold;
 mod net;
+mod net_names;
 mod paths;
 mod pending;
 mod prior;
@@ -89,6 +91,9 @@ pub struct Correlator {
     /// Records produced besides an event's own (rule alerts), handed out by
     /// `handle_into`.
     pending: Vec<Record>,
+    /// Connections awaiting their first bytes, DNS sockets and the names each
+    /// process asked for.
+    net_names: net_names::NetNames,
 }
 
 impl Correlator {
@@ -118,6 +123,7 @@ impl Correlator {
             rules: rules::RuleEngine::new(policy.rules.clone()),
             category_rank: rank(&policy.categories),
             pending: Vec::new(),
+            net_names: Default::default(),
         }
     }
 
@@ -179,6 +185,7 @@ impl Correlator {
         self.awaiting_outcome
             .retain_keys(|(pid, _)| procs.get(*pid).is_some());
         self.folder.retain_pids(|pid| procs.get(pid).is_some());
+        self.net_names.retain_pids(|pid| procs.get(pid).is_some());
     }
 
     /// The offset a record made now would have.
@@ -303,6 +310,9 @@ impl Correlator {
                 } else {
                     (ConnectResult::of_syscall(e.ret), SeenAt::Syscall)
                 };
+                if e.header.kind != probe_common::EVENT_CONNECT_ISSUED {
+                    self.net_names.note_dns_socket(e.header.tgid, e.fd, &dest);
+                }
                 Some(self.on_connect(&e.header, dest, result, seen_at, procs))
             }
             Event::ConnectUnix(e) => {
@@ -326,6 +336,7 @@ impl Correlator {
             Event::ConnectOutcome(e) => self.on_outcome(e, procs),
             Event::UdpSend(e) => self.on_udp_send(e, procs),
             Event::DnsAnswer(e) => self.on_dns_answer(e, procs),
+            Event::FirstBytes(e) => self.on_first_bytes(e, procs),
         }
     }
 

@@ -23,6 +23,9 @@ impl Correlator {
             }
         }
         pids.extend(conns_of.keys().copied());
+        // A process whose only network calls were DNS queries (sendto) is a CLI
+        // that contacted its DNS server.
+        pids.extend(self.net_names.asked.keys().copied());
         if let Some(tree) = tree {
             pids.retain(|&p| procs.tree_of(p) == tree);
         }
@@ -68,6 +71,9 @@ impl Correlator {
                 let d = ContactedDestination {
                     destination: conn.destination.clone(),
                     domain: conn.domain.clone(),
+                    dns_names: Vec::new(),
+                    tls_server_name: conn.tls_server_name.clone(),
+                    http: conn.http.clone(),
                 };
                 if seen.insert((slot, d.clone())) {
                     s.destinations.push(d);
@@ -78,6 +84,7 @@ impl Correlator {
                     }
                 }
             }
+            self.add_dns_servers(s, pid);
         }
         let mut list: Vec<CliSummary> = out.into_values().collect();
         for s in &mut list {
@@ -85,5 +92,30 @@ impl Correlator {
             s.categories.sort_by_key(rank);
         }
         list
+    }
+}
+
+impl Correlator {
+    /// The DNS servers `pid` queried, with the names it asked, merged into its CLI's
+    /// destinations (one entry per server).
+    fn add_dns_servers(&self, s: &mut CliSummary, pid: u32) {
+        for asked in self.net_names.asked.get(&pid).into_iter().flatten() {
+            match s.destinations.iter_mut().find(|d| {
+                d.destination == asked.destination
+                    && d.tls_server_name.is_none()
+                    && d.http.is_none()
+            }) {
+                Some(d) => {
+                    for n in &asked.dns_names {
+                        if d.dns_names.len() < crate::records::MAX_SUMMARY_DNS_NAMES
+                            && !d.dns_names.contains(n)
+                        {
+                            d.dns_names.push(n.clone());
+                        }
+                    }
+                }
+                None => s.destinations.push(asked.clone()),
+            }
+        }
     }
 }

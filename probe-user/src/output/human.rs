@@ -132,6 +132,25 @@ pub fn render(record: &Record) -> String {
             );
             rule_lines(&mut s, &q.matched_rules, &format!("{:>9}           ", ""));
         }
+        Body::FirstBytes(f) => {
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] {:<7} {}  ({})",
+                secs(offset),
+                pid,
+                match f.protocol {
+                    crate::records::AppProtocol::Tls => "tls",
+                    crate::records::AppProtocol::Http => "http",
+                },
+                named_route(
+                    f.tls_server_name.as_deref(),
+                    f.http.as_ref(),
+                    &f.destination
+                ),
+                f.process
+            );
+            rule_lines(&mut s, &f.matched_rules, &format!("{:>9}           ", ""));
+        }
         Body::DnsAnswer(a) => {
             let _ = writeln!(
                 s,
@@ -239,7 +258,9 @@ pub fn paint(record: &Record, text: &str) -> String {
         Body::Connect(_) | Body::RuleMatch(_) => "1;31",
         Body::PolicyReload(p) if !p.ok => "1;31",
         Body::Exec(_) | Body::Exit(_) | Body::Sensor(_) => "2",
-        Body::DnsQuery(_) | Body::DnsAnswer(_) | Body::ConnectOutcome(_) => "36",
+        Body::DnsQuery(_) | Body::DnsAnswer(_) | Body::ConnectOutcome(_) | Body::FirstBytes(_) => {
+            "36"
+        }
         _ => return text.to_owned(),
     };
     text.lines()
@@ -270,7 +291,44 @@ fn dest_line(c: &ConnectionRecord) -> String {
     } else {
         ""
     };
-    format!("{}{domain} -> {}{outcome}{via}", c.destination, c.result)
+    let route = if c.tls_server_name.is_some() || c.http.is_some() {
+        format!(
+            "; {}",
+            named_route(
+                c.tls_server_name.as_deref(),
+                c.http.as_ref(),
+                &c.destination
+            )
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{domain} -> {}{outcome}{via}{route}",
+        c.destination, c.result
+    )
+}
+
+/// What a connection's first bytes named: "TLS to api.example.com" or "POST
+/// /v1/messages host relay.example to 127.0.0.1:8080".
+pub fn named_route(
+    tls_server_name: Option<&str>,
+    http: Option<&crate::records::HttpRequestLine>,
+    dest: &crate::records::Destination,
+) -> String {
+    match (tls_server_name, http) {
+        (_, Some(h)) => format!(
+            "{} {}{} to {dest}",
+            h.method,
+            h.path,
+            h.host
+                .as_deref()
+                .map(|host| format!(" host {host}"))
+                .unwrap_or_default()
+        ),
+        (Some(name), None) => format!("TLS to {name}"),
+        (None, None) => format!("TLS to {dest} (no server name)"),
+    }
 }
 
 fn render_report(s: &mut String, r: &RunReport) {
@@ -409,14 +467,7 @@ fn render_report(s: &mut String, r: &RunReport) {
                 c.categories.join(", ")
             }
         );
-        let dests: Vec<String> = c
-            .destinations
-            .iter()
-            .map(|d| match &d.domain {
-                Some(name) => format!("{} ({name})", d.destination),
-                None => d.destination.to_string(),
-            })
-            .collect();
+        let dests: Vec<String> = c.destinations.iter().map(|d| contacted(d)).collect();
         let _ = writeln!(
             s,
             "    contacted: {}",
@@ -564,5 +615,32 @@ mod tests {
     fn argument_boundaries_stay_visible() {
         let argv = ["node", "my cli.js", "", "it's"].map(String::from);
         assert_eq!(shell_words(&argv), r#"node 'my cli.js' '' 'it'\''s'"#);
+    }
+}
+
+/// One destination of a CLI's summary, with every name it is known by: its DNS
+/// name, the names asked of it (a DNS server), what the first bytes named.
+fn contacted(d: &crate::records::ContactedDestination) -> String {
+    let mut names: Vec<String> = d.domain.iter().cloned().collect();
+    if !d.dns_names.is_empty() {
+        names.push(format!("DNS queries for {}", d.dns_names.join(", ")));
+    }
+    if d.tls_server_name.is_some() || d.http.is_some() {
+        let route = named_route(
+            d.tls_server_name.as_deref(),
+            d.http.as_ref(),
+            &d.destination,
+        );
+        // The destination is already written in front.
+        names.push(
+            route
+                .trim_end_matches(&format!(" to {}", d.destination))
+                .to_owned(),
+        );
+    }
+    if names.is_empty() {
+        d.destination.to_string()
+    } else {
+        format!("{} ({})", d.destination, names.join("; "))
     }
 }
