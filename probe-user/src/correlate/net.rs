@@ -186,6 +186,8 @@ impl Correlator {
                 &names,
                 procs,
             );
+            self.net_names
+                .note_query_rules(e.header.tgid, &matched_rules);
             let body = Body::DnsQuery(DnsQueryRecord {
                 process: procs
                     .get(e.header.tgid)

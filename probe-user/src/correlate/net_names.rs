@@ -33,6 +33,8 @@ pub(super) struct NetNames {
     dns_sockets: HashMap<(u32, i32), Destination>,
     /// Per process: each DNS server it queried, with the names it asked.
     pub(super) asked: HashMap<u32, Vec<ContactedDestination>>,
+    /// Per process: the rules its DNS queries matched (each once; a policy has few).
+    pub(super) query_rules: HashMap<u32, Vec<String>>,
     /// First bytes that were neither a TLS handshake nor an HTTP request.
     pub unrecognised: u64,
 }
@@ -43,6 +45,7 @@ impl Default for NetNames {
             awaiting: super::pending::Pending::with_capacity(MAX_AWAITING_FIRST_BYTES),
             dns_sockets: HashMap::new(),
             asked: HashMap::new(),
+            query_rules: HashMap::new(),
             unrecognised: 0,
         }
     }
@@ -111,11 +114,25 @@ impl NetNames {
         }
     }
 
+    /// A query of `tgid` matched these rules: listed in its CLI's summary.
+    pub(super) fn note_query_rules(&mut self, tgid: u32, matched: &[RuleMatch]) {
+        if matched.is_empty() {
+            return;
+        }
+        let rules = self.query_rules.entry(tgid).or_default();
+        for m in matched {
+            if !rules.contains(&m.rule) {
+                rules.push(m.rule.clone());
+            }
+        }
+    }
+
     /// Lets go of what exited processes left.
     pub(super) fn retain_pids(&mut self, live: impl Fn(u32) -> bool) {
         self.awaiting.retain_keys(|(pid, _)| live(*pid));
         self.dns_sockets.retain(|(pid, _), _| live(*pid));
         self.asked.retain(|pid, _| live(*pid));
+        self.query_rules.retain(|pid, _| live(*pid));
     }
 }
 

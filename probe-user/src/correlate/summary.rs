@@ -97,8 +97,13 @@ impl Correlator {
 
 impl Correlator {
     /// The DNS servers `pid` queried, with the names it asked, merged into its CLI's
-    /// destinations (one entry per server).
+    /// destinations (one entry per server), and the rules its queries matched.
     fn add_dns_servers(&self, s: &mut CliSummary, pid: u32) {
+        for rule in self.net_names.query_rules.get(&pid).into_iter().flatten() {
+            if !s.rules.contains(rule) {
+                s.rules.push(rule.clone());
+            }
+        }
         for asked in self.net_names.asked.get(&pid).into_iter().flatten() {
             match s.destinations.iter_mut().find(|d| {
                 d.destination == asked.destination

@@ -203,7 +203,8 @@ pub struct ConnectOutcomeRecord {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DnsQueryRecord {
     pub process: String,
-    /// The server, when the send named it (otherwise the socket's earlier connect did).
+    /// The server: the address the send named, else the one its socket was connected
+    /// to (a connect to port 53 seen earlier in the run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Destination>,
     /// Question names, escaped.
