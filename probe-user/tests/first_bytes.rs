@@ -110,7 +110,12 @@ fn a_tls_client_hello_names_the_connection_by_its_server_name() {
     assert_eq!(first[0]["protocol"], "tls", "{:#}", first[0]);
     assert_eq!(first[0]["tls_server_name"], "api.example.test");
     // The name is known only after the connect: the host rule matches on these bytes.
-    assert_eq!(rule_names(first[0]), ["timezone-then-named-api"], "{:#}", first[0]);
+    assert_eq!(
+        rule_names(first[0]),
+        ["timezone-then-named-api"],
+        "{:#}",
+        first[0]
+    );
     assert!(
         run.of_type("rule_match")
             .iter()
@@ -120,7 +125,11 @@ fn a_tls_client_hello_names_the_connection_by_its_server_name() {
     );
     let kept = kept_to(&run, port);
     assert_eq!(kept.len(), 1, "{kept:#?}");
-    assert_eq!(kept[0]["tls_server_name"], "api.example.test", "{:#}", kept[0]);
+    assert_eq!(
+        kept[0]["tls_server_name"], "api.example.test",
+        "{:#}",
+        kept[0]
+    );
     assert!(rule_names(&kept[0]).contains(&"timezone-then-named-api".to_owned()));
     let clis = run.report()["clis"].as_array().unwrap();
     assert!(
@@ -143,7 +152,8 @@ fn an_http_post_to_a_relay_shows_its_method_host_and_path() {
     let first = first_bytes_to(&run, listener.port);
     assert_eq!(first.len(), 1, "{first:#?}\nstderr:\n{}", run.stderr);
     assert_eq!(first[0]["protocol"], "http");
-    let want = serde_json::json!({"method": "POST", "host": "relay.example", "path": "/v1/messages"});
+    let want =
+        serde_json::json!({"method": "POST", "host": "relay.example", "path": "/v1/messages"});
     assert_eq!(first[0]["http"], want, "{:#}", first[0]);
     let kept = kept_to(&run, listener.port);
     assert_eq!(kept.len(), 1, "{kept:#?}");
@@ -160,7 +170,10 @@ fn an_http_post_to_a_relay_shows_its_method_host_and_path() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let route = format!("POST /v1/messages host relay.example to 127.0.0.1:{}", listener.port);
+    let route = format!(
+        "POST /v1/messages host relay.example to 127.0.0.1:{}",
+        listener.port
+    );
     assert!(text.contains(&route), "{route:?} in:\n{text}");
 }
 
@@ -189,6 +202,9 @@ fn hostile_first_bytes_are_escaped_bounded_or_refused() {
     );
     for r in &run.records {
         let line = r.to_string();
-        assert!(!line.contains('\u{1b}') && !line.contains("owned"), "{line}");
+        assert!(
+            !line.contains('\u{1b}') && !line.contains("owned"),
+            "{line}"
+        );
     }
 }
