@@ -281,6 +281,103 @@ fn host_name(host: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use probe_common::{decode::Event, *};
+
+    use super::super::Correlator;
+    use crate::process::ProcessTable;
+    use crate::records::Body;
+
+    fn header(kind: u32, t: u64) -> EventHeader {
+        EventHeader {
+            kind,
+            cpu: 0,
+            tgid: 100,
+            tid: 100,
+            ktime_ns: t,
+        }
+    }
+
+    fn dest() -> HookDest {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        HookDest {
+            family: AF_INET,
+            port: 8080,
+            addr,
+        }
+    }
+
+    fn connect(t: u64) -> Event {
+        let d = dest();
+        Event::Connect(ConnectEvent {
+            header: header(EVENT_CONNECT, t),
+            fd: 3,
+            ret: 0,
+            family: d.family,
+            port: d.port,
+            flags: 0,
+            addr: d.addr,
+        })
+    }
+
+    fn first(t: u64, bytes: &[u8]) -> Event {
+        let mut e = FirstBytesEvent {
+            header: header(EVENT_FIRST_BYTES, t),
+            fd: 3,
+            call: FIRST_CALL_WRITE,
+            len: bytes.len() as u32,
+            captured_len: bytes.len() as u32,
+            dest: dest(),
+            _pad0: 0,
+            payload: [0; FIRST_BYTES_CAPTURE],
+        };
+        e.payload[..bytes.len()].copy_from_slice(bytes);
+        Event::FirstBytes(Box::new(e))
+    }
+
+    #[test]
+    fn first_bytes_name_the_kept_connection_and_the_summary_lists_each_name_once() {
+        let policy = crate::policy::load_default().unwrap();
+        let mut c = Correlator::new(&policy, 0);
+        let mut procs = ProcessTable::default();
+        procs.add_root(100, 1);
+        let mut streamed = Vec::new();
+        for (i, path) in ["/v1/a", "/v1/b"].iter().enumerate() {
+            let t = 1_000_000 * (i as u64 + 1);
+            assert!(matches!(
+                c.handle(&connect(t), &mut procs).map(|r| r.body),
+                Some(Body::Connect(_))
+            ));
+            let req = format!("POST {path} HTTP/1.1\r\nHost: relay.example\r\n\r\n");
+            streamed.push(
+                c.handle(&first(t + 500, req.as_bytes()), &mut procs)
+                    .map(|r| r.body),
+            );
+        }
+        assert!(
+            matches!(&streamed[1], Some(Body::FirstBytes(f)) if f.http.as_ref().is_some_and(|h| h.path == "/v1/b"))
+        );
+        // Each kept connection has its own request.
+        let paths: Vec<_> = c
+            .connections
+            .iter()
+            .filter_map(|k| k.body.http.as_ref().map(|h| h.path.clone()))
+            .collect();
+        assert_eq!(paths, ["/v1/a", "/v1/b"]);
+        // The summary names the destination once, by its first request.
+        let clis = c.cli_summaries(&procs, None);
+        let d: Vec<_> = clis[0].destinations.iter().collect();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].http.as_ref().map(|h| h.path.as_str()), Some("/v1/a"));
+        // Bytes that are neither TLS nor HTTP name nothing, counted.
+        c.handle(&connect(9_000_000), &mut procs);
+        assert!(
+            c.handle(&first(9_000_500, b"\x00\x01binary"), &mut procs)
+                .is_none()
+        );
+        assert_eq!(c.first_bytes_unrecognised(), 1);
+    }
+
     #[test]
     fn host_header_names_lose_their_port() {
         assert_eq!(

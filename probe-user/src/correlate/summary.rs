@@ -34,6 +34,9 @@ impl Correlator {
         // Keyed by what identifies a CLI, in first-pid order.
         let mut order: Vec<(String, Option<String>, Option<String>)> = Vec::new();
         let mut out: BTreeMap<usize, CliSummary> = BTreeMap::new();
+        // One entry per (destination, name): the first request of a connection named
+        // the same way stands for the rest (a chatty API client's paths would
+        // otherwise each take a line).
         let mut seen: std::collections::HashSet<(usize, ContactedDestination)> =
             std::collections::HashSet::new();
         for pid in pids {
@@ -75,7 +78,15 @@ impl Correlator {
                     tls_server_name: conn.tls_server_name.clone(),
                     http: conn.http.clone(),
                 };
-                if seen.insert((slot, d.clone())) {
+                let key = ContactedDestination {
+                    http: d.http.as_ref().map(|h| crate::records::HttpRequestLine {
+                        method: String::new(),
+                        host: h.host.clone(),
+                        path: String::new(),
+                    }),
+                    ..d.clone()
+                };
+                if seen.insert((slot, key)) {
                     s.destinations.push(d);
                 }
                 for m in &conn.matched_rules {
