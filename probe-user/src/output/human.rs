@@ -142,7 +142,7 @@ pub fn render(record: &Record) -> String {
                     crate::records::AppProtocol::Tls => "tls",
                     crate::records::AppProtocol::Http => "http",
                 },
-                named_route(
+                super::route::named_route(
                     f.tls_server_name.as_deref(),
                     f.http.as_ref(),
                     &f.destination
@@ -294,7 +294,7 @@ fn dest_line(c: &ConnectionRecord) -> String {
     let route = if c.tls_server_name.is_some() || c.http.is_some() {
         format!(
             "; {}",
-            named_route(
+            super::route::named_route(
                 c.tls_server_name.as_deref(),
                 c.http.as_ref(),
                 &c.destination
@@ -307,28 +307,6 @@ fn dest_line(c: &ConnectionRecord) -> String {
         "{}{domain} -> {}{outcome}{via}{route}",
         c.destination, c.result
     )
-}
-
-/// What a connection's first bytes named: "TLS to api.example.com" or "POST
-/// /v1/messages host relay.example to 127.0.0.1:8080".
-pub fn named_route(
-    tls_server_name: Option<&str>,
-    http: Option<&crate::records::HttpRequestLine>,
-    dest: &crate::records::Destination,
-) -> String {
-    match (tls_server_name, http) {
-        (_, Some(h)) => format!(
-            "{} {}{} to {dest}",
-            h.method,
-            h.path,
-            h.host
-                .as_deref()
-                .map(|host| format!(" host {host}"))
-                .unwrap_or_default()
-        ),
-        (Some(name), None) => format!("TLS to {name}"),
-        (None, None) => format!("TLS to {dest} (no server name)"),
-    }
 }
 
 fn render_report(s: &mut String, r: &RunReport) {
@@ -467,7 +445,7 @@ fn render_report(s: &mut String, r: &RunReport) {
                 c.categories.join(", ")
             }
         );
-        let dests: Vec<String> = c.destinations.iter().map(|d| contacted(d)).collect();
+        let dests: Vec<String> = c.destinations.iter().map(super::route::contacted).collect();
         let _ = writeln!(
             s,
             "    contacted: {}",
@@ -615,32 +593,5 @@ mod tests {
     fn argument_boundaries_stay_visible() {
         let argv = ["node", "my cli.js", "", "it's"].map(String::from);
         assert_eq!(shell_words(&argv), r#"node 'my cli.js' '' 'it'\''s'"#);
-    }
-}
-
-/// One destination of a CLI's summary, with every name it is known by: its DNS
-/// name, the names asked of it (a DNS server), what the first bytes named.
-fn contacted(d: &crate::records::ContactedDestination) -> String {
-    let mut names: Vec<String> = d.domain.iter().cloned().collect();
-    if !d.dns_names.is_empty() {
-        names.push(format!("DNS queries for {}", d.dns_names.join(", ")));
-    }
-    if d.tls_server_name.is_some() || d.http.is_some() {
-        let route = named_route(
-            d.tls_server_name.as_deref(),
-            d.http.as_ref(),
-            &d.destination,
-        );
-        // The destination is already written in front.
-        names.push(
-            route
-                .trim_end_matches(&format!(" to {}", d.destination))
-                .to_owned(),
-        );
-    }
-    if names.is_empty() {
-        d.destination.to_string()
-    } else {
-        format!("{} ({})", d.destination, names.join("; "))
     }
 }

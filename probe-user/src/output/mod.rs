@@ -2,6 +2,7 @@
 //! for machines.
 
 mod human;
+mod route;
 mod tree;
 
 use std::io::Write;
