@@ -135,7 +135,7 @@ pub fn render(record: &Record) -> String {
         Body::FirstBytes(f) => {
             let _ = writeln!(
                 s,
-                "{:>9}  [{}] {:<7} {}  ({})",
+                "{:>9}  [{}] {:<7} {}{}  ({})",
                 secs(offset),
                 pid,
                 match f.protocol {
@@ -147,6 +147,11 @@ pub fn render(record: &Record) -> String {
                     f.http.as_ref(),
                     &f.destination
                 ),
+                // An HTTP route names its destination; a TLS one by name only.
+                match (&f.tls_server_name, &f.http) {
+                    (Some(_), None) => format!(" at {}", f.destination),
+                    _ => String::new(),
+                },
                 f.process
             );
             rule_lines(&mut s, &f.matched_rules, &format!("{:>9}           ", ""));
