@@ -50,6 +50,87 @@ pub enum How {
     ProcessVmReadv,
 }
 
+/// What a probe proves about the program: that it read the thing, only checked that it
+/// exists, merely had it in its environment, or listed the whole environment. Rules
+/// count `read` and `enumerated` unless they name the others (`probed.evidence`), so a
+/// child that only inherited `ANTHROPIC_BASE_URL` is not said to have probed it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Evidence {
+    /// A getenv that ran, an open, a readlink, a host-identity request, a read of
+    /// another process's memory.
+    Read,
+    /// stat or access: it learnt whether the thing exists, not what it holds.
+    Checked,
+    /// Present in the environment handed to exec; not seen read.
+    Exposed,
+    /// The whole environment was listed.
+    Enumerated,
+}
+
+impl Evidence {
+    pub const ALL: [Evidence; 4] = [
+        Evidence::Read,
+        Evidence::Checked,
+        Evidence::Exposed,
+        Evidence::Enumerated,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Evidence::Read => "read",
+            Evidence::Checked => "checked",
+            Evidence::Exposed => "exposed",
+            Evidence::Enumerated => "enumerated",
+        }
+    }
+
+    /// Its bit in an `EvidenceSet`.
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// A set of evidence kinds: what a rule counts as "probed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EvidenceSet(u8);
+
+impl EvidenceSet {
+    /// What `probed` counts when a rule does not say: `read` and `enumerated`.
+    pub const DEFAULT: EvidenceSet = EvidenceSet(Evidence::Read.bit() | Evidence::Enumerated.bit());
+    pub const ALL: EvidenceSet = EvidenceSet(0b1111);
+
+    pub fn of(kinds: &[Evidence]) -> Self {
+        EvidenceSet(kinds.iter().fold(0, |acc, k| acc | k.bit()))
+    }
+
+    pub fn contains(self, kind: Evidence) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    pub fn kinds(self) -> impl Iterator<Item = Evidence> {
+        Evidence::ALL.into_iter().filter(move |k| self.contains(*k))
+    }
+}
+
 /// Kinds of operation, for a category's `operations:` (and OCSF's activities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -158,6 +239,20 @@ impl How {
             How::Enumerated => Operation::Enumerated,
             How::Uname | How::Siocgifhwaddr | How::RtmGetlink => Operation::HostCall,
             How::ProcessVmReadv => Operation::ReadMemory,
+        }
+    }
+
+    /// What a probe made this way proves (see `Evidence`).
+    pub fn evidence(self) -> Evidence {
+        match self.operation() {
+            Operation::Stat | Operation::Access => Evidence::Checked,
+            Operation::PresentAtExec => Evidence::Exposed,
+            Operation::Enumerated => Evidence::Enumerated,
+            Operation::Open
+            | Operation::Readlink
+            | Operation::Getenv
+            | Operation::HostCall
+            | Operation::ReadMemory => Evidence::Read,
         }
     }
 

@@ -218,3 +218,49 @@ fn the_default_policy_names_gemini_cli_s_relay_variable_and_codex_s_config() {
     let p = run.probe(pid, &["open", "openat"], config.to_str().unwrap());
     assert_eq!(p["categories"][0], "api-relay", "{p:#}");
 }
+
+/// More of the SDKs' endpoint variables from the default policy (docs/policy.md, "Where
+/// the api-relay names come from"), each looked up through libc's getenv by one
+/// process, and Gemini CLI's settings file opened by path.
+#[test]
+fn the_default_policy_names_the_sdks_endpoint_variables_and_gemini_cli_s_settings() {
+    if !bpf_available(
+        "the_default_policy_names_the_sdks_endpoint_variables_and_gemini_cli_s_settings",
+    ) {
+        return;
+    }
+    let names = [
+        "ANTHROPIC_BEDROCK_BASE_URL",
+        "AZURE_OPENAI_ENDPOINT",
+        "OLLAMA_HOST",
+    ];
+    let script = format!("import ctypes\nfor n in {names:?}: ctypes.CDLL(None).getenv(n.encode())");
+    let run = probectl_json(
+        &[OsStr::new("python3"), OsStr::new("-c"), OsStr::new(&script)],
+        &[
+            (
+                "ANTHROPIC_BEDROCK_BASE_URL",
+                "https://bedrock-relay.example",
+            ),
+            ("AZURE_OPENAI_ENDPOINT", "https://azure-relay.example"),
+            ("OLLAMA_HOST", "http://127.0.0.1:11434"),
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    for name in names {
+        let p = run.probe(pid, &["getenv"], name);
+        assert_eq!(p["categories"][0], "api-relay", "{name}: {p:#}");
+    }
+
+    let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .expect("root's passwd entry");
+    let settings = home.join(".gemini/settings.json");
+    let run = probectl_json(&[OsStr::new("cat"), settings.as_os_str()], &[]);
+    let pid = run.report()["cli"]["pid"].as_u64().unwrap();
+    let p = run.probe(pid, &["open", "openat"], settings.to_str().unwrap());
+    assert_eq!(p["categories"][0], "api-relay", "{p:#}");
+}

@@ -159,3 +159,67 @@ fn a_double_forked_daemon_is_watched_after_its_parents_exit() {
         "the daemon's own exit ends the run"
     );
 }
+
+/// A shell subshell `( cat | tr | cut )` forks without an exec, then forks the
+/// pipeline's commands: they are two levels below sh in the real tree, and the
+/// readable stream draws them there (the subshell itself has no exec line), not at
+/// the top as when only exec records built the tree.
+#[test]
+fn commands_under_a_fork_only_subshell_are_drawn_at_their_real_depth() {
+    if !bpf_available("commands_under_a_fork_only_subshell_are_drawn_at_their_real_depth") {
+        return;
+    }
+    let script = "(cat /etc/hostname | tr a-z A-Z | cut -c1-3); echo done";
+    let args = [OsStr::new("sh"), OsStr::new("-c"), OsStr::new(script)];
+
+    // The real lineage, from the JSON records: each command's parent is a process
+    // that never exec'd, itself a child of sh.
+    let run = probectl_json(&args, &[]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let sh = run.report()["cli"]["pid"].as_u64().unwrap();
+    let execs = run.of_type("exec");
+    let exec_pids: Vec<&serde_json::Value> = execs.iter().map(|e| &e["pid"]).collect();
+    for name in ["cat", "tr", "cut"] {
+        let e = execs
+            .iter()
+            .find(|e| e["argv"][0] == name)
+            .unwrap_or_else(|| panic!("no exec of {name}: {execs:#?}"));
+        assert_ne!(e["ppid"], sh, "{name} is not sh's own child: {e:#}");
+        assert!(
+            !exec_pids.contains(&&e["ppid"]),
+            "the subshell never execs: {e:#}"
+        );
+        assert_eq!(e["ancestors"][0], sh, "the subshell is sh's child: {e:#}");
+    }
+
+    // The readable stream: sh at the top, the subshell's commands two guides in.
+    let out = test_dir("subshell-tree").join("readable.txt");
+    let _ = std::fs::remove_file(&out);
+    let mut cmd = probectl_command();
+    cmd.args(["run", "--no-color", "-o"])
+        .arg(&out)
+        .arg("--")
+        .args(args);
+    let done = run_with_deadline(cmd);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let text = std::fs::read_to_string(&out).expect("readable output");
+    // "  +0.010s  │ │ [123] exec    /usr/bin/tr  argv: tr a-z A-Z": the guides
+    // between the time column and the pid are the depth.
+    let depth_of = |program: &str| -> usize {
+        let line = text
+            .lines()
+            .find(|l| l.contains("] exec") && l.contains(&format!("argv: {program}")))
+            .unwrap_or_else(|| panic!("no exec line of {program}:\n{text}"));
+        let after_time = line.trim_start().split_once("  ").map_or("", |(_, r)| r);
+        after_time.matches("│ ").count()
+    };
+    assert_eq!(depth_of("sh"), 0, "{text}");
+    for name in ["cat", "tr", "cut"] {
+        assert_eq!(depth_of(name), 2, "{name} under sh's subshell:\n{text}");
+    }
+}

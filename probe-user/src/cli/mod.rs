@@ -28,8 +28,10 @@ pub mod exit {
     /// `probectl watch`: a pid to watch does not exist (or exited before it was
     /// watched).
     pub const NO_SUCH_PROCESS: i32 = 3;
-    /// `probectl diff`: the profiles differ.
+    /// `probectl diff`: a CLI behaves differently (docs/usage.md).
     pub const PROFILES_DIFFER: i32 = 1;
+    /// `probectl diff`: a profile could not be read.
+    pub const DIFF_ERROR: i32 = 2;
 }
 
 #[derive(Debug, Parser)]
@@ -37,7 +39,7 @@ pub mod exit {
     name = "probectl",
     version,
     about = "Shows which command-line tool read the time zone, proxy or API-relay settings before it made network calls",
-    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  sudo probectl watch --for 5m $(pgrep -f claude)\n  probectl policy check policies/default.yaml\n  probectl policy explain policies/default.yaml\n  sudo probectl doctor\n  sudo probectl run --profile v1.yaml -- cli; probectl diff v1.yaml v2.yaml\n\nExit codes: a run exits with its command's code; watch exits 0, or 3 when a pid does not exist; 125 probectl failed; 126 command not executable; 127 command not found."
+    after_help = "Examples:\n  sudo probectl run -- node cli.js\n  sudo probectl run --json -- curl https://example.com\n  sudo probectl watch --for 5m $(pgrep -f claude)\n  probectl policy check policies/default.yaml\n  probectl policy explain policies/default.yaml\n  sudo probectl doctor\n  sudo probectl run --profile v1.yaml -- cli; probectl diff v1.yaml v2.yaml\n\nExit codes: a run exits with its command's code; watch exits 0, or 3 when a pid does not exist; 125 probectl failed; 126 command not executable; 127 command not found; diff exits 0 (same behaviour), 1 (changed) or 2 (error)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -95,9 +97,11 @@ pub enum Command {
     },
     /// Print the man page (roff), e.g. `probectl manpage > /usr/local/share/man/man8/probectl.8`.
     Manpage,
-    /// Compare two behaviour profiles (from `run --profile`): per CLI, the
-    /// categories, probes, destinations and rules added or gone. Exits 0 when they
-    /// match, 1 when they differ.
+    /// Compare two behaviour profiles (from `run --profile`): per CLI, matched by
+    /// name, the categories, probes, destinations and rules added or gone, and a new
+    /// version or fingerprint. Exits 0 when no CLI behaves differently (a new version
+    /// alone is listed, not a change), 1 when one does, 2 when a profile cannot be
+    /// read: a CI gate.
     Diff {
         #[arg(value_name = "OLD")]
         old: PathBuf,
@@ -116,6 +120,10 @@ pub struct RunArgs {
     /// Policy file to use instead of the built-in default policy.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The readable report lists every probe and every connection with the probes
+    /// before it and who made them (by default: a summary per CLI that fits a screen).
+    #[arg(long)]
+    pub details: bool,
     /// Write the run's behaviour profile (per CLI: categories, probes, destinations,
     /// rules) to FILE as YAML, for `probectl diff`.
     #[arg(long, value_name = "FILE")]
@@ -154,6 +162,9 @@ pub struct WatchArgs {
     /// Policy file to use instead of the built-in default policy (SIGHUP reloads it).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The readable report lists every probe and every connection (see `run`).
+    #[arg(long)]
+    pub details: bool,
     /// Write records to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -60,15 +60,21 @@ pub fn diff(old: &std::path::Path, new: &std::path::Path) -> i32 {
         (Ok(a), Ok(b)) => (a, b),
         (Err(err), _) | (_, Err(err)) => {
             eprintln!("probectl: {err}");
-            return exit::FAILURE;
+            return exit::DIFF_ERROR;
         }
     };
     let changes = probe_user::profile::diff(&a, &b);
-    if changes.is_empty() {
+    if changes.text.is_empty() {
         println!("no differences");
-        0
     } else {
-        print!("{changes}");
+        print!("{}", changes.text);
+    }
+    if changes.behaviour_changed {
         exit::PROFILES_DIFFER
+    } else {
+        if !changes.text.is_empty() {
+            println!("no change of behaviour");
+        }
+        0
     }
 }

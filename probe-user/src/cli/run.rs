@@ -21,6 +21,9 @@ use super::standalone::{self, LIVENESS_CHECK, open_engine, output_for, print};
 use super::via_daemon::{self, Subscription, sink_format, stream_until_end};
 use super::{RunArgs, exit, spawn};
 
+/// How long a run that writes a profile waits at its end for executable hashes.
+const EXE_HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     // A running daemon already has the programs loaded; `--policy` and `--profile`
     // need probectl's own.
@@ -41,6 +44,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         })
         .transpose()?;
     let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
+    if args.profile.is_some() {
+        // The profile keys a native CLI on its executable's sha256.
+        engine.procs.hash_executables();
+    }
     let result = run_standalone(&args, &mut engine, profile_file.as_mut()).await;
     // On every way out, a failed exec or an error included: the kernel's detaches
     // happen in a short-lived child, not before probectl exits.
@@ -55,7 +62,9 @@ async fn run_standalone(
     mut profile_file: Option<&mut probe_user::private_file::RecordFile>,
 ) -> anyhow::Result<i32> {
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
-    let mut printer = Printer::new(format, out).with_color(color);
+    let mut printer = Printer::new(format, out)
+        .with_color(color)
+        .with_details(args.details);
     let (program, gate) = match start_gated(args, engine.sensors.original_memlock)? {
         Ok(started) => started,
         Err(code) => return Ok(code),
@@ -127,6 +136,11 @@ async fn run_standalone(
     )
     .await?;
 
+    if args.profile.is_some() {
+        // Bounded: a hash still not done then (a huge file, a stalled file system)
+        // is noted in the profile as not hashed.
+        engine.procs.finish_exe_hashes(EXE_HASH_WAIT);
+    }
     let losses = standalone::losses(engine, &printer);
     let report = engine.report(root, exit_code, ReportScope::All, &losses);
     if let (Some(path), Some(file)) = (&args.profile, profile_file.as_mut()) {
@@ -186,7 +200,14 @@ async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow
         Err(code) => return Ok(code),
     };
     let root = gate.pid;
-    let mut sub = match Subscription::open(stream, vec![root], sink_format(args.json), color).await
+    let mut sub = match Subscription::open(
+        stream,
+        vec![root],
+        sink_format(args.json),
+        color,
+        args.details,
+    )
+    .await
     {
         Ok(sub) => sub,
         Err(err) => {

@@ -58,6 +58,7 @@ impl Subscription {
         pids: Vec<u32>,
         format: Format,
         color: bool,
+        details: bool,
     ) -> anyhow::Result<Self> {
         let (read, mut write) = stream.into_split();
         let mut read = BufReader::new(read);
@@ -65,6 +66,7 @@ impl Subscription {
             pids,
             format,
             color,
+            details,
         };
         write
             .write_all(protocol::request_line(&request).as_bytes())

@@ -37,7 +37,9 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     }
     let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
-    let mut printer = Printer::new(format, out).with_color(color);
+    let mut printer = Printer::new(format, out)
+        .with_color(color)
+        .with_details(args.details);
     let watched = match engine.watch_trees(&args.pids) {
         Ok(w) => w,
         Err(err @ (SeedError::NoSuchProcess(_) | SeedError::Exited(_))) => {
@@ -101,18 +103,25 @@ async fn watch_via_daemon(
     duration: Option<std::time::Duration>,
 ) -> anyhow::Result<i32> {
     let (format, mut out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
-    let mut sub =
-        match Subscription::open(stream, args.pids.clone(), sink_format(args.json), color).await {
-            Ok(sub) => sub,
-            Err(err)
-                if err.to_string().contains("no process")
-                    || err.to_string().contains("exited before") =>
-            {
-                eprintln!("probectl: {err}");
-                return Ok(exit::NO_SUCH_PROCESS);
-            }
-            Err(err) => return Err(err),
-        };
+    let mut sub = match Subscription::open(
+        stream,
+        args.pids.clone(),
+        sink_format(args.json),
+        color,
+        args.details,
+    )
+    .await
+    {
+        Ok(sub) => sub,
+        Err(err)
+            if err.to_string().contains("no process")
+                || err.to_string().contains("exited before") =>
+        {
+            eprintln!("probectl: {err}");
+            return Ok(exit::NO_SUCH_PROCESS);
+        }
+        Err(err) => return Err(err),
+    };
     if format == Format::Human {
         eprintln!(
             "probectl: using the daemon ({}; --standalone to load probectl's own programs): {} process(es) watched",

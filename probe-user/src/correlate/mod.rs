@@ -1,6 +1,8 @@
 //! Correlation: turns events into records, keeps the run's probe timeline, and links
 //! each connection to the probes that came before it in the same process tree.
 
+mod attribution;
+mod bypass;
 pub mod dns;
 mod first_bytes;
 mod fold;
@@ -14,6 +16,7 @@ mod probes;
 pub mod rules;
 mod summary;
 mod timelines;
+mod values;
 
 pub use fold::FOLD_AFTER;
 pub use prior::MAX_LISTED_PRIOR;
@@ -88,6 +91,8 @@ pub struct Correlator {
     category_rank: Vec<(usize, String)>,
     /// The policy's rules, evaluated at each network event.
     rules: rules::RuleEngine,
+    /// Values the policy shows, per process (`capture_value_prefix`).
+    pub values: values::ShownValues,
     /// Records produced besides an event's own (rule alerts), handed out by
     /// `handle_into`.
     pending: Vec<Record>,
@@ -95,6 +100,18 @@ pub struct Correlator {
     /// process asked for.
     net_names: net_names::NetNames,
 }
+
+/// `/proc/123/environ`: another process's environment, read. Reports fold these by
+/// reader.
+pub fn environ_of_other(target: &str) -> bool {
+    target
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.strip_suffix("/environ"))
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The group `/proc/N/environ` reads fold into in a CLI's summary.
+pub(crate) const ENVIRON_GROUP: &str = "/proc/*/environ";
 
 impl Correlator {
     pub fn new(policy: &CompiledPolicy, start_ns: u64) -> Self {
@@ -124,6 +141,7 @@ impl Correlator {
             category_rank: rank(&policy.categories),
             pending: Vec::new(),
             net_names: Default::default(),
+            values: values::ShownValues::default(),
         }
     }
 
@@ -221,6 +239,10 @@ impl Correlator {
     pub fn handle_into(&mut self, event: &Event, procs: &mut ProcessTable, out: &mut Vec<Record>) {
         out.extend(self.handle(event, procs));
         out.append(&mut self.pending);
+        if let Event::Exec(e) = event {
+            // A new image, a new environment.
+            self.values.forget(e.header.tgid);
+        }
         if let Event::Exec(e) = event
             && let Some(last) = self.exposures.remove(&e.header.tgid)
         {
@@ -277,11 +299,20 @@ impl Correlator {
                     argv_lost: e.flags & EXEC_ARGV_LOST != 0,
                     exe_truncated: e.flags & EXEC_FILENAME_TRUNCATED != 0,
                     selected_by: None,
+                    // lineage is the pid, then its parent (`ppid`), then theirs.
+                    ancestors: procs
+                        .lineage(pid)
+                        .into_iter()
+                        .skip(2)
+                        .take(MAX_ANCESTORS)
+                        .collect(),
                 });
                 Some(self.record(e.header.ktime_ns, pid, procs, body))
             }
             Event::Fork(e) => {
                 procs.on_fork(e.parent_tgid, e.child_tgid);
+                // A forked child runs with its parent's environment until it execs.
+                self.values.inherit(e.parent_tgid, e.child_tgid);
                 None
             }
             Event::Exit(e) => {

@@ -6,11 +6,20 @@ use probe_common::{
 };
 
 use super::rules::NetCall;
-use super::{Correlator, dns};
+use super::{Correlator, attribution, bypass, dns};
 use crate::escape::escape_bytes;
 use crate::policy::rules::{Action, NetworkEvent};
 use crate::process::ProcessTable;
 use crate::records::*;
+
+/// A network event as the rules see it.
+struct Call<'a> {
+    kind: NetworkEvent,
+    destination: Option<&'a Destination>,
+    names: &'a [String],
+    /// The connection bypassed a proxy or relay the process read.
+    bypassed: bool,
+}
 
 /// TCP outcomes held for a connect record that has not arrived yet.
 pub(super) const MAX_EARLY_OUTCOMES: usize = 1_024;
@@ -96,12 +105,24 @@ impl Correlator {
             NetworkEvent::Connect
         };
         let names: Vec<String> = domain.iter().cloned().collect();
-        let matched_rules = self.match_rules(header, kind, Some(&destination), &names, procs);
-        let (probes_before, probes_before_not_listed) = self
+        let bypassed = self.bypass_of(header.tgid, tree, &destination, domain.as_deref());
+        let (mut probes_before, probes_before_not_listed) = self
             .timelines
             .tree(tree)
             .map(|t| t.prior.listed(header.ktime_ns, &self.category_rank))
             .unwrap_or_default();
+        attribution::attribute_rows(&mut probes_before, procs, header.tgid);
+        let matched_rules = self.match_rules(
+            header,
+            Call {
+                kind,
+                destination: Some(&destination),
+                names: &names,
+                bypassed: bypassed.is_some(),
+            },
+            Some(&probes_before),
+            procs,
+        );
         let body = ConnectionRecord {
             tid: header.tid,
             process: procs
@@ -117,6 +138,7 @@ impl Correlator {
             result,
             probes_before,
             probes_before_not_listed,
+            bypassed,
             cli: CliIdentity::of(procs, header.tgid),
             matched_rules,
             tls_server_name: None,
@@ -181,9 +203,13 @@ impl Correlator {
             }
             let matched_rules = self.match_rules(
                 &e.header,
-                NetworkEvent::DnsQuery,
-                server.as_ref(),
-                &names,
+                Call {
+                    kind: NetworkEvent::DnsQuery,
+                    destination: server.as_ref(),
+                    names: &names,
+                    bypassed: false,
+                },
+                None,
                 procs,
             );
             self.net_names
@@ -247,9 +273,13 @@ impl Correlator {
     fn match_rules(
         &mut self,
         header: &EventHeader,
-        kind: NetworkEvent,
-        destination: Option<&Destination>,
-        names: &[String],
+        Call {
+            kind,
+            destination,
+            names,
+            bypassed,
+        }: Call<'_>,
+        rows: Option<&[PriorProbe]>,
         procs: &ProcessTable,
     ) -> Vec<RuleMatch> {
         if self.rules.is_empty() {
@@ -262,13 +292,34 @@ impl Correlator {
             at_ns: header.ktime_ns,
             destination,
             names,
+            bypassed,
         };
         // The tree's probes, as its table keeps them for exactly this question.
         let prior: &dyn super::prior::PriorView = match self.timelines.tree(tree) {
             Some(t) => &t.prior,
             None => &super::prior::NoProbes,
         };
-        let matches = self.rules.evaluate(&call, prior, &self.category_names);
+        let mut matches = self.rules.evaluate(&call, prior, &self.category_names);
+        if matches.is_empty() {
+            return matches;
+        }
+        // Who made the reads: the record's rows, or (for a query, which lists none)
+        // the tree's rows listed now.
+        let listed;
+        let rows = match rows {
+            Some(rows) => rows,
+            None => {
+                let mut r = self
+                    .timelines
+                    .tree(tree)
+                    .map(|t| t.prior.listed(header.ktime_ns, &self.category_rank).0)
+                    .unwrap_or_default();
+                attribution::attribute_rows(&mut r, procs, header.tgid);
+                listed = r;
+                &listed
+            }
+        };
+        attribution::attribute_matches(&mut matches, rows);
         for m in matches
             .iter()
             .filter(|m| m.action == Action::Alert && !m.suppressed)
@@ -322,6 +373,28 @@ impl Correlator {
             addresses: addrs.iter().map(ToString::to_string).collect(),
         });
         Some(self.record(e.header.ktime_ns, e.header.tgid, procs, body))
+    }
+
+    /// The proxy or relay settings `pid` read (getenv, with a value at exec) and did
+    /// not use for a connection to `dest`.
+    fn bypass_of(
+        &self,
+        pid: u32,
+        tree: u32,
+        dest: &Destination,
+        name: Option<&str>,
+    ) -> Option<ProxyBypass> {
+        let table = self.timelines.tree(tree)?;
+        let read: Vec<(&str, &str)> = self
+            .values
+            .of(pid)
+            .filter(|(n, _)| {
+                [crate::ops::How::Getenv, crate::ops::How::SecureGetenv]
+                    .into_iter()
+                    .any(|how| table.made_by(TargetType::Env, how, n, pid))
+            })
+            .collect();
+        bypass::check(&read, dest, name)
     }
 
     fn take_early_outcome(

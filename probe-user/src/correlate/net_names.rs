@@ -158,6 +158,7 @@ impl Correlator {
         let kept = self.net_names.awaiting.take_latest(&key);
         let mut ms_after_connect = None;
         let mut already: Vec<String> = Vec::new();
+        let mut bypassed = false;
         if let Some((number, connect_ms)) = kept {
             ms_after_connect = Some(self.offset_ms(e.header.ktime_ns) - connect_ms);
             if let Some(conn) = number
@@ -172,6 +173,7 @@ impl Correlator {
                     .iter()
                     .map(|m| m.rule.clone())
                     .collect();
+                bypassed = conn.body.bypassed.is_some();
             }
         }
         // A Host header may carry a port (`api.example.test:8080`); host globs are
@@ -181,7 +183,8 @@ impl Correlator {
             .cloned()
             .chain(http.as_ref().and_then(|h| h.host.as_deref()).map(host_name))
             .collect();
-        let matched_rules = self.match_named(&e.header, &destination, &names, &already, procs);
+        let matched_rules =
+            self.match_named(&e.header, &destination, &names, &already, bypassed, procs);
         if let Some((number, _)) = kept
             && let Some(conn) = number
                 .checked_sub(self.connections_first)
@@ -217,6 +220,7 @@ impl Correlator {
         destination: &Destination,
         names: &[String],
         already: &[String],
+        bypassed: bool,
         procs: &ProcessTable,
     ) -> Vec<RuleMatch> {
         if names.is_empty() || self.rules.is_empty() {
@@ -229,16 +233,28 @@ impl Correlator {
             at_ns: header.ktime_ns,
             destination: Some(destination),
             names,
+            bypassed,
         };
         let prior: &dyn super::prior::PriorView = match self.timelines.tree(tree) {
             Some(t) => &t.prior,
             None => &super::prior::NoProbes,
         };
-        let matches = self
+        let mut matches = self
             .rules
             .evaluate_named(&call, prior, &self.category_names, |name| {
                 !already.iter().any(|a| a == name)
             });
+        if matches.is_empty() {
+            return matches;
+        }
+        // Who made the reads, as a rule match at the connect names them.
+        let mut rows = self
+            .timelines
+            .tree(tree)
+            .map(|t| t.prior.listed(header.ktime_ns, &self.category_rank).0)
+            .unwrap_or_default();
+        super::attribution::attribute_rows(&mut rows, procs, header.tgid);
+        super::attribution::attribute_matches(&mut matches, &rows);
         for m in matches
             .iter()
             .filter(|m| m.action == Action::Alert && !m.suppressed)

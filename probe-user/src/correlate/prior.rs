@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::fold::{FOLD_AFTER, folded_target};
-use crate::ops::How;
+use crate::ops::{EvidenceSet, How};
 use crate::records::{PriorProbe, TargetType};
 
 /// Folded rows listed on one connection record; the rest are counted
@@ -74,21 +74,16 @@ struct Group {
     folded: bool,
 }
 
-/// One category's probes in a tree.
+/// Latest probe time per target, and the same ordered by time: for one kind of
+/// evidence in one category.
 #[derive(Debug, Default)]
-struct Category {
-    /// Latest probe time per target (any operation), and the same ordered by time.
+struct Latest {
     latest: HashMap<Arc<str>, u64>,
     by_latest: BTreeSet<(u64, Arc<str>)>,
-    /// Listed rows, and their place in first-time order.
-    rows: HashMap<RowKey, (Agg, u64)>,
-    order: BTreeMap<(u64, u64), RowKey>,
-    /// Per (operation, prefix): the files under it, until it folds.
-    groups: HashMap<(How, Arc<str>), Group>,
 }
 
-impl Category {
-    fn touch_latest(&mut self, target: &Arc<str>, t: u64) {
+impl Latest {
+    fn touch(&mut self, target: &Arc<str>, t: u64) {
         match self.latest.get_mut(target) {
             Some(last) if *last >= t => {}
             Some(last) => {
@@ -103,6 +98,29 @@ impl Category {
         }
     }
 
+    /// Targets whose latest probe is in `since_ns..=at_ns`, oldest first.
+    fn between(&self, since_ns: u64, at_ns: u64) -> impl Iterator<Item = &Arc<str>> {
+        self.by_latest
+            .range((since_ns, Arc::from(""))..)
+            .take_while(move |(t, _)| *t <= at_ns)
+            .map(|(_, target)| target)
+    }
+}
+
+/// One category's probes in a tree.
+#[derive(Debug, Default)]
+struct Category {
+    /// Per kind of evidence (`Evidence as usize`): rules count only the kinds they
+    /// name, so each kind is indexed on its own.
+    latest: [Latest; 4],
+    /// Listed rows, and their place in first-time order.
+    rows: HashMap<RowKey, (Agg, u64)>,
+    order: BTreeMap<(u64, u64), RowKey>,
+    /// Per (operation, prefix): the files under it, until it folds.
+    groups: HashMap<(How, Arc<str>), Group>,
+}
+
+impl Category {
     /// Adds `agg` to row `key` (creating it), keeping `order` in step with its first
     /// time.
     fn add_to_row(&mut self, key: RowKey, agg: &Agg, seq: &mut u64) {
@@ -139,7 +157,7 @@ impl Category {
         agg: &Agg,
         seq: &mut u64,
     ) {
-        self.touch_latest(target, agg.last_ns);
+        self.latest[how.evidence() as usize].touch(target, agg.last_ns);
         let Some(prefix) = fold_prefix.filter(|_| target_type == TargetType::File) else {
             self.add_to_row(RowKey::Single(target_type, how, target.clone()), agg, seq);
             return;
@@ -175,13 +193,15 @@ impl Category {
         self.rows.insert(key, (folded, *seq));
     }
 
-    /// Whether any target was probed at or after `since_ns` (and not after `at_ns`).
-    fn probed_between(&self, since_ns: u64, at_ns: u64) -> bool {
+    /// Whether any target was probed with evidence of `kinds` in `since_ns..=at_ns`.
+    fn probed_between(&self, kinds: EvidenceSet, since_ns: u64, at_ns: u64) -> bool {
         // Ordered by time: the first one at or after `since_ns` decides.
-        self.by_latest
-            .range((since_ns, Arc::from(""))..)
-            .next()
-            .is_some_and(|(t, _)| *t <= at_ns)
+        kinds.kinds().any(|k| {
+            self.latest[k as usize]
+                .between(since_ns, at_ns)
+                .next()
+                .is_some()
+        })
     }
 }
 
@@ -198,32 +218,41 @@ pub struct PriorIndex {
 pub struct NoProbes;
 
 impl PriorView for NoProbes {
-    fn probed(&self, _: usize, _: u64, _: u64) -> bool {
+    fn probed(&self, _: usize, _: EvidenceSet, _: u64, _: u64) -> bool {
         false
     }
-    fn distinct_at_least(&self, _: Option<&[usize]>, _: u64, _: u64, min: u64) -> bool {
+    fn distinct_at_least(
+        &self,
+        _: Option<&[usize]>,
+        _: EvidenceSet,
+        _: u64,
+        _: u64,
+        min: u64,
+    ) -> bool {
         min == 0
     }
-    fn categories(&self, _: u64, _: u64) -> Vec<usize> {
+    fn categories(&self, _: EvidenceSet, _: u64, _: u64) -> Vec<usize> {
         Vec::new()
     }
 }
 
 /// What rules ask of the probes before a network event.
 pub trait PriorView {
-    /// Whether category `c` was probed in `since_ns..=at_ns`.
-    fn probed(&self, c: usize, since_ns: u64, at_ns: u64) -> bool;
+    /// Whether category `c` was probed, with evidence of `kinds`, in `since_ns..=at_ns`.
+    fn probed(&self, c: usize, kinds: EvidenceSet, since_ns: u64, at_ns: u64) -> bool;
     /// Whether at least `min` distinct (category, target) pairs of `cats` (every
-    /// category when `None`) were probed in `since_ns..=at_ns`.
+    /// category when `None`) were probed, with evidence of `kinds`, in
+    /// `since_ns..=at_ns`.
     fn distinct_at_least(
         &self,
         cats: Option<&[usize]>,
+        kinds: EvidenceSet,
         since_ns: u64,
         at_ns: u64,
         min: u64,
     ) -> bool;
-    /// The categories probed in `since_ns..=at_ns`.
-    fn categories(&self, since_ns: u64, at_ns: u64) -> Vec<usize>;
+    /// The categories probed, with evidence of `kinds`, in `since_ns..=at_ns`.
+    fn categories(&self, kinds: EvidenceSet, since_ns: u64, at_ns: u64) -> Vec<usize>;
 }
 
 impl PriorIndex {
@@ -343,7 +372,9 @@ impl PriorIndex {
                     target_type,
                     target,
                     how,
+                    evidence: how.evidence(),
                     pids: agg.pids.clone(),
+                    by: Vec::new(),
                     count: agg.count,
                     distinct_targets: agg.distinct,
                     first_ms_before: 0.0,
@@ -363,26 +394,36 @@ impl PriorIndex {
 }
 
 impl PriorView for PriorIndex {
-    fn probed(&self, c: usize, since_ns: u64, at_ns: u64) -> bool {
+    fn probed(&self, c: usize, kinds: EvidenceSet, since_ns: u64, at_ns: u64) -> bool {
         self.categories
             .get(&c)
-            .is_some_and(|cat| cat.probed_between(since_ns, at_ns))
+            .is_some_and(|cat| cat.probed_between(kinds, since_ns, at_ns))
     }
 
     fn distinct_at_least(
         &self,
         cats: Option<&[usize]>,
+        kinds: EvidenceSet,
         since_ns: u64,
         at_ns: u64,
         min: u64,
     ) -> bool {
+        if min == 0 {
+            return true;
+        }
+        // A target seen with two kinds (TZ present at exec and read by getenv) counts
+        // once per category: the set stops growing at `min`, so this stays bounded by
+        // `min` times the number of kinds.
         let mut found = 0u64;
         let mut each = |cat: &Category| {
-            for (t, _) in cat.by_latest.range((since_ns, Arc::from(""))..) {
-                if *t <= at_ns {
-                    found += 1;
-                    if found >= min {
-                        return true;
+            let mut seen: HashSet<&Arc<str>> = HashSet::new();
+            for k in kinds.kinds() {
+                for target in cat.latest[k as usize].between(since_ns, at_ns) {
+                    if seen.insert(target) {
+                        found += 1;
+                        if found >= min {
+                            return true;
+                        }
                     }
                 }
             }
@@ -397,11 +438,11 @@ impl PriorView for PriorIndex {
         }
     }
 
-    fn categories(&self, since_ns: u64, at_ns: u64) -> Vec<usize> {
+    fn categories(&self, kinds: EvidenceSet, since_ns: u64, at_ns: u64) -> Vec<usize> {
         let mut out: Vec<usize> = self
             .categories
             .iter()
-            .filter(|(_, cat)| cat.probed_between(since_ns, at_ns))
+            .filter(|(_, cat)| cat.probed_between(kinds, since_ns, at_ns))
             .map(|(c, _)| *c)
             .collect();
         out.sort_unstable();
@@ -422,10 +463,19 @@ mod tests {
     fn the_window_is_inclusive_to_the_nanosecond() {
         let mut p = PriorIndex::default();
         file(&mut p, 0, "/etc/localtime", None, 1_000);
-        assert!(p.probed(0, 1_000, 5_000), "exactly at the window's start");
-        assert!(!p.probed(0, 1_001, 5_000), "one ns outside");
-        assert!(!p.probed(0, 0, 999), "after the call");
-        assert!(!p.probed(1, 0, 5_000), "another category");
+        assert!(
+            p.probed(0, EvidenceSet::DEFAULT, 1_000, 5_000),
+            "exactly at the window's start"
+        );
+        assert!(
+            !p.probed(0, EvidenceSet::DEFAULT, 1_001, 5_000),
+            "one ns outside"
+        );
+        assert!(!p.probed(0, EvidenceSet::DEFAULT, 0, 999), "after the call");
+        assert!(
+            !p.probed(1, EvidenceSet::DEFAULT, 0, 5_000),
+            "another category"
+        );
     }
 
     #[test]
@@ -494,16 +544,16 @@ mod tests {
             let inside = |&(_, &t): &(&(usize, usize), &u64)| t >= since && t <= at;
             for c in 0..3 {
                 let walked = latest.iter().filter(inside).any(|((cc, _), _)| *cc == c);
-                prop_assert_eq!(p.probed(c, since, at), walked);
+                prop_assert_eq!(p.probed(c, EvidenceSet::DEFAULT, since, at), walked);
             }
             let distinct = latest.iter().filter(inside).count() as u64;
-            prop_assert_eq!(p.distinct_at_least(None, since, at, min), distinct >= min);
+            prop_assert_eq!(p.distinct_at_least(None, EvidenceSet::DEFAULT, since, at, min), distinct >= min);
             let of_0 = latest.iter().filter(inside).filter(|((c, _), _)| *c == 0).count() as u64;
-            prop_assert_eq!(p.distinct_at_least(Some(&[0]), since, at, min), of_0 >= min);
+            prop_assert_eq!(p.distinct_at_least(Some(&[0]), EvidenceSet::DEFAULT, since, at, min), of_0 >= min);
             let mut cats: Vec<usize> = latest.iter().filter(inside).map(|((c, _), _)| *c).collect();
             cats.sort_unstable();
             cats.dedup();
-            prop_assert_eq!(p.categories(since, at), cats);
+            prop_assert_eq!(p.categories(EvidenceSet::DEFAULT, since, at), cats);
         }
     }
 }

@@ -131,9 +131,15 @@ impl Correlator {
             }
             v
         });
+        // Passed down unchanged: the parent had it at its exec, with the same value.
+        let ppid = procs.get(e.header.tgid).map_or(0, |p| p.ppid);
+        let inherited = self.values.exposed(ppid, &name, value_prefix.as_deref());
+        self.values
+            .insert(e.header.tgid, &name, value_prefix.as_deref().unwrap_or(""));
         let seen = Seen {
             how: How::PresentAtExec,
             result: ProbeResult::Set,
+            inherited,
             value_prefix,
             ..Seen::default()
         };
@@ -253,9 +259,11 @@ impl Correlator {
             target_type,
             target,
             how,
+            evidence: how.evidence(),
             result: seen.result,
             truncated: seen.truncated,
             folded,
+            inherited: seen.inherited,
             value_prefix: seen.value_prefix,
             given_path: seen.given_path,
             resolved_by: seen.resolved_by,
@@ -269,6 +277,8 @@ struct Seen {
     how: How,
     result: ProbeResult,
     truncated: bool,
+    /// An exposure the parent had too.
+    inherited: bool,
     value_prefix: Option<String>,
     /// The path as the process wrote it, when it differs from the target.
     given_path: Option<String>,
@@ -282,6 +292,7 @@ impl Default for Seen {
             how: How::Getenv,
             result: ProbeResult::Unset,
             truncated: false,
+            inherited: false,
             value_prefix: None,
             given_path: None,
             resolved_by: None,

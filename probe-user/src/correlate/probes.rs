@@ -120,14 +120,34 @@ impl ProbeTable {
         }
     }
 
-    /// Adds the category indices each process probed to `out`.
-    pub fn categories_by_pid_into(&self, out: &mut HashMap<u32, Vec<usize>>) {
-        for e in self.entries.values().flat_map(HashMap::values) {
-            for pid in &e.pids {
-                let cats = out.entry(*pid).or_default();
-                for c in &e.categories {
-                    if !cats.contains(c) {
-                        cats.push(*c);
+    /// Adds what each process probed to `out`: per (category, evidence), its targets
+    /// (bounded: see `FactTargets`). `fold` names the policy prefix a file target
+    /// folds under, so a burst of 600 zoneinfo files is one target.
+    pub fn facts_by_pid_into<'p>(
+        &self,
+        out: &mut FactsByPid,
+        fold: &impl Fn(&str) -> Option<&'p str>,
+    ) {
+        for ((target_type, how), by_target) in &self.entries {
+            let evidence = how.evidence();
+            for (target, e) in by_target {
+                let prefix = match target_type {
+                    TargetType::File if super::environ_of_other(target) => {
+                        Some(super::ENVIRON_GROUP)
+                    }
+                    TargetType::File => fold(target),
+                    TargetType::Env | TargetType::Host => None,
+                };
+                // A host request names an interface, `*` or `uname`: the call says what
+                // it asked (`rtm_getlink *`: every interface's MAC address).
+                let shown = match target_type {
+                    TargetType::Host => format!("{} {target}", how.name()),
+                    TargetType::Env | TargetType::File => target.clone(),
+                };
+                for pid in &e.pids {
+                    let facts = out.entry(*pid).or_default();
+                    for &c in &e.categories {
+                        facts.entry((c, evidence)).or_default().add(&shown, prefix);
                     }
                 }
             }
@@ -148,6 +168,7 @@ impl ProbeTable {
                             target_type: *target_type,
                             target: target.clone(),
                             how: Vec::new(),
+                            evidence: Vec::new(),
                             count: 0,
                             distinct_targets: None,
                             pids: Vec::new(),
@@ -156,6 +177,9 @@ impl ProbeTable {
                     s.count += e.count;
                     if !s.how.contains(how) {
                         s.how.push(*how);
+                    }
+                    if !s.evidence.contains(&how.evidence()) {
+                        s.evidence.push(how.evidence());
                     }
                     s.first_offset_ms = s.first_offset_ms.min(offset_ms(e.first_ns));
                     for pid in &e.pids {
@@ -169,6 +193,20 @@ impl ProbeTable {
         }
     }
 
+    /// Whether `pid` made this probe (type, operation, target).
+    pub fn made_by(
+        &self,
+        target_type: TargetType,
+        how: crate::ops::How,
+        target: &str,
+        pid: u32,
+    ) -> bool {
+        self.entries
+            .get(&(target_type, how))
+            .and_then(|t| t.get(target))
+            .is_some_and(|e| e.pids.contains(&pid))
+    }
+
     /// Whether this (type, operation, target) is already in the table.
     pub fn contains(&self, target_type: TargetType, how: crate::ops::How, target: &str) -> bool {
         self.entries
@@ -176,6 +214,88 @@ impl ProbeTable {
             .is_some_and(|t| t.contains_key(target))
     }
 }
+
+/// Targets of one (category, evidence) of one process: the first `MAX_FACT_TARGETS`
+/// in name order are named, the rest counted; files under a policy prefix fold into
+/// `prefix**` past `FOLD_AFTER`, as connection records fold them.
+#[derive(Debug, Default, Clone)]
+pub struct FactTargets {
+    targets: std::collections::BTreeSet<String>,
+    /// Per fold prefix: its first targets and how many there were.
+    groups: BTreeMap<String, (Vec<String>, u64)>,
+    more: u64,
+}
+
+/// Targets named per process, category and evidence in the report's summary.
+pub const MAX_FACT_TARGETS: usize = 16;
+
+impl FactTargets {
+    fn add(&mut self, target: &str, prefix: Option<&str>) {
+        if let Some(prefix) = prefix {
+            if let Some((first, count)) = self.groups.get_mut(prefix) {
+                *count += 1;
+                if first.len() < super::fold::FOLD_AFTER {
+                    first.push(target.to_owned());
+                }
+                return;
+            }
+            if self.groups.len() < MAX_FACT_TARGETS {
+                self.groups
+                    .insert(prefix.to_owned(), (vec![target.to_owned()], 1));
+                return;
+            }
+        }
+        if self.targets.contains(target) {
+            return;
+        }
+        if self.targets.len() < MAX_FACT_TARGETS {
+            self.targets.insert(target.to_owned());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Merges another process's targets into these (one CLI, several processes).
+    pub fn merge(&mut self, other: &FactTargets) {
+        for (prefix, (first, count)) in &other.groups {
+            for t in first {
+                self.add(t, Some(prefix));
+            }
+            let extra = count.saturating_sub(first.len() as u64);
+            if let Some((_, c)) = self.groups.get_mut(prefix) {
+                *c += extra;
+            }
+        }
+        for t in &other.targets {
+            self.add(t, None);
+        }
+        self.more += other.more;
+    }
+
+    /// The targets as the report names them (`/usr/share/zoneinfo/** (600 files)`),
+    /// and how many more there were.
+    pub fn named(&self) -> (Vec<String>, u64) {
+        let mut out: Vec<String> = self.targets.iter().cloned().collect();
+        for (prefix, (first, count)) in &self.groups {
+            if prefix == super::ENVIRON_GROUP && *count > 1 {
+                out.push(format!("{prefix} ({count} processes)"));
+            } else if *count as usize > super::fold::FOLD_AFTER {
+                out.push(format!(
+                    "{} ({count} files)",
+                    super::fold::folded_target(prefix)
+                ));
+            } else {
+                out.extend(first.iter().cloned());
+            }
+        }
+        out.sort();
+        out.dedup();
+        (out, self.more)
+    }
+}
+
+/// Per process: (category index, evidence) -> targets.
+pub type FactsByPid = HashMap<u32, BTreeMap<(usize, crate::ops::Evidence), FactTargets>>;
 
 /// Summary rows being gathered: category index -> (type, target) -> row.
 pub type SummaryRows = BTreeMap<usize, BTreeMap<(TargetType, String), ProbeSummary>>;
@@ -187,6 +307,7 @@ pub fn finish_summaries(acc: SummaryRows) -> BTreeMap<usize, Vec<ProbeSummary>> 
             let mut rows: Vec<ProbeSummary> = rows.into_values().collect();
             for r in &mut rows {
                 r.how.sort_unstable();
+                r.evidence.sort_unstable();
                 r.pids.sort_unstable();
             }
             (c, rows)

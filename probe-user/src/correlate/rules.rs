@@ -25,6 +25,8 @@ pub struct NetCall<'a> {
     /// Names the destination is known by: the DNS or /etc/hosts name of the address,
     /// or the names a query asks for.
     pub names: &'a [String],
+    /// A connection that bypassed a proxy or relay setting the process read.
+    pub bypassed: bool,
 }
 
 #[derive(Default)]
@@ -114,7 +116,10 @@ impl RuleEngine {
     ) -> Vec<RuleMatch> {
         let mut out = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.then.contains(&call.kind) || !considered(rule) {
+            if !rule.then.contains(&call.kind)
+                || (rule.bypassed_proxy && !call.bypassed)
+                || !considered(rule)
+            {
                 continue;
             }
             // Inclusive: a probe exactly `within` before the call counts (whole
@@ -172,7 +177,10 @@ impl RuleEngine {
                 severity: rule.severity,
                 action: rule.action,
                 categories,
+                probed_by: Vec::new(),
                 suppressed,
+                counted: rule.evidence,
+                within_ms: rule.within.as_secs_f64() * 1e3,
             });
         }
         out
@@ -209,7 +217,7 @@ fn probed_match(
     at: u64,
     category_names: &[String],
 ) -> Option<Vec<String>> {
-    let has = |c: usize| prior.probed(c, since, at);
+    let has = |c: usize| prior.probed(c, rule.evidence, since, at);
     if !rule.all_of.iter().all(|&c| has(c)) {
         return None;
     }
@@ -218,7 +226,7 @@ fn probed_match(
     }
     if let Some(min) = rule.min_count {
         let cats = (!rule.any_of.is_empty()).then_some(rule.any_of.as_slice());
-        if !prior.distinct_at_least(cats, since, at, u64::from(min)) {
+        if !prior.distinct_at_least(cats, rule.evidence, since, at, u64::from(min)) {
             return None;
         }
     }
@@ -232,7 +240,7 @@ fn probed_match(
     if names.is_empty() {
         // `min_count` alone: name what was probed.
         names = prior
-            .categories(since, at)
+            .categories(rule.evidence, since, at)
             .into_iter()
             .filter_map(|c| category_names.get(c).cloned())
             .collect();

@@ -2,17 +2,25 @@
 //! probed or connected, with the categories it probed, the destinations it contacted
 //! and the rules its connections matched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::Correlator;
+use super::probes::FactTargets;
+use crate::ops::Evidence;
 use crate::process::ProcessTable;
-use crate::records::{CliSummary, ContactedDestination};
+use crate::records::{CliFact, CliSummary, ContactedDestination};
+
+/// Local IPC endpoints named per CLI (each connection is still in the report's list).
+const MAX_LISTED_IPC: usize = 64;
 
 impl Correlator {
     /// One entry per CLI that probed or connected, in order of first appearance (pid),
     /// over every tree or only `tree`'s.
     pub fn cli_summaries(&self, procs: &ProcessTable, tree: Option<u32>) -> Vec<CliSummary> {
-        let by_pid = self.timelines.categories_by_pid();
+        let classifier = &self.classifier;
+        let by_pid = self
+            .timelines
+            .facts_by_pid(&|target: &str| classifier.fold_prefix(target));
         let mut pids: Vec<u32> = by_pid.keys().copied().collect();
         // One pass over the kept connections, not one per process.
         let mut conns_of: std::collections::HashMap<u32, Vec<&crate::records::ConnectionRecord>> =
@@ -34,6 +42,7 @@ impl Correlator {
         // Keyed by what identifies a CLI, in first-pid order.
         let mut order: Vec<(String, Option<String>, Option<String>)> = Vec::new();
         let mut out: BTreeMap<usize, CliSummary> = BTreeMap::new();
+        let mut facts_of: HashMap<usize, BTreeMap<(usize, Evidence), FactTargets>> = HashMap::new();
         // One entry per (destination, name): the first request of a connection named
         // the same way stands for the rest (a chatty API client's paths would
         // otherwise each take a line).
@@ -60,17 +69,40 @@ impl Correlator {
                 package: info.image.package.clone(),
                 pids: Vec::new(),
                 categories: Vec::new(),
+                checked: Vec::new(),
+                exposed: Vec::new(),
+                facts: Vec::new(),
                 destinations: Vec::new(),
+                local_ipc: Vec::new(),
+                bypasses: 0,
                 rules: Vec::new(),
+                exe_hash: None,
             });
             s.pids.push(pid);
-            for c in by_pid.get(&pid).into_iter().flatten() {
-                let name = &self.category_names[*c];
-                if !s.categories.contains(name) {
-                    s.categories.push(name.clone());
-                }
+            // The first of its processes with a hash (an early one may have exited
+            // before it was hashed).
+            if s.exe_hash.as_ref().is_none_or(|h| h.sha256.is_none()) {
+                s.exe_hash = procs.exe_hash(pid).or(s.exe_hash.take());
+            }
+            let facts = facts_of.entry(slot).or_default();
+            for (key, targets) in by_pid.get(&pid).into_iter().flatten() {
+                facts.entry(*key).or_default().merge(targets);
             }
             for conn in conns_of.get(&pid).into_iter().flatten() {
+                s.bypasses += u64::from(conn.bypassed.is_some());
+                for m in &conn.matched_rules {
+                    if !s.rules.contains(&m.rule) {
+                        s.rules.push(m.rule.clone());
+                    }
+                }
+                if conn.destination.family == crate::records::Family::Unix {
+                    if s.local_ipc.len() < MAX_LISTED_IPC
+                        && !s.local_ipc.contains(&conn.destination)
+                    {
+                        s.local_ipc.push(conn.destination.clone());
+                    }
+                    continue;
+                }
                 let d = ContactedDestination {
                     destination: conn.destination.clone(),
                     domain: conn.domain.clone(),
@@ -89,20 +121,57 @@ impl Correlator {
                 if seen.insert((slot, key)) {
                     s.destinations.push(d);
                 }
-                for m in &conn.matched_rules {
-                    if !s.rules.contains(&m.rule) {
-                        s.rules.push(m.rule.clone());
-                    }
-                }
             }
             self.add_dns_servers(s, pid);
         }
-        let mut list: Vec<CliSummary> = out.into_values().collect();
-        for s in &mut list {
-            let rank = |c: &String| self.category_names.iter().position(|n| n == c);
-            s.categories.sort_by_key(rank);
+        for (slot, s) in &mut out {
+            // Policy order (the category index), then the kind of evidence.
+            for ((c, evidence), targets) in facts_of.remove(slot).unwrap_or_default() {
+                let name = &self.category_names[c];
+                let list = match evidence {
+                    Evidence::Read | Evidence::Enumerated => &mut s.categories,
+                    Evidence::Checked => &mut s.checked,
+                    Evidence::Exposed => &mut s.exposed,
+                };
+                if !list.contains(name) {
+                    list.push(name.clone());
+                }
+                let (mut named, more) = targets.named();
+                // The value the policy shows, next to its name (`TZ=Asia/Shanghai`):
+                // the first process of the CLI that had one.
+                for t in &mut named {
+                    if let Some(v) = s.pids.iter().find_map(|p| self.values.get(*p, t)) {
+                        *t = format!("{t}={v}");
+                    }
+                }
+                s.facts.push(CliFact {
+                    category: name.clone(),
+                    evidence,
+                    targets: named,
+                    more,
+                });
+            }
+            // A target read is not listed again as exposed or checked.
+            let read_targets: Vec<(String, String)> = s
+                .facts
+                .iter()
+                .filter(|f| matches!(f.evidence, Evidence::Read | Evidence::Enumerated))
+                .flat_map(|f| f.targets.iter().map(|t| (f.category.clone(), t.clone())))
+                .collect();
+            for f in &mut s.facts {
+                if matches!(f.evidence, Evidence::Exposed | Evidence::Checked) {
+                    f.targets
+                        .retain(|t| !read_targets.contains(&(f.category.clone(), t.clone())));
+                }
+            }
+            s.facts.retain(|f| !f.targets.is_empty() || f.more > 0);
+            // A category read is not also "only checked" or "only exposed".
+            let read = s.categories.clone();
+            s.checked.retain(|c| !read.contains(c));
+            s.exposed
+                .retain(|c| !read.contains(c) && !s.checked.contains(c));
         }
-        list
+        out.into_values().collect()
     }
 }
 

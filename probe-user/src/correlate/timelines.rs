@@ -166,11 +166,14 @@ impl Timelines {
         }
     }
 
-    /// Category indices probed by each process, over all trees.
-    pub fn categories_by_pid(&self) -> HashMap<u32, Vec<usize>> {
+    /// What each process probed, by category and evidence, over all trees.
+    pub fn facts_by_pid<'p>(
+        &self,
+        fold: &impl Fn(&str) -> Option<&'p str>,
+    ) -> super::probes::FactsByPid {
         let mut out = HashMap::new();
         for t in self.trees.values() {
-            t.table.categories_by_pid_into(&mut out);
+            t.table.facts_by_pid_into(&mut out, fold);
         }
         out
     }

@@ -84,6 +84,7 @@ impl Subscriber {
         uid_only: Option<u32>,
         format: Format,
         color: bool,
+        details: bool,
         out: mpsc::Sender<String>,
     ) -> Self {
         let buf = SharedBuf::default();
@@ -91,7 +92,9 @@ impl Subscriber {
             roots,
             base_ms,
             uid_only,
-            printer: Printer::new(format, Box::new(buf.clone())).with_color(color),
+            printer: Printer::new(format, Box::new(buf.clone()))
+                .with_color(color)
+                .with_details(details),
             buf,
             out,
         }

@@ -44,6 +44,9 @@ pub enum Request {
         format: Format,
         #[serde(default)]
         color: bool,
+        /// The readable report lists every probe and connection (`--details`).
+        #[serde(default)]
+        details: bool,
     },
     /// On a subscribed connection: stop now (after handling every event already in
     /// the ring), send the trees' report, and end.
@@ -135,6 +138,7 @@ mod tests {
             pids: vec![1, 2],
             format: Format::Json,
             color: false,
+            details: false,
         };
         let line = request_line(&sub);
         assert_eq!(parse_request(line.trim_end().as_bytes()), Ok(sub));

@@ -39,6 +39,7 @@ pub enum Command {
         uid_only: Option<u32>,
         format: Format,
         color: bool,
+        details: bool,
         out: mpsc::Sender<String>,
         /// The subscription's id and the pids watched.
         reply: oneshot::Sender<Result<(u64, Vec<u32>), String>>,
@@ -344,6 +345,7 @@ async fn serve(stream: UnixStream, cred: UCred, registration: &Registration, sha
                 pids,
                 format,
                 color,
+                details,
             } => {
                 let connection = Connection {
                     read: &mut read,
@@ -351,7 +353,7 @@ async fn serve(stream: UnixStream, cred: UCred, registration: &Registration, sha
                     registration,
                     shared,
                 };
-                subscribe(connection, &caller, role, pids, format, color).await;
+                subscribe(connection, &caller, role, pids, format, color, details).await;
                 return;
             }
         };
@@ -384,6 +386,7 @@ async fn subscribe(
     pids: Vec<u32>,
     format: Format,
     color: bool,
+    details: bool,
 ) {
     let Connection {
         read,
@@ -432,6 +435,7 @@ async fn subscribe(
         uid_only,
         format,
         color,
+        details,
         out,
         reply,
     })

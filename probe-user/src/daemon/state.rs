@@ -211,6 +211,7 @@ impl DaemonState {
                 uid_only,
                 format,
                 color,
+                details,
                 out,
                 reply,
             } => {
@@ -229,6 +230,7 @@ impl DaemonState {
                     uid_only,
                     format,
                     color,
+                    details,
                     out,
                 );
                 let _ = reply.send(Ok((id, watched.clone())));

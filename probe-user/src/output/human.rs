@@ -2,9 +2,14 @@
 
 use std::fmt::Write as _;
 
-use crate::records::{Body, ConnectionRecord, Family, Record, RunReport, SeenAt};
+use crate::records::{Body, ConnectionRecord, Family, Record, SeenAt};
 
 pub fn render(record: &Record) -> String {
+    render_with(record, false)
+}
+
+/// `details`: the end-of-run report lists every probe and connection (`--details`).
+pub fn render_with(record: &Record, details: bool) -> String {
     let mut s = String::new();
     let offset = record.header.offset_ms.unwrap_or(0.0);
     let pid = record.header.pid.unwrap_or(0);
@@ -32,6 +37,9 @@ pub fn render(record: &Record) -> String {
                 }
             );
         }
+        // An exposure its parent had too: the environment passed down unchanged, in
+        // every child. `--json` keeps it; the readable stream does not repeat it.
+        Body::Probe(p) if p.inherited => {}
         Body::Probe(p) => {
             let _ = writeln!(
                 s,
@@ -73,17 +81,26 @@ pub fn render(record: &Record) -> String {
                 dest_line(c),
                 c.process
             );
-            if c.probes_before.is_empty() {
+            if c.destination.family == Family::Unix {
+                // Local IPC (nscd, D-Bus): not a network call; the report lists it
+                // apart, without the probes before it.
+            } else if c.probes_before.is_empty() {
                 let _ = writeln!(s, "{:>9}           no policy probes before it", "");
             } else {
-                let cats: Vec<&str> = c
-                    .probes_before
-                    .iter()
-                    .map(|p| p.category.as_str())
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                let _ = writeln!(s, "{:>9}           after probing: {}", "", cats.join(", "));
+                let _ = writeln!(
+                    s,
+                    "{:>9}           after probing: {}",
+                    "",
+                    after_probing(&c.probes_before)
+                );
+            }
+            if let Some(b) = &c.bypassed {
+                let _ = writeln!(
+                    s,
+                    "{:>9}           BYPASSED the configured proxy/relay: {}",
+                    "",
+                    b.settings.join(", ")
+                );
             }
             rule_lines(&mut s, &c.matched_rules, &format!("{:>9}           ", ""));
         }
@@ -92,16 +109,19 @@ pub fn render(record: &Record) -> String {
                 Some(d) => d.to_string(),
                 None => m.names.join(","),
             };
+            let verb = match m.event {
+                crate::policy::rules::NetworkEvent::DnsQuery => format!("asked DNS for {target}"),
+                crate::policy::rules::NetworkEvent::UdpSend => format!("sent to {target}"),
+                _ => format!("connected to {target}"),
+            };
             let _ = writeln!(
                 s,
-                "{:>9}  [{}] ALERT   rule {} [{}]: {} probed {} then {} {target}",
+                "{:>9}  [{}] ALERT   rule {} [{}]: {}",
                 secs(offset),
                 pid,
                 m.matched.rule,
                 m.matched.severity.as_str(),
-                m.process,
-                m.matched.categories.join(", "),
-                m.event.as_str(),
+                m.matched.sentence(&m.process, pid, &verb),
             );
         }
         Body::ConnectOutcome(o) => {
@@ -231,12 +251,68 @@ pub fn render(record: &Record) -> String {
                 (None, false) => writeln!(s, "{:>9}  policy  reload refused", ""),
             };
         }
-        Body::Report(r) => render_report(&mut s, r),
+        Body::Report(r) => super::report::render_report(&mut s, r, details),
     }
     s
 }
 
-fn rule_lines(s: &mut String, rules: &[crate::records::RuleMatch], indent: &str) {
+/// `timezone (self, parent node 10), api-relay (exposed)`: each category before a
+/// connection, and who read it. An exposure counts only when it is the caller's own or
+/// an ancestor's (the environment it was given), and is marked as such; a category only
+/// checked (stat, access) is marked too.
+fn after_probing(rows: &[crate::records::PriorProbe]) -> String {
+    use crate::ops::Evidence;
+    use crate::records::Relation;
+    // Per category: who read it, and the weakest kinds seen otherwise.
+    let mut cats: Vec<(&str, Vec<String>, bool, bool)> = Vec::new();
+    for p in rows {
+        let own_env = p.by.iter().any(|a| {
+            matches!(
+                a.relation,
+                Relation::Itself | Relation::Parent | Relation::Ancestor
+            )
+        });
+        if p.evidence == Evidence::Exposed && !own_env {
+            continue;
+        }
+        let i = match cats.iter().position(|(c, ..)| *c == p.category) {
+            Some(i) => i,
+            None => {
+                cats.push((&p.category, Vec::new(), false, false));
+                cats.len() - 1
+            }
+        };
+        let entry = &mut cats[i];
+        match p.evidence {
+            Evidence::Exposed => entry.2 = true,
+            Evidence::Checked => entry.3 = true,
+            Evidence::Read | Evidence::Enumerated => {
+                for a in &p.by {
+                    let who = match a.relation {
+                        Relation::Itself => "self".to_owned(),
+                        rel => format!("{} {} {}", rel.name(), a.process, a.pid),
+                    };
+                    if !entry.1.contains(&who) && entry.1.len() < 3 {
+                        entry.1.push(who);
+                    }
+                }
+            }
+        }
+    }
+    cats.iter()
+        .map(
+            |(c, who, exposed, checked)| match (who.is_empty(), exposed, checked) {
+                (false, ..) => format!("{c} ({})", who.join(", ")),
+                (true, true, _) => format!("{c} (exposed only)"),
+                (true, false, true) => format!("{c} (checked only)"),
+                (true, false, false) => (*c).to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn rule_lines(s: &mut String, rules: &[crate::records::RuleMatch], indent: &str) {
     for m in rules {
         let _ = writeln!(
             s,
@@ -273,11 +349,11 @@ pub fn paint(record: &Record, text: &str) -> String {
         .collect()
 }
 
-fn secs(ms: f64) -> String {
+pub(super) fn secs(ms: f64) -> String {
     format!("+{:.3}s", ms / 1000.0)
 }
 
-fn dest_line(c: &ConnectionRecord) -> String {
+pub(super) fn dest_line(c: &ConnectionRecord) -> String {
     let outcome = c
         .outcome
         .as_ref()
@@ -314,247 +390,9 @@ fn dest_line(c: &ConnectionRecord) -> String {
     )
 }
 
-fn render_report(s: &mut String, r: &RunReport) {
-    let _ = writeln!(s, "\n== probectl report (policy: {}) ==", r.policy);
-    let cli = &r.cli;
-    let _ = writeln!(
-        s,
-        "CLI      {} (pid {}{})",
-        cli.name,
-        cli.pid,
-        cli.uid.map(|u| format!(", uid {u}")).unwrap_or_default()
-    );
-    let _ = writeln!(s, "  exe    {}", cli.image.exe);
-    if let Some(script) = &cli.script {
-        let _ = writeln!(s, "  script {script}");
-    }
-    if let Some(pkg) = &cli.image.package {
-        let _ = writeln!(
-            s,
-            "  package {}{} ({})",
-            pkg.name,
-            pkg.version
-                .as_deref()
-                .map(|v| format!("@{v}"))
-                .unwrap_or_default(),
-            pkg.manifest
-        );
-    }
-    let _ = writeln!(s, "  argv   {}", shell_words(&cli.image.argv));
-    if let Some(cwd) = &cli.image.cwd {
-        let _ = writeln!(s, "  cwd    {cwd}");
-    }
-    if let Some(container) = &cli.image.container {
-        let _ = writeln!(s, "  container {container}");
-    }
-    let _ = writeln!(s, "\nProbes by category:");
-    if r.probes.is_empty() {
-        let _ = writeln!(s, "  (none)");
-    }
-    for cat in &r.probes {
-        let _ = writeln!(s, "  {}", cat.category);
-        for p in &cat.probes {
-            let kind = format!("{:<4}", p.target_type.name());
-            let pids: Vec<String> = p.pids.iter().map(u32::to_string).collect();
-            let target = match p.distinct_targets {
-                Some(n) => format!("{} ({n} files)", p.target),
-                None => p.target.clone(),
-            };
-            let _ = writeln!(
-                s,
-                "    {kind} {:<28} via {:<18} x{:<4} first at {}  pid {}",
-                target,
-                p.how.iter().map(|h| h.name()).collect::<Vec<_>>().join(","),
-                p.count,
-                secs(p.first_offset_ms),
-                pids.join(",")
-            );
-        }
-    }
-    let _ = writeln!(s, "\nConnections:");
-    if r.connections.is_empty() {
-        let _ = writeln!(s, "  (none)");
-    }
-    for kept in &r.connections {
-        let c = &kept.body;
-        let lineage: Vec<String> = c.lineage.iter().map(u32::to_string).collect();
-        let _ = writeln!(
-            s,
-            "  {} at {} by {} (pid {})",
-            dest_line(c),
-            secs(kept.header.offset_ms.unwrap_or(0.0)),
-            c.process,
-            lineage.join(" < ")
-        );
-        if c.probes_before.is_empty() {
-            let _ = writeln!(s, "    no policy probes before it");
-        }
-        for p in &c.probes_before {
-            let _ = writeln!(
-                s,
-                "    before it: {:<10} {:<10} {:<28} x{:<4} {:.1} ms before",
-                p.category, p.how, p.target, p.count, p.first_ms_before
-            );
-        }
-        rule_lines(s, &c.matched_rules, "    ");
-    }
-    if !r.rules.is_empty() {
-        let _ = writeln!(s, "\nRules matched:");
-        for rule in &r.rules {
-            let _ = writeln!(
-                s,
-                "  {} [{}, {}] x{}{} first at {}",
-                rule.rule,
-                rule.severity.as_str(),
-                if rule.action == crate::policy::rules::Action::Alert {
-                    "alert"
-                } else {
-                    "log"
-                },
-                rule.matches,
-                if rule.suppressed > 0 {
-                    format!(" ({} repeats suppressed)", rule.suppressed)
-                } else {
-                    String::new()
-                },
-                secs(rule.first_offset_ms)
-            );
-        }
-    }
-    if !r.clis.is_empty() {
-        let _ = writeln!(s, "\nPer CLI:");
-    }
-    for c in &r.clis {
-        let pids: Vec<String> = c.pids.iter().map(u32::to_string).collect();
-        let what = match (&c.script, &c.package) {
-            (Some(script), Some(pkg)) => format!(
-                "{} {script} ({}{})",
-                c.name,
-                pkg.name,
-                pkg.version
-                    .as_deref()
-                    .map(|v| format!("@{v}"))
-                    .unwrap_or_default()
-            ),
-            (Some(script), None) => format!("{} {script}", c.name),
-            _ => c.exe.clone(),
-        };
-        let _ = writeln!(s, "  {what} (pid {})", pids.join(", "));
-        let none = || "(none)".to_owned();
-        let _ = writeln!(
-            s,
-            "    probed:    {}",
-            if c.categories.is_empty() {
-                none()
-            } else {
-                c.categories.join(", ")
-            }
-        );
-        let dests: Vec<String> = c.destinations.iter().map(super::route::contacted).collect();
-        let _ = writeln!(
-            s,
-            "    contacted: {}",
-            if dests.is_empty() {
-                none()
-            } else {
-                dests.join(", ")
-            }
-        );
-        if !c.rules.is_empty() {
-            let _ = writeln!(s, "    rules:     {}", c.rules.join(", "));
-        }
-    }
-    let _ = writeln!(s);
-    let _ = writeln!(s, "Sensors in use:");
-    for c in &r.sensors {
-        let family = c.family.as_str();
-        let fallback = if c.passed_over.is_empty() {
-            ""
-        } else {
-            " (fallback; `probectl doctor` says why)"
-        };
-        let _ = writeln!(s, "  {family:<8} {}{fallback}", c.chosen);
-    }
-    if r.partial {
-        let _ = writeln!(
-            s,
-            "PARTIAL: these sensors did not attach, so what they watch is missing:"
-        );
-        for u in &r.unattached_sensors {
-            let _ = writeln!(
-                s,
-                "  {} ({}): {}",
-                u.program,
-                u.attach_point,
-                u.error.as_deref().unwrap_or("?")
-            );
-        }
-    } else {
-        let _ = writeln!(s, "Sensors: all attached.");
-    }
-    if r.drops.is_empty() {
-        let _ = writeln!(s, "Lost events: none.");
-    } else {
-        let _ = writeln!(s, "LOST EVENTS:");
-        for d in &r.drops {
-            let _ = writeln!(s, "  {}: {}", d.reason, d.count);
-        }
-    }
-    let t = &r.timeline;
-    let _ = writeln!(
-        s,
-        "Timeline: {} of {} distinct probes kept in {} process tree(s){}{}; connections kept up to {}{}.",
-        t.distinct_probes,
-        t.max_distinct_probes,
-        t.trees,
-        if t.trees_evicted_after_exit + t.trees_evicted_for_room > 0 {
-            format!(
-                " ({} trees let go after exit, {} to make room, with {} probes)",
-                t.trees_evicted_after_exit, t.trees_evicted_for_room, t.probes_evicted
-            )
-        } else {
-            String::new()
-        },
-        if t.probes_not_kept > 0 {
-            format!(
-                " ({} probes of new targets past the bound, counted above)",
-                t.probes_not_kept
-            )
-        } else {
-            String::new()
-        },
-        t.max_connections,
-        if t.connections_not_kept > 0 {
-            format!(
-                " ({} earlier ones streamed, not listed)",
-                t.connections_not_kept
-            )
-        } else {
-            String::new()
-        }
-    );
-    if !r.truncated.is_empty() {
-        let _ = writeln!(s, "Cut at the capture limit:");
-        for d in &r.truncated {
-            let _ = writeln!(s, "  {}: {}", d.reason, d.count);
-        }
-    }
-    if !r.filtered.is_empty() {
-        let _ = writeln!(s, "Matched in the kernel but not reported:");
-        for d in &r.filtered {
-            let _ = writeln!(s, "  {}: {}", d.reason, d.count);
-        }
-    }
-    let _ = writeln!(s, "Not covered by this build:");
-    for note in &r.coverage_notes {
-        let _ = writeln!(s, "  - {note}");
-    }
-    let _ = writeln!(s, "Command exit code: {}", r.exit_code);
-}
-
 /// Joins arguments so their boundaries stay visible: an argument with a space, a
 /// quote or nothing in it is single-quoted, shell style.
-fn shell_words(argv: &[String]) -> String {
+pub(super) fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty() && !a.contains([' ', '\'', '"', '\t']) {

@@ -2,6 +2,7 @@
 //! for machines.
 
 mod human;
+mod report;
 mod route;
 mod tree;
 
@@ -56,6 +57,8 @@ pub struct Printer {
     pub written: u64,
     /// Readable format: lines indented by the process's depth in its tree.
     tree: tree::TreeIndent,
+    /// The readable report lists every probe and connection (`--details`).
+    details: bool,
 }
 
 impl Printer {
@@ -67,7 +70,15 @@ impl Printer {
             write_errors: 0,
             written: 0,
             tree: tree::TreeIndent::default(),
+            details: false,
         }
+    }
+
+    /// The readable report lists every probe and every connection with the probes
+    /// before it (`--details`); without it the report is a summary that fits a screen.
+    pub fn with_details(mut self, details: bool) -> Self {
+        self.details = details;
+        self
     }
 
     /// Colours the human format. Every process-controlled string is escaped before it
@@ -90,7 +101,9 @@ impl Printer {
                     self.out.write_all(&line)
                 }),
             Format::Human => {
-                let text = self.tree.indent(record, human::render(record));
+                let text = self
+                    .tree
+                    .indent(record, human::render_with(record, self.details));
                 let text = if self.color {
                     human::paint(record, &text)
                 } else {

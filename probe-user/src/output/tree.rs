@@ -35,11 +35,7 @@ impl TreeIndent {
             return text;
         };
         let depth = match &record.body {
-            Body::Exec(e) => {
-                let d = self.depth.get(&e.ppid).map_or(0, |d| d + 1).min(MAX_DEPTH);
-                self.depth.insert(pid, d);
-                d
-            }
+            Body::Exec(e) => self.place(pid, e.ppid, &e.ancestors),
             Body::Exit(_) => self.depth.remove(&pid).unwrap_or(0),
             _ => self.depth.get(&pid).copied().unwrap_or(0),
         };
@@ -47,6 +43,34 @@ impl TreeIndent {
             return text;
         }
         indent_lines(&text, depth)
+    }
+}
+
+impl TreeIndent {
+    /// Depth of a process at its exec: one below the nearest ancestor already drawn,
+    /// counting the ones between that never exec'd (a shell's subshell forks its
+    /// pipeline's commands without an exec of its own, so it has no line). Those get
+    /// their depth too, for the lines they make themselves (their probes, their exit).
+    fn place(&mut self, pid: u32, ppid: u32, ancestors: &[u32]) -> usize {
+        let chain: Vec<u32> = std::iter::once(ppid)
+            .chain(ancestors.iter().copied())
+            .collect();
+        let Some((found, top)) = chain
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| self.depth.get(p).map(|&d| (i, d)))
+        else {
+            // No ancestor drawn: the top of a tree.
+            self.depth.insert(pid, 0);
+            return 0;
+        };
+        for (i, &between) in chain[..found].iter().enumerate() {
+            // None of these is drawn yet: `found` is the first that is.
+            self.depth.insert(between, (top + found - i).min(MAX_DEPTH));
+        }
+        let d = (top + found + 1).min(MAX_DEPTH);
+        self.depth.insert(pid, d);
+        d
     }
 }
 
@@ -83,6 +107,10 @@ mod tests {
     }
 
     fn exec(pid: u32, ppid: u32) -> Record {
+        exec_under(pid, ppid, vec![])
+    }
+
+    fn exec_under(pid: u32, ppid: u32, ancestors: Vec<u32>) -> Record {
         about(
             pid,
             Body::Exec(ExecRecord {
@@ -95,6 +123,7 @@ mod tests {
                 argv_truncated: vec![],
                 argv_lost: false,
                 selected_by: None,
+                ancestors,
             }),
         )
     }
@@ -118,5 +147,34 @@ mod tests {
                 .contains("│ │ [102]")
         );
         assert!(!t.depth.contains_key(&102));
+    }
+
+    /// `sh -c '(cat | tr | cut)'`: the subshell (101) forks the pipeline's commands
+    /// without an exec of its own; they are drawn two levels under sh, and the
+    /// subshell's own lines one level under it.
+    #[test]
+    fn children_of_a_subshell_that_never_execs_are_drawn_at_their_real_depth() {
+        let mut t = TreeIndent::default();
+        t.indent(&exec(100, 1), "  +0.010s  [100] exec\n".into());
+        for pid in [102, 103] {
+            let line = format!("  +0.011s  [{pid}] exec\n");
+            assert_eq!(
+                t.indent(&exec_under(pid, 101, vec![100, 1]), line),
+                format!("  +0.011s  │ │ [{pid}] exec\n")
+            );
+        }
+        let exit = about(101, Body::Exit(ExitRecord { exit_code: Some(0) }));
+        assert_eq!(
+            t.indent(&exit, "  +0.013s  [101] exit\n".into()),
+            "  +0.013s  │ [101] exit\n"
+        );
+        // No ancestor drawn at all: a top.
+        assert_eq!(
+            t.indent(
+                &exec_under(300, 299, vec![298]),
+                "  +0.014s  [300] exec\n".into()
+            ),
+            "  +0.014s  [300] exec\n"
+        );
     }
 }

@@ -169,6 +169,13 @@ fn rule_sentence(rule: &CompiledRule, policy: &CompiledPolicy) -> String {
             .unwrap_or_default(),
         rule.within
     );
+    if rule.bypassed_proxy {
+        line.push_str(
+            "; only a connection that goes around a proxy or relay setting the process read",
+        );
+    }
+    let counted: Vec<&str> = rule.evidence.kinds().map(|k| k.name()).collect();
+    line.push_str(&format!("; probes count when {}", counted.join(" or ")));
     if let Some(window) = rule.suppress {
         line.push_str(&format!(
             "; repeats for the same tree and destination within {window:?} are counted, not reported again"
@@ -216,13 +223,14 @@ mod tests {
         for needle in [
             "Policy \"default\" (t.yaml)",
             "  timezone: ",
-            "env (exact case): TZ",
+            "env (exact case; the first 64 bytes of the value reported when present at exec, credentials redacted): TZ",
             "env (any letter case; the first 64 bytes",
             "everything under: /usr/share/zoneinfo/",
             "`~/` is each of 2 home directories",
             "whole-environment reads",
-            "fingerprint-then-network [medium, log] (id PCTL-0001): a process tree probes all of timezone and any of api-relay, proxy, proxy-config, host-identity, then makes a connect or udp_send or dns_query to anywhere except an address in 127.0.0.0/8, ::1/128 within 60s",
-            "r [medium, alert] (id X-1): a process tree probes all of timezone and any of proxy, then makes a connect to an address in 10.0.0.0/8 except port 22 within 30s; repeats",
+            "fingerprint-then-network [medium, log] (id PCTL-0001): a process tree probes all of timezone and any of api-relay, proxy, proxy-config, host-identity, then makes a connect or udp_send or dns_query to anywhere except an address in 127.0.0.0/8, ::1/128 within 60s; probes count when read or enumerated",
+            "proxy-bypass [medium, log] (id PCTL-0002): a process tree probes any of proxy, api-relay, then makes a connect or udp_send within 600s; only a connection that goes around a proxy or relay setting the process read",
+            "r [medium, alert] (id X-1): a process tree probes all of timezone and any of proxy, then makes a connect to an address in 10.0.0.0/8 except port 22 within 30s; probes count when read or enumerated; repeats",
             "In the kernel: ",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

@@ -6,12 +6,15 @@
 //!   - name: fingerprint-then-call-home
 //!     id: PCTL-0001
 //!     probed: { all_of: [timezone, api-relay] }   # or any_of: [...], min_count: N
+//!                                                 # evidence: [read, enumerated] (the default;
+//!                                                 #   also checked, exposed)
 //!     then: [connect, udp_send, dns_query]        # the default; also unix_connect
 //!     destination:                                # default: anywhere
 //!       host: ["*.example.com"]
 //!       cidr: ["203.0.113.0/24"]
 //!       port: [443]
 //!       except: { cidr: ["127.0.0.0/8", "::1/128"] }
+//!     bypassed_proxy: true                        # only direct calls past a proxy/relay it read
 //!     within: 30s
 //!     severity: high                              # info, low, medium, high, critical
 //!     action: alert                               # log (default) or alert
@@ -40,6 +43,10 @@ pub struct Rule {
     pub then: Vec<NetworkEvent>,
     #[serde(default)]
     pub destination: Option<DestinationSpec>,
+    /// Only connections that bypassed a proxy or relay setting the process read (it
+    /// read HTTPS_PROXY, ALL_PROXY or a `*_BASE_URL` and connected elsewhere directly).
+    #[serde(default)]
+    pub bypassed_proxy: bool,
     /// How long before the network event the probes count, e.g. `30s`, `500ms`, `5m`.
     pub within: String,
     #[serde(default)]
@@ -66,6 +73,11 @@ pub struct Probed {
     /// categories if given, else in any category.
     #[serde(default)]
     pub min_count: Option<u32>,
+    /// Which kinds of evidence count as probed: `read` and `enumerated` when omitted.
+    /// `checked` (stat, access) and `exposed` (present at exec, never seen read) count
+    /// only when named here.
+    #[serde(default)]
+    pub evidence: Vec<crate::ops::Evidence>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -163,8 +175,12 @@ pub struct CompiledRule {
     pub all_of: Vec<usize>,
     pub any_of: Vec<usize>,
     pub min_count: Option<u32>,
+    /// The kinds of evidence `probed` counts.
+    pub evidence: crate::ops::EvidenceSet,
     pub then: Vec<NetworkEvent>,
     pub destination: Option<CompiledDestination>,
+    /// Only connections flagged as a proxy/relay bypass.
+    pub bypassed_proxy: bool,
     pub within: Duration,
     pub severity: Severity,
     pub action: Action,
@@ -402,6 +418,11 @@ pub(super) fn compile_rules(
                 .map(|c| category(name, c))
                 .collect::<Result<_, _>>()?,
             min_count: p.min_count,
+            evidence: if p.evidence.is_empty() {
+                crate::ops::EvidenceSet::DEFAULT
+            } else {
+                crate::ops::EvidenceSet::of(&p.evidence)
+            },
             then: if rule.then.is_empty() {
                 vec![
                     NetworkEvent::Connect,
@@ -412,6 +433,7 @@ pub(super) fn compile_rules(
                 rule.then.clone()
             },
             destination,
+            bypassed_proxy: rule.bypassed_proxy,
             within,
             severity: rule.severity,
             action: rule.action,

@@ -376,3 +376,40 @@ fn selectors_compile_and_bad_ones_are_rejected() {
         assert!(err.contains("t.yaml:"), "{err}");
     }
 }
+
+/// The SDKs' and CLIs' endpoint variables and config files (docs/policy.md, "Where the
+/// api-relay names come from") are api-relay; their API-key variables are not in the
+/// policy at all.
+#[test]
+fn default_policy_names_the_sdks_endpoints_and_the_clis_config_files() {
+    let p = load_default().unwrap();
+    let relay = p
+        .categories
+        .iter()
+        .position(|c| c.name == "api-relay")
+        .unwrap();
+    for name in [
+        "ANTHROPIC_BEDROCK_BASE_URL",
+        "ANTHROPIC_VERTEX_BASE_URL",
+        "AZURE_OPENAI_ENDPOINT",
+        "OPENAI_API_BASE",
+        "GOOGLE_VERTEX_BASE_URL",
+        "GROQ_BASE_URL",
+        "CO_API_URL",
+        "OLLAMA_HOST",
+        "HF_ENDPOINT",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+    ] {
+        assert_eq!(p.classifier.env_categories(name), [relay], "{name}");
+    }
+    for name in ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "AWS_ENDPOINT_URL"] {
+        assert!(p.classifier.env_categories(name).is_empty(), "{name}");
+    }
+    for path in [
+        "/etc/claude-code/managed-settings.json",
+        "/etc/gemini-cli/settings.json",
+        "/etc/qwen-code/settings.json",
+    ] {
+        assert_eq!(p.classifier.path_categories(path), [relay], "{path}");
+    }
+}

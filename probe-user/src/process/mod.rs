@@ -1,6 +1,7 @@
 //! The process table: what userspace knows of each watched process (lineage, image,
 //! uid), built from exec/fork/exit events and seeded from /proc for roots.
 
+pub mod exe_hash;
 pub mod identity;
 mod image;
 pub mod lookup;
@@ -29,6 +30,11 @@ pub struct ProcessTable {
     selected: HashSet<u32>,
     /// Package lookups, on their own thread (started at the first one).
     lookups: Option<lookup::Lookups>,
+    /// Hashes of native executables, for a run that writes a profile
+    /// (`hash_executables`); none otherwise.
+    hasher: Option<exe_hash::Hasher>,
+    /// Each process's executable hash, with the exec it is of.
+    exe_hashes: HashMap<u32, (u64, exe_hash::ExeHash)>,
 }
 
 /// What `expire_trees` found.
@@ -69,13 +75,49 @@ impl ProcessTable {
         }
     }
 
-    /// Package answers that came after their wait ended.
+    /// Package answers that came after their wait ended, and executable hashes.
     pub fn apply_lookups(&mut self) {
+        if let Some(hasher) = &mut self.hasher {
+            for a in hasher.poll() {
+                self.exe_hashes.insert(a.pid, (a.exec, a.hash));
+            }
+        }
         let Some(lookups) = &mut self.lookups else {
             return;
         };
         for answer in lookups.poll() {
             self.apply(answer);
+        }
+    }
+
+    /// From now on, each native executable a watched process runs is hashed, off the
+    /// event loop (`exe_hash`): a behaviour profile keys a CLI without a package on it.
+    pub fn hash_executables(&mut self) {
+        self.hasher.get_or_insert_with(exe_hash::Hasher::new);
+    }
+
+    /// Waits up to `within` for the hashes still being computed; the ones that do not
+    /// come are noted as such.
+    pub fn finish_exe_hashes(&mut self, within: std::time::Duration) {
+        let Some(hasher) = &mut self.hasher else {
+            return;
+        };
+        for a in hasher.wait(within) {
+            self.exe_hashes.insert(a.pid, (a.exec, a.hash));
+        }
+    }
+
+    /// The hash of `pid`'s current executable, when hashing was asked for: an answer
+    /// of a previous exec does not count, and one still being computed is noted.
+    pub fn exe_hash(&self, pid: u32) -> Option<exe_hash::ExeHash> {
+        self.hasher.as_ref()?;
+        let exec = self.procs.get(&pid)?.exec_seq;
+        match self.exe_hashes.get(&pid) {
+            Some((e, h)) if *e == exec => Some(h.clone()),
+            _ => Some(exe_hash::ExeHash {
+                sha256: None,
+                note: Some("not hashed: no answer in time".into()),
+            }),
         }
     }
 
@@ -228,6 +270,16 @@ impl ProcessTable {
         let exe = escape_bytes(&procfs::absolute_exe(pid, exe));
         info.image = Arc::new(Image::of_live(pid, exe, argv, argv_incomplete));
         self.insert(info);
+        // Interpreters are keyed by their script's package, not their binary.
+        if let Some(hasher) = &mut self.hasher
+            && let Some(info) = self.procs.get(&pid)
+            && info.image.script().is_none()
+        {
+            let (exec, exe) = (info.exec_seq, info.image.exe.clone());
+            if let Err(noted) = hasher.ask(pid, exec, exe) {
+                self.exe_hashes.insert(pid, (exec, noted));
+            }
+        }
     }
 
     pub fn on_exit(&mut self, pid: u32, code: Option<i32>) {

@@ -27,7 +27,16 @@ pub struct ExecRecord {
     /// picked it at this exec (`exe ...`, `argv contains ...`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected_by: Option<String>,
+    /// The parent's own ancestors, nearest first (at most 16), as the
+    /// fork events built them: with `ppid`, the real lineage, through processes that
+    /// forked without an exec (a shell's subshell), which have no exec record. The
+    /// readable stream draws its tree from it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<u32>,
 }
+
+/// Most ancestors an exec record lists above its parent.
+pub const MAX_ANCESTORS: usize = 16;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
@@ -63,6 +72,10 @@ pub struct ProbeRecord {
     /// How it was seen: getenv, secure_getenv, present_at_exec, enumerated, or the
     /// file syscall.
     pub how: How,
+    /// What the probe proves: `read` (a getenv that ran, an open, a readlink),
+    /// `checked` (stat, access), `exposed` (present in the environment at exec, not
+    /// seen read) or `enumerated` (the whole environment listed).
+    pub evidence: crate::ops::Evidence,
     pub result: ProbeResult,
     /// The kernel truncated the target (path or name too long).
     pub truncated: bool,
@@ -70,6 +83,11 @@ pub struct ProbeRecord {
     /// process (a burst, such as ICU reading all of /usr/share/zoneinfo): they are
     /// counted in the report, not streamed.
     pub folded: bool,
+    /// For `present_at_exec`: the parent had the same name (and, where values are
+    /// captured, the same value) at its own exec: the environment passed down
+    /// unchanged. The readable stream does not repeat these.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inherited: bool,
     /// For `present_at_exec` of categories that ask for it: the start of the value,
     /// credentials redacted.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use super::{ConnectResult, Family, NameSource, SeenAt, TcpOutcome};
+use super::{ConnectResult, Family, NameSource, Relation, SeenAt, TcpOutcome};
 use crate::ops::How;
 use crate::policy::rules::{Action, NetworkEvent, Severity};
 
@@ -78,7 +78,12 @@ pub struct PriorProbe {
     pub target_type: super::TargetType,
     pub target: String,
     pub how: How,
+    /// What the probe proves: `read`, `checked`, `exposed` or `enumerated`.
+    pub evidence: crate::ops::Evidence,
     pub pids: Vec<u32>,
+    /// Who made it, relative to the process that made the network call (the first
+    /// `MAX_ACTORS` of `pids`).
+    pub by: Vec<ProbeActor>,
     pub count: u64,
     /// For a folded burst (target `prefix**`): how many distinct files it stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,7 +114,7 @@ impl PriorProbe {
     }
 }
 
-fn is_zero(n: &u64) -> bool {
+pub(super) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
@@ -139,6 +144,10 @@ pub struct ConnectionRecord {
     /// Rows past the `MAX_LISTED_PRIOR` listed (counted, not shown).
     #[serde(skip_serializing_if = "is_zero")]
     pub probes_before_not_listed: u64,
+    /// The process read a proxy or relay setting and got a value, then connected
+    /// somewhere else directly (see docs/events.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bypassed: Option<ProxyBypass>,
     /// Who made the connection.
     pub cli: super::CliIdentity,
     /// Policy rules this connection completes (probes in the window, then this call).
@@ -190,6 +199,14 @@ pub enum AppProtocol {
     Http,
 }
 
+/// A direct connection by a process that had read a proxy or relay setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct ProxyBypass {
+    /// The settings it read and did not use for this connection (`NAME=value`,
+    /// credentials redacted).
+    pub settings: Vec<String>,
+}
+
 /// The outcome of a non-blocking TCP connect, streamed when the handshake ends.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ConnectOutcomeRecord {
@@ -222,6 +239,32 @@ pub struct DnsAnswerRecord {
     pub addresses: Vec<String>,
 }
 
+/// Processes named as the makers of one probe row or one rule's reads.
+pub const MAX_ACTORS: usize = 8;
+
+/// A process that probed, and how it is related to the process that made the
+/// network call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct ProbeActor {
+    pub pid: u32,
+    pub process: String,
+    pub relation: super::Relation,
+}
+
+impl ProbeActor {
+    /// `node (pid 10)`.
+    pub fn label(&self) -> String {
+        format!("{} (pid {})", self.process, self.pid)
+    }
+}
+
+/// The processes that made the reads a rule counted, per category.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ProbedBy {
+    pub category: String,
+    pub by: Vec<ProbeActor>,
+}
+
 /// One rule that matched one network event.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RuleMatch {
@@ -232,8 +275,62 @@ pub struct RuleMatch {
     pub action: Action,
     /// The rule's categories that the tree probed in the window.
     pub categories: Vec<String>,
+    /// Who made those reads, per category (a parent's read, a child's connect).
+    pub probed_by: Vec<ProbedBy>,
     /// A repeat within the rule's suppression window: counted, not alerted again.
     pub suppressed: bool,
+    /// The kinds of evidence the rule counted, and its window: which rows of the
+    /// record's `probes_before` made the match (for `probed_by`).
+    #[serde(skip)]
+    pub counted: crate::ops::EvidenceSet,
+    #[serde(skip)]
+    pub within_ms: f64,
+}
+
+impl RuleMatch {
+    /// "node (pid 10) read timezone; its child curl (pid 12) connected to X": the sentence
+    /// a rule match's alert and report lines use. `caller` is the process that made the
+    /// call, `verb` what it did ("connected to X").
+    pub fn sentence(&self, caller: &str, caller_pid: u32, verb: &str) -> String {
+        let m = self;
+        // Readers in first-seen order, each with the categories it read.
+        let mut readers: Vec<(&ProbeActor, Vec<&str>)> = Vec::new();
+        for p in &m.probed_by {
+            for a in &p.by {
+                match readers.iter_mut().find(|(r, _)| r.pid == a.pid) {
+                    Some((_, cats)) => cats.push(&p.category),
+                    None => readers.push((a, vec![&p.category])),
+                }
+            }
+        }
+        if readers.is_empty() {
+            // Rows past the listing bound: the categories, without names.
+            return format!(
+                "{caller} (pid {caller_pid}) probed {}, then {verb}",
+                m.categories.join(", ")
+            );
+        }
+        let only_self = readers.iter().all(|(a, _)| a.relation == Relation::Itself);
+        let reads: Vec<String> = readers
+            .iter()
+            .map(|(a, cats)| format!("{} read {}", a.label(), cats.join(", ")))
+            .collect();
+        if only_self {
+            return format!("{}, then {verb}", reads.join("; "));
+        }
+        // The caller as the first other reader sees it: "its child curl (pid 12)".
+        let relation = readers
+            .iter()
+            .map(|(a, _)| a.relation)
+            .find(|r| *r != Relation::Itself)
+            .map(Relation::inverse)
+            .unwrap_or(Relation::Relative);
+        let who = match relation {
+            Relation::Relative => format!("{caller} (pid {caller_pid}), in the same tree,"),
+            r => format!("its {} {caller} (pid {caller_pid})", r.name()),
+        };
+        format!("{}; {who} {verb}", reads.join("; "))
+    }
 }
 
 /// A rule that matched a network event, as its own record.
@@ -272,5 +369,60 @@ mod tests {
         assert_eq!(d(Family::Unix, "@bus", 0).to_string(), "unix:@bus");
         let v6 = Destination::of_sockaddr(probe_common::AF_INET6, &[0; 16], 53);
         assert_eq!(v6.to_string(), "[::]:53");
+    }
+}
+
+#[cfg(test)]
+mod sentence_tests {
+    use crate::ops::EvidenceSet;
+    use crate::policy::rules::{Action, Severity};
+    use crate::records::{ProbeActor, ProbedBy, Relation, RuleMatch};
+
+    fn actor(pid: u32, process: &str, relation: Relation) -> ProbeActor {
+        ProbeActor {
+            pid,
+            process: process.into(),
+            relation,
+        }
+    }
+
+    fn matched(probed_by: Vec<ProbedBy>) -> RuleMatch {
+        RuleMatch {
+            rule: "r".into(),
+            id: None,
+            severity: Severity::High,
+            action: Action::Alert,
+            categories: probed_by.iter().map(|p| p.category.clone()).collect(),
+            probed_by,
+            suppressed: false,
+            counted: EvidenceSet::DEFAULT,
+            within_ms: 1e3,
+        }
+    }
+
+    #[test]
+    fn a_parents_read_is_never_blamed_on_the_child_that_connected() {
+        let m = matched(vec![ProbedBy {
+            category: "proxy".into(),
+            by: vec![actor(10, "node", Relation::Parent)],
+        }]);
+        assert_eq!(
+            m.sentence("curl", 12, "connected to 192.0.2.1:443"),
+            "node (pid 10) read proxy; its child curl (pid 12) connected to 192.0.2.1:443"
+        );
+        let own = matched(vec![
+            ProbedBy {
+                category: "timezone".into(),
+                by: vec![actor(12, "curl", Relation::Itself)],
+            },
+            ProbedBy {
+                category: "proxy".into(),
+                by: vec![actor(12, "curl", Relation::Itself)],
+            },
+        ]);
+        assert_eq!(
+            own.sentence("curl", 12, "connected to X"),
+            "curl (pid 12) read timezone, proxy, then connected to X"
+        );
     }
 }

@@ -13,6 +13,8 @@ pub struct ProbeSummary {
     pub target_type: TargetType,
     pub target: String,
     pub how: Vec<How>,
+    /// The kinds of evidence of those operations (`read`, `checked`, ...).
+    pub evidence: Vec<crate::ops::Evidence>,
     pub count: u64,
     /// For a folded burst (target `prefix**`): how many distinct files it stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,12 +81,46 @@ pub struct CliSummary {
     pub package: Option<PackageInfo>,
     /// Processes that ran it.
     pub pids: Vec<u32>,
-    /// Categories probed, in policy order.
+    /// Categories probed (evidence `read` or `enumerated`), in policy order.
     pub categories: Vec<String>,
-    /// Distinct destinations, with their DNS or /etc/hosts name when known.
+    /// Categories only checked (stat, access), not read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checked: Vec<String>,
+    /// Categories only present in its environment at exec, never seen read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<String>,
+    /// What it probed, per category and kind of evidence, with the targets (and
+    /// values the policy shows).
+    pub facts: Vec<CliFact>,
+    /// Distinct network destinations (IPv4, IPv6), with their DNS or /etc/hosts name
+    /// when known.
     pub destinations: Vec<ContactedDestination>,
+    /// Distinct local IPC endpoints (unix sockets: nscd, D-Bus, a local daemon), kept
+    /// apart from the network calls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_ipc: Vec<Destination>,
+    /// Connections flagged as a proxy or relay bypass.
+    #[serde(skip_serializing_if = "super::net::is_zero")]
+    pub bypasses: u64,
     /// Rules its connections matched (names, each once).
     pub rules: Vec<String>,
+    /// The sha256 of its executable, for a native CLI of a run that writes a profile
+    /// (`run --profile`), or why there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_hash: Option<crate::process::exe_hash::ExeHash>,
+}
+
+/// One category and kind of evidence of one CLI: the targets, bounded.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct CliFact {
+    pub category: String,
+    pub evidence: crate::ops::Evidence,
+    /// Env names (`TZ=Asia/Shanghai` where the policy shows the value), paths,
+    /// folded prefixes (`/usr/share/zoneinfo/** (600 files)`).
+    pub targets: Vec<String>,
+    /// Targets past the bound, counted.
+    #[serde(skip_serializing_if = "super::net::is_zero")]
+    pub more: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]

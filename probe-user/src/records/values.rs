@@ -109,6 +109,52 @@ impl Family {
     }
 }
 
+/// How a process that probed is related to the process that made a network call, in
+/// the watched tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    /// The same process.
+    #[serde(rename = "self")]
+    Itself,
+    Parent,
+    Child,
+    /// Same parent.
+    Sibling,
+    /// A grandparent or further up.
+    Ancestor,
+    /// A grandchild or further down.
+    Descendant,
+    /// Elsewhere in the same tree (a cousin, say).
+    Relative,
+}
+
+impl Relation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Relation::Itself => "self",
+            Relation::Parent => "parent",
+            Relation::Child => "child",
+            Relation::Sibling => "sibling",
+            Relation::Ancestor => "ancestor",
+            Relation::Descendant => "descendant",
+            Relation::Relative => "relative",
+        }
+    }
+
+    /// The same relation seen from the other side (the caller is the prober's child
+    /// when the prober is the caller's parent).
+    pub fn inverse(self) -> Relation {
+        match self {
+            Relation::Parent => Relation::Child,
+            Relation::Child => Relation::Parent,
+            Relation::Ancestor => Relation::Descendant,
+            Relation::Descendant => Relation::Ancestor,
+            other => other,
+        }
+    }
+}
+
 /// Where a connection or datagram was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

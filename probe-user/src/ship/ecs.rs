@@ -108,6 +108,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 "target_type": p.target_type,
                 "target": p.target,
                 "how": p.how,
+                "evidence": p.evidence,
                 "result": p.result,
             });
             for (k, v) in [
@@ -163,6 +164,9 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             );
             first_bytes_fields(&mut doc, c.tls_server_name.as_deref(), c.http.as_ref());
             probectl.insert("probes_before".into(), json!(c.probes_before));
+            if let Some(b) = &c.bypassed {
+                probectl.insert("bypassed".into(), json!(b));
+            }
             probectl.insert("matched_rules".into(), json!(c.matched_rules));
             probectl.insert("lineage".into(), json!(c.lineage));
         }

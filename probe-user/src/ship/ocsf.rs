@@ -46,6 +46,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 "status": c.result,
                 "unmapped": {"probectl": {
                     "probes_before": c.probes_before,
+                    "bypassed": c.bypassed,
                     "matched_rules": c.matched_rules,
                     "seen_at": c.seen_at,
                     "lineage": c.lineage,
@@ -75,6 +76,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                     "unmapped": {"probectl": {
                         "categories": p.categories,
                         "how": p.how,
+                        "evidence": p.evidence,
                         "given_path": p.given_path,
                         "resolved_by": p.resolved_by,
                         "folded": p.folded,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ops::EvidenceSet;
 use crate::records::{Family, PriorProbe, TargetType};
 
 fn names() -> Vec<String> {
@@ -32,12 +33,21 @@ impl<'a> Rows<'a> {
 }
 
 impl super::super::prior::PriorView for Rows<'_> {
-    fn probed(&self, c: usize, since: u64, at: u64) -> bool {
-        self.within(since, at).any(|p| p.category == self.names[c])
+    fn probed(&self, c: usize, kinds: EvidenceSet, since: u64, at: u64) -> bool {
+        self.within(since, at)
+            .any(|p| p.category == self.names[c] && kinds.contains(p.how.evidence()))
     }
-    fn distinct_at_least(&self, cats: Option<&[usize]>, since: u64, at: u64, min: u64) -> bool {
+    fn distinct_at_least(
+        &self,
+        cats: Option<&[usize]>,
+        kinds: EvidenceSet,
+        since: u64,
+        at: u64,
+        min: u64,
+    ) -> bool {
         let mut pairs: Vec<(&str, &str)> = self
             .within(since, at)
+            .filter(|p| kinds.contains(p.how.evidence()))
             .filter(|p| cats.is_none_or(|cats| cats.contains(&self.index(&p.category))))
             .map(|p| (p.category.as_str(), p.target.as_str()))
             .collect();
@@ -45,9 +55,10 @@ impl super::super::prior::PriorView for Rows<'_> {
         pairs.dedup();
         pairs.len() as u64 >= min
     }
-    fn categories(&self, since: u64, at: u64) -> Vec<usize> {
+    fn categories(&self, kinds: EvidenceSet, since: u64, at: u64) -> Vec<usize> {
         let mut out: Vec<usize> = self
             .within(since, at)
+            .filter(|p| kinds.contains(p.how.evidence()))
             .map(|p| self.index(&p.category))
             .collect();
         out.sort_unstable();
@@ -62,7 +73,9 @@ fn probe(category: &str, target: &str, ms_before: f64, pid: u32) -> PriorProbe {
         target_type: TargetType::Env,
         target: target.into(),
         how: crate::ops::How::Getenv,
+        evidence: crate::ops::Evidence::Read,
         pids: vec![pid],
+        by: Vec::new(),
         count: 1,
         distinct_targets: None,
         first_ms_before: ms_before,
@@ -101,6 +114,7 @@ fn call<'a>(d: &'a Destination, at_ns: u64, names: &'a [String]) -> NetCall<'a> 
         at_ns: AT + at_ns,
         destination: Some(d),
         names,
+        bypassed: false,
     }
 }
 
