@@ -35,6 +35,7 @@ pub enum Event {
     HostCall(HostCallEvent),
     ExecMapped(ExecMappedEvent),
     PeerMemory(PeerMemoryEvent),
+    FirstBytes(alloc_box::Box<FirstBytesEvent>),
 }
 
 mod alloc_box {
@@ -58,6 +59,7 @@ impl Event {
             Event::HostCall(e) => &e.header,
             Event::ExecMapped(e) => &e.header,
             Event::PeerMemory(e) => &e.header,
+            Event::FirstBytes(e) => &e.header,
         }
     }
 
@@ -79,6 +81,7 @@ impl Event {
             Event::HostCall(_) => "host_call",
             Event::ExecMapped(_) => "exec_mapped",
             Event::PeerMemory(_) => "peer_memory",
+            Event::FirstBytes(_) => "first_bytes",
         }
     }
 }
@@ -223,6 +226,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             }
             Event::PeerMemory(e)
         }
+        EVENT_FIRST_BYTES => {
+            let e: FirstBytesEvent = read_exact(kind, bytes)?;
+            check_len(kind, "captured_len", e.captured_len, e.payload.len() + 1)?;
+            Event::FirstBytes(alloc_box::Box::new(e))
+        }
         _ => {
             return Err(DecodeError::UnknownKind {
                 kind,
@@ -281,6 +289,12 @@ impl ExecEnvEvent {
 impl HostCallEvent {
     pub fn ifname_bytes(&self) -> &[u8] {
         &self.ifname[..self.ifname_len as usize]
+    }
+}
+
+impl FirstBytesEvent {
+    pub fn payload_bytes(&self) -> &[u8] {
+        &self.payload[..self.captured_len as usize]
     }
 }
 

@@ -208,7 +208,12 @@ pub const DROP_RING_FULL_PEER_MEMORY: u32 = 40;
 pub const DROP_RING_FULL_FILE_HOOK: u32 = 49;
 /// A file hook could not follow the kernel's pointers to the file's inode.
 pub const DROP_UNREADABLE_HOOK_INODE: u32 = 50;
-/// Slots in `DROPS`: 31..=39, 41..=48, 51..=63 and 68..=71 are free for other reasons (append to
+/// A watched process's first bytes on a connection were lost: the ring was full
+/// (the connection is reported without its TLS server name or HTTP request line).
+pub const DROP_RING_FULL_FIRST_BYTES: u32 = 70;
+/// The first buffer a watched process sent on a connection could not be read.
+pub const DROP_UNREADABLE_FIRST_BYTES: u32 = 71;
+/// Slots in `DROPS`: 31..=39, 41..=48, 51..=63 and 68..=69 are free for other reasons (append to
 /// `DROP_SLOT_NAMES`).
 pub const DROP_SLOTS: u32 = 72;
 
@@ -256,6 +261,8 @@ pub const DROP_SLOT_NAMES: &[(u32, &str)] = &[
     (DROP_RING_FULL_PEER_MEMORY, "ring_full_peer_memory"),
     (DROP_RING_FULL_FILE_HOOK, "ring_full_file_hook"),
     (DROP_UNREADABLE_HOOK_INODE, "unreadable_hook_inode"),
+    (DROP_RING_FULL_FIRST_BYTES, "ring_full_first_bytes"),
+    (DROP_UNREADABLE_FIRST_BYTES, "unreadable_first_bytes"),
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

@@ -26,12 +26,14 @@ use probe_common::{
     AF_INET, AF_INET6, AF_UNIX, DNS_ANSWER_CAPTURE, DNS_FROM_ADDR, DNS_FROM_NONE,
     DNS_FROM_UNREADABLE, DNS_QUERY_CAPTURE, DROP_PENDING_RECV_FULL, DROP_PENDING_SEND_FULL,
     DROP_RECV_EXIT_WITHOUT_ENTRY, DROP_RING_FULL_DNS_ANSWER, DROP_RING_FULL_UDP,
-    DROP_UNREADABLE_DATAGRAM, DnsAnswerEvent, EVENT_DNS_ANSWER, EVENT_UDP_SEND, HookDest,
-    PendingRecv, PendingSend, SEND_CALL_SENDMMSG, SEND_CALL_SENDMSG, SEND_CALL_SENDTO,
-    UDP_DEST_GIVEN, UDP_DNS, UNIX_DATAGRAM, UdpSendEvent,
+    DROP_UNREADABLE_DATAGRAM, DROP_UNREADABLE_FIRST_BYTES, DnsAnswerEvent, EVENT_DNS_ANSWER,
+    EVENT_UDP_SEND, FIRST_CALL_SENDMSG, FIRST_CALL_SENDTO, HookDest, PendingRecv, PendingSend,
+    SEND_CALL_SENDMMSG, SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_GIVEN, UDP_DNS,
+    UNIX_DATAGRAM, UdpSendEvent,
 };
 
 use crate::{
+    first_bytes,
     maps::{DNS_SCRATCH, DNS_SOCKS, EVENTS, IN_SEND, PENDING_RECV},
     util::{
         SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
@@ -235,19 +237,24 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let read = |n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.unwrap_or(0);
+    let (fd, buf, len) = (read(0) as i32, read(1), read(2));
     park_send(
         tgid,
         tid,
         PendingSend {
-            arg: read(1),
-            len: read(2),
+            arg: buf,
+            len,
             addr_ptr: read(4),
             addr_len: read(5) as u32,
-            fd: read(0) as i32,
+            fd,
             call: SEND_CALL_SENDTO,
             ..Default::default()
         },
     );
+    // send(2) on a connected TCP socket is sendto without an address.
+    if let Some(dest) = first_bytes::take_awaiting(tgid, fd, len) {
+        first_bytes::emit_first(tgid, tid, fd, &dest, buf, len, FIRST_CALL_SENDTO);
+    }
     0
 }
 
@@ -258,16 +265,32 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let read = |n| unsafe { ctx.read_at::<u64>(syscall_arg(n)) }.unwrap_or(0);
+    let (fd, msg) = (read(0) as i32, read(1));
     park_send(
         tgid,
         tid,
         PendingSend {
-            arg: read(1),
-            fd: read(0) as i32,
+            arg: msg,
+            fd,
             call: SEND_CALL_SENDMSG,
             ..Default::default()
         },
     );
+    // The first iovec of a sendmsg on a connected socket (msg_iov and msg_iovlen at
+    // offsets 16 and 24 of `user_msghdr`), read only for a socket still awaited.
+    if msg != 0
+        && let Some(dest) = first_bytes::take_awaiting(tgid, fd, 1)
+    {
+        let m = msg as *const u64;
+        let iov = unsafe { bpf_probe_read_user(m.wrapping_add(2)) }.unwrap_or(0);
+        let iovlen = unsafe { bpf_probe_read_user(m.wrapping_add(3)) }.unwrap_or(0);
+        match first_bytes::first_iovec(iov, iovlen) {
+            Some((base, len)) => {
+                first_bytes::emit_first(tgid, tid, fd, &dest, base, len, FIRST_CALL_SENDMSG)
+            }
+            None => count_drop(DROP_UNREADABLE_FIRST_BYTES),
+        }
+    }
     0
 }
 

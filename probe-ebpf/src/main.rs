@@ -13,6 +13,7 @@ mod exec_env;
 mod feature_probes;
 mod files;
 mod files_hooks;
+mod first_bytes;
 mod host;
 mod maps;
 mod net;

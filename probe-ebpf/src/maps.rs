@@ -199,3 +199,15 @@ pub static SEND_MMSG_STATE: PerCpuArray<crate::send_exit::MmsgState> =
 pub static ENV_SCAN_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 pub static ENV_SCAN_STATE: PerCpuArray<crate::exec_env::Scan> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sockets a watched process connected (TCP, or UDP to another port than 53) and has
+/// sent nothing on yet, by (tgid << 32 | fd), with the destination of the connect:
+/// the first write/send on one is captured (`first_bytes`), then the entry goes.
+/// LRU, bounded: a socket closed before it sent anything is not followed to its
+/// close (a close hook would cost every process a program run), so its entry stays
+/// until the next connect on that fd number replaces it or the LRU drops it. A later
+/// write to a file that reuses the fd number is then captured too; userspace keeps
+/// only what parses as a ClientHello or an HTTP request (see `first_bytes`).
+#[map]
+pub static FIRST_AWAIT: LruHashMap<u64, probe_common::HookDest> =
+    LruHashMap::with_max_entries(4_096, 0);

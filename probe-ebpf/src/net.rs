@@ -127,6 +127,10 @@ fn emit_connect(tgid: u32, tid: u32, fd: i32, ret: i64, dest: &HookDest, flags: 
         // What this socket sends is a DNS query, what it receives an answer.
         let _ = DNS_SOCKS.insert(crate::dns::dns_sock_key(tgid, fd), 1, 0);
     }
+    // -EINPROGRESS: a non-blocking connect sends once the handshake is done.
+    if ret == 0 || ret == -115 {
+        crate::first_bytes::await_first_bytes(tgid, fd, dest);
+    }
     match EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
             entry.write(ConnectEvent {

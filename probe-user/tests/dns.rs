@@ -253,3 +253,187 @@ fn a_forged_unsolicited_dns_answer_names_nothing() {
         .unwrap_or_else(|| panic!("{:#}", run.report()["filtered"]));
     assert_eq!(refused["count"], 1);
 }
+
+/// `fixtures/musl_resolve.c`, linked statically against musl (`musl-gcc -static`), as
+/// static musl CLIs ship: its stub resolver is inside the binary, not in a libc.
+fn static_musl_resolver() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/musl_resolve.c");
+            let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("musl_resolve-{}", std::process::id()));
+            let status = std::process::Command::new("musl-gcc")
+                .args(["-static", "-O1", "-Wall", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run musl-gcc: {e} (apt-get install musl-tools, or run `cargo xtask test`)")
+                });
+            assert!(status.success(), "musl-gcc -static failed to build {}", src.display());
+            out
+        })
+        .clone()
+}
+
+/// The default policy plus a rule that any query for a `*.example.test` name after a
+/// time-zone read completes (`then: [dns_query]`).
+fn policy_with_dns_rule(dir: &std::path::Path) -> std::path::PathBuf {
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ))
+    .unwrap();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{default}\n  - name: timezone-then-dns\n    id: TEST-DNS\n    probed: {{all_of: [timezone]}}\n    then: [dns_query]\n    destination: {{host: [\"*.example.test\"]}}\n    within: 30s\n    severity: high\n    action: alert\n"
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// `probectl run --json --policy POLICY -- ARGS` in a private mount namespace whose
+/// /etc/resolv.conf names `server` (the host's file and resolver are never touched).
+fn run_with_resolver(test: &str, server: &str, args: &[&str]) -> JsonRun {
+    let dir = test_dir(test);
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {server}\noptions attempts:1 timeout:2\n"),
+    )
+    .unwrap();
+    let policy = policy_with_dns_rule(&dir);
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec {} run --json --policy {} -- {}",
+        resolv.display(),
+        probectl().display(),
+        policy.display(),
+        quoted.join(" ")
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    cmd.env_remove("CI");
+    cmd.env(
+        "PROBECTL_SOCKET",
+        "/nonexistent/probectl-tests/no-daemon.sock",
+    );
+    json_run(cmd)
+}
+
+/// What a CLI's summary lists for a DNS server: the names it asked.
+fn summary_dns_names(run: &JsonRun, exe_name: &str, server: &str) -> Vec<String> {
+    let clis = run.report()["clis"].as_array().unwrap();
+    let cli = clis
+        .iter()
+        .find(|c| c["exe"].as_str().is_some_and(|e| e.contains(exe_name)))
+        .unwrap_or_else(|| panic!("{exe_name} has a summary: {clis:#?}"));
+    let dest = cli["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["address"] == server && d["port"] == 53)
+        .unwrap_or_else(|| panic!("the DNS server is among the CLI's destinations: {cli:#}"));
+    dest["dns_names"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_static_musl_resolvers_sendto_query_is_among_the_clis_destinations_and_rules_see_it() {
+    if !bpf_available(
+        "a_static_musl_resolvers_sendto_query_is_among_the_clis_destinations_and_rules_see_it",
+    ) {
+        return;
+    }
+    let server = fake_resolver("127.0.0.6");
+    let listener = Listener::start();
+    let fixture = static_musl_resolver();
+    let port = listener.port.to_string();
+    let run = run_with_resolver(
+        "dns-musl-static",
+        &server,
+        &[fixture.to_str().unwrap(), NAME, &port],
+    );
+    assert_eq!(
+        run.code, 0,
+        "the static fixture resolved {NAME}; stderr:\n{}",
+        run.stderr
+    );
+    // musl sent the query with sendto() to the server on an unconnected socket.
+    let q = run.of_type("dns_query");
+    let query = q
+        .iter()
+        .find(|q| q["names"][0] == NAME)
+        .unwrap_or_else(|| panic!("the query was decoded: {q:#?}\nstderr:\n{}", run.stderr));
+    assert_eq!(query["server"]["address"], server.as_str(), "{query:#}");
+    assert_eq!(query["server"]["port"], 53);
+    let matched: Vec<&str> = query["matched_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["rule"].as_str())
+        .collect();
+    assert_eq!(matched, ["timezone-then-dns"], "{query:#}");
+    assert!(
+        run.of_type("rule_match")
+            .iter()
+            .any(|m| m["rule"] == "timezone-then-dns"
+                && m["event"] == "dns_query"
+                && m["names"][0] == NAME),
+        "{:#?}",
+        run.of_type("rule_match")
+    );
+    // The server and the name asked are among the CLI's destinations, and the rule
+    // among its rules.
+    assert_eq!(summary_dns_names(&run, "musl_resolve", &server), [NAME]);
+    let clis = run.report()["clis"].as_array().unwrap();
+    assert!(
+        clis.iter().any(|c| c["rules"][0] == "timezone-then-dns"),
+        "{clis:#?}"
+    );
+    assert_named_connection(&run, listener.port);
+}
+
+#[test]
+fn a_query_written_with_write_on_a_connected_socket_is_decoded() {
+    if !bpf_available("a_query_written_with_write_on_a_connected_socket_is_decoded") {
+        return;
+    }
+    // Go's resolver connects a UDP socket to the server and uses write()/read().
+    let server = fake_resolver("127.0.0.7");
+    let fixture = static_musl_resolver();
+    let run = run_with_resolver(
+        "dns-write",
+        &server,
+        &[fixture.to_str().unwrap(), "--write", &server, NAME],
+    );
+    assert_eq!(
+        run.code, 0,
+        "the fixture got its answer; stderr:\n{}",
+        run.stderr
+    );
+    let q = run.of_type("dns_query");
+    let query = q.iter().find(|q| q["names"][0] == NAME).unwrap_or_else(|| {
+        panic!(
+            "the written query was decoded: {q:#?}\nstderr:\n{}",
+            run.stderr
+        )
+    });
+    assert_eq!(
+        query["server"]["address"],
+        server.as_str(),
+        "the socket's connect named the server: {query:#}"
+    );
+    assert_eq!(summary_dns_names(&run, "musl_resolve", &server), [NAME]);
+}

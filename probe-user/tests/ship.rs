@@ -47,6 +47,14 @@ fn ecs_and_ocsf_records_match_the_official_schemas_and_share_ids() {
     let run = json_run(cmd);
     assert_eq!(run.code, 0, "{}", run.stderr);
     d.wait_record("the rule match", |r| r["type"] == "rule_match");
+    // A plain HTTP request: what its first bytes named reaches the sinks too.
+    let mut cmd = d.client();
+    cmd.args(["run", "--json", "--", "python3"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/first_bytes.py"))
+        .args(["http", &listener.port.to_string()]);
+    let http_run = json_run(cmd);
+    assert_eq!(http_run.code, 0, "{}", http_run.stderr);
+    d.wait_record("the first bytes", |r| r["type"] == "first_bytes");
     let jsonl = d.jsonl.clone();
     let (code, stderr) = d.stop(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(code, 0, "{stderr}");
@@ -142,6 +150,11 @@ fn ecs_and_ocsf_records_match_the_official_schemas_and_share_ids() {
         (Some("T-1"), Some(73))
     );
 
+    let http = find(&|d| d["event"]["action"] == "first_bytes", "first bytes");
+    assert_eq!(http["http"]["request"]["method"], "POST", "{http:#}");
+    assert_eq!(http["url"]["path"], "/v1/messages");
+    assert_eq!(http["url"]["domain"], "relay.example");
+
     // OCSF: one record per connection, file probe and finding; all valid.
     let ocsf = Ocsf::load();
     let events = lines(&ocsf_path);
@@ -201,6 +214,11 @@ fn ecs_and_ocsf_records_match_the_official_schemas_and_share_ids() {
         ids_of(&native).contains(&net["metadata"]["uid"]),
         "shared envelope id"
     );
+    let traffic = events
+        .iter()
+        .find(|e| e["class_uid"] == 4001 && e["url"]["path"] == "/v1/messages")
+        .unwrap_or_else(|| panic!("the HTTP request as Network Activity: {events:#?}"));
+    assert_eq!(traffic["dst_endpoint"]["hostname"], "relay.example");
 }
 
 fn ids_of(records: &[Value]) -> Vec<Value> {

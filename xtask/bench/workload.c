@@ -4,6 +4,8 @@
  *
  *   workload open-policy N     open+close /etc/localtime (a path the policy names)
  *   workload open-other N      open+close /dev/null (a path no policy names)
+ *   workload write N           write(2) of 64 bytes to /dev/null (the first-bytes
+ *                              sensor's hook runs on every write of every process)
  *   workload getenv N          getenv("HTTPS_PROXY")
  *   workload connect N         TCP connect+accept+close on loopback
  *   workload forkexec N        fork, exec /bin/true, wait
@@ -66,11 +68,19 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
+    int devnull = -1;
+    static const char bytes[64];
+    if (strcmp(mode, "write") == 0 && (devnull = open("/dev/null", O_WRONLY)) < 0) {
+        perror("/dev/null");
+        return 1;
+    }
     long long start = now_ns();
     for (long i = 0; i < n; i++) {
         if (strcmp(mode, "open-policy") == 0 || strcmp(mode, "open-other") == 0) {
             int fd = open(mode[5] == 'p' ? "/etc/localtime" : "/dev/null", O_RDONLY);
             if (fd >= 0) close(fd);
+        } else if (strcmp(mode, "write") == 0) {
+            sink += write(devnull, bytes, sizeof bytes);
         } else if (strcmp(mode, "getenv") == 0) {
             sink += getenv("HTTPS_PROXY") != NULL;
         } else if (strcmp(mode, "connect") == 0) {

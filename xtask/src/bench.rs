@@ -24,6 +24,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
         "open+close /dev/null (no policy)",
         &["open-other", "200000"],
     ),
+    ("write 64 B to /dev/null", &["write", "1000000"]),
     ("getenv(HTTPS_PROXY)", &["getenv", "1000000"]),
     ("TCP connect+close, loopback", &["connect", "5000"]),
     ("fork+exec+wait /bin/true", &["forkexec", "300"]),

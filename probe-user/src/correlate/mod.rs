@@ -4,8 +4,10 @@
 mod attribution;
 mod bypass;
 pub mod dns;
+mod first_bytes;
 mod fold;
 mod net;
+mod net_names;
 mod paths;
 mod pending;
 mod prior;
@@ -97,6 +99,9 @@ pub struct Correlator {
     /// Records produced besides an event's own (rule alerts), handed out by
     /// `handle_into`.
     pending: Vec<Record>,
+    /// Connections awaiting their first bytes, DNS sockets and the names each
+    /// process asked for.
+    net_names: net_names::NetNames,
 }
 
 /// `/proc/123/environ`: another process's environment, read. Reports fold these by
@@ -139,6 +144,7 @@ impl Correlator {
             rules: rules::RuleEngine::new(policy.rules.clone()),
             category_rank: rank(&policy.categories),
             pending: Vec::new(),
+            net_names: Default::default(),
             values: values::ShownValues::default(),
         }
     }
@@ -201,6 +207,7 @@ impl Correlator {
         self.awaiting_outcome
             .retain_keys(|(pid, _)| procs.get(*pid).is_some());
         self.folder.retain_pids(|pid| procs.get(pid).is_some());
+        self.net_names.retain_pids(|pid| procs.get(pid).is_some());
     }
 
     /// The offset a record made now would have.
@@ -340,6 +347,9 @@ impl Correlator {
                 } else {
                     (ConnectResult::of_syscall(e.ret), SeenAt::Syscall)
                 };
+                if e.header.kind != probe_common::EVENT_CONNECT_ISSUED {
+                    self.net_names.note_dns_socket(e.header.tgid, e.fd, &dest);
+                }
                 Some(self.on_connect(&e.header, dest, result, seen_at, procs))
             }
             Event::ConnectUnix(e) => {
@@ -363,6 +373,7 @@ impl Correlator {
             Event::ConnectOutcome(e) => self.on_outcome(e, procs),
             Event::UdpSend(e) => self.on_udp_send(e, procs),
             Event::DnsAnswer(e) => self.on_dns_answer(e, procs),
+            Event::FirstBytes(e) => self.on_first_bytes(e, procs),
         }
     }
 

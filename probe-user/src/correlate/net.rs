@@ -141,6 +141,8 @@ impl Correlator {
             bypassed,
             cli: CliIdentity::of(procs, header.tgid),
             matched_rules,
+            tls_server_name: None,
+            http: None,
         };
         let kept = Stamped {
             header: self.header(header.ktime_ns, header.tgid, procs),
@@ -152,6 +154,13 @@ impl Correlator {
             self.connections_not_kept += 1;
         }
         let number = self.connections_first + self.connections.len() as u64;
+        self.net_names.await_first_bytes(
+            header.tgid,
+            &kept.body.destination,
+            result,
+            number,
+            kept.header.offset_ms.unwrap_or(0.0),
+        );
         if kept.body.outcome.is_none() && result.awaits_outcome() {
             self.awaiting_outcome.push(
                 (header.tgid, kept.body.destination.clone()),
@@ -186,6 +195,12 @@ impl Correlator {
                 .iter()
                 .map(|(n, _)| escape_bytes(n.as_bytes()))
                 .collect();
+            // Sent without an address (glibc's send, Go's write): the socket's connect
+            // named the server.
+            let server = server.or_else(|| self.net_names.dns_server_of(e.header.tgid, e.fd));
+            if let Some(s) = &server {
+                self.net_names.note_query(e.header.tgid, s, &names);
+            }
             let matched_rules = self.match_rules(
                 &e.header,
                 Call {
@@ -197,6 +212,8 @@ impl Correlator {
                 None,
                 procs,
             );
+            self.net_names
+                .note_query_rules(e.header.tgid, &matched_rules);
             let body = Body::DnsQuery(DnsQueryRecord {
                 process: procs
                     .get(e.header.tgid)

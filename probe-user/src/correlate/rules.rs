@@ -87,9 +87,39 @@ impl RuleEngine {
         prior: &dyn PriorView,
         category_names: &[String],
     ) -> Vec<RuleMatch> {
+        self.evaluate_where(call, prior, category_names, |_| true)
+    }
+
+    /// `evaluate` for a name learnt after the call (a connection's TLS server name
+    /// or HTTP Host): only the rules whose destination names hosts (in `hosts` or
+    /// `except`), and of those only the ones `keep` accepts by name.
+    pub fn evaluate_named(
+        &mut self,
+        call: &NetCall<'_>,
+        prior: &dyn PriorView,
+        category_names: &[String],
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<RuleMatch> {
+        self.evaluate_where(call, prior, category_names, |rule| {
+            rule.destination.as_ref().is_some_and(|d| {
+                !d.hosts.is_empty() || d.except.as_deref().is_some_and(|e| !e.hosts.is_empty())
+            }) && keep(&rule.name)
+        })
+    }
+
+    fn evaluate_where(
+        &mut self,
+        call: &NetCall<'_>,
+        prior: &dyn PriorView,
+        category_names: &[String],
+        considered: impl Fn(&CompiledRule) -> bool,
+    ) -> Vec<RuleMatch> {
         let mut out = Vec::new();
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.then.contains(&call.kind) || (rule.bypassed_proxy && !call.bypassed) {
+            if !rule.then.contains(&call.kind)
+                || (rule.bypassed_proxy && !call.bypassed)
+                || !considered(rule)
+            {
                 continue;
             }
             // Inclusive: a probe exactly `within` before the call counts (whole

@@ -31,6 +31,9 @@ impl Correlator {
             }
         }
         pids.extend(conns_of.keys().copied());
+        // A process whose only network calls were DNS queries (sendto) is a CLI
+        // that contacted its DNS server.
+        pids.extend(self.net_names.asked.keys().copied());
         if let Some(tree) = tree {
             pids.retain(|&p| procs.tree_of(p) == tree);
         }
@@ -40,6 +43,9 @@ impl Correlator {
         let mut order: Vec<(String, Option<String>, Option<String>)> = Vec::new();
         let mut out: BTreeMap<usize, CliSummary> = BTreeMap::new();
         let mut facts_of: HashMap<usize, BTreeMap<(usize, Evidence), FactTargets>> = HashMap::new();
+        // One entry per (destination, name): the first request of a connection named
+        // the same way stands for the rest (a chatty API client's paths would
+        // otherwise each take a line).
         let mut seen: std::collections::HashSet<(usize, ContactedDestination)> =
             std::collections::HashSet::new();
         for pid in pids {
@@ -103,11 +109,23 @@ impl Correlator {
                 let d = ContactedDestination {
                     destination: conn.destination.clone(),
                     domain: conn.domain.clone(),
+                    dns_names: Vec::new(),
+                    tls_server_name: conn.tls_server_name.clone(),
+                    http: conn.http.clone(),
                 };
-                if seen.insert((slot, d.clone())) {
+                let key = ContactedDestination {
+                    http: d.http.as_ref().map(|h| crate::records::HttpRequestLine {
+                        method: String::new(),
+                        host: h.host.clone(),
+                        path: String::new(),
+                    }),
+                    ..d.clone()
+                };
+                if seen.insert((slot, key)) {
                     s.destinations.push(d);
                 }
             }
+            self.add_dns_servers(s, pid);
         }
         for (slot, s) in &mut out {
             // Policy order (the category index), then the kind of evidence.
@@ -194,4 +212,34 @@ pub fn partial_reasons(clis: &[CliSummary]) -> Vec<String> {
             format!("{} (pid {}): {why}", c.name, pids.join(", "))
         })
         .collect()
+}
+
+impl Correlator {
+    /// The DNS servers `pid` queried, with the names it asked, merged into its CLI's
+    /// destinations (one entry per server), and the rules its queries matched.
+    fn add_dns_servers(&self, s: &mut CliSummary, pid: u32) {
+        for rule in self.net_names.query_rules.get(&pid).into_iter().flatten() {
+            if !s.rules.contains(rule) {
+                s.rules.push(rule.clone());
+            }
+        }
+        for asked in self.net_names.asked.get(&pid).into_iter().flatten() {
+            match s.destinations.iter_mut().find(|d| {
+                d.destination == asked.destination
+                    && d.tls_server_name.is_none()
+                    && d.http.is_none()
+            }) {
+                Some(d) => {
+                    for n in &asked.dns_names {
+                        if d.dns_names.len() < crate::records::MAX_SUMMARY_DNS_NAMES
+                            && !d.dns_names.contains(n)
+                        {
+                            d.dns_names.push(n.clone());
+                        }
+                    }
+                }
+                None => s.destinations.push(asked.clone()),
+            }
+        }
+    }
 }

@@ -101,6 +101,10 @@ pub enum Filtered {
     /// transaction id), or comes from another address than the query went to: it
     /// names nothing.
     DnsAnswerUnsolicited,
+    /// A connection's first bytes were neither a TLS handshake nor an HTTP request
+    /// (another protocol, or a write to a file that reused a closed socket's fd):
+    /// they name nothing.
+    FirstBytesUnrecognised,
 }
 
 impl Filtered {
@@ -112,6 +116,7 @@ impl Filtered {
             Filtered::EnvObjectNotElf => "env_object_not_elf",
             Filtered::EnvObjectWithoutGetenv => "env_object_without_getenv",
             Filtered::DnsAnswerUnsolicited => "dns_answer_unsolicited",
+            Filtered::FirstBytesUnrecognised => "first_bytes_unrecognised",
         }
     }
 }
@@ -230,6 +235,10 @@ impl Engine {
         l.filtered(Filtered::PathUnclassified, c.unclassified_paths);
         l.filtered(Filtered::OperationNotCounted, c.operation_not_counted);
         l.filtered(Filtered::DnsAnswerUnsolicited, c.names.unsolicited);
+        l.filtered(
+            Filtered::FirstBytesUnrecognised,
+            c.first_bytes_unrecognised(),
+        );
         l
     }
 }

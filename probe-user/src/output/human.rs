@@ -152,6 +152,30 @@ pub fn render_with(record: &Record, details: bool) -> String {
             );
             rule_lines(&mut s, &q.matched_rules, &format!("{:>9}           ", ""));
         }
+        Body::FirstBytes(f) => {
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] {:<7} {}{}  ({})",
+                secs(offset),
+                pid,
+                match f.protocol {
+                    crate::records::AppProtocol::Tls => "tls",
+                    crate::records::AppProtocol::Http => "http",
+                },
+                super::route::named_route(
+                    f.tls_server_name.as_deref(),
+                    f.http.as_ref(),
+                    &f.destination
+                ),
+                // An HTTP route names its destination; a TLS one by name only.
+                match (&f.tls_server_name, &f.http) {
+                    (Some(_), None) => format!(" at {}", f.destination),
+                    _ => String::new(),
+                },
+                f.process
+            );
+            rule_lines(&mut s, &f.matched_rules, &format!("{:>9}           ", ""));
+        }
         Body::DnsAnswer(a) => {
             let _ = writeln!(
                 s,
@@ -315,7 +339,9 @@ pub fn paint(record: &Record, text: &str) -> String {
         Body::Connect(_) | Body::RuleMatch(_) => "1;31",
         Body::PolicyReload(p) if !p.ok => "1;31",
         Body::Exec(_) | Body::Exit(_) | Body::Sensor(_) => "2",
-        Body::DnsQuery(_) | Body::DnsAnswer(_) | Body::ConnectOutcome(_) => "36",
+        Body::DnsQuery(_) | Body::DnsAnswer(_) | Body::ConnectOutcome(_) | Body::FirstBytes(_) => {
+            "36"
+        }
         _ => return text.to_owned(),
     };
     text.lines()
@@ -346,7 +372,22 @@ pub(super) fn dest_line(c: &ConnectionRecord) -> String {
     } else {
         ""
     };
-    format!("{}{domain} -> {}{outcome}{via}", c.destination, c.result)
+    let route = if c.tls_server_name.is_some() || c.http.is_some() {
+        format!(
+            "; {}",
+            super::route::named_route(
+                c.tls_server_name.as_deref(),
+                c.http.as_ref(),
+                &c.destination
+            )
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{domain} -> {}{outcome}{via}{route}",
+        c.destination, c.result
+    )
 }
 
 /// Joins arguments so their boundaries stay visible: an argument with a space, a

@@ -4,6 +4,7 @@
 mod human;
 mod report;
 mod report_details;
+mod route;
 mod tree;
 
 use std::io::Write;

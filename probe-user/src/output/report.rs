@@ -178,10 +178,7 @@ fn clis(s: &mut String, r: &RunReport) {
             .destinations
             .iter()
             .take(SUMMARY_DESTINATIONS)
-            .map(|d| match &d.domain {
-                Some(name) => format!("{} ({name})", d.destination),
-                None => d.destination.to_string(),
-            })
+            .map(super::route::contacted)
             .collect();
         let more = c.destinations.len().saturating_sub(SUMMARY_DESTINATIONS);
         let _ = writeln!(

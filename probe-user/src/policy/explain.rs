@@ -228,7 +228,7 @@ mod tests {
             "everything under: /usr/share/zoneinfo/",
             "`~/` is each of 2 home directories",
             "whole-environment reads",
-            "fingerprint-then-network [medium, log] (id PCTL-0001): a process tree probes all of timezone and any of api-relay, proxy, proxy-config, host-identity, then makes a connect or udp_send to anywhere except an address in 127.0.0.0/8, ::1/128 within 60s; probes count when read or enumerated",
+            "fingerprint-then-network [medium, log] (id PCTL-0001): a process tree probes all of timezone and any of api-relay, proxy, proxy-config, host-identity, then makes a connect or udp_send or dns_query to anywhere except an address in 127.0.0.0/8, ::1/128 within 60s; probes count when read or enumerated",
             "proxy-bypass [medium, log] (id PCTL-0002): a process tree probes any of proxy, api-relay, then makes a connect or udp_send within 600s; only a connection that goes around a proxy or relay setting the process read",
             "r [medium, alert] (id X-1): a process tree probes all of timezone and any of proxy, then makes a connect to an address in 10.0.0.0/8 except port 22 within 30s; probes count when read or enumerated; repeats",
             "In the kernel: ",

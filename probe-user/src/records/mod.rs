@@ -87,6 +87,8 @@ pub enum Body {
     /// Identical records of one tree held back from the sinks in one window, and how
     /// many (`ship::repeats`).
     Repeated(RepeatedRecord),
+    /// What a connection's first bytes named: a TLS server name, an HTTP request.
+    FirstBytes(FirstBytesRecord),
 }
 
 /// A record's kind, as its `type` field names it.
@@ -109,6 +111,7 @@ pub enum Kind {
     Report,
     Loss,
     Repeated,
+    FirstBytes,
 }
 
 impl Kind {
@@ -128,6 +131,7 @@ impl Kind {
             Kind::Report => "report",
             Kind::Loss => "loss",
             Kind::Repeated => "repeated",
+            Kind::FirstBytes => "first_bytes",
         }
     }
 }
@@ -149,6 +153,7 @@ impl Body {
             Body::Report(_) => Kind::Report,
             Body::Loss(_) => Kind::Loss,
             Body::Repeated(_) => Kind::Repeated,
+            Body::FirstBytes(_) => Kind::FirstBytes,
         }
     }
 }

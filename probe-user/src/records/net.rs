@@ -152,6 +152,51 @@ pub struct ConnectionRecord {
     pub cli: super::CliIdentity,
     /// Policy rules this connection completes (probes in the window, then this call).
     pub matched_rules: Vec<RuleMatch>,
+    /// The server name of the TLS ClientHello the process sent first on this
+    /// connection (SNI), escaped: names the destination without DNS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// The HTTP request the process sent first on this connection (plain HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpRequestLine>,
+}
+
+/// An HTTP/1.x request line and Host header, escaped and bounded (method 16,
+/// host 255, path 256 characters; a cut path ends in `...`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub struct HttpRequestLine {
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub path: String,
+}
+
+/// What the first bytes a process sent on a connection named, streamed when they
+/// were sent (the connection's record was streamed at its connect).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct FirstBytesRecord {
+    pub process: String,
+    pub destination: Destination,
+    /// `tls` or `http`.
+    pub protocol: AppProtocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpRequestLine>,
+    /// Milliseconds since the connect call, when the connection was still kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms_after_connect: Option<f64>,
+    /// Rules whose destination hosts match the name now known (and did not match at
+    /// the connect, when no name was known yet).
+    pub matched_rules: Vec<RuleMatch>,
+}
+
+/// The protocol a connection's first bytes spoke.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppProtocol {
+    Tls,
+    Http,
 }
 
 /// A direct connection by a process that had read a proxy or relay setting.
@@ -175,7 +220,8 @@ pub struct ConnectOutcomeRecord {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DnsQueryRecord {
     pub process: String,
-    /// The server, when the send named it (otherwise the socket's earlier connect did).
+    /// The server: the address the send named, else the one its socket was connected
+    /// to (a connect to port 53 seen earlier in the run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<Destination>,
     /// Question names, escaped.

@@ -137,7 +137,21 @@ pub struct ContactedDestination {
     pub destination: Destination,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    /// For a DNS server: the names the CLI asked it for (its `dns_query`s), each once,
+    /// at most `MAX_SUMMARY_DNS_NAMES`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub dns_names: Vec<String>,
+    /// The TLS server name its first bytes on the connection gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// The HTTP request its first bytes on the connection were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<super::HttpRequestLine>,
 }
+
+/// Names listed per DNS server in a CLI's summary; more are counted in the query
+/// records, not listed here.
+pub const MAX_SUMMARY_DNS_NAMES: usize = 32;
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunReport {

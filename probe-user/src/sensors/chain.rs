@@ -55,6 +55,7 @@ fn chain(family: Family) -> Vec<Option_> {
     };
     const URING_OPENS: &str = "opens issued through io_uring";
     const DNS_ENCRYPTED: &str = "DNS over TCP, TLS or HTTPS";
+    const FIRST_BYTES_UNSEEN: &str = "a connection's first bytes (its TLS server name or HTTP request line) when they are sent through io_uring, sendmmsg, sendfile or splice, are split so that the name comes after the first 4 KiB or the first iovec, or are sent by another process than the one that connected (a child that inherited the socket)";
     const UNIX_FROM_USER: &str = "unix socket paths (connects, and datagrams sent with sendto/sendmsg) are read from the caller's memory at the syscall's exit: this build loads no connect_unix/sendmsg_unix hook (aya 0.14 has no attach type for them), so a thread can rewrite a path during the call";
     const UNIX_DGRAM: &str =
         "unix datagram destinations of sendmmsg, and unix datagrams sent through io_uring";
@@ -166,6 +167,7 @@ fn chain(family: Family) -> Vec<Option_> {
                         UNIX_DGRAM,
                         THROUGH_OTHERS,
                         DNS_ENCRYPTED,
+                        FIRST_BYTES_UNSEEN,
                     ],
                 )
             },
@@ -179,6 +181,7 @@ fn chain(family: Family) -> Vec<Option_> {
                     UNIX_DGRAM,
                     THROUGH_OTHERS,
                     DNS_ENCRYPTED,
+                    FIRST_BYTES_UNSEEN,
                 ],
             ),
         ],

@@ -121,6 +121,8 @@ pub(super) fn programs(bpf_loop: bool) -> Vec<ProgramSpec> {
         tp(Family::Net, "syscalls", "sys_exit_sendmmsg"),
         tp(Family::Net, "syscalls", "sys_enter_recvfrom"),
         tp(Family::Net, "syscalls", "sys_exit_recvfrom"),
+        tp(Family::Net, "syscalls", "sys_enter_write"),
+        tp(Family::Net, "syscalls", "sys_enter_writev"),
     ]);
     specs.extend([
         tp(Family::Host, "syscalls", "sys_enter_newuname"),

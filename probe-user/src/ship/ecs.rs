@@ -162,6 +162,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                     "domain_source": c.domain_source,
                 }),
             );
+            first_bytes_fields(&mut doc, c.tls_server_name.as_deref(), c.http.as_ref());
             probectl.insert("probes_before".into(), json!(c.probes_before));
             if let Some(b) = &c.bypassed {
                 probectl.insert("bypassed".into(), json!(b));
@@ -213,6 +214,21 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 doc.insert("rule".into(), json!({"name": first.rule, "id": first.id}));
                 event["severity"] = severity(first.severity).into();
             }
+        }
+        Body::FirstBytes(f) => {
+            set_event(&mut event, "first_bytes", &["network"], &["protocol"], None);
+            destination_fields(&mut doc, &f.destination, None);
+            first_bytes_fields(&mut doc, f.tls_server_name.as_deref(), f.http.as_ref());
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), pid),
+            );
+            if let Some(first) = f.matched_rules.first() {
+                doc.insert("rule".into(), json!({"name": first.rule, "id": first.id}));
+                event["severity"] = severity(first.severity).into();
+            }
+            probectl.insert("ms_after_connect".into(), json!(f.ms_after_connect));
+            probectl.insert("matched_rules".into(), json!(f.matched_rules));
         }
         Body::DnsAnswer(a) => {
             set_event(&mut event, "dns_answer", &["network"], &["protocol"], None);
@@ -403,5 +419,25 @@ fn severity(s: Severity) -> u8 {
         Severity::Medium => 47,
         Severity::High => 73,
         Severity::Critical => 99,
+    }
+}
+
+/// ECS `tls.client.server_name`, `http.request.method`, `url.domain` and `url.path`
+/// from what a connection's first bytes named.
+fn first_bytes_fields(
+    doc: &mut serde_json::Map<String, Value>,
+    tls_server_name: Option<&str>,
+    http: Option<&crate::records::HttpRequestLine>,
+) {
+    if let Some(name) = tls_server_name {
+        doc.insert("tls".into(), json!({"client": {"server_name": name}}));
+    }
+    if let Some(h) = http {
+        doc.insert("http".into(), json!({"request": {"method": h.method}}));
+        let mut url = json!({"path": h.path});
+        if let Some(host) = &h.host {
+            url["domain"] = host.as_str().into();
+        }
+        doc.insert("url".into(), url);
     }
 }

@@ -1,4 +1,5 @@
-//! OCSF 1.8 records: Network Activity (4001) for connections and UDP sends, File
+//! OCSF 1.8 records: Network Activity (4001) for connections, UDP sends and what a
+//! connection's first bytes named, File
 //! System Activity (1001) for file probes, Detection Finding (2004) for rule matches,
 //! Application Error (6008) for loss records. Other records (execs, exits, env
 //! lookups, DNS) have no class here and are not written by an OCSF sink: each is
@@ -106,6 +107,39 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             }
             e["severity_id"] = severity_id(m.matched.severity).into();
             (DETECTION_FINDING, 1, e) // Create
+        }
+        Body::FirstBytes(f) => {
+            // What the connection's first bytes named: the destination's host name
+            // (TLS server name, HTTP Host) and, for HTTP, the URL path. OCSF's `tls`
+            // object requires the negotiated version, which the first bytes do not
+            // give, so the server name goes in `dst_endpoint.hostname`.
+            let host = f
+                .tls_server_name
+                .as_deref()
+                .or_else(|| f.http.as_ref().and_then(|h| h.host.as_deref()));
+            let mut e = json!({
+                "dst_endpoint": endpoint(&f.destination, host),
+                "connection_info": {"direction_id": 2, "protocol_name": "tcp"},
+                "actor": actor(envelope.process.as_ref(), pid),
+                "status_id": 1,
+                "unmapped": {"probectl": {
+                    "protocol": f.protocol,
+                    "tls_server_name": f.tls_server_name,
+                    "http": f.http,
+                    "matched_rules": f.matched_rules,
+                }},
+            });
+            if let Some(h) = &f.http {
+                let mut url = json!({"path": h.path});
+                if let Some(host) = &h.host {
+                    url["hostname"] = host.as_str().into();
+                }
+                e["url"] = url;
+            }
+            if let Some(rule) = f.matched_rules.first() {
+                e["severity_id"] = severity_id(rule.severity).into();
+            }
+            (NETWORK_ACTIVITY, 6, e) // Traffic
         }
         Body::Loss(l) => {
             let count: u64 = l.losses.iter().map(|x| x.count).sum();

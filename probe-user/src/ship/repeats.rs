@@ -125,6 +125,10 @@ fn fingerprint(body: &Body) -> Option<String> {
         Body::ConnectOutcome(o) => format!("{} {}", o.destination, o.outcome),
         Body::DnsQuery(q) => format!("{}: {}", q.process, q.names.join(",")),
         Body::DnsAnswer(a) => format!("{} {}", a.name, a.addresses.join(",")),
+        Body::FirstBytes(f) => format!(
+            "{}: {} {:?} {:?}",
+            f.process, f.destination, f.tls_server_name, f.http
+        ),
         Body::Exit(e) => format!("code {:?}", e.exit_code),
         Body::RuleMatch(_)
         | Body::PolicyReload(_)

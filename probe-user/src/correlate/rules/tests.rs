@@ -340,6 +340,24 @@ fn the_default_rule_flags_calls_off_this_machine_only() {
         e.evaluate(&call(&remote, 0, &[]), &Rows::new(&p[..1], &cats), &cats)
             .is_empty()
     );
+    // A DNS query is a call off this machine when its resolver is (a static musl or Go
+    // CLI's own resolver); to a loopback stub resolver it is not.
+    let names = ["api.example.com".to_owned()];
+    let off = dest("198.51.100.53", 53);
+    let query = NetCall {
+        kind: NetworkEvent::DnsQuery,
+        tree: 2,
+        ..call(&off, 0, &names)
+    };
+    let m = e.evaluate(&query, &Rows::new(&p, &cats), &cats);
+    assert_eq!(m.len(), 1, "{m:?}");
+    let stub = dest("127.0.0.53", 53);
+    let query = NetCall {
+        kind: NetworkEvent::DnsQuery,
+        tree: 3,
+        ..call(&stub, 0, &names)
+    };
+    assert!(e.evaluate(&query, &Rows::new(&p, &cats), &cats).is_empty());
 }
 
 proptest::proptest! {
