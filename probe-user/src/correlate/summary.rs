@@ -113,11 +113,14 @@ impl Correlator {
                     tls_server_name: conn.tls_server_name.clone(),
                     http: conn.http.clone(),
                 };
+                // One entry per request kind: the method and the path without its
+                // query (`HEAD /` and `POST /v1/messages` are both listed; a thousand
+                // `GET /x?page=N` are one).
                 let key = ContactedDestination {
                     http: d.http.as_ref().map(|h| crate::records::HttpRequestLine {
-                        method: String::new(),
+                        method: h.method.clone(),
                         host: h.host.clone(),
-                        path: String::new(),
+                        path: h.path.split('?').next().unwrap_or_default().to_owned(),
                     }),
                     ..d.clone()
                 };
