@@ -246,7 +246,9 @@ fn a_refused_or_failed_policy_update_leaves_the_kernel_maps_exactly_as_they_were
     failing.policy.kernel.paths[0].0 = (b"/etc/hostname".len() as u32 + 1) * 8;
     sensors.apply_policy(&failing).expect("a valid policy");
     let after = sensors.read_policy_maps().unwrap();
-    assert_eq!(after.env_names.len(), 2);
+    // The policy's two names, and HOME and XDG_CONFIG_HOME (always read at exec, for
+    // `~/` under each process's own home).
+    assert_eq!(after.env_names.len(), 4);
     assert_eq!(after.uids.len(), 1);
     assert_eq!(after.paths.len(), 1);
 }

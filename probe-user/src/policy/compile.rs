@@ -457,7 +457,13 @@ pub(super) fn compile_for_homes(
             // Two categories may name one variable; the kernel needs it once, with the
             // union of what they ask for.
             let at = kernel.env_names.len();
-            match env_names.get_or_add(key, at, "env names", name, source_name)? {
+            match env_names.get_or_add(
+                key,
+                at,
+                "env names (two of its slots are kept for HOME and XDG_CONFIG_HOME)",
+                name,
+                source_name,
+            )? {
                 Some(i) => kernel.env_names[i].1.match_kind |= env_flags,
                 None => kernel.env_names.push((
                     key,
