@@ -4,6 +4,7 @@
 use core::mem::size_of;
 
 use crate::abi::*;
+use crate::first_bytes::*;
 use crate::host::*;
 use crate::maps::{InodeKey, PolicyRef, WatchEntry};
 

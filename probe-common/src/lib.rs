@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod first_bytes;
 pub mod host;
 pub mod limits;
 pub mod maps;
@@ -23,6 +24,7 @@ extern crate alloc;
 pub mod decode;
 
 pub use abi::*;
+pub use first_bytes::*;
 pub use host::*;
 pub use limits::*;
 pub use maps::*;

@@ -16,14 +16,7 @@ fn fixture() -> PathBuf {
 
 /// The default policy plus `rule` (YAML of one list item, indented two spaces).
 fn policy_with(dir: &Path, rule: &str) -> PathBuf {
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/default.yaml"
-    ))
-    .expect("read the default policy");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, format!("{default}\n{rule}")).expect("write the policy");
-    policy
+    default_policy_plus(dir, rule)
 }
 
 /// `probectl run --json --policy P -- env NAME=VALUE... python3 answer.py ARGS`.
@@ -42,6 +35,15 @@ fn run_python(policy: &Path, env: &[(&str, &str)], args: &[&str]) -> JsonRun {
     let run = json_run(cmd);
     assert_eq!(run.code, 0, "the fixture ran; stderr:\n{}", run.stderr);
     run
+}
+
+/// The pid of the fixture's python3 (its exec record).
+fn python_pid(run: &JsonRun) -> u64 {
+    run.of_type("exec")
+        .into_iter()
+        .find(|e| e["argv"][0] == "python3")
+        .and_then(|e| e["pid"].as_u64())
+        .unwrap_or_else(|| panic!("no exec of python3; stderr:\n{}", run.stderr))
 }
 
 fn connects_to(run: &JsonRun, port: u16) -> Vec<&Value> {
@@ -113,13 +115,7 @@ fn an_exported_variable_never_read_fires_no_rule_and_a_read_one_does() {
 
     // Read with getenv: read, and the rule fires, with the value shown.
     let read = run_python(&policy, &env, &["read", &port]);
-    let pid = read
-        .of_type("exec")
-        .into_iter()
-        .find(|e| e["argv"][0] == "python3")
-        .expect("python3's exec")["pid"]
-        .as_u64()
-        .expect("pid");
+    let pid = python_pid(&read);
     let p = read.probe(pid, &["getenv"], "ANTHROPIC_BASE_URL");
     assert_eq!(p["evidence"], "read", "{p:#}");
     let conns = connects_to(&read, listener.port);
@@ -161,13 +157,7 @@ fn a_parents_read_is_attributed_to_the_parent_when_its_child_connects() {
     let port = listener.port.to_string();
     let env = [("TZ", "UTC"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/")];
     let run = run_python(&policy, &env, &["parent", &port]);
-    let python = run
-        .of_type("exec")
-        .into_iter()
-        .find(|e| e["argv"][0] == "python3")
-        .expect("python3's exec")["pid"]
-        .as_u64()
-        .expect("pid");
+    let python = python_pid(&run);
     let conns = connects_to(&run, listener.port);
     assert_eq!(conns.len(), 1, "{conns:#?}");
     let conn = conns[0];

@@ -281,20 +281,10 @@ fn static_musl_resolver() -> std::path::PathBuf {
 /// The default policy plus a rule that any query for a `*.example.test` name after a
 /// time-zone read completes (`then: [dns_query]`).
 fn policy_with_dns_rule(dir: &std::path::Path) -> std::path::PathBuf {
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/default.yaml"
-    ))
-    .unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "{default}\n  - name: timezone-then-dns\n    id: TEST-DNS\n    probed: {{all_of: [timezone]}}\n    then: [dns_query]\n    destination: {{host: [\"*.example.test\"]}}\n    within: 30s\n    severity: high\n    action: alert\n"
-        ),
+    default_policy_plus(
+        dir,
+        "  - name: timezone-then-dns\n    id: TEST-DNS\n    probed: {all_of: [timezone]}\n    then: [dns_query]\n    destination: {host: [\"*.example.test\"]}\n    within: 30s\n    severity: high\n    action: alert\n",
     )
-    .unwrap();
-    policy
 }
 
 /// `probectl run --json --policy POLICY -- ARGS` in a private mount namespace whose

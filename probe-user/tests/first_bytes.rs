@@ -35,20 +35,10 @@ fn fixture() -> PathBuf {
 /// The default policy plus a rule whose destination is a host name that only the
 /// connection's first bytes give (the address is 127.0.0.1, named localhost).
 fn policy_with_host_rule(dir: &Path) -> PathBuf {
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/default.yaml"
-    ))
-    .unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "{default}\n  - name: timezone-then-named-api\n    id: TEST-SNI\n    probed: {{all_of: [timezone]}}\n    then: [connect]\n    destination: {{host: [api.example.test, relay.example]}}\n    within: 30s\n    severity: high\n    action: alert\n"
-        ),
+    default_policy_plus(
+        dir,
+        "  - name: timezone-then-named-api\n    id: TEST-SNI\n    probed: {all_of: [timezone]}\n    then: [connect]\n    destination: {host: [api.example.test, relay.example]}\n    within: 30s\n    severity: high\n    action: alert\n",
     )
-    .unwrap();
-    policy
 }
 
 fn run_fixture(test: &str, mode: &str, port: u16) -> JsonRun {

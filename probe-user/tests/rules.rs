@@ -13,20 +13,12 @@ use serde_json::Value;
 /// The default policy plus one rule (its `rules:` list comes last): time zone and API
 /// relay probed, then a connect to the test's listener, within 30 s.
 fn policy_with_rule(dir: &Path, port: u16) -> PathBuf {
-    let default = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../policies/default.yaml"
-    ))
-    .unwrap();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "{default}\n  - name: fingerprint-then-call\n    id: TEST-1\n    probed: {{all_of: [timezone, api-relay]}}\n    then: [connect]\n    destination: {{cidr: [127.0.0.0/8], port: [{port}]}}\n    within: 30s\n    severity: high\n    action: alert\n"
+    default_policy_plus(
+        dir,
+        &format!(
+            "  - name: fingerprint-then-call\n    id: TEST-1\n    probed: {{all_of: [timezone, api-relay]}}\n    then: [connect]\n    destination: {{cidr: [127.0.0.0/8], port: [{port}]}}\n    within: 30s\n    severity: high\n    action: alert\n"
         ),
     )
-    .unwrap();
-    policy
 }
 
 fn run_node(test: &str, mode: &str) -> (JsonRun, u16) {

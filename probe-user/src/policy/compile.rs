@@ -1,8 +1,6 @@
 //! Compilation: a validated policy becomes kernel map entries (what the kernel filters
 //! on) and a classifier (how userspace names what the kernel reported).
 
-use std::collections::HashMap;
-
 use probe_common::{
     ENV_CAPTURE_VALUE, ENV_EXEC_ONLY, EnvNameKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
     MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN,
@@ -10,6 +8,7 @@ use probe_common::{
 };
 
 use super::PolicyError;
+use super::distinct::Distinct;
 use super::keys::{basename_key, env_key, path_key};
 use super::limits::MAX_CATEGORY_ENTRIES;
 use super::schema::Category;
@@ -292,67 +291,6 @@ pub(super) fn compile(
     source_name: &str,
 ) -> Result<CompiledPolicy, PolicyError> {
     compile_for_homes(parsed, &home_dirs(), source_name)
-}
-
-/// Distinct kernel keys so far, each with the index of its entry; over `capacity` is
-/// an error naming the map and the entry that did not fit.
-struct Distinct<K> {
-    map: &'static str,
-    capacity: usize,
-    index: HashMap<K, usize>,
-}
-
-impl<K: Eq + std::hash::Hash> Distinct<K> {
-    fn new(map: &'static str, capacity: u32) -> Self {
-        Self {
-            map,
-            capacity: capacity as usize,
-            index: HashMap::new(),
-        }
-    }
-
-    /// The entry index of `key`, or `None` for a new key that gets index `len`.
-    fn get_or_add(
-        &mut self,
-        key: K,
-        len: usize,
-        what: &str,
-        written: &str,
-        source_name: &str,
-    ) -> Result<Option<usize>, PolicyError> {
-        if let Some(&i) = self.index.get(&key) {
-            return Ok(Some(i));
-        }
-        if self.index.len() >= self.capacity {
-            return Err(super::limits::over_capacity(
-                self.map,
-                self.capacity,
-                what,
-                written,
-                source_name,
-            ));
-        }
-        self.index.insert(key, len);
-        Ok(None)
-    }
-
-    /// `get_or_add`, and for a new key its entry pushed onto `entries` (made by
-    /// `make`), so the index and the entries stay in step.
-    fn push_new<V>(
-        &mut self,
-        key: K,
-        entries: &mut Vec<V>,
-        make: impl FnOnce() -> V,
-        what: &str,
-        written: &str,
-        source_name: &str,
-    ) -> Result<Option<usize>, PolicyError> {
-        let found = self.get_or_add(key, entries.len(), what, written, source_name)?;
-        if found.is_none() {
-            entries.push(make());
-        }
-        Ok(found)
-    }
 }
 
 pub(super) fn compile_for_homes(

@@ -3,6 +3,7 @@
 
 mod capacity;
 mod compile;
+mod distinct;
 mod explain;
 mod file_index;
 pub mod glob;

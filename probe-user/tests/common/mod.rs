@@ -447,3 +447,16 @@ pub fn fork_pids(pidfile: &Path) -> [u64; 3] {
     pids.try_into()
         .unwrap_or_else(|pids| panic!("pid file: {pids:?}"))
 }
+
+/// The default policy with `rules` (YAML list items, indented two spaces) appended to
+/// its `rules:` list, written as `dir/policy.yaml`.
+pub fn default_policy_plus(dir: &Path, rules: &str) -> PathBuf {
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/default.yaml"
+    ))
+    .expect("read the default policy");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, format!("{default}\n{rules}")).expect("write the policy");
+    policy
+}
