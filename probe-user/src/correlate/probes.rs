@@ -223,7 +223,9 @@ pub struct FactTargets {
     targets: std::collections::BTreeSet<String>,
     /// Per fold prefix: its first targets and how many distinct ones there were.
     groups: BTreeMap<String, Group>,
-    more: u64,
+    /// Targets past the first `MAX_FACT_TARGETS`, told apart by hash (so that the
+    /// same name past the bound in two processes of a CLI is one more, not two).
+    more: Group,
 }
 
 /// Targets under one fold prefix. Counted distinct: the same file read by two
@@ -293,10 +295,17 @@ impl FactTargets {
         if self.targets.contains(target) {
             return;
         }
-        if self.targets.len() < MAX_FACT_TARGETS {
+        if self.targets.len() < MAX_FACT_TARGETS && !self.more.seen.contains(&hash_of(target)) {
             self.targets.insert(target.to_owned());
         } else {
-            self.more += 1;
+            self.more.note(hash_of(target));
+        }
+    }
+
+    /// Notes a target past the bound, known by its hash only.
+    fn add_more(&mut self, hash: u64) {
+        if !self.targets.iter().any(|t| hash_of(t) == hash) {
+            self.more.note(hash);
         }
     }
 
@@ -308,7 +317,7 @@ impl FactTargets {
                 for t in &theirs.first {
                     self.add(t, None);
                 }
-                self.more += theirs.count().saturating_sub(theirs.first.len() as u64);
+                self.more.unseen += theirs.count().saturating_sub(theirs.first.len() as u64);
                 continue;
             }
             let ours = self.groups.entry(prefix.clone()).or_default();
@@ -323,7 +332,10 @@ impl FactTargets {
         for t in &other.targets {
             self.add(t, None);
         }
-        self.more += other.more;
+        for &h in &other.more.seen {
+            self.add_more(h);
+        }
+        self.more.unseen += other.more.unseen;
     }
 
     /// The targets as the report names them (`/usr/share/zoneinfo/** (600 files)`),
@@ -345,7 +357,7 @@ impl FactTargets {
         }
         out.sort();
         out.dedup();
-        (out, self.more)
+        (out, self.more.count())
     }
 }
 
@@ -411,5 +423,24 @@ mod tests {
         assert_eq!(cli.named().0, ["/proc/1/environ"]);
         cli.merge(&environ(2));
         assert_eq!(cli.named().0, ["/proc/*/environ (2 processes)"]);
+    }
+
+    #[test]
+    fn names_past_the_bound_in_two_processes_are_counted_once() {
+        let names = |range: std::ops::Range<usize>| {
+            let mut t = FactTargets::default();
+            for i in range {
+                t.add(&format!("NAME_{i:02}"), None);
+            }
+            t
+        };
+        // A CLI and its child both had the same 20 names: 16 named, 4 more.
+        let mut cli = names(0..20);
+        cli.merge(&names(0..20));
+        let (named, more) = cli.named();
+        assert_eq!((named.len(), more), (super::MAX_FACT_TARGETS, 4));
+        // A third process with 2 other names: 6 more.
+        cli.merge(&names(20..22));
+        assert_eq!(cli.named().1, 6);
     }
 }
