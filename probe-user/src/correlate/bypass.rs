@@ -33,6 +33,11 @@ pub fn host_port(url: &str) -> Option<(String, Option<u16>)> {
         None => (None, url),
     };
     let authority = rest.split(['/', '?', '#']).next()?;
+    // Cut at the capture limit (`…`) inside the host or port, or hidden whole by the
+    // redaction of a cut value (`http://[redacted]…`): the host is not known.
+    if authority.contains('…') {
+        return None;
+    }
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6.split_once(']')?;
@@ -78,7 +83,15 @@ fn goes_to(url: &str, dest: &Destination, ip: &IpAddr, name: Option<&str>) -> bo
 fn no_proxy_covers(no_proxy: &str, ip: &IpAddr, name: Option<&str>) -> bool {
     no_proxy.split(',').map(str::trim).any(|entry| {
         let entry = entry.to_ascii_lowercase();
-        let host = entry.split(':').next().unwrap_or("");
+        // `host:port`, `[v6]:port`; a bare IPv6 address or CIDR (`::1`, `fd00::/8`)
+        // has colons of its own.
+        let host = if let Some(v6) = entry.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else if entry.contains('/') || entry.parse::<IpAddr>().is_ok() {
+            entry.as_str()
+        } else {
+            entry.split(':').next().unwrap_or("")
+        };
         if host == "*" {
             return true;
         }
@@ -165,6 +178,15 @@ mod tests {
         assert_eq!(host_port("proxy:8080"), Some(("proxy".into(), Some(8080))));
         assert_eq!(host_port("http://:80"), None);
         assert_eq!(host_port("http://h:notaport"), None);
+        // Values cut at the capture limit inside the authority name no host.
+        assert_eq!(host_port("http://proxy.corp.exa…"), None);
+        assert_eq!(host_port("http://[redacted]…"), None);
+        assert_eq!(host_port("http://10.0.0.…"), None);
+        // Cut in the path: the host and port are whole.
+        assert_eq!(
+            host_port("https://relay.example/v1/lo…"),
+            Some(("relay.example".into(), Some(443)))
+        );
     }
 
     #[test]
@@ -206,6 +228,24 @@ mod tests {
             check(it(), &dest("127.0.0.1", 8080), None).is_none(),
             "localhost"
         );
+        // A value cut inside its host (a long host name, or a long password whose
+        // authority was hidden whole) cannot say where the proxy is: never a bypass.
+        for cut in ["http://proxy.corp.exa…", "http://[redacted]…"] {
+            let read = [("HTTPS_PROXY", cut)];
+            assert!(
+                check(&read, &dest("192.0.2.5", 3128), None).is_none(),
+                "{cut}"
+            );
+        }
+        // IPv6 entries, bare, bracketed with a port, or as a CIDR.
+        let v6 = [
+            ("HTTPS_PROXY", "http://proxy.corp:3128"),
+            ("no_proxy", "::1,[fd00::7]:8080,fd01::/16"),
+        ];
+        for to in ["::1", "fd00::7", "fd01::9"] {
+            assert!(check(&v6, &dest(to, 8080), None).is_none(), "{to}");
+        }
+        assert!(check(&v6, &dest("fd02::1", 8080), None).is_some());
         let local = [("HTTPS_PROXY", "http://localhost:3128")];
         let it = || &local[..];
         assert!(check(it(), &dest("::1", 3128), None).is_none());

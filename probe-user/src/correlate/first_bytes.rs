@@ -83,8 +83,28 @@ fn line_of(req: &httparse::Request<'_, '_>, host: Option<String>) -> Option<Http
     Some(HttpRequestLine {
         method: bounded(method.as_bytes(), MAX_METHOD),
         host,
-        path: bounded(path.as_bytes(), MAX_PATH),
+        path: bounded(redact_path(path).as_bytes(), MAX_PATH),
     })
+}
+
+/// A request target without its secrets: query values (`?key=AIza...`, the way
+/// Gemini's API and many others take an API key) become `[redacted]`, their names
+/// kept; a bare query item is redacted whole; an absolute-form target sent to a proxy
+/// loses its `user:password@` as proxy values do.
+fn redact_path(path: &str) -> String {
+    let path = crate::correlate::redact_userinfo(path, false);
+    let Some((before, query)) = path.split_once('?') else {
+        return path;
+    };
+    let items: Vec<String> = query
+        .split('&')
+        .map(|item| match item.split_once('=') {
+            Some((name, _)) => format!("{name}=[redacted]"),
+            None if item.is_empty() => String::new(),
+            None => "[redacted]".to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", items.join("&"))
 }
 
 /// Escaped, then cut to `max` characters (`...` marks a cut).
@@ -135,6 +155,27 @@ mod tests {
             panic!("parsed");
         };
         assert_eq!(h.host.as_deref(), Some("h\\xff"));
+    }
+
+    #[test]
+    fn query_values_and_proxy_credentials_in_a_request_are_redacted() {
+        let got = parse(
+            b"POST /v1beta/models/gemini:generateContent?key=AIzaS3cr3t&alt=sse HTTP/1.1\r\nHost: localhost:4000\r\n\r\n",
+        );
+        let Some(FirstBytes::Http(h)) = got else {
+            panic!("a request: {got:?}");
+        };
+        assert_eq!(
+            h.path,
+            "/v1beta/models/gemini:generateContent?key=[redacted]&alt=[redacted]"
+        );
+        let got = parse(b"GET http://bob:hunter2@example.test/x?tok3n HTTP/1.1\r\n\r\n");
+        let Some(FirstBytes::Http(h)) = got else {
+            panic!("a request: {got:?}");
+        };
+        assert_eq!(h.path, "http://[redacted]@example.test/x?[redacted]");
+        let got = parse(b"GET /plain/path HTTP/1.1\r\n\r\n");
+        assert!(matches!(got, Some(FirstBytes::Http(h)) if h.path == "/plain/path"));
     }
 
     #[test]

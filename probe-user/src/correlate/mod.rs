@@ -208,6 +208,7 @@ impl Correlator {
             .retain_keys(|(pid, _)| procs.get(*pid).is_some());
         self.folder.retain_pids(|pid| procs.get(pid).is_some());
         self.net_names.retain_pids(|pid| procs.get(pid).is_some());
+        self.values.retain_pids(|pid| procs.get(pid).is_some());
     }
 
     /// The offset a record made now would have.

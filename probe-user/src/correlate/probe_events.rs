@@ -130,8 +130,9 @@ impl Correlator {
         }
         let shown = e.flags & EXEC_ENV_VALUE_CAPTURED != 0 && self.classifier.shows_value_of(&name);
         let value_prefix = shown.then(|| {
-            let mut v = redact_userinfo(&escape_bytes(e.value_bytes()));
-            if e.flags & EXEC_ENV_VALUE_TRUNCATED != 0 {
+            let cut = e.flags & EXEC_ENV_VALUE_TRUNCATED != 0;
+            let mut v = redact_userinfo(&escape_bytes(e.value_bytes()), cut);
+            if cut {
                 v.push('…');
             }
             v
@@ -342,12 +343,49 @@ impl Default for Seen {
 
 /// Hides credentials in a proxy URL: `http://user:pass@proxy:3128` becomes
 /// `http://[redacted]@proxy:3128`. A value prefix must never leak a password.
-pub fn redact_userinfo(value: &str) -> String {
+///
+/// `cut`: the value is a prefix cut at the capture limit. When the cut falls inside
+/// the authority, the `@` that would end a `user:password` may be past it, so what
+/// was captured of the authority is hidden whole (`http://[redacted]`): a long
+/// password must not show its first bytes because its `@` was not captured.
+pub fn redact_userinfo(value: &str, cut: bool) -> String {
     let authority_start = value.find("://").map_or(0, |i| i + 3);
     let rest = &value[authority_start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    let authority_end = rest.find('/');
+    match rest[..authority_end.unwrap_or(rest.len())].rfind('@') {
         Some(at) => format!("{}[redacted]{}", &value[..authority_start], &rest[at..]),
+        None if cut && authority_end.is_none() && !rest.is_empty() => {
+            format!("{}[redacted]", &value[..authority_start])
+        }
         None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_userinfo;
+
+    #[test]
+    fn a_password_cut_before_its_at_sign_is_not_shown() {
+        assert_eq!(
+            redact_userinfo("http://user:pw@proxy:3128", false),
+            "http://[redacted]@proxy:3128"
+        );
+        // The first 64 bytes of `http://alice:<long token>@proxy.corp:3128`: the `@`
+        // was not captured, the token's first bytes were.
+        let prefix = "http://alice:S3cr3tT0kenThatIsLongerThanTheCaptureLimitOfSixty";
+        let shown = redact_userinfo(prefix, true);
+        assert!(!shown.contains("S3cr3t"), "{shown}");
+        assert_eq!(shown, "http://[redacted]");
+        // Cut in the path: the authority was captured whole and is shown.
+        assert_eq!(
+            redact_userinfo("https://relay.example/v1/a-long-path", true),
+            "https://relay.example/v1/a-long-path"
+        );
+        // Not cut: nothing to hide in a value without userinfo.
+        assert_eq!(
+            redact_userinfo("http://proxy.corp:3128", false),
+            "http://proxy.corp:3128"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! nor rescans one entry per event, and a repeated probe costs a lookup, not an
 //! allocation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::records::{ProbeSummary, TargetType};
 
@@ -221,9 +221,55 @@ impl ProbeTable {
 #[derive(Debug, Default, Clone)]
 pub struct FactTargets {
     targets: std::collections::BTreeSet<String>,
-    /// Per fold prefix: its first targets and how many there were.
-    groups: BTreeMap<String, (Vec<String>, u64)>,
-    more: u64,
+    /// Per fold prefix: its first targets and how many distinct ones there were.
+    groups: BTreeMap<String, Group>,
+    /// Targets past the first `MAX_FACT_TARGETS`, told apart by hash (so that the
+    /// same name past the bound in two processes of a CLI is one more, not two).
+    more: Group,
+}
+
+/// Targets under one fold prefix. Counted distinct: the same file read by two
+/// processes of a CLI (or by open and openat) is one file.
+#[derive(Debug, Default, Clone)]
+struct Group {
+    first: Vec<String>,
+    /// Hashes of the distinct targets, up to `MAX_GROUP_DISTINCT`.
+    seen: HashSet<u64>,
+    /// Targets past that bound, counted without telling repeats apart.
+    unseen: u64,
+}
+
+/// Distinct targets told apart per fold prefix; past it they are counted as new.
+const MAX_GROUP_DISTINCT: usize = 4_096;
+
+impl Group {
+    /// Notes a target by its hash; whether it was new.
+    fn note(&mut self, hash: u64) -> bool {
+        if self.seen.contains(&hash) {
+            return false;
+        }
+        if self.seen.len() < MAX_GROUP_DISTINCT {
+            self.seen.insert(hash);
+        } else {
+            self.unseen += 1;
+        }
+        true
+    }
+
+    fn keep_first(&mut self, target: &str) {
+        if self.first.len() < super::fold::FOLD_AFTER && !self.first.iter().any(|f| f == target) {
+            self.first.push(target.to_owned());
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.seen.len() as u64 + self.unseen
+    }
+}
+
+fn hash_of(target: &str) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(target)
 }
 
 /// Targets named per process, category and evidence in the report's summary.
@@ -232,65 +278,86 @@ pub const MAX_FACT_TARGETS: usize = 16;
 impl FactTargets {
     fn add(&mut self, target: &str, prefix: Option<&str>) {
         if let Some(prefix) = prefix {
-            if let Some((first, count)) = self.groups.get_mut(prefix) {
-                *count += 1;
-                if first.len() < super::fold::FOLD_AFTER {
-                    first.push(target.to_owned());
+            if let Some(group) = self.groups.get_mut(prefix) {
+                if group.note(hash_of(target)) {
+                    group.keep_first(target);
                 }
                 return;
             }
             if self.groups.len() < MAX_FACT_TARGETS {
-                self.groups
-                    .insert(prefix.to_owned(), (vec![target.to_owned()], 1));
+                let mut group = Group::default();
+                group.note(hash_of(target));
+                group.keep_first(target);
+                self.groups.insert(prefix.to_owned(), group);
                 return;
             }
         }
         if self.targets.contains(target) {
             return;
         }
-        if self.targets.len() < MAX_FACT_TARGETS {
+        if self.targets.len() < MAX_FACT_TARGETS && !self.more.seen.contains(&hash_of(target)) {
             self.targets.insert(target.to_owned());
         } else {
-            self.more += 1;
+            self.more.note(hash_of(target));
+        }
+    }
+
+    /// Notes a target past the bound, known by its hash only.
+    fn add_more(&mut self, hash: u64) {
+        if !self.targets.iter().any(|t| hash_of(t) == hash) {
+            self.more.note(hash);
         }
     }
 
     /// Merges another process's targets into these (one CLI, several processes).
     pub fn merge(&mut self, other: &FactTargets) {
-        for (prefix, (first, count)) in &other.groups {
-            for t in first {
-                self.add(t, Some(prefix));
+        for (prefix, theirs) in &other.groups {
+            if !self.groups.contains_key(prefix) && self.groups.len() >= MAX_FACT_TARGETS {
+                // No room for the group: its first targets are named, the rest counted.
+                for t in &theirs.first {
+                    self.add(t, None);
+                }
+                self.more.unseen += theirs.count().saturating_sub(theirs.first.len() as u64);
+                continue;
             }
-            let extra = count.saturating_sub(first.len() as u64);
-            if let Some((_, c)) = self.groups.get_mut(prefix) {
-                *c += extra;
+            let ours = self.groups.entry(prefix.clone()).or_default();
+            for &h in &theirs.seen {
+                ours.note(h);
+            }
+            ours.unseen += theirs.unseen;
+            for t in &theirs.first {
+                ours.keep_first(t);
             }
         }
         for t in &other.targets {
             self.add(t, None);
         }
-        self.more += other.more;
+        for &h in &other.more.seen {
+            self.add_more(h);
+        }
+        self.more.unseen += other.more.unseen;
     }
 
     /// The targets as the report names them (`/usr/share/zoneinfo/** (600 files)`),
     /// and how many more there were.
     pub fn named(&self) -> (Vec<String>, u64) {
         let mut out: Vec<String> = self.targets.iter().cloned().collect();
-        for (prefix, (first, count)) in &self.groups {
-            if prefix == super::ENVIRON_GROUP && *count > 1 {
+        for (prefix, group) in &self.groups {
+            let count = group.count();
+            if prefix == super::ENVIRON_GROUP && count > 1 {
                 out.push(format!("{prefix} ({count} processes)"));
-            } else if *count as usize > super::fold::FOLD_AFTER {
+            } else if count as usize > super::fold::FOLD_AFTER {
                 out.push(format!(
                     "{} ({count} files)",
                     super::fold::folded_target(prefix)
                 ));
             } else {
-                out.extend(first.iter().cloned());
+                out.extend(group.first.iter().cloned());
             }
         }
         out.sort();
         out.dedup();
-        (out, self.more)
+        (out, self.more.count())
     }
 }
 
@@ -313,4 +380,67 @@ pub fn finish_summaries(acc: SummaryRows) -> BTreeMap<usize, Vec<ProbeSummary>> 
             (c, rows)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FactTargets;
+
+    const ZONES: &str = "/usr/share/zoneinfo/";
+
+    fn read(files: impl IntoIterator<Item = String>) -> FactTargets {
+        let mut t = FactTargets::default();
+        for f in files {
+            t.add(&f, Some(ZONES));
+        }
+        t
+    }
+
+    #[test]
+    fn the_same_file_read_by_two_processes_of_a_cli_counts_once() {
+        let zone = |i: u32| format!("{ZONES}Zone{i}");
+        // A CLI and its child each read the same three zone files: three files.
+        let mut cli = read((0..3).map(zone));
+        cli.merge(&read((0..3).map(zone)));
+        let (named, more) = cli.named();
+        assert_eq!(named, (0..3).map(zone).collect::<Vec<_>>());
+        assert_eq!(more, 0);
+        // Overlapping bursts: 0..400 and 200..600 are 600 distinct files.
+        let mut cli = read((0..400).map(zone));
+        cli.merge(&read((200..600).map(zone)));
+        assert_eq!(cli.named().0, [format!("{ZONES}** (600 files)")]);
+        // Two processes reading one other process's environment: one target.
+        let environ = |pid: u32| {
+            let mut t = FactTargets::default();
+            t.add(
+                &format!("/proc/{pid}/environ"),
+                Some(super::super::ENVIRON_GROUP),
+            );
+            t
+        };
+        let mut cli = environ(1);
+        cli.merge(&environ(1));
+        assert_eq!(cli.named().0, ["/proc/1/environ"]);
+        cli.merge(&environ(2));
+        assert_eq!(cli.named().0, ["/proc/*/environ (2 processes)"]);
+    }
+
+    #[test]
+    fn names_past_the_bound_in_two_processes_are_counted_once() {
+        let names = |range: std::ops::Range<usize>| {
+            let mut t = FactTargets::default();
+            for i in range {
+                t.add(&format!("NAME_{i:02}"), None);
+            }
+            t
+        };
+        // A CLI and its child both had the same 20 names: 16 named, 4 more.
+        let mut cli = names(0..20);
+        cli.merge(&names(0..20));
+        let (named, more) = cli.named();
+        assert_eq!((named.len(), more), (super::MAX_FACT_TARGETS, 4));
+        // A third process with 2 other names: 6 more.
+        cli.merge(&names(20..22));
+        assert_eq!(cli.named().1, 6);
+    }
 }

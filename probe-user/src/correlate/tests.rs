@@ -462,3 +462,28 @@ proptest::proptest! {
         proptest::prop_assert!(other.probes_before.is_empty());
     }
 }
+
+#[test]
+fn shown_values_of_expired_trees_leave_room_for_the_processes_that_come() {
+    use super::values::MAX_SHOWN_VALUES;
+    let policy = load_default().unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    // A daemon's day: many short-lived processes, each given TZ, each gone.
+    let storm = MAX_SHOWN_VALUES as u32 + 10;
+    for pid in 1_000..1_000 + storm {
+        procs.add_root(pid, 1);
+        c.values.insert(pid, "TZ", "UTC");
+        procs.on_exit(pid, Some(0));
+    }
+    assert_eq!(c.values.not_kept, 10);
+    c.expire_trees(10_000, 1_000, &mut procs);
+    c.expire_trees(11_000, 1_000, &mut procs);
+    assert!(procs.is_empty());
+    // A process that starts after their trees expired still has its value shown.
+    procs.add_root(50_000, 1);
+    c.values.insert(50_000, "TZ", "Asia/Shanghai");
+    assert_eq!(c.values.get(50_000, "TZ"), Some("Asia/Shanghai"));
+    assert_eq!(c.values.not_kept, 10);
+    assert_eq!(c.values.get(1_000, "TZ"), None);
+}

@@ -25,17 +25,34 @@ pub struct ShownValues {
 impl ShownValues {
     /// `name` had `value` in `pid`'s environment at its latest exec.
     pub fn insert(&mut self, pid: u32, name: &str, value: &str) {
-        let of_pid = self.by_pid.entry(pid).or_default();
-        if let Some(v) = of_pid.get_mut(name) {
+        if let Some(v) = self.by_pid.get_mut(&pid).and_then(|m| m.get_mut(name)) {
             value.clone_into(v);
             return;
         }
         if self.len >= MAX_SHOWN_VALUES {
+            // No entry for the pid either: past the bound, a storm of new pids
+            // leaves nothing behind.
             self.not_kept += 1;
             return;
         }
-        of_pid.insert(name.to_owned(), value.to_owned());
+        self.by_pid
+            .entry(pid)
+            .or_default()
+            .insert(name.to_owned(), value.to_owned());
         self.len += 1;
+    }
+
+    /// Lets go of the values of processes no longer in the process table (their tree
+    /// expired), so a long-running daemon keeps room for the processes that come.
+    pub fn retain_pids(&mut self, live: impl Fn(u32) -> bool) {
+        let len = &mut self.len;
+        self.by_pid.retain(|pid, values| {
+            let keep = live(*pid);
+            if !keep {
+                *len -= values.len();
+            }
+            keep
+        });
     }
 
     /// A new exec replaces the environment: the old image's values go.

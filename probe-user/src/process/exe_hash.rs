@@ -107,6 +107,25 @@ fn open_nonblocking(path: &str, nofollow: bool) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Opens `path` for reading only if it is a regular file, never following a symlink
+/// in its last component: an `O_PATH` handle first (it opens nothing: no FIFO
+/// reader appears, no device driver's open runs), checked, then reopened through that
+/// handle so the file checked is the file read. The path of an exited process is the
+/// watched user's to replace (by a FIFO, or a directory symlink into /dev).
+fn open_regular_nofollow(path: &str) -> std::io::Result<File> {
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    if !handle.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    open_nonblocking(
+        &format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle)),
+        false,
+    )
+}
+
 /// The worker's cache key: the same file, unchanged.
 type FileKey = (u64, u64, u64, i64, i64);
 
@@ -125,7 +144,7 @@ fn hash_of_process(pid: u32, exe: &str, cache: &mut HashMap<FileKey, ExeHash>) -
             if !exe.starts_with('/') || exe.contains('\\') {
                 return ExeHash::noted("not hashed: the process exited first");
             }
-            match open_nonblocking(exe, true) {
+            match open_regular_nofollow(exe) {
                 Ok(f) => (f, true),
                 Err(err) => {
                     return ExeHash::noted(format!(
@@ -309,5 +328,50 @@ mod tests {
         assert!(gone.note.unwrap().contains("may have changed"));
         let unknown = hash_of_process(u32::MAX - 1, "relative\\x01", &mut cache);
         assert!(unknown.sha256.is_none());
+    }
+
+    #[test]
+    fn a_gone_process_whose_path_is_now_a_fifo_is_not_opened() {
+        let dir = std::env::temp_dir().join(format!("probectl-exe-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("cli");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        // A writer blocks in open until some reader opens the FIFO: it tells whether
+        // hashing opened it.
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        let (tid_tx, tid) = std::sync::mpsc::channel();
+        let writer_path = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            let f = std::fs::OpenOptions::new().write(true).open(&writer_path);
+            let _ = opened_tx.send(());
+            drop(f);
+        });
+        // Wait until the writer sleeps in its openat (its /proc syscall file names it).
+        let tid = tid.recv().unwrap();
+        let in_open = format!("{} ", libc::SYS_openat);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+            .is_ok_and(|s| s.starts_with(&in_open))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never blocked in open"
+            );
+            std::thread::yield_now();
+        }
+        let mut cache = HashMap::new();
+        let h = hash_of_process(u32::MAX - 1, fifo.to_str().unwrap(), &mut cache);
+        assert!(h.sha256.is_none(), "{h:?}");
+        let released = opened.recv_timeout(Duration::from_secs(1)).is_ok();
+        if !released {
+            // Let the writer go: open the FIFO for reading ourselves.
+            let _ = open_nonblocking(fifo.to_str().unwrap(), true);
+            let _ = opened.recv_timeout(Duration::from_secs(10));
+        }
+        writer.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!released, "hashing opened the FIFO for reading");
     }
 }

@@ -311,6 +311,10 @@ impl RuleMatch {
             );
         }
         let only_self = readers.iter().all(|(a, _)| a.relation == Relation::Itself);
+        // The caller's own reads first, then the others': "its" below names the reader
+        // listed last, so that one must be another process, and the one whose
+        // relation is given (never "curl read timezone; its child curl connected").
+        readers.sort_by_key(|(a, _)| a.relation != Relation::Itself);
         let reads: Vec<String> = readers
             .iter()
             .map(|(a, cats)| format!("{} read {}", a.label(), cats.join(", ")))
@@ -318,12 +322,10 @@ impl RuleMatch {
         if only_self {
             return format!("{}, then {verb}", reads.join("; "));
         }
-        // The caller as the first other reader sees it: "its child curl (pid 12)".
+        // The caller as the last reader listed sees it: "its child curl (pid 12)".
         let relation = readers
-            .iter()
-            .map(|(a, _)| a.relation)
-            .find(|r| *r != Relation::Itself)
-            .map(Relation::inverse)
+            .last()
+            .map(|(a, _)| a.relation.inverse())
             .unwrap_or(Relation::Relative);
         let who = match relation {
             Relation::Relative => format!("{caller} (pid {caller_pid}), in the same tree,"),
@@ -423,6 +425,36 @@ mod sentence_tests {
         assert_eq!(
             own.sentence("curl", 12, "connected to X"),
             "curl (pid 12) read timezone, proxy, then connected to X"
+        );
+        // The caller read too, after its parent: "its" must still name the parent.
+        let both = matched(vec![
+            ProbedBy {
+                category: "proxy".into(),
+                by: vec![actor(10, "node", Relation::Parent)],
+            },
+            ProbedBy {
+                category: "timezone".into(),
+                by: vec![actor(12, "curl", Relation::Itself)],
+            },
+        ]);
+        assert_eq!(
+            both.sentence("curl", 12, "connected to X"),
+            "curl (pid 12) read timezone; node (pid 10) read proxy; its child curl (pid 12) connected to X"
+        );
+        // Two other readers: the relation is the one of the reader "its" names.
+        let two = matched(vec![
+            ProbedBy {
+                category: "proxy".into(),
+                by: vec![actor(10, "node", Relation::Parent)],
+            },
+            ProbedBy {
+                category: "timezone".into(),
+                by: vec![actor(11, "python3", Relation::Sibling)],
+            },
+        ]);
+        assert_eq!(
+            two.sentence("curl", 12, "connected to X"),
+            "node (pid 10) read proxy; python3 (pid 11) read timezone; its sibling curl (pid 12) connected to X"
         );
     }
 }
