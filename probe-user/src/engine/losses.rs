@@ -37,6 +37,10 @@ pub enum UserspaceLoss {
     /// (relative, with `..`, or longer than the value captured): `~/` paths under it
     /// are matched only against the passwd homes.
     HomeUnusable,
+    /// A value the policy shows (`capture_value_prefix`) was not kept: 16,384 (process,
+    /// name) pairs were: the report lacks it next to its name and the proxy-bypass check
+    /// cannot use it.
+    ShownValueNotKept,
 }
 
 impl UserspaceLoss {
@@ -52,6 +56,7 @@ impl UserspaceLoss {
             UserspaceLoss::EnvObjectUnreadable => "env_object_unreadable",
             UserspaceLoss::EnvObjectAttachFailed => "env_object_attach_failed",
             UserspaceLoss::HomeUnusable => "home_unusable",
+            UserspaceLoss::ShownValueNotKept => "shown_value_not_kept",
         }
     }
 }
@@ -229,6 +234,7 @@ impl Engine {
         l.userspace(UserspaceLoss::EnvObjectUnreadable, env.unreadable);
         l.userspace(UserspaceLoss::EnvObjectAttachFailed, env.attach_failed);
         l.userspace(UserspaceLoss::HomeUnusable, c.homes_unusable);
+        l.userspace(UserspaceLoss::ShownValueNotKept, c.values.not_kept);
         l.filtered(Filtered::EnvObjectNotElf, env.not_elf);
         l.filtered(Filtered::EnvObjectWithoutGetenv, env.no_getenv);
         l.filtered(Filtered::EnvNameCaseMismatch, c.case_mismatches);
