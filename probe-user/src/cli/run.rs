@@ -23,6 +23,8 @@ use super::{RunArgs, exit, spawn};
 
 /// How long a run that writes a profile waits at its end for executable hashes.
 const EXE_HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a report waits for package and executable lookups still under way.
+pub(super) const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
     // A running daemon already has the programs loaded; `--policy` and `--profile`
@@ -136,6 +138,9 @@ async fn run_standalone(
     )
     .await?;
 
+    // Lookups the worker still owes (late under load): bounded, a stalled file system
+    // costs at most this once, and what does not come is counted.
+    engine.procs.finish_lookups(LOOKUP_WAIT);
     if args.profile.is_some() {
         // Bounded: a hash still not done then (a huge file, a stalled file system)
         // is noted in the profile as not hashed.

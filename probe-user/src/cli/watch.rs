@@ -87,6 +87,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     if format == Format::Human {
         eprintln!("probectl: stopped watching: {why}");
     }
+    engine.procs.finish_lookups(super::run::LOOKUP_WAIT);
     let losses = standalone::losses(&engine, &printer);
     let report = engine.report(args.pids[0], 0, ReportScope::All, &losses);
     printer.emit(&Record::now(Body::Report(Box::new(report))));

@@ -142,4 +142,25 @@ impl Lookups {
         }
         out
     }
+
+    /// Answers still owed, waiting up to `within` in all (before a report: a loaded
+    /// machine can make the worker late, and the report should still name packages).
+    pub fn wait(&mut self, within: Duration) -> Vec<Answer> {
+        let deadline = std::time::Instant::now() + within;
+        let mut out = self.poll();
+        while self.in_flight > 0 && self.tx.is_some() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(answer) => {
+                    self.in_flight -= 1;
+                    out.push(answer);
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
 }

@@ -93,6 +93,17 @@ impl ProcessTable {
         }
     }
 
+    /// Waits up to `within` for package and executable lookups still under way, and
+    /// applies them (before a report).
+    pub fn finish_lookups(&mut self, within: std::time::Duration) {
+        let Some(lookups) = &mut self.lookups else {
+            return;
+        };
+        for answer in lookups.wait(within) {
+            self.apply(answer);
+        }
+    }
+
     /// From now on, each native executable a watched process runs is hashed, off the
     /// event loop (`exe_hash`): a behaviour profile keys a CLI without a package on it.
     pub fn hash_executables(&mut self) {
