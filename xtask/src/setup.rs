@@ -104,7 +104,8 @@ struct Requirement {
 }
 
 /// The tools only the tests need: Node.js for the Node fixtures, a C compiler for the
-/// C ones, musl-gcc for the musl-libc fixture, systemd-analyze, setpriv and useradd for
+/// C ones, musl-gcc for the musl-libc fixture, curl, python3 and git (real programs
+/// the tests watch), systemd-analyze, setpriv and useradd for
 /// the daemon's, rsyslog and its TLS driver for the syslog sink.
 const TEST_TOOLS: &[Requirement] = &[
     Requirement {
@@ -124,6 +125,24 @@ const TEST_TOOLS: &[Requirement] = &[
         check: Check::Present("musl-gcc"),
         package: "musl-tools",
         otherwise: "install musl-gcc (musl-tools) so that `musl-gcc` is on PATH",
+    },
+    Requirement {
+        what: "curl",
+        check: Check::Version("curl"),
+        package: "curl",
+        otherwise: "install curl so that `curl` is on PATH",
+    },
+    Requirement {
+        what: "python3",
+        check: Check::Version("python3"),
+        package: "python3",
+        otherwise: "install Python 3 so that `python3` is on PATH",
+    },
+    Requirement {
+        what: "git",
+        check: Check::Version("git"),
+        package: "git",
+        otherwise: "install git so that `git` is on PATH",
     },
     Requirement {
         what: "systemd-analyze",
