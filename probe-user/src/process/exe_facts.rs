@@ -263,6 +263,91 @@ mod tests {
         assert_eq!(of_file(&file), None);
     }
 
+    /// A 64-bit ELF header with `e_type` `ET_EXEC` and the given program and section
+    /// header tables (offset, entry size, count) and section-name index.
+    fn elf_header(ph: (u64, u16, u16), sh: (u64, u16, u16), shstrndx: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        (h[4], h[5], h[6]) = (2, 1, 1);
+        h[16..18].copy_from_slice(&2u16.to_le_bytes());
+        h[32..40].copy_from_slice(&ph.0.to_le_bytes());
+        h[40..48].copy_from_slice(&sh.0.to_le_bytes());
+        h[54..56].copy_from_slice(&ph.1.to_le_bytes());
+        h[56..58].copy_from_slice(&ph.2.to_le_bytes());
+        h[58..60].copy_from_slice(&sh.1.to_le_bytes());
+        h[60..62].copy_from_slice(&sh.2.to_le_bytes());
+        h[62..64].copy_from_slice(&shstrndx.to_le_bytes());
+        h
+    }
+
+    fn facts_of_bytes(name: &str, bytes: &[u8]) -> Option<ExeFacts> {
+        let path = std::env::temp_dir().join(format!("exe-facts-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let facts = of_file(&std::fs::File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        facts
+    }
+
+    /// Headers a hostile executable controls: offsets past the end or overflowing,
+    /// huge counts, a section-name index out of range. Each is refused or ignored
+    /// with bounded reads, never a panic or a huge allocation.
+    #[test]
+    fn hostile_elf_headers_are_refused_with_bounded_reads() {
+        // Program headers at an offset that overflows, or too many of them.
+        assert_eq!(
+            facts_of_bytes(
+                "ph-overflow",
+                &elf_header((u64::MAX - 8, 56, 3), (0, 0, 0), 0)
+            ),
+            None
+        );
+        assert_eq!(
+            facts_of_bytes("ph-count", &elf_header((64, 56, u16::MAX), (0, 0, 0), 0)),
+            None
+        );
+        // One real (empty, so no PT_INTERP) program header; section headers past the
+        // end of the file, then a section-name index out of range: the linkage is
+        // still read, the runtime is not.
+        let mut one = elf_header((64, 56, 1), (u64::MAX / 2, 64, 1_000), 0);
+        one.extend_from_slice(&[0u8; 56]);
+        assert_eq!(
+            facts_of_bytes("sh-past-end", &one),
+            Some(ExeFacts {
+                linkage: Linkage::Static,
+                runtime: None
+            })
+        );
+        let mut bad_index = elf_header((64, 56, 1), (120, 64, 1), 7);
+        bad_index.extend_from_slice(&[0u8; 56 + 64]);
+        assert_eq!(
+            facts_of_bytes("shstrndx", &bad_index).map(|f| f.runtime),
+            Some(None)
+        );
+        // A file cut inside its own header.
+        assert_eq!(facts_of_bytes("cut", &bad_index[..40]), None);
+    }
+
+    /// The path of a process that is gone is the user's to replace: a FIFO there is
+    /// never opened for reading (which would block the lookup thread until a writer
+    /// came).
+    #[test]
+    fn a_fifo_at_a_gone_processs_path_is_not_opened() {
+        let fifo = std::env::temp_dir().join(format!("exe-facts-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let path = fifo.to_str().unwrap().to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A pid that cannot exist (above pid_max's largest value), so its path is read.
+        std::thread::spawn(move || {
+            let _ = tx.send(of_process(u32::MAX, &path, "x"));
+        });
+        let facts = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the lookup returned instead of blocking on the FIFO");
+        assert_eq!(facts, ExeFacts::default());
+        std::fs::remove_file(&fifo).unwrap();
+    }
+
     #[test]
     fn python_and_bun_are_known_by_name() {
         for name in ["python", "python3", "python3.12"] {
