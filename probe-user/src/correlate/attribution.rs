@@ -7,13 +7,15 @@
 use crate::process::ProcessTable;
 use crate::records::{MAX_ACTORS, PriorProbe, ProbeActor, ProbedBy, Relation, RuleMatch};
 
-/// How `pid` is related to `caller`, from the process table's lineage (bounded by
-/// `MAX_PARENTS`).
-pub fn relation(procs: &ProcessTable, pid: u32, caller: u32) -> Relation {
+/// How `pid` is related to the caller, whose lineage (itself first) is `up`, from the
+/// process table's lineage (bounded by `MAX_PARENTS`).
+fn relation(procs: &ProcessTable, pid: u32, up: &[u32]) -> Relation {
+    let Some(&caller) = up.first() else {
+        return Relation::Relative;
+    };
     if pid == caller {
         return Relation::Itself;
     }
-    let up = procs.lineage(caller);
     if let Some(i) = up.iter().position(|&p| p == pid) {
         return if i == 1 {
             Relation::Parent
@@ -35,25 +37,30 @@ pub fn relation(procs: &ProcessTable, pid: u32, caller: u32) -> Relation {
     }
 }
 
-fn actor(procs: &ProcessTable, pid: u32, caller: u32) -> ProbeActor {
-    ProbeActor {
-        pid,
-        process: procs
-            .get(pid)
-            .map(|p| p.name().to_owned())
-            .unwrap_or_default(),
-        relation: relation(procs, pid, caller),
-    }
-}
-
-/// Fills each row's `by` with its first `MAX_ACTORS` processes.
+/// Fills each row's `by` with its first `MAX_ACTORS` processes. The caller's lineage is
+/// walked once, and each process's actor once, however many rows name it (a record
+/// lists up to 100 rows, mostly by the same few processes).
 pub fn attribute_rows(rows: &mut [PriorProbe], procs: &ProcessTable, caller: u32) {
+    let up = procs.lineage(caller);
+    let mut known: std::collections::HashMap<u32, ProbeActor> = std::collections::HashMap::new();
     for row in rows {
         row.by = row
             .pids
             .iter()
             .take(MAX_ACTORS)
-            .map(|&pid| actor(procs, pid, caller))
+            .map(|&pid| {
+                known
+                    .entry(pid)
+                    .or_insert_with(|| ProbeActor {
+                        pid,
+                        process: procs
+                            .get(pid)
+                            .map(|p| p.name().to_owned())
+                            .unwrap_or_default(),
+                        relation: relation(procs, pid, &up),
+                    })
+                    .clone()
+            })
             .collect();
     }
 }

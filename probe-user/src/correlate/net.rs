@@ -320,6 +320,20 @@ impl Correlator {
             }
         };
         attribution::attribute_matches(&mut matches, rows);
+        self.queue_alerts(header, kind, destination, names, &matches, procs);
+        matches
+    }
+
+    /// Queues a `rule_match` record for each `alert` match that is not a repeat.
+    pub(super) fn queue_alerts(
+        &mut self,
+        header: &EventHeader,
+        kind: NetworkEvent,
+        destination: Option<&Destination>,
+        names: &[String],
+        matches: &[RuleMatch],
+        procs: &ProcessTable,
+    ) {
         for m in matches
             .iter()
             .filter(|m| m.action == Action::Alert && !m.suppressed)
@@ -337,7 +351,6 @@ impl Correlator {
             let record = self.record(header.ktime_ns, header.tgid, procs, body);
             self.pending.push(record);
         }
-        matches
     }
 
     pub(super) fn on_dns_answer(

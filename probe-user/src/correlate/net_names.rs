@@ -10,7 +10,7 @@ use probe_common::FirstBytesEvent;
 use super::Correlator;
 use super::first_bytes::{self, FirstBytes};
 use super::rules::NetCall;
-use crate::policy::rules::{Action, NetworkEvent};
+use crate::policy::rules::NetworkEvent;
 use crate::process::ProcessTable;
 use crate::records::*;
 
@@ -255,23 +255,14 @@ impl Correlator {
             .unwrap_or_default();
         super::attribution::attribute_rows(&mut rows, procs, header.tgid);
         super::attribution::attribute_matches(&mut matches, &rows);
-        for m in matches
-            .iter()
-            .filter(|m| m.action == Action::Alert && !m.suppressed)
-        {
-            let body = Body::RuleMatch(RuleMatchRecord {
-                process: procs
-                    .get(header.tgid)
-                    .map(|p| p.name().to_owned())
-                    .unwrap_or_default(),
-                event: NetworkEvent::Connect,
-                destination: Some(destination.clone()),
-                names: names.to_vec(),
-                matched: m.clone(),
-            });
-            let record = self.record(header.ktime_ns, header.tgid, procs, body);
-            self.pending.push(record);
-        }
+        self.queue_alerts(
+            header,
+            NetworkEvent::Connect,
+            Some(destination),
+            names,
+            &matches,
+            procs,
+        );
         matches
     }
 }
