@@ -208,6 +208,10 @@ pub const FILE_MATCH_BASENAME: u32 = 2;
 /// syscall tracepoints did not see or could not match: `path` holds only the file's
 /// last component (the dentry name), userspace reports the policy path.
 pub const FILE_MATCH_HOOK: u32 = 3;
+/// The part of an absolute path after the process's own `HOME` or `XDG_CONFIG_HOME`
+/// (by the lengths in its `WatchEntry`) is under a policy `~/` prefix or glob: a
+/// candidate userspace checks against the home values it got at exec.
+pub const FILE_MATCH_OWN_HOME: u32 = 4;
 
 /// `PendingPath::stat_kind`: which stat buffer layout the syscall fills.
 pub const STAT_BUF_NONE: u32 = 0;

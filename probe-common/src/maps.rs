@@ -14,6 +14,7 @@ pub const MAP_BASENAMES: &str = "BASENAMES";
 pub const MAP_KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 pub const MAP_ENV_PREFIXES: &str = "ENV_PREFIXES";
 pub const MAP_SELECT_UIDS: &str = "SELECT_UIDS";
+pub const MAP_OWN_HOME_PATHS: &str = "OWN_HOME_PATHS";
 
 /// Key of `SELECT_COMMS`: a program name as the kernel keeps it in `comm` (the
 /// executable's basename, cut at 15 bytes), zero padded.
@@ -41,6 +42,9 @@ pub const SETTING_EXEC_CANDIDATES: u32 = 5;
 /// Bit `1 << HOST_CALL_*` set: some category counts that host-identity call
 /// (uname, SIOCGIFHWADDR, RTM_GETLINK); the host programs return early otherwise.
 pub const SETTING_HOST_CALLS: u32 = 6;
+/// Non-zero: `OWN_HOME_PATHS` holds the policy's `~/` prefixes and globs, looked up
+/// under each watched process's own `HOME` and `XDG_CONFIG_HOME` (`WatchEntry`).
+pub const SETTING_OWN_HOME: u32 = 7;
 pub const SETTING_SLOTS: u32 = 8;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
@@ -95,8 +99,14 @@ pub struct WatchEntry {
     pub origin: u32,
     /// tgid of the parent that passed the watch on at fork (0 for roots).
     pub parent_tgid: u32,
+    /// Bytes of the `HOME` the process was given at its last exec (trailing slash
+    /// dropped), 0 when unset, cut or unknown: where its `~/` ends in a path it opens.
+    /// Set by the exec-time env scan, passed on at fork.
+    pub home_len: u16,
+    /// The same for `XDG_CONFIG_HOME`, which stands for `~/.config`.
+    pub config_len: u16,
 }
-const _: () = assert!(core::mem::size_of::<WatchEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<WatchEntry>() == 12);
 
 pub const WATCH_ORIGIN_ROOT: u32 = 1;
 pub const WATCH_ORIGIN_FORK: u32 = 2;
@@ -123,6 +133,16 @@ pub const ENV_CAPTURE_VALUE: u32 = 1;
 /// process's own `HOME` and `XDG_CONFIG_HOME`, which place its `~/`): a getenv of it
 /// is not an event.
 pub const ENV_EXEC_ONLY: u32 = 2;
+/// `PolicyRef::match_kind` of `HOME` in `ENV_NAMES`: the exec scan keeps its value's
+/// length in the process's `WatchEntry::home_len`.
+pub const ENV_OWN_HOME: u32 = 4;
+/// The same for `XDG_CONFIG_HOME` (`WatchEntry::config_len`).
+pub const ENV_OWN_CONFIG: u32 = 8;
+
+/// First byte of an `OWN_HOME_PATHS` key: what follows is relative to `HOME`...
+pub const OWN_HOME_UNDER_HOME: u8 = 1;
+/// ... or to `XDG_CONFIG_HOME` (`~/.config/gcloud/` is stored as `/gcloud/`).
+pub const OWN_HOME_UNDER_CONFIG: u8 = 2;
 
 /// Key of `ENV_NAMES`: the name in ASCII upper case, zero padded. The kernel folds the
 /// looked-up name the same way, so `https_proxy` and `HTTPS_PROXY` hit one entry;

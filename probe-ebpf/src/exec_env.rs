@@ -21,13 +21,13 @@ use aya_ebpf::{
 };
 use probe_common::{
     DROP_ENV_SCAN_INCOMPLETE, DROP_RING_FULL_ENV_AT_EXEC, ENV_CAPTURE_VALUE, ENV_NAME_LEN,
-    ENV_VALUE_PREFIX_LEN, EVENT_ENV_AT_EXEC, EXEC_ENV_MAX_ENTRIES, EXEC_ENV_VALUE_CAPTURED,
-    EXEC_ENV_VALUE_TRUNCATED, ExecEnvEvent,
+    ENV_OWN_CONFIG, ENV_OWN_HOME, ENV_VALUE_PREFIX_LEN, EVENT_ENV_AT_EXEC, EXEC_ENV_MAX_ENTRIES,
+    EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, ExecEnvEvent,
 };
 
 use crate::{
-    maps::{ENV_NAMES, ENV_SCAN_NEXT, ENV_SCAN_STATE, ENV_SCRATCH, EVENTS},
-    util::{count_drop, current_ids, env_glob, header, is_watched, syscall_arg},
+    maps::{ENV_NAMES, ENV_SCAN_NEXT, ENV_SCAN_STATE, ENV_SCRATCH, EVENTS, WATCHED},
+    util::{count_drop, current_ids, env_glob, header, syscall_arg},
 };
 
 /// What each loop iteration needs; lives on the caller's stack.
@@ -58,8 +58,12 @@ pub fn sys_enter_execveat_env(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
     let (tgid, tid) = current_ids();
-    if !is_watched(tgid) {
-        return None;
+    let watch = WATCHED.get_ptr_mut(tgid)?;
+    // The new image's `~/` is what this envp says: unset until the scan finds it.
+    // SAFETY: a field store into this process's own entry.
+    unsafe {
+        (*watch).home_len = 0;
+        (*watch).config_len = 0;
     }
     let envp = unsafe { ctx.read_at::<u64>(envp_at) }.ok()?;
     (envp != 0).then_some(Scan {
@@ -250,9 +254,34 @@ fn visit(index: u32, scan: &mut Scan) -> i64 {
             e.flags |= EXEC_ENV_VALUE_CAPTURED;
             if value_len >= ENV_VALUE_PREFIX_LEN - 1 {
                 e.flags |= EXEC_ENV_VALUE_TRUNCATED;
+            } else if policy.match_kind & (ENV_OWN_HOME | ENV_OWN_CONFIG) != 0 {
+                own_home_len(scan.tgid, policy.match_kind, &e.value, value_len);
             }
         }
     }
     reserved.submit(0);
     0
+}
+
+/// Keeps where the process's `~/` ends: the length of its `HOME` (or
+/// `XDG_CONFIG_HOME`) value, without one trailing slash, in its `WatchEntry`, for the
+/// file programs' `OWN_HOME_PATHS` lookup. Only a length: userspace checks the value
+/// itself (absolute, no `.`/`..`) before it counts a candidate.
+#[inline(always)]
+fn own_home_len(tgid: u32, kind: u32, value: &[u8; ENV_VALUE_PREFIX_LEN], len: usize) {
+    let mut len = len;
+    if len > 1 && value[(len - 1) & (ENV_VALUE_PREFIX_LEN - 1)] == b'/' {
+        len -= 1;
+    }
+    let Some(watch) = WATCHED.get_ptr_mut(tgid) else {
+        return;
+    };
+    // SAFETY: a field store into this process's own entry.
+    unsafe {
+        if kind & ENV_OWN_HOME != 0 {
+            (*watch).home_len = len as u16;
+        } else {
+            (*watch).config_len = len as u16;
+        }
+    }
 }

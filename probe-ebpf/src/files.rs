@@ -30,10 +30,11 @@ use aya_ebpf::{
 use probe_common::{
     DROP_PATH_EXIT_WITHOUT_ENTRY, DROP_PATH_TRUNCATED, DROP_PENDING_PATH_FULL, DROP_RING_FULL_FILE,
     DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME, FILE_MATCH_HOOK,
-    FILE_MATCH_INODE, FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT, FILE_OP_FACCESSAT,
-    FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN, FILE_OP_OPENAT,
-    FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT, FILE_OP_STATX, FileEvent,
-    PATH_LEN, PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
+    FILE_MATCH_INODE, FILE_MATCH_OWN_HOME, FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT,
+    FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN,
+    FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT,
+    FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE,
+    STAT_BUF_STAT, STAT_BUF_STATX,
 };
 
 use crate::{
@@ -230,8 +231,11 @@ pub(crate) fn try_exit_with(
             // A file hook saw this call reach a policy file the string and the
             // result did not name (an overlayfs lower file, a hardlinked symlink).
             None if pending.hook_matched != 0 && len > 0 => (pending.hook_entry, FILE_MATCH_HOOK),
-            None => match by_basename(len) {
-                Some(entry_id) => (entry_id, FILE_MATCH_BASENAME),
+            None => match crate::own_home::by_own_home(tgid, len)
+                .map(|entry_id| (entry_id, FILE_MATCH_OWN_HOME))
+                .or_else(|| by_basename(len).map(|entry_id| (entry_id, FILE_MATCH_BASENAME)))
+            {
+                Some(found) => found,
                 None => {
                     // A path cut at PATH_LEN that nothing matched may still have
                     // named a policy file past the cut: it was not checked whole.

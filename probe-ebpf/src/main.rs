@@ -17,6 +17,7 @@ mod first_bytes;
 mod host;
 mod maps;
 mod net;
+mod own_home;
 mod peer_mem;
 mod process;
 mod process_btf;

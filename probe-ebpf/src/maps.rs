@@ -38,6 +38,16 @@ pub static ENV_PREFIXES: LpmTrie<EnvNameKey, PolicyRef> =
 pub static PATHS: LpmTrie<[u8; PATH_LEN], PolicyRef> =
     LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 0);
 
+/// The policy's `~/` prefixes and glob directories relative to a home, the first key
+/// byte saying which (`probe_common::OWN_HOME_UNDER_*`); see `own_home`.
+#[map]
+pub static OWN_HOME_PATHS: LpmTrie<[u8; PATH_LEN], PolicyRef> =
+    LpmTrie::with_max_entries(MAX_POLICY_ENTRIES, 0);
+
+/// Key scratch of the `OWN_HOME_PATHS` lookup (too big for the stack).
+#[map]
+pub static OWN_HOME_SCRATCH: PerCpuArray<Key<[u8; PATH_LEN]>> = PerCpuArray::with_max_entries(1, 0);
+
 /// Policy switches (`probe_common::SETTING_*`).
 #[map]
 pub static SETTINGS: Array<u32> = Array::with_max_entries(probe_common::SETTING_SLOTS, 0);

@@ -169,6 +169,9 @@ pub(crate) fn on_exec(
             let watch = WatchEntry {
                 origin: WATCH_ORIGIN_SELECTED,
                 parent_tgid: 0,
+                // Not watched at execve entry: its environment was not scanned.
+                home_len: 0,
+                config_len: 0,
             };
             if WATCHED.insert(tgid, watch, 0).is_err() {
                 count_drop(DROP_WATCHED_FULL);
@@ -274,9 +277,12 @@ pub(crate) fn on_newtask<C: EbpfContext>(
     child_and_flags: impl FnOnce() -> Option<(i32, u64)>,
 ) {
     let (tgid, tid) = current_ids();
-    if !is_watched(tgid) {
+    let Some(parent) = WATCHED.get_ptr(tgid) else {
         return;
-    }
+    };
+    // SAFETY: a plain value read once; a racing exec of the parent changes only the
+    // home lengths, which the child then may not inherit (a candidate filter).
+    let parent = unsafe { *parent };
     let Some((child, flags)) = child_and_flags() else {
         count_drop(DROP_UNREADABLE_FORK);
         return;
@@ -288,6 +294,9 @@ pub(crate) fn on_newtask<C: EbpfContext>(
     let watch = WatchEntry {
         origin: WATCH_ORIGIN_FORK,
         parent_tgid: tgid,
+        // A forked child shares its parent's environment, so its `~/` too.
+        home_len: parent.home_len,
+        config_len: parent.config_len,
     };
     if WATCHED.insert(child, watch, 0).is_err() {
         count_drop(DROP_WATCHED_FULL);

@@ -293,3 +293,79 @@ fn python_is_noted_as_copying_the_environment_and_a_c_program_is_not() {
     let cli = cli_summary(&run, &c_fixture());
     assert!(cli.get("notes").is_none(), "{cli:#}");
 }
+
+#[test]
+fn prefixes_under_its_own_home_and_xdg_config_home_are_seen_and_a_forked_child_inherits_them() {
+    if !bpf_available(
+        "prefixes_under_its_own_home_and_xdg_config_home_are_seen_and_a_forked_child_inherits_them",
+    ) {
+        return;
+    }
+    // Neither is a passwd home: the kernel's PATHS hold no prefix under them.
+    let dir = test_dir("own-prefixes");
+    let (home, xdg) = (dir.join("home"), dir.join("xdg"));
+    for sub in [".ssh", ".config/gcloud"] {
+        std::fs::create_dir_all(home.join(sub)).unwrap();
+    }
+    std::fs::create_dir_all(xdg.join("gcloud")).unwrap();
+    for file in [
+        home.join(".ssh/config"),
+        home.join(".ssh/known_hosts"),
+        home.join(".config/gcloud/credentials.db"),
+        xdg.join("gcloud/credentials.db"),
+    ] {
+        std::fs::write(file, "x\n").unwrap();
+    }
+    // cat opens its files within its first millisecond: no time for a userspace
+    // round trip. The forked python child never execs: it keeps its parent's `~/`.
+    let script = r#"cat "$HOME/.ssh/config" "$XDG_CONFIG_HOME/gcloud/credentials.db" \
+        "$HOME/.config/gcloud/credentials.db" >/dev/null
+python3 -c '
+import os
+pid = os.fork()
+if pid == 0:
+    open(os.path.expanduser("~/.ssh/known_hosts")).read()
+    os._exit(0)
+os.waitpid(pid, 0)
+'"#;
+    let home_var = format!("HOME={}/", home.display());
+    let xdg_var = format!("XDG_CONFIG_HOME={}", xdg.display());
+    let run = probectl_json(
+        &[
+            OsStr::new("env"),
+            OsStr::new(&home_var),
+            OsStr::new(&xdg_var),
+            OsStr::new("sh"),
+            OsStr::new("-c"),
+            OsStr::new(script),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let cat = pid_of(&run, "cat");
+    for path in [home.join(".ssh/config"), xdg.join("gcloud/credentials.db")] {
+        let probe = run.probe(cat, &["openat", "open"], &path.display().to_string());
+        assert_eq!(probe["categories"][0], "credentials", "{probe:#}");
+    }
+    // XDG_CONFIG_HOME replaces ~/.config: $HOME/.config/gcloud/ is not `~/` here.
+    let shadowed = home.join(".config/gcloud/credentials.db").display().to_string();
+    assert!(
+        run.of_type("probe")
+            .iter()
+            .all(|p| p["target"] != shadowed.as_str()),
+        "{:#?}",
+        run.of_type("probe")
+    );
+    // The forked child's read: a pid with no exec of its own.
+    let known_hosts = home.join(".ssh/known_hosts").display().to_string();
+    let probe = run
+        .of_type("probe")
+        .into_iter()
+        .find(|p| p["target"] == known_hosts.as_str())
+        .unwrap_or_else(|| panic!("no probe of {known_hosts}: {:#?}", run.of_type("probe")));
+    assert_eq!(probe["categories"][0], "credentials", "{probe:#}");
+    assert!(
+        run.of_type("exec").iter().all(|e| e["pid"] != probe["pid"]),
+        "the reader of known_hosts is the forked child, which never execs: {probe:#}"
+    );
+}

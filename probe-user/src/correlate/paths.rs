@@ -13,8 +13,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use probe_common::{
-    FILE_MATCH_BASENAME, FILE_MATCH_HOOK, FILE_MATCH_INODE, FILE_OP_LSTAT, FILE_OP_READLINK,
-    FILE_OP_READLINKAT, FileEvent, InodeKey,
+    FILE_MATCH_BASENAME, FILE_MATCH_HOOK, FILE_MATCH_INODE, FILE_MATCH_OWN_HOME, FILE_OP_LSTAT,
+    FILE_OP_READLINK, FILE_OP_READLINKAT, FileEvent, InodeKey,
 };
 
 use crate::policy::own_home::ExecHomes;
@@ -55,7 +55,11 @@ pub fn resolve(
             }),
             None => Resolution::NoMatch,
         },
-        FILE_MATCH_BASENAME => by_basename(e, given, index, classifier, homes),
+        // A candidate under the process's own home is checked like a basename one:
+        // against the classifier, with the homes it got at exec.
+        FILE_MATCH_BASENAME | FILE_MATCH_OWN_HOME => {
+            by_basename(e, given, index, classifier, homes)
+        }
         _ => Resolution::Found(Resolved {
             path: given.to_owned(),
             resolved_by: None,

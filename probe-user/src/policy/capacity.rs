@@ -5,8 +5,8 @@
 //! map is touched.
 
 use probe_common::{
-    MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS,
-    MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, MAX_POLICY_INODES,
+    MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_INODES, MAP_OWN_HOME_PATHS, MAP_PATHS,
+    MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, MAX_POLICY_INODES,
 };
 use serde::Serialize;
 
@@ -43,6 +43,11 @@ impl KernelCapacity {
             MapUse {
                 map: MAP_PATHS,
                 used: k.paths.len(),
+                capacity: entries,
+            },
+            MapUse {
+                map: MAP_OWN_HOME_PATHS,
+                used: k.own_home_paths.len(),
                 capacity: entries,
             },
             MapUse {

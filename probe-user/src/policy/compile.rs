@@ -2,9 +2,10 @@
 //! on) and a classifier (how userspace names what the kernel reported).
 
 use probe_common::{
-    ENV_CAPTURE_VALUE, ENV_EXEC_ONLY, EnvNameKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
-    MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN,
-    PATH_MATCH_EXACT, PATH_MATCH_PREFIX, PolicyRef,
+    ENV_CAPTURE_VALUE, ENV_EXEC_ONLY, ENV_OWN_CONFIG, ENV_OWN_HOME, EnvNameKey, MAP_BASENAMES,
+    MAP_ENV_NAMES, MAP_ENV_PREFIXES, MAP_OWN_HOME_PATHS, MAP_PATHS, MAP_SELECT_COMMS,
+    MAP_SELECT_UIDS, MAX_ENV_PREFIXES, MAX_POLICY_ENTRIES, PATH_LEN, PATH_MATCH_EXACT,
+    PATH_MATCH_PREFIX, PolicyRef,
 };
 
 use super::PolicyError;
@@ -34,6 +35,9 @@ pub struct KernelEntries {
     pub env_prefixes: Vec<(u32, EnvNameKey, PolicyRef)>,
     /// `PATHS`: (prefix length in bits, padded path bytes, value).
     pub paths: Vec<(u32, [u8; PATH_LEN], PolicyRef)>,
+    /// `OWN_HOME_PATHS`: the `~/` prefixes and glob directories relative to a home
+    /// (`own_home::HomeTemplates::kernel_keys`), as `paths`.
+    pub own_home_paths: Vec<(u32, [u8; PATH_LEN], PolicyRef)>,
     /// Some category counts reads of `/proc/<pid>/environ` (`SETTING_PROC_ENVIRON`).
     pub proc_environ: bool,
     /// `SETTING_HOST_CALLS`: bit `1 << HOST_CALL_*` for each call some category counts.
@@ -507,9 +511,10 @@ pub(super) fn compile_for_homes(
     // policy names (`own_home`); getenv of them is not an event unless a category
     // names them (`ENV_EXEC_ONLY`).
     env_names.capacity += reserved;
-    for (name, key) in super::own_home::HOME_ENV_NAMES
+    for ((name, key), own_home_flag) in super::own_home::HOME_ENV_NAMES
         .iter()
         .zip(super::own_home::home_env_keys())
+        .zip([ENV_OWN_HOME, ENV_OWN_CONFIG])
     {
         let at = kernel.env_names.len();
         match env_names.get_or_add(key, at, "env names", name, source_name)? {
@@ -518,16 +523,32 @@ pub(super) fn compile_for_homes(
                 if policy.match_kind & ENV_CAPTURE_VALUE == 0 {
                     classifier.home_values_hidden.push((*name).to_owned());
                 }
-                policy.match_kind |= ENV_CAPTURE_VALUE;
+                policy.match_kind |= ENV_CAPTURE_VALUE | own_home_flag;
             }
             None => kernel.env_names.push((
                 key,
                 PolicyRef {
                     entry_id: id(),
-                    match_kind: ENV_CAPTURE_VALUE | ENV_EXEC_ONLY,
+                    match_kind: ENV_CAPTURE_VALUE | ENV_EXEC_ONLY | own_home_flag,
                 },
             )),
         }
+    }
+    for (bits, key) in classifier.own_home.kernel_keys() {
+        let value = PolicyRef {
+            entry_id: id(),
+            match_kind: PATH_MATCH_PREFIX,
+        };
+        kernel.own_home_paths.push((bits, key, value));
+    }
+    if kernel.own_home_paths.len() > MAX_POLICY_ENTRIES as usize {
+        return Err(super::limits::over_capacity(
+            MAP_OWN_HOME_PATHS,
+            MAX_POLICY_ENTRIES as usize,
+            "`~/` prefixes and glob directories (twice for those under ~/.config)",
+            "",
+            source_name,
+        ));
     }
     kernel.paths.sort_by_key(|a| (a.0, a.1));
     if classifier.basenames().len() > MAX_POLICY_ENTRIES as usize {

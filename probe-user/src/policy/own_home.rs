@@ -11,12 +11,18 @@
 //! built-in names below, captured with their value), whose events are written at
 //! execve entry, before the new program runs: they are always ahead of its file
 //! events in the ring buffer, so there is no window in which a read happens before the
-//! home is known. Prefixes and globs under `~/` (`~/.ssh/`) have no basename; under a
-//! home that is not a passwd home they are not seen (docs/policy.md says so).
+//! home is known. Prefixes and globs under `~/` (`~/.ssh/`) have no basename: the
+//! exec scan also keeps the length of the home values in the process's kernel watch
+//! entry, and the file programs look up what follows that many bytes of an absolute
+//! path in `OWN_HOME_PATHS` (`kernel_keys`), from the first instruction too
+//! (probe-ebpf `own_home`). Relative paths under a process's own home are matched only
+//! by their basename (exact entries), as for the passwd homes' prefixes.
 
 use std::sync::Arc;
 
-use probe_common::{ENV_VALUE_PREFIX_LEN, EnvNameKey};
+use probe_common::{
+    ENV_VALUE_PREFIX_LEN, EnvNameKey, OWN_HOME_UNDER_CONFIG, OWN_HOME_UNDER_HOME, PATH_LEN,
+};
 
 use super::keys::env_key;
 
@@ -116,6 +122,38 @@ impl HomeTemplates {
         self.entries.is_empty()
     }
 
+    /// `OWN_HOME_PATHS` keys, as (prefix length in bits, key): each `~/` prefix, and
+    /// each `~/` glob's literal directory, relative to `HOME` (first byte
+    /// `OWN_HOME_UNDER_HOME`), and for those under `~/.config` also relative to
+    /// `XDG_CONFIG_HOME` (`OWN_HOME_UNDER_CONFIG`). Exact `~/` paths are not here: their
+    /// basenames already send them to userspace. Keys that would not fit are left out
+    /// (like the passwd-home expansions of `PATHS`). Distinct, in a stable order.
+    pub fn kernel_keys(&self) -> Vec<(u32, [u8; PATH_LEN])> {
+        let mut keys = std::collections::BTreeSet::new();
+        for (template, kind, _) in &self.entries {
+            let relative = match kind {
+                Kind::Exact => continue,
+                Kind::Prefix => template.as_str(),
+                Kind::Glob => super::glob::literal_prefix(template),
+            };
+            let mut put = |marker: u8, rest: &str| {
+                if 1 + rest.len() < PATH_LEN {
+                    let mut key = [0u8; PATH_LEN];
+                    key[0] = marker;
+                    key[1..=rest.len()].copy_from_slice(rest.as_bytes());
+                    keys.insert((((1 + rest.len()) * 8) as u32, key));
+                }
+            };
+            put(OWN_HOME_UNDER_HOME, relative);
+            if let Some(rest) = relative.strip_prefix("/.config")
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                put(OWN_HOME_UNDER_CONFIG, rest);
+            }
+        }
+        keys.into_iter().collect()
+    }
+
     /// Categories whose `~/` entries name `path` under the process's own homes.
     /// `$XDG_CONFIG_HOME/x` is `~/.config/x`; when XDG_CONFIG_HOME is set it replaces
     /// `~/.config`, so `$HOME/.config/x` is then not `~/.config/x`.
@@ -213,6 +251,37 @@ mod tests {
             t.categories("/tmp/ci/.curlrc", &ExecHomes::default())
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn kernel_keys_hold_prefixes_and_glob_directories_under_home_and_config() {
+        let mut t = HomeTemplates::default();
+        t.add_path("~/.curlrc", 0);
+        t.add_prefix("~/.ssh/", 1);
+        t.add_prefix("~/.config/gcloud/", 2);
+        t.add_path("~/.config/*/credentials", 3);
+        t.add_prefix("~/.ssh/", 4);
+        let keys: Vec<(u32, Vec<u8>)> = t
+            .kernel_keys()
+            .into_iter()
+            .map(|(bits, key)| (bits, key[..bits as usize / 8].to_vec()))
+            .collect();
+        let want = |marker: u8, rest: &str| {
+            let mut k = vec![marker];
+            k.extend_from_slice(rest.as_bytes());
+            ((k.len() * 8) as u32, k)
+        };
+        let mut expected = vec![
+            want(OWN_HOME_UNDER_HOME, "/.ssh/"),
+            want(OWN_HOME_UNDER_HOME, "/.config/gcloud/"),
+            want(OWN_HOME_UNDER_CONFIG, "/gcloud/"),
+            want(OWN_HOME_UNDER_HOME, "/.config/"),
+            want(OWN_HOME_UNDER_CONFIG, "/"),
+        ];
+        expected.sort();
+        let mut got = keys;
+        got.sort();
+        assert_eq!(got, expected);
     }
 
     #[test]

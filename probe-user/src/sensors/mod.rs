@@ -441,6 +441,10 @@ impl Sensors {
         let entry = WatchEntry {
             origin: WATCH_ORIGIN_ROOT,
             parent_tgid: 0,
+            // Set by the kernel at the root's next exec (`probectl run`); a process
+            // already running (`watch`) has its `~/` matched only against passwd homes.
+            home_len: 0,
+            config_len: 0,
         };
         self.watched_map()?
             .insert(tgid, entry, 0)

@@ -15,9 +15,10 @@ use aya::Pod;
 use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use probe_common::{
     BasenameKey, CommKey, EnvNameKey, InodeKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
-    MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAP_SETTINGS, PATH_LEN,
-    PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES, SETTING_EXEC_CANDIDATES,
-    SETTING_HOST_CALLS, SETTING_INODES, SETTING_PROC_ENVIRON, SETTING_SELECTION,
+    MAP_INODES, MAP_OWN_HOME_PATHS, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAP_SETTINGS,
+    PATH_LEN, PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES,
+    SETTING_EXEC_CANDIDATES, SETTING_HOST_CALLS, SETTING_INODES, SETTING_OWN_HOME,
+    SETTING_PROC_ENVIRON, SETTING_SELECTION,
 };
 
 use super::map_update::{MapWrite, update};
@@ -33,6 +34,7 @@ pub struct PolicyMaps {
     pub env_names: HashMap<EnvNameKey, PolicyRef>,
     pub env_prefixes: HashMap<(u32, EnvNameKey), PolicyRef>,
     pub paths: HashMap<(u32, [u8; PATH_LEN]), PolicyRef>,
+    pub own_home_paths: HashMap<(u32, [u8; PATH_LEN]), PolicyRef>,
     pub inodes: HashMap<InodeKey, PolicyRef>,
     pub basenames: HashMap<BasenameKey, PolicyRef>,
 }
@@ -52,6 +54,7 @@ impl PolicyMaps {
             (SETTING_ENV_PREFIXES, !k.env_prefixes.is_empty()),
             (SETTING_INODES, by_inode),
             (SETTING_BASENAMES, !index.basenames.is_empty()),
+            (SETTING_OWN_HOME, !k.own_home_paths.is_empty()),
         ];
         let mut settings: HashMap<u32, u32> = settings
             .into_iter()
@@ -70,6 +73,11 @@ impl PolicyMaps {
                 .collect(),
             paths: k
                 .paths
+                .iter()
+                .map(|(bits, key, value)| ((*bits, *key), *value))
+                .collect(),
+            own_home_paths: k
+                .own_home_paths
                 .iter()
                 .map(|(bits, key, value)| ((*bits, *key), *value))
                 .collect(),
@@ -99,12 +107,13 @@ impl PolicyMaps {
 
 /// The maps in the order they are moved. Settings last: a switch turns on only once
 /// its map is filled.
-const ORDER: [&str; 8] = [
+const ORDER: [&str; 9] = [
     MAP_SELECT_COMMS,
     MAP_SELECT_UIDS,
     MAP_ENV_NAMES,
     MAP_ENV_PREFIXES,
     MAP_PATHS,
+    MAP_OWN_HOME_PATHS,
     MAP_INODES,
     MAP_BASENAMES,
     MAP_SETTINGS,
@@ -266,6 +275,12 @@ impl Sensors {
                 &to.paths,
                 name,
             ),
+            MAP_OWN_HOME_PATHS => moved(
+                &mut Trie(map.try_into().map_err(view)?),
+                &from.own_home_paths,
+                &to.own_home_paths,
+                name,
+            ),
             MAP_INODES => moved(
                 &mut Hashed(map.try_into().map_err(view)?),
                 &from.inodes,
@@ -307,6 +322,7 @@ impl Sensors {
             env_names: self.read_hash(MAP_ENV_NAMES)?,
             env_prefixes: self.read_trie(MAP_ENV_PREFIXES)?,
             paths: self.read_trie(MAP_PATHS)?,
+            own_home_paths: self.read_trie(MAP_OWN_HOME_PATHS)?,
             inodes: self.read_hash(MAP_INODES)?,
             basenames: self.read_hash(MAP_BASENAMES)?,
         })
