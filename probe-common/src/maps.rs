@@ -41,7 +41,8 @@ pub const SETTING_EXEC_CANDIDATES: u32 = 5;
 /// Bit `1 << HOST_CALL_*` set: some category counts that host-identity call
 /// (uname, SIOCGIFHWADDR, RTM_GETLINK); the host programs return early otherwise.
 pub const SETTING_HOST_CALLS: u32 = 6;
-pub const SETTING_SLOTS: u32 = 8;
+/// Slots 8 and 9 are the block switches (`block::SETTING_BLOCK_RULES`, `SETTING_ENFORCE`).
+pub const SETTING_SLOTS: u32 = 16;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
 
@@ -263,6 +264,7 @@ pub const DROP_SLOT_NAMES: &[(u32, &str)] = &[
     (DROP_UNREADABLE_HOOK_INODE, "unreadable_hook_inode"),
     (DROP_RING_FULL_FIRST_BYTES, "ring_full_first_bytes"),
     (DROP_UNREADABLE_FIRST_BYTES, "unreadable_first_bytes"),
+    (crate::block::DROP_RING_FULL_BLOCK, "ring_full_block"),
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

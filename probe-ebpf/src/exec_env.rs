@@ -229,6 +229,19 @@ fn visit(index: u32, scan: &mut Scan) -> i64 {
         }
     };
     let (entry_id, capture) = (policy.entry_id, policy.match_kind & ENV_CAPTURE_VALUE != 0);
+    if crate::block::rules_in_force() != 0 {
+        // Non-zero when the name was not written in upper case (see `block::feed`).
+        let mut folded = 0u8;
+        for i in 0..ENV_NAME_LEN {
+            folded |= scratch.name[i] ^ scratch.key[i];
+        }
+        crate::block::feed(
+            scan.tgid,
+            entry_id,
+            probe_common::BLOCK_OP_PRESENT_AT_EXEC,
+            folded == 0,
+        );
+    }
     let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
         count_drop(DROP_RING_FULL_ENV_AT_EXEC);
         return 0;

@@ -243,6 +243,14 @@ pub(crate) fn try_exit_with(
             },
         },
     };
+    // Block rules count what the path string matched (`entry_id` is then a policy
+    // entry; an inode or hook match names a file of the file index, and a basename
+    // candidate is decided in userspace). A process's own memory is no probe.
+    if matched_by == FILE_MATCH_PATH
+        && !(entry_id == ENTRY_PROC_ENVIRON && is_proc_file(&key.data, len, b"/mem"))
+    {
+        crate::block::feed(tgid, entry_id, pending.op as usize, true);
+    }
     let base = resolve::base_dir(key.data[0], pending.dfd);
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         count_drop(DROP_RING_FULL_FILE);

@@ -289,6 +289,7 @@ pub(crate) fn on_newtask<C: EbpfContext>(
         origin: WATCH_ORIGIN_FORK,
         parent_tgid: tgid,
     };
+    crate::block::on_fork(tgid, child);
     if WATCHED.insert(child, watch, 0).is_err() {
         count_drop(DROP_WATCHED_FULL);
         warn!(
@@ -351,6 +352,7 @@ pub(crate) fn on_exit(group_dead: impl FnOnce(u32, u32) -> Result<bool, i64>) ->
         return Ok(());
     }
     let _ = EXIT_CODES.remove(tgid);
+    crate::block::on_exit(tgid);
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut entry) => {
             entry.write(ExitEvent {

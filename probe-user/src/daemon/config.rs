@@ -52,6 +52,9 @@ pub struct Config {
     /// from `WATCHDOG_USEC`; this is only the status refresh period.
     #[serde(with = "duration_text")]
     pub status_every: Duration,
+    /// Block rules (`action: block`) refuse the calls they match; false (the
+    /// default): they write `would_block` records only.
+    pub enforce: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -105,6 +108,7 @@ impl Default for Config {
             group: "probectl".to_owned(),
             state_dir: "/var/lib/probectl".into(),
             status_every: Duration::from_secs(5),
+            enforce: false,
             repeats: RepeatsConfig::default(),
         }
     }

@@ -14,6 +14,10 @@ use std::sync::Arc;
 use aya::Pod;
 use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use probe_common::{
+    BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ENTRIES, MAP_BLOCK_NET4, MAP_BLOCK_NET6,
+    MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
+};
+use probe_common::{
     BasenameKey, CommKey, EnvNameKey, InodeKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
     MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAP_SETTINGS, PATH_LEN,
     PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES, SETTING_EXEC_CANDIDATES,
@@ -23,6 +27,17 @@ use probe_common::{
 use super::map_update::{MapWrite, update};
 use super::{SensorError, Sensors, map_err};
 use crate::policy::{FileIndex, KernelCapacity, PreparedPolicy};
+
+impl PolicyMaps {
+    /// Whether the block rules of `other` differ from these.
+    fn block_differs(&self, other: &PolicyMaps) -> bool {
+        self.block_entries != other.block_entries
+            || self.block_rules != other.block_rules
+            || self.block_windows != other.block_windows
+            || self.block_net4 != other.block_net4
+            || self.block_net6 != other.block_net6
+    }
+}
 
 /// What probectl wrote into the policy maps: the keys and values of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +50,13 @@ pub struct PolicyMaps {
     pub paths: HashMap<(u32, [u8; PATH_LEN]), PolicyRef>,
     pub inodes: HashMap<InodeKey, PolicyRef>,
     pub basenames: HashMap<BasenameKey, PolicyRef>,
+    /// The block maps (`policy::block`): per entry id, per rule index, per slot, and
+    /// the two LPM tries of the rules' networks.
+    pub block_entries: HashMap<u32, BlockEntry>,
+    pub block_rules: HashMap<u32, BlockRule>,
+    pub block_windows: HashMap<u32, u64>,
+    pub block_net4: HashMap<(u32, [u8; 4]), BlockNet>,
+    pub block_net6: HashMap<(u32, [u8; 16]), BlockNet>,
 }
 
 impl PolicyMaps {
@@ -58,7 +80,25 @@ impl PolicyMaps {
             .map(|(slot, on)| (slot, u32::from(on)))
             .collect();
         settings.insert(SETTING_HOST_CALLS, k.host_calls);
+        let block = &prepared.policy.block;
+        settings.insert(SETTING_BLOCK_RULES, block.rules.len() as u32);
+        let index_of = |i: usize| i as u32;
         Self {
+            block_entries: block.entries.clone(),
+            block_rules: block
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (index_of(i), *r))
+                .collect(),
+            block_windows: block
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (index_of(i), s.within_ns))
+                .collect(),
+            block_net4: block.net4.clone(),
+            block_net6: block.net6.clone(),
             settings,
             comms: k.select_comms.iter().map(|c| (*c, 1)).collect(),
             uids: k.select_uids.iter().map(|u| (*u, 1)).collect(),
@@ -98,8 +138,9 @@ impl PolicyMaps {
 }
 
 /// The maps in the order they are moved. Settings last: a switch turns on only once
-/// its map is filled.
-const ORDER: [&str; 8] = [
+/// its map is filled (and block rules are switched off first while their maps
+/// change, see `apply_policy`).
+const ORDER: [&str; 13] = [
     MAP_SELECT_COMMS,
     MAP_SELECT_UIDS,
     MAP_ENV_NAMES,
@@ -107,6 +148,11 @@ const ORDER: [&str; 8] = [
     MAP_PATHS,
     MAP_INODES,
     MAP_BASENAMES,
+    MAP_BLOCK_ENTRIES,
+    MAP_BLOCK_RULES,
+    MAP_BLOCK_WINDOWS,
+    MAP_BLOCK_NET4,
+    MAP_BLOCK_NET6,
     MAP_SETTINGS,
 ];
 
@@ -142,6 +188,19 @@ impl<K: Pod, V: Pod> MapWrite<(u32, K), V> for Trie<'_, K, V> {
     }
     fn remove(&mut self, key: &(u32, K)) -> Result<(), MapError> {
         absent_is_fine(self.0.remove(&Key::new(key.0, key.1)))
+    }
+}
+
+/// An array map of structs: removing an index writes the default value.
+struct Rows<'a, V: Pod>(Array<&'a mut MapData, V>);
+
+impl<V: Pod + Default> MapWrite<u32, V> for Rows<'_, V> {
+    type Error = MapError;
+    fn insert(&mut self, index: &u32, value: &V) -> Result<(), MapError> {
+        self.0.set(*index, value, 0)
+    }
+    fn remove(&mut self, index: &u32) -> Result<(), MapError> {
+        self.0.set(*index, V::default(), 0)
     }
 }
 
@@ -193,6 +252,15 @@ impl Sensors {
         let by_inode = self.file_resolution.as_ref().is_some_and(|r| r.by_inode);
         let new = PolicyMaps::of(prepared, by_inode);
         let old = std::mem::take(&mut self.in_force);
+        // Block rules are judged from five maps and a slot numbering: while they move,
+        // a mix of two policies could refuse a call neither would. They are off
+        // (calls allowed) from here until `SETTINGS` is moved, last; a refused policy
+        // puts the old count back. The trees' read times are slot-numbered: a new
+        // numbering starts them over (forgetting reads only ever lets calls through).
+        let block_changes = old.block_differs(&new);
+        if block_changes {
+            self.set_setting(SETTING_BLOCK_RULES, 0)?;
+        }
         let mut moved_so_far: Vec<&'static str> = Vec::new();
         for name in ORDER {
             if let Err(failed) = self.move_map(name, &old, &new) {
@@ -206,6 +274,12 @@ impl Sensors {
                         restored = restored.and(Err(err.to_string()));
                     }
                 }
+                if block_changes
+                    && let Some(&count) = old.settings.get(&SETTING_BLOCK_RULES)
+                    && let Err(err) = self.set_setting(SETTING_BLOCK_RULES, count)
+                {
+                    restored = restored.and(Err(err.to_string()));
+                }
                 self.in_force = old;
                 return Err(SensorError::PolicyUpdate {
                     map: name,
@@ -214,6 +288,9 @@ impl Sensors {
                 });
             }
             moved_so_far.push(name);
+            if name == MAP_BLOCK_WINDOWS && block_changes {
+                self.clear_block_state();
+            }
         }
         self.in_force = new;
         self.file_index = Arc::clone(&prepared.file_index);
@@ -278,6 +355,36 @@ impl Sensors {
                 &to.basenames,
                 name,
             ),
+            MAP_BLOCK_ENTRIES => moved(
+                &mut Hashed(map.try_into().map_err(view)?),
+                &from.block_entries,
+                &to.block_entries,
+                name,
+            ),
+            MAP_BLOCK_RULES => moved(
+                &mut Rows(map.try_into().map_err(view)?),
+                &from.block_rules,
+                &to.block_rules,
+                name,
+            ),
+            MAP_BLOCK_WINDOWS => moved(
+                &mut Rows(map.try_into().map_err(view)?),
+                &from.block_windows,
+                &to.block_windows,
+                name,
+            ),
+            MAP_BLOCK_NET4 => moved(
+                &mut Trie(map.try_into().map_err(view)?),
+                &from.block_net4,
+                &to.block_net4,
+                name,
+            ),
+            MAP_BLOCK_NET6 => moved(
+                &mut Trie(map.try_into().map_err(view)?),
+                &from.block_net6,
+                &to.block_net6,
+                name,
+            ),
             _ => moved(
                 &mut Slots(map.try_into().map_err(view)?),
                 &from.settings,
@@ -309,6 +416,11 @@ impl Sensors {
             paths: self.read_trie(MAP_PATHS)?,
             inodes: self.read_hash(MAP_INODES)?,
             basenames: self.read_hash(MAP_BASENAMES)?,
+            block_entries: self.read_hash(MAP_BLOCK_ENTRIES)?,
+            block_rules: self.in_force.block_rules.clone(),
+            block_windows: self.in_force.block_windows.clone(),
+            block_net4: self.read_trie(MAP_BLOCK_NET4)?,
+            block_net6: self.read_trie(MAP_BLOCK_NET6)?,
         })
     }
 
