@@ -62,6 +62,20 @@ pub static BLOCK_STATE: LruHashMap<u32, BlockTreeState> =
 #[map]
 pub static BLOCK_ZERO: PerCpuArray<BlockTreeState> = PerCpuArray::with_max_entries(1, 0);
 
+/// Where `judge` keeps what it computes in loops (per CPU, one program at a time):
+/// read back from map memory each value is one unknown to the verifier. Kept in
+/// registers, the held-slot bits were a different constant on every path through
+/// the slot loop, and the verifier followed 2^32 of them (over its 1M-instruction
+/// limit).
+#[repr(C)]
+pub struct JudgeScratch {
+    held: u32,
+    call: u32,
+}
+
+#[map]
+pub static BLOCK_JUDGE: PerCpuArray<JudgeScratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Whether the policy has block rules: the one check every block path makes first.
 #[inline(always)]
 pub fn rules_in_force() -> u32 {
@@ -201,8 +215,15 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
     // SAFETY: a map value, read only.
     let state = unsafe { &*state };
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    // Which slots hold now, each against its own window.
-    let mut held = 0u32;
+    let Some(scratch) = BLOCK_JUDGE.get_ptr_mut(0) else {
+        return ALLOW;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let held_at = unsafe { &raw mut (*scratch).held };
+    let call_at = unsafe { &raw mut (*scratch).call };
+    // Which slots hold now, each against its own window (accumulated in map memory,
+    // see `JudgeScratch`).
+    unsafe { core::ptr::write_volatile(held_at, 0) };
     for slot in 0..BLOCK_SLOTS {
         let fed = state.fed_ns[slot];
         if fed == 0 || fed > now {
@@ -211,9 +232,11 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         if let Some(&window) = BLOCK_WINDOWS.get(slot as u32)
             && now - fed <= window
         {
-            held |= 1 << slot;
+            // SAFETY: our scratch (above).
+            unsafe { core::ptr::write_volatile(held_at, core::ptr::read_volatile(held_at) | 1 << slot) };
         }
     }
+    let held = unsafe { core::ptr::read_volatile(held_at) };
     if held == 0 {
         return ALLOW;
     }
@@ -223,6 +246,10 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         BLOCK_THEN_UDP | BLOCK_THEN_DNS
     } else {
         BLOCK_THEN_UDP
+    };
+    let call = unsafe {
+        core::ptr::write_volatile(call_at, call);
+        core::ptr::read_volatile(call_at)
     };
     let nets = nets(dest);
     for index in 0..MAX_BLOCK_RULES {
