@@ -51,7 +51,7 @@ pub const BLOCK_OPS: usize = BLOCK_OP_HOST_CALL + 4;
 pub const BLOCK_ENTRY_ENUMERATE: u32 = u32::MAX - 1;
 /// Key of `BLOCK_ENTRIES` for the host-identity calls (`BLOCK_OP_HOST_CALL + call`).
 pub const BLOCK_ENTRY_HOST_CALLS: u32 = u32::MAX - 2;
-/// `ENTRY_PROC_ENVIRON` (`u32::MAX`) is the key for reads of `/proc/<pid>/environ`.
+// (`ENTRY_PROC_ENVIRON`, `u32::MAX`, is the key for reads of `/proc/<pid>/environ`.)
 
 /// Value of `BLOCK_ENTRIES` (key: a policy entry id, as in `PolicyRef`): the block
 /// slots a probe of this entry feeds, per operation (`BLOCK_OP_*`). Userspace computes

@@ -40,8 +40,7 @@ pub static BLOCK_WINDOWS: Array<u64> = Array::with_max_entries(BLOCK_SLOTS as u3
 #[map]
 pub static BLOCK_NET4: LpmTrie<[u8; 4], BlockNet> = LpmTrie::with_max_entries(MAX_BLOCK_CIDRS, 0);
 #[map]
-pub static BLOCK_NET6: LpmTrie<[u8; 16], BlockNet> =
-    LpmTrie::with_max_entries(MAX_BLOCK_CIDRS, 0);
+pub static BLOCK_NET6: LpmTrie<[u8; 16], BlockNet> = LpmTrie::with_max_entries(MAX_BLOCK_CIDRS, 0);
 
 /// Watched processes that are not the root of their tree (key: tgid; value: the
 /// root's tgid). Written at fork while block rules are in force, removed at exit; a
@@ -184,10 +183,8 @@ fn has_port(ports: &[u16; BLOCK_PORTS], len: u32, port: u16) -> bool {
 #[inline(always)]
 fn nets(dest: &HookDest) -> BlockNet {
     let a = &dest.addr;
-    let mapped = dest.family != AF_INET
-        && a[..10].iter().all(|&b| b == 0)
-        && a[10] == 0xff
-        && a[11] == 0xff;
+    let mapped =
+        dest.family != AF_INET && a[..10].iter().all(|&b| b == 0) && a[10] == 0xff && a[11] == 0xff;
     let found = if dest.family == AF_INET {
         BLOCK_NET4.get(&Key::new(32, [a[0], a[1], a[2], a[3]]))
     } else if mapped {
@@ -233,7 +230,9 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             && now - fed <= window
         {
             // SAFETY: our scratch (above).
-            unsafe { core::ptr::write_volatile(held_at, core::ptr::read_volatile(held_at) | 1 << slot) };
+            unsafe {
+                core::ptr::write_volatile(held_at, core::ptr::read_volatile(held_at) | 1 << slot)
+            };
         }
     }
     let held = unsafe { core::ptr::read_volatile(held_at) };
@@ -272,7 +271,17 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             continue;
         }
         let enforce = SETTINGS.get(SETTING_ENFORCE).is_some_and(|on| *on != 0);
-        report(tgid, tid, tree, index, enforce, dest, udp, held & (rule.all_of | rule.any_of), state);
+        report(
+            tgid,
+            tid,
+            tree,
+            index,
+            enforce,
+            dest,
+            udp,
+            held & (rule.all_of | rule.any_of),
+            state,
+        );
         return if enforce { DENY } else { ALLOW };
     }
     ALLOW
@@ -303,7 +312,11 @@ fn report(
     } else {
         BLOCK_VERDICT_WOULD_BLOCK
     };
-    e.net = if udp { BLOCK_NET_UDP } else { BLOCK_NET_CONNECT };
+    e.net = if udp {
+        BLOCK_NET_UDP
+    } else {
+        BLOCK_NET_CONNECT
+    };
     e.tree = tree;
     e.held = held;
     e.family = dest.family;

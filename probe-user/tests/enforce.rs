@@ -52,7 +52,12 @@ fn blocked(run: &JsonRun, ty: &str) -> Vec<Value> {
 /// the process that made each.
 fn assert_block_record(run: &JsonRun, ty: &str, address: &str, port: u16, reader: Option<u64>) {
     let records = blocked(run, ty);
-    assert_eq!(records.len(), 1, "one {ty} record: {records:#?}\n{}", run.stderr);
+    assert_eq!(
+        records.len(),
+        1,
+        "one {ty} record: {records:#?}\n{}",
+        run.stderr
+    );
     let b = &records[0];
     assert_eq!(b["rule"], "read-then-phone-home", "{b:#}");
     assert_eq!(b["id"], "BLOCK-1");
@@ -83,7 +88,10 @@ fn assert_block_record(run: &JsonRun, ty: &str, address: &str, port: u16, reader
         assert!(!actors.is_empty(), "who read {category}: {b:#}");
         assert!(actors.iter().all(|a| a["process"] == "node"), "{b:#}");
         if let Some(pid) = reader {
-            assert!(actors.iter().any(|a| a["pid"] == pid), "{category} read by {pid}: {b:#}");
+            assert!(
+                actors.iter().any(|a| a["pid"] == pid),
+                "{category} read by {pid}: {b:#}"
+            );
         }
     }
 }
@@ -95,8 +103,17 @@ fn read_then_connect_outside_the_allowlist_is_refused_with_eperm() {
     }
     let listener = Listener::start_on("127.0.0.2:0");
     let port = listener.port.to_string();
-    let run = run("block-eperm", true, None, &["read-connect", "127.0.0.2", &port]);
-    assert_eq!(run.code, REFUSED, "the connect got EPERM; stderr:\n{}", run.stderr);
+    let run = run(
+        "block-eperm",
+        true,
+        None,
+        &["read-connect", "127.0.0.2", &port],
+    );
+    assert_eq!(
+        run.code, REFUSED,
+        "the connect got EPERM; stderr:\n{}",
+        run.stderr
+    );
     let pid = run.of_type("exec")[0]["pid"].as_u64().unwrap();
     assert_block_record(&run, "blocked", "127.0.0.2", listener.port, Some(pid));
     assert!(run.of_type("would_block").is_empty());
@@ -112,9 +129,18 @@ fn the_same_to_an_allowlisted_address_connects() {
     }
     let listener = Listener::start();
     let port = listener.port.to_string();
-    let run = run("block-allowlisted", true, None, &["read-connect", "127.0.0.1", &port]);
+    let run = run(
+        "block-allowlisted",
+        true,
+        None,
+        &["read-connect", "127.0.0.1", &port],
+    );
     assert_eq!(run.code, 0, "connected; stderr:\n{}", run.stderr);
-    assert!(run.of_type("blocked").is_empty(), "{:#?}", run.of_type("blocked"));
+    assert!(
+        run.of_type("blocked").is_empty(),
+        "{:#?}",
+        run.of_type("blocked")
+    );
     // The reads were seen: the rule simply does not cover this destination.
     assert!(!run.of_type("probe").is_empty());
 }
@@ -126,9 +152,26 @@ fn connect_first_then_read_connects() {
     }
     let listener = Listener::start_on("127.0.0.2:0");
     let port = listener.port.to_string();
-    let run = run("block-order", true, None, &["connect-read", "127.0.0.2", &port]);
-    assert_eq!(run.code, 0, "connected; stderr:\n{}", run.stderr);
-    assert!(run.of_type("blocked").is_empty(), "{:#?}", run.of_type("blocked"));
+    // The same process, the same destination: before the reads the connect goes
+    // through, after them it is refused.
+    let run = run(
+        "block-order",
+        true,
+        None,
+        &["connect-read", "127.0.0.2", &port],
+    );
+    assert!(run.stderr.contains("first: ok"), "stderr:\n{}", run.stderr);
+    assert_eq!(
+        run.code, REFUSED,
+        "the second connect, after the reads; stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.of_type("blocked").len(),
+        1,
+        "{:#?}",
+        run.of_type("blocked")
+    );
 }
 
 #[test]
@@ -138,7 +181,12 @@ fn a_child_reads_and_its_parent_connects_is_refused() {
     }
     let listener = Listener::start_on("127.0.0.2:0");
     let port = listener.port.to_string();
-    let run = run("block-tree", true, None, &["child-reads", "127.0.0.2", &port]);
+    let run = run(
+        "block-tree",
+        true,
+        None,
+        &["child-reads", "127.0.0.2", &port],
+    );
     assert_eq!(run.code, REFUSED, "EPERM; stderr:\n{}", run.stderr);
     let execs = run.of_type("exec");
     let parent = execs[0]["pid"].as_u64().unwrap();
@@ -170,9 +218,18 @@ fn a_read_older_than_the_window_does_not_block() {
         &["read-wait-connect", "1000", "127.0.0.2", &port],
     );
     assert_eq!(late.code, 0, "connected; stderr:\n{}", late.stderr);
-    assert!(late.of_type("blocked").is_empty(), "{:#?}", late.of_type("blocked"));
+    assert!(
+        late.of_type("blocked").is_empty(),
+        "{:#?}",
+        late.of_type("blocked")
+    );
     // Within the same window it is refused: the window, not the policy, let it through.
-    let soon = run("block-window", true, Some(policy), &["read-wait-connect", "0", "127.0.0.2", &port]);
+    let soon = run(
+        "block-window",
+        true,
+        Some(policy),
+        &["read-wait-connect", "0", "127.0.0.2", &port],
+    );
     assert_eq!(soon.code, REFUSED, "stderr:\n{}", soon.stderr);
 }
 
@@ -186,7 +243,11 @@ fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
     let dir = test_dir("block-uring");
     let listener = Listener::start();
     let port = listener.port.to_string();
-    let policy = block_policy(&dir, "30s", &format!("{{cidr: [127.0.0.1/32], port: [{port}]}}"));
+    let policy = block_policy(
+        &dir,
+        "30s",
+        &format!("{{cidr: [127.0.0.1/32], port: [{port}]}}"),
+    );
     let c = c_fixture();
     let run_uring = run(
         "block-uring",
@@ -194,7 +255,11 @@ fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
         Some(policy),
         &["read-run", c.to_str().unwrap(), "uring-connect", &port],
     );
-    assert_eq!(run_uring.code, 1, "io_uring connect refused (3: no io_uring); stderr:\n{}", run_uring.stderr);
+    assert_eq!(
+        run_uring.code, 1,
+        "io_uring connect refused (3: no io_uring); stderr:\n{}",
+        run_uring.stderr
+    );
     let b = blocked(&run_uring, "blocked");
     assert_eq!(b.len(), 1, "{b:#?}");
     assert_eq!(b[0]["destination"]["port"], listener.port);
@@ -202,8 +267,17 @@ fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
 
     let udp = std::net::UdpSocket::bind("127.0.0.2:0").expect("udp socket");
     let udp_port = udp.local_addr().unwrap().port().to_string();
-    let run_udp = run("block-udp", true, None, &["read-udp", "127.0.0.2", &udp_port]);
-    assert_eq!(run_udp.code, REFUSED, "sendmsg got EPERM; stderr:\n{}", run_udp.stderr);
+    let run_udp = run(
+        "block-udp",
+        true,
+        None,
+        &["read-udp", "127.0.0.2", &udp_port],
+    );
+    assert_eq!(
+        run_udp.code, REFUSED,
+        "sendmsg got EPERM; stderr:\n{}",
+        run_udp.stderr
+    );
     let b = blocked(&run_udp, "blocked");
     assert_eq!(b.len(), 1, "{b:#?}");
     assert_eq!(b[0]["event"], "udp_send");
@@ -216,7 +290,12 @@ fn without_enforce_the_connect_goes_through_and_would_block_is_written() {
     }
     let listener = Listener::start_on("127.0.0.2:0");
     let port = listener.port.to_string();
-    let run = run("block-observe", false, None, &["read-connect", "127.0.0.2", &port]);
+    let run = run(
+        "block-observe",
+        false,
+        None,
+        &["read-connect", "127.0.0.2", &port],
+    );
     assert_eq!(run.code, 0, "connected; stderr:\n{}", run.stderr);
     let pid = run.of_type("exec")[0]["pid"].as_u64().unwrap();
     assert_block_record(&run, "would_block", "127.0.0.2", listener.port, Some(pid));
@@ -244,7 +323,11 @@ fn a_variable_only_present_at_exec_does_not_block() {
         .env("TZ", "UTC");
     let run = json_run(cmd);
     assert_eq!(run.code, 0, "connected; stderr:\n{}", run.stderr);
-    assert!(run.of_type("blocked").is_empty(), "{:#?}", run.of_type("blocked"));
+    assert!(
+        run.of_type("blocked").is_empty(),
+        "{:#?}",
+        run.of_type("blocked")
+    );
     // The variable was there, and seen there: it just was never read.
     assert!(
         run.of_type("probe")

@@ -61,7 +61,7 @@ pub fn how_of_op(op: usize) -> Option<How> {
         BLOCK_OP_SECURE_GETENV => Some(How::SecureGetenv),
         BLOCK_OP_ENUMERATE => Some(How::Enumerated),
         BLOCK_OP_PRESENT_AT_EXEC => Some(How::PresentAtExec),
-        op if op >= BLOCK_OP_HOST_CALL && op < BLOCK_OPS => {
+        op if (BLOCK_OP_HOST_CALL..BLOCK_OPS).contains(&op) => {
             HostCall::of_kernel((op - BLOCK_OP_HOST_CALL) as u32).map(HostCall::how)
         }
         op => How::of_file_op(op as u32),
@@ -96,7 +96,10 @@ pub(super) fn compile(
         if k >= MAX_BLOCK_RULES as usize {
             return Err(error(
                 &rule.name,
-                format!("is block rule number {}: at most {MAX_BLOCK_RULES} rules may block", k + 1),
+                format!(
+                    "is block rule number {}: at most {MAX_BLOCK_RULES} rules may block",
+                    k + 1
+                ),
                 "merge block rules, or make some `action: alert`",
                 source_name,
             ));
@@ -150,7 +153,10 @@ pub(super) fn compile(
             if list.len() > BLOCK_PORTS {
                 return Err(error(
                     &rule.name,
-                    format!("lists {} {what}: a block rule lists at most {BLOCK_PORTS}", list.len()),
+                    format!(
+                        "lists {} {what}: a block rule lists at most {BLOCK_PORTS}",
+                        list.len()
+                    ),
                     "split the rule",
                     source_name,
                 ));
@@ -214,7 +220,11 @@ fn nets(
     let norm = |(addr, len): (IpAddr, u8)| -> (bool, u128, u8) {
         match addr.to_canonical() {
             IpAddr::V4(a) => {
-                let len = if addr.is_ipv6() { len.saturating_sub(96) } else { len };
+                let len = if addr.is_ipv6() {
+                    len.saturating_sub(96)
+                } else {
+                    len
+                };
                 (true, u128::from(u32::from(a)), len.min(32))
             }
             IpAddr::V6(a) => (false, u128::from(a), len),
@@ -222,7 +232,11 @@ fn nets(
     };
     let masked = |v4: bool, a: u128, len: u8| -> u128 {
         let host_bits = if v4 { 32 } else { 128 } - u32::from(len);
-        if host_bits >= 128 { 0 } else { (a >> host_bits) << host_bits }
+        if host_bits >= 128 {
+            0
+        } else {
+            (a >> host_bits) << host_bits
+        }
     };
     let list: Vec<(bool, u128, u8, u32, bool)> = cidrs
         .iter()
@@ -294,7 +308,9 @@ fn entries(
         }
         out
     };
-    let text = |key: &[u8]| String::from_utf8_lossy(key.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+    let text = |key: &[u8]| {
+        String::from_utf8_lossy(key.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()
+    };
     for (key, policy) in &kernel.env_names {
         by_entry
             .entry(policy.entry_id)
@@ -354,15 +370,21 @@ fn entries(
         entry.exact_case = slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| cats.iter().any(|(c, exact)| *exact && *c == s.category)
-                && !cats.iter().any(|(c, exact)| !*exact && *c == s.category))
+            .filter(|(_, s)| {
+                cats.iter().any(|(c, exact)| *exact && *c == s.category)
+                    && !cats.iter().any(|(c, exact)| !*exact && *c == s.category)
+            })
             .fold(0, |acc, (i, _)| acc | (1 << i));
         if entry.slots.iter().any(|m| *m != 0) {
             out.insert(id, entry);
         }
     }
     let mut host = BlockEntry::default();
-    for call in [HostCall::Uname, HostCall::Siocgifhwaddr, HostCall::RtmGetlink] {
+    for call in [
+        HostCall::Uname,
+        HostCall::Siocgifhwaddr,
+        HostCall::RtmGetlink,
+    ] {
         let cats: Vec<(usize, bool)> = classifier
             .host_call_categories(call)
             .into_iter()

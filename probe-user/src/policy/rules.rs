@@ -313,7 +313,10 @@ fn unblockable(rule: &Rule) -> Option<&'static str> {
         Some("names `destination.host`: host names are not matched in the kernel yet")
     } else if rule.then.contains(&NetworkEvent::UnixConnect) {
         Some("lists `unix_connect` in `then`: only IP connects and datagrams are judged")
-    } else if dest.and_then(|d| d.except.as_deref()).is_some_and(|e| e.except.is_some()) {
+    } else if dest
+        .and_then(|d| d.except.as_deref())
+        .is_some_and(|e| e.except.is_some())
+    {
         Some("nests an `except` in `except`")
     } else {
         None

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use aya::Pod;
 use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use probe_common::{
-    BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ENTRIES, MAP_BLOCK_NET4, MAP_BLOCK_NET6,
-    MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
-};
-use probe_common::{
     BasenameKey, CommKey, EnvNameKey, InodeKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
     MAP_INODES, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAP_SETTINGS, PATH_LEN,
     PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES, SETTING_EXEC_CANDIDATES,
     SETTING_HOST_CALLS, SETTING_INODES, SETTING_PROC_ENVIRON, SETTING_SELECTION,
+};
+use probe_common::{
+    BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ENTRIES, MAP_BLOCK_NET4, MAP_BLOCK_NET6,
+    MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
 };
 
 use super::map_update::{MapWrite, update};

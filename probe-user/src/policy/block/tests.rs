@@ -34,7 +34,10 @@ fn lookup4(t: &BlockTables, addr: &str) -> BlockNet {
 #[test]
 fn overlapping_networks_of_several_rules_give_every_rule_that_holds_the_address() {
     let rules = [
-        block_rule("wide", "    destination: {cidr: [10.0.0.0/8], except: {cidr: [10.1.2.0/24]}}\n"),
+        block_rule(
+            "wide",
+            "    destination: {cidr: [10.0.0.0/8], except: {cidr: [10.1.2.0/24]}}\n",
+        ),
         block_rule("narrow", "    destination: {cidr: [10.1.0.0/16]}\n"),
         block_rule("host", "    destination: {cidr: [10.1.2.3]}\n"),
     ]
@@ -42,11 +45,35 @@ fn overlapping_networks_of_several_rules_give_every_rule_that_holds_the_address(
     let t = policy(&rules).expect("valid").block;
     assert_eq!(t.rules.len(), 3);
     let at = |a| lookup4(&t, a);
-    assert_eq!(at("10.9.9.9"), BlockNet { rules: 0b001, except: 0 });
-    assert_eq!(at("10.1.9.9"), BlockNet { rules: 0b011, except: 0 });
+    assert_eq!(
+        at("10.9.9.9"),
+        BlockNet {
+            rules: 0b001,
+            except: 0
+        }
+    );
+    assert_eq!(
+        at("10.1.9.9"),
+        BlockNet {
+            rules: 0b011,
+            except: 0
+        }
+    );
     // In all three rules' networks, and in the first one's allowlist.
-    assert_eq!(at("10.1.2.3"), BlockNet { rules: 0b111, except: 0b001 });
-    assert_eq!(at("10.1.2.4"), BlockNet { rules: 0b011, except: 0b001 });
+    assert_eq!(
+        at("10.1.2.3"),
+        BlockNet {
+            rules: 0b111,
+            except: 0b001
+        }
+    );
+    assert_eq!(
+        at("10.1.2.4"),
+        BlockNet {
+            rules: 0b011,
+            except: 0b001
+        }
+    );
     assert_eq!(at("11.0.0.1"), BlockNet::default());
 }
 
@@ -78,7 +105,10 @@ fn slots_are_shared_and_entries_feed_them_per_operation_and_evidence() {
     assert_eq!(tz.slots[BLOCK_OP_PRESENT_AT_EXEC], 0);
     // TZ is case-sensitive: only an upper-case TZ counts in the kernel.
     assert_eq!(tz.exact_case, 0b01);
-    assert_eq!(t.entries[&id_of("ANTHROPIC_BASE_URL")].slots[BLOCK_OP_GETENV], 0b10);
+    assert_eq!(
+        t.entries[&id_of("ANTHROPIC_BASE_URL")].slots[BLOCK_OP_GETENV],
+        0b10
+    );
     // The proxy category is in no block rule.
     assert!(!t.entries.contains_key(&id_of("HTTPS_PROXY")));
     let localtime = p
@@ -98,23 +128,48 @@ fn slots_are_shared_and_entries_feed_them_per_operation_and_evidence() {
 
 #[test]
 fn exposed_counts_only_when_the_rule_names_it() {
-    let p = policy(&block_rule("a", "    probed: {all_of: [timezone], evidence: [read, exposed]}\n").replace("    probed: {all_of: [timezone, relay]}\n", "")).expect("valid");
-    let tz = p.kernel.env_names.iter().find(|(k, _)| k.starts_with(b"TZ\0")).unwrap().1.entry_id;
+    let p = policy(
+        &block_rule(
+            "a",
+            "    probed: {all_of: [timezone], evidence: [read, exposed]}\n",
+        )
+        .replace("    probed: {all_of: [timezone, relay]}\n", ""),
+    )
+    .expect("valid");
+    let tz = p
+        .kernel
+        .env_names
+        .iter()
+        .find(|(k, _)| k.starts_with(b"TZ\0"))
+        .unwrap()
+        .1
+        .entry_id;
     assert_eq!(p.block.entries[&tz].slots[BLOCK_OP_PRESENT_AT_EXEC], 0b1);
 }
 
 #[test]
 fn conditions_the_kernel_cannot_judge_are_refused_naming_the_rule() {
     for (extra, why) in [
-        ("    destination: {host: ['*.example.com']}\n", "destination.host"),
-        ("    destination: {except: {host: [example.com]}}\n", "destination.host"),
+        (
+            "    destination: {host: ['*.example.com']}\n",
+            "destination.host",
+        ),
+        (
+            "    destination: {except: {host: [example.com]}}\n",
+            "destination.host",
+        ),
         ("    bypassed_proxy: true\n", "bypassed_proxy"),
         ("    then: [unix_connect]\n", "unix_connect"),
     ] {
-        let err = policy(&block_rule("nope", extra)).expect_err(extra).to_string();
+        let err = policy(&block_rule("nope", extra))
+            .expect_err(extra)
+            .to_string();
         assert!(err.contains("\"nope\"") && err.contains(why), "{err}");
     }
-    let min = block_rule("nope", "").replace("all_of: [timezone, relay]", "any_of: [timezone], min_count: 2");
+    let min = block_rule("nope", "").replace(
+        "all_of: [timezone, relay]",
+        "any_of: [timezone], min_count: 2",
+    );
     let err = policy(&min).expect_err("min_count").to_string();
     assert!(err.contains("min_count"), "{err}");
 }
@@ -127,14 +182,20 @@ fn too_many_block_rules_or_slots_are_refused() {
     // Three categories per rule, each rule with its own window: 3 slots a rule.
     let rule = |i: usize| {
         block_rule(&format!("r{i}"), "")
-            .replace("all_of: [timezone, relay]", "all_of: [timezone, relay, proxy]")
+            .replace(
+                "all_of: [timezone, relay]",
+                "all_of: [timezone, relay, proxy]",
+            )
             .replace("within: 30s", &format!("within: {}s", i + 1))
     };
     let ten: String = (0..10).map(rule).collect();
     policy(&ten).expect("30 slots fit");
     let eleven = format!("{ten}{}", rule(10).replace("name: r10", "name: extra"));
     let err = policy(&eleven).expect_err("33 slots").to_string();
-    assert!(err.contains("\"extra\"") && err.contains("more than 32"), "{err}");
+    assert!(
+        err.contains("\"extra\"") && err.contains("more than 32"),
+        "{err}"
+    );
 }
 
 #[test]
