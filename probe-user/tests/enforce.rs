@@ -392,3 +392,52 @@ fn wait_file(path: &Path, what: &str) -> String {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Through the library: a reload whose block maps fail midway (an LPM key the kernel
+/// rejects, after the other block maps moved) leaves every block map, and the rule
+/// count, exactly as they were: the old block rules stay in force.
+#[test]
+fn a_failed_reload_leaves_the_old_block_rules_in_force() {
+    use probe_user::policy::{self, PreparedPolicy};
+    use probe_user::sensors::{SensorError, Sensors};
+
+    if !bpf_available("a_failed_reload_leaves_the_old_block_rules_in_force") {
+        return;
+    }
+    let dir = test_dir("block-reload");
+    let old = block_policy(&dir, "30s", OUTSIDE_ALLOWLIST);
+    let old = policy::parse(&std::fs::read_to_string(&old).unwrap(), "old.yaml").unwrap();
+    let mut sensors = Sensors::load(&PreparedPolicy::new(old)).expect("load the sensors");
+    sensors.set_enforce(true).unwrap();
+    let before = sensors.read_policy_maps().unwrap();
+    assert_eq!(before.block_rules.len(), 1);
+    assert_eq!(before.block_net4.len(), 1, "{:?}", before.block_net4);
+    assert_eq!(sensors.enforcement().unwrap(), (true, 1));
+
+    let new = default_policy_plus(
+        &dir,
+        "  - name: other\n    probed: {any_of: [proxy]}\n    destination: {cidr: [192.0.2.0/24, \"2001:db8::/32\"]}\n    within: 5s\n    action: block\n  - name: third\n    probed: {all_of: [timezone]}\n    within: 1s\n    action: block\n",
+    );
+    let new = policy::parse(&std::fs::read_to_string(&new).unwrap(), "new.yaml").unwrap();
+    let mut failing = PreparedPolicy::new(new);
+    // The IPv6 trie comes after the entries, rules, windows and IPv4 trie.
+    let key = *failing.policy.block.net6.keys().next().unwrap();
+    let value = failing.policy.block.net6.remove(&key).unwrap();
+    failing.policy.block.net6.insert((4_000, key.1), value);
+    let err = sensors
+        .apply_policy(&failing)
+        .expect_err("EINVAL from the trie");
+    match &err {
+        SensorError::PolicyUpdate { map, restored, .. } => {
+            assert_eq!(*map, "BLOCK_NET6", "{err}");
+            assert_eq!(restored, &None, "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(sensors.read_policy_maps().unwrap(), before);
+    assert_eq!(
+        sensors.enforcement().unwrap(),
+        (true, 1),
+        "the old rule still judges"
+    );
+}

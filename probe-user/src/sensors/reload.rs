@@ -417,11 +417,26 @@ impl Sensors {
             inodes: self.read_hash(MAP_INODES)?,
             basenames: self.read_hash(MAP_BASENAMES)?,
             block_entries: self.read_hash(MAP_BLOCK_ENTRIES)?,
-            block_rules: self.in_force.block_rules.clone(),
-            block_windows: self.in_force.block_windows.clone(),
+            block_rules: self.read_rows(MAP_BLOCK_RULES, |m| &m.block_rules)?,
+            block_windows: self.read_rows(MAP_BLOCK_WINDOWS, |m| &m.block_windows)?,
             block_net4: self.read_trie(MAP_BLOCK_NET4)?,
             block_net6: self.read_trie(MAP_BLOCK_NET6)?,
         })
+    }
+
+    /// The rows of an array map at the indices the policy in force wrote.
+    fn read_rows<V: Pod>(
+        &mut self,
+        name: &'static str,
+        written: impl Fn(&PolicyMaps) -> &HashMap<u32, V>,
+    ) -> Result<HashMap<u32, V>, SensorError> {
+        let indices: Vec<u32> = written(&self.in_force).keys().copied().collect();
+        let rows: Array<&mut MapData, V> = self.map(name)?.try_into().map_err(map_err(name))?;
+        indices
+            .into_iter()
+            .map(|i| Ok((i, rows.get(&i, 0)?)))
+            .collect::<Result<_, MapError>>()
+            .map_err(map_err(name))
     }
 
     fn read_hash<K: Pod + Eq + Hash, V: Pod>(
