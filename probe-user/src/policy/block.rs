@@ -358,13 +358,32 @@ fn entries(
         .entry(BLOCK_ENTRY_ENUMERATE)
         .or_default()
         .extend(whole.iter().map(|c| (*c, false)));
+    let env_ids: std::collections::HashSet<u32> = kernel
+        .env_names
+        .iter()
+        .map(|(_, p)| p.entry_id)
+        .chain(kernel.env_prefixes.iter().map(|(_, _, p)| p.entry_id))
+        .collect();
+    // The operations that can report each kind of entry (the others stay 0).
+    let reaches = |id: u32, op: usize| -> bool {
+        if env_ids.contains(&id) {
+            matches!(
+                op,
+                BLOCK_OP_GETENV | BLOCK_OP_SECURE_GETENV | BLOCK_OP_PRESENT_AT_EXEC
+            )
+        } else if id == BLOCK_ENTRY_ENUMERATE {
+            op == BLOCK_OP_ENUMERATE
+        } else {
+            op < BLOCK_OP_GETENV
+        }
+    };
     let mut out = HashMap::new();
     for (id, cats) in by_entry {
         let mut entry = BlockEntry::default();
         for (op, mask) in entry.slots.iter_mut().enumerate() {
-            let Some(how) = how_of_op(op) else { continue };
-            // Which ops the entry can be seen by: env entries by env ops, the rest
-            // by file ops (an env name is never opened, and vice versa).
+            let Some(how) = how_of_op(op).filter(|_| reaches(id, op)) else {
+                continue;
+            };
             *mask = slot_mask(slots, &cats, how, classifier);
         }
         entry.exact_case = slots

@@ -105,6 +105,8 @@ fn slots_are_shared_and_entries_feed_them_per_operation_and_evidence() {
     assert_eq!(tz.slots[BLOCK_OP_PRESENT_AT_EXEC], 0);
     // TZ is case-sensitive: only an upper-case TZ counts in the kernel.
     assert_eq!(tz.exact_case, 0b01);
+    // An env entry is only ever reported by the env programs.
+    assert_eq!(tz.slots[probe_common::FILE_OP_OPENAT as usize], 0);
     assert_eq!(
         t.entries[&id_of("ANTHROPIC_BASE_URL")].slots[BLOCK_OP_GETENV],
         0b10
@@ -124,6 +126,7 @@ fn slots_are_shared_and_entries_feed_them_per_operation_and_evidence() {
     assert_eq!(e.slots[probe_common::FILE_OP_READLINK as usize], 0b01);
     // A stat only checks: not `read`.
     assert_eq!(e.slots[probe_common::FILE_OP_STAT as usize], 0);
+    assert_eq!(e.slots[BLOCK_OP_GETENV], 0);
 }
 
 #[test]
