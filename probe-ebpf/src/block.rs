@@ -142,10 +142,10 @@ pub fn feed(tgid: u32, entry_id: u32, op: usize, exact_case: bool) {
             let Some(zero) = BLOCK_ZERO.get_ptr(0) else {
                 return;
             };
+            // BPF_NOEXIST: a feeder on another CPU that inserted first keeps its
+            // write (the insert then fails, and its entry is found below).
             // SAFETY: per-CPU map value, never written.
-            if BLOCK_STATE.insert(tree, unsafe { &*zero }, 0).is_err() {
-                return;
-            }
+            let _ = BLOCK_STATE.insert(tree, unsafe { &*zero }, BPF_NOEXIST);
             match BLOCK_STATE.get_ptr_mut(tree) {
                 Some(state) => state,
                 None => return,
@@ -162,6 +162,9 @@ pub fn feed(tgid: u32, entry_id: u32, op: usize, exact_case: bool) {
         }
     }
 }
+
+/// `bpf_map_update_elem` flag: only add a new key.
+const BPF_NOEXIST: u64 = 1;
 
 /// A deny verdict of a cgroup sock_addr program: the caller gets EPERM.
 pub const DENY: i32 = 0;

@@ -222,6 +222,17 @@ mod tests {
     }
 
     #[test]
+    fn enforcement_is_off_unless_the_config_turns_it_on() {
+        assert!(!Config::default().enforce);
+        assert!(
+            !Config::parse("policy_dirs: []\n", "c.yaml")
+                .unwrap()
+                .enforce
+        );
+        assert!(Config::parse("enforce: true\n", "c.yaml").unwrap().enforce);
+    }
+
+    #[test]
     fn one_format_list_serves_every_sink_and_each_sink_checks_its_own() {
         let c = Config::parse(
             "sinks:\n  - {type: stderr}\n  - {type: stderr, format: ecs}\n  - {type: jsonl, path: /x}\n  - {type: jsonl, path: /y, format: native}\n",
