@@ -43,8 +43,10 @@ pub const BLOCK_OP_ENUMERATE: usize = 19;
 pub const BLOCK_OP_PRESENT_AT_EXEC: usize = 20;
 /// `BLOCK_OP_HOST_CALL + HOST_CALL_*`.
 pub const BLOCK_OP_HOST_CALL: usize = 21;
-/// `HOST_CALL_*` are 1..=3.
-pub const BLOCK_OPS: usize = BLOCK_OP_HOST_CALL + 4;
+/// `HOST_CALL_*` are 1..=3; a power of two, so that the kernel can mask an index
+/// (5.10's verifier loses the bound of a compared one).
+pub const BLOCK_OPS: usize = 32;
+const _: () = assert!(BLOCK_OP_HOST_CALL + 4 <= BLOCK_OPS && BLOCK_OPS.is_power_of_two());
 
 /// Key of `BLOCK_ENTRIES` for a whole-environment enumeration (Node's
 /// `uv_os_environ`), which names no policy entry.

@@ -128,7 +128,8 @@ pub fn feed(tgid: u32, entry_id: u32, op: usize, exact_case: bool) {
     };
     // SAFETY: value pointer from a successful lookup.
     let entry = unsafe { &*entry };
-    let mut slots = entry.slots[op];
+    // Masked: see `BLOCK_OPS`.
+    let mut slots = entry.slots[op & (BLOCK_OPS - 1)];
     if !exact_case {
         slots &= !entry.exact_case;
     }
