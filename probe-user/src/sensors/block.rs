@@ -4,7 +4,8 @@
 //! Lifecycle: the cgroup programs that judge are attached through links this process
 //! owns (never pinned), so when probectl stops, or is killed, the kernel detaches
 //! them: blocking fails open, and no machine is left refusing calls with nothing to
-//! report or undo it.
+//! report or undo it. (aya attaches cgroup programs through a `bpf_link` from kernel
+//! 5.7 on; before that a program attached without a link would outlive probectl.)
 
 use aya::maps::{Array, HashMap, MapData};
 use probe_common::{
