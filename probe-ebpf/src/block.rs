@@ -120,7 +120,7 @@ pub fn on_exit(tgid: u32) {
 /// was written exactly as its upper-case key (case-sensitive categories need that).
 #[inline(always)]
 pub fn feed(tgid: u32, entry_id: u32, op: usize, exact_case: bool) {
-    if rules_in_force() == 0 || op >= BLOCK_OPS {
+    if rules_in_force() == 0 {
         return;
     }
     let Some(entry) = BLOCK_ENTRIES.get_ptr(entry_id) else {
@@ -128,8 +128,10 @@ pub fn feed(tgid: u32, entry_id: u32, op: usize, exact_case: bool) {
     };
     // SAFETY: value pointer from a successful lookup.
     let entry = unsafe { &*entry };
-    // Masked: see `BLOCK_OPS`.
-    let mut slots = entry.slots[op & (BLOCK_OPS - 1)];
+    // Masked, not compared (see `BLOCK_OPS`), through a volatile read so that the
+    // compiler cannot drop the mask on what it knows of `op`.
+    let op = unsafe { core::ptr::read_volatile(&op) } & (BLOCK_OPS - 1);
+    let mut slots = entry.slots[op];
     if !exact_case {
         slots &= !entry.exact_case;
     }
