@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Destination, ProbedBy, RuleMatch};
+use super::{Destination, RuleMatch};
 use crate::policy::rules::NetworkEvent;
 
 /// A block rule's sequence held at a call: the kernel refused it (`blocked`: the
@@ -31,11 +31,4 @@ pub struct BlockRead {
     pub category: String,
     /// Milliseconds between the last counted read and the call.
     pub ms_before: f64,
-}
-
-impl BlockRecord {
-    /// Who read what, for the readable stream: the rule match's processes.
-    pub fn readers(&self) -> &[ProbedBy] {
-        &self.matched.probed_by
-    }
 }
