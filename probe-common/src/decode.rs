@@ -4,6 +4,7 @@
 use core::mem::size_of;
 
 use crate::abi::*;
+use crate::block::*;
 use crate::first_bytes::*;
 use crate::host::*;
 use crate::maps::{InodeKey, PolicyRef, WatchEntry};
@@ -18,6 +19,10 @@ unsafe impl aya::Pod for PendingSend {}
 unsafe impl aya::Pod for PendingPath {}
 unsafe impl aya::Pod for InodeKey {}
 unsafe impl aya::Pod for PendingEnv {}
+unsafe impl aya::Pod for BlockEntry {}
+unsafe impl aya::Pod for BlockRule {}
+unsafe impl aya::Pod for BlockNet {}
+unsafe impl aya::Pod for BlockTreeState {}
 
 /// A decoded event. Large payloads are boxed so the enum stays small.
 #[derive(Clone, Debug)]
@@ -37,6 +42,8 @@ pub enum Event {
     ExecMapped(ExecMappedEvent),
     PeerMemory(PeerMemoryEvent),
     FirstBytes(alloc_box::Box<FirstBytesEvent>),
+    /// A block rule held at a connect or send (`EVENT_BLOCK`).
+    Block(alloc_box::Box<BlockEvent>),
 }
 
 mod alloc_box {
@@ -61,6 +68,7 @@ impl Event {
             Event::ExecMapped(e) => &e.header,
             Event::PeerMemory(e) => &e.header,
             Event::FirstBytes(e) => &e.header,
+            Event::Block(e) => &e.header,
         }
     }
 
@@ -83,6 +91,7 @@ impl Event {
             Event::ExecMapped(_) => "exec_mapped",
             Event::PeerMemory(_) => "peer_memory",
             Event::FirstBytes(_) => "first_bytes",
+            Event::Block(_) => "block",
         }
     }
 }
@@ -231,6 +240,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let e: FirstBytesEvent = read_exact(kind, bytes)?;
             check_len(kind, "captured_len", e.captured_len, e.payload.len() + 1)?;
             Event::FirstBytes(alloc_box::Box::new(e))
+        }
+        EVENT_BLOCK => {
+            let e: BlockEvent = read_exact(kind, bytes)?;
+            if !matches!(e.verdict, BLOCK_VERDICT_BLOCKED | BLOCK_VERDICT_WOULD_BLOCK) {
+                return Err(DecodeError::BadField {
+                    kind,
+                    field: "verdict",
+                    value: e.verdict,
+                });
+            }
+            check_len(kind, "rule", e.rule, MAX_BLOCK_RULES as usize)?;
+            Event::Block(alloc_box::Box::new(e))
         }
         _ => {
             return Err(DecodeError::UnknownKind {

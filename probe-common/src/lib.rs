@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod block;
 pub mod first_bytes;
 pub mod host;
 pub mod limits;
@@ -24,6 +25,7 @@ extern crate alloc;
 pub mod decode;
 
 pub use abi::*;
+pub use block::*;
 pub use first_bytes::*;
 pub use host::*;
 pub use limits::*;

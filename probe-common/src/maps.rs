@@ -45,7 +45,8 @@ pub const SETTING_HOST_CALLS: u32 = 6;
 /// Non-zero: `OWN_HOME_PATHS` holds the policy's `~/` prefixes and globs, looked up
 /// under each watched process's own `HOME` and `XDG_CONFIG_HOME` (`WatchEntry`).
 pub const SETTING_OWN_HOME: u32 = 7;
-pub const SETTING_SLOTS: u32 = 8;
+/// Slots 8 and 9 are the block switches (`block::SETTING_BLOCK_RULES`, `SETTING_ENFORCE`).
+pub const SETTING_SLOTS: u32 = 16;
 /// `FileEvent::entry_id` of a `/proc/<pid>/environ` read (not a `PATHS` entry).
 pub const ENTRY_PROC_ENVIRON: u32 = u32::MAX;
 
@@ -283,6 +284,7 @@ pub const DROP_SLOT_NAMES: &[(u32, &str)] = &[
     (DROP_UNREADABLE_HOOK_INODE, "unreadable_hook_inode"),
     (DROP_RING_FULL_FIRST_BYTES, "ring_full_first_bytes"),
     (DROP_UNREADABLE_FIRST_BYTES, "unreadable_first_bytes"),
+    (crate::block::DROP_RING_FULL_BLOCK, "ring_full_block"),
 ];
 
 /// Field offsets of the sched/task tracepoints, read by userspace from tracefs

@@ -28,8 +28,7 @@ use crate::{
     util::{count_drop, current_ids, header, is_watched},
 };
 
-/// A cgroup sock_addr program's verdict: let the call proceed.
-const ALLOW: i32 = 1;
+use crate::block::{ALLOW, judge};
 
 /// Destination from the hook's context: address in network order, port in host order.
 /// `family` is the hook's (a sendto with `sin_family = AF_UNSPEC` on an IPv4 UDP
@@ -55,13 +54,22 @@ fn destination(ctx: &SockAddrContext, family: u16) -> HookDest {
     }
 }
 
+/// Reports the connect, then judges it against the block rules (`block::judge`):
+/// the verdict is the program's return value.
 #[inline(always)]
-fn on_connect(ctx: &SockAddrContext, family: u16) {
+fn on_connect(ctx: &SockAddrContext, family: u16) -> i32 {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
-        return;
+        return ALLOW;
     }
     let dest = destination(ctx, family);
+    report_connect(tgid, tid, &dest);
+    judge(tgid, tid, &dest, false)
+}
+
+#[inline(always)]
+fn report_connect(tgid: u32, tid: u32, dest: &HookDest) {
+    let dest = *dest;
     if let Some(pending) = PENDING_CONNECT.get_ptr_mut(tid) {
         // SAFETY: this thread's own entry; only this thread writes it until its exit.
         let pending = unsafe { &mut *pending };
@@ -78,7 +86,7 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
                 header: header(EVENT_CONNECT_ISSUED, tgid, tid),
                 fd: -1,
                 ret: 0,
-                family,
+                family: dest.family,
                 port: dest.port,
                 flags: CONNECT_DEST_FROM_HOOK,
                 addr: dest.addr,
@@ -89,13 +97,21 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     }
 }
 
+/// Reports the datagram's destination, then judges it like a connect.
 #[inline(always)]
-fn on_sendmsg(ctx: &SockAddrContext, family: u16) {
+fn on_sendmsg(ctx: &SockAddrContext, family: u16) -> i32 {
     let (tgid, tid) = current_ids();
     if !is_watched(tgid) {
-        return;
+        return ALLOW;
     }
     let dest = destination(ctx, family);
+    report_send(tgid, tid, &dest);
+    judge(tgid, tid, &dest, true)
+}
+
+#[inline(always)]
+fn report_send(tgid: u32, tid: u32, dest: &HookDest) {
+    let dest = *dest;
     let mut fd = -1;
     let mut flags = UDP_DEST_GIVEN | UDP_OUTSIDE_SYSCALL;
     if let Some(pending) = IN_SEND.get_ptr_mut(tid) {
@@ -125,7 +141,7 @@ fn on_sendmsg(ctx: &SockAddrContext, family: u16) {
     e.fd = fd;
     // The payload is not visible here: a DNS query sent this way has no name.
     e.flags = flags;
-    e.family = family;
+    e.family = dest.family;
     e.port = dest.port;
     e.captured_len = 0;
     e.len = 0;
@@ -137,24 +153,20 @@ fn on_sendmsg(ctx: &SockAddrContext, family: u16) {
 
 #[cgroup_sock_addr(connect4)]
 pub fn cg_connect4(ctx: SockAddrContext) -> i32 {
-    on_connect(&ctx, AF_INET);
-    ALLOW
+    on_connect(&ctx, AF_INET)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn cg_connect6(ctx: SockAddrContext) -> i32 {
-    on_connect(&ctx, AF_INET6);
-    ALLOW
+    on_connect(&ctx, AF_INET6)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn cg_sendmsg4(ctx: SockAddrContext) -> i32 {
-    on_sendmsg(&ctx, AF_INET);
-    ALLOW
+    on_sendmsg(&ctx, AF_INET)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn cg_sendmsg6(ctx: SockAddrContext) -> i32 {
-    on_sendmsg(&ctx, AF_INET6);
-    ALLOW
+    on_sendmsg(&ctx, AF_INET6)
 }

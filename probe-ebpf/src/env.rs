@@ -63,6 +63,12 @@ pub fn uv_os_environ(_ctx: ProbeContext) -> u32 {
         }
         None => count_drop(DROP_RING_FULL_ENV),
     }
+    crate::block::feed(
+        tgid,
+        probe_common::BLOCK_ENTRY_ENUMERATE,
+        probe_common::BLOCK_OP_ENUMERATE,
+        true,
+    );
     0
 }
 
@@ -128,9 +134,13 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
         return Ok(());
     }
     let mut key = [0u8; ENV_NAME_LEN];
+    // Non-zero when the name was not written in upper case (block rules of
+    // case-sensitive categories then do not count it).
+    let mut folded = 0u8;
     for i in 0..ENV_NAME_LEN {
         let c = name[i];
         key[i] = if c.is_ascii_lowercase() { c - 32 } else { c };
+        folded |= key[i] ^ c;
     }
     let entry_id = match unsafe { ENV_NAMES.get(key) } {
         // Only the exec scan reports it (a built-in home name no category names).
@@ -144,6 +154,12 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
             }
         }
     };
+    let op = if pending.op == ENV_OP_SECURE_GETENV {
+        probe_common::BLOCK_OP_SECURE_GETENV
+    } else {
+        probe_common::BLOCK_OP_GETENV
+    };
+    crate::block::feed(tgid, entry_id, op, folded == 0);
     match EVENTS.reserve::<EnvEvent>(0) {
         Some(mut entry) => {
             entry.write(EnvEvent {

@@ -108,7 +108,7 @@ pub(crate) fn scan_next(ctx: &TracePointContext) {
     let scan = unsafe { &mut *state };
     for _ in 0..ENTRIES_PER_CALL {
         let index = scan.next;
-        if index >= EXEC_ENV_MAX_ENTRIES || visit(index, scan) != 0 {
+        if index >= EXEC_ENV_MAX_ENTRIES || visit(index, scan, false) != 0 {
             if scan.done == 0 {
                 count_drop(DROP_ENV_SCAN_INCOMPLETE);
             }
@@ -146,7 +146,7 @@ fn scan(ctx: &TracePointContext, envp_at: usize) {
 #[inline(never)]
 extern "C" fn entry(index: u32, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer `scan` gave it.
-    visit(index, unsafe { &mut *ctx.cast::<Scan>() })
+    visit(index, unsafe { &mut *ctx.cast::<Scan>() }, true)
 }
 
 /// One envp entry. Returns 1 to stop the loop (end of envp), 0 to go on.
@@ -162,7 +162,7 @@ extern "C" fn entry(index: u32, ctx: *mut c_void) -> i64 {
 /// number), and the value is read a second time from user memory at `ptr + len + 1`,
 /// an address the verifier treats as a plain number.
 #[inline(always)]
-fn visit(index: u32, scan: &mut Scan) -> i64 {
+fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
     let slot = (scan.envp as *const u64).wrapping_add(index as usize);
     let Ok(ptr) = (unsafe { bpf_probe_read_user(slot) }) else {
         scan.done = 1;
@@ -233,6 +233,22 @@ fn visit(index: u32, scan: &mut Scan) -> i64 {
         }
     };
     let (entry_id, capture) = (policy.entry_id, policy.match_kind & ENV_CAPTURE_VALUE != 0);
+    // `feed_block`: the chained scan of kernels without bpf_loop (16 entries per
+    // program) has no room for it under 5.10's verifier: there, names present at exec
+    // do not count toward block rules (`exposed`, counted only when a rule names it).
+    if feed_block && crate::block::rules_in_force() != 0 {
+        // Non-zero when the name was not written in upper case (see `block::feed`).
+        let mut folded = 0u8;
+        for i in 0..ENV_NAME_LEN {
+            folded |= scratch.name[i] ^ scratch.key[i];
+        }
+        crate::block::feed(
+            scan.tgid,
+            entry_id,
+            probe_common::BLOCK_OP_PRESENT_AT_EXEC,
+            folded == 0,
+        );
+    }
     let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
         count_drop(DROP_RING_FULL_ENV_AT_EXEC);
         return 0;

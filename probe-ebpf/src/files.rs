@@ -247,6 +247,17 @@ pub(crate) fn try_exit_with(
             },
         },
     };
+    // Block rules count what the path string matched (`entry_id` is then a policy
+    // entry; an inode or hook match names a file of the file index, and a basename
+    // candidate is decided in userspace). Of the `/proc` entry only `/environ` counts
+    // (`/mem` may be the process's own): its last byte is `n`. The index goes through
+    // a volatile read so that the compiler keeps the mask the verifier needs.
+    if matched_by == FILE_MATCH_PATH {
+        let last = unsafe { core::ptr::read_volatile(&len) }.wrapping_sub(1) & (PATH_LEN - 1);
+        if entry_id != ENTRY_PROC_ENVIRON || key.data[last] == b'n' {
+            crate::block::feed(tgid, entry_id, pending.op as usize, true);
+        }
+    }
     let base = resolve::base_dir(key.data[0], pending.dfd);
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {
         count_drop(DROP_RING_FULL_FILE);

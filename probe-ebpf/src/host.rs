@@ -49,6 +49,12 @@ fn watched_caller(call: u32) -> Option<(u32, u32)> {
 
 #[inline(always)]
 fn emit(tgid: u32, tid: u32, call: u32, fd: i32, flags: u32, ifname: &[u8; IFNAME_LEN]) {
+    crate::block::feed(
+        tgid,
+        probe_common::BLOCK_ENTRY_HOST_CALLS,
+        probe_common::BLOCK_OP_HOST_CALL + call as usize,
+        true,
+    );
     let Some(mut entry) = EVENTS.reserve::<HostCallEvent>(0) else {
         count_drop(DROP_RING_FULL_HOST_CALL);
         return;

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod block;
 mod cgroup_net;
 mod compat;
 mod dns;

@@ -298,6 +298,7 @@ pub(crate) fn on_newtask<C: EbpfContext>(
         home_len: parent.home_len,
         config_len: parent.config_len,
     };
+    crate::block::on_fork(tgid, child);
     if WATCHED.insert(child, watch, 0).is_err() {
         count_drop(DROP_WATCHED_FULL);
         warn!(
@@ -360,6 +361,7 @@ pub(crate) fn on_exit(group_dead: impl FnOnce(u32, u32) -> Result<bool, i64>) ->
         return Ok(());
     }
     let _ = EXIT_CODES.remove(tgid);
+    crate::block::on_exit(tgid);
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut entry) => {
             entry.write(ExitEvent {

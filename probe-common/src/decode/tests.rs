@@ -236,3 +236,40 @@ fn host_calls_decode_with_their_interface_name_and_reject_unknown_calls() {
         );
     }
 }
+
+#[test]
+fn block_events_decode_and_reject_unknown_verdicts_and_rules() {
+    let mut e = BlockEvent {
+        header: header(EVENT_BLOCK),
+        rule: 2,
+        verdict: BLOCK_VERDICT_BLOCKED,
+        net: BLOCK_NET_CONNECT,
+        tree: 10,
+        held: 0b11,
+        family: AF_INET,
+        port: 443,
+        addr: [0; 16],
+        fed_ns: [0; BLOCK_SLOTS],
+    };
+    e.fed_ns[1] = 5;
+    let raw = bytes_of(&e);
+    let Event::Block(d) = decode(&raw).expect("decodes") else {
+        panic!("wrong kind")
+    };
+    assert_eq!((d.rule, d.held, d.fed_ns[1]), (2, 0b11, 5));
+    assert!(decode(&raw[..raw.len() - 1]).is_err());
+    e.verdict = 0;
+    assert!(matches!(
+        decode(&bytes_of(&e)),
+        Err(DecodeError::BadField {
+            field: "verdict",
+            ..
+        })
+    ));
+    e.verdict = BLOCK_VERDICT_WOULD_BLOCK;
+    e.rule = MAX_BLOCK_RULES;
+    assert!(matches!(
+        decode(&bytes_of(&e)),
+        Err(DecodeError::BadLength { field: "rule", .. })
+    ));
+}

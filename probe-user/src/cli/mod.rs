@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// new targets past it are counted as lost (`timeline_overflow`).
     #[arg(long, value_name = "N", default_value_t = probe_user::correlate::MAX_DISTINCT_PROBES)]
     pub max_probes: usize,
+    /// Block rules (`action: block`) refuse the connects and sends they match
+    /// (EPERM); without it they write `would_block` records only.
+    #[arg(long)]
+    pub enforce: bool,
     /// Write records (readable or JSON) to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -45,7 +45,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot write the profile to {}", path.display()))
         })
         .transpose()?;
-    let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
+    let mut engine = open_engine(args.policy.as_deref(), args.max_probes, args.enforce)?;
     if args.profile.is_some() {
         // The profile keys a native CLI on its executable's sha256.
         engine.procs.hash_executables();

@@ -16,7 +16,11 @@ pub(super) const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 
 /// Loads the policy (the file, or the built-in one) and opens the engine, warning
 /// about any sensor that did not attach.
-pub(super) fn open_engine(policy_path: Option<&Path>, max_probes: usize) -> anyhow::Result<Engine> {
+pub(super) fn open_engine(
+    policy_path: Option<&Path>,
+    max_probes: usize,
+    enforce: bool,
+) -> anyhow::Result<Engine> {
     let source = match policy_path {
         Some(path) => policy::PolicySource::File(path.to_owned()),
         None => policy::PolicySource::BuiltIn,
@@ -25,6 +29,7 @@ pub(super) fn open_engine(policy_path: Option<&Path>, max_probes: usize) -> anyh
         policy::prepare(&source)?,
         &engine::Options {
             max_probes,
+            enforce,
             ..engine::Options::default()
         },
     )?;

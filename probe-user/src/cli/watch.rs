@@ -35,7 +35,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     {
         return watch_via_daemon(&args, stream, duration).await;
     }
-    let mut engine = open_engine(args.policy.as_deref(), args.max_probes)?;
+    let mut engine = open_engine(args.policy.as_deref(), args.max_probes, false)?;
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
     let mut printer = Printer::new(format, out)
         .with_color(color)

@@ -2,6 +2,7 @@
 //! each connection to the probes that came before it in the same process tree.
 
 mod attribution;
+mod block;
 mod bypass;
 pub mod dns;
 mod first_bytes;
@@ -102,6 +103,11 @@ pub struct Correlator {
     /// Connections awaiting their first bytes, DNS sockets and the names each
     /// process asked for.
     net_names: net_names::NetNames,
+    /// The block rules in force, to name what the kernel's block events refer to.
+    block: block::BlockRules,
+    /// Block events naming a rule the policy in force does not have (a reload
+    /// changed the rules between the kernel's verdict and its record).
+    pub block_unknown_rule: u64,
 }
 
 /// `/proc/123/environ`: another process's environment, read. Reports fold these by
@@ -146,6 +152,8 @@ impl Correlator {
             pending: Vec::new(),
             net_names: Default::default(),
             values: values::ShownValues::default(),
+            block: block::BlockRules::of(policy),
+            block_unknown_rule: 0,
         }
     }
 
@@ -169,6 +177,7 @@ impl Correlator {
         self.timelines
             .remap_categories(&mapping, &|target| classifier.fold_prefix(target));
         self.rules.replace_rules(policy.rules.clone());
+        self.block = block::BlockRules::of(policy);
         self.file_index = index;
     }
 
@@ -375,6 +384,7 @@ impl Correlator {
             Event::UdpSend(e) => self.on_udp_send(e, procs),
             Event::DnsAnswer(e) => self.on_dns_answer(e, procs),
             Event::FirstBytes(e) => self.on_first_bytes(e, procs),
+            Event::Block(e) => self.on_block(e, procs),
         }
     }
 

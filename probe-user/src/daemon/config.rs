@@ -52,6 +52,9 @@ pub struct Config {
     /// from `WATCHDOG_USEC`; this is only the status refresh period.
     #[serde(with = "duration_text")]
     pub status_every: Duration,
+    /// Block rules (`action: block`) refuse the calls they match; false (the
+    /// default): they write `would_block` records only.
+    pub enforce: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -105,6 +108,7 @@ impl Default for Config {
             group: "probectl".to_owned(),
             state_dir: "/var/lib/probectl".into(),
             status_every: Duration::from_secs(5),
+            enforce: false,
             repeats: RepeatsConfig::default(),
         }
     }
@@ -215,6 +219,17 @@ mod tests {
         assert_eq!(c.sinks.len(), 4);
         assert_eq!(c.memory.tree_grace, Duration::from_secs(120));
         assert_eq!(c.memory.max_probes, 5000);
+    }
+
+    #[test]
+    fn enforcement_is_off_unless_the_config_turns_it_on() {
+        assert!(!Config::default().enforce);
+        assert!(
+            !Config::parse("policy_dirs: []\n", "c.yaml")
+                .unwrap()
+                .enforce
+        );
+        assert!(Config::parse("enforce: true\n", "c.yaml").unwrap().enforce);
     }
 
     #[test]

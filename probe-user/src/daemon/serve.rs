@@ -80,6 +80,7 @@ pub async fn serve(config: Option<&Path>) -> Result<Stopped, DaemonError> {
     let (files, version) = (prepared.files.clone(), prepared.version.clone());
     let options = engine::Options {
         max_probes: config.memory.max_probes,
+        enforce: config.enforce,
         ..engine::Options::default()
     };
     let mut engine = Engine::open(prepared, &options)?;

@@ -41,6 +41,9 @@ pub enum UserspaceLoss {
     /// name) pairs were: the report lacks it next to its name and the proxy-bypass check
     /// cannot use it.
     ShownValueNotKept,
+    /// A block event named a rule the policy in force no longer has (a reload came
+    /// between the kernel's verdict and its record): its `blocked` record is lost.
+    BlockRuleReloaded,
 }
 
 impl UserspaceLoss {
@@ -57,6 +60,7 @@ impl UserspaceLoss {
             UserspaceLoss::EnvObjectAttachFailed => "env_object_attach_failed",
             UserspaceLoss::HomeUnusable => "home_unusable",
             UserspaceLoss::ShownValueNotKept => "shown_value_not_kept",
+            UserspaceLoss::BlockRuleReloaded => "block_rule_reloaded",
         }
     }
 }
@@ -235,6 +239,7 @@ impl Engine {
         l.userspace(UserspaceLoss::EnvObjectAttachFailed, env.attach_failed);
         l.userspace(UserspaceLoss::HomeUnusable, c.homes_unusable);
         l.userspace(UserspaceLoss::ShownValueNotKept, c.values.not_kept);
+        l.userspace(UserspaceLoss::BlockRuleReloaded, c.block_unknown_rule);
         l.filtered(Filtered::EnvObjectNotElf, env.not_elf);
         l.filtered(Filtered::EnvObjectWithoutGetenv, env.no_getenv);
         l.filtered(Filtered::EnvNameCaseMismatch, c.case_mismatches);

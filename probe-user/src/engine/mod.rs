@@ -54,6 +54,9 @@ pub struct Options {
     pub max_probes: usize,
     /// Sensor families whose programs are not attached (`selftest --without`).
     pub skip_families: Vec<crate::sensors::Family>,
+    /// Block rules refuse the calls they match (`--enforce`, `enforce: true`);
+    /// otherwise they are reported as `would_block`.
+    pub enforce: bool,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
         Self {
             max_probes: crate::correlate::MAX_DISTINCT_PROBES,
             skip_families: Vec::new(),
+            enforce: false,
         }
     }
 }
@@ -102,6 +106,7 @@ impl Engine {
     /// `sensors.unattached()`, for the caller to announce.
     pub fn open(prepared: PreparedPolicy, options: &Options) -> Result<Self, EngineError> {
         let mut sensors = Sensors::load_without(&prepared, &options.skip_families)?;
+        sensors.set_enforce(options.enforce)?;
         let policy = prepared.policy;
         let reader = EventReader::new(sensors.take_events()?).map_err(EngineError::Ring)?;
         let start_ns = crate::time::boot_now_ns();

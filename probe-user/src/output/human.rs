@@ -104,6 +104,25 @@ pub fn render_with(record: &Record, details: bool) -> String {
             }
             rule_lines(&mut s, &c.matched_rules, &format!("{:>9}           ", ""));
         }
+        Body::Blocked(b) | Body::WouldBlock(b) => {
+            let (word, what) = match &record.body {
+                Body::Blocked(_) => ("BLOCKED", "refused"),
+                _ => ("WOULD BLOCK", "would refuse (not enforcing)"),
+            };
+            let verb = match b.event {
+                crate::policy::rules::NetworkEvent::UdpSend => format!("sent to {}", b.destination),
+                _ => format!("connected to {}", b.destination),
+            };
+            let _ = writeln!(
+                s,
+                "{:>9}  [{}] {word} rule {} [{}], {what}: {}",
+                secs(offset),
+                pid,
+                b.matched.rule,
+                b.matched.severity.as_str(),
+                b.matched.sentence(&b.process, pid, &verb),
+            );
+        }
         Body::RuleMatch(m) => {
             let target = match &m.destination {
                 Some(d) => d.to_string(),
@@ -336,7 +355,7 @@ pub fn paint(record: &Record, text: &str) -> String {
     let code = match &record.body {
         Body::Probe(_) => "33",
         Body::Connect(c) if c.matched_rules.is_empty() => "36",
-        Body::Connect(_) | Body::RuleMatch(_) => "1;31",
+        Body::Connect(_) | Body::RuleMatch(_) | Body::Blocked(_) | Body::WouldBlock(_) => "1;31",
         Body::PolicyReload(p) if !p.ok => "1;31",
         Body::Exec(_) | Body::Exit(_) | Body::Sensor(_) => "2",
         Body::DnsQuery(_) | Body::DnsAnswer(_) | Body::ConnectOutcome(_) | Body::FirstBytes(_) => {

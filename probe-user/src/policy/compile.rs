@@ -21,6 +21,8 @@ pub struct CompiledPolicy {
     pub kernel: KernelEntries,
     pub classifier: Classifier,
     pub rules: Vec<super::rules::CompiledRule>,
+    /// The `action: block` rules as the kernel judges them (empty: none).
+    pub block: super::block::BlockTables,
     /// Selectors evaluated by userspace on execs the kernel did not select.
     pub selectors: super::select::UserSelectors,
 }
@@ -75,6 +77,15 @@ pub struct Classifier {
 }
 
 impl Classifier {
+    /// Exact policy paths with their category (for the block tables).
+    pub(super) fn exact_path_categories(&self) -> &[(String, usize)] {
+        &self.exact_paths
+    }
+
+    /// Path prefixes with their category (for the block tables).
+    pub(super) fn prefix_categories(&self) -> &[(String, usize)] {
+        &self.prefixes
+    }
     /// Whether a probe made by `how` counts for category `cat` (its `operations`).
     pub fn counts(&self, cat: usize, how: crate::ops::How) -> bool {
         match self.operations.get(cat) {
@@ -560,12 +571,20 @@ pub(super) fn compile_for_homes(
             source_name,
         ));
     }
+    let block = super::block::compile(
+        &rules,
+        &policy.categories,
+        &kernel,
+        &classifier,
+        source_name,
+    )?;
     Ok(CompiledPolicy {
         name: policy.metadata.name.clone(),
         categories: policy.categories,
         kernel,
         classifier,
         rules,
+        block,
         selectors,
     })
 }

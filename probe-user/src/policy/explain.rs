@@ -156,6 +156,7 @@ fn rule_sentence(rule: &CompiledRule, policy: &CompiledPolicy) -> String {
         match rule.action {
             Action::Alert => "alert",
             Action::Log => "log",
+            Action::Block => "block",
         },
         rule.id
             .as_deref()

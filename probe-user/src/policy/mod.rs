@@ -1,6 +1,7 @@
 //! Policies: YAML schema, validation with file:line:column errors, and compilation into
 //! kernel map entries plus the userspace classifier.
 
+pub mod block;
 mod capacity;
 mod compile;
 mod distinct;

@@ -17,7 +17,7 @@
 //!     bypassed_proxy: true                        # only direct calls past a proxy/relay it read
 //!     within: 30s
 //!     severity: high                              # info, low, medium, high, critical
-//!     action: alert                               # log (default) or alert
+//!     action: alert                               # log (default), alert, or block
 //!     suppress: 5m                                # repeats within 5 minutes are counted, not re-alerted
 //! ```
 
@@ -165,6 +165,10 @@ pub enum Action {
     Log,
     /// Also streamed as a `rule_match` record of its own.
     Alert,
+    /// Judged in the kernel at the connect or send: refused (EPERM) when probectl
+    /// enforces, reported as `would_block` otherwise (see `policy::block`). Also
+    /// streamed as a `rule_match` record, like `alert`.
+    Block,
 }
 
 /// A validated rule, with category names resolved to indices.
@@ -294,6 +298,31 @@ fn compile_destination(spec: &DestinationSpec) -> Result<CompiledDestination, St
     })
 }
 
+/// Why a rule cannot be judged in the kernel, if it cannot: the cgroup hooks see
+/// an address and a port at the call, and the tree's reads of the rule's categories.
+fn unblockable(rule: &Rule) -> Option<&'static str> {
+    let dest = rule.destination.as_ref();
+    let hosts = dest.is_some_and(|d| {
+        !d.host.is_empty() || d.except.as_deref().is_some_and(|e| !e.host.is_empty())
+    });
+    if rule.probed.min_count.is_some() {
+        Some("uses `probed.min_count`, which the kernel does not count")
+    } else if rule.bypassed_proxy {
+        Some("uses `bypassed_proxy`, which only userspace can tell")
+    } else if hosts {
+        Some("names `destination.host`: host names are not matched in the kernel yet")
+    } else if rule.then.contains(&NetworkEvent::UnixConnect) {
+        Some("lists `unix_connect` in `then`: only IP connects and datagrams are judged")
+    } else if dest
+        .and_then(|d| d.except.as_deref())
+        .is_some_and(|e| e.except.is_some())
+    {
+        Some("nests an `except` in `except`")
+    } else {
+        None
+    }
+}
+
 impl CompiledRule {
     /// Category indices renumbered, `map[old] = new` (policies merged into one).
     pub(super) fn renumber(&mut self, map: &[usize]) {
@@ -404,6 +433,16 @@ pub(super) fn compile_rules(
                     Needle::in_rules("destination:", false),
                 )
             })?;
+        if rule.action == Action::Block
+            && let Some(why) = unblockable(rule)
+        {
+            return Err(invalid(
+                name,
+                format!("has `action: block` but {why}"),
+                "the kernel judges a block rule alone: use `action: alert` for this rule, or drop that condition".into(),
+                None,
+            ));
+        }
         out.push(CompiledRule {
             name: name.to_owned(),
             id: rule.id.clone(),

@@ -4,11 +4,13 @@
 //! fields every consumer needs are in one place, and time stays a typed `Stamp`
 //! until an encoder formats it.
 
+mod block;
 mod events;
 mod net;
 mod report;
 mod values;
 
+pub use block::*;
 pub use events::*;
 pub use net::*;
 pub use report::*;
@@ -89,6 +91,10 @@ pub enum Body {
     Repeated(RepeatedRecord),
     /// What a connection's first bytes named: a TLS server name, an HTTP request.
     FirstBytes(FirstBytesRecord),
+    /// A block rule held and the kernel refused the call (EPERM).
+    Blocked(BlockRecord),
+    /// A block rule held; probectl does not enforce, so the call went through.
+    WouldBlock(BlockRecord),
 }
 
 /// A record's kind, as its `type` field names it.
@@ -112,6 +118,8 @@ pub enum Kind {
     Loss,
     Repeated,
     FirstBytes,
+    Blocked,
+    WouldBlock,
 }
 
 impl Kind {
@@ -132,6 +140,8 @@ impl Kind {
             Kind::Loss => "loss",
             Kind::Repeated => "repeated",
             Kind::FirstBytes => "first_bytes",
+            Kind::Blocked => "blocked",
+            Kind::WouldBlock => "would_block",
         }
     }
 }
@@ -154,6 +164,8 @@ impl Body {
             Body::Loss(_) => Kind::Loss,
             Body::Repeated(_) => Kind::Repeated,
             Body::FirstBytes(_) => Kind::FirstBytes,
+            Body::Blocked(_) => Kind::Blocked,
+            Body::WouldBlock(_) => Kind::WouldBlock,
         }
     }
 }

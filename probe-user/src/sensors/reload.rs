@@ -20,10 +20,25 @@ use probe_common::{
     SETTING_EXEC_CANDIDATES, SETTING_HOST_CALLS, SETTING_INODES, SETTING_OWN_HOME,
     SETTING_PROC_ENVIRON, SETTING_SELECTION,
 };
+use probe_common::{
+    BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ENTRIES, MAP_BLOCK_NET4, MAP_BLOCK_NET6,
+    MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
+};
 
 use super::map_update::{MapWrite, update};
 use super::{SensorError, Sensors, map_err};
 use crate::policy::{FileIndex, KernelCapacity, PreparedPolicy};
+
+impl PolicyMaps {
+    /// Whether the block rules of `other` differ from these.
+    fn block_differs(&self, other: &PolicyMaps) -> bool {
+        self.block_entries != other.block_entries
+            || self.block_rules != other.block_rules
+            || self.block_windows != other.block_windows
+            || self.block_net4 != other.block_net4
+            || self.block_net6 != other.block_net6
+    }
+}
 
 /// What probectl wrote into the policy maps: the keys and values of each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +52,13 @@ pub struct PolicyMaps {
     pub own_home_paths: HashMap<(u32, [u8; PATH_LEN]), PolicyRef>,
     pub inodes: HashMap<InodeKey, PolicyRef>,
     pub basenames: HashMap<BasenameKey, PolicyRef>,
+    /// The block maps (`policy::block`): per entry id, per rule index, per slot, and
+    /// the two LPM tries of the rules' networks.
+    pub block_entries: HashMap<u32, BlockEntry>,
+    pub block_rules: HashMap<u32, BlockRule>,
+    pub block_windows: HashMap<u32, u64>,
+    pub block_net4: HashMap<(u32, [u8; 4]), BlockNet>,
+    pub block_net6: HashMap<(u32, [u8; 16]), BlockNet>,
 }
 
 impl PolicyMaps {
@@ -61,7 +83,25 @@ impl PolicyMaps {
             .map(|(slot, on)| (slot, u32::from(on)))
             .collect();
         settings.insert(SETTING_HOST_CALLS, k.host_calls);
+        let block = &prepared.policy.block;
+        settings.insert(SETTING_BLOCK_RULES, block.rules.len() as u32);
+        let index_of = |i: usize| i as u32;
         Self {
+            block_entries: block.entries.clone(),
+            block_rules: block
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (index_of(i), *r))
+                .collect(),
+            block_windows: block
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (index_of(i), s.within_ns))
+                .collect(),
+            block_net4: block.net4.clone(),
+            block_net6: block.net6.clone(),
             settings,
             comms: k.select_comms.iter().map(|c| (*c, 1)).collect(),
             uids: k.select_uids.iter().map(|u| (*u, 1)).collect(),
@@ -106,8 +146,9 @@ impl PolicyMaps {
 }
 
 /// The maps in the order they are moved. Settings last: a switch turns on only once
-/// its map is filled.
-const ORDER: [&str; 9] = [
+/// its map is filled (and block rules are switched off first while their maps
+/// change, see `apply_policy`).
+const ORDER: [&str; 14] = [
     MAP_SELECT_COMMS,
     MAP_SELECT_UIDS,
     MAP_ENV_NAMES,
@@ -116,6 +157,11 @@ const ORDER: [&str; 9] = [
     MAP_OWN_HOME_PATHS,
     MAP_INODES,
     MAP_BASENAMES,
+    MAP_BLOCK_ENTRIES,
+    MAP_BLOCK_RULES,
+    MAP_BLOCK_WINDOWS,
+    MAP_BLOCK_NET4,
+    MAP_BLOCK_NET6,
     MAP_SETTINGS,
 ];
 
@@ -151,6 +197,19 @@ impl<K: Pod, V: Pod> MapWrite<(u32, K), V> for Trie<'_, K, V> {
     }
     fn remove(&mut self, key: &(u32, K)) -> Result<(), MapError> {
         absent_is_fine(self.0.remove(&Key::new(key.0, key.1)))
+    }
+}
+
+/// An array map of structs: removing an index writes the default value.
+struct Rows<'a, V: Pod>(Array<&'a mut MapData, V>);
+
+impl<V: Pod + Default> MapWrite<u32, V> for Rows<'_, V> {
+    type Error = MapError;
+    fn insert(&mut self, index: &u32, value: &V) -> Result<(), MapError> {
+        self.0.set(*index, value, 0)
+    }
+    fn remove(&mut self, index: &u32) -> Result<(), MapError> {
+        self.0.set(*index, V::default(), 0)
     }
 }
 
@@ -202,6 +261,15 @@ impl Sensors {
         let by_inode = self.file_resolution.as_ref().is_some_and(|r| r.by_inode);
         let new = PolicyMaps::of(prepared, by_inode);
         let old = std::mem::take(&mut self.in_force);
+        // Block rules are judged from five maps and a slot numbering: while they move,
+        // a mix of two policies could refuse a call neither would. They are off
+        // (calls allowed) from here until `SETTINGS` is moved, last; a refused policy
+        // puts the old count back. The trees' read times are slot-numbered: a new
+        // numbering starts them over (forgetting reads only ever lets calls through).
+        let block_changes = old.block_differs(&new);
+        if block_changes {
+            self.set_setting(SETTING_BLOCK_RULES, 0)?;
+        }
         let mut moved_so_far: Vec<&'static str> = Vec::new();
         for name in ORDER {
             if let Err(failed) = self.move_map(name, &old, &new) {
@@ -215,6 +283,12 @@ impl Sensors {
                         restored = restored.and(Err(err.to_string()));
                     }
                 }
+                if block_changes
+                    && let Some(&count) = old.settings.get(&SETTING_BLOCK_RULES)
+                    && let Err(err) = self.set_setting(SETTING_BLOCK_RULES, count)
+                {
+                    restored = restored.and(Err(err.to_string()));
+                }
                 self.in_force = old;
                 return Err(SensorError::PolicyUpdate {
                     map: name,
@@ -223,6 +297,9 @@ impl Sensors {
                 });
             }
             moved_so_far.push(name);
+            if name == MAP_BLOCK_WINDOWS && block_changes {
+                self.clear_block_state();
+            }
         }
         self.in_force = new;
         self.file_index = Arc::clone(&prepared.file_index);
@@ -293,6 +370,36 @@ impl Sensors {
                 &to.basenames,
                 name,
             ),
+            MAP_BLOCK_ENTRIES => moved(
+                &mut Hashed(map.try_into().map_err(view)?),
+                &from.block_entries,
+                &to.block_entries,
+                name,
+            ),
+            MAP_BLOCK_RULES => moved(
+                &mut Rows(map.try_into().map_err(view)?),
+                &from.block_rules,
+                &to.block_rules,
+                name,
+            ),
+            MAP_BLOCK_WINDOWS => moved(
+                &mut Rows(map.try_into().map_err(view)?),
+                &from.block_windows,
+                &to.block_windows,
+                name,
+            ),
+            MAP_BLOCK_NET4 => moved(
+                &mut Trie(map.try_into().map_err(view)?),
+                &from.block_net4,
+                &to.block_net4,
+                name,
+            ),
+            MAP_BLOCK_NET6 => moved(
+                &mut Trie(map.try_into().map_err(view)?),
+                &from.block_net6,
+                &to.block_net6,
+                name,
+            ),
             _ => moved(
                 &mut Slots(map.try_into().map_err(view)?),
                 &from.settings,
@@ -325,7 +432,27 @@ impl Sensors {
             own_home_paths: self.read_trie(MAP_OWN_HOME_PATHS)?,
             inodes: self.read_hash(MAP_INODES)?,
             basenames: self.read_hash(MAP_BASENAMES)?,
+            block_entries: self.read_hash(MAP_BLOCK_ENTRIES)?,
+            block_rules: self.read_rows(MAP_BLOCK_RULES, |m| &m.block_rules)?,
+            block_windows: self.read_rows(MAP_BLOCK_WINDOWS, |m| &m.block_windows)?,
+            block_net4: self.read_trie(MAP_BLOCK_NET4)?,
+            block_net6: self.read_trie(MAP_BLOCK_NET6)?,
         })
+    }
+
+    /// The rows of an array map at the indices the policy in force wrote.
+    fn read_rows<V: Pod>(
+        &mut self,
+        name: &'static str,
+        written: impl Fn(&PolicyMaps) -> &HashMap<u32, V>,
+    ) -> Result<HashMap<u32, V>, SensorError> {
+        let indices: Vec<u32> = written(&self.in_force).keys().copied().collect();
+        let rows: Array<&mut MapData, V> = self.map(name)?.try_into().map_err(map_err(name))?;
+        indices
+            .into_iter()
+            .map(|i| Ok((i, rows.get(&i, 0)?)))
+            .collect::<Result<_, MapError>>()
+            .map_err(map_err(name))
     }
 
     fn read_hash<K: Pod + Eq + Hash, V: Pod>(

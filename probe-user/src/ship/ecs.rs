@@ -241,6 +241,20 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 process_fields(envelope.process.as_ref(), pid),
             );
         }
+        // A first mapping; the ECS fields of these records are refined separately.
+        Body::Blocked(b) | Body::WouldBlock(b) => {
+            let blocked = matches!(envelope.record.body, Body::Blocked(_));
+            event["kind"] = "alert".into();
+            set_event(
+                &mut event,
+                if blocked { "blocked" } else { "would_block" },
+                &["network"],
+                &[if blocked { "denied" } else { "info" }],
+                blocked.then_some("failure"),
+            );
+            event["severity"] = severity(b.matched.severity).into();
+            probectl.insert("block".into(), serde_json::to_value(b).unwrap_or_default());
+        }
         Body::RuleMatch(m) => {
             event["kind"] = "alert".into();
             set_event(

@@ -131,6 +131,8 @@ fn fingerprint(body: &Body) -> Option<String> {
         ),
         Body::Exit(e) => format!("code {:?}", e.exit_code),
         Body::RuleMatch(_)
+        | Body::Blocked(_)
+        | Body::WouldBlock(_)
         | Body::PolicyReload(_)
         | Body::Sensor(_)
         | Body::Watching(_)

@@ -1,0 +1,335 @@
+//! `action: block` in the kernel (see `probe_common::block`): the probe programs feed
+//! each watched tree's slots (`feed`), the cgroup connect/sendmsg hooks judge
+//! (`judge`). With no block rule in the policy every function here returns after one
+//! `SETTINGS` lookup, so unwatched and non-block paths cost what they did.
+//!
+//! The maps live here rather than in `maps.rs`: nothing else reads them.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+};
+use probe_common::{
+    AF_INET, BLOCK_NET_CONNECT, BLOCK_NET_UDP, BLOCK_OPS, BLOCK_PORTS, BLOCK_RULE_HAS_CIDR,
+    BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP, BLOCK_VERDICT_BLOCKED,
+    BLOCK_VERDICT_WOULD_BLOCK, BlockEntry, BlockEvent, BlockNet, BlockRule, BlockTreeState,
+    DROP_RING_FULL_BLOCK, EVENT_BLOCK, HookDest, MAX_BLOCK_CIDRS, MAX_BLOCK_RULES,
+    MAX_POLICY_ENTRIES, MAX_WATCHED, SETTING_BLOCK_RULES, SETTING_ENFORCE,
+};
+
+use crate::{
+    maps::{EVENTS, SETTINGS},
+    util::{count_drop, header},
+};
+
+/// Policy entry id -> the slots a probe of it feeds, per operation.
+#[map]
+pub static BLOCK_ENTRIES: HashMap<u32, BlockEntry> =
+    HashMap::with_max_entries(MAX_POLICY_ENTRIES + 8, 0);
+
+/// The block rules, `SETTING_BLOCK_RULES` of them.
+#[map]
+pub static BLOCK_RULES: Array<BlockRule> = Array::with_max_entries(MAX_BLOCK_RULES, 0);
+
+/// Each slot's window in ns (`within` of the rules that use it).
+#[map]
+pub static BLOCK_WINDOWS: Array<u64> = Array::with_max_entries(BLOCK_SLOTS as u32, 0);
+
+/// The rules' CIDRs (see `BlockNet`).
+#[map]
+pub static BLOCK_NET4: LpmTrie<[u8; 4], BlockNet> = LpmTrie::with_max_entries(MAX_BLOCK_CIDRS, 0);
+#[map]
+pub static BLOCK_NET6: LpmTrie<[u8; 16], BlockNet> = LpmTrie::with_max_entries(MAX_BLOCK_CIDRS, 0);
+
+/// Watched processes that are not the root of their tree (key: tgid; value: the
+/// root's tgid). Written at fork while block rules are in force, removed at exit; a
+/// process without an entry is its own tree (roots userspace inserts, processes
+/// selected at exec).
+#[map]
+pub static BLOCK_TREES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Per tree: when each slot was last fed. LRU: a tree whose root exited is never
+/// told; an evicted tree forgets its reads, so a later connect is let through (it
+/// fails open, never closed).
+#[map]
+pub static BLOCK_STATE: LruHashMap<u32, BlockTreeState> =
+    LruHashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Zeros, to insert a new tree's state from map memory (256 bytes are too many for
+/// the stacks of the programs that feed).
+#[map]
+pub static BLOCK_ZERO: PerCpuArray<BlockTreeState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where `judge` keeps what it computes in loops (per CPU, one program at a time):
+/// read back from map memory each value is one unknown to the verifier. Kept in
+/// registers, the held-slot bits were a different constant on every path through
+/// the slot loop, and the verifier followed 2^32 of them (over its 1M-instruction
+/// limit).
+#[repr(C)]
+pub struct JudgeScratch {
+    held: u32,
+    call: u32,
+}
+
+#[map]
+pub static BLOCK_JUDGE: PerCpuArray<JudgeScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether the policy has block rules: the one check every block path makes first.
+#[inline(always)]
+pub fn rules_in_force() -> u32 {
+    match SETTINGS.get(SETTING_BLOCK_RULES) {
+        Some(&n) if n > MAX_BLOCK_RULES => MAX_BLOCK_RULES,
+        Some(&n) => n,
+        None => 0,
+    }
+}
+
+/// The root of `tgid`'s tree.
+#[inline(always)]
+fn tree_of(tgid: u32) -> u32 {
+    match BLOCK_TREES.get_ptr(tgid) {
+        // SAFETY: value pointer from a successful lookup.
+        Some(root) => unsafe { *root },
+        None => tgid,
+    }
+}
+
+/// A watched process forked `child` (a process, not a thread): the child joins the
+/// parent's tree.
+#[inline(always)]
+pub fn on_fork(parent: u32, child: u32) {
+    if rules_in_force() == 0 {
+        return;
+    }
+    let root = tree_of(parent);
+    // Full map: the child is its own tree (fails open).
+    let _ = BLOCK_TREES.insert(child, root, 0);
+}
+
+/// A watched group is dead.
+#[inline(always)]
+pub fn on_exit(tgid: u32) {
+    // Always, not only while block rules are in force: a reload that removed them
+    // must not leave entries behind.
+    let _ = BLOCK_TREES.remove(tgid);
+}
+
+/// A watched process made a probe of policy entry `entry_id` by operation `op`
+/// (`BLOCK_OP_*`, or a `FILE_OP_*`). `exact_case`: for env names, whether the name
+/// was written exactly as its upper-case key (case-sensitive categories need that).
+#[inline(always)]
+pub fn feed(tgid: u32, entry_id: u32, op: usize, exact_case: bool) {
+    if rules_in_force() == 0 {
+        return;
+    }
+    let Some(entry) = BLOCK_ENTRIES.get_ptr(entry_id) else {
+        return;
+    };
+    // SAFETY: value pointer from a successful lookup.
+    let entry = unsafe { &*entry };
+    // Masked, not compared (see `BLOCK_OPS`), through a volatile read so that the
+    // compiler cannot drop the mask on what it knows of `op`.
+    let op = unsafe { core::ptr::read_volatile(&op) } & (BLOCK_OPS - 1);
+    let mut slots = entry.slots[op];
+    if !exact_case {
+        slots &= !entry.exact_case;
+    }
+    if slots == 0 {
+        return;
+    }
+    let tree = tree_of(tgid);
+    let state = match BLOCK_STATE.get_ptr_mut(tree) {
+        Some(state) => state,
+        None => {
+            let Some(zero) = BLOCK_ZERO.get_ptr(0) else {
+                return;
+            };
+            // BPF_NOEXIST: a feeder on another CPU that inserted first keeps its
+            // write (the insert then fails, and its entry is found below).
+            // SAFETY: per-CPU map value, never written.
+            let _ = BLOCK_STATE.insert(tree, unsafe { &*zero }, BPF_NOEXIST);
+            match BLOCK_STATE.get_ptr_mut(tree) {
+                Some(state) => state,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a map value; concurrent feeders of one tree write times, and any of
+    // them is a time the slot was fed.
+    let state = unsafe { &mut *state };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    for slot in 0..BLOCK_SLOTS {
+        if slots & (1 << slot) != 0 {
+            state.fed_ns[slot] = now;
+        }
+    }
+}
+
+/// `bpf_map_update_elem` flag: only add a new key.
+const BPF_NOEXIST: u64 = 1;
+
+/// A deny verdict of a cgroup sock_addr program: the caller gets EPERM.
+pub const DENY: i32 = 0;
+/// Let the call proceed.
+pub const ALLOW: i32 = 1;
+
+/// Whether `port` is among the first `len` of `ports`.
+#[inline(always)]
+fn has_port(ports: &[u16; BLOCK_PORTS], len: u32, port: u16) -> bool {
+    for (i, &p) in ports.iter().enumerate() {
+        if (i as u32) < len && p == port {
+            return true;
+        }
+    }
+    false
+}
+
+/// The rules' CIDR bits for the destination (IPv4-mapped IPv6 counts as IPv4).
+#[inline(always)]
+fn nets(dest: &HookDest) -> BlockNet {
+    let a = &dest.addr;
+    let mapped =
+        dest.family != AF_INET && a[..10].iter().all(|&b| b == 0) && a[10] == 0xff && a[11] == 0xff;
+    let found = if dest.family == AF_INET {
+        BLOCK_NET4.get(&Key::new(32, [a[0], a[1], a[2], a[3]]))
+    } else if mapped {
+        BLOCK_NET4.get(&Key::new(32, [a[12], a[13], a[14], a[15]]))
+    } else {
+        BLOCK_NET6.get(&Key::new(128, *a))
+    };
+    found.copied().unwrap_or_default()
+}
+
+/// At a watched process's connect (`udp` false) or datagram send (`udp` true) to
+/// `dest`: the verdict of the first block rule whose sequence holds for its tree,
+/// reported in a `BlockEvent`; `ALLOW` when none does.
+#[inline(always)]
+pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
+    let count = rules_in_force();
+    if count == 0 {
+        return ALLOW;
+    }
+    let tree = tree_of(tgid);
+    let Some(state) = BLOCK_STATE.get_ptr(tree) else {
+        // The tree never fed a slot.
+        return ALLOW;
+    };
+    // SAFETY: a map value, read only.
+    let state = unsafe { &*state };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(scratch) = BLOCK_JUDGE.get_ptr_mut(0) else {
+        return ALLOW;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let held_at = unsafe { &raw mut (*scratch).held };
+    let call_at = unsafe { &raw mut (*scratch).call };
+    // Which slots hold now, each against its own window (accumulated in map memory,
+    // see `JudgeScratch`).
+    unsafe { core::ptr::write_volatile(held_at, 0) };
+    for slot in 0..BLOCK_SLOTS {
+        let fed = state.fed_ns[slot];
+        if fed == 0 || fed > now {
+            continue;
+        }
+        if let Some(&window) = BLOCK_WINDOWS.get(slot as u32)
+            && now - fed <= window
+        {
+            // SAFETY: our scratch (above).
+            unsafe {
+                core::ptr::write_volatile(held_at, core::ptr::read_volatile(held_at) | 1 << slot)
+            };
+        }
+    }
+    let held = unsafe { core::ptr::read_volatile(held_at) };
+    if held == 0 {
+        return ALLOW;
+    }
+    let call = if !udp {
+        BLOCK_THEN_CONNECT
+    } else if dest.port == crate::dns::DNS_PORT {
+        BLOCK_THEN_UDP | BLOCK_THEN_DNS
+    } else {
+        BLOCK_THEN_UDP
+    };
+    let call = unsafe {
+        core::ptr::write_volatile(call_at, call);
+        core::ptr::read_volatile(call_at)
+    };
+    let nets = nets(dest);
+    for index in 0..MAX_BLOCK_RULES {
+        if index >= count {
+            break;
+        }
+        let Some(rule) = BLOCK_RULES.get(index) else {
+            break;
+        };
+        let bit = 1u32 << index;
+        if rule.then & call == 0
+            || (rule.flags & BLOCK_RULE_HAS_CIDR != 0 && nets.rules & bit == 0)
+            || nets.except & bit != 0
+            || (rule.ports_len != 0 && !has_port(&rule.ports, rule.ports_len, dest.port))
+            || has_port(&rule.except_ports, rule.except_ports_len, dest.port)
+            || (rule.all_of == 0 && rule.any_of == 0)
+            || held & rule.all_of != rule.all_of
+            || (rule.any_of != 0 && held & rule.any_of == 0)
+        {
+            continue;
+        }
+        let enforce = SETTINGS.get(SETTING_ENFORCE).is_some_and(|on| *on != 0);
+        report(
+            tgid,
+            tid,
+            tree,
+            index,
+            enforce,
+            dest,
+            udp,
+            held & (rule.all_of | rule.any_of),
+            state,
+        );
+        return if enforce { DENY } else { ALLOW };
+    }
+    ALLOW
+}
+
+#[inline(always)]
+fn report(
+    tgid: u32,
+    tid: u32,
+    tree: u32,
+    rule: u32,
+    enforce: bool,
+    dest: &HookDest,
+    udp: bool,
+    held: u32,
+    state: &BlockTreeState,
+) {
+    let Some(mut entry) = EVENTS.reserve::<BlockEvent>(0) else {
+        count_drop(DROP_RING_FULL_BLOCK);
+        return;
+    };
+    // SAFETY: reserved record, exclusively ours until submit.
+    let e = unsafe { &mut *entry.as_mut_ptr() };
+    e.header = header(EVENT_BLOCK, tgid, tid);
+    e.rule = rule;
+    e.verdict = if enforce {
+        BLOCK_VERDICT_BLOCKED
+    } else {
+        BLOCK_VERDICT_WOULD_BLOCK
+    };
+    e.net = if udp {
+        BLOCK_NET_UDP
+    } else {
+        BLOCK_NET_CONNECT
+    };
+    e.tree = tree;
+    e.held = held;
+    e.family = dest.family;
+    e.port = dest.port;
+    e.addr = dest.addr;
+    for slot in 0..BLOCK_SLOTS {
+        e.fed_ns[slot] = state.fed_ns[slot];
+    }
+    entry.submit(0);
+}

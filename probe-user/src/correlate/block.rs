@@ -1,0 +1,103 @@
+//! Block events from the kernel (`EVENT_BLOCK`) become `blocked` / `would_block`
+//! records: the rule, the destination, and the reads that made it hold, each with
+//! the processes that made them (from the tree's probes, like a rule match's).
+
+use probe_common::{BLOCK_NET_UDP, BLOCK_VERDICT_BLOCKED, BlockEvent};
+
+use super::{Correlator, attribution};
+use crate::policy::block::BlockTables;
+use crate::policy::rules::{CompiledRule, NetworkEvent};
+use crate::process::ProcessTable;
+use crate::records::{BlockRead, BlockRecord, Body, Destination, Record, RuleMatch};
+
+/// The block rules in force, as the kernel numbers them.
+#[derive(Debug, Clone, Default)]
+pub struct BlockRules {
+    pub tables: BlockTables,
+    /// Per kernel rule index, the rule.
+    pub rules: Vec<CompiledRule>,
+}
+
+impl BlockRules {
+    pub fn of(policy: &crate::policy::CompiledPolicy) -> Self {
+        Self {
+            tables: policy.block.clone(),
+            rules: policy
+                .block
+                .rule_of
+                .iter()
+                .map(|&i| policy.rules[i].clone())
+                .collect(),
+        }
+    }
+}
+
+impl Correlator {
+    pub(super) fn on_block(&mut self, e: &BlockEvent, procs: &ProcessTable) -> Option<Record> {
+        let Some(rule) = self.block.rules.get(e.rule as usize) else {
+            // A rule of a policy reloaded since: counted, not guessed.
+            self.block_unknown_rule += 1;
+            return None;
+        };
+        let at = e.header.ktime_ns;
+        let mut categories = Vec::new();
+        let mut reads = Vec::new();
+        for (i, slot) in self.block.tables.slots.iter().enumerate() {
+            if e.held & (1 << i) == 0 {
+                continue;
+            }
+            let Some(name) = self.category_names.get(slot.category) else {
+                continue;
+            };
+            categories.push(name.clone());
+            reads.push(BlockRead {
+                category: name.clone(),
+                ms_before: at.saturating_sub(e.fed_ns[i]) as f64 / 1e6,
+            });
+        }
+        categories.sort();
+        categories.dedup();
+        let mut matched = [RuleMatch {
+            rule: rule.name.clone(),
+            id: rule.id.clone(),
+            severity: rule.severity,
+            action: rule.action,
+            categories,
+            probed_by: Vec::new(),
+            suppressed: false,
+            counted: rule.evidence,
+            within_ms: rule.within.as_secs_f64() * 1e3,
+        }];
+        // Who made the reads: the tree's probes before the call, as a connection
+        // record lists them.
+        let tree = procs.tree_of(e.header.tgid);
+        let mut rows = self
+            .timelines
+            .tree(tree)
+            .map(|t| t.prior.listed(at, &self.category_rank).0)
+            .unwrap_or_default();
+        attribution::attribute_rows(&mut rows, procs, e.header.tgid);
+        attribution::attribute_matches(&mut matched, &rows);
+        let [matched] = matched;
+        let record = BlockRecord {
+            process: procs
+                .get(e.header.tgid)
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default(),
+            event: if e.net == BLOCK_NET_UDP {
+                NetworkEvent::UdpSend
+            } else {
+                NetworkEvent::Connect
+            },
+            destination: Destination::of_sockaddr(e.family, &e.addr, e.port),
+            matched,
+            reads,
+        };
+        let body = if e.verdict == BLOCK_VERDICT_BLOCKED {
+            Body::Blocked(record)
+        } else {
+            Body::WouldBlock(record)
+        };
+        Some(self.record(at, e.header.tgid, procs, body))
+    }
+}

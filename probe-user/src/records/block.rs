@@ -1,0 +1,34 @@
+//! `blocked` and `would_block`: a block rule held at a connect or send, judged in the
+//! kernel (see `policy::block`).
+
+use serde::Serialize;
+
+use super::{Destination, RuleMatch};
+use crate::policy::rules::NetworkEvent;
+
+/// A block rule's sequence held at a call: the kernel refused it (`blocked`: the
+/// caller got EPERM), or let it through because probectl does not enforce
+/// (`would_block`).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct BlockRecord {
+    /// The process that made the call.
+    pub process: String,
+    /// `connect`, or `udp_send` (a datagram, DNS queries included).
+    pub event: NetworkEvent,
+    pub destination: Destination,
+    /// The rule: name, id, severity, the categories whose reads made it hold, and
+    /// the processes that made them (`probed_by`).
+    #[serde(flatten)]
+    pub matched: RuleMatch,
+    /// The reads as the kernel counted them: per category, how long before the call
+    /// its last counted read was.
+    pub reads: Vec<BlockRead>,
+}
+
+/// One slot of the rule that held: a category read within the window.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct BlockRead {
+    pub category: String,
+    /// Milliseconds between the last counted read and the call.
+    pub ms_before: f64,
+}
