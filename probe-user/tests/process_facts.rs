@@ -348,7 +348,10 @@ os.waitpid(pid, 0)
         assert_eq!(probe["categories"][0], "credentials", "{probe:#}");
     }
     // XDG_CONFIG_HOME replaces ~/.config: $HOME/.config/gcloud/ is not `~/` here.
-    let shadowed = home.join(".config/gcloud/credentials.db").display().to_string();
+    let shadowed = home
+        .join(".config/gcloud/credentials.db")
+        .display()
+        .to_string();
     assert!(
         run.of_type("probe")
             .iter()

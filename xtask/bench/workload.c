@@ -8,6 +8,12 @@
  *                              sensor's hook runs on every write of every process)
  *   workload getenv N          getenv("HTTPS_PROXY")
  *   workload connect N         TCP connect+accept+close on loopback
+ *   workload read-connect N    getenv("TZ") and getenv("ANTHROPIC_BASE_URL") once, then
+ *                              the connect loop (a block rule's sequence holds: the
+ *                              connects are judged, to an allowlisted 127.0.0.1)
+ *   workload read-refused N    the same reads, then socket+connect to 127.0.0.2:9+close,
+ *                              a refused or denied connect (no listener; a block rule
+ *                              that excludes only 127.0.0.1 denies it)
  *   workload forkexec N        fork, exec /bin/true, wait
  *   workload spawn N CMD...    fork, exec CMD..., wait (a realistic run: node -e 0)
  *   workload stamp             prints started_ns=<CLOCK_MONOTONIC> at once and exits
@@ -58,6 +64,16 @@ int main(int argc, char **argv) {
     volatile long sink = 0;
     int listener = -1;
     struct sockaddr_in addr = { .sin_family = AF_INET };
+    int reads = strcmp(mode, "read-connect") == 0 || strcmp(mode, "read-refused") == 0;
+    if (reads) {
+        sink += getenv("TZ") != NULL;
+        sink += getenv("ANTHROPIC_BASE_URL") != NULL;
+        if (strcmp(mode, "read-connect") == 0) mode = "connect";
+    }
+    if (strcmp(mode, "read-refused") == 0) {
+        inet_pton(AF_INET, "127.0.0.2", &addr.sin_addr);
+        addr.sin_port = htons(9);
+    }
     if (strcmp(mode, "connect") == 0) {
         listener = socket(AF_INET, SOCK_STREAM, 0);
         inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
@@ -89,6 +105,13 @@ int main(int argc, char **argv) {
             int s = accept(listener, NULL, NULL);
             close(c);
             if (s >= 0) close(s);
+        } else if (strcmp(mode, "read-refused") == 0) {
+            int c = socket(AF_INET, SOCK_STREAM, 0);
+            if (connect(c, (struct sockaddr *)&addr, sizeof addr) == 0) {
+                fprintf(stderr, "connect to 127.0.0.2:9 succeeded\n");
+                return 1;
+            }
+            close(c);
         } else if (strcmp(mode, "forkexec") == 0) {
             char *const args[] = { "/bin/true", NULL };
             if (run_child(args) != 0) return 1;

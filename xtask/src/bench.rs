@@ -72,6 +72,7 @@ struct Bench {
     /// The generated C project (`bench_build`).
     project: PathBuf,
     start_stop: crate::bench_start::StartStop,
+    block: crate::bench_block::BlockBench,
 }
 
 pub fn run(rounds: u32) -> Result<i32> {
@@ -93,6 +94,7 @@ pub fn run(rounds: u32) -> Result<i32> {
         unavailable: BTreeMap::new(),
         project: crate::bench_build::generate(&dir)?,
         start_stop: crate::bench_start::StartStop::default().with_baseline_from_env(),
+        block: crate::bench_block::BlockBench::new(&dir)?,
     };
     for round in 1..=rounds {
         say(TAG, format_args!("round {round}/{rounds}"));
@@ -100,6 +102,7 @@ pub fn run(rounds: u32) -> Result<i32> {
     }
     let mut table = bench.table(rounds);
     table.push_str(&bench.start_stop.table());
+    table.push_str(&bench.block.table());
     say(TAG, "sustained drain rate");
     table.push_str(&match bench.drain_rate() {
         Ok(line) => line,
@@ -141,6 +144,7 @@ pub fn build_release_and_workload(
 impl Bench {
     fn round(&mut self) -> Result<()> {
         self.start_stop.round(&self.probectl, &self.workload);
+        self.block.round(&self.probectl, &self.workload);
         let t = crate::bench_build::build(&self.project)?;
         self.record(MAKE, Condition::None, t.wall_ns);
         self.record(MAKE_CPU, Condition::None, t.cpu_ns);
@@ -422,13 +426,13 @@ pub(crate) fn median(samples: Option<&Vec<f64>>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-fn parse_elapsed(stdout: &[u8]) -> Option<f64> {
+pub(crate) fn parse_elapsed(stdout: &[u8]) -> Option<f64> {
     String::from_utf8_lossy(stdout)
         .lines()
         .find_map(|l| l.strip_prefix("elapsed_ns=")?.trim().parse().ok())
 }
 
-fn wait_for_line(child: &mut Child, needle: &str) -> Result<()> {
+pub(crate) fn wait_for_line(child: &mut Child, needle: &str) -> Result<()> {
     let stderr = child.stderr.take().context("stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {

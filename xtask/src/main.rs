@@ -4,6 +4,7 @@
 //! and exits 1, while `demo` and `test` pass on their child's exit code.
 
 mod bench;
+mod bench_block;
 mod bench_build;
 mod bench_start;
 mod cmd;

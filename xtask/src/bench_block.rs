@@ -1,0 +1,170 @@
+//! The connect cost of enforcement (`action: block`): a process that read the time
+//! zone and a relay setting connects, allowlisted or not, next to no monitor, with
+//! probectl enforcing but not watching it, watching it while enforcing, and watching
+//! it in observe mode (would-block records). Same run, interleaved rounds, as ratios
+//! to no monitor. Target (issue 15): unwatched connects within 2% of no monitor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result};
+
+/// (label, workload arguments)
+const ROWS: &[(&str, &[&str])] = &[
+    (
+        "TCP connect+close after the reads, allowlisted (judged, allowed)",
+        &["read-connect", "5000"],
+    ),
+    (
+        "TCP connect after the reads, outside the allowlist (refused without a monitor, EPERM when enforcing)",
+        &["read-refused", "20000"],
+    ),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Cond {
+    None,
+    Unwatched,
+    Watched,
+    Observed,
+}
+
+impl Cond {
+    const ALL: [Cond; 4] = [Cond::None, Cond::Unwatched, Cond::Watched, Cond::Observed];
+    fn label(self) -> &'static str {
+        match self {
+            Cond::None => "no monitor",
+            Cond::Unwatched => "probectl enforcing, not watched",
+            Cond::Watched => "probectl enforcing, watched",
+            Cond::Observed => "probectl observing (would block), watched",
+        }
+    }
+}
+
+const POLICY: &str = "\
+apiVersion: probectl.dev/v1alpha1
+kind: Policy
+metadata: {name: bench-block}
+categories:
+  - name: timezone
+    env: [TZ]
+    paths: [/etc/localtime]
+  - name: api-relay
+    env: [ANTHROPIC_BASE_URL]
+rules:
+  - name: block-after-fingerprint
+    probed: {all_of: [timezone, api-relay]}
+    then: [connect, udp_send]
+    destination: {except: {cidr: [127.0.0.1/32]}}
+    within: 5m
+    action: block
+";
+
+pub struct BlockBench {
+    policy: PathBuf,
+    samples: BTreeMap<(usize, Cond), Vec<f64>>,
+    unavailable: Option<String>,
+}
+
+impl BlockBench {
+    pub fn new(dir: &Path) -> Result<Self> {
+        let policy = dir.join("block-policy.yaml");
+        std::fs::write(&policy, POLICY)?;
+        Ok(Self {
+            policy,
+            samples: BTreeMap::new(),
+            unavailable: None,
+        })
+    }
+
+    fn probectl(&self, probectl: &Path, enforce: bool) -> Command {
+        let mut cmd = Command::new(probectl);
+        cmd.arg("run");
+        if enforce {
+            cmd.arg("--enforce");
+        }
+        cmd.arg("--policy")
+            .arg(&self.policy)
+            .args(["--output", "/dev/null", "--"]);
+        cmd
+    }
+
+    /// One interleaved round of every row under every condition.
+    pub fn round(&mut self, probectl: &Path, workload: &Path) {
+        if let Err(e) = self.try_round(probectl, workload) {
+            self.unavailable = Some(format!("{e:#}"));
+        }
+    }
+
+    fn try_round(&mut self, probectl: &Path, workload: &Path) -> Result<()> {
+        for (i, (_, args)) in ROWS.iter().enumerate() {
+            let t = time(Command::new(workload).args(*args))?;
+            self.record(i, Cond::None, t);
+            let mut watched = self.probectl(probectl, true);
+            let t = time(watched.arg(workload).args(*args))?;
+            self.record(i, Cond::Watched, t);
+            let mut observed = self.probectl(probectl, false);
+            let t = time(observed.arg(workload).args(*args))?;
+            self.record(i, Cond::Observed, t);
+        }
+        let mut background = self.probectl(probectl, true);
+        let mut child = background
+            .args(["sleep", "100000"])
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let result = (|| {
+            crate::bench::wait_for_line(&mut child, "watching pid")?;
+            for (i, (_, args)) in ROWS.iter().enumerate() {
+                let t = time(Command::new(workload).args(*args))?;
+                self.record(i, Cond::Unwatched, t);
+            }
+            Ok(())
+        })();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        result
+    }
+
+    fn record(&mut self, row: usize, cond: Cond, ns: f64) {
+        self.samples.entry((row, cond)).or_default().push(ns);
+    }
+
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::from("\nConnect cost under a block rule (`action: block`):\n\n");
+        if let Some(why) = &self.unavailable {
+            let _ = writeln!(s, "not measured: {why}");
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "| workload | {} |",
+            Cond::ALL.map(|c| c.label()).join(" | ")
+        );
+        let _ = writeln!(s, "|---|{}", "---|".repeat(Cond::ALL.len()));
+        for (i, (name, _)) in ROWS.iter().enumerate() {
+            let base = crate::bench::median(self.samples.get(&(i, Cond::None)));
+            let cells: Vec<String> = Cond::ALL
+                .iter()
+                .map(
+                    |c| match (crate::bench::median(self.samples.get(&(i, *c))), base) {
+                        (Some(m), Some(b)) => format!("{:.2}x ({:.1} ms)", m / b, m / 1e6),
+                        _ => "n/a".to_owned(),
+                    },
+                )
+                .collect();
+            let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+        }
+        s
+    }
+}
+
+/// The loop time the workload printed.
+fn time(cmd: &mut Command) -> Result<f64> {
+    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output()?;
+    crate::bench::parse_elapsed(&out.stdout)
+        .with_context(|| format!("{cmd:?} printed no elapsed_ns ({})", out.status))
+}
