@@ -32,3 +32,15 @@ pub struct BlockRead {
     /// Milliseconds between the last counted read and the call.
     pub ms_before: f64,
 }
+
+impl BlockRecord {
+    /// "BLOCK-1 refused: node (pid 10) read timezone, api-relay; it connected to
+    /// 127.0.0.2:443" (or "would refuse"): the alert's one-line reason.
+    pub fn sentence(&self, caller_pid: u32) -> String {
+        let verb = match self.event {
+            NetworkEvent::Connect => format!("connected to {}", self.destination),
+            _ => format!("sent a datagram to {}", self.destination),
+        };
+        self.matched.sentence(&self.process, caller_pid, &verb)
+    }
+}

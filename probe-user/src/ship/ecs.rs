@@ -241,7 +241,8 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 process_fields(envelope.process.as_ref(), pid),
             );
         }
-        // A first mapping; the ECS fields of these records are refined separately.
+        // A block rule held at a call: `denied` when the kernel refused it, `allowed`
+        // (observe mode: "would block") when it let it through. An alert either way.
         Body::Blocked(b) | Body::WouldBlock(b) => {
             let blocked = matches!(envelope.record.body, Body::Blocked(_));
             event["kind"] = "alert".into();
@@ -249,11 +250,38 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 &mut event,
                 if blocked { "blocked" } else { "would_block" },
                 &["network"],
-                &[if blocked { "denied" } else { "info" }],
-                blocked.then_some("failure"),
+                &["connection", if blocked { "denied" } else { "allowed" }],
+                Some(if blocked { "failure" } else { "success" }),
             );
             event["severity"] = severity(b.matched.severity).into();
-            probectl.insert("block".into(), serde_json::to_value(b).unwrap_or_default());
+            event["reason"] = b.sentence(pid).into();
+            doc.insert(
+                "rule".into(),
+                json!({"name": b.matched.rule, "id": b.matched.id, "ruleset": "probectl"}),
+            );
+            destination_fields(&mut doc, &b.destination, None);
+            let transport = match b.event {
+                crate::policy::rules::NetworkEvent::Connect => "tcp",
+                _ => "udp",
+            };
+            doc.insert(
+                "network".into(),
+                json!({"direction": "egress", "transport": transport}),
+            );
+            doc.insert(
+                "process".into(),
+                process_fields(envelope.process.as_ref(), pid),
+            );
+            probectl.insert(
+                "block".into(),
+                json!({
+                    "enforced": blocked,
+                    "rule": b.matched.rule,
+                    "categories": b.matched.categories,
+                    "probed_by": b.matched.probed_by,
+                    "reads": b.reads,
+                }),
+            );
         }
         Body::RuleMatch(m) => {
             event["kind"] = "alert".into();

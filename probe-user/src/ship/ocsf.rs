@@ -1,5 +1,6 @@
-//! OCSF 1.8 records: Network Activity (4001) for connections, UDP sends and what a
-//! connection's first bytes named, File
+//! OCSF 1.8 records: Network Activity (4001) for connections, UDP sends, what a
+//! connection's first bytes named, and calls a block rule refused or would refuse
+//! (with `action_id`/`disposition_id`), File
 //! System Activity (1001) for file probes, Detection Finding (2004) for rule matches,
 //! Application Error (6008) for loss records. Other records (execs, exits, env
 //! lookups, DNS) have no class here and are not written by an OCSF sink: each is
@@ -54,6 +55,44 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             });
             if let Some(rule) = c.matched_rules.first() {
                 e["severity_id"] = severity_id(rule.severity).into();
+            }
+            (NETWORK_ACTIVITY, activity, e)
+        }
+        // A block rule held at a call. OCSF's security-control attributes say what
+        // probectl did: Denied/Blocked when the kernel refused the call (activity
+        // Refuse), Observed/Detected in observe mode ("would block": the call went
+        // through, activity Open or Traffic).
+        Body::Blocked(b) | Body::WouldBlock(b) => {
+            let blocked = matches!(envelope.record.body, Body::Blocked(_));
+            let udp = b.event != crate::policy::rules::NetworkEvent::Connect;
+            let activity = match (blocked, udp) {
+                (true, _) => 5,      // Refuse
+                (false, false) => 1, // Open
+                (false, true) => 6,  // Traffic
+            };
+            let mut e = json!({
+                "dst_endpoint": endpoint(&b.destination, None),
+                "connection_info": {
+                    "direction_id": 2, // Outbound
+                    "protocol_name": if udp { "udp" } else { "tcp" },
+                },
+                "actor": actor(envelope.process.as_ref(), pid),
+                "action_id": if blocked { 2 } else { 3 },       // Denied, Observed
+                "disposition_id": if blocked { 2 } else { 15 }, // Blocked, Detected
+                "message": b.sentence(pid),
+                "severity_id": severity_id(b.matched.severity),
+                "unmapped": {"probectl": {"block": {
+                    "enforced": blocked,
+                    "rule": b.matched.rule,
+                    "rule_id": b.matched.id,
+                    "categories": b.matched.categories,
+                    "probed_by": b.matched.probed_by,
+                    "reads": b.reads,
+                }}},
+            });
+            if blocked {
+                e["status_id"] = 2.into(); // Failure
+                e["status"] = "EPERM".into();
             }
             (NETWORK_ACTIVITY, activity, e)
         }
