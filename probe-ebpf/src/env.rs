@@ -74,6 +74,17 @@ pub fn uv_os_environ(_ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn getenv_ret(ctx: RetProbeContext) -> u32 {
+    // The getenv inside glibc's (and musl's) secure_getenv returns first: the entry
+    // parked is the outer call's (`park` kept it), and the outer call's return takes
+    // it. Taking it here left secure_getenv's return without an entry: one false
+    // `env_exit_without_entry` loss per secure_getenv (Node's OpenSSL makes several).
+    let (_, tid) = current_ids();
+    if PENDING_ENV
+        .get_ptr(tid)
+        .is_some_and(|p| unsafe { (*p).op } == ENV_OP_SECURE_GETENV)
+    {
+        return 0;
+    }
     let _ = try_return(&ctx);
     0
 }

@@ -172,3 +172,47 @@ fn env_globs_match_lookups_and_names_present_at_exec() {
         "LC_* needs the underscore: {probes:#?}"
     );
 }
+
+#[test]
+fn secure_getenv_is_one_probe_and_its_inner_getenv_is_no_loss() {
+    if !bpf_available("secure_getenv_is_one_probe_and_its_inner_getenv_is_no_loss") {
+        return;
+    }
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/secure_getenv.c");
+    let exe = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("secure_getenv-{}", std::process::id()));
+    let status = Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("run cc (`cargo xtask setup --tests` installs it)");
+    assert!(status.success(), "cc {} failed", src.display());
+    let run = probectl_json(
+        &[exe.as_os_str()],
+        &[
+            ("TZ", "Asia/Shanghai"),
+            ("HTTPS_PROXY", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let pid = run.of_type("exec")[0]["pid"].as_u64().unwrap();
+    let tz: Vec<_> = run
+        .of_type("probe")
+        .into_iter()
+        .filter(|p| p["pid"] == pid && p["target"] == "TZ" && p["evidence"] == "read")
+        .collect();
+    assert_eq!(tz.len(), 1, "one TZ lookup, as secure_getenv: {tz:#?}");
+    assert_eq!(tz[0]["how"], "secure_getenv", "{:#}", tz[0]);
+    run.probe(pid, &["getenv"], "HTTPS_PROXY");
+    // The inner getenv's return once took the outer call's parked entry, and the
+    // outer return counted a loss that was none.
+    let drops = run.report()["drops"].as_array().unwrap();
+    assert!(
+        drops
+            .iter()
+            .all(|d| d["reason"] != "kernel:env_exit_without_entry"),
+        "{drops:#?}"
+    );
+}
