@@ -8,7 +8,12 @@ use super::{Correlator, attribution};
 use crate::policy::block::BlockTables;
 use crate::policy::rules::{CompiledRule, NetworkEvent};
 use crate::process::ProcessTable;
-use crate::records::{BlockRead, BlockRecord, Body, Destination, Record, RuleMatch};
+use crate::records::{
+    BlockRead, BlockRecord, Body, Destination, Enforcement, KeptBlock, Record, RuleMatch, Stamped,
+};
+
+/// Block records kept for the report; later ones are streamed and counted.
+pub const MAX_KEPT_BLOCKS: usize = 256;
 
 /// The block rules in force, as the kernel numbers them.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +24,17 @@ pub struct BlockRules {
 }
 
 impl BlockRules {
+    /// The rules as the report and `status` name them.
+    pub fn names(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .map(|r| match &r.id {
+                Some(id) => format!("{} ({id})", r.name),
+                None => r.name.clone(),
+            })
+            .collect()
+    }
+
     pub fn of(policy: &crate::policy::CompiledPolicy) -> Self {
         Self {
             tables: policy.block.clone(),
@@ -93,11 +109,49 @@ impl Correlator {
             matched,
             reads,
         };
-        let body = if e.verdict == BLOCK_VERDICT_BLOCKED {
+        let enforced = e.verdict == BLOCK_VERDICT_BLOCKED;
+        let header = self.header(at, e.header.tgid, procs);
+        if self.kept_blocks.len() < MAX_KEPT_BLOCKS {
+            self.kept_blocks.push(KeptBlock {
+                enforced,
+                record: Stamped {
+                    header: header.clone(),
+                    body: record.clone(),
+                },
+            });
+        } else {
+            self.blocks_not_kept += 1;
+        }
+        let body = if enforced {
             Body::Blocked(record)
         } else {
             Body::WouldBlock(record)
         };
-        Some(self.record(at, e.header.tgid, procs, body))
+        Some(Record { header, body })
+    }
+
+    /// Whether the kernel enforces (`enforcing`, the engine's switch) and the block
+    /// rules in force; `None` without block rules.
+    pub fn enforcement(&self, enforcing: bool) -> Option<Enforcement> {
+        (!self.block.rules.is_empty()).then(|| Enforcement {
+            enforcing,
+            block_rules: self.block.names(),
+        })
+    }
+
+    /// The kept block records, of one tree or all.
+    pub fn blocks_of(&self, tree: Option<u32>, procs: &ProcessTable) -> Vec<KeptBlock> {
+        self.kept_blocks
+            .iter()
+            .filter(|b| {
+                tree.is_none()
+                    || b.record
+                        .header
+                        .tree
+                        .or_else(|| b.record.header.pid.map(|p| procs.tree_of(p)))
+                        == tree
+            })
+            .cloned()
+            .collect()
     }
 }

@@ -108,6 +108,9 @@ pub struct Correlator {
     /// Block events naming a rule the policy in force does not have (a reload
     /// changed the rules between the kernel's verdict and its record).
     pub block_unknown_rule: u64,
+    /// `blocked` / `would_block` records for the report (`block::MAX_KEPT_BLOCKS`).
+    kept_blocks: Vec<crate::records::KeptBlock>,
+    pub blocks_not_kept: u64,
 }
 
 /// `/proc/123/environ`: another process's environment, read. Reports fold these by
@@ -154,6 +157,8 @@ impl Correlator {
             values: values::ShownValues::default(),
             block: block::BlockRules::of(policy),
             block_unknown_rule: 0,
+            kept_blocks: Vec::new(),
+            blocks_not_kept: 0,
         }
     }
 

@@ -98,6 +98,8 @@ pub struct Engine {
     pub events: EventCounts,
     /// Boot-time ns when the engine opened: records' offsets count from here.
     pub start_ns: u64,
+    /// Block rules refuse the calls they match (`Options::enforce`).
+    pub enforce: bool,
 }
 
 impl Engine {
@@ -126,6 +128,7 @@ impl Engine {
             more_waiting: false,
             events: EventCounts::default(),
             start_ns,
+            enforce: options.enforce,
         })
     }
 

@@ -59,9 +59,15 @@ impl Engine {
                     reason: "report_connections".to_owned(),
                     count: c.connections_not_kept,
                 }))
+                .chain((c.blocks_not_kept > 0).then(|| DropCount {
+                    reason: "report_blocks".to_owned(),
+                    count: c.blocks_not_kept,
+                }))
                 .collect(),
             filtered: losses.nonzero_filtered(),
             coverage_notes: self.sensors.coverage_notes(),
+            enforcement: c.enforcement(self.enforce),
+            blocks: c.blocks_of(tree, &self.procs),
             exit_code,
         }
     }

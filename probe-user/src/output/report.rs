@@ -25,6 +25,7 @@ pub fn render_report(s: &mut String, r: &RunReport, details: bool) {
     header(s, r);
     clis(s, r);
     rules(s, r);
+    blocks(s, r, details);
     if details {
         report_details::probes_by_category(s, r);
         report_details::connections(s, r);
@@ -278,10 +279,10 @@ fn rules(s: &mut String, r: &RunReport) {
             "  {} [{}, {}] x{}{} first at {}",
             rule.rule,
             rule.severity.as_str(),
-            if rule.action == crate::policy::rules::Action::Alert {
-                "alert"
-            } else {
-                "log"
+            match rule.action {
+                crate::policy::rules::Action::Log => "log",
+                crate::policy::rules::Action::Alert => "alert",
+                crate::policy::rules::Action::Block => "block",
             },
             rule.matches,
             if rule.suppressed > 0 {
@@ -308,6 +309,44 @@ fn rules(s: &mut String, r: &RunReport) {
         if let Some(sentence) = first {
             let _ = writeln!(s, "    first: {sentence}");
         }
+    }
+}
+
+/// Block rules: the mode, the rules, and each call they refused or would refuse,
+/// with who read what.
+fn blocks(s: &mut String, r: &RunReport, details: bool) {
+    let Some(e) = &r.enforcement else {
+        return;
+    };
+    let mode = if e.enforcing {
+        "enforcing: matching calls are refused with EPERM"
+    } else {
+        "observing: matching calls go through, reported as would-block; `--enforce` or the daemon's `enforce: true` refuses them"
+    };
+    let _ = writeln!(s, "\nBlock rules ({mode}): {}", e.block_rules.join(", "));
+    if r.blocks.is_empty() {
+        let _ = writeln!(s, "  no call matched them");
+        return;
+    }
+    let shown = if details { r.blocks.len() } else { 10 };
+    for b in r.blocks.iter().take(shown) {
+        let record = &b.record;
+        let pid = record.header.pid.unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "  {} {} [{}] {}",
+            if b.enforced { "BLOCKED" } else { "WOULD BLOCK" },
+            secs(record.header.offset_ms.unwrap_or(0.0)),
+            record.body.matched.rule,
+            record.body.sentence(pid)
+        );
+    }
+    if r.blocks.len() > shown {
+        let _ = writeln!(
+            s,
+            "  ... {} more (`--details` lists them)",
+            r.blocks.len() - shown
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{Destination, RuleMatch};
+use super::{Destination, RuleMatch, Stamped};
 use crate::policy::rules::NetworkEvent;
 
 /// A block rule's sequence held at a call: the kernel refused it (`blocked`: the
@@ -43,4 +43,25 @@ impl BlockRecord {
         };
         self.matched.sentence(&self.process, caller_pid, &verb)
     }
+}
+
+/// A `blocked` or `would_block` record kept for the end-of-run report.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct KeptBlock {
+    /// True: the kernel refused the call (`blocked`); false: observe mode let it
+    /// through (`would_block`).
+    pub enforced: bool,
+    #[serde(flatten)]
+    pub record: Stamped<BlockRecord>,
+}
+
+/// Whether block rules refuse calls, and which rules block: in the report and in
+/// `probectl status`.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Enforcement {
+    /// True: calls a block rule matches are refused (EPERM); false: they are only
+    /// reported as `would_block`.
+    pub enforcing: bool,
+    /// The block rules in force (name, or `name (id)`).
+    pub block_rules: Vec<String>,
 }

@@ -186,5 +186,13 @@ pub struct RunReport {
     pub filtered: Vec<DropCount>,
     /// What this run could not see, whatever the policy says.
     pub coverage_notes: Vec<String>,
+    /// Whether block rules refused calls, and which rules block (absent when the
+    /// policy has no block rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<super::Enforcement>,
+    /// The calls block rules refused or would have refused (the first 256; later
+    /// ones were streamed and are counted in `truncated` as `report_blocks`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<super::KeptBlock>,
     pub exit_code: i32,
 }
