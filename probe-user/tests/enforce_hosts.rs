@@ -93,16 +93,14 @@ fn policy(dir: &Path, destination: &str) -> PathBuf {
 
 /// `probectl run --json --enforce --policy POLICY -- node FIXTURE ARGS` in a private
 /// mount namespace whose /etc/resolv.conf names the fake resolver (the host's file
-/// and resolver are never touched). Returns the run and the fixture's JSON line.
-fn run_hosts(test: &str, destination: &str, args: &[&str]) -> (JsonRun, Value) {
-    let dir = test_dir(test);
+/// and resolver are never touched).
+fn command(dir: &Path, policy: &Path, args: &[&str]) -> std::process::Command {
     let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,
         format!("nameserver {RESOLVER}\noptions attempts:1 timeout:2\n"),
     )
     .unwrap();
-    let policy = policy(&dir, destination);
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
     let script = format!(
         "mount --bind {} /etc/resolv.conf && exec {} run --json --enforce --policy {} -- node {} {}",
@@ -119,7 +117,14 @@ fn run_hosts(test: &str, destination: &str, args: &[&str]) -> (JsonRun, Value) {
         "PROBECTL_SOCKET",
         "/nonexistent/probectl-tests/no-daemon.sock",
     );
-    let run = json_run(cmd);
+    cmd
+}
+
+/// `command` run to its end: the run and the fixture's JSON line.
+fn run_hosts(test: &str, destination: &str, args: &[&str]) -> (JsonRun, Value) {
+    let dir = test_dir(test);
+    let policy = policy(&dir, destination);
+    let run = json_run(command(&dir, &policy, args));
     let line = run
         .stderr
         .lines()
@@ -133,8 +138,6 @@ fn run_hosts(test: &str, destination: &str, args: &[&str]) -> (JsonRun, Value) {
     (run, line)
 }
 
-/// An allowlist must let the resolver through: glibc connects its UDP socket to it,
-/// and a connect is judged like any other.
 const ALLOWLIST: &str = "{except: {host: [allowed.test], cidr: [127.0.0.21/32]}}";
 const BLOCKLIST: &str = "{host: ['*blocked.test']}";
 
@@ -264,4 +267,51 @@ fn the_race_between_an_answer_and_the_connect_that_follows_is_measured() {
     assert_eq!(through + refused, 50, "{race}");
     // Most answers are stored before the connect (a measurement, not a promise).
     assert!(refused > 0, "{race}");
+}
+
+#[test]
+fn a_reload_judges_addresses_learned_before_it_by_the_new_rules_host_globs() {
+    if !bpf_available("a_reload_judges_addresses_learned_before_it_by_the_new_rules_host_globs") {
+        return;
+    }
+    once();
+    let listener = Listener::start_on("0.0.0.0:0");
+    let port = listener.port.to_string();
+    let dir = test_dir("block-host-reload");
+    // First no rule names `elsewhere.test`; the reload's rule does.
+    let policy_path = policy(&dir, BLOCKLIST);
+    let (gate, out) = (dir.join("gate"), dir.join("out.json"));
+    let mut run = StreamingRun::spawn(command(
+        &dir,
+        &policy_path,
+        &[
+            "reload",
+            "elsewhere.test",
+            &port,
+            gate.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ));
+    run.wait_for("the answer for elsewhere.test", |r| {
+        r["type"] == "dns_answer" && r["name"] == "elsewhere.test"
+    });
+    // Its first connect follows the answer at once: the fixture made it under the
+    // first policy (which lets it through) before or soon after this point; the
+    // reload is only asked for once the connection is seen.
+    run.wait_for("the first connect", |r| {
+        r["type"] == "connect" && r["destination"]["address"] == "127.0.0.25"
+    });
+    policy(&dir, "{host: ['elsewhere.test']}");
+    run.signal(nix::sys::signal::Signal::SIGHUP);
+    let done = run.wait_for("the reload", |r| r["type"] == "policy_reload");
+    assert_eq!(done["ok"], true, "{done:#}");
+    std::fs::write(&gate, b"").unwrap();
+    let run = run.finish();
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the fixture's result ({e}); records: {:#?}", run.records));
+    assert_eq!(result["first"], "ok", "{result}");
+    assert_eq!(
+        result["second"], "EPERM",
+        "the address learned before the reload is judged by the new glob: {result}"
+    );
 }
