@@ -318,6 +318,19 @@ fn assert_report_lists(run: &JsonRun, enforced: bool) {
     assert_eq!(blocks[0]["enforced"], enforced);
     assert_eq!(blocks[0]["rule"], "read-then-phone-home");
     assert_eq!(blocks[0]["destination"]["address"], "127.0.0.2");
+    // The CLI's summary marks the destination it was refused, not "connected".
+    let dest = report["clis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["destinations"].as_array().cloned().unwrap_or_default())
+        .find(|d| d["address"] == "127.0.0.2")
+        .unwrap_or_else(|| panic!("127.0.0.2 among the destinations: {report:#}"));
+    assert_eq!(
+        dest["blocked"].as_bool().unwrap_or(false),
+        enforced,
+        "{dest:#}"
+    );
 }
 
 #[test]

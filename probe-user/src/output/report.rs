@@ -264,6 +264,10 @@ fn verb(c: &ConnectionRecord) -> String {
     let target = c.destination.named(name);
     match c.result {
         crate::records::ConnectResult::Sent => format!("sent to {target}"),
+        // Refused before it left: by a block rule, or by another cgroup or LSM policy.
+        crate::records::ConnectResult::Failed(r) if r == -libc::EPERM => {
+            format!("tried to connect to {target} (refused)")
+        }
         _ => format!("connected to {target}"),
     }
 }
@@ -338,7 +342,7 @@ fn blocks(s: &mut String, r: &RunReport, details: bool) {
             if b.enforced { "BLOCKED" } else { "WOULD BLOCK" },
             secs(record.header.offset_ms.unwrap_or(0.0)),
             record.body.matched.rule,
-            record.body.sentence(pid)
+            record.body.sentence(pid, b.enforced)
         );
     }
     if r.blocks.len() > shown {
