@@ -178,6 +178,21 @@ fn doctor_reports_probed_features_and_every_sensor_choice() {
         );
     }
     assert_eq!(feature("tracefs")["available"], true);
+    // The cgroup hooks attach here, so block rules can refuse calls, and doctor says
+    // that blocking stops with probectl.
+    assert_eq!(
+        report["enforcement"]["possible"], true,
+        "{:#}",
+        report["enforcement"]
+    );
+    assert!(
+        report["enforcement"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("fails open"),
+        "{:#}",
+        report["enforcement"]
+    );
     // BPF-LSM counts only where bpf is an active LSM: the doctor read the kernel's
     // list, and says how to enable it when bpf is missing.
     let bpf_lsm = feature("bpf-lsm");

@@ -120,6 +120,7 @@ fn read_then_connect_outside_the_allowlist_is_refused_with_eperm() {
     let b = &run.of_type("blocked")[0];
     assert_eq!(b["pid"], pid, "{b:#}");
     assert_eq!(b["event"], "connect");
+    assert_report_lists(&run, true);
 }
 
 #[test]
@@ -300,6 +301,36 @@ fn without_enforce_the_connect_goes_through_and_would_block_is_written() {
     let pid = run.of_type("exec")[0]["pid"].as_u64().unwrap();
     assert_block_record(&run, "would_block", "127.0.0.2", listener.port, Some(pid));
     assert!(run.of_type("blocked").is_empty());
+    assert_report_lists(&run, false);
+}
+
+/// The report says whether probectl enforced, names the block rule, and lists the
+/// one call it judged.
+fn assert_report_lists(run: &JsonRun, enforced: bool) {
+    let report = run.report();
+    assert_eq!(
+        report["enforcement"],
+        serde_json::json!({"enforcing": enforced, "block_rules": ["read-then-phone-home (BLOCK-1)"]}),
+        "{report:#}"
+    );
+    let blocks = report["blocks"].as_array().expect("report.blocks");
+    assert_eq!(blocks.len(), 1, "{blocks:#?}");
+    assert_eq!(blocks[0]["enforced"], enforced);
+    assert_eq!(blocks[0]["rule"], "read-then-phone-home");
+    assert_eq!(blocks[0]["destination"]["address"], "127.0.0.2");
+    // The CLI's summary marks the destination it was refused, not "connected".
+    let dest = report["clis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["destinations"].as_array().cloned().unwrap_or_default())
+        .find(|d| d["address"] == "127.0.0.2")
+        .unwrap_or_else(|| panic!("127.0.0.2 among the destinations: {report:#}"));
+    assert_eq!(
+        dest["blocked"].as_bool().unwrap_or(false),
+        enforced,
+        "{dest:#}"
+    );
 }
 
 #[test]

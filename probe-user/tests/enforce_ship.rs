@@ -47,6 +47,22 @@ fn shipped(name: &str, enforce: bool, ty: &str) -> (Value, Value, i32) {
         .args(["read-connect", "127.0.0.2", &listener.port.to_string()]);
     let run = json_run(cmd);
     d.wait_record(ty, |r| r["type"] == ty);
+    // `probectl status` says whether the daemon enforces and which rules block.
+    let out = d.client().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Enforcement: "))
+        .unwrap_or_else(|| panic!("no Enforcement line in status:\n{text}"));
+    let expected = if enforce {
+        "Enforcement: ON:"
+    } else {
+        "Enforcement: off (observe):"
+    };
+    assert!(
+        line.starts_with(expected) && line.contains("read-then-phone-home (BLOCK-1)"),
+        "{line}"
+    );
     let (code, stderr) = d.stop(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(code, 0, "{stderr}");
     let ecs = Ecs::load();

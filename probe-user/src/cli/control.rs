@@ -145,6 +145,31 @@ fn render_status(s: &serde_json::Value) -> String {
             u["error"].as_str().unwrap_or("?")
         );
     }
+    let enforcement = &s["enforcement"];
+    let rules: Vec<&str> = enforcement["block_rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nEnforcement: {}",
+        match (
+            enforcement["enforcing"].as_bool() == Some(true),
+            rules.is_empty()
+        ) {
+            (_, true) => "no block rule in the policy".to_owned(),
+            (true, false) => format!(
+                "ON: calls matching {} are refused (EPERM); if this daemon stops or dies, blocking stops with it (fails open)",
+                rules.join(", ")
+            ),
+            (false, false) => format!(
+                "off (observe): calls matching {} go through and are recorded as would_block; `enforce: true` in the config refuses them",
+                rules.join(", ")
+            ),
+        }
+    );
     let e = &s["events"];
     let _ = writeln!(
         out,

@@ -16,6 +16,8 @@ struct DoctorReport<'a> {
     partial: bool,
     programs_failed: Vec<&'a probe_user::sensors::AttachStatus>,
     file_resolution: Option<&'a probe_user::sensors::FileResolution>,
+    /// Whether block rules (`action: block`) can refuse calls on this kernel.
+    enforcement: probe_user::sensors::block::BlockCapability,
     coverage_notes: Vec<String>,
 }
 
@@ -39,6 +41,7 @@ pub fn doctor(json: bool) -> anyhow::Result<i32> {
         partial: sensors.unattached().next().is_some(),
         programs_failed: sensors.unattached().collect(),
         file_resolution: sensors.file_resolution.as_ref(),
+        enforcement: sensors.block_capability(),
         coverage_notes: sensors.coverage_notes(),
     };
     // The same test as a report's PARTIAL, plus a family with nothing attached.
@@ -129,6 +132,12 @@ fn render(r: &DoctorReport<'_>) -> String {
             let _ = writeln!(s, "  by inode is off: {why}");
         }
     }
+    let _ = writeln!(
+        s,
+        "\nEnforcement: [{}] {}",
+        if r.enforcement.possible { "ok" } else { "--" },
+        r.enforcement.detail
+    );
     let _ = writeln!(s, "\nNot covered by this build:");
     for n in &r.coverage_notes {
         let _ = writeln!(s, "  - {n}");

@@ -12,13 +12,18 @@ pub fn check(files: &[PathBuf]) -> i32 {
         // The same checks as a start or a reload, kernel map capacities included
         // (computed from the compiled policy; nothing is loaded).
         match policy::load_file(file) {
-            Ok(p) => println!(
-                "ok: {} (policy {:?}, {} categories; kernel maps: {})",
-                file.display(),
-                p.name,
-                p.categories.len(),
-                policy::KernelCapacity::of(&p, None)
-            ),
+            Ok(p) => {
+                println!(
+                    "ok: {} (policy {:?}, {} categories; kernel maps: {})",
+                    file.display(),
+                    p.name,
+                    p.categories.len(),
+                    policy::KernelCapacity::of(&p, None)
+                );
+                if let Some(blocks) = policy::block_summary(&p) {
+                    println!("  {blocks}");
+                }
+            }
             Err(err) => {
                 failed = true;
                 eprintln!("probectl: invalid policy: {err}");

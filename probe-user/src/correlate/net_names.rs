@@ -101,6 +101,7 @@ impl NetNames {
                     dns_names: Vec::new(),
                     tls_server_name: None,
                     http: None,
+                    blocked: false,
                 });
                 servers.len() - 1
             }

@@ -112,6 +112,11 @@ impl Correlator {
                     dns_names: Vec::new(),
                     tls_server_name: conn.tls_server_name.clone(),
                     http: conn.http.clone(),
+                    blocked: conn.result == crate::records::ConnectResult::Failed(-libc::EPERM)
+                        && conn
+                            .matched_rules
+                            .iter()
+                            .any(|m| m.action == crate::policy::rules::Action::Block),
                 };
                 // One entry per request kind: the method and the path without its
                 // query (`HEAD /` and `POST /v1/messages` are both listed; a thousand

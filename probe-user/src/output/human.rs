@@ -105,13 +105,11 @@ pub fn render_with(record: &Record, details: bool) -> String {
             rule_lines(&mut s, &c.matched_rules, &format!("{:>9}           ", ""));
         }
         Body::Blocked(b) | Body::WouldBlock(b) => {
-            let (word, what) = match &record.body {
-                Body::Blocked(_) => ("BLOCKED", "refused"),
-                _ => ("WOULD BLOCK", "would refuse (not enforcing)"),
-            };
-            let verb = match b.event {
-                crate::policy::rules::NetworkEvent::UdpSend => format!("sent to {}", b.destination),
-                _ => format!("connected to {}", b.destination),
+            let enforced = matches!(record.body, Body::Blocked(_));
+            let (word, what) = if enforced {
+                ("BLOCKED", "refused")
+            } else {
+                ("WOULD BLOCK", "would refuse (not enforcing)")
             };
             let _ = writeln!(
                 s,
@@ -120,7 +118,7 @@ pub fn render_with(record: &Record, details: bool) -> String {
                 pid,
                 b.matched.rule,
                 b.matched.severity.as_str(),
-                b.matched.sentence(&b.process, pid, &verb),
+                b.sentence(pid, enforced),
             );
         }
         Body::RuleMatch(m) => {

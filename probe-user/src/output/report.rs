@@ -264,6 +264,10 @@ fn verb(c: &ConnectionRecord) -> String {
     let target = c.destination.named(name);
     match c.result {
         crate::records::ConnectResult::Sent => format!("sent to {target}"),
+        // Refused before it left: by a block rule, or by another cgroup or LSM policy.
+        crate::records::ConnectResult::Failed(r) if r == -libc::EPERM => {
+            format!("tried to connect to {target} (refused)")
+        }
         _ => format!("connected to {target}"),
     }
 }
@@ -328,24 +332,41 @@ fn blocks(s: &mut String, r: &RunReport, details: bool) {
         let _ = writeln!(s, "  no call matched them");
         return;
     }
-    let shown = if details { r.blocks.len() } else { 10 };
-    for b in r.blocks.iter().take(shown) {
+    // Identical calls (same verdict, rule, sentence) fold into one line with a count:
+    // a CLI's resolver retries are one fact.
+    let mut lines: Vec<(String, f64, f64, usize)> = Vec::new();
+    for b in &r.blocks {
         let record = &b.record;
         let pid = record.header.pid.unwrap_or(0);
-        let _ = writeln!(
-            s,
-            "  {} {} [{}] {}",
+        let line = format!(
+            "{} [{}] {}",
             if b.enforced { "BLOCKED" } else { "WOULD BLOCK" },
-            secs(record.header.offset_ms.unwrap_or(0.0)),
             record.body.matched.rule,
-            record.body.sentence(pid)
+            record.body.sentence(pid, b.enforced)
         );
+        let at = record.header.offset_ms.unwrap_or(0.0);
+        match lines.iter_mut().find(|(l, ..)| *l == line) {
+            Some((_, _, last, n)) => {
+                *last = at;
+                *n += 1;
+            }
+            None => lines.push((line, at, at, 1)),
+        }
     }
-    if r.blocks.len() > shown {
+    let shown = if details { lines.len() } else { 10 };
+    for (line, first, last, n) in lines.iter().take(shown) {
+        let when = if *n > 1 {
+            format!("x{n} {}..{}", secs(*first), secs(*last))
+        } else {
+            secs(*first)
+        };
+        let _ = writeln!(s, "  {when} {line}");
+    }
+    if lines.len() > shown {
         let _ = writeln!(
             s,
             "  ... {} more (`--details` lists them)",
-            r.blocks.len() - shown
+            lines.len() - shown
         );
     }
 }

@@ -45,6 +45,9 @@ pub fn contacted(d: &ContactedDestination) -> String {
                 .to_owned(),
         );
     }
+    if d.blocked {
+        names.push("BLOCKED".to_owned());
+    }
     if names.is_empty() {
         d.destination.to_string()
     } else {
@@ -83,6 +86,7 @@ mod tests {
             dns_names: Vec::new(),
             tls_server_name: None,
             http: Some(http),
+            blocked: false,
         };
         assert_eq!(
             contacted(&d),
@@ -94,6 +98,7 @@ mod tests {
             dns_names: vec!["api.github.com".into(), "chatgpt.com".into()],
             tls_server_name: None,
             http: None,
+            blocked: false,
         };
         assert_eq!(
             contacted(&server),

@@ -170,6 +170,11 @@ fn rule_sentence(rule: &CompiledRule, policy: &CompiledPolicy) -> String {
             .unwrap_or_default(),
         rule.within
     );
+    if rule.action == Action::Block {
+        line.push_str(
+            "; BLOCKS in the kernel: when enforcing (`run --enforce`, the daemon's `enforce: true`) the call is refused with EPERM, otherwise a would_block record is written; only reads the kernel matched itself (env names, path strings) count",
+        );
+    }
     if rule.bypassed_proxy {
         line.push_str(
             "; only a connection that goes around a proxy or relay setting the process read",
@@ -237,4 +242,23 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
     }
+}
+
+/// The block rules of `policy`, for `policy check`: `None` without any.
+pub fn block_summary(policy: &CompiledPolicy) -> Option<String> {
+    let names: Vec<String> = policy
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Block)
+        .map(|r| match &r.id {
+            Some(id) => format!("{} ({id})", r.name),
+            None => r.name.clone(),
+        })
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "block rules: {}: the kernel refuses matching calls when enforcing (`run --enforce`, the daemon's `enforce: true`); otherwise they only write would_block records",
+            names.join(", ")
+        )
+    })
 }

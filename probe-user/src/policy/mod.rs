@@ -21,7 +21,7 @@ mod suggest;
 
 pub use capacity::{KernelCapacity, MapUse};
 pub use compile::{Classifier, CompiledPolicy, KernelEntries, home_dirs, is_own_proc_mem};
-pub use explain::explain;
+pub use explain::{block_summary, explain};
 pub use file_index::{FileIndex, kernel_dev};
 pub use keys::basename_key;
 pub use limits::Limit;

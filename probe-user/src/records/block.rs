@@ -34,12 +34,17 @@ pub struct BlockRead {
 }
 
 impl BlockRecord {
-    /// "BLOCK-1 refused: node (pid 10) read timezone, api-relay; it connected to
-    /// 127.0.0.2:443" (or "would refuse"): the alert's one-line reason.
-    pub fn sentence(&self, caller_pid: u32) -> String {
-        let verb = match self.event {
-            NetworkEvent::Connect => format!("connected to {}", self.destination),
-            _ => format!("sent a datagram to {}", self.destination),
+    /// "node (pid 10) read timezone, api-relay, then tried to connect to
+    /// 127.0.0.2:443 (refused)" when `enforced`, "... then connected to ..." when not:
+    /// the one-line reason of alerts, the stream and the report.
+    pub fn sentence(&self, caller_pid: u32, enforced: bool) -> String {
+        let verb = match (self.event, enforced) {
+            (NetworkEvent::Connect, true) => {
+                format!("tried to connect to {} (refused)", self.destination)
+            }
+            (NetworkEvent::Connect, false) => format!("connected to {}", self.destination),
+            (_, true) => format!("tried to send to {} (refused)", self.destination),
+            (_, false) => format!("sent to {}", self.destination),
         };
         self.matched.sentence(&self.process, caller_pid, &verb)
     }

@@ -147,6 +147,9 @@ pub struct ContactedDestination {
     /// The HTTP request its first bytes on the connection were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<super::HttpRequestLine>,
+    /// A block rule refused the call (EPERM): it was attempted, not made.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub blocked: bool,
 }
 
 /// Names listed per DNS server in a CLI's summary; more are counted in the query

@@ -56,3 +56,53 @@ impl Sensors {
         }
     }
 }
+
+/// The cgroup programs that judge block rules (`probe-ebpf/src/cgroup_net.rs`).
+const JUDGES: [&str; 4] = ["cg_connect4", "cg_connect6", "cg_sendmsg4", "cg_sendmsg6"];
+
+/// Whether block rules can refuse calls on this kernel, for `probectl doctor`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlockCapability {
+    /// Every judging program attached.
+    pub possible: bool,
+    pub detail: String,
+}
+
+impl Sensors {
+    /// Whether the programs that judge block rules attached here, and what a stop
+    /// does to blocking.
+    pub fn block_capability(&self) -> BlockCapability {
+        let missing: Vec<String> = JUDGES
+            .iter()
+            .filter(|name| {
+                !self
+                    .status
+                    .iter()
+                    .any(|s| s.program == **name && s.attached)
+            })
+            .map(|name| {
+                let why = self
+                    .status
+                    .iter()
+                    .find(|s| s.program == *name)
+                    .and_then(|s| s.error.clone())
+                    .unwrap_or_else(|| "not loaded".to_owned());
+                format!("{name}: {why}")
+            })
+            .collect();
+        if missing.is_empty() {
+            BlockCapability {
+                possible: true,
+                detail: "block rules can refuse connects and datagrams here (cgroup v2 connect4/6 and sendmsg4/6, io_uring included), when enforcing; the programs are attached through links this probectl holds, never pinned: when it stops or dies, blocking stops (fails open)".to_owned(),
+            }
+        } else {
+            BlockCapability {
+                possible: false,
+                detail: format!(
+                    "block rules cannot be judged here (no blocked or would_block records): {}",
+                    missing.join("; ")
+                ),
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Loading the kernel object, filling its policy maps, attaching every program, and
 //! reporting honestly what attached where.
 
-mod block;
+pub mod block;
 mod block_addrs;
 mod btf;
 pub mod chain;

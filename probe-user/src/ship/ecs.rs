@@ -254,7 +254,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 Some(if blocked { "failure" } else { "success" }),
             );
             event["severity"] = severity(b.matched.severity).into();
-            event["reason"] = b.sentence(pid).into();
+            event["reason"] = b.sentence(pid, blocked).into();
             doc.insert(
                 "rule".into(),
                 json!({"name": b.matched.rule, "id": b.matched.id, "ruleset": "probectl"}),

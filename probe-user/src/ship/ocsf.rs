@@ -79,7 +79,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 "actor": actor(envelope.process.as_ref(), pid),
                 "action_id": if blocked { 2 } else { 3 },       // Denied, Observed
                 "disposition_id": if blocked { 2 } else { 15 }, // Blocked, Detected
-                "message": b.sentence(pid),
+                "message": b.sentence(pid, blocked),
                 "severity_id": severity_id(b.matched.severity),
                 "unmapped": {"probectl": {"block": {
                     "enforced": blocked,

@@ -233,3 +233,31 @@ fn a_policy_without_block_rules_has_empty_tables() {
     assert!(p.block.is_empty());
     assert!(p.block.entries.is_empty());
 }
+
+#[test]
+fn check_and_explain_say_which_rules_block() {
+    let p = policy(&format!(
+        "{}  - name: just-log\n    probed: {{any_of: [timezone]}}\n    within: 30s\n",
+        block_rule("phone-home", "    id: B-1\n")
+    ))
+    .unwrap();
+    let summary = crate::policy::block_summary(&p).expect("a block rule");
+    assert!(summary.contains("phone-home (B-1)"), "{summary}");
+    assert!(!summary.contains("just-log"), "{summary}");
+    let index = crate::policy::FileIndex::default();
+    let text = crate::policy::explain(&p, "t.yaml", &index, 1);
+    let line = text
+        .lines()
+        .find(|l| l.contains("phone-home [medium, block]"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("BLOCKS in the kernel"), "{line}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("just-log") && l.contains("BLOCKS")),
+        "{text}"
+    );
+    let without =
+        policy("  - name: just-log\n    probed: {any_of: [timezone]}\n    within: 30s\n").unwrap();
+    assert!(crate::policy::block_summary(&without).is_none());
+}
