@@ -80,14 +80,35 @@ pub fn key_of(addr: IpAddr) -> BlockAddrKey {
 /// Every (address, name) of a hosts file, aliases included. Bounded (`MAX_HOSTS_FILE`);
 /// a missing or unreadable file names nothing.
 pub fn read_hosts_file(path: &std::path::Path) -> Vec<(IpAddr, String)> {
-    let mut text = String::new();
-    let read =
-        std::fs::File::open(path).and_then(|f| f.take(MAX_HOSTS_FILE).read_to_string(&mut text));
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = Vec::new();
+    // Non-blocking, and only a regular file is read: a FIFO or a device put there
+    // must not stall the reload that reads it.
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .and_then(|f| {
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            f.take(MAX_HOSTS_FILE + 1).read_to_end(&mut bytes)
+        });
     if let Err(err) = read {
-        tracing::debug!("hosts file {}: {err}", path.display());
+        tracing::warn!("hosts file {}: {err}", path.display());
         return Vec::new();
     }
-    parse_hosts(&text)
+    if bytes.len() as u64 > MAX_HOSTS_FILE {
+        tracing::warn!(
+            "hosts file {} is over {MAX_HOSTS_FILE} bytes: the rest is not read",
+            path.display()
+        );
+        // The cut line could name a prefix of a name: it is dropped.
+        bytes.truncate(MAX_HOSTS_FILE as usize);
+        let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(end);
+    }
+    parse_hosts(&String::from_utf8_lossy(&bytes))
 }
 
 fn parse_hosts(text: &str) -> Vec<(IpAddr, String)> {

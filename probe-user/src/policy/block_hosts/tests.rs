@@ -147,3 +147,23 @@ fn a_full_map_counts_what_it_could_not_store() {
     assert_eq!(w.len(), MAX_BLOCK_ADDRS as usize + 1);
     assert!(matches!(w.last(), Some(AddrWrite::Put(..))));
 }
+
+#[test]
+fn a_hosts_file_is_read_bounded_and_only_if_regular() {
+    let dir = std::env::temp_dir().join(format!("probectl-hosts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // A FIFO with no writer: refused at once, not waited on.
+    assert!(read_hosts_file(&fifo).is_empty());
+    // Over the bound: read up to it, the cut line dropped.
+    let big = dir.join("hosts");
+    let line = "10.0.0.1 abcdefgh.test\n";
+    let lines = MAX_HOSTS_FILE as usize / line.len() + 10;
+    std::fs::write(&big, line.repeat(lines)).unwrap();
+    let read = read_hosts_file(&big);
+    assert_eq!(read.len(), MAX_HOSTS_FILE as usize / line.len());
+    assert!(read.iter().all(|(_, n)| n == "abcdefgh.test"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
