@@ -95,16 +95,31 @@ fn policy(dir: &Path, destination: &str) -> PathBuf {
 /// mount namespace whose /etc/resolv.conf names the fake resolver (the host's file
 /// and resolver are never touched).
 fn command(dir: &Path, policy: &Path, args: &[&str]) -> std::process::Command {
+    command_with_hosts(dir, policy, None, args)
+}
+
+/// `command`, with `hosts` bind-mounted on /etc/hosts too when given.
+fn command_with_hosts(
+    dir: &Path,
+    policy: &Path,
+    hosts: Option<&str>,
+    args: &[&str],
+) -> std::process::Command {
     let resolv = dir.join("resolv.conf");
     std::fs::write(
         &resolv,
         format!("nameserver {RESOLVER}\noptions attempts:1 timeout:2\n"),
     )
     .unwrap();
+    let mut mounts = format!("mount --bind {} /etc/resolv.conf", resolv.display());
+    if let Some(hosts) = hosts {
+        let file = dir.join("hosts");
+        std::fs::write(&file, hosts).unwrap();
+        mounts.push_str(&format!(" && mount --bind {} /etc/hosts", file.display()));
+    }
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
     let script = format!(
-        "mount --bind {} /etc/resolv.conf && exec {} run --json --enforce --policy {} -- node {} {}",
-        resolv.display(),
+        "{mounts} && exec {} run --json --enforce --policy {} -- node {} {}",
         probectl().display(),
         policy.display(),
         fixture().display(),
@@ -314,4 +329,40 @@ fn a_reload_judges_addresses_learned_before_it_by_the_new_rules_host_globs() {
         result["second"], "EPERM",
         "the address learned before the reload is judged by the new glob: {result}"
     );
+}
+
+#[test]
+fn an_etc_hosts_name_is_judged_from_the_start() {
+    if !bpf_available("an_etc_hosts_name_is_judged_from_the_start") {
+        return;
+    }
+    once();
+    let listener = Listener::start_on("0.0.0.0:0");
+    let port = listener.port.to_string();
+    let dir = test_dir("block-host-etc-hosts");
+    let policy = policy(&dir, BLOCKLIST);
+    // A private /etc/hosts (the host's is never touched): read at start, before the
+    // CLI runs, so even its first connect is judged.
+    let hosts = "127.0.0.1 localhost\n127.0.0.26 intranet hostsfile.blocked.test\n";
+    let run = json_run(command_with_hosts(
+        &dir,
+        &policy,
+        Some(hosts),
+        &["until", "intranet", &port, "EPERM"],
+    ));
+    let line = run
+        .stderr
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(Value::is_object)
+        })
+        .unwrap_or_else(|| panic!("the fixture's result line; stderr:\n{}", run.stderr));
+    assert_eq!(run.code, 0, "{line}\n{}", run.stderr);
+    assert_eq!(line["address"], "127.0.0.26", "{line}");
+    // Named by an alias on the same line; no DNS answer, no race.
+    assert_eq!(line["first"], "EPERM", "{line}");
+    assert!(run.of_type("dns_answer").is_empty());
 }
