@@ -156,3 +156,38 @@ const _: () = assert!(core::mem::size_of::<BlockEvent>() == 24 + 24 + 16 + 8 * B
 pub const DROP_RING_FULL_BLOCK: u32 = 68;
 
 use crate::abi::EventHeader;
+
+// Host names in block rules (`destination.host`, `except.host`): the kernel sees
+// only an address, so userspace writes the addresses it learned for the rules' host
+// globs (DNS answers, /etc/hosts) into `BLOCK_ADDRS`, with the same per-rule bits as
+// the CIDR tries. Appended: nothing above is renumbered.
+
+pub const MAP_BLOCK_ADDRS: &str = "BLOCK_ADDRS";
+
+/// `BlockRule::flags`: the destination names host globs (the address must have been
+/// learned for one, or be in one of the CIDRs).
+pub const BLOCK_RULE_HAS_HOST: u32 = 1 << 1;
+
+/// Learned addresses the kernel keeps (LRU: the least recently used goes first).
+pub const MAX_BLOCK_ADDRS: u32 = 8_192;
+
+/// Key of `BLOCK_ADDRS`: `family` is `AF_INET` (the address in `addr[..4]`, the rest
+/// zero; IPv4-mapped IPv6 is stored this way too) or `AF_INET6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockAddrKey {
+    pub family: u32,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<BlockAddrKey>() == 20);
+
+/// Value of `BLOCK_ADDRS`: the rules whose destination hosts (`net.rules`) or except
+/// hosts (`net.except`) name this address, until `expires_ns`
+/// (`bpf_ktime_get_boot_ns`); the judge treats an expired entry as absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockAddr {
+    pub net: BlockNet,
+    pub expires_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<BlockAddr>() == 16);

@@ -23,6 +23,8 @@ unsafe impl aya::Pod for BlockEntry {}
 unsafe impl aya::Pod for BlockRule {}
 unsafe impl aya::Pod for BlockNet {}
 unsafe impl aya::Pod for BlockTreeState {}
+unsafe impl aya::Pod for BlockAddrKey {}
+unsafe impl aya::Pod for BlockAddr {}
 
 /// A decoded event. Large payloads are boxed so the enum stays small.
 #[derive(Clone, Debug)]

@@ -12,10 +12,11 @@ use aya_ebpf::{
 };
 use probe_common::{
     AF_INET, BLOCK_NET_CONNECT, BLOCK_NET_UDP, BLOCK_OPS, BLOCK_PORTS, BLOCK_RULE_HAS_CIDR,
-    BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP, BLOCK_VERDICT_BLOCKED,
-    BLOCK_VERDICT_WOULD_BLOCK, BlockEntry, BlockEvent, BlockNet, BlockRule, BlockTreeState,
-    DROP_RING_FULL_BLOCK, EVENT_BLOCK, HookDest, MAX_BLOCK_CIDRS, MAX_BLOCK_RULES,
-    MAX_POLICY_ENTRIES, MAX_WATCHED, SETTING_BLOCK_RULES, SETTING_ENFORCE,
+    BLOCK_RULE_HAS_HOST, BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP,
+    BLOCK_VERDICT_BLOCKED, BLOCK_VERDICT_WOULD_BLOCK, BlockAddr, BlockAddrKey, BlockEntry,
+    BlockEvent, BlockNet, BlockRule, BlockTreeState, DROP_RING_FULL_BLOCK, EVENT_BLOCK, HookDest,
+    MAX_BLOCK_ADDRS, MAX_BLOCK_CIDRS, MAX_BLOCK_RULES, MAX_POLICY_ENTRIES, MAX_WATCHED,
+    SETTING_BLOCK_RULES, SETTING_ENFORCE,
 };
 
 use crate::{
@@ -41,6 +42,12 @@ pub static BLOCK_WINDOWS: Array<u64> = Array::with_max_entries(BLOCK_SLOTS as u3
 pub static BLOCK_NET4: LpmTrie<[u8; 4], BlockNet> = LpmTrie::with_max_entries(MAX_BLOCK_CIDRS, 0);
 #[map]
 pub static BLOCK_NET6: LpmTrie<[u8; 16], BlockNet> = LpmTrie::with_max_entries(MAX_BLOCK_CIDRS, 0);
+
+/// Addresses userspace learned for the rules' host globs (see `BlockAddr`). LRU: an
+/// evicted address loses its bits, like an expired one.
+#[map]
+pub static BLOCK_ADDRS: LruHashMap<BlockAddrKey, BlockAddr> =
+    LruHashMap::with_max_entries(MAX_BLOCK_ADDRS, 0);
 
 /// Watched processes that are not the root of their tree (key: tgid; value: the
 /// root's tgid). Written at fork while block rules are in force, removed at exit; a
@@ -185,20 +192,38 @@ fn has_port(ports: &[u16; BLOCK_PORTS], len: u32, port: u16) -> bool {
     false
 }
 
-/// The rules' CIDR bits for the destination (IPv4-mapped IPv6 counts as IPv4).
+/// The rules' CIDR bits for the destination (IPv4-mapped IPv6 counts as IPv4), ORed
+/// with those of the addresses learned for their host globs that have not expired
+/// at `now`.
 #[inline(always)]
-fn nets(dest: &HookDest) -> BlockNet {
+fn nets(dest: &HookDest, now: u64) -> BlockNet {
     let a = &dest.addr;
     let mapped =
         dest.family != AF_INET && a[..10].iter().all(|&b| b == 0) && a[10] == 0xff && a[11] == 0xff;
-    let found = if dest.family == AF_INET {
-        BLOCK_NET4.get(&Key::new(32, [a[0], a[1], a[2], a[3]]))
-    } else if mapped {
-        BLOCK_NET4.get(&Key::new(32, [a[12], a[13], a[14], a[15]]))
+    let mut key = BlockAddrKey::default();
+    let found = if dest.family == AF_INET || mapped {
+        let v4 = if mapped {
+            [a[12], a[13], a[14], a[15]]
+        } else {
+            [a[0], a[1], a[2], a[3]]
+        };
+        key.family = u32::from(AF_INET);
+        key.addr[..4].copy_from_slice(&v4);
+        BLOCK_NET4.get(&Key::new(32, v4))
     } else {
+        key.family = u32::from(dest.family);
+        key.addr = *a;
         BLOCK_NET6.get(&Key::new(128, *a))
     };
-    found.copied().unwrap_or_default()
+    let mut net = found.copied().unwrap_or_default();
+    // SAFETY: value pointer from a successful lookup, read only.
+    if let Some(learned) = BLOCK_ADDRS.get_ptr(&key).map(|p| unsafe { &*p })
+        && learned.expires_ns > now
+    {
+        net.rules |= learned.net.rules;
+        net.except |= learned.net.except;
+    }
+    net
 }
 
 /// At a watched process's connect (`udp` false) or datagram send (`udp` true) to
@@ -256,7 +281,7 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         core::ptr::write_volatile(call_at, call);
         core::ptr::read_volatile(call_at)
     };
-    let nets = nets(dest);
+    let nets = nets(dest, now);
     for index in 0..MAX_BLOCK_RULES {
         if index >= count {
             break;
@@ -266,7 +291,8 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         };
         let bit = 1u32 << index;
         if rule.then & call == 0
-            || (rule.flags & BLOCK_RULE_HAS_CIDR != 0 && nets.rules & bit == 0)
+            || (rule.flags & (BLOCK_RULE_HAS_CIDR | BLOCK_RULE_HAS_HOST) != 0
+                && nets.rules & bit == 0)
             || nets.except & bit != 0
             || (rule.ports_len != 0 && !has_port(&rule.ports, rule.ports_len, dest.port))
             || has_port(&rule.except_ports, rule.except_ports_len, dest.port)

@@ -76,14 +76,21 @@ pub fn parse_query(payload: &[u8]) -> Option<Vec<(String, String)>> {
 
 /// The question name of an answer and the addresses it resolved to.
 pub fn parse_answer(payload: &[u8]) -> Option<(String, Vec<IpAddr>)> {
+    let (name, addrs) = parse_answer_ttls(payload)?;
+    Some((name, addrs.into_iter().map(|(a, _)| a).collect()))
+}
+
+/// The question name of an answer and the addresses it resolved to, each with its
+/// record's TTL (seconds).
+pub fn parse_answer_ttls(payload: &[u8]) -> Option<(String, Vec<(IpAddr, u32)>)> {
     let packet = Packet::parse(payload).ok()?;
     let name = packet.questions.first()?.qname.to_string();
     let addrs = packet
         .answers
         .iter()
         .filter_map(|rr| match &rr.rdata {
-            RData::A(a) => Some(IpAddr::V4(Ipv4Addr::from(a.address))),
-            RData::AAAA(a) => Some(IpAddr::V6(Ipv6Addr::from(a.address))),
+            RData::A(a) => Some((IpAddr::V4(Ipv4Addr::from(a.address)), rr.ttl)),
+            RData::AAAA(a) => Some((IpAddr::V6(Ipv6Addr::from(a.address)), rr.ttl)),
             _ => None,
         })
         .collect();
@@ -231,6 +238,8 @@ mod tests {
         let (name, addrs) = parse_answer(&a.build_bytes_vec().unwrap()).unwrap();
         assert_eq!(name, "api.example.test");
         assert_eq!(addrs, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let (_, with_ttls) = parse_answer_ttls(&a.build_bytes_vec().unwrap()).unwrap();
+        assert_eq!(with_ttls, [(IpAddr::V4(Ipv4Addr::LOCALHOST), 60)]);
         assert!(parse_answer(b"\x00\x01garbage").is_none());
     }
 

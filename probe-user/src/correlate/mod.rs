@@ -57,6 +57,9 @@ pub struct Correlator {
     pub connections_not_kept: u64,
     /// Kernel matches (case-folded) that the policy's exact case rule rejected.
     pub case_mismatches: u64,
+    /// Accepted DNS answers of the current step, with their TTLs: the engine takes
+    /// them (`take_answers`) after each event, for block rules' host globs.
+    answers_learned: Vec<(String, Vec<(std::net::IpAddr, u32)>)>,
     /// Kernel path matches that the classifier did not place in any category (only
     /// possible for truncated paths).
     pub unclassified_paths: u64,
@@ -137,6 +140,7 @@ impl Correlator {
             connections_first: 0,
             connections_not_kept: 0,
             case_mismatches: 0,
+            answers_learned: Vec::new(),
             homes_unusable: 0,
             unclassified_paths: 0,
             operation_not_counted: 0,
@@ -164,6 +168,11 @@ impl Correlator {
 
     /// Switches to a reloaded policy: categories are matched by name (probes so far keep
     /// the categories that still exist), rules keep their counts by name.
+    /// The DNS answers accepted since the last call: (name, [(address, TTL s)]).
+    pub fn take_answers(&mut self) -> Vec<(String, Vec<(std::net::IpAddr, u32)>)> {
+        std::mem::take(&mut self.answers_learned)
+    }
+
     pub fn set_policy(
         &mut self,
         policy: &CompiledPolicy,

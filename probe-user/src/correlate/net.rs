@@ -359,7 +359,7 @@ impl Correlator {
         procs: &ProcessTable,
     ) -> Option<Record> {
         let payload = &e.payload[..e.captured_len as usize];
-        let Some((name, addrs)) = dns::parse_answer(payload) else {
+        let Some((name, with_ttls)) = dns::parse_answer_ttls(payload) else {
             self.names.unparsed += 1;
             return None;
         };
@@ -380,7 +380,10 @@ impl Correlator {
         if !self.names.accept_answer(e.header.tgid, e.fd, txid, source) {
             return None;
         }
+        let addrs: Vec<std::net::IpAddr> = with_ttls.iter().map(|(a, _)| *a).collect();
         self.names.learn(&name, &addrs);
+        // For block rules' host globs (the engine writes them to the kernel).
+        self.answers_learned.push((name.clone(), with_ttls));
         let body = Body::DnsAnswer(DnsAnswerRecord {
             name: escape_bytes(name.as_bytes()),
             addresses: addrs.iter().map(ToString::to_string).collect(),

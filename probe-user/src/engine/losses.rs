@@ -44,6 +44,10 @@ pub enum UserspaceLoss {
     /// A block event named a rule the policy in force no longer has (a reload came
     /// between the kernel's verdict and its record): its `blocked` record is lost.
     BlockRuleReloaded,
+    /// An address a block rule's host glob named (a DNS answer, /etc/hosts) found
+    /// the kernel's address map full: the rule does not see it (`except.host`: a
+    /// call to it is refused; `destination.host`: let through).
+    BlockAddrNotStored,
 }
 
 impl UserspaceLoss {
@@ -61,6 +65,7 @@ impl UserspaceLoss {
             UserspaceLoss::HomeUnusable => "home_unusable",
             UserspaceLoss::ShownValueNotKept => "shown_value_not_kept",
             UserspaceLoss::BlockRuleReloaded => "block_rule_reloaded",
+            UserspaceLoss::BlockAddrNotStored => "block_addr_not_stored",
         }
     }
 }
@@ -240,6 +245,10 @@ impl Engine {
         l.userspace(UserspaceLoss::HomeUnusable, c.homes_unusable);
         l.userspace(UserspaceLoss::ShownValueNotKept, c.values.not_kept);
         l.userspace(UserspaceLoss::BlockRuleReloaded, c.block_unknown_rule);
+        l.userspace(
+            UserspaceLoss::BlockAddrNotStored,
+            self.sensors.block_addrs_not_stored(),
+        );
         l.filtered(Filtered::EnvObjectNotElf, env.not_elf);
         l.filtered(Filtered::EnvObjectWithoutGetenv, env.no_getenv);
         l.filtered(Filtered::EnvNameCaseMismatch, c.case_mismatches);

@@ -228,6 +228,11 @@ impl Engine {
             let first_new = self.records.len();
             self.correlator
                 .handle_into(&event, &mut self.procs, &mut self.records);
+            // At once, not at the end of the batch: the connect that follows an
+            // answer is judged by the kernel as soon as the program makes it.
+            for (name, addrs) in self.correlator.take_answers() {
+                self.sensors.learn_block_addrs(&name, &addrs);
+            }
             if let Some(why) = selected_by {
                 for record in &mut self.records[first_new..] {
                     if let Body::Exec(exec) = &mut record.body {

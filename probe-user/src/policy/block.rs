@@ -13,12 +13,13 @@ use std::net::IpAddr;
 use probe_common::{
     BLOCK_ENTRY_ENUMERATE, BLOCK_ENTRY_HOST_CALLS, BLOCK_OP_ENUMERATE, BLOCK_OP_GETENV,
     BLOCK_OP_HOST_CALL, BLOCK_OP_PRESENT_AT_EXEC, BLOCK_OP_SECURE_GETENV, BLOCK_OPS, BLOCK_PORTS,
-    BLOCK_RULE_HAS_CIDR, BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP,
-    BlockEntry, BlockNet, BlockRule, ENTRY_PROC_ENVIRON, MAX_BLOCK_CIDRS, MAX_BLOCK_RULES,
-    PATH_MATCH_EXACT,
+    BLOCK_RULE_HAS_CIDR, BLOCK_RULE_HAS_HOST, BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS,
+    BLOCK_THEN_UDP, BlockEntry, BlockNet, BlockRule, ENTRY_PROC_ENVIRON, MAX_BLOCK_CIDRS,
+    MAX_BLOCK_RULES, PATH_MATCH_EXACT,
 };
 
 use super::PolicyError;
+use super::block_hosts::HostGlob;
 use super::compile::{Classifier, KernelEntries};
 use super::rules::{Action, CompiledDestination, CompiledRule, NetworkEvent};
 use super::schema::Category;
@@ -46,6 +47,9 @@ pub struct BlockTables {
     /// LPM keys (prefix length, address bytes) and values.
     pub net4: HashMap<(u32, [u8; 4]), BlockNet>,
     pub net6: HashMap<(u32, [u8; 16]), BlockNet>,
+    /// The rules' host globs (`destination.host`, `except.host`), matched against the
+    /// names userspace learns addresses under (`block_hosts`).
+    pub hosts: Vec<HostGlob>,
 }
 
 impl BlockTables {
@@ -170,7 +174,17 @@ pub(super) fn compile(
         if !dest.cidrs.is_empty() {
             kr.flags |= BLOCK_RULE_HAS_CIDR;
         }
+        if !dest.hosts.is_empty() {
+            kr.flags |= BLOCK_RULE_HAS_HOST;
+        }
         let bit = 1u32 << k;
+        for (list, except) in [(&dest.hosts, false), (&except.hosts, true)] {
+            t.hosts.extend(list.iter().map(|pattern| HostGlob {
+                pattern: pattern.clone(),
+                bit,
+                except,
+            }));
+        }
         cidrs.extend(dest.cidrs.iter().map(|c| (*c, bit, false)));
         cidrs.extend(except.cidrs.iter().map(|c| (*c, bit, true)));
         t.rules.push(kr);

@@ -11,6 +11,9 @@ use super::{
     CompiledPolicy, DEFAULT_POLICY_SOURCE, FileIndex, KernelCapacity, PolicyError, PolicyFile,
 };
 
+/// Read at start and at each reload when a block rule names a host.
+pub const HOSTS_FILE: &str = "/etc/hosts";
+
 /// Where a policy comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicySource {
@@ -48,17 +51,26 @@ pub struct PreparedPolicy {
     pub files: Vec<PolicyFile>,
     /// A digest of the sources, to tell versions apart (`status`).
     pub version: String,
+    /// /etc/hosts as read now (bounded), when a block rule names a host: its
+    /// addresses are matched against the rules' host globs (`block_hosts`).
+    pub hosts_file: Arc<Vec<(std::net::IpAddr, String)>>,
 }
 
 impl PreparedPolicy {
     /// Indexes a compiled policy's files. Blocking I/O (bounded: see `FileIndex`).
     pub fn new(policy: CompiledPolicy) -> Self {
         let file_index = Arc::new(FileIndex::build(&policy.classifier));
+        let hosts_file = if policy.block.hosts.is_empty() {
+            Vec::new()
+        } else {
+            super::block_hosts::read_hosts_file(std::path::Path::new(HOSTS_FILE))
+        };
         Self {
             policy,
             file_index,
             files: Vec::new(),
             version: String::new(),
+            hosts_file: Arc::new(hosts_file),
         }
     }
 

@@ -302,15 +302,10 @@ fn compile_destination(spec: &DestinationSpec) -> Result<CompiledDestination, St
 /// an address and a port at the call, and the tree's reads of the rule's categories.
 fn unblockable(rule: &Rule) -> Option<&'static str> {
     let dest = rule.destination.as_ref();
-    let hosts = dest.is_some_and(|d| {
-        !d.host.is_empty() || d.except.as_deref().is_some_and(|e| !e.host.is_empty())
-    });
     if rule.probed.min_count.is_some() {
         Some("uses `probed.min_count`, which the kernel does not count")
     } else if rule.bypassed_proxy {
         Some("uses `bypassed_proxy`, which only userspace can tell")
-    } else if hosts {
-        Some("names `destination.host`: host names are not matched in the kernel yet")
     } else if rule.then.contains(&NetworkEvent::UnixConnect) {
         Some("lists `unix_connect` in `then`: only IP connects and datagrams are judged")
     } else if dest

@@ -2,6 +2,7 @@
 //! reporting honestly what attached where.
 
 pub mod block;
+mod block_addrs;
 mod btf;
 pub mod chain;
 mod elf;
@@ -125,6 +126,8 @@ pub struct Sensors {
     pub file_resolution: Option<FileResolution>,
     /// What the policy maps hold (written by `apply_policy`).
     in_force: PolicyMaps,
+    /// What `BLOCK_ADDRS` holds, and the names learned to recompute it on reload.
+    block_addrs: crate::policy::block_hosts::LearnedAddrs,
     /// Programs whose parallel load failed, with the error: their attach reports it
     /// instead of verifying them a second time.
     load_errors: std::collections::HashMap<String, String>,
@@ -181,6 +184,7 @@ impl Sensors {
             file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
             in_force: PolicyMaps::default(),
+            block_addrs: Default::default(),
             load_errors: std::collections::HashMap::new(),
             logger,
         };

@@ -21,8 +21,8 @@ use probe_common::{
     SETTING_PROC_ENVIRON, SETTING_SELECTION,
 };
 use probe_common::{
-    BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ENTRIES, MAP_BLOCK_NET4, MAP_BLOCK_NET6,
-    MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
+    BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ADDRS, MAP_BLOCK_ENTRIES, MAP_BLOCK_NET4,
+    MAP_BLOCK_NET6, MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
 };
 
 use super::map_update::{MapWrite, update};
@@ -271,11 +271,30 @@ impl Sensors {
             self.set_setting(SETTING_BLOCK_RULES, 0)?;
         }
         let mut moved_so_far: Vec<&'static str> = Vec::new();
+        let mut addrs_before = None;
         for name in ORDER {
-            if let Err(failed) = self.move_map(name, &old, &new) {
+            // The learned addresses carry rule bits: they move with the block maps,
+            // before `SETTINGS` turns the new rules on.
+            let step = if name == MAP_SETTINGS {
+                self.move_block_addrs(prepared)
+                    .map_err(|e| Box::new((e, Ok(()))))
+                    .and_then(|before| {
+                        addrs_before = Some(before);
+                        self.move_map(name, &old, &new)
+                    })
+            } else {
+                self.move_map(name, &old, &new)
+            };
+            if let Err(failed) = step {
                 let (source, restored) = *failed;
                 // Back to the old policy in every map already moved, newest first.
                 let mut restored = restored.map_err(|e| e.to_string());
+                if let Some(before) = addrs_before.take()
+                    && let Err(err) = self.restore_block_addrs(before)
+                {
+                    tracing::error!("restoring the policy map {MAP_BLOCK_ADDRS}: {err}");
+                    restored = restored.and(Err(err.to_string()));
+                }
                 for done in moved_so_far.iter().rev() {
                     if let Err(failed) = self.move_map(done, &new, &old) {
                         let err = failed.0;

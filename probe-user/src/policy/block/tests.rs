@@ -153,14 +153,6 @@ fn exposed_counts_only_when_the_rule_names_it() {
 #[test]
 fn conditions_the_kernel_cannot_judge_are_refused_naming_the_rule() {
     for (extra, why) in [
-        (
-            "    destination: {host: ['*.example.com']}\n",
-            "destination.host",
-        ),
-        (
-            "    destination: {except: {host: [example.com]}}\n",
-            "destination.host",
-        ),
         ("    bypassed_proxy: true\n", "bypassed_proxy"),
         ("    then: [unix_connect]\n", "unix_connect"),
     ] {
@@ -175,6 +167,40 @@ fn conditions_the_kernel_cannot_judge_are_refused_naming_the_rule() {
     );
     let err = policy(&min).expect_err("min_count").to_string();
     assert!(err.contains("min_count"), "{err}");
+}
+
+#[test]
+fn host_globs_compile_into_the_rules_bits() {
+    let p = policy(&format!(
+        "{}{}",
+        block_rule(
+            "a",
+            "    destination: {host: ['*.example.com'], except: {host: [ok.example.com]}}\n"
+        ),
+        block_rule(
+            "b",
+            "    destination: {except: {host: [allowed.test], cidr: [127.0.0.1/32]}}\n"
+        ),
+    ))
+    .expect("host names are judged in the kernel");
+    let (a, b) = (p.block.rules[0], p.block.rules[1]);
+    assert_eq!(a.flags, BLOCK_RULE_HAS_HOST);
+    // An `except` names no destination: rule b holds anywhere else.
+    assert_eq!(b.flags, 0);
+    let globs: Vec<(&str, u32, bool)> = p
+        .block
+        .hosts
+        .iter()
+        .map(|g| (g.pattern.as_str(), g.bit, g.except))
+        .collect();
+    assert_eq!(
+        globs,
+        [
+            ("*.example.com", 0b01, false),
+            ("ok.example.com", 0b01, true),
+            ("allowed.test", 0b10, true),
+        ]
+    );
 }
 
 #[test]

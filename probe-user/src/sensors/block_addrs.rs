@@ -1,0 +1,147 @@
+//! `BLOCK_ADDRS`: the addresses learned for block rules' host globs
+//! (`policy::block_hosts`), written as DNS answers arrive and recomputed for each
+//! policy put in force.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use aya::maps::MapData;
+use probe_common::{BlockAddr, BlockAddrKey, MAP_BLOCK_ADDRS};
+
+use super::map_update::update;
+use super::{SensorError, Sensors, map_err};
+use crate::policy::PreparedPolicy;
+use crate::policy::block_hosts::{AddrWrite, clamp_ttl};
+
+type AddrMap<'a> = aya::maps::HashMap<&'a mut MapData, BlockAddrKey, BlockAddr>;
+
+/// `BLOCK_ADDRS` as a map the policy update can move (`map_update`).
+struct Addrs<'a>(AddrMap<'a>);
+
+impl super::map_update::MapWrite<BlockAddrKey, BlockAddr> for Addrs<'_> {
+    type Error = aya::maps::MapError;
+    fn insert(&mut self, key: &BlockAddrKey, value: &BlockAddr) -> Result<(), Self::Error> {
+        self.0.insert(key, value, 0)
+    }
+    fn remove(&mut self, key: &BlockAddrKey) -> Result<(), Self::Error> {
+        match self.0.remove(key) {
+            // Gone already (LRU eviction): as wanted.
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+impl Sensors {
+    /// A DNS answer a watched process received: `name` resolved to each address,
+    /// with its TTL in seconds. Addresses a block rule's host glob names are written
+    /// to the kernel at once (one map update each; nothing else waits).
+    pub fn learn_block_addrs(&mut self, name: &str, addrs: &[(IpAddr, u32)]) {
+        let now = crate::time::boot_now_ns();
+        let mut writes = Vec::new();
+        for &(addr, ttl) in addrs {
+            let expires =
+                now.saturating_add(u64::try_from(clamp_ttl(ttl).as_nanos()).unwrap_or(u64::MAX));
+            writes.extend(self.block_addrs.learn(addr, name, expires, now));
+        }
+        if writes.is_empty() {
+            return;
+        }
+        if let Err(err) = self.write_block_addrs(&writes) {
+            tracing::warn!("learning the addresses of {name:?} for block rules: {err}");
+        }
+    }
+
+    fn write_block_addrs(&mut self, writes: &[AddrWrite]) -> Result<(), SensorError> {
+        let mut map: AddrMap = self
+            .map(MAP_BLOCK_ADDRS)?
+            .try_into()
+            .map_err(map_err(MAP_BLOCK_ADDRS))?;
+        let mut failed = Vec::new();
+        for w in writes {
+            let result = match w {
+                AddrWrite::Put(key, value) => map.insert(key, value, 0),
+                AddrWrite::Remove(key) => map.remove(key),
+            };
+            if let Err(err) = result {
+                tracing::debug!("BLOCK_ADDRS: {err}");
+                if let AddrWrite::Put(key, _) = w {
+                    failed.push(*key);
+                }
+            }
+        }
+        // Not in the kernel: a loss like a full map.
+        self.block_addrs.not_stored += failed.len() as u64;
+        for key in failed {
+            self.block_addrs.stored.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Recomputes `BLOCK_ADDRS` for `prepared` (its host globs, its read of
+    /// /etc/hosts) and moves the map there, make-before-break like the other policy
+    /// maps. Returns what to hand `restore_block_addrs` if the policy is refused
+    /// later.
+    pub(super) fn move_block_addrs(
+        &mut self,
+        prepared: &PreparedPolicy,
+    ) -> Result<AddrsBefore, SensorError> {
+        let before_globs = self.block_addrs.globs().to_vec();
+        let (old, new) = self.block_addrs.recompute(
+            prepared.policy.block.hosts.clone(),
+            &prepared.hosts_file,
+            crate::time::boot_now_ns(),
+        );
+        let before = AddrsBefore {
+            globs: before_globs,
+            stored: old,
+        };
+        if let Err(err) = self.move_addrs(&before.stored, &new) {
+            let stored = before.stored.clone();
+            self.block_addrs.restore(before.globs, stored);
+            return Err(err);
+        }
+        Ok(before)
+    }
+
+    /// Puts `BLOCK_ADDRS` back as it was before `move_block_addrs`.
+    pub(super) fn restore_block_addrs(&mut self, before: AddrsBefore) -> Result<(), SensorError> {
+        let now = self.block_addrs.stored.clone();
+        self.move_addrs(&now, &before.stored)?;
+        self.block_addrs.restore(before.globs, before.stored);
+        Ok(())
+    }
+
+    fn move_addrs(
+        &mut self,
+        from: &HashMap<BlockAddrKey, BlockAddr>,
+        to: &HashMap<BlockAddrKey, BlockAddr>,
+    ) -> Result<(), SensorError> {
+        if from == to {
+            return Ok(());
+        }
+        let map: AddrMap = self
+            .map(MAP_BLOCK_ADDRS)?
+            .try_into()
+            .map_err(map_err(MAP_BLOCK_ADDRS))?;
+        update(&mut Addrs(map), from, to).map_err(|(source, _)| SensorError::Map {
+            map: MAP_BLOCK_ADDRS,
+            source,
+        })
+    }
+
+    /// Addresses block rules' host globs named that `BLOCK_ADDRS` had no room for.
+    pub fn block_addrs_not_stored(&self) -> u64 {
+        self.block_addrs.not_stored
+    }
+}
+
+/// The address map before a policy update, to undo it.
+pub(super) struct AddrsBefore {
+    globs: Vec<crate::policy::block_hosts::HostGlob>,
+    stored: HashMap<BlockAddrKey, BlockAddr>,
+}
