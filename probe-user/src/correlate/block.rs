@@ -115,7 +115,7 @@ impl Correlator {
             self.kept_blocks.push(KeptBlock {
                 enforced,
                 record: Stamped {
-                    header: header.clone(),
+                    header,
                     body: record.clone(),
                 },
             });

@@ -48,6 +48,10 @@ pub enum UserspaceLoss {
     /// the kernel's address map full: the rule does not see it (`except.host`: a
     /// call to it is refused; `destination.host`: let through).
     BlockAddrNotStored,
+    /// An (address, name) pair learned past the 32,768 remembered ones, that no block
+    /// rule in force names: a later reload whose host globs name it cannot judge it
+    /// until it is learned again.
+    BlockAddrNotRemembered,
 }
 
 impl UserspaceLoss {
@@ -66,6 +70,7 @@ impl UserspaceLoss {
             UserspaceLoss::ShownValueNotKept => "shown_value_not_kept",
             UserspaceLoss::BlockRuleReloaded => "block_rule_reloaded",
             UserspaceLoss::BlockAddrNotStored => "block_addr_not_stored",
+            UserspaceLoss::BlockAddrNotRemembered => "block_addr_not_remembered",
         }
     }
 }
@@ -248,6 +253,10 @@ impl Engine {
         l.userspace(
             UserspaceLoss::BlockAddrNotStored,
             self.sensors.block_addrs_not_stored(),
+        );
+        l.userspace(
+            UserspaceLoss::BlockAddrNotRemembered,
+            self.sensors.block_addrs_not_remembered(),
         );
         l.filtered(Filtered::EnvObjectNotElf, env.not_elf);
         l.filtered(Filtered::EnvObjectWithoutGetenv, env.no_getenv);

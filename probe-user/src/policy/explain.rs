@@ -214,6 +214,25 @@ fn destination_words(d: &CompiledDestination) -> String {
     words
 }
 
+/// The block rules of `policy`, for `policy check`: `None` without any.
+pub fn block_summary(policy: &CompiledPolicy) -> Option<String> {
+    let names: Vec<String> = policy
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Block)
+        .map(|r| match &r.id {
+            Some(id) => format!("{} ({id})", r.name),
+            None => r.name.clone(),
+        })
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "block rules: {}: the kernel refuses matching calls when enforcing (`run --enforce`, the daemon's `enforce: true`); otherwise they only write would_block records",
+            names.join(", ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,23 +261,4 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
     }
-}
-
-/// The block rules of `policy`, for `policy check`: `None` without any.
-pub fn block_summary(policy: &CompiledPolicy) -> Option<String> {
-    let names: Vec<String> = policy
-        .rules
-        .iter()
-        .filter(|r| r.action == Action::Block)
-        .map(|r| match &r.id {
-            Some(id) => format!("{} ({id})", r.name),
-            None => r.name.clone(),
-        })
-        .collect();
-    (!names.is_empty()).then(|| {
-        format!(
-            "block rules: {}: the kernel refuses matching calls when enforcing (`run --enforce`, the daemon's `enforce: true`); otherwise they only write would_block records",
-            names.join(", ")
-        )
-    })
 }

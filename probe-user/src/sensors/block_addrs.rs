@@ -138,6 +138,11 @@ impl Sensors {
     pub fn block_addrs_not_stored(&self) -> u64 {
         self.block_addrs.not_stored
     }
+
+    /// Pairs learned past what is remembered for a reload (`LearnedAddrs`).
+    pub fn block_addrs_not_remembered(&self) -> u64 {
+        self.block_addrs.not_remembered
+    }
 }
 
 /// The address map before a policy update, to undo it.
