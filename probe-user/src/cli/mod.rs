@@ -178,6 +178,10 @@ pub struct WatchArgs {
     /// Stop after this long (`30s`, `5m`) and print the report.
     #[arg(long = "for", value_name = "DURATION")]
     pub duration: Option<String>,
+    /// Block rules (`action: block`) refuse the connects and sends of the watched
+    /// trees they match (EPERM); without it they write `would_block` records only.
+    #[arg(long)]
+    pub enforce: bool,
     /// Distinct probes kept in the timeline.
     #[arg(long, value_name = "N", default_value_t = probe_user::correlate::MAX_DISTINCT_PROBES)]
     pub max_probes: usize,

@@ -46,6 +46,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         })
         .transpose()?;
     let mut engine = open_engine(args.policy.as_deref(), args.max_probes, args.enforce)?;
+    if args.enforce && engine.correlator.enforcement(true).is_none() {
+        eprintln!(
+            "probectl: note: --enforce: the policy has no `action: block` rule, so nothing is refused"
+        );
+    }
     if args.profile.is_some() {
         // The profile keys a native CLI on its executable's sha256.
         engine.procs.hash_executables();
@@ -225,6 +230,12 @@ async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow
         eprintln!(
             "probectl: using the daemon ({}; --standalone to load probectl's own programs)",
             probe_user::daemon::socket_path().display()
+        );
+    }
+    if args.enforce {
+        // Enforcement is the daemon's (`enforce:` in its config), for every tree.
+        eprintln!(
+            "probectl: note: --enforce does not change the daemon's enforcement (`probectl status` shows it); --standalone --enforce, or --policy FILE --enforce, enforces this run's own block rules"
         );
     }
     let spawner = gate.release().context("cannot start the command")?;

@@ -33,9 +33,19 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
     if args.policy.is_none()
         && let Some(stream) = via_daemon::connect_if_running(args.standalone).await?
     {
+        if args.enforce {
+            eprintln!(
+                "probectl: note: --enforce does not change the daemon's enforcement (`probectl status` shows it); --standalone --enforce, or --policy FILE --enforce, enforces this watch's own block rules"
+            );
+        }
         return watch_via_daemon(&args, stream, duration).await;
     }
-    let mut engine = open_engine(args.policy.as_deref(), args.max_probes, false)?;
+    let mut engine = open_engine(args.policy.as_deref(), args.max_probes, args.enforce)?;
+    if args.enforce && engine.correlator.enforcement(true).is_none() {
+        eprintln!(
+            "probectl: note: --enforce: the policy has no `action: block` rule, so nothing is refused"
+        );
+    }
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
     let mut printer = Printer::new(format, out)
         .with_color(color)
