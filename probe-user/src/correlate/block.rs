@@ -73,17 +73,7 @@ impl Correlator {
         }
         categories.sort();
         categories.dedup();
-        let mut matched = [RuleMatch {
-            rule: rule.name.clone(),
-            id: rule.id.clone(),
-            severity: rule.severity,
-            action: rule.action,
-            categories,
-            probed_by: Vec::new(),
-            suppressed: false,
-            counted: rule.evidence,
-            within_ms: rule.within.as_secs_f64() * 1e3,
-        }];
+        let mut matched = [RuleMatch::of(rule, categories, false)];
         // Who made the reads: the tree's probes before the call, as a connection
         // record lists them.
         let tree = procs.tree_of(e.header.tgid);

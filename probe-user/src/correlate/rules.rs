@@ -171,17 +171,7 @@ impl RuleEngine {
             let summary = self.summaries[index].get_or_insert((0, 0, call.at_ns));
             summary.0 += 1;
             summary.1 += u64::from(suppressed);
-            out.push(RuleMatch {
-                rule: rule.name.clone(),
-                id: rule.id.clone(),
-                severity: rule.severity,
-                action: rule.action,
-                categories,
-                probed_by: Vec::new(),
-                suppressed,
-                counted: rule.evidence,
-                within_ms: rule.within.as_secs_f64() * 1e3,
-            });
+            out.push(RuleMatch::of(rule, categories, suppressed));
         }
         out
     }

@@ -288,6 +288,25 @@ pub struct RuleMatch {
 }
 
 impl RuleMatch {
+    /// A match of `rule` on `categories`, before attribution fills `probed_by`.
+    pub fn of(
+        rule: &crate::policy::rules::CompiledRule,
+        categories: Vec<String>,
+        suppressed: bool,
+    ) -> Self {
+        Self {
+            rule: rule.name.clone(),
+            id: rule.id.clone(),
+            severity: rule.severity,
+            action: rule.action,
+            categories,
+            probed_by: Vec::new(),
+            suppressed,
+            counted: rule.evidence,
+            within_ms: rule.within.as_secs_f64() * 1e3,
+        }
+    }
+
     /// "node (pid 10) read timezone; its child curl (pid 12) connected to X": the sentence
     /// a rule match's alert and report lines use. `caller` is the process that made the
     /// call, `verb` what it did ("connected to X").
