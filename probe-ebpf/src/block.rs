@@ -15,7 +15,7 @@ use probe_common::{
     BLOCK_RULE_HAS_HOST, BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP,
     BLOCK_VERDICT_BLOCKED, BLOCK_VERDICT_WOULD_BLOCK, BlockAddr, BlockAddrKey, BlockEntry,
     BlockEvent, BlockNet, BlockRule, BlockTreeState, DROP_RING_FULL_BLOCK, EVENT_BLOCK, HookDest,
-    MAX_BLOCK_ADDRS, MAX_BLOCK_CIDRS, MAX_BLOCK_RULES, MAX_POLICY_ENTRIES, MAX_WATCHED,
+    MAX_BLOCK_ADDRS, MAX_BLOCK_CIDRS, MAX_BLOCK_ENTRIES, MAX_BLOCK_RULES, MAX_WATCHED,
     SETTING_BLOCK_RULES, SETTING_ENFORCE,
 };
 
@@ -27,7 +27,7 @@ use crate::{
 /// Policy entry id -> the slots a probe of it feeds, per operation.
 #[map]
 pub static BLOCK_ENTRIES: HashMap<u32, BlockEntry> =
-    HashMap::with_max_entries(MAX_POLICY_ENTRIES + 8, 0);
+    HashMap::with_max_entries(MAX_BLOCK_ENTRIES, 0);
 
 /// The block rules, `SETTING_BLOCK_RULES` of them.
 #[map]

@@ -234,6 +234,71 @@ fn a_read_older_than_the_window_does_not_block() {
     assert_eq!(soon.code, REFUSED, "stderr:\n{}", soon.stderr);
 }
 
+/// The kernel matches a file by inode when the path string names no policy path: a
+/// relative path, `..`, a symlink planted elsewhere. Those reads must count for a
+/// block rule too, or reading the zone file as `localtime` from /etc would evade it.
+#[test]
+fn the_zone_file_read_by_a_relative_path_or_a_symlink_feeds_the_block_rule() {
+    if !bpf_available("the_zone_file_read_by_a_relative_path_or_a_symlink_feeds_the_block_rule") {
+        return;
+    }
+    assert!(
+        Path::new("/etc/localtime").exists(),
+        "this test needs /etc/localtime"
+    );
+    let dir = test_dir("block-by-inode");
+    let policy = default_policy_plus(
+        &dir,
+        &format!(
+            "  - name: zone-then-out\n    probed: {{all_of: [timezone]}}\n    then: [connect]\n    destination: {OUTSIDE_ALLOWLIST}\n    within: 30s\n    action: block\n"
+        ),
+    );
+    let link = dir.join("zone");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/etc/localtime", &link).unwrap();
+    let listener = Listener::start_on("127.0.0.2:0");
+    let port = listener.port.to_string();
+    let dir_text = dir.display().to_string();
+    let link_text = link.display().to_string();
+    let fixture_text = fixture().display().to_string();
+    for (cwd, file, refused) in [
+        ("/etc", "localtime", true),
+        ("/usr/share", "../../etc/localtime", true),
+        (dir_text.as_str(), link_text.as_str(), true),
+        (dir_text.as_str(), "zone", true),
+        // The control: another file read the same way is no time-zone read.
+        ("/", fixture_text.as_str(), false),
+    ] {
+        let run = run(
+            "block-by-inode",
+            true,
+            Some(policy.clone()),
+            &["file-connect", cwd, file, "127.0.0.2", &port],
+        );
+        let what = format!("read {file:?} from {cwd:?}");
+        if !refused {
+            assert_eq!(run.code, 0, "{what}: connected; stderr:\n{}", run.stderr);
+            assert!(run.of_type("blocked").is_empty(), "{what}");
+            continue;
+        }
+        assert_eq!(
+            run.code, REFUSED,
+            "{what}, then connect: EPERM; stderr:\n{}",
+            run.stderr
+        );
+        let blocked = run.of_type("blocked");
+        assert_eq!(blocked.len(), 1, "{what}: {blocked:#?}");
+        let b = blocked[0];
+        assert_eq!(b["rule"], "zone-then-out", "{b:#}");
+        assert_eq!(
+            b["categories"],
+            serde_json::json!(["timezone"]),
+            "{what}: {b:#}"
+        );
+        assert_eq!(b["destination"]["address"], "127.0.0.2", "{b:#}");
+    }
+}
+
 #[test]
 fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
     if !bpf_available("an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused") {

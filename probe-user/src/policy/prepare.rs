@@ -54,12 +54,19 @@ pub struct PreparedPolicy {
     /// /etc/hosts as read now (bounded), when a block rule names a host: its
     /// addresses are matched against the rules' host globs (`block_hosts`).
     pub hosts_file: Arc<Vec<(std::net::IpAddr, String)>>,
+    /// The block slots of the indexed files (`INODES` values point at them).
+    pub block_files: Arc<super::block_files::BlockFiles>,
 }
 
 impl PreparedPolicy {
     /// Indexes a compiled policy's files. Blocking I/O (bounded: see `FileIndex`).
     pub fn new(policy: CompiledPolicy) -> Self {
         let file_index = Arc::new(FileIndex::build(&policy.classifier));
+        let block_files = Arc::new(super::block_files::compile(
+            &policy.block,
+            &policy.classifier,
+            &file_index,
+        ));
         let hosts_file = if policy.block.hosts.is_empty() {
             Vec::new()
         } else {
@@ -71,6 +78,7 @@ impl PreparedPolicy {
             files: Vec::new(),
             version: String::new(),
             hosts_file: Arc::new(hosts_file),
+            block_files,
         }
     }
 
