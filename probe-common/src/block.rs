@@ -18,6 +18,9 @@ pub const MAP_BLOCK_NET4: &str = "BLOCK_NET4";
 pub const MAP_BLOCK_NET6: &str = "BLOCK_NET6";
 pub const MAP_BLOCK_TREES: &str = "BLOCK_TREES";
 pub const MAP_BLOCK_STATE: &str = "BLOCK_STATE";
+/// Per tree, the slots userspace fed (reads only it could decide); written only by
+/// userspace, so that it never overwrites a time the kernel wrote.
+pub const MAP_BLOCK_LATE: &str = "BLOCK_LATE";
 
 /// `SETTINGS` slot: the number of block rules in `BLOCK_RULES` (0: enforcement is
 /// off, and every block path returns after this one check).

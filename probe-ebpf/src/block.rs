@@ -63,6 +63,13 @@ pub static BLOCK_TREES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHE
 pub static BLOCK_STATE: LruHashMap<u32, BlockTreeState> =
     LruHashMap::with_max_entries(MAX_WATCHED, 0);
 
+/// Per tree: when userspace fed each slot (reads it decided: a basename or own-home
+/// candidate, a case variant, process_vm_readv). Only userspace writes it; the judge
+/// takes the later of the two times.
+#[map]
+pub static BLOCK_LATE: LruHashMap<u32, BlockTreeState> =
+    LruHashMap::with_max_entries(MAX_WATCHED, 0);
+
 /// Zeros, to insert a new tree's state from map memory (256 bytes are too many for
 /// the stacks of the programs that feed).
 #[map]
@@ -226,6 +233,26 @@ fn nets(dest: &HookDest, now: u64) -> BlockNet {
     net
 }
 
+/// When `slot` was last fed: by the kernel (`state`) or by userspace (`late`),
+/// whichever is later; 0 when neither did.
+#[inline(always)]
+fn fed_at(
+    state: Option<*const BlockTreeState>,
+    late: Option<*const BlockTreeState>,
+    slot: usize,
+) -> u64 {
+    // SAFETY: value pointers from successful lookups, read only.
+    let kernel = match state {
+        Some(s) => unsafe { (*s).fed_ns[slot] },
+        None => 0,
+    };
+    let user = match late {
+        Some(l) => unsafe { (*l).fed_ns[slot] },
+        None => 0,
+    };
+    if user > kernel { user } else { kernel }
+}
+
 /// At a watched process's connect (`udp` false) or datagram send (`udp` true) to
 /// `dest`: the verdict of the first block rule whose sequence holds for its tree,
 /// reported in a `BlockEvent`; `ALLOW` when none does.
@@ -236,12 +263,20 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         return ALLOW;
     }
     let tree = tree_of(tgid);
-    let Some(state) = BLOCK_STATE.get_ptr(tree) else {
+    let (state, late) = (BLOCK_STATE.get_ptr(tree), BLOCK_LATE.get_ptr(tree));
+    // Through volatile reads: the compiler would test both at once by ORing the two
+    // pointers, which the verifier refuses. (For the same reason each pointer is
+    // read only where it is known not to be null, see `fed_at`.)
+    let (fed, fed_late) = unsafe {
+        (
+            core::ptr::read_volatile(&state.is_some()),
+            core::ptr::read_volatile(&late.is_some()),
+        )
+    };
+    if !fed && !fed_late {
         // The tree never fed a slot.
         return ALLOW;
-    };
-    // SAFETY: a map value, read only.
-    let state = unsafe { &*state };
+    }
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(scratch) = BLOCK_JUDGE.get_ptr_mut(0) else {
         return ALLOW;
@@ -253,7 +288,7 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
     // see `JudgeScratch`).
     unsafe { core::ptr::write_volatile(held_at, 0) };
     for slot in 0..BLOCK_SLOTS {
-        let fed = state.fed_ns[slot];
+        let fed = fed_at(state, late, slot);
         if fed == 0 || fed > now {
             continue;
         }
@@ -313,6 +348,7 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             udp,
             held & (rule.all_of | rule.any_of),
             state,
+            late,
         );
         return if enforce { DENY } else { ALLOW };
     }
@@ -329,7 +365,8 @@ fn report(
     dest: &HookDest,
     udp: bool,
     held: u32,
-    state: &BlockTreeState,
+    state: Option<*const BlockTreeState>,
+    late: Option<*const BlockTreeState>,
 ) {
     let Some(mut entry) = EVENTS.reserve::<BlockEvent>(0) else {
         count_drop(DROP_RING_FULL_BLOCK);
@@ -355,7 +392,7 @@ fn report(
     e.port = dest.port;
     e.addr = dest.addr;
     for slot in 0..BLOCK_SLOTS {
-        e.fed_ns[slot] = state.fed_ns[slot];
+        e.fed_ns[slot] = fed_at(state, late, slot);
     }
     entry.submit(0);
 }

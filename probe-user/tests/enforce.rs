@@ -299,6 +299,79 @@ fn the_zone_file_read_by_a_relative_path_or_a_symlink_feeds_the_block_rule() {
     }
 }
 
+/// Reads only userspace can decide (here `~/` files under a `HOME` that is no passwd
+/// home: a basename candidate and an own-home candidate) are written into the
+/// kernel's block state once decided, so a later call is judged with them.
+#[test]
+fn a_read_userspace_decides_counts_for_a_later_call() {
+    if !bpf_available("a_read_userspace_decides_counts_for_a_later_call") {
+        return;
+    }
+    let dir = test_dir("block-late");
+    let home = dir.join("home");
+    let files = [
+        home.join(".claude/settings.json"),
+        home.join(".config/anthropic/configs/default"),
+    ];
+    for file in &files {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, b"{}").unwrap();
+    }
+    let policy = default_policy_plus(
+        &dir,
+        &format!(
+            "  - name: relay-then-out\n    probed: {{all_of: [api-relay]}}\n    then: [connect]\n    destination: {OUTSIDE_ALLOWLIST}\n    within: 30s\n    action: block\n"
+        ),
+    );
+    let listener = Listener::start_on("127.0.0.2:0");
+    let port = listener.port.to_string();
+    let home_env = format!("HOME={}", home.display());
+    let script = fixture();
+    for file in &files {
+        let file = file.display().to_string();
+        let argv: Vec<&OsStr> = [
+            OsStr::new("env"),
+            OsStr::new(&home_env),
+            OsStr::new("node"),
+            script.as_os_str(),
+        ]
+        .into_iter()
+        .chain(["file-connect", "/", &file, "127.0.0.2", &port, "500"].map(OsStr::new))
+        .collect();
+        let run = probectl_json_with(
+            &[
+                OsStr::new("--policy"),
+                policy.as_os_str(),
+                OsStr::new("--enforce"),
+            ],
+            &argv,
+        );
+        // The read is decided in userspace (the report names it)...
+        let probes = run.of_type("probe");
+        assert!(
+            probes.iter().any(|p| p["target"] == file.as_str()
+                && p["categories"] == serde_json::json!(["api-relay"])),
+            "{file} read as api-relay: {probes:#?}"
+        );
+        // ...and the call half a second later is refused.
+        assert_eq!(
+            run.code, REFUSED,
+            "read {file}, wait, connect: EPERM; stderr:\n{}",
+            run.stderr
+        );
+        let blocked = run.of_type("blocked");
+        assert_eq!(blocked.len(), 1, "{file}: {blocked:#?}");
+        assert_eq!(blocked[0]["rule"], "relay-then-out");
+        let drops = run.report()["drops"].as_array().unwrap();
+        assert!(
+            drops
+                .iter()
+                .all(|d| d["reason"] != "userspace:block_late_feed_failed"),
+            "{drops:#?}"
+        );
+    }
+}
+
 #[test]
 fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
     if !bpf_available("an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused") {

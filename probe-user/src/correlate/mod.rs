@@ -114,6 +114,9 @@ pub struct Correlator {
     /// `blocked` / `would_block` records for the report (`block::MAX_KEPT_BLOCKS`).
     kept_blocks: Vec<crate::records::KeptBlock>,
     pub blocks_not_kept: u64,
+    /// Block slots of reads only userspace could decide, for the engine to write
+    /// into the kernel (`take_late_feeds`).
+    late_feeds: Vec<block::LateFeed>,
 }
 
 /// `/proc/123/environ`: another process's environment, read. Reports fold these by
@@ -163,6 +166,7 @@ impl Correlator {
             block_unknown_rule: 0,
             kept_blocks: Vec::new(),
             blocks_not_kept: 0,
+            late_feeds: Vec::new(),
         }
     }
 

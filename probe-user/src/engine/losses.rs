@@ -52,6 +52,10 @@ pub enum UserspaceLoss {
     /// rule in force names: a later reload whose host globs name it cannot judge it
     /// until it is learned again.
     BlockAddrNotRemembered,
+    /// A read only userspace could decide (a basename or own-home candidate, a case
+    /// variant, process_vm_readv) could not be written into the kernel's block state:
+    /// block rules do not count it.
+    BlockLateFeedFailed,
 }
 
 impl UserspaceLoss {
@@ -71,6 +75,7 @@ impl UserspaceLoss {
             UserspaceLoss::BlockRuleReloaded => "block_rule_reloaded",
             UserspaceLoss::BlockAddrNotStored => "block_addr_not_stored",
             UserspaceLoss::BlockAddrNotRemembered => "block_addr_not_remembered",
+            UserspaceLoss::BlockLateFeedFailed => "block_late_feed_failed",
         }
     }
 }
@@ -257,6 +262,10 @@ impl Engine {
         l.userspace(
             UserspaceLoss::BlockAddrNotRemembered,
             self.sensors.block_addrs_not_remembered(),
+        );
+        l.userspace(
+            UserspaceLoss::BlockLateFeedFailed,
+            self.sensors.block_late_failed(),
         );
         l.filtered(Filtered::EnvObjectNotElf, env.not_elf);
         l.filtered(Filtered::EnvObjectWithoutGetenv, env.no_getenv);

@@ -233,6 +233,11 @@ impl Engine {
             for (name, addrs) in self.correlator.take_answers() {
                 self.sensors.learn_block_addrs(&name, &addrs);
             }
+            // Reads only userspace decided count for later calls.
+            for feed in self.correlator.take_late_feeds() {
+                self.sensors
+                    .feed_block_late(feed.pid, feed.slots, feed.ktime_ns);
+            }
             if let Some(why) = selected_by {
                 for record in &mut self.records[first_new..] {
                     if let Body::Exec(exec) = &mut record.body {

@@ -434,6 +434,13 @@ fn entries(
     out
 }
 
+/// The slots a probe of categories `cats` made by `how` feeds (for reads userspace
+/// decides, `correlate::block::LateFeed`).
+pub fn slots_fed(slots: &[Slot], cats: &[usize], how: How, classifier: &Classifier) -> u32 {
+    let cats: Vec<(usize, bool)> = cats.iter().map(|c| (*c, false)).collect();
+    slot_mask(slots, &cats, how, classifier)
+}
+
 /// The slots a probe made by `how` of an entry named by `cats` feeds.
 pub(super) fn slot_mask(
     slots: &[Slot],

@@ -67,6 +67,13 @@ impl PreparedPolicy {
             &policy.classifier,
             &file_index,
         ));
+        if block_files.not_fed > 0 {
+            tracing::warn!(
+                "{} policy files need more than {} distinct sets of block slots: block rules count them only when read by their path",
+                block_files.not_fed,
+                probe_common::MAX_BLOCK_FILE_ENTRIES
+            );
+        }
         let hosts_file = if policy.block.hosts.is_empty() {
             Vec::new()
         } else {
@@ -84,7 +91,15 @@ impl PreparedPolicy {
 
     /// How full each kernel map will be.
     pub fn capacity(&self) -> KernelCapacity {
-        KernelCapacity::of(&self.policy, Some(&self.file_index))
+        let mut capacity = KernelCapacity::of(&self.policy, Some(&self.file_index));
+        if !self.policy.block.is_empty() {
+            capacity.0.push(super::MapUse {
+                map: probe_common::MAP_BLOCK_ENTRIES,
+                used: self.policy.block.entries.len() + self.block_files.entries.len(),
+                capacity: probe_common::MAX_BLOCK_ENTRIES as usize,
+            });
+        }
+        capacity
     }
 }
 
