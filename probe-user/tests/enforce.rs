@@ -420,6 +420,21 @@ fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
     let b = blocked(&run_udp, "blocked");
     assert_eq!(b.len(), 1, "{b:#?}");
     assert_eq!(b[0]["event"], "udp_send");
+    // The datagram's own record says it did not leave (it once said "sent"), and
+    // stays a UDP send for the rules and the sinks.
+    let sends: Vec<&Value> = run_udp
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["address"] == "127.0.0.2")
+        .collect();
+    assert_eq!(sends.len(), 1, "{sends:#?}");
+    assert_eq!(sends[0]["event"], "udp_send", "{:#}", sends[0]);
+    assert_ne!(sends[0]["result"], "sent", "{:#}", sends[0]);
+    assert!(
+        sends[0]["result"].to_string().contains("EPERM"),
+        "{:#}",
+        sends[0]
+    );
 }
 
 #[test]

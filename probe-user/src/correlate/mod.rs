@@ -92,8 +92,10 @@ pub struct Correlator {
     awaiting_outcome: pending::Pending<(u32, Destination), (u64, f64)>,
     /// Names for addresses, from DNS answers and /etc/hosts.
     pub names: dns::NameBook,
-    /// UDP destinations already reported per process; later datagrams are not.
-    udp_seen: HashSet<(u32, Destination)>,
+    /// UDP destinations already reported per process, and whether the send failed
+    /// (a refused send is reported once too, next to the sent one); later datagrams
+    /// are not.
+    udp_seen: HashSet<(u32, Destination, bool)>,
     /// Category indices with their names, in name order: how records list probes.
     category_rank: Vec<(usize, String)>,
     /// The policy's rules, evaluated at each network event.
@@ -228,7 +230,8 @@ impl Correlator {
             self.timelines.evict_exited(tree);
             self.rules.forget_tree(tree);
         }
-        self.udp_seen.retain(|(pid, _)| procs.get(*pid).is_some());
+        self.udp_seen
+            .retain(|(pid, _, _)| procs.get(*pid).is_some());
         self.early_outcomes
             .retain_keys(|(pid, _)| procs.get(*pid).is_some());
         self.awaiting_outcome
@@ -378,7 +381,7 @@ impl Correlator {
                 if e.header.kind != probe_common::EVENT_CONNECT_ISSUED {
                     self.net_names.note_dns_socket(e.header.tgid, e.fd, &dest);
                 }
-                Some(self.on_connect(&e.header, dest, result, seen_at, procs))
+                Some(self.on_connect(&e.header, dest, result, seen_at, false, procs))
             }
             Event::ConnectUnix(e) => {
                 let path = escape_bytes(e.path_bytes());
@@ -396,7 +399,7 @@ impl Correlator {
                     return self.on_unix_datagram(&e.header, dest, e.ret, procs);
                 }
                 let result = ConnectResult::of_syscall(e.ret);
-                Some(self.on_connect(&e.header, dest, result, SeenAt::Syscall, procs))
+                Some(self.on_connect(&e.header, dest, result, SeenAt::Syscall, false, procs))
             }
             Event::ConnectOutcome(e) => self.on_outcome(e, procs),
             Event::UdpSend(e) => self.on_udp_send(e, procs),
