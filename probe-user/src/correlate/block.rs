@@ -126,6 +126,7 @@ impl Correlator {
         (!self.block.rules.is_empty()).then(|| Enforcement {
             enforcing,
             block_rules: self.block.names(),
+            dns: None,
         })
     }
 

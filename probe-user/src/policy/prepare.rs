@@ -54,16 +54,25 @@ pub struct PreparedPolicy {
     /// /etc/hosts as read now (bounded), when a block rule names a host: its
     /// addresses are matched against the rules' host globs (`block_hosts`).
     pub hosts_file: Arc<Vec<(std::net::IpAddr, String)>>,
+    /// The `nameserver`s of /etc/resolv.conf as read now, when a block rule names a
+    /// host: the resolvers whose answers are learned for the rules' host globs unless
+    /// a list is configured (`dns_trust`).
+    pub resolv_conf: Arc<Vec<super::dns_trust::Resolver>>,
 }
 
 impl PreparedPolicy {
     /// Indexes a compiled policy's files. Blocking I/O (bounded: see `FileIndex`).
     pub fn new(policy: CompiledPolicy) -> Self {
         let file_index = Arc::new(FileIndex::build(&policy.classifier));
-        let hosts_file = if policy.block.hosts.is_empty() {
-            Vec::new()
+        let (hosts_file, resolv_conf) = if policy.block.hosts.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
-            super::block_hosts::read_hosts_file(std::path::Path::new(HOSTS_FILE))
+            (
+                super::block_hosts::read_hosts_file(std::path::Path::new(HOSTS_FILE)),
+                super::dns_trust::read_resolv_conf(std::path::Path::new(
+                    super::dns_trust::RESOLV_CONF,
+                )),
+            )
         };
         Self {
             policy,
@@ -71,6 +80,7 @@ impl PreparedPolicy {
             files: Vec::new(),
             version: String::new(),
             hosts_file: Arc::new(hosts_file),
+            resolv_conf: Arc::new(resolv_conf),
         }
     }
 

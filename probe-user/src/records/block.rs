@@ -69,4 +69,20 @@ pub struct Enforcement {
     pub enforcing: bool,
     /// The block rules in force (name, or `name (id)`).
     pub block_rules: Vec<String>,
+    /// When a block rule names a host: whose DNS answers name its addresses, and
+    /// the answers not learned because their server is not trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsTrustReport>,
+}
+
+/// The resolvers trusted for block rules' host names (docs/policy.md, "Host names").
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DnsTrustReport {
+    /// Where the list comes from.
+    pub trusted_from: crate::policy::dns_trust::TrustSource,
+    /// `ADDR:PORT` of each trusted resolver.
+    pub trusted: Vec<String>,
+    /// Answers from other servers (not learned), per server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untrusted: Vec<crate::policy::dns_trust::UntrustedAnswers>,
 }

@@ -128,6 +128,8 @@ pub struct Sensors {
     in_force: PolicyMaps,
     /// What `BLOCK_ADDRS` holds, and the names learned to recompute it on reload.
     block_addrs: crate::policy::block_hosts::LearnedAddrs,
+    /// The resolvers whose answers `block_addrs` learns from, and the answers refused.
+    dns_trust: crate::policy::dns_trust::DnsTrust,
     /// Programs whose parallel load failed, with the error: their attach reports it
     /// instead of verifying them a second time.
     load_errors: std::collections::HashMap<String, String>,
@@ -185,6 +187,7 @@ impl Sensors {
             file_resolution: None,
             in_force: PolicyMaps::default(),
             block_addrs: Default::default(),
+            dns_trust: Default::default(),
             load_errors: std::collections::HashMap::new(),
             logger,
         };
