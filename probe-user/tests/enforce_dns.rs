@@ -202,7 +202,11 @@ fn an_answer_from_a_server_the_cli_picked_does_not_open_the_allowlist() {
         &["until", "allowed.test", &port, "ok"],
     ));
     let line = fixture_line(&run);
-    assert_eq!(run.code, 0, "allowed.test became reachable: {line}\n{}", run.stderr);
+    assert_eq!(
+        run.code, 0,
+        "allowed.test became reachable: {line}\n{}",
+        run.stderr
+    );
     assert_eq!(line["address"], ROGUE_ADDR.to_string(), "{line}");
     let dns = &run.report()["enforcement"]["dns"];
     assert!(dns.get("untrusted").is_none(), "{dns:#}");

@@ -275,24 +275,48 @@ mod tests {
         let forger: Server = (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)), 53);
         let mut book = NameBook::default();
         // Nothing asked: refused.
-        assert!(book.accept_answer(1, 3, 7, AnswerSource::Addr(server)).is_none());
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
         book.expect_answer(1, 3, 7, Some(server));
         // Wrong id, wrong socket, wrong process, wrong source, unknown source.
-        assert!(book.accept_answer(1, 3, 8, AnswerSource::Addr(server)).is_none());
-        assert!(book.accept_answer(1, 4, 7, AnswerSource::Addr(server)).is_none());
-        assert!(book.accept_answer(2, 3, 7, AnswerSource::Addr(server)).is_none());
-        assert!(book.accept_answer(1, 3, 7, AnswerSource::Addr(forger)).is_none());
-        assert!(book.accept_answer(1, 3, 7, AnswerSource::NotAsked).is_none());
+        assert!(
+            book.accept_answer(1, 3, 8, AnswerSource::Addr(server))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(1, 4, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(2, 3, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::Addr(forger))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::NotAsked)
+                .is_none()
+        );
         assert_eq!(
             book.accept_answer(1, 3, 7, AnswerSource::Addr(server)),
             Some(Some(server))
         );
         // Once: a second answer with the same id is refused.
-        assert!(book.accept_answer(1, 3, 7, AnswerSource::Addr(server)).is_none());
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
         // A connected socket's query (no destination given): the kernel enforces
         // the peer, so an answer without a source address is accepted.
         book.expect_answer(1, 5, 9, None);
-        assert!(book.accept_answer(1, 5, 9, AnswerSource::Unreadable).is_none());
+        assert!(
+            book.accept_answer(1, 5, 9, AnswerSource::Unreadable)
+                .is_none()
+        );
         assert_eq!(
             book.accept_answer(1, 5, 9, AnswerSource::NotAsked),
             Some(None)
@@ -302,8 +326,14 @@ mod tests {
         for id in 0..=MAX_PENDING_QUERIES as u16 {
             book.expect_answer(9, 3, id, None);
         }
-        assert!(book.accept_answer(9, 3, 0, AnswerSource::NotAsked).is_none());
-        assert!(book.accept_answer(9, 3, 1, AnswerSource::NotAsked).is_some());
+        assert!(
+            book.accept_answer(9, 3, 0, AnswerSource::NotAsked)
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(9, 3, 1, AnswerSource::NotAsked)
+                .is_some()
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use probe_common::{
 
 use super::rules::NetCall;
 use super::{Correlator, LearnedAnswer, attribution, bypass, dns};
-use crate::policy::dns_trust::Resolver;
 use crate::escape::escape_bytes;
+use crate::policy::dns_trust::Resolver;
 use crate::policy::rules::{Action, NetworkEvent};
 use crate::process::ProcessTable;
 use crate::records::*;
@@ -378,7 +378,9 @@ impl Correlator {
             _ => dns::AnswerSource::Unreadable,
         };
         let txid = dns::transaction_id(payload)?;
-        let server = self.names.accept_answer(e.header.tgid, e.fd, txid, source)?;
+        let server = self
+            .names
+            .accept_answer(e.header.tgid, e.fd, txid, source)?;
         // Sent on a connected socket: its connect named the server.
         let server = server
             .or_else(|| {

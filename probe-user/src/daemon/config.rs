@@ -241,8 +241,11 @@ mod tests {
     #[test]
     fn trusted_resolvers_default_to_resolv_conf_and_are_checked() {
         assert!(Config::default().trusted_resolvers.is_none());
-        let c = Config::parse("trusted_resolvers: [10.0.0.2, \"127.0.0.1:5353\"]\n", "c.yaml")
-            .unwrap();
+        let c = Config::parse(
+            "trusted_resolvers: [10.0.0.2, \"127.0.0.1:5353\"]\n",
+            "c.yaml",
+        )
+        .unwrap();
         let list: Vec<String> = c
             .trusted_resolvers
             .unwrap()

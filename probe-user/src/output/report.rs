@@ -386,7 +386,10 @@ fn dns_trust(s: &mut String, dns: &crate::records::DnsTrustReport) {
     } else {
         dns.trusted.join(", ")
     };
-    let _ = writeln!(s, "  host names learned from the DNS answers of: {list} ({from})");
+    let _ = writeln!(
+        s,
+        "  host names learned from the DNS answers of: {list} ({from})"
+    );
     for u in &dns.untrusted {
         let _ = writeln!(
             s,
