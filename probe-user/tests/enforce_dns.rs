@@ -25,7 +25,8 @@ const ALLOWED_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 33);
 const ROGUE_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 34);
 
 /// Serves A queries on `addr:53` until the test process exits, answering
-/// `allowed.test` with `allowed` and anything else with 127.0.0.35.
+/// `allowed.test` with `allowed`, `n<i>.blocked.test` with 127.0.2.<i+1> (each a new
+/// address) and anything else with 127.0.0.35.
 fn fake_resolver(addr: &'static str, allowed: Ipv4Addr) {
     let socket = UdpSocket::bind((addr, 53))
         .unwrap_or_else(|e| panic!("bind a fake resolver on {addr}:53: {e}"));
@@ -45,10 +46,15 @@ fn fake_resolver(addr: &'static str, allowed: Ipv4Addr) {
                 .filter(|q| q.qtype == QTYPE::TYPE(TYPE::A))
                 .map(|q| {
                     let name = q.qname.to_string().to_ascii_lowercase();
-                    let address = if name.trim_end_matches('.') == "allowed.test" {
-                        allowed
-                    } else {
-                        Ipv4Addr::new(127, 0, 0, 35)
+                    let name = name.trim_end_matches('.');
+                    let numbered = name
+                        .strip_prefix('n')
+                        .and_then(|r| r.strip_suffix(".blocked.test"))
+                        .and_then(|i| i.parse::<u8>().ok());
+                    let address = match (name, numbered) {
+                        ("allowed.test", _) => allowed,
+                        (_, Some(i)) => Ipv4Addr::new(127, 0, 2, i.saturating_add(1)),
+                        _ => Ipv4Addr::new(127, 0, 0, 35),
                     };
                     ResourceRecord::new(
                         q.qname.clone(),
@@ -89,6 +95,15 @@ fn allowlist_policy(dir: &Path) -> PathBuf {
         &format!(
             "  - name: read-then-call\n    id: BLOCK-DNS\n    probed: {{all_of: [timezone, api-relay]}}\n    then: [connect]\n    destination: {{except: {{host: [allowed.test], cidr: [{TRUSTED}/32, {ROGUE}/32]}}}}\n    within: 60s\n    severity: high\n    action: block\n"
         ),
+    )
+}
+
+/// A blocklist by host name that also refuses, while a DNS answer of the tree is
+/// pending in probectl, the addresses it has not learned yet.
+fn pending_policy(dir: &Path) -> PathBuf {
+    default_policy_plus(
+        dir,
+        "  - name: read-then-call\n    id: BLOCK-PENDING\n    probed: {all_of: [timezone, api-relay]}\n    then: [connect]\n    destination: {host: ['*blocked.test'], dns_pending: block}\n    within: 60s\n    severity: high\n    action: block\n",
     )
 }
 
@@ -237,4 +252,82 @@ fn by_default_the_resolvers_of_etc_resolv_conf_are_trusted() {
     let dns = &run.report()["enforcement"]["dns"];
     assert_eq!(dns["trusted_from"], "resolv_conf", "{dns:#}");
     assert_eq!(dns["trusted"], serde_json::json!([format!("{TRUSTED}:53")]));
+}
+
+#[test]
+fn with_dns_pending_block_no_connect_races_past_a_fresh_answer() {
+    if !bpf_available("with_dns_pending_block_no_connect_races_past_a_fresh_answer") {
+        return;
+    }
+    resolvers_up();
+    let listener = Listener::start_on("0.0.0.0:0");
+    let port = listener.port.to_string();
+    let dir = test_dir("block-dns-pending-race");
+    let policy = pending_policy(&dir);
+    // 50 fresh names, each connected to the moment its answer arrives: without
+    // `dns_pending: block` most of these go through before probectl has stored the
+    // address (tests/enforce_hosts.rs measures it); with it, none does.
+    let run = json_run(command(&dir, &policy, TRUSTED, &[], &["race", "50", &port]));
+    let race = fixture_line(&run);
+    assert_eq!(run.code, 0, "{race}\n{}", run.stderr);
+    let (through, refused) = (
+        race["through"].as_u64().unwrap(),
+        race["refused"].as_u64().unwrap(),
+    );
+    let pending = run
+        .of_type("blocked")
+        .iter()
+        .filter(|b| b["dns_pending"] == true)
+        .count();
+    eprintln!(
+        "dns_pending: block: of 50 connects made at once after a fresh answer, {through} went through, {refused} were refused ({pending} of them before the address was stored)"
+    );
+    assert_eq!((through, refused), (0, 50), "{race}");
+}
+
+#[test]
+fn with_dns_pending_block_an_unrelated_address_passes_once_the_answer_is_handled() {
+    if !bpf_available(
+        "with_dns_pending_block_an_unrelated_address_passes_once_the_answer_is_handled",
+    ) {
+        return;
+    }
+    resolvers_up();
+    let listener = Listener::start_on("0.0.0.0:0");
+    let port = listener.port.to_string();
+    let dir = test_dir("block-dns-pending-cleared");
+    let policy = pending_policy(&dir);
+    let (gate, out) = (dir.join("gate"), dir.join("out.json"));
+    let mut run = StreamingRun::spawn(command(
+        &dir,
+        &policy,
+        TRUSTED,
+        &[],
+        &[
+            "gate",
+            "elsewhere.test",
+            &port,
+            gate.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ));
+    // The answer's record is written after probectl handled it (and told the
+    // kernel): from then on the tree has nothing pending.
+    run.wait_for("the answer for elsewhere.test", |r| {
+        r["type"] == "dns_answer" && r["name"] == "elsewhere.test"
+    });
+    std::fs::write(&gate, b"").unwrap();
+    let run = run.finish();
+    let result: Value = serde_json::from_slice(&std::fs::read(&out).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the fixture's result ({e}); stderr: {}", run.stderr));
+    assert_eq!(result["address"], "127.0.0.35", "{result}");
+    assert_eq!(
+        result["result"], "ok",
+        "an address no rule names, after the answer was handled: {result}"
+    );
+    assert!(
+        run.of_type("blocked").is_empty(),
+        "{:#?}",
+        run.of_type("blocked")
+    );
 }

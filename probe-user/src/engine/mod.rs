@@ -19,6 +19,7 @@ mod watch;
 
 use std::collections::BTreeMap;
 
+use probe_common::BLOCK_RULE_DNS_PENDING;
 use probe_common::decode::Event;
 
 use crate::correlate::Correlator;
@@ -238,6 +239,19 @@ impl Engine {
             for answer in self.correlator.take_answers() {
                 self.sensors
                     .learn_block_addrs(&answer.name, &answer.addrs, answer.server);
+            }
+            // Then, every answer (learned, untrusted or undecodable alike) is done:
+            // `dns_pending: block` rules stop holding its tree's unknown addresses.
+            if let Event::DnsAnswer(e) = &event
+                && self
+                    .policy
+                    .block
+                    .rules
+                    .iter()
+                    .any(|r| r.flags & BLOCK_RULE_DNS_PENDING != 0)
+            {
+                self.sensors
+                    .dns_answer_handled(e.header.tgid, e.header.ktime_ns);
             }
             if let Some(why) = selected_by {
                 for record in &mut self.records[first_new..] {

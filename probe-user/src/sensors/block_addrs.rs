@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use aya::maps::MapData;
-use probe_common::{BlockAddr, BlockAddrKey, MAP_BLOCK_ADDRS};
+use probe_common::{BlockAddr, BlockAddrKey, MAP_BLOCK_ADDRS, MAP_BLOCK_DNS_DONE, MAP_BLOCK_TREES};
 
 use super::map_update::update;
 use super::{SensorError, Sensors, map_err};
@@ -153,6 +153,37 @@ impl Sensors {
     /// Addresses block rules' host globs named that `BLOCK_ADDRS` had no room for.
     pub fn block_addrs_not_stored(&self) -> u64 {
         self.block_addrs.not_stored
+    }
+
+    /// The DNS answer a watched process `tgid` received, whose event the kernel
+    /// stamped `at_ns`, is handled (and what it named is in `BLOCK_ADDRS`): its tree's
+    /// mark is no longer pending (`probe_common::BLOCK_DNS_PENDING_NS`). Called only
+    /// while a rule has `dns_pending: block`.
+    pub fn dns_answer_handled(&mut self, tgid: u32, at_ns: u64) {
+        if let Err(err) = self.write_dns_done(tgid, at_ns) {
+            self.block_dns_done_not_written += 1;
+            tracing::debug!("BLOCK_DNS_DONE: {err}");
+        }
+    }
+
+    fn write_dns_done(&mut self, tgid: u32, at_ns: u64) -> Result<(), SensorError> {
+        // The tree as the kernel keys it: a forked process's root, else itself.
+        let tree = {
+            let trees: aya::maps::HashMap<&mut MapData, u32, u32> = self
+                .map(MAP_BLOCK_TREES)?
+                .try_into()
+                .map_err(map_err(MAP_BLOCK_TREES))?;
+            trees.get(&tgid, 0).unwrap_or(tgid)
+        };
+        let mut done: aya::maps::HashMap<&mut MapData, u32, u64> = self
+            .map(MAP_BLOCK_DNS_DONE)?
+            .try_into()
+            .map_err(map_err(MAP_BLOCK_DNS_DONE))?;
+        // Never backwards: answers of one tree handled out of their time order (two
+        // CPUs) keep the latest.
+        let at_ns = done.get(&tree, 0).map_or(at_ns, |d| d.max(at_ns));
+        done.insert(tree, at_ns, 0)
+            .map_err(map_err(MAP_BLOCK_DNS_DONE))
     }
 
     /// An explicit list of trusted resolvers (`None`: /etc/resolv.conf's).

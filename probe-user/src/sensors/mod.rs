@@ -130,6 +130,8 @@ pub struct Sensors {
     block_addrs: crate::policy::block_hosts::LearnedAddrs,
     /// The resolvers whose answers `block_addrs` learns from, and the answers refused.
     dns_trust: crate::policy::dns_trust::DnsTrust,
+    /// Handled DNS answers whose "done" the kernel map refused (`dns_answer_handled`).
+    pub block_dns_done_not_written: u64,
     /// Programs whose parallel load failed, with the error: their attach reports it
     /// instead of verifying them a second time.
     load_errors: std::collections::HashMap<String, String>,
@@ -188,6 +190,7 @@ impl Sensors {
             in_force: PolicyMaps::default(),
             block_addrs: Default::default(),
             dns_trust: Default::default(),
+            block_dns_done_not_written: 0,
             load_errors: std::collections::HashMap::new(),
             logger,
         };
