@@ -331,3 +331,72 @@ fn with_dns_pending_block_an_unrelated_address_passes_once_the_answer_is_handled
         run.of_type("blocked")
     );
 }
+
+#[test]
+fn with_dns_pending_block_a_stalled_probectl_refuses_unknown_addresses_for_2_s_only() {
+    if !bpf_available(
+        "with_dns_pending_block_a_stalled_probectl_refuses_unknown_addresses_for_2_s_only",
+    ) {
+        return;
+    }
+    resolvers_up();
+    let listener = Listener::start_on("0.0.0.0:0");
+    let port = listener.port.to_string();
+    let dir = test_dir("block-dns-pending-stalled");
+    let policy = pending_policy(&dir);
+    let (gate, out) = (dir.join("gate"), dir.join("out.json"));
+    let mut run = StreamingRun::spawn(command(
+        &dir,
+        &policy,
+        TRUSTED,
+        &[],
+        &[
+            "stalled",
+            "elsewhere.test",
+            &port,
+            gate.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ));
+    // The reads are in (the rule's sequence holds); then probectl stops handling
+    // events (stopped, its programs still attached): the answer that follows is
+    // never handled, as if userspace had hung.
+    run.wait_for("the fixture's read of ANTHROPIC_BASE_URL", |r| {
+        r["type"] == "probe" && r["target"] == "ANTHROPIC_BASE_URL"
+    });
+    run.signal(nix::sys::signal::Signal::SIGSTOP);
+    std::fs::write(&gate, b"").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let result = loop {
+        if let Ok(bytes) = std::fs::read(&out)
+            && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+        {
+            break v;
+        }
+        if std::time::Instant::now() > deadline {
+            run.signal(nix::sys::signal::Signal::SIGCONT);
+            panic!("the fixture wrote no result");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    run.signal(nix::sys::signal::Signal::SIGCONT);
+    let run = run.finish();
+    eprintln!("stalled probectl: {result}");
+    assert_eq!(result["address"], "127.0.0.35", "{result}");
+    // Refused while the answer is pending, then let through: the 2 s bound, not
+    // userspace, ends it.
+    assert_eq!(result["first"], "EPERM", "{result}");
+    assert_eq!(result["result"], "ok", "{result}");
+    let after = result["through_after_ms"].as_u64().unwrap();
+    assert!(
+        (1_500..6_000).contains(&after),
+        "let through about 2 s after the answer: {result}"
+    );
+    assert!(
+        run.of_type("blocked")
+            .iter()
+            .any(|b| b["dns_pending"] == true && b["destination"]["address"] == "127.0.0.35"),
+        "{:#?}",
+        run.of_type("blocked")
+    );
+}
