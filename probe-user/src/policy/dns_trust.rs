@@ -200,7 +200,7 @@ impl DnsTrust {
                 answers: n,
             })
             .collect();
-        out.sort_by(|a, b| b.answers.cmp(&a.answers));
+        out.sort_by_key(|u| std::cmp::Reverse(u.answers));
         for (server, answers) in [("unknown", self.unknown), ("other", self.other)] {
             if answers > 0 {
                 out.push(UntrustedAnswers {
