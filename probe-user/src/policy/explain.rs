@@ -253,7 +253,7 @@ pub fn block_summary(policy: &CompiledPolicy) -> Option<String> {
         );
         if !pending.is_empty() {
             line.push_str(&format!(
-                "; {} also refuse(s) an address not learned yet while a DNS answer is pending (`dns_pending: block`)",
+                "; with `dns_pending: block`, {} also refuse an address not learned yet while a DNS answer of the tree is pending (at most 2 s)",
                 pending.join(", ")
             ));
         }
