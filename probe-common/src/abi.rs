@@ -502,7 +502,9 @@ pub struct UdpSendEvent {
     pub captured_len: u32,
     /// Length the program asked to send.
     pub len: u32,
-    pub _pad0: u32,
+    /// 0: sent, or not known (seen by a hook outside a send syscall); negative: the
+    /// send syscall failed with this `-errno` (EPERM: a block rule refused it).
+    pub ret: i32,
     pub addr: [u8; 16],
     pub payload: [u8; DNS_QUERY_CAPTURE],
 }

@@ -18,6 +18,9 @@ pub const MAP_BLOCK_NET4: &str = "BLOCK_NET4";
 pub const MAP_BLOCK_NET6: &str = "BLOCK_NET6";
 pub const MAP_BLOCK_TREES: &str = "BLOCK_TREES";
 pub const MAP_BLOCK_STATE: &str = "BLOCK_STATE";
+/// Per tree, the slots userspace fed (reads only it could decide); written only by
+/// userspace, so that it never overwrites a time the kernel wrote.
+pub const MAP_BLOCK_LATE: &str = "BLOCK_LATE";
 
 /// `SETTINGS` slot: the number of block rules in `BLOCK_RULES` (0: enforcement is
 /// off, and every block path returns after this one check).
@@ -34,6 +37,11 @@ pub const BLOCK_SLOTS: usize = 32;
 pub const BLOCK_PORTS: usize = 8;
 /// CIDRs over all block rules, per family (each is an LPM trie entry).
 pub const MAX_BLOCK_CIDRS: u32 = 256;
+/// `BLOCK_ENTRIES` keys for the policy's files (`BLOCK_ENTRY_FILES + k`): distinct
+/// sets of slots, not files.
+pub const MAX_BLOCK_FILE_ENTRIES: u32 = 256;
+/// Size of `BLOCK_ENTRIES`: every policy entry, the fixed keys below, and the files'.
+pub const MAX_BLOCK_ENTRIES: u32 = crate::limits::MAX_POLICY_ENTRIES + 8 + MAX_BLOCK_FILE_ENTRIES;
 
 /// Index of an operation in `BlockEntry::slots`. The file syscalls use their
 /// `FILE_OP_*` number (0..=16); the others follow.
@@ -54,6 +62,13 @@ pub const BLOCK_ENTRY_ENUMERATE: u32 = u32::MAX - 1;
 /// Key of `BLOCK_ENTRIES` for the host-identity calls (`BLOCK_OP_HOST_CALL + call`).
 pub const BLOCK_ENTRY_HOST_CALLS: u32 = u32::MAX - 2;
 // (`ENTRY_PROC_ENVIRON`, `u32::MAX`, is the key for reads of `/proc/<pid>/environ`.)
+/// `InodeRef::block_entry` of a file no block rule counts (no such key is stored).
+pub const BLOCK_ENTRY_NONE: u32 = u32::MAX - 3;
+/// Keys of `BLOCK_ENTRIES` for the policy's files as the file index has them
+/// (`InodeRef::block_entry`): `BLOCK_ENTRY_FILES + k`, one per distinct set of
+/// slots, so that thousands of zoneinfo files share one entry. Policy entry ids are
+/// below `MAX_POLICY_ENTRIES`, far under this.
+pub const BLOCK_ENTRY_FILES: u32 = 1 << 31;
 
 /// Value of `BLOCK_ENTRIES` (key: a policy entry id, as in `PolicyRef`): the block
 /// slots a probe of this entry feeds, per operation (`BLOCK_OP_*`). Userspace computes

@@ -7,12 +7,13 @@ use crate::abi::*;
 use crate::block::*;
 use crate::first_bytes::*;
 use crate::host::*;
-use crate::maps::{InodeKey, PolicyRef, WatchEntry};
+use crate::maps::{InodeKey, InodeRef, PolicyRef, WatchEntry};
 
 // SAFETY: all of these are `repr(C)`, `Copy`, made only of integers and byte arrays,
 // and have explicit padding fields, so every bit pattern is a valid value.
 unsafe impl aya::Pod for WatchEntry {}
 unsafe impl aya::Pod for PolicyRef {}
+unsafe impl aya::Pod for InodeRef {}
 unsafe impl aya::Pod for EventHeader {}
 unsafe impl aya::Pod for PendingConnect {}
 unsafe impl aya::Pod for PendingSend {}

@@ -125,6 +125,20 @@ pub struct PolicyRef {
 }
 const _: () = assert!(core::mem::size_of::<PolicyRef>() == 8);
 
+/// Value of `INODES`: the file-index id of the policy file (userspace names it from
+/// the index) and the `BLOCK_ENTRIES` key whose slots a probe of it feeds
+/// (`BLOCK_ENTRY_NONE`: none). The file syscalls and the file hooks match files by
+/// inode, not by the path a process wrote, so a block rule must be fed from here
+/// too, or `cd /etc && cat localtime` would read a category without the kernel
+/// counting it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeRef {
+    pub entry_id: u32,
+    pub block_entry: u32,
+}
+const _: () = assert!(core::mem::size_of::<InodeRef>() == 8);
+
 pub const PATH_MATCH_EXACT: u32 = 1;
 pub const PATH_MATCH_PREFIX: u32 = 2;
 /// `PolicyRef::match_kind` of an env name whose value prefix is reported when it is

@@ -16,7 +16,7 @@ use probe_common::{
     BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP, BLOCK_VERDICT_BLOCKED,
     BLOCK_VERDICT_WOULD_BLOCK, BlockAddr, BlockAddrKey, BlockEntry, BlockEvent, BlockNet,
     BlockRule, BlockTreeState, DROP_RING_FULL_BLOCK, EVENT_BLOCK, HookDest, MAX_BLOCK_ADDRS,
-    MAX_BLOCK_CIDRS, MAX_BLOCK_RULES, MAX_POLICY_ENTRIES, MAX_WATCHED, SETTING_BLOCK_RULES,
+    MAX_BLOCK_CIDRS, MAX_BLOCK_ENTRIES, MAX_BLOCK_RULES, MAX_WATCHED, SETTING_BLOCK_RULES,
     SETTING_ENFORCE,
 };
 
@@ -28,7 +28,7 @@ use crate::{
 /// Policy entry id -> the slots a probe of it feeds, per operation.
 #[map]
 pub static BLOCK_ENTRIES: HashMap<u32, BlockEntry> =
-    HashMap::with_max_entries(MAX_POLICY_ENTRIES + 8, 0);
+    HashMap::with_max_entries(MAX_BLOCK_ENTRIES, 0);
 
 /// The block rules, `SETTING_BLOCK_RULES` of them.
 #[map]
@@ -62,6 +62,13 @@ pub static BLOCK_TREES: HashMap<u32, u32> = HashMap::with_max_entries(MAX_WATCHE
 /// fails open, never closed).
 #[map]
 pub static BLOCK_STATE: LruHashMap<u32, BlockTreeState> =
+    LruHashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Per tree: when userspace fed each slot (reads it decided: a basename or own-home
+/// candidate, a case variant, process_vm_readv). Only userspace writes it; the judge
+/// takes the later of the two times.
+#[map]
+pub static BLOCK_LATE: LruHashMap<u32, BlockTreeState> =
     LruHashMap::with_max_entries(MAX_WATCHED, 0);
 
 /// Per tree: when it last received a DNS answer (`EventHeader::ktime_ns` of the
@@ -267,6 +274,26 @@ fn nets(dest: &HookDest, now: u64) -> (BlockNet, bool) {
     (net, known)
 }
 
+/// When `slot` was last fed: by the kernel (`state`) or by userspace (`late`),
+/// whichever is later; 0 when neither did.
+#[inline(always)]
+fn fed_at(
+    state: Option<*const BlockTreeState>,
+    late: Option<*const BlockTreeState>,
+    slot: usize,
+) -> u64 {
+    // SAFETY: value pointers from successful lookups, read only.
+    let kernel = match state {
+        Some(s) => unsafe { (*s).fed_ns[slot] },
+        None => 0,
+    };
+    let user = match late {
+        Some(l) => unsafe { (*l).fed_ns[slot] },
+        None => 0,
+    };
+    if user > kernel { user } else { kernel }
+}
+
 /// At a watched process's connect (`udp` false) or datagram send (`udp` true) to
 /// `dest`: the verdict of the first block rule whose sequence holds for its tree,
 /// reported in a `BlockEvent`; `ALLOW` when none does.
@@ -277,12 +304,20 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         return ALLOW;
     }
     let tree = tree_of(tgid);
-    let Some(state) = BLOCK_STATE.get_ptr(tree) else {
+    let (state, late) = (BLOCK_STATE.get_ptr(tree), BLOCK_LATE.get_ptr(tree));
+    // Through volatile reads: the compiler would test both at once by ORing the two
+    // pointers, which the verifier refuses. (For the same reason each pointer is
+    // read only where it is known not to be null, see `fed_at`.)
+    let (fed, fed_late) = unsafe {
+        (
+            core::ptr::read_volatile(&state.is_some()),
+            core::ptr::read_volatile(&late.is_some()),
+        )
+    };
+    if !fed && !fed_late {
         // The tree never fed a slot.
         return ALLOW;
-    };
-    // SAFETY: a map value, read only.
-    let state = unsafe { &*state };
+    }
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(scratch) = BLOCK_JUDGE.get_ptr_mut(0) else {
         return ALLOW;
@@ -294,7 +329,7 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
     // see `JudgeScratch`).
     unsafe { core::ptr::write_volatile(held_at, 0) };
     for slot in 0..BLOCK_SLOTS {
-        let fed = state.fed_ns[slot];
+        let fed = fed_at(state, late, slot);
         if fed == 0 || fed > now {
             continue;
         }
@@ -369,6 +404,7 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             why,
             held & (rule.all_of | rule.any_of),
             state,
+            late,
         );
         return if enforce { DENY } else { ALLOW };
     }
@@ -386,7 +422,8 @@ fn report(
     udp: bool,
     why: u32,
     held: u32,
-    state: &BlockTreeState,
+    state: Option<*const BlockTreeState>,
+    late: Option<*const BlockTreeState>,
 ) {
     let Some(mut entry) = EVENTS.reserve::<BlockEvent>(0) else {
         count_drop(DROP_RING_FULL_BLOCK);
@@ -413,7 +450,7 @@ fn report(
     e.port = dest.port;
     e.addr = dest.addr;
     for slot in 0..BLOCK_SLOTS {
-        e.fed_ns[slot] = state.fed_ns[slot];
+        e.fed_ns[slot] = fed_at(state, late, slot);
     }
     entry.submit(0);
 }

@@ -145,7 +145,7 @@ fn report_send(tgid: u32, tid: u32, dest: &HookDest) {
     e.port = dest.port;
     e.captured_len = 0;
     e.len = 0;
-    e._pad0 = 0;
+    e.ret = 0;
     e.addr = dest.addr;
     e.payload = [0; DNS_QUERY_CAPTURE];
     entry.submit(0);

@@ -180,7 +180,12 @@ fn gather(p: &Payload, out: &mut [u8; DNS_QUERY_CAPTURE]) -> u32 {
 }
 
 /// Reports one datagram: if it names a destination, or goes to a DNS socket.
+/// `ret`: the send syscall's result (only a failure is kept, see `UdpSendEvent`).
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one datagram's facts, from three exits"
+)]
 pub(crate) fn emit_send(
     tgid: u32,
     tid: u32,
@@ -189,6 +194,7 @@ pub(crate) fn emit_send(
     dest_flags: u32,
     payload: &Payload,
     on_dns_sock: bool,
+    ret: i64,
 ) {
     if dest.is_none() && !on_dns_sock {
         return;
@@ -207,7 +213,7 @@ pub(crate) fn emit_send(
     e.port = 0;
     e.addr = [0; 16];
     e.len = (payload.len0 + payload.len1) as u32;
-    e._pad0 = 0;
+    e.ret = if ret < 0 { ret as i32 } else { 0 };
     e.captured_len = 0;
     e.payload = [0; DNS_QUERY_CAPTURE];
     if let Some(d) = dest {

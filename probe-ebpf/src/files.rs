@@ -28,13 +28,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    DROP_PATH_EXIT_WITHOUT_ENTRY, DROP_PATH_TRUNCATED, DROP_PENDING_PATH_FULL, DROP_RING_FULL_FILE,
-    DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME, FILE_MATCH_HOOK,
-    FILE_MATCH_INODE, FILE_MATCH_OWN_HOME, FILE_MATCH_PATH, FILE_OP_ACCESS, FILE_OP_CREAT,
-    FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT, FILE_OP_OPEN,
-    FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT, FILE_OP_STAT,
-    FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath, SETTING_PROC_ENVIRON, STAT_BUF_NONE,
-    STAT_BUF_STAT, STAT_BUF_STATX,
+    BLOCK_ENTRY_NONE, DROP_PATH_EXIT_WITHOUT_ENTRY, DROP_PATH_TRUNCATED, DROP_PENDING_PATH_FULL,
+    DROP_RING_FULL_FILE, DROP_UNREADABLE_PATH, ENTRY_PROC_ENVIRON, EVENT_FILE, FILE_MATCH_BASENAME,
+    FILE_MATCH_HOOK, FILE_MATCH_INODE, FILE_MATCH_OWN_HOME, FILE_MATCH_PATH, FILE_OP_ACCESS,
+    FILE_OP_CREAT, FILE_OP_FACCESSAT, FILE_OP_FACCESSAT2, FILE_OP_FSTATAT, FILE_OP_LSTAT,
+    FILE_OP_OPEN, FILE_OP_OPENAT, FILE_OP_OPENAT2, FILE_OP_READLINK, FILE_OP_READLINKAT,
+    FILE_OP_STAT, FILE_OP_STATX, FileEvent, PATH_LEN, PendingPath, SETTING_PROC_ENVIRON,
+    STAT_BUF_NONE, STAT_BUF_STAT, STAT_BUF_STATX,
 };
 
 use crate::{
@@ -219,15 +219,32 @@ pub(crate) fn try_exit_with(
     };
     let len = path.len();
     key.prefix_len = (PATH_LEN * 8) as u32;
+    // The `BLOCK_ENTRIES` key of what matched: a path entry is its own key, a file
+    // matched by inode carries one (`InodeRef`), a file hook fed at the hook, and a
+    // basename or own-home candidate is decided in userspace.
+    let mut block_entry = BLOCK_ENTRY_NONE;
     let (entry_id, matched_by) = match PATHS.get(&*key) {
-        Some(policy) => (policy.entry_id, FILE_MATCH_PATH),
+        Some(policy) => {
+            block_entry = policy.entry_id;
+            (policy.entry_id, FILE_MATCH_PATH)
+        }
         None if is_proc_file(&key.data, len, b"/environ")
             || is_proc_file(&key.data, len, b"/mem") =>
         {
+            // Of the `/proc` entry only `/environ` counts (`/mem` may be the
+            // process's own): its last byte is `n`. The index goes through a
+            // volatile read so that the compiler keeps the mask the verifier needs.
+            let last = unsafe { core::ptr::read_volatile(&len) }.wrapping_sub(1) & (PATH_LEN - 1);
+            if key.data[last] == b'n' {
+                block_entry = ENTRY_PROC_ENVIRON;
+            }
             (ENTRY_PROC_ENVIRON, FILE_MATCH_PATH)
         }
         None => match resolve::by_inode(&pending, ret, len) {
-            Some(entry_id) => (entry_id, FILE_MATCH_INODE),
+            Some(file) => {
+                block_entry = file.block_entry;
+                (file.entry_id, FILE_MATCH_INODE)
+            }
             // A file hook saw this call reach a policy file the string and the
             // result did not name (an overlayfs lower file, a hardlinked symlink).
             None if pending.hook_matched != 0 && len > 0 => (pending.hook_entry, FILE_MATCH_HOOK),
@@ -247,16 +264,8 @@ pub(crate) fn try_exit_with(
             },
         },
     };
-    // Block rules count what the path string matched (`entry_id` is then a policy
-    // entry; an inode or hook match names a file of the file index, and a basename
-    // candidate is decided in userspace). Of the `/proc` entry only `/environ` counts
-    // (`/mem` may be the process's own): its last byte is `n`. The index goes through
-    // a volatile read so that the compiler keeps the mask the verifier needs.
-    if matched_by == FILE_MATCH_PATH {
-        let last = unsafe { core::ptr::read_volatile(&len) }.wrapping_sub(1) & (PATH_LEN - 1);
-        if entry_id != ENTRY_PROC_ENVIRON || key.data[last] == b'n' {
-            crate::block::feed(tgid, entry_id, pending.op as usize, true);
-        }
+    if block_entry != BLOCK_ENTRY_NONE {
+        crate::block::feed(tgid, block_entry, pending.op as usize, true);
     }
     let base = resolve::base_dir(key.data[0], pending.dfd);
     let Some(mut entry) = EVENTS.reserve::<FileEvent>(0) else {

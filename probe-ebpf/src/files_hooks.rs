@@ -30,10 +30,11 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, LsmContext},
 };
 use probe_common::{
-    DROP_RING_FULL_FILE_HOOK, DROP_UNREADABLE_HOOK_INODE, EVENT_FILE, FILE_MATCH_HOOK,
-    FILE_OP_HOOK_GETATTR, FILE_OP_HOOK_OPEN, FILE_OP_HOOK_READLINK, FILE_OP_HOOK_RECEIVE,
-    FileEvent, HOFF_DENTRY_NAME, HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS, HOFF_TASK_STACK,
-    KOFF_DENTRY_INODE, KOFF_FILE_INODE, KOFF_PATH_DENTRY, PATH_LEN, SETTING_INODES,
+    BLOCK_ENTRY_NONE, DROP_RING_FULL_FILE_HOOK, DROP_UNREADABLE_HOOK_INODE, EVENT_FILE,
+    FILE_MATCH_HOOK, FILE_OP_HOOK_GETATTR, FILE_OP_HOOK_OPEN, FILE_OP_HOOK_READLINK,
+    FILE_OP_HOOK_RECEIVE, FileEvent, HOFF_DENTRY_NAME, HOFF_FILE_PATH, HOFF_QSTR_NAME, HOFF_SLOTS,
+    HOFF_TASK_STACK, KOFF_DENTRY_INODE, KOFF_FILE_INODE, KOFF_PATH_DENTRY, PATH_LEN,
+    SETTING_INODES,
 };
 
 use crate::{
@@ -121,9 +122,15 @@ fn on_hook(obj: u64, kind: Obj, op: u32, ret: i32) {
         return;
     };
     // SAFETY: read-only lookup of a plain value.
-    let Some(entry_id) = (unsafe { INODES.get(&key) }).map(|p| p.entry_id) else {
+    let Some(file) = (unsafe { INODES.get(&key) }).copied() else {
         return;
     };
+    let entry_id = file.entry_id;
+    // Block rules are fed here, whether the syscall exit or this hook reports it:
+    // an io_uring open has no syscall exit at all.
+    if file.block_entry != BLOCK_ENTRY_NONE {
+        crate::block::feed(tgid, file.block_entry, op as usize, true);
+    }
     if let Some(pending) = PENDING_PATH.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry; only this thread writes it in between.
         let parked_nr = unsafe { (*pending).syscall_nr };

@@ -114,7 +114,7 @@ pub fn sys_enter_write(ctx: TracePointContext) -> u32 {
             len0: len,
             ..NO_PAYLOAD
         };
-        emit_send(tgid, tid, fd, None, 0, &payload, true);
+        emit_send(tgid, tid, fd, None, 0, &payload, true, 0);
     }
     0
 }

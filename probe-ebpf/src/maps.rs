@@ -7,7 +7,7 @@ use aya_ebpf::{
     },
 };
 use probe_common::{
-    BasenameKey, DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, InodeKey, KOFF_SLOTS,
+    BasenameKey, DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, InodeKey, InodeRef, KOFF_SLOTS,
     MAX_POLICY_ENTRIES, MAX_POLICY_INODES, MAX_WATCHED, PATH_LEN, PendingConnect, PendingEnv,
     PendingPath, PendingRecv, PendingSend, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, TcpOwner,
     WatchEntry,
@@ -149,7 +149,7 @@ pub static SELECT_COMMS: HashMap<probe_common::CommKey, u32> =
 /// Files the policy names, by (dev, inode): the exact paths (both the link and its
 /// target) and what lies under policy prefixes. See `resolve`.
 #[map]
-pub static INODES: HashMap<InodeKey, PolicyRef> = HashMap::with_max_entries(MAX_POLICY_INODES, 0);
+pub static INODES: HashMap<InodeKey, InodeRef> = HashMap::with_max_entries(MAX_POLICY_INODES, 0);
 
 /// Last components of exact policy paths (`localtime`, `machine-id`, ...): a path the
 /// kernel could not match that ends in one goes to userspace to be resolved.

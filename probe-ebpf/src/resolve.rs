@@ -24,10 +24,10 @@ use aya_ebpf::helpers::{
 };
 use probe_common::{
     BASENAME_LEN, BasenameKey, DROP_UNREADABLE_INODE, FILE_OP_CREAT, FILE_OP_OPEN, FILE_OP_OPENAT,
-    FILE_OP_OPENAT2, InodeKey, KOFF_DENTRY_INODE, KOFF_FDT_FD, KOFF_FDT_MAX_FDS, KOFF_FILE_INODE,
-    KOFF_FILES_FDT, KOFF_FS_PWD, KOFF_INODE_INO, KOFF_INODE_SB, KOFF_PATH_DENTRY, KOFF_SB_DEV,
-    KOFF_TASK_FILES, KOFF_TASK_FS, PATH_LEN, PendingPath, SETTING_BASENAMES, SETTING_INODES,
-    STAT_BUF_STAT, STAT_BUF_STATX,
+    FILE_OP_OPENAT2, InodeKey, InodeRef, KOFF_DENTRY_INODE, KOFF_FDT_FD, KOFF_FDT_MAX_FDS,
+    KOFF_FILE_INODE, KOFF_FILES_FDT, KOFF_FS_PWD, KOFF_INODE_INO, KOFF_INODE_SB, KOFF_PATH_DENTRY,
+    KOFF_SB_DEV, KOFF_TASK_FILES, KOFF_TASK_FS, PATH_LEN, PendingPath, SETTING_BASENAMES,
+    SETTING_INODES, STAT_BUF_STAT, STAT_BUF_STATX,
 };
 
 use crate::{
@@ -163,15 +163,16 @@ fn reached(pending: &PendingPath, ret: i64, path_len: usize) -> Option<InodeKey>
     }
 }
 
-/// Policy entry of the file the syscall reached, if the policy names that file.
+/// The file-index entry of the file the syscall reached, if the policy names that
+/// file.
 #[inline(always)]
-pub fn by_inode(pending: &PendingPath, ret: i64, path_len: usize) -> Option<u32> {
+pub fn by_inode(pending: &PendingPath, ret: i64, path_len: usize) -> Option<InodeRef> {
     if !setting(SETTING_INODES) {
         return None;
     }
     let key = reached(pending, ret, path_len)?;
     // SAFETY: read-only lookup of a plain value.
-    unsafe { INODES.get(&key) }.map(|policy| policy.entry_id)
+    unsafe { INODES.get(&key) }.copied()
 }
 
 /// The directory a relative path is relative to, as (dev, ino); zeros when the path

@@ -93,7 +93,7 @@ fn exit_msghdr(x: &SendExit, msg: u64, unix: u64) {
     if unix != 0 && dest.is_none() && p.hooked == 0 {
         unix_datagram(tgid, tid, p.fd, ret, name, namelen as u64);
     }
-    emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
+    emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns, ret);
 }
 
 /// The start of a send syscall's exit: the parked entry, or `None` (counted).
@@ -115,10 +115,10 @@ fn send_exit_start(ctx: &TracePointContext) -> Option<(u32, u32, PendingSend, i6
 /// The end of a send syscall: any destination a hook gave that no message was
 /// matched with (a msghdr rewritten meanwhile), without payload.
 #[inline(always)]
-fn send_exit_rest(tgid: u32, tid: u32, p: &PendingSend) {
+fn send_exit_rest(tgid: u32, tid: u32, p: &PendingSend, ret: i64) {
     for _ in 0..MMSG_MAX {
         match take_hooked(p) {
-            Some(dest) => emit_send(tgid, tid, p.fd, Some(dest), 0, &NO_PAYLOAD, false),
+            Some(dest) => emit_send(tgid, tid, p.fd, Some(dest), 0, &NO_PAYLOAD, false, ret),
             None => break,
         }
     }
@@ -145,9 +145,9 @@ pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
         if dest.is_none() && p.hooked == 0 {
             unix_datagram(tgid, tid, p.fd, ret, p.addr_ptr, p.addr_len as u64);
         }
-        emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns);
+        emit_send(tgid, tid, p.fd, dest, flags, &payload, on_dns, ret);
     }
-    send_exit_rest(tgid, tid, &p);
+    send_exit_rest(tgid, tid, &p, ret);
     0
 }
 
@@ -166,7 +166,7 @@ pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
         };
         exit_msghdr(&x, p.arg, 1);
     }
-    send_exit_rest(tgid, tid, &p);
+    send_exit_rest(tgid, tid, &p, ret);
     0
 }
 
@@ -191,7 +191,7 @@ pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
         return 0;
     };
     if p.call != SEND_CALL_SENDMMSG || p.arg == 0 {
-        send_exit_rest(tgid, tid, &p);
+        send_exit_rest(tgid, tid, &p, ret);
         return 0;
     }
     // Only the messages sent (the result) are looked at.
@@ -204,7 +204,7 @@ pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
         count_drop(DROP_MMSG_NOT_INSPECTED);
     }
     let Some(state) = SEND_MMSG_STATE.get_ptr_mut(0) else {
-        send_exit_rest(tgid, tid, &p);
+        send_exit_rest(tgid, tid, &p, ret);
         return 0;
     };
     // SAFETY: per-CPU state, ours while this chain of programs runs.
@@ -226,7 +226,7 @@ pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
     if on_dns {
         count_drop(DROP_MMSG_NOT_INSPECTED);
     }
-    send_exit_rest(tgid, tid, &p);
+    send_exit_rest(tgid, tid, &p, ret);
     0
 }
 
@@ -240,7 +240,7 @@ pub fn sendmmsg_next(ctx: TracePointContext) -> u32 {
     // SAFETY: per-CPU state written by `sys_exit_sendmmsg` in this chain.
     let s = unsafe { &mut *state };
     if s.index >= s.sent || s.index >= MMSG_MAX as u64 {
-        send_exit_rest(s.tgid, s.tid, &s.p);
+        send_exit_rest(s.tgid, s.tid, &s.p, s.ret);
         return 0;
     }
     let x = SendExit {
@@ -254,6 +254,6 @@ pub fn sendmmsg_next(ctx: TracePointContext) -> u32 {
     s.index += 1;
     // SAFETY: slot 0 holds this program; returns only when the call fails.
     unsafe { SEND_MMSG_NEXT.tail_call(&ctx, 0) };
-    send_exit_rest(s.tgid, s.tid, &s.p);
+    send_exit_rest(s.tgid, s.tid, &s.p, s.ret);
     0
 }

@@ -234,6 +234,144 @@ fn a_read_older_than_the_window_does_not_block() {
     assert_eq!(soon.code, REFUSED, "stderr:\n{}", soon.stderr);
 }
 
+/// The kernel matches a file by inode when the path string names no policy path: a
+/// relative path, `..`, a symlink planted elsewhere. Those reads must count for a
+/// block rule too, or reading the zone file as `localtime` from /etc would evade it.
+#[test]
+fn the_zone_file_read_by_a_relative_path_or_a_symlink_feeds_the_block_rule() {
+    if !bpf_available("the_zone_file_read_by_a_relative_path_or_a_symlink_feeds_the_block_rule") {
+        return;
+    }
+    assert!(
+        Path::new("/etc/localtime").exists(),
+        "this test needs /etc/localtime"
+    );
+    let dir = test_dir("block-by-inode");
+    let policy = default_policy_plus(
+        &dir,
+        &format!(
+            "  - name: zone-then-out\n    probed: {{all_of: [timezone]}}\n    then: [connect]\n    destination: {OUTSIDE_ALLOWLIST}\n    within: 30s\n    action: block\n"
+        ),
+    );
+    let link = dir.join("zone");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/etc/localtime", &link).unwrap();
+    let listener = Listener::start_on("127.0.0.2:0");
+    let port = listener.port.to_string();
+    let dir_text = dir.display().to_string();
+    let link_text = link.display().to_string();
+    let fixture_text = fixture().display().to_string();
+    for (cwd, file, refused) in [
+        ("/etc", "localtime", true),
+        ("/usr/share", "../../etc/localtime", true),
+        (dir_text.as_str(), link_text.as_str(), true),
+        (dir_text.as_str(), "zone", true),
+        // The control: another file read the same way is no time-zone read.
+        ("/", fixture_text.as_str(), false),
+    ] {
+        let run = run(
+            "block-by-inode",
+            true,
+            Some(policy.clone()),
+            &["file-connect", cwd, file, "127.0.0.2", &port],
+        );
+        let what = format!("read {file:?} from {cwd:?}");
+        if !refused {
+            assert_eq!(run.code, 0, "{what}: connected; stderr:\n{}", run.stderr);
+            assert!(run.of_type("blocked").is_empty(), "{what}");
+            continue;
+        }
+        assert_eq!(
+            run.code, REFUSED,
+            "{what}, then connect: EPERM; stderr:\n{}",
+            run.stderr
+        );
+        let blocked = run.of_type("blocked");
+        assert_eq!(blocked.len(), 1, "{what}: {blocked:#?}");
+        let b = blocked[0];
+        assert_eq!(b["rule"], "zone-then-out", "{b:#}");
+        assert_eq!(
+            b["categories"],
+            serde_json::json!(["timezone"]),
+            "{what}: {b:#}"
+        );
+        assert_eq!(b["destination"]["address"], "127.0.0.2", "{b:#}");
+    }
+}
+
+/// Reads only userspace can decide (here `~/` files under a `HOME` that is no passwd
+/// home: a basename candidate and an own-home candidate) are written into the
+/// kernel's block state once decided, so a later call is judged with them.
+#[test]
+fn a_read_userspace_decides_counts_for_a_later_call() {
+    if !bpf_available("a_read_userspace_decides_counts_for_a_later_call") {
+        return;
+    }
+    let dir = test_dir("block-late");
+    let home = dir.join("home");
+    let files = [
+        home.join(".claude/settings.json"),
+        home.join(".config/anthropic/configs/default"),
+    ];
+    for file in &files {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, b"{}").unwrap();
+    }
+    let policy = default_policy_plus(
+        &dir,
+        &format!(
+            "  - name: relay-then-out\n    probed: {{all_of: [api-relay]}}\n    then: [connect]\n    destination: {OUTSIDE_ALLOWLIST}\n    within: 30s\n    action: block\n"
+        ),
+    );
+    let listener = Listener::start_on("127.0.0.2:0");
+    let port = listener.port.to_string();
+    let home_env = format!("HOME={}", home.display());
+    let script = fixture();
+    for file in &files {
+        let file = file.display().to_string();
+        let argv: Vec<&OsStr> = [
+            OsStr::new("env"),
+            OsStr::new(&home_env),
+            OsStr::new("node"),
+            script.as_os_str(),
+        ]
+        .into_iter()
+        .chain(["file-connect", "/", &file, "127.0.0.2", &port, "500"].map(OsStr::new))
+        .collect();
+        let run = probectl_json_with(
+            &[
+                OsStr::new("--policy"),
+                policy.as_os_str(),
+                OsStr::new("--enforce"),
+            ],
+            &argv,
+        );
+        // The read is decided in userspace (the report names it)...
+        let probes = run.of_type("probe");
+        assert!(
+            probes.iter().any(|p| p["target"] == file.as_str()
+                && p["categories"] == serde_json::json!(["api-relay"])),
+            "{file} read as api-relay: {probes:#?}"
+        );
+        // ...and the call half a second later is refused.
+        assert_eq!(
+            run.code, REFUSED,
+            "read {file}, wait, connect: EPERM; stderr:\n{}",
+            run.stderr
+        );
+        let blocked = run.of_type("blocked");
+        assert_eq!(blocked.len(), 1, "{file}: {blocked:#?}");
+        assert_eq!(blocked[0]["rule"], "relay-then-out");
+        let drops = run.report()["drops"].as_array().unwrap();
+        assert!(
+            drops
+                .iter()
+                .all(|d| d["reason"] != "userspace:block_late_feed_failed"),
+            "{drops:#?}"
+        );
+    }
+}
+
 #[test]
 fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
     if !bpf_available("an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused") {
@@ -282,6 +420,21 @@ fn an_io_uring_connect_and_a_udp_send_after_the_reads_are_refused() {
     let b = blocked(&run_udp, "blocked");
     assert_eq!(b.len(), 1, "{b:#?}");
     assert_eq!(b[0]["event"], "udp_send");
+    // The datagram's own record says it did not leave (it once said "sent"), and
+    // stays a UDP send for the rules and the sinks.
+    let sends: Vec<&Value> = run_udp
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["address"] == "127.0.0.2")
+        .collect();
+    assert_eq!(sends.len(), 1, "{sends:#?}");
+    assert_eq!(sends[0]["event"], "udp_send", "{:#}", sends[0]);
+    assert_ne!(sends[0]["result"], "sent", "{:#}", sends[0]);
+    assert!(
+        sends[0]["result"].to_string().contains("EPERM"),
+        "{:#}",
+        sends[0]
+    );
 }
 
 #[test]

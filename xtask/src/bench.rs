@@ -75,7 +75,14 @@ struct Bench {
     block: crate::bench_block::BlockBench,
 }
 
-pub fn run(rounds: u32) -> Result<i32> {
+/// A part of the benchmark that runs alone (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Connect cost under a block rule (`bench_block`).
+    Block,
+}
+
+pub fn run(rounds: u32, only: Option<Part>) -> Result<i32> {
     if !setup::is_root()? {
         bail!(
             "the benchmark loads eBPF programs and needs root: run `sudo -E env PATH=$PATH cargo xtask bench`"
@@ -96,6 +103,15 @@ pub fn run(rounds: u32) -> Result<i32> {
         start_stop: crate::bench_start::StartStop::default().with_baseline_from_env(),
         block: crate::bench_block::BlockBench::new(&dir)?,
     };
+    if only == Some(Part::Block) {
+        for round in 1..=rounds {
+            say(TAG, format_args!("round {round}/{rounds} (block only)"));
+            bench.block.round(&bench.probectl, &bench.workload);
+        }
+        let table = bench.block.table();
+        println!("{table}");
+        return Ok(0);
+    }
     for round in 1..=rounds {
         say(TAG, format_args!("round {round}/{rounds}"));
         bench.round()?;

@@ -61,6 +61,10 @@ enum Task {
         /// Interleaved rounds; medians are taken over them.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// Only this part (same rounds, same baseline, a few minutes instead of the
+        /// whole run).
+        #[arg(long, value_enum)]
+        only: Option<bench::Part>,
     },
     /// Fuzz the policy parser and validator (cargo-fuzz with nightly and ASan; installs
     /// cargo-fuzz when missing). `test` runs a 20-second smoke run of it.
@@ -123,7 +127,7 @@ fn dispatch(task: Task) -> Result<i32> {
         }
         Task::Demo => demo::run(),
         Task::Test { args } => workspace::test(&args),
-        Task::Bench { rounds } => bench::run(rounds),
+        Task::Bench { rounds, only } => bench::run(rounds, only),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Soak { minutes } => soak::run(minutes),
         Task::Kernels(opts) => kernels::run(&opts),

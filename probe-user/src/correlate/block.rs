@@ -48,7 +48,46 @@ impl BlockRules {
     }
 }
 
+/// A read that fed no block slot in the kernel (decided in userspace: a basename or
+/// own-home candidate, a case variant of an env name, process_vm_readv), with the
+/// slots it feeds. The engine writes it into the tree's kernel state
+/// (`Sensors::feed_block_late`): later calls are judged with it; a call the program
+/// makes before userspace got there is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateFeed {
+    pub pid: u32,
+    pub slots: u32,
+    pub ktime_ns: u64,
+}
+
 impl Correlator {
+    /// The late feeds since the last call.
+    pub fn take_late_feeds(&mut self) -> Vec<LateFeed> {
+        std::mem::take(&mut self.late_feeds)
+    }
+
+    /// A probe of `cats` by `how` that the kernel did not count for block rules.
+    pub(super) fn feed_late(
+        &mut self,
+        pid: u32,
+        cats: &[usize],
+        how: crate::ops::How,
+        ktime_ns: u64,
+    ) {
+        if self.block.tables.is_empty() {
+            return;
+        }
+        let slots =
+            crate::policy::block::slots_fed(&self.block.tables.slots, cats, how, &self.classifier);
+        if slots != 0 {
+            self.late_feeds.push(LateFeed {
+                pid,
+                slots,
+                ktime_ns,
+            });
+        }
+    }
+
     pub(super) fn on_block(&mut self, e: &BlockEvent, procs: &ProcessTable) -> Option<Record> {
         let Some(rule) = self.block.rules.get(e.rule as usize) else {
             // A rule of a policy reloaded since: counted, not guessed.

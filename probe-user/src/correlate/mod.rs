@@ -93,8 +93,10 @@ pub struct Correlator {
     awaiting_outcome: pending::Pending<(u32, Destination), (u64, f64)>,
     /// Names for addresses, from DNS answers and /etc/hosts.
     pub names: dns::NameBook,
-    /// UDP destinations already reported per process; later datagrams are not.
-    udp_seen: HashSet<(u32, Destination)>,
+    /// UDP destinations already reported per process, and whether the send failed
+    /// (a refused send is reported once too, next to the sent one); later datagrams
+    /// are not.
+    udp_seen: HashSet<(u32, Destination, bool)>,
     /// Category indices with their names, in name order: how records list probes.
     category_rank: Vec<(usize, String)>,
     /// The policy's rules, evaluated at each network event.
@@ -115,6 +117,9 @@ pub struct Correlator {
     /// `blocked` / `would_block` records for the report (`block::MAX_KEPT_BLOCKS`).
     kept_blocks: Vec<crate::records::KeptBlock>,
     pub blocks_not_kept: u64,
+    /// Block slots of reads only userspace could decide, for the engine to write
+    /// into the kernel (`take_late_feeds`).
+    late_feeds: Vec<block::LateFeed>,
 }
 
 /// `/proc/123/environ`: another process's environment, read. Reports fold these by
@@ -164,6 +169,7 @@ impl Correlator {
             block_unknown_rule: 0,
             kept_blocks: Vec::new(),
             blocks_not_kept: 0,
+            late_feeds: Vec::new(),
         }
     }
 
@@ -225,7 +231,8 @@ impl Correlator {
             self.timelines.evict_exited(tree);
             self.rules.forget_tree(tree);
         }
-        self.udp_seen.retain(|(pid, _)| procs.get(*pid).is_some());
+        self.udp_seen
+            .retain(|(pid, _, _)| procs.get(*pid).is_some());
         self.early_outcomes
             .retain_keys(|(pid, _)| procs.get(*pid).is_some());
         self.awaiting_outcome
@@ -375,7 +382,7 @@ impl Correlator {
                 if e.header.kind != probe_common::EVENT_CONNECT_ISSUED {
                     self.net_names.note_dns_socket(e.header.tgid, e.fd, &dest);
                 }
-                Some(self.on_connect(&e.header, dest, result, seen_at, procs))
+                Some(self.on_connect(&e.header, dest, result, seen_at, false, procs))
             }
             Event::ConnectUnix(e) => {
                 let path = escape_bytes(e.path_bytes());
@@ -393,7 +400,7 @@ impl Correlator {
                     return self.on_unix_datagram(&e.header, dest, e.ret, procs);
                 }
                 let result = ConnectResult::of_syscall(e.ret);
-                Some(self.on_connect(&e.header, dest, result, SeenAt::Syscall, procs))
+                Some(self.on_connect(&e.header, dest, result, SeenAt::Syscall, false, procs))
             }
             Event::ConnectOutcome(e) => self.on_outcome(e, procs),
             Event::UdpSend(e) => self.on_udp_send(e, procs),

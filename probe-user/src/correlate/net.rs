@@ -79,6 +79,7 @@ impl Correlator {
         destination: Destination,
         result: ConnectResult,
         seen_at: SeenAt,
+        datagram: bool,
         procs: &ProcessTable,
     ) -> Record {
         // Earlier probes of the same process tree count, wherever in the tree.
@@ -100,7 +101,7 @@ impl Correlator {
         // A unix datagram is a unix event for the rules, not a UDP send to an address.
         let kind = if destination.family == Family::Unix {
             NetworkEvent::UnixConnect
-        } else if result == ConnectResult::Sent {
+        } else if datagram {
             NetworkEvent::UdpSend
         } else {
             NetworkEvent::Connect
@@ -132,6 +133,7 @@ impl Correlator {
                 .unwrap_or_default(),
             lineage: procs.lineage(header.tgid),
             destination,
+            event: kind,
             outcome,
             domain,
             domain_source,
@@ -233,7 +235,10 @@ impl Correlator {
             // grow this without end. Forgetting only repeats a record later.
             self.udp_seen.clear();
         }
-        if !self.udp_seen.insert((e.header.tgid, dest.clone())) {
+        if !self
+            .udp_seen
+            .insert((e.header.tgid, dest.clone(), e.ret < 0))
+        {
             return None;
         }
         let seen_at = if e.flags & UDP_OUTSIDE_SYSCALL != 0 {
@@ -243,7 +248,13 @@ impl Correlator {
         } else {
             SeenAt::SyscallAndCgroupHook
         };
-        Some(self.on_connect(&e.header, dest, ConnectResult::Sent, seen_at, procs))
+        // A send the kernel refused (a block rule: EPERM) was not sent.
+        let result = if e.ret < 0 {
+            ConnectResult::of_syscall(e.ret)
+        } else {
+            ConnectResult::Sent
+        };
+        Some(self.on_connect(&e.header, dest, result, seen_at, true, procs))
     }
 
     /// A datagram sent to a unix address (sendto/sendmsg naming a path): reported like
@@ -258,15 +269,22 @@ impl Correlator {
     ) -> Option<Record> {
         if ret < 0 {
             let result = ConnectResult::of_syscall(ret);
-            return Some(self.on_connect(header, dest, result, SeenAt::Syscall, procs));
+            return Some(self.on_connect(header, dest, result, SeenAt::Syscall, true, procs));
         }
         if self.udp_seen.len() >= MAX_UDP_SEEN {
             self.udp_seen.clear();
         }
-        if !self.udp_seen.insert((header.tgid, dest.clone())) {
+        if !self.udp_seen.insert((header.tgid, dest.clone(), false)) {
             return None;
         }
-        Some(self.on_connect(header, dest, ConnectResult::Sent, SeenAt::Syscall, procs))
+        Some(self.on_connect(
+            header,
+            dest,
+            ConnectResult::Sent,
+            SeenAt::Syscall,
+            true,
+            procs,
+        ))
     }
 
     /// The rules this network event completes; `alert` matches that are not repeats

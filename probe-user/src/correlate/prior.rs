@@ -340,56 +340,91 @@ impl PriorIndex {
 
     /// The rows a record lists for an event at `at_ns`: categories in `ranked` order
     /// (by name), each row's first probe first, at most `MAX_LISTED_PRIOR`, and how
-    /// many more rows there were.
+    /// many more rows there were. Every category probed before `at_ns` gets its share
+    /// of the room first (a hundred `/proc/N/environ` reads must not push the one time
+    /// zone read out of the list, nor out of a rule's "read by"); what the shares leave
+    /// goes to the categories in rank order.
     pub fn listed(&self, at_ns: u64, ranked: &[(usize, String)]) -> (Vec<PriorProbe>, u64) {
-        let mut out = Vec::new();
-        let mut more = 0u64;
-        for (c, name) in ranked {
-            let Some(cat) = self.categories.get(c) else {
-                continue;
-            };
-            let room = MAX_LISTED_PRIOR - out.len();
-            if room == 0 {
-                // Counted by size, not walked.
-                more += cat.order.len() as u64;
-                continue;
-            }
-            let mut taken = 0;
-            for (&(first, _), key) in &cat.order {
-                if first > at_ns || taken == room {
-                    break;
-                }
-                taken += 1;
-                let Some((agg, _)) = cat.rows.get(key) else {
+        let present: Vec<(&Category, &String)> = ranked
+            .iter()
+            .filter_map(|(c, name)| self.categories.get(c).map(|cat| (cat, name)))
+            .filter(|(cat, _)| {
+                cat.order
+                    .keys()
+                    .next()
+                    .is_some_and(|&(first, _)| first <= at_ns)
+            })
+            .collect();
+        if present.is_empty() {
+            return (Vec::new(), 0);
+        }
+        let share = (MAX_LISTED_PRIOR / present.len()).max(1);
+        let mut rows: Vec<Vec<PriorProbe>> = vec![Vec::new(); present.len()];
+        let mut room = MAX_LISTED_PRIOR;
+        // Two passes: the shares, then the rest of the room in rank order.
+        for limit in [share, MAX_LISTED_PRIOR] {
+            for ((cat, name), out) in present.iter().zip(rows.iter_mut()) {
+                let wanted = limit.saturating_sub(out.len()).min(room);
+                if wanted == 0 {
                     continue;
-                };
-                let (target_type, how, target) = match key {
-                    RowKey::Single(ty, how, target) => (*ty, *how, target.to_string()),
-                    RowKey::Folded(how, prefix) => (TargetType::File, *how, folded_target(prefix)),
-                };
-                let mut row = PriorProbe {
-                    category: name.clone(),
-                    target_type,
-                    target,
-                    how,
-                    evidence: how.evidence(),
-                    pids: agg.pids.clone(),
-                    by: Vec::new(),
-                    count: agg.count,
-                    distinct_targets: agg.distinct,
-                    first_ms_before: 0.0,
-                    last_ms_before: 0.0,
-                    first_ns: agg.first_ns,
-                    last_ns: agg.last_ns,
-                };
-                row.measure_from(at_ns);
-                out.push(row);
-            }
-            if taken == room {
-                more += (cat.order.len() - taken) as u64;
+                }
+                let before = out.len();
+                cat.list_into(at_ns, name, out.len(), wanted, out);
+                room -= out.len() - before;
             }
         }
-        (out, more)
+        let mut more = 0u64;
+        for ((cat, _), out) in present.iter().zip(&rows) {
+            // Cut by the room: counted by size, not walked (rows after `at_ns`
+            // included, as an upper bound).
+            if out.len() < cat.order.len() && room == 0 {
+                more += (cat.order.len() - out.len()) as u64;
+            }
+        }
+        (rows.into_iter().flatten().collect(), more)
+    }
+}
+
+impl Category {
+    /// Appends at most `limit` rows of this category to `out`, those first probed by
+    /// `at_ns`, skipping the first `skip` (listed already).
+    fn list_into(
+        &self,
+        at_ns: u64,
+        name: &str,
+        skip: usize,
+        limit: usize,
+        out: &mut Vec<PriorProbe>,
+    ) {
+        for (&(first, _), key) in self.order.iter().skip(skip).take(limit) {
+            if first > at_ns {
+                break;
+            }
+            let Some((agg, _)) = self.rows.get(key) else {
+                continue;
+            };
+            let (target_type, how, target) = match key {
+                RowKey::Single(ty, how, target) => (*ty, *how, target.to_string()),
+                RowKey::Folded(how, prefix) => (TargetType::File, *how, folded_target(prefix)),
+            };
+            let mut row = PriorProbe {
+                category: name.to_owned(),
+                target_type,
+                target,
+                how,
+                evidence: how.evidence(),
+                pids: agg.pids.clone(),
+                by: Vec::new(),
+                count: agg.count,
+                distinct_targets: agg.distinct,
+                first_ms_before: 0.0,
+                last_ms_before: 0.0,
+                first_ns: agg.first_ns,
+                last_ns: agg.last_ns,
+            };
+            row.measure_from(at_ns);
+            out.push(row);
+        }
     }
 }
 
@@ -518,6 +553,18 @@ mod tests {
         assert_eq!(
             (rows.len(), more),
             (MAX_LISTED_PRIOR, 5_000 - MAX_LISTED_PRIOR as u64)
+        );
+        // A later-ranked category with one row still gets listed: the first keeps
+        // the rest of the room.
+        many.record(&[1], TargetType::Env, How::Getenv, "TZ", None, 7, 9_000);
+        let (rows, more) = many.listed(10_000, &ranked);
+        assert_eq!(rows.len(), MAX_LISTED_PRIOR);
+        assert_eq!(more, 5_000 - (MAX_LISTED_PRIOR as u64 - 1));
+        assert_eq!(rows.last().map(|r| r.target.as_str()), Some("TZ"));
+        assert!(
+            rows[..MAX_LISTED_PRIOR - 1]
+                .iter()
+                .all(|r| r.category == "timezone")
         );
     }
 

@@ -54,6 +54,9 @@ impl Correlator {
                 ProbeResult::Unset
             },
             truncated: e.name_truncated != 0,
+            // The kernel judges a case-sensitive category only for the name written
+            // in upper case, and a cut name not at all.
+            kernel_fed: e.name_truncated == 0 && !name.bytes().any(|b| b.is_ascii_lowercase()),
             ..Seen::default()
         };
         self.probe(&e.header, cats, TargetType::Env, name, seen, procs)
@@ -105,6 +108,7 @@ impl Correlator {
         let seen = Seen {
             how: How::ProcessVmReadv,
             result: ProbeResult::Issued,
+            kernel_fed: false,
             ..Seen::default()
         };
         let target = format!("pid:{}", e.target_pid);
@@ -228,6 +232,16 @@ impl Correlator {
             given_path: (given != resolved.path && e.op < probe_common::FILE_OP_HOOK_OPEN)
                 .then_some(given),
             resolved_by: resolved.resolved_by,
+            // Basename and own-home candidates are decided here; a path glob's
+            // categories are not in the kernel's path entries (feeding twice only
+            // writes the same time again).
+            kernel_fed: match e.matched_by {
+                probe_common::FILE_MATCH_INODE | probe_common::FILE_MATCH_HOOK => true,
+                probe_common::FILE_MATCH_PATH => {
+                    !self.classifier.glob_adds_category(&resolved.path)
+                }
+                _ => false,
+            },
             ..Seen::default()
         };
         self.probe(
@@ -255,6 +269,10 @@ impl Correlator {
         if cats.is_empty() {
             self.operation_not_counted += 1;
             return None;
+        }
+        // Before the timeline's de-duplication: a repeated read refreshes its time.
+        if !seen.kernel_fed {
+            self.feed_late(pid, &cats, how, ktime_ns);
         }
         let tree = procs.tree_of(pid);
         let fold_prefix = match target_type {
@@ -325,6 +343,9 @@ struct Seen {
     given_path: Option<String>,
     /// How a path that was not the target itself was tied to it.
     resolved_by: Option<ResolvedBy>,
+    /// The kernel fed block rules from this probe itself; when not, userspace does
+    /// (`feed_late`).
+    kernel_fed: bool,
 }
 
 impl Default for Seen {
@@ -337,6 +358,7 @@ impl Default for Seen {
             value_prefix: None,
             given_path: None,
             resolved_by: None,
+            kernel_fed: true,
         }
     }
 }

@@ -487,3 +487,42 @@ fn shown_values_of_expired_trees_leave_room_for_the_processes_that_come() {
     assert_eq!(c.values.not_kept, 10);
     assert_eq!(c.values.get(1_000, "TZ"), None);
 }
+
+/// Reads the kernel could not count for block rules (a case variant of an env name,
+/// a basename candidate) become late feeds with their slots; reads it counted
+/// (an upper-case name, a path string match) do not; without block rules nothing does.
+#[test]
+fn reads_the_kernel_did_not_count_become_late_block_feeds() {
+    let yaml = format!(
+        "{}\n  - name: block-out\n    probed: {{any_of: [proxy, timezone]}}\n    then: [connect]\n    within: 30s\n    action: block\n",
+        include_str!("../../../policies/default.yaml")
+    );
+    let policy = crate::policy::parse(&yaml, "t.yaml").unwrap();
+    let mut c = Correlator::new(&policy, 0);
+    let mut procs = ProcessTable::default();
+    procs.add_root(100, 1);
+    let mut candidate = file(100, 3_000, FILE_OP_OPENAT, "/etc/localtime");
+    if let Event::File(f) = &mut candidate {
+        f.matched_by = FILE_MATCH_BASENAME;
+    }
+    for ev in [
+        env(100, 1_000, "HTTPS_PROXY"),
+        env(100, 2_000, "https_proxy"),
+        file(100, 2_500, FILE_OP_OPENAT, "/etc/localtime"),
+        candidate,
+    ] {
+        handle(&mut c, &ev, &mut procs);
+    }
+    let feeds = c.take_late_feeds();
+    let times: Vec<u64> = feeds.iter().map(|f| f.ktime_ns).collect();
+    assert_eq!(times, [2_000, 3_000], "{feeds:?}");
+    assert!(
+        feeds.iter().all(|f| f.pid == 100 && f.slots != 0),
+        "{feeds:?}"
+    );
+    assert!(c.take_late_feeds().is_empty());
+
+    let mut plain = Correlator::new(&load_default().unwrap(), 0);
+    handle(&mut plain, &env(100, 2_000, "https_proxy"), &mut procs);
+    assert!(plain.take_late_feeds().is_empty());
+}

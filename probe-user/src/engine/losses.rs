@@ -56,6 +56,10 @@ pub enum UserspaceLoss {
     /// (`BLOCK_DNS_DONE`): a `dns_pending: block` rule kept its tree's unknown
     /// addresses refused until the 2 s bound.
     BlockDnsDoneNotWritten,
+    /// A read only userspace could decide (a basename or own-home candidate, a case
+    /// variant, process_vm_readv) could not be written into the kernel's block state:
+    /// block rules do not count it.
+    BlockLateFeedFailed,
 }
 
 impl UserspaceLoss {
@@ -76,6 +80,7 @@ impl UserspaceLoss {
             UserspaceLoss::BlockAddrNotStored => "block_addr_not_stored",
             UserspaceLoss::BlockAddrNotRemembered => "block_addr_not_remembered",
             UserspaceLoss::BlockDnsDoneNotWritten => "block_dns_done_not_written",
+            UserspaceLoss::BlockLateFeedFailed => "block_late_feed_failed",
         }
     }
 }
@@ -266,6 +271,10 @@ impl Engine {
         l.userspace(
             UserspaceLoss::BlockDnsDoneNotWritten,
             self.sensors.block_dns_done_not_written,
+        );
+        l.userspace(
+            UserspaceLoss::BlockLateFeedFailed,
+            self.sensors.block_late_failed(),
         );
         l.filtered(Filtered::EnvObjectNotElf, env.not_elf);
         l.filtered(Filtered::EnvObjectWithoutGetenv, env.no_getenv);

@@ -253,6 +253,11 @@ impl Engine {
                 self.sensors
                     .dns_answer_handled(e.header.tgid, e.header.ktime_ns);
             }
+            // Reads only userspace decided count for later calls.
+            for feed in self.correlator.take_late_feeds() {
+                self.sensors
+                    .feed_block_late(feed.pid, feed.slots, feed.ktime_ns);
+            }
             if let Some(why) = selected_by {
                 for record in &mut self.records[first_new..] {
                     if let Body::Exec(exec) = &mut record.body {

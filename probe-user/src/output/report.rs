@@ -262,9 +262,13 @@ fn clis(s: &mut String, r: &RunReport) {
 fn verb(c: &ConnectionRecord) -> String {
     let name = c.domain.as_deref();
     let target = c.destination.named(name);
+    let datagram = c.event == crate::policy::rules::NetworkEvent::UdpSend;
     match c.result {
         crate::records::ConnectResult::Sent => format!("sent to {target}"),
         // Refused before it left: by a block rule, or by another cgroup or LSM policy.
+        crate::records::ConnectResult::Failed(r) if r == -libc::EPERM && datagram => {
+            format!("tried to send to {target} (refused)")
+        }
         crate::records::ConnectResult::Failed(r) if r == -libc::EPERM => {
             format!("tried to connect to {target} (refused)")
         }

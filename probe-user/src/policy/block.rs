@@ -25,8 +25,10 @@ use super::rules::{Action, CompiledDestination, CompiledRule, DnsPending, Networ
 use super::schema::Category;
 use crate::ops::{EvidenceSet, HostCall, How};
 
-/// Entries `BLOCK_ENTRIES` holds (see the kernel map).
-pub const MAX_BLOCK_ENTRIES: usize = probe_common::MAX_POLICY_ENTRIES as usize + 8;
+/// Policy entries `BLOCK_ENTRIES` holds (the rest of the map is the files', see
+/// `block_files`).
+pub const MAX_BLOCK_POLICY_ENTRIES: usize =
+    (probe_common::MAX_BLOCK_ENTRIES - probe_common::MAX_BLOCK_FILE_ENTRIES) as usize;
 
 /// One slot: a category counted with these evidence kinds within this window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -208,11 +210,11 @@ pub(super) fn compile(
         }
     }
     t.entries = entries(&t.slots, categories, kernel, classifier);
-    if t.entries.len() > MAX_BLOCK_ENTRIES {
+    if t.entries.len() > MAX_BLOCK_POLICY_ENTRIES {
         return Err(error(
             &rules[t.rule_of[0]].name,
             format!(
-                "block rules count {} policy entries; at most {MAX_BLOCK_ENTRIES}",
+                "block rules count {} policy entries; at most {MAX_BLOCK_POLICY_ENTRIES}",
                 t.entries.len()
             ),
             "block on fewer or smaller categories",
@@ -435,8 +437,20 @@ fn entries(
     out
 }
 
+/// The slots a probe of categories `cats` made by `how` feeds (for reads userspace
+/// decides, `correlate::block::LateFeed`).
+pub fn slots_fed(slots: &[Slot], cats: &[usize], how: How, classifier: &Classifier) -> u32 {
+    let cats: Vec<(usize, bool)> = cats.iter().map(|c| (*c, false)).collect();
+    slot_mask(slots, &cats, how, classifier)
+}
+
 /// The slots a probe made by `how` of an entry named by `cats` feeds.
-fn slot_mask(slots: &[Slot], cats: &[(usize, bool)], how: How, classifier: &Classifier) -> u32 {
+pub(super) fn slot_mask(
+    slots: &[Slot],
+    cats: &[(usize, bool)],
+    how: How,
+    classifier: &Classifier,
+) -> u32 {
     slots
         .iter()
         .enumerate()

@@ -191,6 +191,22 @@ impl Classifier {
         !self.home_values_hidden.iter().any(|n| n == name)
     }
 
+    /// Whether a path glob gives `path` a category its exact and prefix entries do
+    /// not: the kernel's path entries hold no glob, so it did not count that one
+    /// toward block rules.
+    pub fn glob_adds_category(&self, path: &str) -> bool {
+        self.globs
+            .iter()
+            .filter(|(g, _)| super::glob::matches(g, path))
+            .any(|(_, c)| {
+                !self.exact_paths.iter().any(|(p, e)| e == c && p == path)
+                    && !self
+                        .prefixes
+                        .iter()
+                        .any(|(p, e)| e == c && path.starts_with(p.as_str()))
+            })
+    }
+
     /// Categories (indices) whose paths or prefixes cover `path`.
     pub fn path_categories(&self, path: &str) -> Vec<usize> {
         let mut out: Vec<usize> = self

@@ -2,6 +2,7 @@
 //! kernel map entries plus the userspace classifier.
 
 pub mod block;
+pub mod block_files;
 pub mod block_hosts;
 mod capacity;
 mod compile;

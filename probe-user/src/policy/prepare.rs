@@ -58,12 +58,26 @@ pub struct PreparedPolicy {
     /// host: the resolvers whose answers are learned for the rules' host globs unless
     /// a list is configured (`dns_trust`).
     pub resolv_conf: Arc<Vec<super::dns_trust::Resolver>>,
+    /// The block slots of the indexed files (`INODES` values point at them).
+    pub block_files: Arc<super::block_files::BlockFiles>,
 }
 
 impl PreparedPolicy {
     /// Indexes a compiled policy's files. Blocking I/O (bounded: see `FileIndex`).
     pub fn new(policy: CompiledPolicy) -> Self {
         let file_index = Arc::new(FileIndex::build(&policy.classifier));
+        let block_files = Arc::new(super::block_files::compile(
+            &policy.block,
+            &policy.classifier,
+            &file_index,
+        ));
+        if block_files.not_fed > 0 {
+            tracing::warn!(
+                "{} policy files need more than {} distinct sets of block slots: block rules count them only when read by their path",
+                block_files.not_fed,
+                probe_common::MAX_BLOCK_FILE_ENTRIES
+            );
+        }
         let (hosts_file, resolv_conf) = if policy.block.hosts.is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -81,12 +95,21 @@ impl PreparedPolicy {
             version: String::new(),
             hosts_file: Arc::new(hosts_file),
             resolv_conf: Arc::new(resolv_conf),
+            block_files,
         }
     }
 
     /// How full each kernel map will be.
     pub fn capacity(&self) -> KernelCapacity {
-        KernelCapacity::of(&self.policy, Some(&self.file_index))
+        let mut capacity = KernelCapacity::of(&self.policy, Some(&self.file_index));
+        if !self.policy.block.is_empty() {
+            capacity.0.push(super::MapUse {
+                map: probe_common::MAP_BLOCK_ENTRIES,
+                used: self.policy.block.entries.len() + self.block_files.entries.len(),
+                capacity: probe_common::MAX_BLOCK_ENTRIES as usize,
+            });
+        }
+        capacity
     }
 }
 

@@ -126,6 +126,10 @@ pub struct ConnectionRecord {
     /// `MAX_PARENTS`).
     pub lineage: Vec<u32>,
     pub destination: Destination,
+    /// What the call was: `connect` (a stream or a connected socket), `udp_send` (a
+    /// datagram to an address; `result` says whether it left), `unix_connect` (a
+    /// unix socket, stream or datagram).
+    pub event: crate::policy::rules::NetworkEvent,
     /// Where it was seen: `syscall_and_cgroup_hook` (the syscall's result, the
     /// destination from the cgroup hook's kernel copy), `syscall` (the tracepoints
     /// alone: the destination read from the caller's memory) or `cgroup_hook` (the

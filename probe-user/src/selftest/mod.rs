@@ -21,8 +21,9 @@ use serde::Serialize;
 
 use crate::engine::{self, Engine};
 use crate::ops::Operation;
+use crate::policy::rules::NetworkEvent;
 use crate::policy::{self, PreparedPolicy};
-use crate::records::{Body, ConnectResult, Record};
+use crate::records::{Body, Record};
 use crate::sensors::{AttachStatus, Family};
 
 pub use child::ChildPlan;
@@ -269,7 +270,7 @@ fn judge(engine: &Engine, plan: &ChildPlan, pid: u32, records: &[Record]) -> Vec
             Body::Connect(c)
                 if c.destination.address == to.ip().to_string()
                     && c.destination.port == to.port()
-                    && (c.result == ConnectResult::Sent) == datagram =>
+                    && (c.event == NetworkEvent::UdpSend) == datagram =>
             {
                 Some(
                     serde_json::to_value(c.seen_at)

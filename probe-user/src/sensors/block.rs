@@ -9,7 +9,8 @@
 
 use aya::maps::{Array, HashMap, MapData};
 use probe_common::{
-    BlockTreeState, MAP_BLOCK_STATE, MAP_SETTINGS, SETTING_BLOCK_RULES, SETTING_ENFORCE,
+    BLOCK_SLOTS, BlockTreeState, MAP_BLOCK_LATE, MAP_BLOCK_STATE, MAP_BLOCK_TREES, MAP_SETTINGS,
+    SETTING_BLOCK_RULES, SETTING_ENFORCE,
 };
 
 use super::{SensorError, Sensors, map_err};
@@ -42,18 +43,67 @@ impl Sensors {
     /// Forgets every tree's read times (a new slot numbering). Best effort: an entry
     /// left behind can only be older than its window or be fed again.
     pub(super) fn clear_block_state(&mut self) {
-        let Ok(map) = self.map(MAP_BLOCK_STATE) else {
-            return;
-        };
-        let Ok(mut state) = HashMap::<&mut MapData, u32, BlockTreeState>::try_from(map) else {
-            return;
-        };
-        let trees: Vec<u32> = state.keys().filter_map(Result::ok).collect();
-        for tree in trees {
-            if let Err(err) = state.remove(&tree) {
-                tracing::debug!("clearing the block state of tree {tree}: {err}");
+        for name in [MAP_BLOCK_STATE, MAP_BLOCK_LATE] {
+            let Ok(map) = self.map(name) else {
+                continue;
+            };
+            let Ok(mut state) = HashMap::<&mut MapData, u32, BlockTreeState>::try_from(map) else {
+                continue;
+            };
+            let trees: Vec<u32> = state.keys().filter_map(Result::ok).collect();
+            for tree in trees {
+                if let Err(err) = state.remove(&tree) {
+                    tracing::debug!("clearing the block state of tree {tree}: {err}");
+                }
             }
         }
+    }
+
+    /// Feeds `slots` of `pid`'s tree at `ktime_ns` (boot time), for a read only
+    /// userspace could decide (`correlate::block::LateFeed`). Written to
+    /// `BLOCK_LATE`, which only this process writes, so no time the kernel wrote is
+    /// overwritten. Two map lookups and an update; a failure is counted
+    /// (`userspace:block_late_feed_failed`).
+    pub fn feed_block_late(&mut self, pid: u32, slots: u32, ktime_ns: u64) {
+        if let Err(err) = self.try_feed_block_late(pid, slots, ktime_ns) {
+            tracing::debug!("feeding block slots {slots:#x} of pid {pid}: {err}");
+            self.block_late_failed += 1;
+        }
+    }
+
+    fn try_feed_block_late(
+        &mut self,
+        pid: u32,
+        slots: u32,
+        ktime_ns: u64,
+    ) -> Result<(), SensorError> {
+        let tree = {
+            let trees: HashMap<&mut MapData, u32, u32> = self
+                .map(MAP_BLOCK_TREES)?
+                .try_into()
+                .map_err(map_err(MAP_BLOCK_TREES))?;
+            // A process without an entry is its own tree (as in the kernel's
+            // `tree_of`).
+            trees.get(&pid, 0).unwrap_or(pid)
+        };
+        let mut late: HashMap<&mut MapData, u32, BlockTreeState> = self
+            .map(MAP_BLOCK_LATE)?
+            .try_into()
+            .map_err(map_err(MAP_BLOCK_LATE))?;
+        let mut state = late.get(&tree, 0).unwrap_or(BlockTreeState {
+            fed_ns: [0; BLOCK_SLOTS],
+        });
+        for (slot, fed) in state.fed_ns.iter_mut().enumerate() {
+            if slots & (1 << slot) != 0 && ktime_ns > *fed {
+                *fed = ktime_ns;
+            }
+        }
+        late.insert(tree, state, 0).map_err(map_err(MAP_BLOCK_LATE))
+    }
+
+    /// Late block feeds that could not be written.
+    pub fn block_late_failed(&self) -> u64 {
+        self.block_late_failed
     }
 }
 

@@ -132,6 +132,8 @@ pub struct Sensors {
     dns_trust: crate::policy::dns_trust::DnsTrust,
     /// Handled DNS answers whose "done" the kernel map refused (`dns_answer_handled`).
     pub block_dns_done_not_written: u64,
+    /// Late block feeds (`feed_block_late`) that could not be written.
+    block_late_failed: u64,
     /// Programs whose parallel load failed, with the error: their attach reports it
     /// instead of verifying them a second time.
     load_errors: std::collections::HashMap<String, String>,
@@ -191,6 +193,7 @@ impl Sensors {
             block_addrs: Default::default(),
             dns_trust: Default::default(),
             block_dns_done_not_written: 0,
+            block_late_failed: 0,
             load_errors: std::collections::HashMap::new(),
             logger,
         };

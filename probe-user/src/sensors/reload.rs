@@ -14,15 +14,15 @@ use std::sync::Arc;
 use aya::Pod;
 use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use probe_common::{
-    BasenameKey, CommKey, EnvNameKey, InodeKey, MAP_BASENAMES, MAP_ENV_NAMES, MAP_ENV_PREFIXES,
-    MAP_INODES, MAP_OWN_HOME_PATHS, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS, MAP_SETTINGS,
-    PATH_LEN, PATH_MATCH_EXACT, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES,
-    SETTING_EXEC_CANDIDATES, SETTING_HOST_CALLS, SETTING_INODES, SETTING_OWN_HOME,
-    SETTING_PROC_ENVIRON, SETTING_SELECTION,
+    BLOCK_ENTRY_NONE, BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ADDRS, MAP_BLOCK_ENTRIES,
+    MAP_BLOCK_NET4, MAP_BLOCK_NET6, MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
 };
 use probe_common::{
-    BlockEntry, BlockNet, BlockRule, MAP_BLOCK_ADDRS, MAP_BLOCK_ENTRIES, MAP_BLOCK_NET4,
-    MAP_BLOCK_NET6, MAP_BLOCK_RULES, MAP_BLOCK_WINDOWS, SETTING_BLOCK_RULES,
+    BasenameKey, CommKey, EnvNameKey, InodeKey, InodeRef, MAP_BASENAMES, MAP_ENV_NAMES,
+    MAP_ENV_PREFIXES, MAP_INODES, MAP_OWN_HOME_PATHS, MAP_PATHS, MAP_SELECT_COMMS, MAP_SELECT_UIDS,
+    MAP_SETTINGS, PATH_LEN, PolicyRef, SETTING_BASENAMES, SETTING_ENV_PREFIXES,
+    SETTING_EXEC_CANDIDATES, SETTING_HOST_CALLS, SETTING_INODES, SETTING_OWN_HOME,
+    SETTING_PROC_ENVIRON, SETTING_SELECTION,
 };
 
 use super::map_update::{MapWrite, update};
@@ -50,7 +50,7 @@ pub struct PolicyMaps {
     pub env_prefixes: HashMap<(u32, EnvNameKey), PolicyRef>,
     pub paths: HashMap<(u32, [u8; PATH_LEN]), PolicyRef>,
     pub own_home_paths: HashMap<(u32, [u8; PATH_LEN]), PolicyRef>,
-    pub inodes: HashMap<InodeKey, PolicyRef>,
+    pub inodes: HashMap<InodeKey, InodeRef>,
     pub basenames: HashMap<BasenameKey, PolicyRef>,
     /// The block maps (`policy::block`): per entry id, per rule index, per slot, and
     /// the two LPM tries of the rules' networks.
@@ -87,7 +87,13 @@ impl PolicyMaps {
         settings.insert(SETTING_BLOCK_RULES, block.rules.len() as u32);
         let index_of = |i: usize| i as u32;
         Self {
-            block_entries: block.entries.clone(),
+            // The policy entries' and the indexed files' (`block_files`): one map.
+            block_entries: block
+                .entries
+                .iter()
+                .chain(&prepared.block_files.entries)
+                .map(|(k, v)| (*k, *v))
+                .collect(),
             block_rules: block
                 .rules
                 .iter()
@@ -126,9 +132,14 @@ impl PolicyMaps {
                     .inodes
                     .iter()
                     .map(|(key, id)| {
-                        let value = PolicyRef {
+                        let value = InodeRef {
                             entry_id: *id,
-                            match_kind: PATH_MATCH_EXACT,
+                            block_entry: prepared
+                                .block_files
+                                .of_file
+                                .get(id)
+                                .copied()
+                                .unwrap_or(BLOCK_ENTRY_NONE),
                         };
                         (*key, value)
                     })

@@ -10,10 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::Envelope;
 use super::host::HostInfo;
-use crate::policy::rules::Severity;
-use crate::records::{
-    Body, CliIdentity, ConnectResult, Destination, Family, TargetType, TcpOutcome,
-};
+use crate::policy::rules::{NetworkEvent, Severity};
+use crate::records::{Body, CliIdentity, Destination, Family, TargetType, TcpOutcome};
 
 /// The ECS version the records follow (and the tests check against).
 pub const ECS_VERSION: &str = "9.4.0";
@@ -141,7 +139,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
             if c.destination.family != Family::Unix
                 && let Some(Value::Object(network)) = doc.get_mut("network")
             {
-                let transport = if c.result == ConnectResult::Sent {
+                let transport = if c.event == NetworkEvent::UdpSend {
                     "udp"
                 } else {
                     "tcp"

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::Envelope;
 use super::host::HostInfo;
 use crate::ops::Operation;
-use crate::policy::rules::Severity;
+use crate::policy::rules::{NetworkEvent, Severity};
 use crate::records::{Body, CliIdentity, ConnectResult, Destination, Family, TargetType};
 
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -40,7 +40,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 "dst_endpoint": endpoint(&c.destination, c.domain.as_deref()),
                 "connection_info": {
                     "direction_id": 2, // Outbound
-                    "protocol_name": if c.result == ConnectResult::Sent { "udp" } else if c.destination.family == Family::Unix { "unix" } else { "tcp" },
+                    "protocol_name": if c.event == NetworkEvent::UdpSend { "udp" } else if c.destination.family == Family::Unix { "unix" } else { "tcp" },
                 },
                 "actor": actor(Some(&c.cli), pid),
                 "status_id": if activity == 4 || activity == 5 { 2 } else { 1 },
