@@ -206,3 +206,26 @@ pub struct BlockAddr {
     pub expires_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<BlockAddr>() == 16);
+
+// A DNS answer still on its way to userspace (`destination.dns_pending: block`): the
+// connect that follows a fresh answer can reach the hook before userspace has stored
+// the address in `BLOCK_ADDRS`. The recvfrom exit that reports a watched tree's
+// answer writes its time into `BLOCK_DNS_PENDING` (key: the tree); userspace, once it
+// has handled that answer (and written what it learned), writes the same time into
+// `BLOCK_DNS_DONE`. While the tree's latest answer is newer than what userspace has
+// done, and at most `BLOCK_DNS_PENDING_NS` old, a rule with `BLOCK_RULE_DNS_PENDING`
+// treats an address not in `BLOCK_ADDRS` as its host's (a call to port 53, the
+// resolution itself, excepted). Bounded in time: if userspace dies, it ends.
+
+pub const MAP_BLOCK_DNS_PENDING: &str = "BLOCK_DNS_PENDING";
+pub const MAP_BLOCK_DNS_DONE: &str = "BLOCK_DNS_DONE";
+
+/// `BlockRule::flags`: `destination.dns_pending: block`.
+pub const BLOCK_RULE_DNS_PENDING: u32 = 1 << 2;
+
+/// How long an answer userspace has not handled keeps unknown addresses refused.
+pub const BLOCK_DNS_PENDING_NS: u64 = 2_000_000_000;
+
+/// `BlockEvent::net` flag: the rule held because the address was not learned yet
+/// while a DNS answer of the tree was pending (`BLOCK_RULE_DNS_PENDING`).
+pub const BLOCK_NET_DNS_PENDING: u32 = 1 << 16;

@@ -11,12 +11,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use probe_common::{
-    AF_INET, BLOCK_NET_CONNECT, BLOCK_NET_UDP, BLOCK_OPS, BLOCK_PORTS, BLOCK_RULE_HAS_CIDR,
-    BLOCK_RULE_HAS_HOST, BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP,
-    BLOCK_VERDICT_BLOCKED, BLOCK_VERDICT_WOULD_BLOCK, BlockAddr, BlockAddrKey, BlockEntry,
-    BlockEvent, BlockNet, BlockRule, BlockTreeState, DROP_RING_FULL_BLOCK, EVENT_BLOCK, HookDest,
-    MAX_BLOCK_ADDRS, MAX_BLOCK_CIDRS, MAX_BLOCK_ENTRIES, MAX_BLOCK_RULES, MAX_WATCHED,
-    SETTING_BLOCK_RULES, SETTING_ENFORCE,
+    AF_INET, BLOCK_DNS_PENDING_NS, BLOCK_NET_CONNECT, BLOCK_NET_DNS_PENDING, BLOCK_NET_UDP,
+    BLOCK_OPS, BLOCK_PORTS, BLOCK_RULE_DNS_PENDING, BLOCK_RULE_HAS_CIDR, BLOCK_RULE_HAS_HOST,
+    BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP, BLOCK_VERDICT_BLOCKED,
+    BLOCK_VERDICT_WOULD_BLOCK, BlockAddr, BlockAddrKey, BlockEntry, BlockEvent, BlockNet,
+    BlockRule, BlockTreeState, DROP_RING_FULL_BLOCK, EVENT_BLOCK, HookDest, MAX_BLOCK_ADDRS,
+    MAX_BLOCK_CIDRS, MAX_BLOCK_ENTRIES, MAX_BLOCK_RULES, MAX_WATCHED, SETTING_BLOCK_RULES,
+    SETTING_ENFORCE,
 };
 
 use crate::{
@@ -69,6 +70,44 @@ pub static BLOCK_STATE: LruHashMap<u32, BlockTreeState> =
 #[map]
 pub static BLOCK_LATE: LruHashMap<u32, BlockTreeState> =
     LruHashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Per tree: when it last received a DNS answer (`EventHeader::ktime_ns` of the
+/// answer's event), and when userspace finished the latest it handled (see
+/// `probe_common::BLOCK_DNS_PENDING_NS`). LRU: an evicted mark is an answer no longer
+/// pending (fails open); an evicted done time is one pending at most that long.
+#[map]
+pub static BLOCK_DNS_PENDING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_WATCHED, 0);
+#[map]
+pub static BLOCK_DNS_DONE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// A watched process received a DNS answer whose event, stamped `at_ns`, is on its
+/// way to userspace: its tree's unknown addresses are pending until userspace has
+/// handled it (only for rules with `BLOCK_RULE_DNS_PENDING`).
+#[inline(always)]
+pub fn dns_answer_received(tgid: u32, at_ns: u64) {
+    if rules_in_force() == 0 {
+        return;
+    }
+    // Full map: an LRU evicts another tree's mark.
+    let _ = BLOCK_DNS_PENDING.insert(tree_of(tgid), at_ns, 0);
+}
+
+/// Whether `tree` received a DNS answer at most `BLOCK_DNS_PENDING_NS` before `now`
+/// that userspace has not handled yet.
+#[inline(always)]
+fn dns_pending(tree: u32, now: u64) -> bool {
+    // SAFETY: value pointers from successful lookups, read only.
+    let Some(at) = BLOCK_DNS_PENDING.get_ptr(&tree).map(|p| unsafe { *p }) else {
+        return false;
+    };
+    if at > now || now - at > BLOCK_DNS_PENDING_NS {
+        return false;
+    }
+    match BLOCK_DNS_DONE.get_ptr(&tree).map(|p| unsafe { *p }) {
+        Some(done) => done < at,
+        None => true,
+    }
+}
 
 /// Zeros, to insert a new tree's state from map memory (256 bytes are too many for
 /// the stacks of the programs that feed).
@@ -201,9 +240,9 @@ fn has_port(ports: &[u16; BLOCK_PORTS], len: u32, port: u16) -> bool {
 
 /// The rules' CIDR bits for the destination (IPv4-mapped IPv6 counts as IPv4), ORed
 /// with those of the addresses learned for their host globs that have not expired
-/// at `now`.
+/// at `now`; and whether such a learned address was found.
 #[inline(always)]
-fn nets(dest: &HookDest, now: u64) -> BlockNet {
+fn nets(dest: &HookDest, now: u64) -> (BlockNet, bool) {
     let a = &dest.addr;
     let mapped =
         dest.family != AF_INET && a[..10].iter().all(|&b| b == 0) && a[10] == 0xff && a[11] == 0xff;
@@ -223,14 +262,16 @@ fn nets(dest: &HookDest, now: u64) -> BlockNet {
         BLOCK_NET6.get(&Key::new(128, *a))
     };
     let mut net = found.copied().unwrap_or_default();
+    let mut known = false;
     // SAFETY: value pointer from a successful lookup, read only.
     if let Some(learned) = BLOCK_ADDRS.get_ptr(&key).map(|p| unsafe { &*p })
         && learned.expires_ns > now
     {
         net.rules |= learned.net.rules;
         net.except |= learned.net.except;
+        known = true;
     }
-    net
+    (net, known)
 }
 
 /// When `slot` was last fed: by the kernel (`state`) or by userspace (`late`),
@@ -316,7 +357,11 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         core::ptr::write_volatile(call_at, call);
         core::ptr::read_volatile(call_at)
     };
-    let nets = nets(dest, now);
+    let (nets, known) = nets(dest, now);
+    // An address not learned while an answer of the tree is on its way to userspace
+    // may be the one it names (`BLOCK_RULE_DNS_PENDING`); a call to port 53 is the
+    // resolution itself, never held back by it.
+    let pending = !known && dest.port != crate::dns::DNS_PORT && dns_pending(tree, now);
     for index in 0..MAX_BLOCK_RULES {
         if index >= count {
             break;
@@ -325,9 +370,13 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             break;
         };
         let bit = 1u32 << index;
+        let by_pending = pending
+            && rule.flags & (BLOCK_RULE_HAS_HOST | BLOCK_RULE_DNS_PENDING)
+                == BLOCK_RULE_HAS_HOST | BLOCK_RULE_DNS_PENDING;
         if rule.then & call == 0
             || (rule.flags & (BLOCK_RULE_HAS_CIDR | BLOCK_RULE_HAS_HOST) != 0
-                && nets.rules & bit == 0)
+                && nets.rules & bit == 0
+                && !by_pending)
             || nets.except & bit != 0
             || (rule.ports_len != 0 && !has_port(&rule.ports, rule.ports_len, dest.port))
             || has_port(&rule.except_ports, rule.except_ports_len, dest.port)
@@ -338,6 +387,12 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             continue;
         }
         let enforce = SETTINGS.get(SETTING_ENFORCE).is_some_and(|on| *on != 0);
+        // Held only by the pending answer (not by a CIDR or a learned name).
+        let why = if by_pending && nets.rules & bit == 0 {
+            BLOCK_NET_DNS_PENDING
+        } else {
+            0
+        };
         report(
             tgid,
             tid,
@@ -346,6 +401,7 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             enforce,
             dest,
             udp,
+            why,
             held & (rule.all_of | rule.any_of),
             state,
             late,
@@ -364,6 +420,7 @@ fn report(
     enforce: bool,
     dest: &HookDest,
     udp: bool,
+    why: u32,
     held: u32,
     state: Option<*const BlockTreeState>,
     late: Option<*const BlockTreeState>,
@@ -381,11 +438,12 @@ fn report(
     } else {
         BLOCK_VERDICT_WOULD_BLOCK
     };
-    e.net = if udp {
-        BLOCK_NET_UDP
-    } else {
-        BLOCK_NET_CONNECT
-    };
+    e.net = why
+        | if udp {
+            BLOCK_NET_UDP
+        } else {
+            BLOCK_NET_CONNECT
+        };
     e.tree = tree;
     e.held = held;
     e.family = dest.family;

@@ -363,6 +363,8 @@ pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
     // SAFETY: reserved record, exclusively ours until submit.
     let e = unsafe { &mut *entry.as_mut_ptr() };
     e.header = header(EVENT_DNS_ANSWER, tgid, tid);
+    // Before the submit: userspace's "done" for this answer always follows the mark.
+    crate::block::dns_answer_received(tgid, e.header.ktime_ns);
     e.fd = pending.fd;
     e.len = ret as u32;
     e._pad0 = 0;

@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use anyhow::Context as _;
 use probe_user::daemon::protocol::{self, Request};
 use probe_user::daemon::trust::Trusted;
+use probe_user::escape::escape_bytes;
 
 use super::exit;
 
@@ -170,6 +171,35 @@ fn render_status(s: &serde_json::Value) -> String {
             ),
         }
     );
+    // Host names in block rules: whose DNS answers count, and those that did not.
+    if let Some(dns) = enforcement.get("dns") {
+        let list = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(|t| escape_bytes(t.as_bytes())))
+                .collect()
+        };
+        let trusted = list(&dns["trusted"]);
+        let _ = writeln!(
+            out,
+            "  host names learned from the DNS answers of: {} ({})",
+            if trusted.is_empty() {
+                "none".to_owned()
+            } else {
+                trusted.join(", ")
+            },
+            dns["trusted_from"].as_str().unwrap_or("?")
+        );
+        for u in dns["untrusted"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  {} DNS answers from {} not trusted for block rules (not learned)",
+                u["answers"].as_u64().unwrap_or(0),
+                escape_bytes(u["server"].as_str().unwrap_or("?").as_bytes())
+            );
+        }
+    }
     let e = &s["events"];
     let _ = writeln!(
         out,

@@ -136,6 +136,11 @@ pub struct RunArgs {
     /// (EPERM); without it they write `would_block` records only.
     #[arg(long)]
     pub enforce: bool,
+    /// A DNS server whose answers name addresses for block rules' host names
+    /// (`ADDR`, `ADDR:PORT`; repeat for several); by default the `nameserver`s of
+    /// /etc/resolv.conf. Answers from other servers are counted, not learned.
+    #[arg(long = "trusted-resolver", value_name = "ADDR")]
+    pub trusted_resolvers: Vec<probe_user::policy::dns_trust::Resolver>,
     /// Write records (readable or JSON) to FILE instead of stderr/stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -182,6 +187,11 @@ pub struct WatchArgs {
     /// trees they match (EPERM); without it they write `would_block` records only.
     #[arg(long)]
     pub enforce: bool,
+    /// A DNS server whose answers name addresses for block rules' host names
+    /// (`ADDR`, `ADDR:PORT`; repeat for several); by default the `nameserver`s of
+    /// /etc/resolv.conf. Answers from other servers are counted, not learned.
+    #[arg(long = "trusted-resolver", value_name = "ADDR")]
+    pub trusted_resolvers: Vec<probe_user::policy::dns_trust::Resolver>,
     /// Distinct probes kept in the timeline.
     #[arg(long, value_name = "N", default_value_t = probe_user::correlate::MAX_DISTINCT_PROBES)]
     pub max_probes: usize,

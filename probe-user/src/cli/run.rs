@@ -45,7 +45,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot write the profile to {}", path.display()))
         })
         .transpose()?;
-    let mut engine = open_engine(args.policy.as_deref(), args.max_probes, args.enforce)?;
+    let mut engine = open_engine(
+        args.policy.as_deref(),
+        args.max_probes,
+        args.enforce,
+        &args.trusted_resolvers,
+    )?;
     if args.enforce && engine.correlator.enforcement(true).is_none() {
         eprintln!(
             "probectl: note: --enforce: the policy has no `action: block` rule, so nothing is refused"
@@ -236,6 +241,11 @@ async fn run_via_daemon(args: RunArgs, stream: tokio::net::UnixStream) -> anyhow
         // Enforcement is the daemon's (`enforce:` in its config), for every tree.
         eprintln!(
             "probectl: note: --enforce does not change the daemon's enforcement (`probectl status` shows it); --standalone --enforce, or --policy FILE --enforce, enforces this run's own block rules"
+        );
+    }
+    if !args.trusted_resolvers.is_empty() {
+        eprintln!(
+            "probectl: note: --trusted-resolver does not change the daemon's list (`trusted_resolvers` in its config)"
         );
     }
     let spawner = gate.release().context("cannot start the command")?;

@@ -20,6 +20,7 @@ pub(super) fn open_engine(
     policy_path: Option<&Path>,
     max_probes: usize,
     enforce: bool,
+    trusted_resolvers: &[probe_user::policy::dns_trust::Resolver],
 ) -> anyhow::Result<Engine> {
     let source = match policy_path {
         Some(path) => policy::PolicySource::File(path.to_owned()),
@@ -30,6 +31,8 @@ pub(super) fn open_engine(
         &engine::Options {
             max_probes,
             enforce,
+            // None given: /etc/resolv.conf's.
+            trusted_resolvers: (!trusted_resolvers.is_empty()).then(|| trusted_resolvers.to_vec()),
             ..engine::Options::default()
         },
     )?;

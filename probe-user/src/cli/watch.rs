@@ -38,9 +38,19 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
                 "probectl: note: --enforce does not change the daemon's enforcement (`probectl status` shows it); --standalone --enforce, or --policy FILE --enforce, enforces this watch's own block rules"
             );
         }
+        if !args.trusted_resolvers.is_empty() {
+            eprintln!(
+                "probectl: note: --trusted-resolver does not change the daemon's list (`trusted_resolvers` in its config)"
+            );
+        }
         return watch_via_daemon(&args, stream, duration).await;
     }
-    let mut engine = open_engine(args.policy.as_deref(), args.max_probes, args.enforce)?;
+    let mut engine = open_engine(
+        args.policy.as_deref(),
+        args.max_probes,
+        args.enforce,
+        &args.trusted_resolvers,
+    )?;
     if args.enforce && engine.correlator.enforcement(true).is_none() {
         eprintln!(
             "probectl: note: --enforce: the policy has no `action: block` rule, so nothing is refused"

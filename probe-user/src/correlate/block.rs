@@ -2,7 +2,7 @@
 //! records: the rule, the destination, and the reads that made it hold, each with
 //! the processes that made them (from the tree's probes, like a rule match's).
 
-use probe_common::{BLOCK_NET_UDP, BLOCK_VERDICT_BLOCKED, BlockEvent};
+use probe_common::{BLOCK_NET_DNS_PENDING, BLOCK_NET_UDP, BLOCK_VERDICT_BLOCKED, BlockEvent};
 
 use super::{Correlator, attribution};
 use crate::policy::block::BlockTables;
@@ -129,7 +129,7 @@ impl Correlator {
                 .get(e.header.tgid)
                 .map(|p| p.name().to_owned())
                 .unwrap_or_default(),
-            event: if e.net == BLOCK_NET_UDP {
+            event: if e.net & !BLOCK_NET_DNS_PENDING == BLOCK_NET_UDP {
                 NetworkEvent::UdpSend
             } else {
                 NetworkEvent::Connect
@@ -137,6 +137,7 @@ impl Correlator {
             destination: Destination::of_sockaddr(e.family, &e.addr, e.port),
             matched,
             reads,
+            dns_pending: e.net & BLOCK_NET_DNS_PENDING != 0,
         };
         let enforced = e.verdict == BLOCK_VERDICT_BLOCKED;
         let header = self.header(at, e.header.tgid, procs);
@@ -165,6 +166,7 @@ impl Correlator {
         (!self.block.rules.is_empty()).then(|| Enforcement {
             enforcing,
             block_rules: self.block.names(),
+            dns: None,
         })
     }
 

@@ -38,6 +38,15 @@ type QueryKey = (u32, i32, u16);
 /// Where a query went, or where an answer came from: (address, port).
 pub type Server = (IpAddr, u16);
 
+/// An accepted DNS answer, for block rules' host globs: the name, each address with
+/// its TTL (seconds), and the server it came from (`None`: not known).
+#[derive(Debug, Clone)]
+pub struct LearnedAnswer {
+    pub name: String,
+    pub addrs: Vec<(IpAddr, u32)>,
+    pub server: Option<crate::policy::dns_trust::Resolver>,
+}
+
 /// What the kernel says about an answer's source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnswerSource {
@@ -142,25 +151,42 @@ impl NameBook {
 
     /// Whether an answer may name addresses: it answers a pending query of the same
     /// process and socket with its transaction id, from the address the query went
-    /// to. An accepted answer takes its query off the list; a refused one is counted.
-    pub fn accept_answer(&mut self, tgid: u32, fd: i32, txid: u16, source: AnswerSource) -> bool {
+    /// to. An accepted answer takes its query off the list and gives the server it
+    /// came from when known (`Some(None)`: a connected socket's, with no source asked:
+    /// the socket's connect named it); a refused one is counted (`None`).
+    pub fn accept_answer(
+        &mut self,
+        tgid: u32,
+        fd: i32,
+        txid: u16,
+        source: AnswerSource,
+    ) -> Option<Option<Server>> {
         let key = (tgid, fd, txid);
-        let ok = match self.pending.by_key.get(&key) {
-            None => false,
+        let accepted = match self.pending.by_key.get(&key) {
+            None => None,
             // Sent with an explicit destination on an unconnected socket: anyone can
             // send to it, so the source must be known and be that destination.
-            Some(Some(server)) => {
-                matches!(source, AnswerSource::Addr(from) if from.0.to_canonical() == server.0.to_canonical() && from.1 == server.1)
-            }
+            Some(Some(server)) => match source {
+                AnswerSource::Addr(from)
+                    if from.0.to_canonical() == server.0.to_canonical() && from.1 == server.1 =>
+                {
+                    Some(Some(*server))
+                }
+                _ => None,
+            },
             // Sent on a connected socket: the kernel only delivers the peer's datagrams.
-            Some(None) => !matches!(source, AnswerSource::Unreadable),
+            Some(None) => match source {
+                AnswerSource::Unreadable => None,
+                AnswerSource::Addr(from) => Some(Some(from)),
+                AnswerSource::NotAsked => Some(None),
+            },
         };
-        if ok {
+        if accepted.is_some() {
             self.pending.by_key.remove(&key);
         } else {
             self.unsolicited += 1;
         }
-        ok
+        accepted
     }
 
     /// Addresses named by DNS answers now.
@@ -249,29 +275,65 @@ mod tests {
         let forger: Server = (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)), 53);
         let mut book = NameBook::default();
         // Nothing asked: refused.
-        assert!(!book.accept_answer(1, 3, 7, AnswerSource::Addr(server)));
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
         book.expect_answer(1, 3, 7, Some(server));
         // Wrong id, wrong socket, wrong process, wrong source, unknown source.
-        assert!(!book.accept_answer(1, 3, 8, AnswerSource::Addr(server)));
-        assert!(!book.accept_answer(1, 4, 7, AnswerSource::Addr(server)));
-        assert!(!book.accept_answer(2, 3, 7, AnswerSource::Addr(server)));
-        assert!(!book.accept_answer(1, 3, 7, AnswerSource::Addr(forger)));
-        assert!(!book.accept_answer(1, 3, 7, AnswerSource::NotAsked));
-        assert!(book.accept_answer(1, 3, 7, AnswerSource::Addr(server)));
+        assert!(
+            book.accept_answer(1, 3, 8, AnswerSource::Addr(server))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(1, 4, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(2, 3, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::Addr(forger))
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::NotAsked)
+                .is_none()
+        );
+        assert_eq!(
+            book.accept_answer(1, 3, 7, AnswerSource::Addr(server)),
+            Some(Some(server))
+        );
         // Once: a second answer with the same id is refused.
-        assert!(!book.accept_answer(1, 3, 7, AnswerSource::Addr(server)));
+        assert!(
+            book.accept_answer(1, 3, 7, AnswerSource::Addr(server))
+                .is_none()
+        );
         // A connected socket's query (no destination given): the kernel enforces
         // the peer, so an answer without a source address is accepted.
         book.expect_answer(1, 5, 9, None);
-        assert!(!book.accept_answer(1, 5, 9, AnswerSource::Unreadable));
-        assert!(book.accept_answer(1, 5, 9, AnswerSource::NotAsked));
+        assert!(
+            book.accept_answer(1, 5, 9, AnswerSource::Unreadable)
+                .is_none()
+        );
+        assert_eq!(
+            book.accept_answer(1, 5, 9, AnswerSource::NotAsked),
+            Some(None)
+        );
         assert_eq!(book.unsolicited, 8);
         // Bounded: the oldest pending query is forgotten.
         for id in 0..=MAX_PENDING_QUERIES as u16 {
             book.expect_answer(9, 3, id, None);
         }
-        assert!(!book.accept_answer(9, 3, 0, AnswerSource::NotAsked));
-        assert!(book.accept_answer(9, 3, 1, AnswerSource::NotAsked));
+        assert!(
+            book.accept_answer(9, 3, 0, AnswerSource::NotAsked)
+                .is_none()
+        );
+        assert!(
+            book.accept_answer(9, 3, 1, AnswerSource::NotAsked)
+                .is_some()
+        );
     }
 
     #[test]

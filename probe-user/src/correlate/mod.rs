@@ -19,6 +19,7 @@ mod summary;
 mod timelines;
 mod values;
 
+pub use dns::LearnedAnswer;
 pub use fold::FOLD_AFTER;
 pub use prior::MAX_LISTED_PRIOR;
 pub use probe_events::redact_userinfo;
@@ -59,7 +60,7 @@ pub struct Correlator {
     pub case_mismatches: u64,
     /// Accepted DNS answers of the current step, with their TTLs: the engine takes
     /// them (`take_answers`) after each event, for block rules' host globs.
-    answers_learned: Vec<(String, Vec<(std::net::IpAddr, u32)>)>,
+    answers_learned: Vec<LearnedAnswer>,
     /// Kernel path matches that the classifier did not place in any category (only
     /// possible for truncated paths).
     pub unclassified_paths: u64,
@@ -174,8 +175,8 @@ impl Correlator {
 
     /// Switches to a reloaded policy: categories are matched by name (probes so far keep
     /// the categories that still exist), rules keep their counts by name.
-    /// The DNS answers accepted since the last call: (name, [(address, TTL s)]).
-    pub fn take_answers(&mut self) -> Vec<(String, Vec<(std::net::IpAddr, u32)>)> {
+    /// The DNS answers accepted since the last call.
+    pub fn take_answers(&mut self) -> Vec<LearnedAnswer> {
         std::mem::take(&mut self.answers_learned)
     }
 

@@ -6,8 +6,9 @@ use probe_common::{
 };
 
 use super::rules::NetCall;
-use super::{Correlator, attribution, bypass, dns};
+use super::{Correlator, LearnedAnswer, attribution, bypass, dns};
 use crate::escape::escape_bytes;
+use crate::policy::dns_trust::Resolver;
 use crate::policy::rules::{Action, NetworkEvent};
 use crate::process::ProcessTable;
 use crate::records::*;
@@ -395,13 +396,25 @@ impl Correlator {
             _ => dns::AnswerSource::Unreadable,
         };
         let txid = dns::transaction_id(payload)?;
-        if !self.names.accept_answer(e.header.tgid, e.fd, txid, source) {
-            return None;
-        }
+        let server = self
+            .names
+            .accept_answer(e.header.tgid, e.fd, txid, source)?;
+        // Sent on a connected socket: its connect named the server.
+        let server = server
+            .or_else(|| {
+                let d = self.net_names.dns_server_of(e.header.tgid, e.fd)?;
+                Some((d.address.parse().ok()?, d.port))
+            })
+            .map(|(addr, port)| Resolver::new(addr, port));
         let addrs: Vec<std::net::IpAddr> = with_ttls.iter().map(|(a, _)| *a).collect();
         self.names.learn(&name, &addrs);
-        // For block rules' host globs (the engine writes them to the kernel).
-        self.answers_learned.push((name.clone(), with_ttls));
+        // For block rules' host globs (the engine writes them to the kernel, if the
+        // server is trusted).
+        self.answers_learned.push(LearnedAnswer {
+            name: name.clone(),
+            addrs: with_ttls,
+            server,
+        });
         let body = Body::DnsAnswer(DnsAnswerRecord {
             name: escape_bytes(name.as_bytes()),
             addresses: addrs.iter().map(ToString::to_string).collect(),

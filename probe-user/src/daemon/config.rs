@@ -55,6 +55,11 @@ pub struct Config {
     /// Block rules (`action: block`) refuse the calls they match; false (the
     /// default): they write `would_block` records only.
     pub enforce: bool,
+    /// The DNS servers whose answers name addresses for block rules' host names
+    /// (`ADDR` or `ADDR:PORT`); absent: the `nameserver`s of /etc/resolv.conf, re-read
+    /// at each policy reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_resolvers: Option<Vec<crate::policy::dns_trust::Resolver>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -109,6 +114,7 @@ impl Default for Config {
             state_dir: "/var/lib/probectl".into(),
             status_every: Duration::from_secs(5),
             enforce: false,
+            trusted_resolvers: None,
             repeats: RepeatsConfig::default(),
         }
     }
@@ -230,6 +236,24 @@ mod tests {
                 .enforce
         );
         assert!(Config::parse("enforce: true\n", "c.yaml").unwrap().enforce);
+    }
+
+    #[test]
+    fn trusted_resolvers_default_to_resolv_conf_and_are_checked() {
+        assert!(Config::default().trusted_resolvers.is_none());
+        let c = Config::parse(
+            "trusted_resolvers: [10.0.0.2, \"127.0.0.1:5353\"]\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let list: Vec<String> = c
+            .trusted_resolvers
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(list, ["10.0.0.2:53", "127.0.0.1:5353"]);
+        assert!(Config::parse("trusted_resolvers: [resolver.example]\n", "c.yaml").is_err());
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub async fn serve(config: Option<&Path>) -> Result<Stopped, DaemonError> {
     let options = engine::Options {
         max_probes: config.memory.max_probes,
         enforce: config.enforce,
+        trusted_resolvers: config.trusted_resolvers.clone(),
         ..engine::Options::default()
     };
     let mut engine = Engine::open(prepared, &options)?;

@@ -80,8 +80,8 @@ impl DaemonState {
             "sequence": {"next": self.ids.peek_seq(), "state_errors": self.ids.state_errors},
             "subscribers": self.subscribers(),
             "socket": socket,
-            "enforcement": e.correlator.enforcement(e.enforce).unwrap_or(
-                crate::records::Enforcement { enforcing: e.enforce, block_rules: Vec::new() },
+            "enforcement": e.enforcement().unwrap_or(
+                crate::records::Enforcement { enforcing: e.enforce, block_rules: Vec::new(), dns: None },
             ),
         })
     }

@@ -52,6 +52,10 @@ pub enum UserspaceLoss {
     /// rule in force names: a later reload whose host globs name it cannot judge it
     /// until it is learned again.
     BlockAddrNotRemembered,
+    /// A DNS answer handled whose "done" could not be written to the kernel
+    /// (`BLOCK_DNS_DONE`): a `dns_pending: block` rule kept its tree's unknown
+    /// addresses refused until the 2 s bound.
+    BlockDnsDoneNotWritten,
     /// A read only userspace could decide (a basename or own-home candidate, a case
     /// variant, process_vm_readv) could not be written into the kernel's block state:
     /// block rules do not count it.
@@ -75,6 +79,7 @@ impl UserspaceLoss {
             UserspaceLoss::BlockRuleReloaded => "block_rule_reloaded",
             UserspaceLoss::BlockAddrNotStored => "block_addr_not_stored",
             UserspaceLoss::BlockAddrNotRemembered => "block_addr_not_remembered",
+            UserspaceLoss::BlockDnsDoneNotWritten => "block_dns_done_not_written",
             UserspaceLoss::BlockLateFeedFailed => "block_late_feed_failed",
         }
     }
@@ -262,6 +267,10 @@ impl Engine {
         l.userspace(
             UserspaceLoss::BlockAddrNotRemembered,
             self.sensors.block_addrs_not_remembered(),
+        );
+        l.userspace(
+            UserspaceLoss::BlockDnsDoneNotWritten,
+            self.sensors.block_dns_done_not_written,
         );
         l.userspace(
             UserspaceLoss::BlockLateFeedFailed,

@@ -19,6 +19,7 @@ mod watch;
 
 use std::collections::BTreeMap;
 
+use probe_common::BLOCK_RULE_DNS_PENDING;
 use probe_common::decode::Event;
 
 use crate::correlate::Correlator;
@@ -57,6 +58,9 @@ pub struct Options {
     /// Block rules refuse the calls they match (`--enforce`, `enforce: true`);
     /// otherwise they are reported as `would_block`.
     pub enforce: bool,
+    /// The DNS servers whose answers name addresses for block rules' host globs
+    /// (`--trusted-resolver`, `trusted_resolvers`); `None`: /etc/resolv.conf's.
+    pub trusted_resolvers: Option<Vec<crate::policy::dns_trust::Resolver>>,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             max_probes: crate::correlate::MAX_DISTINCT_PROBES,
             skip_families: Vec::new(),
             enforce: false,
+            trusted_resolvers: None,
         }
     }
 }
@@ -109,6 +114,7 @@ impl Engine {
     pub fn open(prepared: PreparedPolicy, options: &Options) -> Result<Self, EngineError> {
         let mut sensors = Sensors::load_without(&prepared, &options.skip_families)?;
         sensors.set_enforce(options.enforce)?;
+        sensors.set_trusted_resolvers(options.trusted_resolvers.clone());
         let policy = prepared.policy;
         let reader = EventReader::new(sensors.take_events()?).map_err(EngineError::Ring)?;
         let start_ns = crate::time::boot_now_ns();
@@ -230,8 +236,22 @@ impl Engine {
                 .handle_into(&event, &mut self.procs, &mut self.records);
             // At once, not at the end of the batch: the connect that follows an
             // answer is judged by the kernel as soon as the program makes it.
-            for (name, addrs) in self.correlator.take_answers() {
-                self.sensors.learn_block_addrs(&name, &addrs);
+            for answer in self.correlator.take_answers() {
+                self.sensors
+                    .learn_block_addrs(&answer.name, &answer.addrs, answer.server);
+            }
+            // Then, every answer (learned, untrusted or undecodable alike) is done:
+            // `dns_pending: block` rules stop holding its tree's unknown addresses.
+            if let Event::DnsAnswer(e) = &event
+                && self
+                    .policy
+                    .block
+                    .rules
+                    .iter()
+                    .any(|r| r.flags & BLOCK_RULE_DNS_PENDING != 0)
+            {
+                self.sensors
+                    .dns_answer_handled(e.header.tgid, e.header.ktime_ns);
             }
             // Reads only userspace decided count for later calls.
             for feed in self.correlator.take_late_feeds() {

@@ -17,6 +17,21 @@ pub enum ReportScope {
 }
 
 impl Engine {
+    /// Whether block rules refuse calls, which do, and for host names whose DNS
+    /// answers count (report and `status`); `None` without block rules.
+    pub fn enforcement(&self) -> Option<crate::records::Enforcement> {
+        let mut e = self.correlator.enforcement(self.enforce)?;
+        if !self.policy.block.hosts.is_empty() {
+            let (from, trusted) = self.sensors.trusted_resolvers();
+            e.dns = Some(crate::records::DnsTrustReport {
+                trusted_from: from,
+                trusted: trusted.iter().map(ToString::to_string).collect(),
+                untrusted: self.sensors.untrusted_dns_answers(),
+            });
+        }
+        Some(e)
+    }
+
     /// The report of `root` (its identity heads the report) with `exit_code`.
     /// `losses` are the counters to show (the engine's own, plus the caller's, such as
     /// a printer's write errors).
@@ -66,7 +81,7 @@ impl Engine {
                 .collect(),
             filtered: losses.nonzero_filtered(),
             coverage_notes: self.sensors.coverage_notes(),
-            enforcement: c.enforcement(self.enforce),
+            enforcement: self.enforcement(),
             blocks: c.blocks_of(tree, &self.procs),
             exit_code,
         }

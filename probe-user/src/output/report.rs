@@ -332,6 +332,9 @@ fn blocks(s: &mut String, r: &RunReport, details: bool) {
         "observing: matching calls go through, reported as would-block; `--enforce` or the daemon's `enforce: true` refuses them"
     };
     let _ = writeln!(s, "\nBlock rules ({mode}): {}", e.block_rules.join(", "));
+    if let Some(dns) = &e.dns {
+        dns_trust(s, dns);
+    }
     if r.blocks.is_empty() {
         let _ = writeln!(s, "  no call matched them");
         return;
@@ -371,6 +374,33 @@ fn blocks(s: &mut String, r: &RunReport, details: bool) {
             s,
             "  ... {} more (`--details` lists them)",
             lines.len() - shown
+        );
+    }
+}
+
+/// Which resolvers' answers name host-rule addresses, and the answers that did not.
+fn dns_trust(s: &mut String, dns: &crate::records::DnsTrustReport) {
+    use crate::policy::dns_trust::TrustSource;
+    let from = match dns.trusted_from {
+        TrustSource::ResolvConf => "/etc/resolv.conf",
+        TrustSource::Configured => "configured",
+    };
+    let list = if dns.trusted.is_empty() {
+        "none".to_owned()
+    } else {
+        dns.trusted.join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "  host names learned from the DNS answers of: {list} ({from})"
+    );
+    for u in &dns.untrusted {
+        let _ = writeln!(
+            s,
+            "  {} DNS answer{} from {} not trusted for block rules (not learned)",
+            u.answers,
+            if u.answers == 1 { "" } else { "s" },
+            u.server
         );
     }
 }

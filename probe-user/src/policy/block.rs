@@ -13,15 +13,15 @@ use std::net::IpAddr;
 use probe_common::{
     BLOCK_ENTRY_ENUMERATE, BLOCK_ENTRY_HOST_CALLS, BLOCK_OP_ENUMERATE, BLOCK_OP_GETENV,
     BLOCK_OP_HOST_CALL, BLOCK_OP_PRESENT_AT_EXEC, BLOCK_OP_SECURE_GETENV, BLOCK_OPS, BLOCK_PORTS,
-    BLOCK_RULE_HAS_CIDR, BLOCK_RULE_HAS_HOST, BLOCK_SLOTS, BLOCK_THEN_CONNECT, BLOCK_THEN_DNS,
-    BLOCK_THEN_UDP, BlockEntry, BlockNet, BlockRule, ENTRY_PROC_ENVIRON, MAX_BLOCK_CIDRS,
-    MAX_BLOCK_RULES, PATH_MATCH_EXACT,
+    BLOCK_RULE_DNS_PENDING, BLOCK_RULE_HAS_CIDR, BLOCK_RULE_HAS_HOST, BLOCK_SLOTS,
+    BLOCK_THEN_CONNECT, BLOCK_THEN_DNS, BLOCK_THEN_UDP, BlockEntry, BlockNet, BlockRule,
+    ENTRY_PROC_ENVIRON, MAX_BLOCK_CIDRS, MAX_BLOCK_RULES, PATH_MATCH_EXACT,
 };
 
 use super::PolicyError;
 use super::block_hosts::HostGlob;
 use super::compile::{Classifier, KernelEntries};
-use super::rules::{Action, CompiledDestination, CompiledRule, NetworkEvent};
+use super::rules::{Action, CompiledDestination, CompiledRule, DnsPending, NetworkEvent};
 use super::schema::Category;
 use crate::ops::{EvidenceSet, HostCall, How};
 
@@ -178,6 +178,9 @@ pub(super) fn compile(
         }
         if !dest.hosts.is_empty() {
             kr.flags |= BLOCK_RULE_HAS_HOST;
+            if dest.dns_pending == DnsPending::Block {
+                kr.flags |= BLOCK_RULE_DNS_PENDING;
+            }
         }
         let bit = 1u32 << k;
         for (list, except) in [(&dest.hosts, false), (&except.hosts, true)] {

@@ -80,11 +80,24 @@ pub fn key_of(addr: IpAddr) -> BlockAddrKey {
 /// Every (address, name) of a hosts file, aliases included. Bounded (`MAX_HOSTS_FILE`);
 /// a missing or unreadable file names nothing.
 pub fn read_hosts_file(path: &std::path::Path) -> Vec<(IpAddr, String)> {
+    match read_bounded(path, MAX_HOSTS_FILE) {
+        Ok(bytes) => parse_hosts(&String::from_utf8_lossy(&bytes)),
+        Err(err) => {
+            tracing::warn!("hosts file {}: {err}", path.display());
+            Vec::new()
+        }
+    }
+}
+
+/// A system file (/etc/hosts, /etc/resolv.conf) up to `max` bytes, cut after its last
+/// whole line when longer (the cut line could name a prefix of a name: it is
+/// dropped, and a warning says so).
+pub(super) fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut bytes = Vec::new();
     // Non-blocking, and only a regular file is read: a FIFO or a device put there
-    // must not stall the reload that reads it.
-    let read = std::fs::OpenOptions::new()
+    // (or that a symlink leads to) must not stall the reload that reads it.
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
@@ -92,23 +105,18 @@ pub fn read_hosts_file(path: &std::path::Path) -> Vec<(IpAddr, String)> {
             if !f.metadata()?.is_file() {
                 return Err(std::io::Error::other("not a regular file"));
             }
-            f.take(MAX_HOSTS_FILE + 1).read_to_end(&mut bytes)
-        });
-    if let Err(err) = read {
-        tracing::warn!("hosts file {}: {err}", path.display());
-        return Vec::new();
-    }
-    if bytes.len() as u64 > MAX_HOSTS_FILE {
+            f.take(max + 1).read_to_end(&mut bytes)
+        })?;
+    if bytes.len() as u64 > max {
         tracing::warn!(
-            "hosts file {} is over {MAX_HOSTS_FILE} bytes: the rest is not read",
+            "{} is over {max} bytes: the rest is not read",
             path.display()
         );
-        // The cut line could name a prefix of a name: it is dropped.
-        bytes.truncate(MAX_HOSTS_FILE as usize);
+        bytes.truncate(max as usize);
         let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         bytes.truncate(end);
     }
-    parse_hosts(&String::from_utf8_lossy(&bytes))
+    Ok(bytes)
 }
 
 fn parse_hosts(text: &str) -> Vec<(IpAddr, String)> {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::rules::{Action, CompiledDestination, CompiledRule, NetworkEvent};
+use super::rules::{Action, CompiledDestination, CompiledRule, DnsPending, NetworkEvent};
 use super::{CompiledPolicy, FileIndex};
 
 /// Operations that count for each kind of target (what the sensors report).
@@ -174,6 +174,16 @@ fn rule_sentence(rule: &CompiledRule, policy: &CompiledPolicy) -> String {
         line.push_str(
             "; BLOCKS in the kernel: when enforcing (`run --enforce`, the daemon's `enforce: true`) the call is refused with EPERM, otherwise a would_block record is written; only reads the kernel matched itself (env names, path strings) count",
         );
+        if rule
+            .destination
+            .as_ref()
+            .is_some_and(|d| d.dns_pending == DnsPending::Block)
+        {
+            line.push_str(&format!(
+                "; dns_pending: block: while a DNS answer of the tree is not yet handled by probectl (at most {} s), an address not learned yet counts as a named host, so the connect that follows a fresh answer is refused too (a call to port 53 excepted)",
+                probe_common::BLOCK_DNS_PENDING_NS / 1_000_000_000
+            ));
+        }
     }
     if rule.bypassed_proxy {
         line.push_str(
@@ -225,11 +235,29 @@ pub fn block_summary(policy: &CompiledPolicy) -> Option<String> {
             None => r.name.clone(),
         })
         .collect();
+    let pending: Vec<&str> = policy
+        .rules
+        .iter()
+        .filter(|r| {
+            r.action == Action::Block
+                && r.destination
+                    .as_ref()
+                    .is_some_and(|d| d.dns_pending == DnsPending::Block)
+        })
+        .map(|r| r.name.as_str())
+        .collect();
     (!names.is_empty()).then(|| {
-        format!(
+        let mut line = format!(
             "block rules: {}: the kernel refuses matching calls when enforcing (`run --enforce`, the daemon's `enforce: true`); otherwise they only write would_block records",
             names.join(", ")
-        )
+        );
+        if !pending.is_empty() {
+            line.push_str(&format!(
+                "; with `dns_pending: block`, {} also refuse an address not learned yet while a DNS answer of the tree is pending (at most 2 s)",
+                pending.join(", ")
+            ));
+        }
+        line
     })
 }
 

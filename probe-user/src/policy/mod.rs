@@ -7,6 +7,7 @@ pub mod block_hosts;
 mod capacity;
 mod compile;
 mod distinct;
+pub mod dns_trust;
 mod explain;
 mod file_index;
 pub mod glob;

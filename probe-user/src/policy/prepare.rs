@@ -54,6 +54,10 @@ pub struct PreparedPolicy {
     /// /etc/hosts as read now (bounded), when a block rule names a host: its
     /// addresses are matched against the rules' host globs (`block_hosts`).
     pub hosts_file: Arc<Vec<(std::net::IpAddr, String)>>,
+    /// The `nameserver`s of /etc/resolv.conf as read now, when a block rule names a
+    /// host: the resolvers whose answers are learned for the rules' host globs unless
+    /// a list is configured (`dns_trust`).
+    pub resolv_conf: Arc<Vec<super::dns_trust::Resolver>>,
     /// The block slots of the indexed files (`INODES` values point at them).
     pub block_files: Arc<super::block_files::BlockFiles>,
 }
@@ -74,10 +78,15 @@ impl PreparedPolicy {
                 probe_common::MAX_BLOCK_FILE_ENTRIES
             );
         }
-        let hosts_file = if policy.block.hosts.is_empty() {
-            Vec::new()
+        let (hosts_file, resolv_conf) = if policy.block.hosts.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
-            super::block_hosts::read_hosts_file(std::path::Path::new(HOSTS_FILE))
+            (
+                super::block_hosts::read_hosts_file(std::path::Path::new(HOSTS_FILE)),
+                super::dns_trust::read_resolv_conf(std::path::Path::new(
+                    super::dns_trust::RESOLV_CONF,
+                )),
+            )
         };
         Self {
             policy,
@@ -85,6 +94,7 @@ impl PreparedPolicy {
             files: Vec::new(),
             version: String::new(),
             hosts_file: Arc::new(hosts_file),
+            resolv_conf: Arc::new(resolv_conf),
             block_files,
         }
     }

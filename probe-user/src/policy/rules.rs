@@ -107,6 +107,23 @@ pub struct DestinationSpec {
     /// Destinations that never match (an allowlist).
     #[serde(default)]
     pub except: Option<Box<DestinationSpec>>,
+    /// A block rule with `host`: whether an address not learned yet counts as the
+    /// host's while a DNS answer of the tree is on its way to probectl (at most 2 s).
+    #[serde(default)]
+    pub dns_pending: DnsPending,
+}
+
+/// `destination.dns_pending`: what a block rule's `host` does with an address
+/// probectl has not learned yet, in the moment after the tree received a DNS answer
+/// that probectl has not handled (docs/policy.md, "Host names").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsPending {
+    /// Not the host's (the default): such a call goes through (fails open).
+    #[default]
+    Allow,
+    /// The host's: such a call is refused like one to a learned address.
+    Block,
 }
 
 #[derive(
@@ -197,6 +214,7 @@ pub struct CompiledDestination {
     pub ports: Vec<u16>,
     pub hosts: Vec<String>,
     pub except: Option<Box<CompiledDestination>>,
+    pub dns_pending: DnsPending,
 }
 
 /// `30s`, `500ms`, `5m`, `1h`: a number and a unit.
@@ -285,6 +303,16 @@ fn compile_destination(spec: &DestinationSpec) -> Result<CompiledDestination, St
     if let Some(h) = spec.host.iter().find(|h| h.trim().is_empty()) {
         return Err(format!("host pattern {h:?} is empty"));
     }
+    if spec.dns_pending == DnsPending::Block && spec.host.is_empty() {
+        return Err("`dns_pending: block` needs `host` in the same destination".into());
+    }
+    if spec
+        .except
+        .as_deref()
+        .is_some_and(|e| e.dns_pending != DnsPending::Allow)
+    {
+        return Err("`dns_pending` belongs in `destination`, not in `except`".into());
+    }
     Ok(CompiledDestination {
         cidrs,
         ports: spec.port.clone(),
@@ -295,6 +323,7 @@ fn compile_destination(spec: &DestinationSpec) -> Result<CompiledDestination, St
             .map(compile_destination)
             .transpose()?
             .map(Box::new),
+        dns_pending: spec.dns_pending,
     })
 }
 
@@ -428,6 +457,19 @@ pub(super) fn compile_rules(
                     Needle::in_rules("destination:", false),
                 )
             })?;
+        if rule.action != Action::Block
+            && rule
+                .destination
+                .as_ref()
+                .is_some_and(|d| d.dns_pending != DnsPending::Allow)
+        {
+            return Err(invalid(
+                name,
+                "uses `destination.dns_pending`, which only a block rule has".into(),
+                "use `action: block`, or drop `dns_pending`".into(),
+                Needle::in_rules("dns_pending", false),
+            ));
+        }
         if rule.action == Action::Block
             && let Some(why) = unblockable(rule)
         {

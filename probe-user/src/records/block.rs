@@ -23,6 +23,11 @@ pub struct BlockRecord {
     /// The reads as the kernel counted them: per category, how long before the call
     /// its last counted read was.
     pub reads: Vec<BlockRead>,
+    /// The rule held only because the address was not learned yet while a DNS
+    /// answer of the tree was on its way to probectl (`destination.dns_pending:
+    /// block`); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dns_pending: bool,
 }
 
 /// One slot of the rule that held: a category read within the window.
@@ -38,7 +43,7 @@ impl BlockRecord {
     /// 127.0.0.2:443 (refused)" when `enforced`, "... then connected to ..." when not:
     /// the one-line reason of alerts, the stream and the report.
     pub fn sentence(&self, caller_pid: u32, enforced: bool) -> String {
-        let verb = match (self.event, enforced) {
+        let mut verb = match (self.event, enforced) {
             (NetworkEvent::Connect, true) => {
                 format!("tried to connect to {} (refused)", self.destination)
             }
@@ -46,6 +51,9 @@ impl BlockRecord {
             (_, true) => format!("tried to send to {} (refused)", self.destination),
             (_, false) => format!("sent to {}", self.destination),
         };
+        if self.dns_pending {
+            verb.push_str(" while a DNS answer was pending (address not learned yet)");
+        }
         self.matched.sentence(&self.process, caller_pid, &verb)
     }
 }
@@ -69,4 +77,20 @@ pub struct Enforcement {
     pub enforcing: bool,
     /// The block rules in force (name, or `name (id)`).
     pub block_rules: Vec<String>,
+    /// When a block rule names a host: whose DNS answers name its addresses, and
+    /// the answers not learned because their server is not trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsTrustReport>,
+}
+
+/// The resolvers trusted for block rules' host names (docs/policy.md, "Host names").
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DnsTrustReport {
+    /// Where the list comes from.
+    pub trusted_from: crate::policy::dns_trust::TrustSource,
+    /// `ADDR:PORT` of each trusted resolver.
+    pub trusted: Vec<String>,
+    /// Answers from other servers (not learned), per server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untrusted: Vec<crate::policy::dns_trust::UntrustedAnswers>,
 }

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use aya::maps::MapData;
-use probe_common::{BlockAddr, BlockAddrKey, MAP_BLOCK_ADDRS};
+use probe_common::{BlockAddr, BlockAddrKey, MAP_BLOCK_ADDRS, MAP_BLOCK_DNS_DONE, MAP_BLOCK_TREES};
 
 use super::map_update::update;
 use super::{SensorError, Sensors, map_err};
 use crate::policy::PreparedPolicy;
 use crate::policy::block_hosts::{AddrWrite, clamp_ttl};
+use crate::policy::dns_trust::{Resolver, TrustSource, UntrustedAnswers};
 
 type AddrMap<'a> = aya::maps::HashMap<&'a mut MapData, BlockAddrKey, BlockAddr>;
 
@@ -37,10 +38,20 @@ impl super::map_update::MapWrite<BlockAddrKey, BlockAddr> for Addrs<'_> {
 }
 
 impl Sensors {
-    /// A DNS answer a watched process received: `name` resolved to each address,
-    /// with its TTL in seconds. Addresses a block rule's host glob names are written
-    /// to the kernel at once (one map update each; nothing else waits).
-    pub fn learn_block_addrs(&mut self, name: &str, addrs: &[(IpAddr, u32)]) {
+    /// A DNS answer a watched process received from `server` (`None`: not known):
+    /// `name` resolved to each address, with its TTL in seconds. From a trusted
+    /// resolver only (`dns_trust`; another's answer is counted, not learned), the
+    /// addresses a block rule's host glob names are written to the kernel at once
+    /// (one map update each; nothing else waits).
+    pub fn learn_block_addrs(
+        &mut self,
+        name: &str,
+        addrs: &[(IpAddr, u32)],
+        server: Option<Resolver>,
+    ) {
+        if addrs.is_empty() || !self.dns_trust.admit(server) {
+            return;
+        }
         let now = crate::time::boot_now_ns();
         let mut writes = Vec::new();
         for &(addr, ttl) in addrs {
@@ -99,12 +110,16 @@ impl Sensors {
         let before = AddrsBefore {
             globs: before_globs,
             stored: old,
+            resolv_conf: self.dns_trust.resolv_conf().to_vec(),
         };
         if let Err(err) = self.move_addrs(&before.stored, &new) {
             let stored = before.stored.clone();
             self.block_addrs.restore(before.globs, stored);
             return Err(err);
         }
+        // Read with the policy: a reload re-reads /etc/resolv.conf.
+        self.dns_trust
+            .set_resolv_conf(prepared.resolv_conf.as_ref().clone());
         Ok(before)
     }
 
@@ -113,6 +128,7 @@ impl Sensors {
         let now = self.block_addrs.stored.clone();
         self.move_addrs(&now, &before.stored)?;
         self.block_addrs.restore(before.globs, before.stored);
+        self.dns_trust.set_resolv_conf(before.resolv_conf);
         Ok(())
     }
 
@@ -139,6 +155,52 @@ impl Sensors {
         self.block_addrs.not_stored
     }
 
+    /// The DNS answer a watched process `tgid` received, whose event the kernel
+    /// stamped `at_ns`, is handled (and what it named is in `BLOCK_ADDRS`): its tree's
+    /// mark is no longer pending (`probe_common::BLOCK_DNS_PENDING_NS`). Called only
+    /// while a rule has `dns_pending: block`.
+    pub fn dns_answer_handled(&mut self, tgid: u32, at_ns: u64) {
+        if let Err(err) = self.write_dns_done(tgid, at_ns) {
+            self.block_dns_done_not_written += 1;
+            tracing::debug!("BLOCK_DNS_DONE: {err}");
+        }
+    }
+
+    fn write_dns_done(&mut self, tgid: u32, at_ns: u64) -> Result<(), SensorError> {
+        // The tree as the kernel keys it: a forked process's root, else itself.
+        let tree = {
+            let trees: aya::maps::HashMap<&mut MapData, u32, u32> = self
+                .map(MAP_BLOCK_TREES)?
+                .try_into()
+                .map_err(map_err(MAP_BLOCK_TREES))?;
+            trees.get(&tgid, 0).unwrap_or(tgid)
+        };
+        let mut done: aya::maps::HashMap<&mut MapData, u32, u64> = self
+            .map(MAP_BLOCK_DNS_DONE)?
+            .try_into()
+            .map_err(map_err(MAP_BLOCK_DNS_DONE))?;
+        // Never backwards: answers of one tree handled out of their time order (two
+        // CPUs) keep the latest.
+        let at_ns = done.get(&tree, 0).map_or(at_ns, |d| d.max(at_ns));
+        done.insert(tree, at_ns, 0)
+            .map_err(map_err(MAP_BLOCK_DNS_DONE))
+    }
+
+    /// An explicit list of trusted resolvers (`None`: /etc/resolv.conf's).
+    pub fn set_trusted_resolvers(&mut self, list: Option<Vec<Resolver>>) {
+        self.dns_trust.set_configured(list);
+    }
+
+    /// The resolvers whose answers are learned, and where that list comes from.
+    pub fn trusted_resolvers(&self) -> (TrustSource, Vec<Resolver>) {
+        (self.dns_trust.source(), self.dns_trust.trusted().to_vec())
+    }
+
+    /// DNS answers not learned because their server is not trusted, per server.
+    pub fn untrusted_dns_answers(&self) -> Vec<UntrustedAnswers> {
+        self.dns_trust.untrusted()
+    }
+
     /// Pairs learned past what is remembered for a reload (`LearnedAddrs`).
     pub fn block_addrs_not_remembered(&self) -> u64 {
         self.block_addrs.not_remembered
@@ -149,4 +211,5 @@ impl Sensors {
 pub(super) struct AddrsBefore {
     globs: Vec<crate::policy::block_hosts::HostGlob>,
     stored: HashMap<BlockAddrKey, BlockAddr>,
+    resolv_conf: Vec<Resolver>,
 }

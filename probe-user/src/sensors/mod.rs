@@ -128,6 +128,10 @@ pub struct Sensors {
     in_force: PolicyMaps,
     /// What `BLOCK_ADDRS` holds, and the names learned to recompute it on reload.
     block_addrs: crate::policy::block_hosts::LearnedAddrs,
+    /// The resolvers whose answers `block_addrs` learns from, and the answers refused.
+    dns_trust: crate::policy::dns_trust::DnsTrust,
+    /// Handled DNS answers whose "done" the kernel map refused (`dns_answer_handled`).
+    pub block_dns_done_not_written: u64,
     /// Late block feeds (`feed_block_late`) that could not be written.
     block_late_failed: u64,
     /// Programs whose parallel load failed, with the error: their attach reports it
@@ -187,6 +191,8 @@ impl Sensors {
             file_resolution: None,
             in_force: PolicyMaps::default(),
             block_addrs: Default::default(),
+            dns_trust: Default::default(),
+            block_dns_done_not_written: 0,
             block_late_failed: 0,
             load_errors: std::collections::HashMap::new(),
             logger,

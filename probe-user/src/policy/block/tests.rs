@@ -261,3 +261,49 @@ fn check_and_explain_say_which_rules_block() {
         policy("  - name: just-log\n    probed: {any_of: [timezone]}\n    within: 30s\n").unwrap();
     assert!(crate::policy::block_summary(&without).is_none());
 }
+
+#[test]
+fn dns_pending_is_a_flag_of_host_named_block_rules_only() {
+    let p = policy(&block_rule(
+        "pending",
+        "    destination: {host: ['*.evil.example'], dns_pending: block}\n",
+    ))
+    .expect("dns_pending with host compiles");
+    assert_eq!(
+        p.block.rules[0].flags,
+        BLOCK_RULE_HAS_HOST | BLOCK_RULE_DNS_PENDING
+    );
+    // The default is `allow`: no flag.
+    let p = policy(&block_rule(
+        "plain",
+        "    destination: {host: ['*.evil.example'], dns_pending: allow}\n",
+    ))
+    .unwrap();
+    assert_eq!(p.block.rules[0].flags, BLOCK_RULE_HAS_HOST);
+    let refused = [
+        // Nothing to resolve: no host in the destination.
+        (
+            block_rule("nohost", "    destination: {cidr: [10.0.0.0/8], dns_pending: block}\n"),
+            "needs `host`",
+        ),
+        (
+            block_rule(
+                "inexcept",
+                "    destination: {host: [a.test], except: {host: [b.test], dns_pending: block}}\n",
+            ),
+            "not in `except`",
+        ),
+        (
+            "  - name: alert\n    probed: {all_of: [timezone]}\n    within: 30s\n    action: alert\n    destination: {host: [a.test], dns_pending: block}\n".to_owned(),
+            "only a block rule",
+        ),
+        (
+            block_rule("typo", "    destination: {host: [a.test], dns_pending: yes}\n"),
+            "expected one of allow, block",
+        ),
+    ];
+    for (rule, why) in refused {
+        let err = policy(&rule).expect_err(&rule).to_string();
+        assert!(err.contains(why), "{rule}: {err}");
+    }
+}
