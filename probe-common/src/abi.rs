@@ -386,6 +386,11 @@ pub const MMSG_MAX: usize = 4;
 pub const SEND_CALL_SENDTO: u32 = 1;
 pub const SEND_CALL_SENDMSG: u32 = 2;
 pub const SEND_CALL_SENDMMSG: u32 = 3;
+/// The `SEND_CALL_*` kind in `PendingSend::call` (the bits above are flags).
+pub const SEND_CALL_KIND: u32 = 0xff;
+/// `PendingSend::call` flag: the cgroup connect hook ran inside this send: a TCP
+/// Fast Open (sendto/sendmsg with `MSG_FASTOPEN` on a TCP socket), a connect.
+pub const SEND_CALL_FASTOPEN: u32 = 1 << 8;
 
 /// A send syscall in flight (key: tid), from its entry to its exit. The cgroup
 /// sendmsg hooks, which run inside it once per message with a destination, append
@@ -485,6 +490,9 @@ pub const UDP_OUTSIDE_SYSCALL: u32 = 1 << 2;
 /// send (hooks not attached). Without it, a `UDP_DEST_GIVEN` destination is the
 /// kernel's copy.
 pub const UDP_DEST_FROM_USER: u32 = 1 << 3;
+/// Not a datagram: a TCP Fast Open connect made by this send (`SEND_CALL_FASTOPEN`);
+/// `ret` is the send's failure, if any.
+pub const UDP_TCP_FASTOPEN: u32 = 1 << 4;
 
 /// A datagram sent by a watched process with an explicit destination (UDP, as
 /// sendto/sendmsg/sendmmsg), or any datagram to a DNS server.

@@ -20,7 +20,8 @@ use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
 use probe_common::{
     AF_INET, AF_INET6, CONNECT_DEST_FROM_HOOK, ConnectEvent, DNS_QUERY_CAPTURE,
     DROP_MMSG_NOT_INSPECTED, DROP_RING_FULL_CONNECT, DROP_RING_FULL_UDP, EVENT_CONNECT_ISSUED,
-    EVENT_UDP_SEND, HookDest, MMSG_MAX, UDP_DEST_GIVEN, UDP_OUTSIDE_SYSCALL, UdpSendEvent,
+    EVENT_UDP_SEND, HookDest, MMSG_MAX, SEND_CALL_FASTOPEN, UDP_DEST_GIVEN, UDP_OUTSIDE_SYSCALL,
+    UdpSendEvent,
 };
 
 use crate::{
@@ -76,6 +77,18 @@ fn report_connect(tgid: u32, tid: u32, dest: &HookDest) {
         if pending.hooked == 0 {
             pending.dest = dest;
             pending.hooked = 1;
+        }
+        return;
+    }
+    // Inside a send syscall: a TCP Fast Open connect (sendto/sendmsg with
+    // MSG_FASTOPEN). The send's exit reports it, as a connect, with the result.
+    if let Some(send) = IN_SEND.get_ptr_mut(tid) {
+        // SAFETY: this thread's own entry; only this thread writes it until its exit.
+        let send = unsafe { &mut *send };
+        if send.hooked == 0 {
+            send.dests[0] = dest;
+            send.hooked = 1;
+            send.call |= SEND_CALL_FASTOPEN;
         }
         return;
     }

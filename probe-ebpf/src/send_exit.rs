@@ -9,8 +9,8 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use probe_common::{
     DROP_MMSG_NOT_INSPECTED, DROP_SEND_EXIT_WITHOUT_ENTRY, DROP_UNREADABLE_DATAGRAM, HookDest,
-    MMSG_MAX, PendingSend, SEND_CALL_SENDMMSG, SEND_CALL_SENDMSG, SEND_CALL_SENDTO,
-    UDP_DEST_FROM_USER,
+    MMSG_MAX, PendingSend, SEND_CALL_FASTOPEN, SEND_CALL_KIND, SEND_CALL_SENDMMSG,
+    SEND_CALL_SENDMSG, SEND_CALL_SENDTO, UDP_DEST_FROM_USER, UDP_TCP_FASTOPEN,
 };
 
 use crate::{
@@ -41,7 +41,12 @@ fn next_dest(p: &PendingSend, name: u64, namelen: u64) -> (Option<HookDest>, u32
     if p.hooked == 0 {
         return (read_dest(name, namelen), UDP_DEST_FROM_USER);
     }
-    (take_hooked(p), 0)
+    let fastopen = if p.call & SEND_CALL_FASTOPEN != 0 {
+        UDP_TCP_FASTOPEN
+    } else {
+        0
+    };
+    (take_hooked(p), fastopen)
 }
 
 /// What every message of one send's exit shares.
@@ -131,7 +136,7 @@ pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
         return 0;
     };
-    if p.call == SEND_CALL_SENDTO {
+    if p.call & SEND_CALL_KIND == SEND_CALL_SENDTO {
         let payload = Payload {
             buf0: p.arg,
             len0: p.len,
@@ -156,7 +161,7 @@ pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
         return 0;
     };
-    if p.call == SEND_CALL_SENDMSG && p.arg != 0 {
+    if p.call & SEND_CALL_KIND == SEND_CALL_SENDMSG && p.arg != 0 {
         let x = SendExit {
             tgid,
             tid,
@@ -190,7 +195,7 @@ pub fn sys_exit_sendmmsg(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid, p, ret, on_dns)) = send_exit_start(&ctx) else {
         return 0;
     };
-    if p.call != SEND_CALL_SENDMMSG || p.arg == 0 {
+    if p.call & SEND_CALL_KIND != SEND_CALL_SENDMMSG || p.arg == 0 {
         send_exit_rest(tgid, tid, &p, ret);
         return 0;
     }

@@ -182,6 +182,17 @@ impl Correlator {
     pub(super) fn on_udp_send(&mut self, e: &UdpSendEvent, procs: &ProcessTable) -> Option<Record> {
         let server = (e.flags & UDP_DEST_GIVEN != 0)
             .then(|| Destination::of_sockaddr(e.family, &e.addr, e.port));
+        if e.flags & probe_common::UDP_TCP_FASTOPEN != 0 {
+            // Not a datagram: a TCP connect made by a send (MSG_FASTOPEN). Its
+            // handshake's outcome follows like a non-blocking connect's.
+            let result = if e.ret < 0 {
+                ConnectResult::of_syscall(e.ret)
+            } else {
+                ConnectResult::InProgress
+            };
+            let seen_at = SeenAt::SyscallAndCgroupHook;
+            return Some(self.on_connect(&e.header, server?, result, seen_at, false, procs));
+        }
         if e.flags & UDP_DNS != 0 {
             let payload = &e.payload[..e.captured_len as usize];
             let Some(questions) = dns::parse_query(payload) else {
