@@ -110,19 +110,25 @@ impl Sensors {
 /// The cgroup programs that judge block rules (`probe-ebpf/src/cgroup_net.rs`).
 const JUDGES: [&str; 4] = ["cg_connect4", "cg_connect6", "cg_sendmsg4", "cg_sendmsg6"];
 
+/// The pair that judges ICMP (ping socket) and raw-socket sends, which the sendmsg
+/// hooks never see (`probe-ebpf/src/raw_send.rs`).
+const RAW_JUDGES: [&str; 2] = ["cg_sock_create", "cg_raw_egress"];
+
 /// Whether block rules can refuse calls on this kernel, for `probectl doctor`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BlockCapability {
     /// Every judging program attached.
     pub possible: bool,
+    /// ICMP echo on ping sockets and raw-socket sends are judged too (the
+    /// `RAW_JUDGES` attached). False: such sends leave unjudged, as `detail` says.
+    pub raw_sends: bool,
     pub detail: String,
 }
 
 impl Sensors {
-    /// Whether the programs that judge block rules attached here, and what a stop
-    /// does to blocking.
-    pub fn block_capability(&self) -> BlockCapability {
-        let missing: Vec<String> = JUDGES
+    /// `name: why` for each of `programs` that did not attach.
+    fn unattached_of(&self, programs: &[&str]) -> Vec<String> {
+        programs
             .iter()
             .filter(|name| {
                 !self
@@ -139,15 +145,48 @@ impl Sensors {
                     .unwrap_or_else(|| "not loaded".to_owned());
                 format!("{name}: {why}")
             })
-            .collect();
+            .collect()
+    }
+
+    /// What block rules cannot judge here although the main judges attached: ICMP
+    /// and raw-socket sends when their programs did not attach (for `status`,
+    /// `doctor` and the report). None when they are judged.
+    pub fn raw_sends_not_judged(&self) -> Option<String> {
+        let missing = self.unattached_of(&RAW_JUDGES);
+        (!missing.is_empty()).then(|| {
+            format!(
+                "ICMP echo on ping sockets and raw-socket sends are NOT judged by block rules here (they leave even when a rule holds): {}",
+                missing.join("; ")
+            )
+        })
+    }
+
+    /// Whether the programs that judge block rules attached here, and what a stop
+    /// does to blocking.
+    pub fn block_capability(&self) -> BlockCapability {
+        let missing = self.unattached_of(&JUDGES);
+        let raw = self.raw_sends_not_judged();
         if missing.is_empty() {
+            let mut detail = "block rules can refuse connects and datagrams here (cgroup v2 connect4/6 and sendmsg4/6, io_uring included".to_owned();
+            if raw.is_none() {
+                detail.push_str(
+                    "; ICMP echo on ping sockets and raw-socket sends through cgroup sock_create and skb egress",
+                );
+            }
+            detail.push_str("), when enforcing; the programs are attached through links this probectl holds, never pinned: when it stops or dies, blocking stops (fails open)");
+            if let Some(raw) = &raw {
+                detail.push_str("; ");
+                detail.push_str(raw);
+            }
             BlockCapability {
                 possible: true,
-                detail: "block rules can refuse connects and datagrams here (cgroup v2 connect4/6 and sendmsg4/6, io_uring included), when enforcing; the programs are attached through links this probectl holds, never pinned: when it stops or dies, blocking stops (fails open)".to_owned(),
+                raw_sends: raw.is_none(),
+                detail,
             }
         } else {
             BlockCapability {
                 possible: false,
+                raw_sends: false,
                 detail: format!(
                     "block rules cannot be judged here (no blocked or would_block records): {}",
                     missing.join("; ")
