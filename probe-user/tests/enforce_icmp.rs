@@ -101,7 +101,11 @@ fn assert_echo_record(run: &JsonRun, ty: &str) {
     assert_eq!(b["event"], "udp_send", "{b:#}");
     assert_eq!(b["destination"]["address"], "127.0.0.2", "{b:#}");
     assert_eq!(b["destination"]["port"], 0, "{b:#}");
-    assert_eq!(b["categories"], serde_json::json!(["host-identity"]), "{b:#}");
+    assert_eq!(
+        b["categories"],
+        serde_json::json!(["host-identity"]),
+        "{b:#}"
+    );
 }
 
 #[test]
