@@ -15,6 +15,9 @@ use serde_json::Value;
 
 /// The fixture's exit code when its send was refused with EPERM.
 const REFUSED: i32 = 13;
+/// The fixture's exit code when its send returned success but no reply came: the
+/// packet was dropped where the kernel does not report it.
+const NO_REPLY: i32 = 14;
 
 const PING_GROUP_RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
 
@@ -66,8 +69,8 @@ fn block_policy(dir: &Path) -> PathBuf {
     )
 }
 
-/// `probectl run --json [--enforce] --policy POLICY -- python3 icmp_block.py MODE 127.0.0.2`.
-fn run(test: &str, enforce: bool, mode: &str) -> JsonRun {
+/// `probectl run --json [--enforce] --policy POLICY -- python3 icmp_block.py MODE ADDR`.
+fn run(test: &str, enforce: bool, mode: &str, addr: &str) -> JsonRun {
     let dir = test_dir(test);
     let policy = block_policy(&dir);
     let mut options: Vec<&OsStr> = vec![OsStr::new("--policy"), policy.as_os_str()];
@@ -79,14 +82,14 @@ fn run(test: &str, enforce: bool, mode: &str) -> JsonRun {
         OsStr::new("python3"),
         script.as_os_str(),
         OsStr::new(mode),
-        OsStr::new("127.0.0.2"),
+        OsStr::new(addr),
     ];
     probectl_json_with(&options, &argv)
 }
 
-/// Asserts one `ty` record of rule BLOCK-ICMP: a datagram send (port 0) to
-/// 127.0.0.2 by the fixture after its machine id read.
-fn assert_echo_record(run: &JsonRun, ty: &str) {
+/// Asserts one `ty` record of rule BLOCK-ICMP: a datagram send (port 0) to `addr`
+/// by the fixture after its machine id read.
+fn assert_echo_record(run: &JsonRun, ty: &str, addr: &str) {
     let records: Vec<&Value> = run.of_type(ty);
     assert_eq!(
         records.len(),
@@ -99,7 +102,7 @@ fn assert_echo_record(run: &JsonRun, ty: &str) {
     assert_eq!(b["pid"], pid, "{b:#}");
     assert_eq!(b["id"], "BLOCK-ICMP", "{b:#}");
     assert_eq!(b["event"], "udp_send", "{b:#}");
-    assert_eq!(b["destination"]["address"], "127.0.0.2", "{b:#}");
+    assert_eq!(b["destination"]["address"], addr, "{b:#}");
     assert_eq!(b["destination"]["port"], 0, "{b:#}");
     assert_eq!(
         b["categories"],
@@ -114,13 +117,13 @@ fn an_echo_on_a_ping_socket_after_the_read_is_refused_with_eperm() {
         return;
     }
     let _range = PingRange::widen();
-    let run = run("icmp-ping-eperm", true, "read-ping");
+    let run = run("icmp-ping-eperm", true, "read-ping", "127.0.0.2");
     assert_eq!(
         run.code, REFUSED,
         "the echo's sendto got EPERM; stderr:\n{}",
         run.stderr
     );
-    assert_echo_record(&run, "blocked");
+    assert_echo_record(&run, "blocked", "127.0.0.2");
     assert!(run.of_type("would_block").is_empty(), "{}", run.stderr);
 }
 
@@ -130,13 +133,13 @@ fn without_enforce_the_echo_goes_out_and_would_block_is_written() {
         return;
     }
     let _range = PingRange::widen();
-    let run = run("icmp-ping-would", false, "read-ping");
+    let run = run("icmp-ping-would", false, "read-ping", "127.0.0.2");
     assert_eq!(
         run.code, 0,
         "the echo went out and its reply came back; stderr:\n{}",
         run.stderr
     );
-    assert_echo_record(&run, "would_block");
+    assert_echo_record(&run, "would_block", "127.0.0.2");
     assert!(run.of_type("blocked").is_empty(), "{}", run.stderr);
 }
 
@@ -146,7 +149,7 @@ fn an_echo_without_a_prior_read_goes_out() {
         return;
     }
     let _range = PingRange::widen();
-    let run = run("icmp-ping-no-read", true, "ping");
+    let run = run("icmp-ping-no-read", true, "ping", "127.0.0.2");
     assert_eq!(
         run.code, 0,
         "the echo went out and its reply came back; stderr:\n{}",
@@ -162,11 +165,36 @@ fn an_echo_on_a_raw_socket_after_the_read_is_refused_with_eperm() {
         return;
     }
     // Raw sockets need CAP_NET_RAW, not the ping range (root here).
-    let run = run("icmp-raw-eperm", true, "read-raw");
+    let run = run("icmp-raw-eperm", true, "read-raw", "127.0.0.2");
     assert_eq!(
         run.code, REFUSED,
         "the raw echo's sendto got EPERM; stderr:\n{}",
         run.stderr
     );
-    assert_echo_record(&run, "blocked");
+    assert_echo_record(&run, "blocked", "127.0.0.2");
+}
+
+#[test]
+fn icmpv6_echoes_after_the_read_are_dropped() {
+    if !bpf_available("icmpv6_echoes_after_the_read_are_dropped") {
+        return;
+    }
+    let _range = PingRange::widen();
+    // Unread, the echo on an IPv6 ping socket goes out and its reply comes back.
+    let control = run("icmp6-ping-no-read", true, "ping", "::1");
+    assert_eq!(control.code, 0, "reply; stderr:\n{}", control.stderr);
+    assert!(control.of_type("blocked").is_empty(), "{}", control.stderr);
+    // After the read it is dropped, but the kernel's IPv6 ping send ignores the
+    // output's verdict: sendto returns success, and no reply comes.
+    let ping = run("icmp6-ping-dropped", true, "read-ping", "::1");
+    assert_eq!(
+        ping.code, NO_REPLY,
+        "the echo was dropped (sendto succeeded, no reply); stderr:\n{}",
+        ping.stderr
+    );
+    assert_echo_record(&ping, "blocked", "::1");
+    // A raw ICMPv6 socket reports the drop: EPERM.
+    let raw = run("icmp6-raw-eperm", true, "read-raw", "::1");
+    assert_eq!(raw.code, REFUSED, "EPERM; stderr:\n{}", raw.stderr);
+    assert_echo_record(&raw, "blocked", "::1");
 }
