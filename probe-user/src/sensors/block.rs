@@ -112,7 +112,7 @@ const JUDGES: [&str; 4] = ["cg_connect4", "cg_connect6", "cg_sendmsg4", "cg_send
 
 /// The pair that judges ICMP (ping socket) and raw-socket sends, which the sendmsg
 /// hooks never see (`probe-ebpf/src/raw_send.rs`).
-const RAW_JUDGES: [&str; 2] = ["cg_sock_create", "cg_raw_egress"];
+pub(super) const RAW_JUDGES: [&str; 2] = ["cg_sock_create", "cg_raw_egress"];
 
 /// Whether block rules can refuse calls on this kernel, for `probectl doctor`.
 #[derive(Debug, Clone, serde::Serialize)]
