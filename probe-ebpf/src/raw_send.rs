@@ -9,14 +9,17 @@
 //! - `cg_sock_create` runs in the creating task (`socket(2)`): for an ICMP/ICMPv6 or
 //!   `SOCK_RAW` socket of a watched process it records the owner (the socket's
 //!   cookie -> tgid) in `RAW_OWNERS`. It never refuses a socket.
-//! - `cg_raw_egress` runs for every packet leaving through the cgroup egress hook;
-//!   for a packet of an owned socket it reads the destination from the IP header and
+//! - `cg_raw_egress` runs for every packet leaving through the cgroup egress hook
+//!   (while block rules are in force it reads the packet's socket's type and
+//!   protocol, and goes further for ICMP and raw sockets only); for a packet of an
+//!   owned socket it reads the destination from the IP header and
 //!   asks the same judge as a UDP send (`block::judge`, port 0): on deny it drops the
 //!   packet, and the send returns EPERM to the caller.
 //!
 //! Keyed by the socket cookie rather than `BPF_MAP_TYPE_SK_STORAGE`: the cookie
 //! helper is available to both program types from kernel 5.7, sk storage in
-//! `cgroup/sock` programs only later. Cookies are never reused, so an entry of a
+//! `cgroup/sock` programs only later (loaded and attached on 5.10 and 6.1 by
+//! `cargo xtask kernels`). Cookies are never reused, so an entry of a
 //! closed socket is never matched again; the LRU ages it out.
 //!
 //! What this does not see: a socket created before its process was watched, or
@@ -26,7 +29,7 @@
 //! match-proto: cgroup/sock_create (struct bpf_sock), cgroup_skb/egress (struct __sk_buff)
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_socket_cookie,
+    helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock},
     macros::{cgroup_skb, cgroup_sock, map},
     maps::LruHashMap,
     programs::{SkBuffContext, SockContext},
@@ -83,9 +86,27 @@ pub fn cg_raw_egress(ctx: SkBuffContext) -> i32 {
     if rules_in_force() == 0 {
         return ALLOW;
     }
-    // SAFETY: the helper takes the program's context; 0 for a packet without socket.
+    // The packet's socket's type and protocol: a TCP or UDP socket (nearly every
+    // packet) is never ours, and is let through without a cookie (which the helper
+    // would otherwise allocate for it) or a lookup.
+    // SAFETY: a context field the verifier checks (a socket pointer or null).
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return ALLOW;
+    }
+    // SAFETY: `sk` is the context's socket, non-null.
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return ALLOW;
+    }
+    // SAFETY: a full socket from the helper; 4-byte fields.
+    let (ty, protocol) = unsafe { ((*full).type_, (*full).protocol) };
+    if !unhooked(ty, protocol) {
+        return ALLOW;
+    }
+    // SAFETY: the helper takes the program's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    // A packet of a socket we do not own (every TCP and UDP one): one lookup.
+    // An ICMP or raw socket we do not own (not a watched process's): one lookup.
     let Some(owner) = RAW_OWNERS.get_ptr(&cookie) else {
         return ALLOW;
     };

@@ -125,6 +125,21 @@ fn an_echo_on_a_ping_socket_after_the_read_is_refused_with_eperm() {
     );
     assert_echo_record(&run, "blocked", "127.0.0.2");
     assert!(run.of_type("would_block").is_empty(), "{}", run.stderr);
+    assert_send_result(&run, "127.0.0.2", "EPERM");
+}
+
+/// Asserts that the send's own connection record (a datagram to `addr`, port 0)
+/// carries `result`.
+fn assert_send_result(run: &JsonRun, addr: &str, result: &str) {
+    let sends: Vec<&Value> = run
+        .of_type("connect")
+        .into_iter()
+        .filter(|c| c["destination"]["address"] == addr)
+        .collect();
+    assert_eq!(sends.len(), 1, "{sends:#?}\n{}", run.stderr);
+    assert_eq!(sends[0]["event"], "udp_send", "{:#}", sends[0]);
+    assert_eq!(sends[0]["destination"]["port"], 0, "{:#}", sends[0]);
+    assert_eq!(sends[0]["result"], result, "{:#}", sends[0]);
 }
 
 #[test]
@@ -141,6 +156,7 @@ fn without_enforce_the_echo_goes_out_and_would_block_is_written() {
     );
     assert_echo_record(&run, "would_block", "127.0.0.2");
     assert!(run.of_type("blocked").is_empty(), "{}", run.stderr);
+    assert_send_result(&run, "127.0.0.2", "sent");
 }
 
 #[test]
