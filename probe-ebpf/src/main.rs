@@ -22,6 +22,7 @@ mod own_home;
 mod peer_mem;
 mod process;
 mod process_btf;
+mod raw_send;
 mod resolve;
 mod send_exit;
 mod util;

@@ -193,6 +193,12 @@ fn doctor_reports_probed_features_and_every_sensor_choice() {
         "{:#}",
         report["enforcement"]
     );
+    // ICMP echo on ping sockets and raw-socket sends are judged too.
+    assert_eq!(
+        report["enforcement"]["raw_sends"], true,
+        "{:#}",
+        report["enforcement"]
+    );
     // BPF-LSM counts only where bpf is an active LSM: the doctor read the kernel's
     // list, and says how to enable it when bpf is missing.
     let bpf_lsm = feature("bpf-lsm");

@@ -171,6 +171,9 @@ fn render_status(s: &serde_json::Value) -> String {
             ),
         }
     );
+    if let Some(gap) = enforcement["not_judged"].as_str() {
+        let _ = writeln!(out, "  {gap}");
+    }
     // Host names in block rules: whose DNS answers count, and those that did not.
     if let Some(dns) = enforcement.get("dns") {
         let list = |v: &serde_json::Value| -> Vec<String> {

@@ -167,6 +167,7 @@ impl Correlator {
             enforcing,
             block_rules: self.block.names(),
             dns: None,
+            not_judged: None,
         })
     }
 

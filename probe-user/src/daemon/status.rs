@@ -81,7 +81,7 @@ impl DaemonState {
             "subscribers": self.subscribers(),
             "socket": socket,
             "enforcement": e.enforcement().unwrap_or(
-                crate::records::Enforcement { enforcing: e.enforce, block_rules: Vec::new(), dns: None },
+                crate::records::Enforcement { enforcing: e.enforce, block_rules: Vec::new(), dns: None, not_judged: None },
             ),
         })
     }

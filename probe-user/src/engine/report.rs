@@ -21,6 +21,7 @@ impl Engine {
     /// answers count (report and `status`); `None` without block rules.
     pub fn enforcement(&self) -> Option<crate::records::Enforcement> {
         let mut e = self.correlator.enforcement(self.enforce)?;
+        e.not_judged = self.sensors.raw_sends_not_judged();
         if !self.policy.block.hosts.is_empty() {
             let (from, trusted) = self.sensors.trusted_resolvers();
             e.dns = Some(crate::records::DnsTrustReport {

@@ -332,6 +332,9 @@ fn blocks(s: &mut String, r: &RunReport, details: bool) {
         "observing: matching calls go through, reported as would-block; `--enforce` or the daemon's `enforce: true` refuses them"
     };
     let _ = writeln!(s, "\nBlock rules ({mode}): {}", e.block_rules.join(", "));
+    if let Some(gap) = &e.not_judged {
+        let _ = writeln!(s, "  {gap}");
+    }
     if let Some(dns) = &e.dns {
         dns_trust(s, dns);
     }

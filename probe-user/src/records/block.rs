@@ -81,6 +81,10 @@ pub struct Enforcement {
     /// the answers not learned because their server is not trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsTrustReport>,
+    /// Sends block rules cannot judge on this kernel, and why (ICMP echo on ping
+    /// sockets and raw-socket sends when their programs did not attach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_judged: Option<String>,
 }
 
 /// The resolvers trusted for block rules' host names (docs/policy.md, "Host names").

@@ -13,7 +13,7 @@ use probe_common::{
     SETTING_BLOCK_RULES, SETTING_ENFORCE,
 };
 
-use super::{SensorError, Sensors, map_err};
+use super::{AttachStatus, SensorError, Sensors, map_err};
 
 impl Sensors {
     /// Turns enforcement on (block rules refuse calls) or off (they are reported as
@@ -110,49 +110,132 @@ impl Sensors {
 /// The cgroup programs that judge block rules (`probe-ebpf/src/cgroup_net.rs`).
 const JUDGES: [&str; 4] = ["cg_connect4", "cg_connect6", "cg_sendmsg4", "cg_sendmsg6"];
 
+/// The pair that judges ICMP (ping socket) and raw-socket sends, which the sendmsg
+/// hooks never see (`probe-ebpf/src/raw_send.rs`).
+pub(super) const RAW_JUDGES: [&str; 2] = ["cg_sock_create", "cg_raw_egress"];
+
 /// Whether block rules can refuse calls on this kernel, for `probectl doctor`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BlockCapability {
     /// Every judging program attached.
     pub possible: bool,
+    /// ICMP echo on ping sockets and raw-socket sends are judged too (the
+    /// `RAW_JUDGES` attached). False: such sends leave unjudged, as `detail` says.
+    pub raw_sends: bool,
     pub detail: String,
 }
 
 impl Sensors {
+    /// What block rules cannot judge here although the main judges attached: ICMP
+    /// and raw-socket sends when their programs did not attach (for `status`,
+    /// `doctor` and the report). None when they are judged.
+    pub fn raw_sends_not_judged(&self) -> Option<String> {
+        raw_sends_not_judged(&self.status)
+    }
+
     /// Whether the programs that judge block rules attached here, and what a stop
     /// does to blocking.
     pub fn block_capability(&self) -> BlockCapability {
-        let missing: Vec<String> = JUDGES
-            .iter()
-            .filter(|name| {
-                !self
-                    .status
-                    .iter()
-                    .any(|s| s.program == **name && s.attached)
-            })
-            .map(|name| {
-                let why = self
-                    .status
-                    .iter()
-                    .find(|s| s.program == *name)
-                    .and_then(|s| s.error.clone())
-                    .unwrap_or_else(|| "not loaded".to_owned());
-                format!("{name}: {why}")
-            })
-            .collect();
-        if missing.is_empty() {
-            BlockCapability {
-                possible: true,
-                detail: "block rules can refuse connects and datagrams here (cgroup v2 connect4/6 and sendmsg4/6, io_uring included), when enforcing; the programs are attached through links this probectl holds, never pinned: when it stops or dies, blocking stops (fails open)".to_owned(),
-            }
-        } else {
-            BlockCapability {
-                possible: false,
-                detail: format!(
-                    "block rules cannot be judged here (no blocked or would_block records): {}",
-                    missing.join("; ")
-                ),
-            }
+        block_capability(&self.status)
+    }
+}
+
+/// `name: why` for each of `programs` that did not attach.
+fn unattached_of(status: &[AttachStatus], programs: &[&str]) -> Vec<String> {
+    programs
+        .iter()
+        .filter(|name| !status.iter().any(|s| s.program == **name && s.attached))
+        .map(|name| {
+            let why = status
+                .iter()
+                .find(|s| s.program == *name)
+                .and_then(|s| s.error.clone())
+                .unwrap_or_else(|| "not loaded".to_owned());
+            format!("{name}: {why}")
+        })
+        .collect()
+}
+
+fn raw_sends_not_judged(status: &[AttachStatus]) -> Option<String> {
+    let missing = unattached_of(status, &RAW_JUDGES);
+    (!missing.is_empty()).then(|| {
+        format!(
+            "ICMP echo on ping sockets and raw-socket sends are NOT judged by block rules here (they leave even when a rule holds): {}",
+            missing.join("; ")
+        )
+    })
+}
+
+fn block_capability(status: &[AttachStatus]) -> BlockCapability {
+    let missing = unattached_of(status, &JUDGES);
+    if !missing.is_empty() {
+        return BlockCapability {
+            possible: false,
+            raw_sends: false,
+            detail: format!(
+                "block rules cannot be judged here (no blocked or would_block records): {}",
+                missing.join("; ")
+            ),
+        };
+    }
+    let raw = raw_sends_not_judged(status);
+    let mut detail = "block rules can refuse connects and datagrams here (cgroup v2 connect4/6 and sendmsg4/6, io_uring included".to_owned();
+    if raw.is_none() {
+        detail.push_str(
+            "; ICMP echo on ping sockets and raw-socket sends through cgroup sock_create and skb egress",
+        );
+    }
+    detail.push_str("), when enforcing; the programs are attached through links this probectl holds, never pinned: when it stops or dies, blocking stops (fails open)");
+    if let Some(raw) = &raw {
+        detail.push_str("; ");
+        detail.push_str(raw);
+    }
+    BlockCapability {
+        possible: true,
+        raw_sends: raw.is_none(),
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensors::Family;
+
+    fn status(program: &str, attached: bool) -> AttachStatus {
+        AttachStatus {
+            program: program.to_owned(),
+            family: Family::Net,
+            attach_point: format!("cgroup {program}"),
+            attached,
+            error: (!attached).then(|| "attach: Invalid argument".to_owned()),
         }
+    }
+
+    #[test]
+    fn a_missing_raw_send_judge_is_said_never_silent() {
+        let mut all: Vec<AttachStatus> = JUDGES
+            .iter()
+            .chain(&RAW_JUDGES)
+            .map(|p| status(p, true))
+            .collect();
+        let full = block_capability(&all);
+        assert!(full.possible && full.raw_sends, "{full:?}");
+        assert!(full.detail.contains("ICMP echo"), "{full:?}");
+        assert!(raw_sends_not_judged(&all).is_none());
+
+        all.retain(|s| s.program != "cg_raw_egress");
+        all.push(status("cg_raw_egress", false));
+        let partial = block_capability(&all);
+        assert!(partial.possible && !partial.raw_sends, "{partial:?}");
+        assert!(
+            partial.detail.contains("NOT judged")
+                && partial
+                    .detail
+                    .contains("cg_raw_egress: attach: Invalid argument"),
+            "{partial:?}"
+        );
+        let gap = raw_sends_not_judged(&all).expect("said");
+        assert!(gap.contains("raw-socket sends are NOT judged"), "{gap}");
     }
 }

@@ -215,13 +215,15 @@ pub fn choices(
         .into_iter()
         .map(|family| {
             // All of the family's programs of one kind (cgroup or not) attached;
-            // the file hooks are judged by `hooks`, not here.
+            // the file hooks are judged by `hooks`, not here, and the judges of
+            // ICMP and raw sends by `block_capability` (they watch nothing).
             let attached = |cgroup: bool| {
                 let mut of_kind = status
                     .iter()
                     .filter(|s| {
                         s.family == family
                             && !is_hook(&s.attach_point)
+                            && !super::block::RAW_JUDGES.contains(&s.program.as_str())
                             && s.attach_point.starts_with("cgroup") == cgroup
                     })
                     .peekable();
@@ -520,5 +522,46 @@ mod tests {
         // Nothing of files attached: that is none.
         let files = choices.iter().find(|c| c.family == Family::Files).unwrap();
         assert_eq!(files.chosen, "none");
+    }
+
+    /// The judges of ICMP and raw sends failing (an old kernel) leaves the net
+    /// family on its sock_addr tier: they watch nothing, `block_capability` says
+    /// what is lost.
+    #[test]
+    fn the_raw_send_judges_do_not_choose_the_net_tier() {
+        let status = [
+            status(
+                "cg_connect4",
+                Family::Net,
+                "cgroup connect4 at /sys/fs/cgroup",
+                true,
+            ),
+            status(
+                "sys_enter_connect",
+                Family::Net,
+                "tracepoint syscalls/sys_enter_connect",
+                true,
+            ),
+            status(
+                "cg_sock_create",
+                Family::Net,
+                "cgroup sock_create at /sys/fs/cgroup",
+                true,
+            ),
+            status(
+                "cg_raw_egress",
+                Family::Net,
+                "cgroup skb egress at /sys/fs/cgroup",
+                false,
+            ),
+        ];
+        let choices = choices(
+            &features(&[CGROUP_SOCK_ADDR]),
+            &status,
+            &HookOutcome::default(),
+            &ProcessOutcome::default(),
+        );
+        let net = choices.iter().find(|c| c.family == Family::Net).unwrap();
+        assert!(net.chosen.starts_with("cgroup v2 sock_addr"), "{net:?}");
     }
 }

@@ -4,6 +4,7 @@
 pub mod block;
 mod block_addrs;
 mod btf;
+mod cgroup_attach;
 pub mod chain;
 mod elf;
 mod env_attach;
@@ -41,7 +42,7 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 use probe_common::{
     DROP_SLOT_NAMES, DROP_SLOTS, MAP_DROPS, MAP_EVENTS, MAP_WATCHED, WATCH_ORIGIN_ROOT, WatchEntry,
@@ -309,16 +310,9 @@ impl Sensors {
                         Err("no libc found in /proc/self/maps".to_owned()),
                     ),
                 },
-                AttachPoint::CgroupSockAddr(hook) => match self.features.cgroup2.clone() {
-                    Some(root) => (
-                        format!("cgroup {hook} at {}", root.display()),
-                        self.attach_cgroup(&spec.program, &root),
-                    ),
-                    None => (
-                        format!("cgroup {hook}"),
-                        Err("no cgroup v2 mount in /proc/mounts".to_owned()),
-                    ),
-                },
+                AttachPoint::CgroupSockAddr(hook) => self.at_cgroup_root(&spec.program, hook),
+                AttachPoint::CgroupSockCreate => self.at_cgroup_root(&spec.program, "sock_create"),
+                AttachPoint::CgroupSkbEgress => self.at_cgroup_root(&spec.program, "skb egress"),
             };
             if let Err(err) = &result {
                 tracing::warn!(
@@ -391,31 +385,6 @@ impl Sensors {
         let mut array =
             aya::maps::ProgramArray::try_from(array).map_err(|e| format!("{map}: {e}"))?;
         array.set(0, &fd, 0).map_err(|e| format!("{map}: {e}"))
-    }
-
-    /// A sock_addr hook on the cgroup v2 root: every process below it (all of them)
-    /// passes through it. aya attaches through a BPF link (kernel 5.7+), and links
-    /// always coexist with other programs on the cgroup; `Single` only means "no
-    /// BPF_F_ALLOW_MULTI flag", which link creation rejects.
-    fn attach_cgroup(&mut self, program: &str, root: &std::path::Path) -> Result<(), String> {
-        let cgroup =
-            std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
-        if let Some(err) = self.load_errors.get(program) {
-            return Err(err.clone());
-        }
-        let prog = self
-            .ebpf
-            .program_mut(program)
-            .ok_or("program missing from the object")?;
-        let prog: &mut CgroupSockAddr = prog.try_into().map_err(|e| format!("{e}"))?;
-        // Normally verified already, in parallel (`parallel_load`).
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| load_error::load_error(program, &e))?;
-        }
-        prog.attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
-        Ok(())
     }
 
     fn attach_uprobe(

@@ -69,6 +69,8 @@ fn load_one(name: &str, program: &mut Program) -> Result<(), String> {
         Program::TracePoint(p) => p.load(),
         Program::UProbe(p) => p.load(),
         Program::CgroupSockAddr(p) => p.load(),
+        Program::CgroupSock(p) => p.load(),
+        Program::CgroupSkb(p) => p.load(),
         // Other types are loaded where they are attached.
         _ => return Ok(()),
     };

@@ -12,6 +12,10 @@ pub(super) enum AttachPoint {
     LibcUprobe(&'static str),
     /// A cgroup sock_addr hook (`connect4`, ...), attached at the cgroup v2 root.
     CgroupSockAddr(&'static str),
+    /// The cgroup `sock_create` hook, attached at the cgroup v2 root.
+    CgroupSockCreate,
+    /// The cgroup_skb egress hook, attached at the cgroup v2 root.
+    CgroupSkbEgress,
 }
 
 pub(super) struct ProgramSpec {
@@ -152,5 +156,16 @@ pub(super) fn programs(bpf_loop: bool) -> Vec<ProgramSpec> {
             point: AttachPoint::CgroupSockAddr(hook),
         });
     }
+    // Block rules on ICMP and raw-socket sends (probe-ebpf/src/raw_send.rs).
+    specs.push(ProgramSpec {
+        program: "cg_sock_create".to_owned(),
+        family: Family::Net,
+        point: AttachPoint::CgroupSockCreate,
+    });
+    specs.push(ProgramSpec {
+        program: "cg_raw_egress".to_owned(),
+        family: Family::Net,
+        point: AttachPoint::CgroupSkbEgress,
+    });
     specs
 }
