@@ -25,16 +25,26 @@ const ROWS: &[(&str, &[&str])] = &[
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Cond {
     None,
+    /// probectl running with the same categories and no block rule: what an
+    /// unwatched connect costs without blocking, to tell the block rule's share.
+    UnwatchedNoRule,
     Unwatched,
     Watched,
     Observed,
 }
 
 impl Cond {
-    const ALL: [Cond; 4] = [Cond::None, Cond::Unwatched, Cond::Watched, Cond::Observed];
+    const ALL: [Cond; 5] = [
+        Cond::None,
+        Cond::UnwatchedNoRule,
+        Cond::Unwatched,
+        Cond::Watched,
+        Cond::Observed,
+    ];
     fn label(self) -> &'static str {
         match self {
             Cond::None => "no monitor",
+            Cond::UnwatchedNoRule => "probectl without block rules, not watched",
             Cond::Unwatched => "probectl enforcing, not watched",
             Cond::Watched => "probectl enforcing, watched",
             Cond::Observed => "probectl observing (would block), watched",
@@ -63,6 +73,8 @@ rules:
 
 pub struct BlockBench {
     policy: PathBuf,
+    /// The same categories, no rule.
+    no_rule: PathBuf,
     samples: BTreeMap<(usize, Cond), Vec<f64>>,
     unavailable: Option<String>,
 }
@@ -71,21 +83,29 @@ impl BlockBench {
     pub fn new(dir: &Path) -> Result<Self> {
         let policy = dir.join("block-policy.yaml");
         std::fs::write(&policy, POLICY)?;
+        let no_rule = dir.join("block-policy-no-rule.yaml");
+        let categories = POLICY.split("rules:").next().unwrap_or(POLICY);
+        std::fs::write(&no_rule, categories)?;
         Ok(Self {
             policy,
+            no_rule,
             samples: BTreeMap::new(),
             unavailable: None,
         })
     }
 
     fn probectl(&self, probectl: &Path, enforce: bool) -> Command {
+        self.probectl_with(probectl, enforce, &self.policy)
+    }
+
+    fn probectl_with(&self, probectl: &Path, enforce: bool, policy: &Path) -> Command {
         let mut cmd = Command::new(probectl);
         cmd.arg("run");
         if enforce {
             cmd.arg("--enforce");
         }
         cmd.arg("--policy")
-            .arg(&self.policy)
+            .arg(policy)
             .args(["--output", "/dev/null", "--"]);
         cmd
     }
@@ -108,7 +128,20 @@ impl BlockBench {
             let t = time(observed.arg(workload).args(*args))?;
             self.record(i, Cond::Observed, t);
         }
-        let mut background = self.probectl(probectl, true);
+        self.unwatched(probectl, workload, &self.policy.clone(), Cond::Unwatched)?;
+        let no_rule = self.no_rule.clone();
+        self.unwatched(probectl, workload, &no_rule, Cond::UnwatchedNoRule)
+    }
+
+    /// The rows, not watched, while probectl runs `policy` (enforcing) on a sleep.
+    fn unwatched(
+        &mut self,
+        probectl: &Path,
+        workload: &Path,
+        policy: &Path,
+        cond: Cond,
+    ) -> Result<()> {
+        let mut background = self.probectl_with(probectl, true, policy);
         let mut child = background
             .args(["sleep", "100000"])
             .stderr(Stdio::piped())
@@ -117,7 +150,7 @@ impl BlockBench {
             crate::bench::wait_for_line(&mut child, "watching pid")?;
             for (i, (_, args)) in ROWS.iter().enumerate() {
                 let t = time(Command::new(workload).args(*args))?;
-                self.record(i, Cond::Unwatched, t);
+                self.record(i, cond, t);
             }
             Ok(())
         })();
