@@ -51,11 +51,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<i32> {
         args.enforce,
         &args.trusted_resolvers,
     )?;
-    if args.enforce && engine.correlator.enforcement(true).is_none() {
-        eprintln!(
-            "probectl: note: --enforce: the policy has no `action: block` rule, so nothing is refused"
-        );
-    }
     if args.profile.is_some() {
         // The profile keys a native CLI on its executable's sha256.
         engine.procs.hash_executables();

@@ -36,6 +36,11 @@ pub(super) fn open_engine(
             ..engine::Options::default()
         },
     )?;
+    if enforce && engine.correlator.enforcement(true).is_none() {
+        eprintln!(
+            "probectl: note: --enforce: the policy has no `action: block` rule, so nothing is refused"
+        );
+    }
     for s in engine.unattached() {
         eprintln!(
             "probectl: warning: sensor {} did not attach ({}): {}; the report will be marked partial",

@@ -51,11 +51,6 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<i32> {
         args.enforce,
         &args.trusted_resolvers,
     )?;
-    if args.enforce && engine.correlator.enforcement(true).is_none() {
-        eprintln!(
-            "probectl: note: --enforce: the policy has no `action: block` rule, so nothing is refused"
-        );
-    }
     let (format, out, color) = output_for(args.json, args.output.as_deref(), args.no_color)?;
     let mut printer = Printer::new(format, out)
         .with_color(color)
