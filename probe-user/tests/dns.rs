@@ -4,52 +4,15 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::net::UdpSocket;
 
 use common::*;
-use simple_dns::{
-    CLASS, Packet, ResourceRecord,
-    rdata::{A, RData},
-};
 
 const NAME: &str = "probe.example.test";
 
 /// A resolver on `addr:53` that answers every A query with 127.0.0.1, until dropped
 /// with the test process. Returns the address it serves on.
 fn fake_resolver(addr: &str) -> String {
-    let socket = UdpSocket::bind((addr, 53))
-        .unwrap_or_else(|e| panic!("bind a fake resolver on {addr}:53: {e}"));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        loop {
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                return;
-            };
-            let Ok(query) = Packet::parse(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = query.into_reply();
-            let answers: Vec<_> = reply
-                .questions
-                .iter()
-                .filter(|q| q.qtype == simple_dns::QTYPE::TYPE(simple_dns::TYPE::A))
-                .map(|q| {
-                    ResourceRecord::new(
-                        q.qname.clone(),
-                        CLASS::IN,
-                        60,
-                        RData::A(A {
-                            address: 0x7f00_0001,
-                        }),
-                    )
-                })
-                .collect();
-            reply.answers.extend(answers);
-            if let Ok(bytes) = reply.build_bytes_vec() {
-                let _ = socket.send_to(&bytes, from);
-            }
-        }
-    });
+    common::resolver::serve_a(addr, |_| (std::net::Ipv4Addr::LOCALHOST, 60));
     addr.to_owned()
 }
 

@@ -5,15 +5,11 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
-use simple_dns::{
-    CLASS, Packet, QTYPE, ResourceRecord, TYPE,
-    rdata::{A, RData},
-};
 
 /// The resolver probectl trusts in these tests (no other test uses it).
 const TRUSTED: &str = "127.0.0.31";
@@ -28,49 +24,19 @@ const ROGUE_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 34);
 /// `allowed.test` with `allowed`, `n<i>.blocked.test` with 127.0.2.<i+1> (each a new
 /// address) and anything else with 127.0.0.35.
 fn fake_resolver(addr: &'static str, allowed: Ipv4Addr) {
-    let socket = UdpSocket::bind((addr, 53))
-        .unwrap_or_else(|e| panic!("bind a fake resolver on {addr}:53: {e}"));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        loop {
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                return;
-            };
-            let Ok(query) = Packet::parse(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = query.into_reply();
-            let answers: Vec<_> = reply
-                .questions
-                .iter()
-                .filter(|q| q.qtype == QTYPE::TYPE(TYPE::A))
-                .map(|q| {
-                    let name = q.qname.to_string().to_ascii_lowercase();
-                    let name = name.trim_end_matches('.');
-                    let numbered = name
-                        .strip_prefix('n')
-                        .and_then(|r| r.strip_suffix(".blocked.test"))
-                        .and_then(|i| i.parse::<u8>().ok());
-                    let address = match (name, numbered) {
-                        ("allowed.test", _) => allowed,
-                        (_, Some(i)) => Ipv4Addr::new(127, 0, 2, i.saturating_add(1)),
-                        _ => Ipv4Addr::new(127, 0, 0, 35),
-                    };
-                    ResourceRecord::new(
-                        q.qname.clone(),
-                        CLASS::IN,
-                        60,
-                        RData::A(A {
-                            address: u32::from(address),
-                        }),
-                    )
-                })
-                .collect();
-            reply.answers.extend(answers);
-            if let Ok(bytes) = reply.build_bytes_vec() {
-                let _ = socket.send_to(&bytes, from);
-            }
-        }
+    resolver::serve_a(addr, move |name| {
+        let name = name.to_ascii_lowercase();
+        let name = name.trim_end_matches('.');
+        let numbered = name
+            .strip_prefix('n')
+            .and_then(|r| r.strip_suffix(".blocked.test"))
+            .and_then(|i| i.parse::<u8>().ok());
+        let address = match (name, numbered) {
+            ("allowed.test", _) => allowed,
+            (_, Some(i)) => Ipv4Addr::new(127, 0, 2, i.saturating_add(1)),
+            _ => Ipv4Addr::new(127, 0, 0, 35),
+        };
+        (address, 60)
     });
 }
 

@@ -5,15 +5,11 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
-use simple_dns::{
-    CLASS, Packet, QTYPE, ResourceRecord, TYPE,
-    rdata::{A, RData},
-};
 
 /// Where the fake resolver listens (no other test uses it).
 const RESOLVER: &str = "127.0.0.21";
@@ -40,40 +36,7 @@ fn answer_for(name: &str) -> (Ipv4Addr, u32) {
 
 /// Serves A queries on `RESOLVER:53` until the test process exits.
 fn fake_resolver() {
-    let socket = UdpSocket::bind((RESOLVER, 53))
-        .unwrap_or_else(|e| panic!("bind a fake resolver on {RESOLVER}:53: {e}"));
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        loop {
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                return;
-            };
-            let Ok(query) = Packet::parse(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = query.into_reply();
-            let answers: Vec<_> = reply
-                .questions
-                .iter()
-                .filter(|q| q.qtype == QTYPE::TYPE(TYPE::A))
-                .map(|q| {
-                    let (addr, ttl) = answer_for(&q.qname.to_string());
-                    ResourceRecord::new(
-                        q.qname.clone(),
-                        CLASS::IN,
-                        ttl,
-                        RData::A(A {
-                            address: u32::from(addr),
-                        }),
-                    )
-                })
-                .collect();
-            reply.answers.extend(answers);
-            if let Ok(bytes) = reply.build_bytes_vec() {
-                let _ = socket.send_to(&bytes, from);
-            }
-        }
-    });
+    resolver::serve_a(RESOLVER, answer_for);
 }
 
 fn fixture() -> PathBuf {

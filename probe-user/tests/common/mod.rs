@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub mod daemon;
+pub mod resolver;
 pub mod rsyslog;
 pub mod schemas;
 pub mod users;
