@@ -387,7 +387,7 @@ impl PriorIndex {
 
 impl Category {
     /// Appends at most `limit` rows of this category to `out`, those first probed by
-    /// `at_ns`, skipping the first `skip` (listed already).
+    /// `at_ns`, after the first `skip` (listed already).
     fn list_into(
         &self,
         at_ns: u64,
