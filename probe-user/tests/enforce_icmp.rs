@@ -214,3 +214,41 @@ fn icmpv6_echoes_after_the_read_are_dropped() {
     assert_eq!(raw.code, REFUSED, "EPERM; stderr:\n{}", raw.stderr);
     assert_echo_record(&raw, "blocked", "::1");
 }
+
+/// The egress judge runs for every packet of every process, so it is attached only
+/// while block rules are in force: loaded without one it is idle, a reload that adds
+/// a block rule attaches it, one that removes them detaches it.
+#[test]
+fn the_icmp_judges_are_attached_only_while_block_rules_are_in_force() {
+    use probe_user::policy::{self, PreparedPolicy};
+    use probe_user::sensors::Sensors;
+
+    if !bpf_available("the_icmp_judges_are_attached_only_while_block_rules_are_in_force") {
+        return;
+    }
+    let dir = test_dir("icmp-judge-attach");
+    let plain = PreparedPolicy::new(policy::load_default().unwrap());
+    let blocking = block_policy(&dir);
+    let blocking = policy::parse(&std::fs::read_to_string(&blocking).unwrap(), "b.yaml").unwrap();
+    let blocking = PreparedPolicy::new(blocking);
+    let mut sensors = Sensors::load(&plain).expect("load the sensors");
+    assert!(
+        !sensors.raw_judges_attached(),
+        "no block rule: the judges are idle"
+    );
+    // Loaded and verified all the same: doctor can say they would judge.
+    assert!(sensors.raw_sends_not_judged().is_none());
+    sensors
+        .apply_policy(&blocking)
+        .expect("a policy with a block rule");
+    assert!(sensors.raw_judges_attached(), "a block rule attaches them");
+    sensors.apply_policy(&plain).expect("back to no block rule");
+    assert!(
+        !sensors.raw_judges_attached(),
+        "and its removal detaches them"
+    );
+    drop(sensors);
+    // Started with a block rule, they are attached from the start.
+    let sensors = Sensors::load(&blocking).expect("load the sensors");
+    assert!(sensors.raw_judges_attached());
+}

@@ -1,6 +1,8 @@
 //! Attaching the cgroup programs (sock_addr, sock_create, skb egress) at the root of
 //! the cgroup v2 hierarchy.
 
+use aya::programs::cgroup_skb::CgroupSkbLinkId;
+use aya::programs::cgroup_sock::CgroupSockLinkId;
 use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Program};
 
 use super::{Sensors, error_chain, load_error};
@@ -76,5 +78,142 @@ impl Sensors {
             _ => return Err("not a cgroup program".to_owned()),
         };
         attached.map_err(|e| format!("attach: {}", error_chain(&e)))
+    }
+}
+
+/// The links of the ICMP/raw-send judges (`block::RAW_JUDGES`) while they are
+/// attached. The egress program runs for every packet of every process, so it is
+/// attached only while block rules are in force: a machine without block rules pays
+/// nothing for it (`Sensors::sync_raw_judges`).
+#[derive(Debug, Default)]
+pub(super) struct RawJudgeLinks {
+    sock_create: Option<CgroupSockLinkId>,
+    egress: Option<CgroupSkbLinkId>,
+}
+
+impl Sensors {
+    /// Loads (verifies) one of the raw-send judges without attaching it; the status
+    /// says it is attached while block rules are in force.
+    pub(super) fn load_raw_judge(
+        &mut self,
+        program: &str,
+        hook: &str,
+    ) -> (String, Result<(), String>) {
+        let point = match &self.features.cgroup2 {
+            Some(root) => format!(
+                "cgroup {hook} at {} (while block rules are in force)",
+                root.display()
+            ),
+            None => {
+                return (
+                    format!("cgroup {hook}"),
+                    Err("no cgroup v2 mount in /proc/mounts".to_owned()),
+                );
+            }
+        };
+        if let Some(err) = self.load_errors.get(program) {
+            return (point, Err(err.clone()));
+        }
+        let loaded = (|| {
+            let prog = self
+                .ebpf
+                .program_mut(program)
+                .ok_or("program missing from the object")?;
+            match prog {
+                Program::CgroupSock(prog) => load_once!(prog, program),
+                Program::CgroupSkb(prog) => load_once!(prog, program),
+                _ => return Err("not a raw-send judge".to_owned()),
+            }
+            Ok(())
+        })();
+        (point, loaded)
+    }
+
+    /// Attaches the raw-send judges while the policy in force has block rules and
+    /// detaches them when it has none (after each policy is put in force). A judge
+    /// that fails to attach is marked unattached in the status (`doctor`, `status`
+    /// and the report then say ICMP and raw sends are not judged).
+    pub(super) fn sync_raw_judges(&mut self) {
+        let wanted = !self.in_force.block_rules.is_empty();
+        let loaded =
+            |s: &Self, name: &str| s.status.iter().any(|st| st.program == name && st.attached);
+        let Some(root) = self.features.cgroup2.clone() else {
+            return;
+        };
+        for name in super::block::RAW_JUDGES {
+            let linked = match name {
+                "cg_sock_create" => self.raw_links.sock_create.is_some(),
+                _ => self.raw_links.egress.is_some(),
+            };
+            if wanted == linked || (wanted && !loaded(self, name)) {
+                continue;
+            }
+            let result = if wanted {
+                self.link_raw_judge(name, &root)
+            } else {
+                self.unlink_raw_judge(name)
+            };
+            if let Err(err) = result {
+                tracing::warn!("sensor {name}: {err}");
+                if wanted && let Some(st) = self.status.iter_mut().find(|s| s.program == name) {
+                    st.attached = false;
+                    st.error = Some(err);
+                }
+            }
+        }
+    }
+
+    fn link_raw_judge(&mut self, name: &str, root: &std::path::Path) -> Result<(), String> {
+        let cgroup =
+            std::fs::File::open(root).map_err(|e| format!("open {}: {e}", root.display()))?;
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or("program missing from the object")?;
+        match prog {
+            Program::CgroupSock(prog) => {
+                let id = prog
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+                self.raw_links.sock_create = Some(id);
+            }
+            Program::CgroupSkb(prog) => {
+                let id = prog
+                    .attach(
+                        &cgroup,
+                        CgroupSkbAttachType::Egress,
+                        CgroupAttachMode::Single,
+                    )
+                    .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+                self.raw_links.egress = Some(id);
+            }
+            _ => return Err("not a raw-send judge".to_owned()),
+        }
+        Ok(())
+    }
+
+    fn unlink_raw_judge(&mut self, name: &str) -> Result<(), String> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .ok_or("program missing from the object")?;
+        let detached = match prog {
+            Program::CgroupSock(prog) => match self.raw_links.sock_create.take() {
+                Some(id) => prog.detach(id),
+                None => Ok(()),
+            },
+            Program::CgroupSkb(prog) => match self.raw_links.egress.take() {
+                Some(id) => prog.detach(id),
+                None => Ok(()),
+            },
+            _ => return Err("not a raw-send judge".to_owned()),
+        };
+        detached.map_err(|e| format!("detach: {}", error_chain(&e)))
+    }
+
+    /// Whether the raw-send judges are attached now (they are while block rules are
+    /// in force).
+    pub fn raw_judges_attached(&self) -> bool {
+        self.raw_links.sock_create.is_some() && self.raw_links.egress.is_some()
     }
 }

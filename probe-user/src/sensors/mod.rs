@@ -135,6 +135,8 @@ pub struct Sensors {
     pub block_dns_done_not_written: u64,
     /// Late block feeds (`feed_block_late`) that could not be written.
     block_late_failed: u64,
+    /// The raw-send judges' links, while block rules are in force.
+    raw_links: cgroup_attach::RawJudgeLinks,
     /// Programs whose parallel load failed, with the error: their attach reports it
     /// instead of verifying them a second time.
     load_errors: std::collections::HashMap<String, String>,
@@ -195,6 +197,7 @@ impl Sensors {
             dns_trust: Default::default(),
             block_dns_done_not_written: 0,
             block_late_failed: 0,
+            raw_links: Default::default(),
             load_errors: std::collections::HashMap::new(),
             logger,
         };
@@ -212,6 +215,7 @@ impl Sensors {
             sensors.attach_process_tier()
         };
         sensors.attach_all(without);
+        sensors.sync_raw_judges();
         if !without.contains(&Family::Env) {
             sensors.attach_node_binaries_at_start();
         }
@@ -311,8 +315,9 @@ impl Sensors {
                     ),
                 },
                 AttachPoint::CgroupSockAddr(hook) => self.at_cgroup_root(&spec.program, hook),
-                AttachPoint::CgroupSockCreate => self.at_cgroup_root(&spec.program, "sock_create"),
-                AttachPoint::CgroupSkbEgress => self.at_cgroup_root(&spec.program, "skb egress"),
+                // Attached while block rules are in force (`sync_raw_judges`).
+                AttachPoint::CgroupSockCreate => self.load_raw_judge(&spec.program, "sock_create"),
+                AttachPoint::CgroupSkbEgress => self.load_raw_judge(&spec.program, "skb egress"),
             };
             if let Err(err) = &result {
                 tracing::warn!(

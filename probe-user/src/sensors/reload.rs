@@ -332,6 +332,7 @@ impl Sensors {
             }
         }
         self.in_force = new;
+        self.sync_raw_judges();
         self.file_index = Arc::clone(&prepared.file_index);
         if let Some(r) = &mut self.file_resolution {
             r.indexed_files = prepared.file_index.files.len();
