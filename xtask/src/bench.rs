@@ -348,6 +348,7 @@ impl Bench {
     }
 
     fn time_workload(&self, cmd: &mut Command, args: &[&str]) -> Result<f64> {
+        crate::bench_settle::settle();
         let out = cmd
             .args(args)
             .stdin(Stdio::null())
@@ -360,6 +361,7 @@ impl Bench {
     /// Like `time_workload`, plus the CPU seconds and peak RSS of the process itself
     /// (probectl), from wait4.
     fn time_with_usage(&self, cmd: &mut Command, args: &[&str]) -> Result<(f64, (f64, i64))> {
+        crate::bench_settle::settle();
         let mut child = cmd
             .args(args)
             .stdin(Stdio::null())

@@ -197,6 +197,7 @@ impl BlockBench {
 
 /// The loop time the workload printed.
 fn time(cmd: &mut Command) -> Result<f64> {
+    crate::bench_settle::settle();
     let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output()?;
     crate::bench::parse_elapsed(&out.stdout)
         .with_context(|| format!("{cmd:?} printed no elapsed_ns ({})", out.status))

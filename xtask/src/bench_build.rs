@@ -71,6 +71,7 @@ pub fn build(project: &Path) -> Result<BuildCost> {
             .success())
     };
     quiet(Command::new("make").arg("-C").arg(project).arg("clean"))?;
+    crate::bench_settle::settle();
     let started = Instant::now();
     let child = Command::new("make")
         .arg("-s")

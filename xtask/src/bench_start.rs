@@ -100,6 +100,7 @@ impl StartStop {
 
 /// (start to exec, report to exit), in seconds.
 fn probectl_once(probectl: &Path, workload: &Path) -> Result<(f64, f64)> {
+    crate::bench_settle::settle();
     let started = monotonic_ns();
     let mut child = Command::new(probectl)
         .args(["run", "--standalone", "--json", "--"])
@@ -182,6 +183,7 @@ fn tracepoints() -> Vec<String> {
 
 /// (start to attached, SIGINT to exit), in seconds.
 fn bpftrace_once() -> Result<(f64, f64)> {
+    crate::bench_settle::settle();
     let libc_path = "/lib/x86_64-linux-gnu/libc.so.6";
     let probes = tracepoints()
         .iter()

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_block;
 mod bench_build;
+mod bench_settle;
 mod bench_start;
 mod cmd;
 mod demo;
