@@ -88,7 +88,14 @@ pub const KOFF_TASK_PID: u32 = 12;
 pub const KOFF_BPRM_FILENAME: u32 = 13;
 pub const KOFF_TASK_SIGNAL: u32 = 14;
 pub const KOFF_SIGNAL_LIVE: u32 = 15;
-pub const KOFF_SLOTS: u32 = 16;
+/// The TCP outcome's raw tracepoint (`probe-ebpf/src/net_state.rs`), handed a
+/// `struct sock *`: the destination members of its `sock_common` (the first member of
+/// `struct sock`).
+pub const KOFF_SKC_FAMILY: u32 = 16;
+pub const KOFF_SKC_DPORT: u32 = 17;
+pub const KOFF_SKC_DADDR: u32 = 18;
+pub const KOFF_SKC_V6_DADDR: u32 = 19;
+pub const KOFF_SLOTS: u32 = 20;
 
 /// Value of a `WATCHED` entry (key: tgid).
 ///

@@ -18,6 +18,7 @@ mod first_bytes;
 mod host;
 mod maps;
 mod net;
+mod net_state;
 mod own_home;
 mod peer_mem;
 mod process;

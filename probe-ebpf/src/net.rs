@@ -2,7 +2,6 @@
 //!
 //! match-proto: syscalls:sys_enter_connect(fd, uservaddr, addrlen)
 //! match-proto: syscalls:sys_exit_connect(ret)
-//! match-proto: sock:inet_sock_set_state(skaddr, oldstate, newstate, dport, family, daddr, daddr_v6)  [offsets from tracefs]
 //!
 //! Entry parks the sockaddr pointer. The cgroup connect hook, which runs inside the
 //! syscall in the same thread, writes the kernel's copy of the destination into the
@@ -10,8 +9,7 @@
 //! no hook ran (hooks not attached, unix sockets, a socket the kernel skips the hook
 //! for) is the address read from user memory at exit, as the fallback tier.
 //! Non-blocking connects return `-EINPROGRESS`; their outcome comes from the TCP state
-//! machine: CLOSE->SYN_SENT runs in the connecting task (the socket's owner is noted),
-//! and the change that leaves SYN_SENT (usually in softirq) is reported for it.
+//! machine (`net_state.rs`).
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
@@ -203,68 +201,4 @@ pub fn emit_unix_address(
         e.flags |= UNIX_ABSTRACT;
     }
     entry.submit(0);
-}
-
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_sock_state(&ctx);
-    0
-}
-
-#[inline(always)]
-fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
-    // Every TCP state change of every socket on the machine comes here: decide on the
-    // two states before anything else is read.
-    let (Some(old_off), Some(new_off)) = (tp_offset(TP_SOCK_OLDSTATE), tp_offset(TP_SOCK_NEWSTATE))
-    else {
-        return Ok(());
-    };
-    let old: i32 = unsafe { ctx.read_at(old_off) }.map_err(|e| e as i64)?;
-    let new: i32 = unsafe { ctx.read_at(new_off) }.map_err(|e| e as i64)?;
-    let opening = old == TCP_CLOSE && new == TCP_SYN_SENT;
-    if !opening && old != TCP_SYN_SENT {
-        return Ok(());
-    }
-    let sk_off = tp_offset(TP_SOCK_SKADDR).ok_or(-1i64)?;
-    let skaddr: u64 = unsafe { ctx.read_at(sk_off) }.map_err(|e| e as i64)?;
-    if opening {
-        // Inside connect(2), in the connecting task.
-        let (tgid, tid) = current_ids();
-        if is_watched(tgid) {
-            let _ = TCP_OWNERS.insert(skaddr, TcpOwner { tgid, tid }, 0);
-        }
-        return Ok(());
-    }
-    let Some(owner) = take_lru(&TCP_OWNERS, skaddr) else {
-        return Ok(());
-    };
-    let family: u16 = tp_offset(TP_SOCK_FAMILY)
-        .and_then(|o| unsafe { ctx.read_at(o) }.ok())
-        .unwrap_or(0);
-    let port: u16 = tp_offset(TP_SOCK_DPORT)
-        .and_then(|o| unsafe { ctx.read_at(o) }.ok())
-        .unwrap_or(0);
-    let mut addr = [0u8; 16];
-    if family == AF_INET6 {
-        if let Some(o) = tp_offset(TP_SOCK_DADDR_V6) {
-            addr = unsafe { ctx.read_at(o) }.unwrap_or([0; 16]);
-        }
-    } else if let Some(o) = tp_offset(TP_SOCK_DADDR) {
-        let v4: [u8; 4] = unsafe { ctx.read_at(o) }.unwrap_or([0; 4]);
-        addr[..4].copy_from_slice(&v4);
-    }
-    match EVENTS.reserve::<ConnectOutcomeEvent>(0) {
-        Some(mut entry) => {
-            entry.write(ConnectOutcomeEvent {
-                header: header(EVENT_CONNECT_OUTCOME, owner.tgid, owner.tid),
-                established: (new == TCP_ESTABLISHED) as u32,
-                family,
-                port,
-                addr,
-            });
-            entry.submit(0);
-        }
-        None => count_drop(DROP_RING_FULL_CONNECT_OUTCOME),
-    }
-    Ok(())
 }

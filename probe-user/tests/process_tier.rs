@@ -3,58 +3,18 @@
 //! and every report name the tier in use and the tier passed over with its reason,
 //! and execs, forks and exits are seen through whichever tier is in use.
 //!
-//! The fallback is forced for real: probectl runs in a private mount namespace in
-//! which the kernel's BTF (`/sys/kernel/btf/vmlinux`) reads as an empty file, as on
-//! a kernel built without `CONFIG_DEBUG_INFO_BTF`, so the tp_btf programs cannot be
-//! loaded.
+//! The fallback is forced for real, without kernel BTF (`common::btf`).
 
 mod common;
 
 use std::ffi::OsStr;
-use std::process::Command;
 
-use common::{daemon::Daemon, *};
+use common::{
+    btf::{HIDE_BTF, doctor, probectl_with},
+    daemon::Daemon,
+    *,
+};
 use serde_json::Value;
-
-/// The `sh -c` script that hides the kernel's BTF in a private mount namespace, then
-/// runs its arguments.
-const HIDE_BTF: &str = r#"mount --bind /dev/null /sys/kernel/btf/vmlinux && exec "$0" "$@""#;
-
-/// `probectl ARGS` (set up like `probectl_command`), in a mount namespace without
-/// kernel BTF when `btf` is false.
-fn probectl_with(btf: bool, args: &[&OsStr]) -> Command {
-    let mut cmd = if btf {
-        probectl_command()
-    } else {
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(HIDE_BTF)
-            .arg(probectl());
-        cmd.env_remove("CI");
-        cmd.env(
-            "PROBECTL_SOCKET",
-            "/nonexistent/probectl-tests/no-daemon.sock",
-        );
-        cmd
-    };
-    cmd.args(args);
-    cmd
-}
-
-fn doctor(btf: bool) -> (i32, Value) {
-    let out = run_with_deadline(probectl_with(
-        btf,
-        &[OsStr::new("doctor"), OsStr::new("--json")],
-    ));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "doctor --json is not JSON ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), doc)
-}
 
 fn process_choice(sensors: &Value) -> &Value {
     sensors

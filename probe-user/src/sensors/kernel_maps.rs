@@ -1,14 +1,14 @@
-//! Writing what the kernel programs read: tracepoint field offsets found in tracefs
-//! (the policy maps are written by `reload.rs`).
+//! Writing what the kernel programs read: tracepoint field offsets found in tracefs,
+//! struct member offsets found in BTF (the policy maps are written by `reload.rs`).
 
 use aya::maps::Array;
 use probe_common::{
-    MAP_TP_OFFSETS, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS,
+    MAP_KERNEL_OFFSETS, MAP_TP_OFFSETS, TP_EXEC_FILENAME, TP_EXEC_OLD_PID, TP_EXIT_GROUP_DEAD, TP_NEWTASK_CLONE_FLAGS,
     TP_NEWTASK_PID, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT, TP_SOCK_FAMILY,
     TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
 };
 
-use super::{SensorError, Sensors, tracefs};
+use super::{SensorError, Sensors, btf::KernelBtf, tracefs};
 
 impl Sensors {
     pub(super) fn write_tp_offsets(&mut self, root: &std::path::Path) -> Result<(), SensorError> {
@@ -107,6 +107,36 @@ impl Sensors {
                     map: MAP_TP_OFFSETS,
                     source,
                 })?;
+        }
+        Ok(())
+    }
+}
+
+impl Sensors {
+    /// Writes `KERNEL_OFFSETS` slots from the kernel's BTF: each `(slot, [(struct,
+    /// member), ...])` is the sum of the path's member offsets (a member of an
+    /// embedded struct: its offset in the outer struct, then in the inner one).
+    /// Nothing is written unless every slot is found.
+    pub(super) fn write_btf_offsets(
+        &mut self,
+        slots: &[(u32, &[(&str, &str)])],
+    ) -> Result<(), String> {
+        let kbtf = KernelBtf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+        let offsets = slots
+            .iter()
+            .map(|(slot, path)| {
+                path.iter()
+                    .map(|(strukt, member)| kbtf.member_offset(strukt, member))
+                    .sum::<Result<u32, _>>()
+                    .map(|offset| (*slot, offset))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("kernel BTF: {e}"))?;
+        let map_failed = |e: &dyn std::fmt::Display| format!("{MAP_KERNEL_OFFSETS}: {e}");
+        let map = self.map(MAP_KERNEL_OFFSETS).map_err(|e| map_failed(&e))?;
+        let mut array: Array<_, u32> = Array::try_from(map).map_err(|e| map_failed(&e))?;
+        for (slot, offset) in offsets {
+            array.set(slot, offset, 0).map_err(|e| map_failed(&e))?;
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ mod proc_maps;
 mod process_tier;
 mod programs;
 mod reload;
+mod sock_state_tier;
 pub mod teardown;
 pub mod tracefs;
 
@@ -34,6 +35,7 @@ pub use file_hooks::{HookOutcome, HookTier};
 pub use file_maps::FileResolution;
 pub use proc_maps::FileKey;
 pub use process_tier::ProcessOutcome;
+pub use sock_state_tier::SockStateOutcome;
 use programs::{AttachPoint, programs};
 pub use reload::PolicyMaps;
 
@@ -121,6 +123,8 @@ pub struct Sensors {
     pub file_hooks: HookOutcome,
     /// Whether the process family runs on its tp_btf tier, or why not.
     pub process_tier: ProcessOutcome,
+    /// Whether TCP outcomes come from the raw tracepoint (`sock_state_tier.rs`).
+    pub sock_state: SockStateOutcome,
     /// The policy's files on this host (inodes, directories, basenames).
     pub file_index: std::sync::Arc<crate::policy::FileIndex>,
     /// How files are matched beyond the path string.
@@ -190,6 +194,7 @@ impl Sensors {
             choices: Vec::new(),
             file_hooks: HookOutcome::default(),
             process_tier: ProcessOutcome::default(),
+            sock_state: SockStateOutcome::default(),
             file_index: std::sync::Arc::clone(&policy.file_index),
             file_resolution: None,
             in_force: PolicyMaps::default(),
@@ -213,6 +218,13 @@ impl Sensors {
             }
         } else {
             sensors.attach_process_tier()
+        };
+        sensors.sock_state = if without.contains(&Family::Net) {
+            SockStateOutcome {
+                raw: Err("left out on request (without net)".to_owned()),
+            }
+        } else {
+            sensors.attach_sock_state_tier()
         };
         sensors.attach_all(without);
         sensors.sync_raw_judges();
@@ -270,7 +282,9 @@ impl Sensors {
         }
         let (specs, left_out): (Vec<_>, Vec<_>) = programs(bpf_loop)
             .into_iter()
-            .filter(|s| !self.process_tier.replaces(&s.program))
+            .filter(|s| {
+                !self.process_tier.replaces(&s.program) && !self.sock_state.replaces(&s.program)
+            })
             .partition(|s| !without.contains(&s.family));
         for spec in left_out {
             self.status.push(AttachStatus {

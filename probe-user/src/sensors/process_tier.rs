@@ -4,12 +4,10 @@
 //! ones already attached are unloaded and the tracepoints are attached instead
 //! (`attach_all`); `chain.rs` then names the tier passed over and why.
 
-use aya::{Btf, maps::Array, programs::BtfTracePoint};
-use probe_common::{
-    KOFF_BPRM_FILENAME, KOFF_SIGNAL_LIVE, KOFF_TASK_PID, KOFF_TASK_SIGNAL, MAP_KERNEL_OFFSETS,
-};
+use aya::{Btf, programs::BtfTracePoint};
+use probe_common::{KOFF_BPRM_FILENAME, KOFF_SIGNAL_LIVE, KOFF_TASK_PID, KOFF_TASK_SIGNAL};
 
-use super::{AttachStatus, Family, Sensors, btf::KernelBtf, features::why};
+use super::{AttachStatus, Family, Sensors, features::why};
 
 /// (tp_btf program, raw tracepoint, the tracepoint program it replaces).
 pub(super) const TP_BTF_PROGRAMS: [(&str, &str, &str); 3] = [
@@ -27,11 +25,11 @@ pub(super) const TP_BTF_PROGRAMS: [(&str, &str, &str); 3] = [
 ];
 
 /// (slot, struct, member) of the offsets only the tp_btf programs follow.
-const OFFSETS: [(u32, &str, &str); 4] = [
-    (KOFF_TASK_PID, "task_struct", "pid"),
-    (KOFF_BPRM_FILENAME, "linux_binprm", "filename"),
-    (KOFF_TASK_SIGNAL, "task_struct", "signal"),
-    (KOFF_SIGNAL_LIVE, "signal_struct", "live"),
+const OFFSETS: [(u32, &[(&str, &str)]); 4] = [
+    (KOFF_TASK_PID, &[("task_struct", "pid")]),
+    (KOFF_BPRM_FILENAME, &[("linux_binprm", "filename")]),
+    (KOFF_TASK_SIGNAL, &[("task_struct", "signal")]),
+    (KOFF_SIGNAL_LIVE, &[("signal_struct", "live")]),
 ];
 
 /// Which tier the process family uses: tp_btf, or why not (then the tracepoints).
@@ -94,20 +92,7 @@ impl Sensors {
 
     fn try_tp_btf(&mut self) -> Result<(), String> {
         let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-        let offsets = KernelBtf::from_sys_fs()
-            .and_then(|kbtf| {
-                OFFSETS
-                    .iter()
-                    .map(|(slot, strukt, member)| Ok((*slot, kbtf.member_offset(strukt, member)?)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(|e| format!("kernel BTF: {e}"))?;
-        let map_failed = |e: &dyn std::fmt::Display| format!("{MAP_KERNEL_OFFSETS}: {e}");
-        let map = self.map(MAP_KERNEL_OFFSETS).map_err(|e| map_failed(&e))?;
-        let mut array: Array<_, u32> = Array::try_from(map).map_err(|e| map_failed(&e))?;
-        for (slot, offset) in offsets {
-            array.set(slot, offset, 0).map_err(|e| map_failed(&e))?;
-        }
+        self.write_btf_offsets(&OFFSETS)?;
         for (i, (program, tracepoint, _)) in TP_BTF_PROGRAMS.iter().enumerate() {
             if let Err(err) = self.attach_tp_btf(program, tracepoint, &btf) {
                 for (done, _, _) in &TP_BTF_PROGRAMS[..i] {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod btf;
 pub mod daemon;
 pub mod resolver;
 pub mod rsyslog;
