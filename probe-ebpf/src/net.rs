@@ -17,25 +17,19 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use probe_common::{
-    AF_INET, AF_INET6, AF_UNIX, CONNECT_DEST_FROM_HOOK, ConnectEvent, ConnectOutcomeEvent,
+    AF_INET, AF_INET6, AF_UNIX, CONNECT_DEST_FROM_HOOK, ConnectEvent,
     DROP_CONNECT_EXIT_WITHOUT_ENTRY, DROP_PENDING_CONNECT_FULL, DROP_RING_FULL_CONNECT,
-    DROP_RING_FULL_CONNECT_OUTCOME, DROP_UNREADABLE_SOCKADDR, EVENT_CONNECT, EVENT_CONNECT_OUTCOME,
-    EVENT_CONNECT_UNIX, HookDest, PendingConnect, TP_SOCK_DADDR, TP_SOCK_DADDR_V6, TP_SOCK_DPORT,
-    TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR, TcpOwner, UNIX_ABSTRACT,
-    UNIX_PATH_LEN, UnixConnectEvent,
+    DROP_UNREADABLE_SOCKADDR, EVENT_CONNECT, EVENT_CONNECT_UNIX, HookDest, PendingConnect,
+    UNIX_ABSTRACT, UNIX_PATH_LEN, UnixConnectEvent,
 };
 
 use crate::{
-    maps::{DNS_SOCKS, EVENTS, PENDING_CONNECT, TCP_OWNERS},
+    maps::{DNS_SOCKS, EVENTS, PENDING_CONNECT},
     util::{
         SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
-        syscall_arg, take_lru, take_parked, tp_offset,
+        syscall_arg, take_parked,
     },
 };
-
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_CLOSE: i32 = 7;
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {

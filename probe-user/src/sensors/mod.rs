@@ -35,9 +35,9 @@ pub use file_hooks::{HookOutcome, HookTier};
 pub use file_maps::FileResolution;
 pub use proc_maps::FileKey;
 pub use process_tier::ProcessOutcome;
-pub use sock_state_tier::SockStateOutcome;
 use programs::{AttachPoint, programs};
 pub use reload::PolicyMaps;
+pub use sock_state_tier::SockStateOutcome;
 
 use std::path::PathBuf;
 

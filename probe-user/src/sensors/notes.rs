@@ -64,7 +64,9 @@ impl Sensors {
                 "the sock/inet_sock_set_state tracepoint, raw tracepoint passed over ({why})"
             ),
         };
-        let base = format!("connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state, by {outcomes}); UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom (answers only to a query still pending, from its server), and queries written with write(2) on a socket connected to port 53 (Go's resolver; its answers, read with read(2), are not decoded); the first bytes sent on each connection (write, send/sendto, sendmsg, writev: the first buffer, up to 4 KiB) name it by its TLS server name or HTTP request line, except bytes sent through io_uring, sendmmsg, sendfile or splice");
+        let base = format!(
+            "connects are traced at the connect(2) syscall (IPv4, IPv6, unix; TCP outcomes of non-blocking connects from the socket state, by {outcomes}); UDP sends with a destination and DNS queries/answers on port 53 from sendto/sendmsg/sendmmsg/recvfrom (answers only to a query still pending, from its server), and queries written with write(2) on a socket connected to port 53 (Go's resolver; its answers, read with read(2), are not decoded); the first bytes sent on each connection (write, send/sendto, sendmsg, writev: the first buffer, up to 4 KiB) name it by its TLS server name or HTTP request line, except bytes sent through io_uring, sendmmsg, sendfile or splice"
+        );
         if cgroup {
             format!(
                 "{base}; IPv4/IPv6 destinations are the kernel's own copy, given by the cgroup v2 sock_addr hooks (also for connects and sends made through io_uring, without a DNS query's name there); unix paths are read from the caller's memory; DNS over TCP or TLS is not decoded"
