@@ -113,8 +113,57 @@ pub struct WatchEntry {
     pub home_len: u16,
     /// The same for `XDG_CONFIG_HOME`, which stands for `~/.config`.
     pub config_len: u16,
+    pub _pad: u32,
+    /// [`home_hash`] of those `home_len` bytes of `HOME`, 0 when the value is not an
+    /// absolute path other than `/`. The file programs compare it with the same hash
+    /// of a path's first `home_len` bytes, so a read under the process's own home is
+    /// known in the kernel, not only a candidate of the right length (a block rule
+    /// counts it at once; see `probe-ebpf/src/own_home.rs`).
+    pub home_hash: u64,
+    /// The same for `XDG_CONFIG_HOME` and `config_len`.
+    pub config_hash: u64,
 }
-const _: () = assert!(core::mem::size_of::<WatchEntry>() == 12);
+const _: () = assert!(core::mem::size_of::<WatchEntry>() == 32);
+
+/// Bytes [`home_hash`] reads: a home value is used only when shorter
+/// (`ENV_VALUE_PREFIX_LEN`).
+pub const HOME_HASH_BYTES: usize = 64;
+const _: () = assert!(crate::ENV_VALUE_PREFIX_LEN == HOME_HASH_BYTES);
+const _: () = assert!(crate::PATH_LEN >= HOME_HASH_BYTES);
+
+/// A hash of the first `len` bytes of `bytes` (`len` below [`HOME_HASH_BYTES`]), the
+/// rest ignored: eight 8-byte words, those past `len` masked off, mixed with the
+/// length. The same in the exec scan (the value of `HOME`), the file programs (the
+/// front of a path) and userspace tests. Not keyed: a collision can only make the
+/// kernel count a read that is not under the home, never hide one that is (equal
+/// bytes always hash equal).
+#[inline(always)]
+pub fn home_hash(bytes: &[u8; HOME_HASH_BYTES], len: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ len as u64;
+    let mut i = 0;
+    while i < HOME_HASH_BYTES / 8 {
+        let at = i * 8;
+        let mut w = u64::from_le_bytes([
+            bytes[at],
+            bytes[at + 1],
+            bytes[at + 2],
+            bytes[at + 3],
+            bytes[at + 4],
+            bytes[at + 5],
+            bytes[at + 6],
+            bytes[at + 7],
+        ]);
+        if at >= len {
+            w = 0;
+        } else if len - at < 8 {
+            w &= (1u64 << ((len - at) * 8)) - 1;
+        }
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 31;
+        i += 1;
+    }
+    h
+}
 
 pub const WATCH_ORIGIN_ROOT: u32 = 1;
 pub const WATCH_ORIGIN_FORK: u32 = 2;
@@ -355,3 +404,39 @@ const _: () = {
         i += 1;
     }
 };
+
+#[cfg(test)]
+mod tests {
+    use super::{HOME_HASH_BYTES, home_hash};
+
+    fn buf(s: &str) -> [u8; HOME_HASH_BYTES] {
+        let mut b = [0u8; HOME_HASH_BYTES];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        b
+    }
+
+    #[test]
+    fn the_home_hash_reads_the_first_len_bytes_only() {
+        let home = "/tmp/probectl/home";
+        let h = home_hash(&buf(home), home.len());
+        // A path under it: the bytes past the home do not count.
+        let path = "/tmp/probectl/home/.claude/settings.json";
+        assert_eq!(
+            home_hash(&buf(&path[..HOME_HASH_BYTES.min(path.len())]), home.len()),
+            h
+        );
+        // Same length, other bytes; a shorter or longer cut.
+        assert_ne!(home_hash(&buf("/tmp/probectl/hoMe"), home.len()), h);
+        assert_ne!(home_hash(&buf(home), home.len() - 1), h);
+        assert_ne!(home_hash(&buf(path), home.len() + 1), h);
+        // Every byte position counts, across word boundaries.
+        for i in 0..home.len() {
+            let mut b = buf(home);
+            b[i] ^= 1;
+            assert_ne!(home_hash(&b, home.len()), h, "byte {i}");
+        }
+        let long = "/home/a-rather-long-user-name/with/many/levels/below/it/x";
+        assert_eq!(long.len(), 57);
+        assert_ne!(home_hash(&buf(long), 57), home_hash(&buf(long), 56));
+    }
+}

@@ -22,7 +22,7 @@ use aya_ebpf::{
 use probe_common::{
     DROP_ENV_SCAN_INCOMPLETE, DROP_RING_FULL_ENV_AT_EXEC, ENV_CAPTURE_VALUE, ENV_NAME_LEN,
     ENV_OWN_CONFIG, ENV_OWN_HOME, ENV_VALUE_PREFIX_LEN, EVENT_ENV_AT_EXEC, EXEC_ENV_MAX_ENTRIES,
-    EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, ExecEnvEvent,
+    EXEC_ENV_VALUE_CAPTURED, EXEC_ENV_VALUE_TRUNCATED, ExecEnvEvent, home_hash,
 };
 
 use crate::{
@@ -64,6 +64,8 @@ fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
     unsafe {
         (*watch).home_len = 0;
         (*watch).config_len = 0;
+        (*watch).home_hash = 0;
+        (*watch).config_hash = 0;
     }
     let envp = unsafe { ctx.read_at::<u64>(envp_at) }.ok()?;
     (envp != 0).then_some(Scan {
@@ -281,23 +283,32 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
 
 /// Keeps where the process's `~/` ends: the length of its `HOME` (or
 /// `XDG_CONFIG_HOME`) value, without one trailing slash, in its `WatchEntry`, for the
-/// file programs' `OWN_HOME_PATHS` lookup. Only a length: userspace checks the value
-/// itself (absolute, no `.`/`..`) before it counts a candidate.
+/// file programs' `OWN_HOME_PATHS` lookup, and a hash of those bytes, with which the
+/// file programs tell a path under this very home from one that only has the same
+/// length in front. Userspace still checks the value itself (absolute, no `.`/`..`)
+/// before it reports a read; the kernel hashes absolute values other than `/` only.
 #[inline(always)]
 fn own_home_len(tgid: u32, kind: u32, value: &[u8; ENV_VALUE_PREFIX_LEN], len: usize) {
     let mut len = len;
     if len > 1 && value[(len - 1) & (ENV_VALUE_PREFIX_LEN - 1)] == b'/' {
         len -= 1;
     }
+    let hash = if len > 1 && value[0] == b'/' {
+        home_hash(value, len)
+    } else {
+        0
+    };
     let Some(watch) = WATCHED.get_ptr_mut(tgid) else {
         return;
     };
-    // SAFETY: a field store into this process's own entry.
+    // SAFETY: field stores into this process's own entry.
     unsafe {
         if kind & ENV_OWN_HOME != 0 {
             (*watch).home_len = len as u16;
+            (*watch).home_hash = hash;
         } else {
             (*watch).config_len = len as u16;
+            (*watch).config_hash = hash;
         }
     }
 }

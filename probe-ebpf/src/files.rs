@@ -220,8 +220,9 @@ pub(crate) fn try_exit_with(
     let len = path.len();
     key.prefix_len = (PATH_LEN * 8) as u32;
     // The `BLOCK_ENTRIES` key of what matched: a path entry is its own key, a file
-    // matched by inode carries one (`InodeRef`), a file hook fed at the hook, and a
-    // basename or own-home candidate is decided in userspace.
+    // matched by inode carries one (`InodeRef`), a file hook fed at the hook, an
+    // own-home hit verified against the home's hash is its own key, and a basename
+    // or unverified own-home candidate is decided in userspace.
     let mut block_entry = BLOCK_ENTRY_NONE;
     let (entry_id, matched_by) = match PATHS.get(&*key) {
         Some(policy) => {
@@ -249,7 +250,12 @@ pub(crate) fn try_exit_with(
             // result did not name (an overlayfs lower file, a hardlinked symlink).
             None if pending.hook_matched != 0 && len > 0 => (pending.hook_entry, FILE_MATCH_HOOK),
             None => match crate::own_home::by_own_home(tgid, len)
-                .map(|entry_id| (entry_id, FILE_MATCH_OWN_HOME))
+                .map(|hit| {
+                    if hit.verified {
+                        block_entry = hit.entry_id;
+                    }
+                    (hit.entry_id, FILE_MATCH_OWN_HOME)
+                })
                 .or_else(|| by_basename(len).map(|entry_id| (entry_id, FILE_MATCH_BASENAME)))
             {
                 Some(found) => found,

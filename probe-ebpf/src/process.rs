@@ -170,8 +170,7 @@ pub(crate) fn on_exec(
                 origin: WATCH_ORIGIN_SELECTED,
                 parent_tgid: 0,
                 // Not watched at execve entry: its environment was not scanned.
-                home_len: 0,
-                config_len: 0,
+                ..WatchEntry::default()
             };
             if WATCHED.insert(tgid, watch, 0).is_err() {
                 count_drop(DROP_WATCHED_FULL);
@@ -297,6 +296,9 @@ pub(crate) fn on_newtask<C: EbpfContext>(
         // A forked child shares its parent's environment, so its `~/` too.
         home_len: parent.home_len,
         config_len: parent.config_len,
+        _pad: 0,
+        home_hash: parent.home_hash,
+        config_hash: parent.config_hash,
     };
     crate::block::on_fork(tgid, child);
     if WATCHED.insert(child, watch, 0).is_err() {

@@ -368,6 +368,21 @@ fn entries(
         );
         by_entry.entry(policy.entry_id).or_default().extend(cats);
     }
+    // `~/` entries under a process's own home: a hit the kernel verified against the
+    // home's hash (probe-ebpf `own_home`) feeds with the entry's own key, for the
+    // categories the key alone is sure of (globs are decided in userspace).
+    for (bits, key, policy) in &kernel.own_home_paths {
+        let len = (*bits as usize / 8).min(key.len());
+        let exact = policy.match_kind == PATH_MATCH_EXACT;
+        let rest = text(&key[1.min(len)..if exact { len.saturating_sub(1) } else { len }]);
+        by_entry.entry(policy.entry_id).or_default().extend(
+            classifier
+                .own_home
+                .key_categories(key[0], &rest, exact)
+                .into_iter()
+                .map(|c| (c, false)),
+        );
+    }
     let whole = classifier.whole_environment_categories();
     by_entry
         .entry(ENTRY_PROC_ENVIRON)

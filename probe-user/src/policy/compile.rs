@@ -519,10 +519,14 @@ pub(super) fn compile_for_homes(
             )),
         }
     }
-    for (bits, key) in classifier.own_home.kernel_keys() {
+    for (bits, key, exact) in classifier.own_home.kernel_keys() {
         let value = PolicyRef {
             entry_id: id(),
-            match_kind: PATH_MATCH_PREFIX,
+            match_kind: if exact {
+                PATH_MATCH_EXACT
+            } else {
+                PATH_MATCH_PREFIX
+            },
         };
         kernel.own_home_paths.push((bits, key, value));
     }

@@ -122,26 +122,28 @@ impl HomeTemplates {
         self.entries.is_empty()
     }
 
-    /// `OWN_HOME_PATHS` keys, as (prefix length in bits, key): each `~/` prefix, and
-    /// each `~/` glob's literal directory, relative to `HOME` (first byte
+    /// `OWN_HOME_PATHS` keys, as (prefix length in bits, key, exact): each `~/` path
+    /// (the key ends with the path's NUL, so only the whole path matches), each `~/`
+    /// prefix, and each `~/` glob's literal directory, relative to `HOME` (first byte
     /// `OWN_HOME_UNDER_HOME`), and for those under `~/.config` also relative to
-    /// `XDG_CONFIG_HOME` (`OWN_HOME_UNDER_CONFIG`). Exact `~/` paths are not here: their
-    /// basenames already send them to userspace. Keys that would not fit are left out
-    /// (like the passwd-home expansions of `PATHS`). Distinct, in a stable order.
-    pub fn kernel_keys(&self) -> Vec<(u32, [u8; PATH_LEN])> {
+    /// `XDG_CONFIG_HOME` (`OWN_HOME_UNDER_CONFIG`). Keys that would not fit are left
+    /// out (like the passwd-home expansions of `PATHS`). Distinct, in a stable order.
+    pub fn kernel_keys(&self) -> Vec<(u32, [u8; PATH_LEN], bool)> {
         let mut keys = std::collections::BTreeSet::new();
         for (template, kind, _) in &self.entries {
-            let relative = match kind {
-                Kind::Exact => continue,
-                Kind::Prefix => template.as_str(),
-                Kind::Glob => super::glob::literal_prefix(template),
+            let (relative, exact) = match kind {
+                Kind::Exact => (template.as_str(), true),
+                Kind::Prefix => (template.as_str(), false),
+                Kind::Glob => (super::glob::literal_prefix(template), false),
             };
             let mut put = |marker: u8, rest: &str| {
-                if 1 + rest.len() < PATH_LEN {
+                // An exact key also holds the NUL (zero already).
+                let len = 1 + rest.len() + usize::from(exact);
+                if len <= PATH_LEN && !(exact && rest.contains('\0')) {
                     let mut key = [0u8; PATH_LEN];
                     key[0] = marker;
                     key[1..=rest.len()].copy_from_slice(rest.as_bytes());
-                    keys.insert((((1 + rest.len()) * 8) as u32, key));
+                    keys.insert(((len * 8) as u32, key, exact));
                 }
             };
             put(OWN_HOME_UNDER_HOME, relative);
@@ -152,6 +154,30 @@ impl HomeTemplates {
             }
         }
         keys.into_iter().collect()
+    }
+
+    /// The categories a hit on a `kernel_keys` key is sure of, whatever the rest of
+    /// the path: the exact entries it is (for an exact key) and the prefixes it lies
+    /// under. Globs need the whole path: userspace decides them.
+    pub fn key_categories(&self, marker: u8, rest: &str, exact: bool) -> Vec<usize> {
+        let relative = if marker == OWN_HOME_UNDER_CONFIG {
+            format!("/.config{rest}")
+        } else {
+            rest.to_owned()
+        };
+        let mut out: Vec<usize> = self
+            .entries
+            .iter()
+            .filter(|(template, kind, _)| match kind {
+                Kind::Exact => exact && *template == relative,
+                Kind::Prefix => relative.starts_with(template.as_str()),
+                Kind::Glob => false,
+            })
+            .map(|(_, _, category)| *category)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Categories whose `~/` entries name `path` under the process's own homes.
@@ -254,24 +280,29 @@ mod tests {
     }
 
     #[test]
-    fn kernel_keys_hold_prefixes_and_glob_directories_under_home_and_config() {
+    fn kernel_keys_hold_paths_prefixes_and_glob_directories_under_home_and_config() {
         let mut t = HomeTemplates::default();
         t.add_path("~/.curlrc", 0);
         t.add_prefix("~/.ssh/", 1);
         t.add_prefix("~/.config/gcloud/", 2);
         t.add_path("~/.config/*/credentials", 3);
         t.add_prefix("~/.ssh/", 4);
-        let keys: Vec<(u32, Vec<u8>)> = t
+        let keys: Vec<(u32, Vec<u8>, bool)> = t
             .kernel_keys()
             .into_iter()
-            .map(|(bits, key)| (bits, key[..bits as usize / 8].to_vec()))
+            .map(|(bits, key, exact)| (bits, key[..bits as usize / 8].to_vec(), exact))
             .collect();
         let want = |marker: u8, rest: &str| {
             let mut k = vec![marker];
             k.extend_from_slice(rest.as_bytes());
-            ((k.len() * 8) as u32, k)
+            ((k.len() * 8) as u32, k, false)
         };
         let mut expected = vec![
+            (
+                (10 * 8),
+                [&[OWN_HOME_UNDER_HOME][..], b"/.curlrc\0"].concat(),
+                true,
+            ),
             want(OWN_HOME_UNDER_HOME, "/.ssh/"),
             want(OWN_HOME_UNDER_HOME, "/.config/gcloud/"),
             want(OWN_HOME_UNDER_CONFIG, "/gcloud/"),
@@ -282,6 +313,33 @@ mod tests {
         let mut got = keys;
         got.sort();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_key_is_sure_of_its_exact_entries_and_the_prefixes_above_it_never_of_globs() {
+        let mut t = HomeTemplates::default();
+        t.add_path("~/.ssh/config", 0);
+        t.add_prefix("~/.ssh/", 1);
+        t.add_path("~/.config/*/credentials", 2);
+        t.add_prefix("~/.config/gcloud/", 3);
+        assert_eq!(
+            t.key_categories(OWN_HOME_UNDER_HOME, "/.ssh/config", true),
+            vec![0, 1]
+        );
+        assert_eq!(
+            t.key_categories(OWN_HOME_UNDER_HOME, "/.ssh/", false),
+            vec![1]
+        );
+        // The glob's directory: nothing is sure before the glob is matched.
+        assert!(
+            t.key_categories(OWN_HOME_UNDER_HOME, "/.config/", false)
+                .is_empty()
+        );
+        // Under XDG_CONFIG_HOME, the key is relative to `~/.config`.
+        assert_eq!(
+            t.key_categories(OWN_HOME_UNDER_CONFIG, "/gcloud/", false),
+            vec![3]
+        );
     }
 
     #[test]

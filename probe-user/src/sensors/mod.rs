@@ -445,8 +445,7 @@ impl Sensors {
             parent_tgid: 0,
             // Set by the kernel at the root's next exec (`probectl run`); a process
             // already running (`watch`) has its `~/` matched only against passwd homes.
-            home_len: 0,
-            config_len: 0,
+            ..WatchEntry::default()
         };
         self.watched_map()?
             .insert(tgid, entry, 0)

@@ -1,0 +1,150 @@
+//! Root integration tests of `action: block` for `~/` files under a process's own
+//! home (a `HOME` or `XDG_CONFIG_HOME` that is in no passwd entry: CI, containers,
+//! `HOME=/tmp/x cmd`). The kernel checks the path's front against a hash of the home
+//! value the process got at exec (probe-ebpf `own_home`), so the read counts for a
+//! block rule at the file syscall's exit, before any connect that follows: a CLI
+//! cannot race the userspace late feed by connecting in the same millisecond (Python
+//! did, 13 times in 20, before). And a path that only has the home's length in front,
+//! or `$HOME/.config` while `XDG_CONFIG_HOME` stands for `~/.config`, counts for
+//! nothing.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// The script's exit code when its connect was refused with EPERM.
+const REFUSED: i32 = 13;
+
+/// Reads argv[1], then connects to 127.0.0.2:argv[2] at once.
+const READ_THEN_CONNECT: &str = "import socket, sys\n\
+open(sys.argv[1], 'rb').read()\n\
+s = socket.socket()\n\
+try:\n    s.connect(('127.0.0.2', int(sys.argv[2])))\n\
+except PermissionError:\n    sys.exit(13)\n";
+
+fn relay_policy(dir: &Path) -> PathBuf {
+    default_policy_plus(
+        dir,
+        "  - name: relay-then-out\n    probed: {all_of: [api-relay]}\n    then: [connect]\n    destination: {except: {cidr: [127.0.0.1/32]}}\n    within: 30s\n    action: block\n",
+    )
+}
+
+fn put(file: &Path) {
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, b"{}").unwrap();
+}
+
+/// `env VARS python3 -c READ_THEN_CONNECT FILE PORT` under `probectl run --enforce`.
+fn read_then_connect(policy: &Path, vars: &[String], file: &Path, port: u16) -> JsonRun {
+    let port = port.to_string();
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("env")];
+    argv.extend(vars.iter().map(OsStr::new));
+    argv.extend([
+        OsStr::new("python3"),
+        OsStr::new("-c"),
+        OsStr::new(READ_THEN_CONNECT),
+        file.as_os_str(),
+        OsStr::new(&port),
+    ]);
+    probectl_json_with(
+        &[
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--enforce"),
+        ],
+        &argv,
+    )
+}
+
+#[test]
+fn a_read_under_an_own_home_blocks_a_connect_made_at_once() {
+    if !bpf_available("a_read_under_an_own_home_blocks_a_connect_made_at_once") {
+        return;
+    }
+    let dir = test_dir("block-own-home");
+    let policy = relay_policy(&dir);
+    let (home, xdg) = (dir.join("home"), dir.join("xdg"));
+    // An exact `~/` path, and a prefix under `~/.config` reached through
+    // XDG_CONFIG_HOME.
+    let settings = home.join(".claude/settings.json");
+    let configs = xdg.join("anthropic/configs/default");
+    put(&settings);
+    put(&configs);
+    let listener = Listener::start_on("127.0.0.2:0");
+    let cases = [
+        (vec![format!("HOME={}", home.display())], &settings),
+        (
+            vec![
+                format!("HOME={}", home.display()),
+                format!("XDG_CONFIG_HOME={}", xdg.display()),
+            ],
+            &configs,
+        ),
+    ];
+    for (vars, file) in &cases {
+        // Each run is a new tree with no read behind it: the connect that follows the
+        // read by microseconds must be refused every time.
+        for attempt in 0..6 {
+            let run = read_then_connect(&policy, vars, file, listener.port);
+            assert_eq!(
+                run.code,
+                REFUSED,
+                "attempt {attempt}: {vars:?}, read {}, connect at once: EPERM; stderr:\n{}",
+                file.display(),
+                run.stderr
+            );
+            let blocked = run.of_type("blocked");
+            assert_eq!(blocked.len(), 1, "{blocked:#?}");
+            assert_eq!(blocked[0]["rule"], "relay-then-out");
+        }
+    }
+}
+
+#[test]
+fn a_path_that_only_looks_like_an_own_home_feeds_no_block() {
+    if !bpf_available("a_path_that_only_looks_like_an_own_home_feeds_no_block") {
+        return;
+    }
+    let dir = test_dir("block-own-home-lookalike");
+    let policy = relay_policy(&dir);
+    let (home, other, xdg) = (dir.join("homeA"), dir.join("homeB"), dir.join("xdg"));
+    // The same length in front of `.claude/settings.json`, another directory.
+    let lookalike = other.join(".claude/settings.json");
+    // `~/.config/...` spelled under HOME while XDG_CONFIG_HOME is set: not the
+    // process's `~/.config`.
+    let dot_config = home.join(".config/anthropic/configs/default");
+    put(&lookalike);
+    put(&dot_config);
+    std::fs::create_dir_all(&xdg).unwrap();
+    let listener = Listener::start_on("127.0.0.2:0");
+    for (vars, file) in [
+        (vec![format!("HOME={}", home.display())], &lookalike),
+        (
+            vec![
+                format!("HOME={}", home.display()),
+                format!("XDG_CONFIG_HOME={}", xdg.display()),
+            ],
+            &dot_config,
+        ),
+    ] {
+        let run = read_then_connect(&policy, &vars, file, listener.port);
+        assert_eq!(
+            run.code,
+            0,
+            "{vars:?}, read {}: no api-relay read, the connect goes through; stderr:\n{}",
+            file.display(),
+            run.stderr
+        );
+        assert!(run.of_type("blocked").is_empty());
+        assert!(
+            run.of_type("probe")
+                .iter()
+                .all(|p| p["target"] != file.display().to_string().as_str()),
+            "not reported as a read either: {:#?}",
+            run.of_type("probe")
+        );
+    }
+}
