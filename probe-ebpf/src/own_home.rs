@@ -24,7 +24,10 @@ use probe_common::{
     home_hash,
 };
 
-use crate::maps::{OWN_HOME_PATHS, OWN_HOME_SCRATCH, PATH_SCRATCH, SETTINGS, WATCHED};
+use crate::{
+    maps::{OWN_HOME_PATHS, OWN_HOME_SCRATCH, PATH_SCRATCH, SETTINGS, WATCHED},
+    resolve::kread,
+};
 
 /// An `OWN_HOME_PATHS` hit.
 pub struct OwnHomeHit {
@@ -82,18 +85,15 @@ fn dot_config_follows(home_len: usize) -> bool {
     let Some(path) = PATH_SCRATCH.get_ptr(0) else {
         return false;
     };
-    // SAFETY: per-CPU scratch; the offset is masked below HOME_HASH_BYTES and the
-    // nine bytes after it stay inside PATH_LEN.
-    let data = unsafe { &(*path).data };
-    let at = home_len & (HOME_HASH_BYTES - 1);
-    let mut i = 0;
-    while i < DOT_CONFIG.len() {
-        if data[at + i] != DOT_CONFIG[i] {
-            return false;
-        }
-        i += 1;
-    }
-    matches!(data[at + DOT_CONFIG.len()], b'/' | 0)
+    // Read through the helper, not indexed: older verifiers (6.1) carry impossible
+    // bounds for `home_len` out of the hash's branches and refuse the indexing.
+    // SAFETY: a fault-tolerant read inside the per-CPU PATH_LEN-byte scratch (the
+    // offset is masked below HOME_HASH_BYTES, nine bytes follow).
+    let src = unsafe { (*path).data.as_ptr().add(home_len & (HOME_HASH_BYTES - 1)) };
+    let Ok(next) = kread::<[u8; 9]>(src as u64) else {
+        return false;
+    };
+    next[..8] == DOT_CONFIG[..] && matches!(next[8], b'/' | 0)
 }
 
 const DOT_CONFIG: &[u8; 8] = b"/.config";

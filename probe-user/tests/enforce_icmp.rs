@@ -216,8 +216,10 @@ fn icmpv6_echoes_after_the_read_are_dropped() {
 }
 
 /// The egress judge runs for every packet of every process, so it is attached only
-/// while block rules are in force: loaded without one it is idle, a reload that adds
-/// a block rule attaches it, one that removes them detaches it.
+/// while a block rule that can refuse an ICMP or raw send (one naming `udp_send`) is
+/// in force: loaded without one it is idle, a reload to a connect-only block rule
+/// leaves it idle, one that adds such a rule attaches it, one that removes it detaches
+/// it.
 #[test]
 fn the_icmp_judges_are_attached_only_while_block_rules_are_in_force() {
     use probe_user::policy::{self, PreparedPolicy};
@@ -238,6 +240,19 @@ fn the_icmp_judges_are_attached_only_while_block_rules_are_in_force() {
     );
     // Loaded and verified all the same: doctor can say they would judge.
     assert!(sensors.raw_sends_not_judged().is_none());
+    let connect_only = default_policy_plus(
+        &dir,
+        "  - name: identity-then-connect\n    probed: {all_of: [host-identity]}\n    then: [connect]\n    within: 30s\n    action: block\n",
+    );
+    let connect_only =
+        policy::parse(&std::fs::read_to_string(&connect_only).unwrap(), "c.yaml").unwrap();
+    sensors
+        .apply_policy(&PreparedPolicy::new(connect_only))
+        .expect("a policy with a connect-only block rule");
+    assert!(
+        !sensors.raw_judges_attached(),
+        "a rule that never judges a datagram does not attach them"
+    );
     sensors
         .apply_policy(&blocking)
         .expect("a policy with a block rule");

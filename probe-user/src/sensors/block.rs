@@ -182,7 +182,7 @@ fn block_capability(status: &[AttachStatus]) -> BlockCapability {
     let mut detail = "block rules can refuse connects and datagrams here (cgroup v2 connect4/6 and sendmsg4/6, io_uring included".to_owned();
     if raw.is_none() {
         detail.push_str(
-            "; ICMP echo on ping sockets and raw-socket sends through cgroup sock_create and skb egress, attached only while block rules are in force",
+            "; ICMP echo on ping sockets and raw-socket sends through cgroup sock_create and skb egress, attached only while a block rule that names udp_send is in force",
         );
     }
     detail.push_str("), when enforcing; the programs are attached through links this probectl holds, never pinned: when it stops or dies, blocking stops (fails open)");

@@ -83,8 +83,9 @@ impl Sensors {
 
 /// The links of the ICMP/raw-send judges (`block::RAW_JUDGES`) while they are
 /// attached. The egress program runs for every packet of every process, so it is
-/// attached only while block rules are in force: a machine without block rules pays
-/// nothing for it (`Sensors::sync_raw_judges`).
+/// attached only while a block rule that can refuse an ICMP or raw send (one naming
+/// `udp_send`, port 0 not left out) is in force: a machine without one pays nothing
+/// for it (`Sensors::sync_raw_judges`).
 #[derive(Debug, Default)]
 pub(super) struct RawJudgeLinks {
     sock_create: Option<CgroupSockLinkId>,
@@ -93,7 +94,7 @@ pub(super) struct RawJudgeLinks {
 
 impl Sensors {
     /// Loads (verifies) one of the raw-send judges without attaching it; the status
-    /// says it is attached while block rules are in force.
+    /// says it is attached while a block rule naming `udp_send` is in force.
     pub(super) fn load_raw_judge(
         &mut self,
         program: &str,
@@ -101,7 +102,7 @@ impl Sensors {
     ) -> (String, Result<(), String>) {
         let point = match &self.features.cgroup2 {
             Some(root) => format!(
-                "cgroup {hook} at {} (while block rules are in force)",
+                "cgroup {hook} at {} (while a block rule naming udp_send is in force)",
                 root.display()
             ),
             None => {
@@ -134,7 +135,9 @@ impl Sensors {
     /// that fails to attach is marked unattached in the status (`doctor`, `status`
     /// and the report then say ICMP and raw sends are not judged).
     pub(super) fn sync_raw_judges(&mut self) {
-        let wanted = !self.in_force.block_rules.is_empty();
+        // Only a rule that can refuse an ICMP or raw send needs them: the egress
+        // program runs for every packet of every process while attached.
+        let wanted = self.in_force.block_rules.values().any(judges_raw_sends);
         let loaded =
             |s: &Self, name: &str| s.status.iter().any(|st| st.program == name && st.attached);
         let Some(root) = self.features.cgroup2.clone() else {
@@ -215,5 +218,38 @@ impl Sensors {
     /// in force).
     pub fn raw_judges_attached(&self) -> bool {
         self.raw_links.sock_create.is_some() && self.raw_links.egress.is_some()
+    }
+}
+
+/// Whether a block rule can refuse an ICMP or raw-socket send: those are judged as a
+/// `udp_send` to port 0 (`probe-ebpf/src/raw_send.rs`), so the rule must name
+/// `udp_send` and have no port condition that leaves port 0 out.
+fn judges_raw_sends(rule: &probe_common::BlockRule) -> bool {
+    let ports = &rule.ports[..(rule.ports_len as usize).min(rule.ports.len())];
+    rule.then & probe_common::BLOCK_THEN_UDP != 0 && (ports.is_empty() || ports.contains(&0))
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::{BLOCK_THEN_CONNECT, BLOCK_THEN_UDP, BlockRule};
+
+    #[test]
+    fn only_rules_that_can_refuse_a_port_0_datagram_need_the_raw_judges() {
+        let rule = |then, ports: &[u16]| {
+            let mut r = BlockRule {
+                then,
+                ..BlockRule::default()
+            };
+            r.ports[..ports.len()].copy_from_slice(ports);
+            r.ports_len = ports.len() as u32;
+            r
+        };
+        assert!(super::judges_raw_sends(&rule(BLOCK_THEN_UDP, &[])));
+        assert!(super::judges_raw_sends(&rule(
+            BLOCK_THEN_CONNECT | BLOCK_THEN_UDP,
+            &[0, 443]
+        )));
+        assert!(!super::judges_raw_sends(&rule(BLOCK_THEN_CONNECT, &[])));
+        assert!(!super::judges_raw_sends(&rule(BLOCK_THEN_UDP, &[53, 443])));
     }
 }

@@ -139,7 +139,7 @@ pub struct Sensors {
     pub block_dns_done_not_written: u64,
     /// Late block feeds (`feed_block_late`) that could not be written.
     block_late_failed: u64,
-    /// The raw-send judges' links, while block rules are in force.
+    /// The raw-send judges' links, while a block rule naming udp_send is in force.
     raw_links: cgroup_attach::RawJudgeLinks,
     /// Programs whose parallel load failed, with the error: their attach reports it
     /// instead of verifying them a second time.
@@ -329,7 +329,7 @@ impl Sensors {
                     ),
                 },
                 AttachPoint::CgroupSockAddr(hook) => self.at_cgroup_root(&spec.program, hook),
-                // Attached while block rules are in force (`sync_raw_judges`).
+                // Attached while a block rule naming udp_send is in force (`sync_raw_judges`).
                 AttachPoint::CgroupSockCreate => self.load_raw_judge(&spec.program, "sock_create"),
                 AttachPoint::CgroupSkbEgress => self.load_raw_judge(&spec.program, "skb egress"),
             };

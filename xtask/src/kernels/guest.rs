@@ -101,6 +101,12 @@ sh /tiers/setup.sh >/tmp/tiers-setup.out 2>&1
 section tiers-setup /tmp/tiers-setup.out $?
 "#,
     );
+    // `PROBECTL_LOG=probe_user::sensors::load_error=debug cargo xtask kernels` puts
+    // the tail of each refused program's verifier log in the console logs.
+    if let Ok(filter) = std::env::var("PROBECTL_LOG") {
+        let quoted = filter.replace('\'', r"'\''");
+        s.push_str(&format!("export PROBECTL_LOG='{quoted}'\n"));
+    }
     for c in GUEST_COMMANDS {
         match c.optional {
             None => s.push_str(&format!("run {} {}\n", c.name, c.command)),
