@@ -53,16 +53,24 @@ pub fn by_own_home(tgid: u32, path_len: usize) -> Option<OwnHomeHit> {
         return None;
     }
     let home_len = watch.home_len as usize;
-    if let Some(entry_id) = under(OWN_HOME_UNDER_HOME, home_len, path_len) {
-        let verified = same_home(watch.home_hash, home_len)
-            && (watch.config_len == 0 || !dot_config_follows(home_len));
-        return Some(OwnHomeHit { entry_id, verified });
-    }
-    let config_len = watch.config_len as usize;
-    under(OWN_HOME_UNDER_CONFIG, config_len, path_len).map(|entry_id| OwnHomeHit {
+    let by_home = under(OWN_HOME_UNDER_HOME, home_len, path_len).map(|entry_id| OwnHomeHit {
         entry_id,
-        verified: same_home(watch.config_hash, config_len),
-    })
+        verified: same_home(watch.home_hash, home_len)
+            && (watch.config_len == 0 || !dot_config_follows(home_len)),
+    });
+    if by_home.as_ref().is_some_and(|hit| hit.verified) {
+        return by_home;
+    }
+    // Not (or not surely) under `HOME`: under `XDG_CONFIG_HOME`, which is often
+    // `$HOME/.config` itself.
+    let config_len = watch.config_len as usize;
+    match under(OWN_HOME_UNDER_CONFIG, config_len, path_len) {
+        Some(entry_id) => Some(OwnHomeHit {
+            entry_id,
+            verified: same_home(watch.config_hash, config_len),
+        }),
+        None => by_home,
+    }
 }
 
 /// Whether the path's first `len` bytes hash as the home value did at exec.

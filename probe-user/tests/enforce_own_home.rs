@@ -68,11 +68,14 @@ fn a_read_under_an_own_home_blocks_a_connect_made_at_once() {
     let policy = relay_policy(&dir);
     let (home, xdg) = (dir.join("home"), dir.join("xdg"));
     // An exact `~/` path, and a prefix under `~/.config` reached through
-    // XDG_CONFIG_HOME.
+    // XDG_CONFIG_HOME, elsewhere and where it usually is.
     let settings = home.join(".claude/settings.json");
     let configs = xdg.join("anthropic/configs/default");
+    // The usual layout: XDG_CONFIG_HOME is `$HOME/.config`.
+    let usual = home.join(".config/anthropic/configs/default");
     put(&settings);
     put(&configs);
+    put(&usual);
     let listener = Listener::start_on("127.0.0.2:0");
     let cases = [
         (vec![format!("HOME={}", home.display())], &settings),
@@ -82,6 +85,13 @@ fn a_read_under_an_own_home_blocks_a_connect_made_at_once() {
                 format!("XDG_CONFIG_HOME={}", xdg.display()),
             ],
             &configs,
+        ),
+        (
+            vec![
+                format!("HOME={}", home.display()),
+                format!("XDG_CONFIG_HOME={}", home.join(".config").display()),
+            ],
+            &usual,
         ),
     ];
     for (vars, file) in &cases {
