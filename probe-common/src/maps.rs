@@ -109,11 +109,14 @@ pub struct WatchEntry {
     pub parent_tgid: u32,
     /// Bytes of the `HOME` the process was given at its last exec (trailing slash
     /// dropped), 0 when unset, cut or unknown: where its `~/` ends in a path it opens.
-    /// Set by the exec-time env scan, passed on at fork.
+    /// Set when an exec succeeds (from `next_home_len`), passed on at fork.
     pub home_len: u16,
     /// The same for `XDG_CONFIG_HOME`, which stands for `~/.config`.
     pub config_len: u16,
-    pub _pad: u32,
+    /// What the env scan at the entry of an exec in progress found; made current by
+    /// the exec's success (`sched_process_exec`), so a failed execve changes nothing.
+    pub next_home_len: u16,
+    pub next_config_len: u16,
     /// [`home_hash`] of those `home_len` bytes of `HOME`, 0 when the value is not an
     /// absolute path other than `/`. The file programs compare it with the same hash
     /// of a path's first `home_len` bytes, so a read under the process's own home is
@@ -122,8 +125,10 @@ pub struct WatchEntry {
     pub home_hash: u64,
     /// The same for `XDG_CONFIG_HOME` and `config_len`.
     pub config_hash: u64,
+    pub next_home_hash: u64,
+    pub next_config_hash: u64,
 }
-const _: () = assert!(core::mem::size_of::<WatchEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<WatchEntry>() == 48);
 
 /// Bytes [`home_hash`] reads: a home value is used only when shorter
 /// (`ENV_VALUE_PREFIX_LEN`).

@@ -59,13 +59,14 @@ pub fn sys_enter_execveat_env(ctx: TracePointContext) -> u32 {
 fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
     let (tgid, tid) = current_ids();
     let watch = WATCHED.get_ptr_mut(tgid)?;
-    // The new image's `~/` is what this envp says: unset until the scan finds it.
-    // SAFETY: a field store into this process's own entry.
+    // The new image's `~/` is what this envp says: unset until the scan finds it, and
+    // in force only once the exec succeeds (`process::on_exec`).
+    // SAFETY: field stores into this process's own entry.
     unsafe {
-        (*watch).home_len = 0;
-        (*watch).config_len = 0;
-        (*watch).home_hash = 0;
-        (*watch).config_hash = 0;
+        (*watch).next_home_len = 0;
+        (*watch).next_config_len = 0;
+        (*watch).next_home_hash = 0;
+        (*watch).next_config_hash = 0;
     }
     let envp = unsafe { ctx.read_at::<u64>(envp_at) }.ok()?;
     (envp != 0).then_some(Scan {
@@ -281,8 +282,9 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
     0
 }
 
-/// Keeps where the process's `~/` ends: the length of its `HOME` (or
-/// `XDG_CONFIG_HOME`) value, without one trailing slash, in its `WatchEntry`, for the
+/// Keeps where the process's `~/` will end once this exec succeeds: the length of its
+/// `HOME` (or `XDG_CONFIG_HOME`) value, without one trailing slash, in its
+/// `WatchEntry`'s `next_*` fields, for the
 /// file programs' `OWN_HOME_PATHS` lookup, and a hash of those bytes, with which the
 /// file programs tell a path under this very home from one that only has the same
 /// length in front. Userspace still checks the value itself (absolute, no `.`/`..`)
@@ -304,11 +306,11 @@ fn own_home_len(tgid: u32, kind: u32, value: &[u8; ENV_VALUE_PREFIX_LEN], len: u
     // SAFETY: field stores into this process's own entry.
     unsafe {
         if kind & ENV_OWN_HOME != 0 {
-            (*watch).home_len = len as u16;
-            (*watch).home_hash = hash;
+            (*watch).next_home_len = len as u16;
+            (*watch).next_home_hash = hash;
         } else {
-            (*watch).config_len = len as u16;
-            (*watch).config_hash = hash;
+            (*watch).next_config_len = len as u16;
+            (*watch).next_config_hash = hash;
         }
     }
 }

@@ -146,6 +146,27 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The exec succeeded: the homes its env scan found are the process's from now on
+/// (a failed execve leaves the old ones, as the process keeps its old image).
+#[inline(always)]
+fn take_next_homes(tgid: u32) {
+    let Some(watch) = WATCHED.get_ptr_mut(tgid) else {
+        return;
+    };
+    // SAFETY: field moves within this process's own entry.
+    unsafe {
+        let w = &mut *watch;
+        w.home_len = w.next_home_len;
+        w.config_len = w.next_config_len;
+        w.home_hash = w.next_home_hash;
+        w.config_hash = w.next_config_hash;
+        w.next_home_len = 0;
+        w.next_config_len = 0;
+        w.next_home_hash = 0;
+        w.next_config_hash = 0;
+    }
+}
+
 /// The exec event of both tiers. `old_pid` gives the pid the exec started under (the
 /// key of its parked argv); `filename` the kernel's copy of the executed file's
 /// name (after PATH search), called only when the exec is reported.
@@ -187,6 +208,9 @@ pub(crate) fn on_exec(
             let _ = PENDING_EXEC.remove(tid);
             return Ok(());
         }
+    }
+    if selected_here == 0 {
+        take_next_homes(tgid);
     }
     let old_pid = old_pid()?;
     let pending = PENDING_EXEC.get_ptr(old_pid as u32);
@@ -296,9 +320,9 @@ pub(crate) fn on_newtask<C: EbpfContext>(
         // A forked child shares its parent's environment, so its `~/` too.
         home_len: parent.home_len,
         config_len: parent.config_len,
-        _pad: 0,
         home_hash: parent.home_hash,
         config_hash: parent.config_hash,
+        ..WatchEntry::default()
     };
     crate::block::on_fork(tgid, child);
     if WATCHED.insert(child, watch, 0).is_err() {

@@ -235,7 +235,7 @@ fn the_icmp_judges_are_attached_only_while_block_rules_are_in_force() {
     let blocking = PreparedPolicy::new(blocking);
     let mut sensors = Sensors::load(&plain).expect("load the sensors");
     assert!(
-        !sensors.raw_judges_attached(),
+        !sensors.raw_judges_attached() && !sensors.raw_socket_owners_recorded(),
         "no block rule: the judges are idle"
     );
     // Loaded and verified all the same: doctor can say they would judge.
@@ -251,7 +251,11 @@ fn the_icmp_judges_are_attached_only_while_block_rules_are_in_force() {
         .expect("a policy with a connect-only block rule");
     assert!(
         !sensors.raw_judges_attached(),
-        "a rule that never judges a datagram does not attach them"
+        "a rule that never judges a datagram does not attach the egress judge"
+    );
+    assert!(
+        sensors.raw_socket_owners_recorded(),
+        "but sockets' owners are recorded, for a reload that adds such a rule"
     );
     sensors
         .apply_policy(&blocking)

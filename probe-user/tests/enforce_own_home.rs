@@ -113,6 +113,59 @@ fn a_read_under_an_own_home_blocks_a_connect_made_at_once() {
     }
 }
 
+/// An execve that fails leaves the process in its old image, with its old home: the
+/// env scan at the failed call's entry (here with `HOME=/`) must not take it away.
+#[test]
+fn a_failed_execve_keeps_the_home() {
+    if !bpf_available("a_failed_execve_keeps_the_home") {
+        return;
+    }
+    let dir = test_dir("block-own-home-failed-exec");
+    let policy = relay_policy(&dir);
+    let home = dir.join("home");
+    let settings = home.join(".claude/settings.json");
+    put(&settings);
+    let listener = Listener::start_on("127.0.0.2:0");
+    let script = format!(
+        "import os\n\
+         try:\n    os.execve('/nonexistent/probectl-test', ['x'], {{'HOME': '/'}})\n\
+         except OSError:\n    pass\n\
+         {READ_THEN_CONNECT}"
+    );
+    let port = listener.port.to_string();
+    let home_env = format!("HOME={}", home.display());
+    for attempt in 0..6 {
+        let run = probectl_json_with(
+            &[
+                OsStr::new("--policy"),
+                policy.as_os_str(),
+                OsStr::new("--enforce"),
+            ],
+            &[
+                OsStr::new("env"),
+                OsStr::new(&home_env),
+                OsStr::new("python3"),
+                OsStr::new("-c"),
+                OsStr::new(&script),
+                settings.as_os_str(),
+                OsStr::new(&port),
+            ],
+        );
+        assert_eq!(
+            run.code, REFUSED,
+            "attempt {attempt}: failed execve, read, connect at once: EPERM; stderr:\n{}",
+            run.stderr
+        );
+        let probes = run.of_type("probe");
+        assert!(
+            probes
+                .iter()
+                .any(|p| p["target"] == settings.display().to_string().as_str()),
+            "the read is reported under the kept home: {probes:#?}"
+        );
+    }
+}
+
 #[test]
 fn a_path_that_only_looks_like_an_own_home_feeds_no_block() {
     if !bpf_available("a_path_that_only_looks_like_an_own_home_feeds_no_block") {

@@ -135,18 +135,22 @@ impl Sensors {
     /// that fails to attach is marked unattached in the status (`doctor`, `status`
     /// and the report then say ICMP and raw sends are not judged).
     pub(super) fn sync_raw_judges(&mut self) {
-        // Only a rule that can refuse an ICMP or raw send needs them: the egress
-        // program runs for every packet of every process while attached.
-        let wanted = self.in_force.block_rules.values().any(judges_raw_sends);
+        // The egress program runs for every packet of every process while attached:
+        // only a rule that can refuse an ICMP or raw send needs it. The owners of
+        // those sockets are recorded while any block rule is in force (a socket
+        // creation costs one type/protocol read), so that a reload that adds such a
+        // rule judges sockets opened under a connect-only one.
+        let any_rule = !self.in_force.block_rules.is_empty();
+        let judging = self.in_force.block_rules.values().any(judges_raw_sends);
         let loaded =
             |s: &Self, name: &str| s.status.iter().any(|st| st.program == name && st.attached);
         let Some(root) = self.features.cgroup2.clone() else {
             return;
         };
         for name in super::block::RAW_JUDGES {
-            let linked = match name {
-                "cg_sock_create" => self.raw_links.sock_create.is_some(),
-                _ => self.raw_links.egress.is_some(),
+            let (linked, wanted) = match name {
+                "cg_sock_create" => (self.raw_links.sock_create.is_some(), any_rule),
+                _ => (self.raw_links.egress.is_some(), judging),
             };
             if wanted == linked || (wanted && !loaded(self, name)) {
                 continue;
@@ -218,6 +222,12 @@ impl Sensors {
     /// in force).
     pub fn raw_judges_attached(&self) -> bool {
         self.raw_links.sock_create.is_some() && self.raw_links.egress.is_some()
+    }
+
+    /// Whether the owners of new ICMP and raw sockets are being recorded
+    /// (`cg_sock_create` attached: while any block rule is in force).
+    pub fn raw_socket_owners_recorded(&self) -> bool {
+        self.raw_links.sock_create.is_some()
     }
 }
 
