@@ -109,7 +109,7 @@ fn a_read_userspace_decides_counts_for_a_later_call() {
         return;
     }
     let dir = test_dir("block-late");
-    let home = dir.join("home");
+    let home = short_dir("block-late").join("home");
     let files = [
         home.join(".claude/settings.json"),
         home.join(".config/anthropic/configs/default"),

@@ -32,6 +32,13 @@ fn relay_policy(dir: &Path) -> PathBuf {
     )
 }
 
+/// `HOME=` (or another name) with a value short enough to be used.
+fn home_var(name: &str, value: &Path) -> String {
+    let value = value.display().to_string();
+    assert!(value.len() < 63, "{value} is too long to be a usable home");
+    format!("{name}={value}")
+}
+
 fn put(file: &Path) {
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(file, b"{}").unwrap();
@@ -64,8 +71,8 @@ fn a_read_under_an_own_home_blocks_a_connect_made_at_once() {
     if !bpf_available("a_read_under_an_own_home_blocks_a_connect_made_at_once") {
         return;
     }
-    let dir = test_dir("block-own-home");
-    let policy = relay_policy(&dir);
+    let policy = relay_policy(&test_dir("block-own-home"));
+    let dir = short_dir("oh");
     let (home, xdg) = (dir.join("home"), dir.join("xdg"));
     // An exact `~/` path, and a prefix under `~/.config` reached through
     // XDG_CONFIG_HOME, elsewhere and where it usually is.
@@ -78,18 +85,15 @@ fn a_read_under_an_own_home_blocks_a_connect_made_at_once() {
     put(&usual);
     let listener = Listener::start_on("127.0.0.2:0");
     let cases = [
-        (vec![format!("HOME={}", home.display())], &settings),
+        (vec![home_var("HOME", &home)], &settings),
         (
-            vec![
-                format!("HOME={}", home.display()),
-                format!("XDG_CONFIG_HOME={}", xdg.display()),
-            ],
+            vec![home_var("HOME", &home), home_var("XDG_CONFIG_HOME", &xdg)],
             &configs,
         ),
         (
             vec![
-                format!("HOME={}", home.display()),
-                format!("XDG_CONFIG_HOME={}", home.join(".config").display()),
+                home_var("HOME", &home),
+                home_var("XDG_CONFIG_HOME", &home.join(".config")),
             ],
             &usual,
         ),
@@ -120,9 +124,8 @@ fn a_failed_execve_keeps_the_home() {
     if !bpf_available("a_failed_execve_keeps_the_home") {
         return;
     }
-    let dir = test_dir("block-own-home-failed-exec");
-    let policy = relay_policy(&dir);
-    let home = dir.join("home");
+    let policy = relay_policy(&test_dir("block-own-home-failed-exec"));
+    let home = short_dir("oh-exec").join("home");
     let settings = home.join(".claude/settings.json");
     put(&settings);
     let listener = Listener::start_on("127.0.0.2:0");
@@ -133,7 +136,7 @@ fn a_failed_execve_keeps_the_home() {
          {READ_THEN_CONNECT}"
     );
     let port = listener.port.to_string();
-    let home_env = format!("HOME={}", home.display());
+    let home_env = home_var("HOME", &home);
     for attempt in 0..6 {
         let run = probectl_json_with(
             &[
@@ -171,8 +174,8 @@ fn a_path_that_only_looks_like_an_own_home_feeds_no_block() {
     if !bpf_available("a_path_that_only_looks_like_an_own_home_feeds_no_block") {
         return;
     }
-    let dir = test_dir("block-own-home-lookalike");
-    let policy = relay_policy(&dir);
+    let policy = relay_policy(&test_dir("block-own-home-lookalike"));
+    let dir = short_dir("oh-look");
     let (home, other, xdg) = (dir.join("homeA"), dir.join("homeB"), dir.join("xdg"));
     // The same length in front of `.claude/settings.json`, another directory.
     let lookalike = other.join(".claude/settings.json");
@@ -184,12 +187,9 @@ fn a_path_that_only_looks_like_an_own_home_feeds_no_block() {
     std::fs::create_dir_all(&xdg).unwrap();
     let listener = Listener::start_on("127.0.0.2:0");
     for (vars, file) in [
-        (vec![format!("HOME={}", home.display())], &lookalike),
+        (vec![home_var("HOME", &home)], &lookalike),
         (
-            vec![
-                format!("HOME={}", home.display()),
-                format!("XDG_CONFIG_HOME={}", xdg.display()),
-            ],
+            vec![home_var("HOME", &home), home_var("XDG_CONFIG_HOME", &xdg)],
             &dot_config,
         ),
     ] {

@@ -48,7 +48,7 @@ fn curl_reads_curlrc_under_its_own_home_before_it_connects() {
         return;
     }
     // Not a passwd home: only the process's own HOME makes it `~/`.
-    let home = test_dir("own-home");
+    let home = short_dir("own-home");
     let proxy = Listener::start();
     std::fs::write(
         home.join(".curlrc"),
@@ -98,7 +98,7 @@ fn git_reads_its_config_under_xdg_config_home() {
     if !bpf_available("git_reads_its_config_under_xdg_config_home") {
         return;
     }
-    let dir = test_dir("own-xdg");
+    let dir = short_dir("own-xdg");
     let (home, xdg) = (dir.join("home"), dir.join("xdg"));
     std::fs::create_dir_all(home.join(".config/git")).unwrap();
     std::fs::create_dir_all(xdg.join("git")).unwrap();
@@ -302,7 +302,7 @@ fn prefixes_under_its_own_home_and_xdg_config_home_are_seen_and_a_forked_child_i
         return;
     }
     // Neither is a passwd home: the kernel's PATHS hold no prefix under them.
-    let dir = test_dir("own-prefixes");
+    let dir = short_dir("own-prefixes");
     let (home, xdg) = (dir.join("home"), dir.join("xdg"));
     for sub in [".ssh", ".config/gcloud"] {
         std::fs::create_dir_all(home.join(sub)).unwrap();

@@ -48,6 +48,21 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh directory with a short path, for tests' home directories: a `HOME` or
+/// `XDG_CONFIG_HOME` value is used only below 63 bytes (what the exec scan captures),
+/// and `test_dir` under a long checkout path would be longer than that.
+pub fn short_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/tmp/probectl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    assert!(
+        dir.as_os_str().len() < 48,
+        "{} leaves too little room for a usable home",
+        dir.display()
+    );
+    dir
+}
+
 /// A fresh FIFO `name` in `dir`: fixtures block on it until the test writes a byte.
 pub fn fifo(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
