@@ -290,13 +290,14 @@ const _: () = assert!(core::mem::size_of::<PendingEnv>() == 16);
 
 /// `ExecEnvEvent::flags`: `value` holds a prefix of the value (the policy asked for
 /// it; otherwise only the name is reported).
-pub const EXEC_ENV_VALUE_CAPTURED: u32 = 1 << 0;
+pub const EXEC_ENV_VALUE_CAPTURED: u16 = 1 << 0;
 /// The value is longer than the captured prefix.
-pub const EXEC_ENV_VALUE_TRUNCATED: u32 = 1 << 1;
+pub const EXEC_ENV_VALUE_TRUNCATED: u16 = 1 << 1;
 
 /// Environment entries scanned per exec; a larger environment sets
 /// `EXEC_ENV_SCAN_INCOMPLETE` on nothing but the drop counter `env_scan_incomplete`.
 pub const EXEC_ENV_MAX_ENTRIES: u32 = 512;
+const _: () = assert!(EXEC_ENV_MAX_ENTRIES <= u16::MAX as u32); // `ExecEnvEvent::index`
 
 /// A policy env name present in the environment handed to execve: the only signal
 /// for runtimes that copy the environment at start (Bun, Python, Go) and never call
@@ -312,7 +313,13 @@ pub struct ExecEnvEvent {
     /// Bytes of `value` (0 unless `EXEC_ENV_VALUE_CAPTURED`).
     pub value_len: u32,
     /// `EXEC_ENV_*` flags.
-    pub flags: u32,
+    pub flags: u16,
+    /// The entry's index in envp. One scan reports in rising index order, so an index
+    /// not above the last one of the same process starts another exec attempt (a PATH
+    /// search, or a failed execve followed by another): userspace keeps the first
+    /// entry of each name within the last attempt, as libc's getenv and the runtimes'
+    /// environment copies do.
+    pub index: u16,
     /// The name as it appears in the environment.
     pub name: [u8; ENV_NAME_LEN],
     /// A prefix of the value, when the policy asks for one.

@@ -40,6 +40,12 @@ pub(crate) struct Scan {
     done: u32,
     /// The next entry, in the chained scan of old kernels (`scan_next`).
     next: u32,
+    /// `ENV_OWN_HOME` / `ENV_OWN_CONFIG` once this envp's first exact-case entry of
+    /// that name was seen: libc's getenv, Python's and Go's environment copies and
+    /// Node's `process.env` all take the first, so a later `HOME=` (or a `home=`)
+    /// must not move the kernel's idea of the process's `~/` away from its own.
+    homes_seen: u32,
+    _pad: u32,
 }
 
 #[tracepoint]
@@ -75,6 +81,8 @@ fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
         tid,
         done: 0,
         next: 0,
+        homes_seen: 0,
+        _pad: 0,
     })
 }
 
@@ -236,6 +244,13 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
         }
     };
     let (entry_id, capture) = (policy.entry_id, policy.match_kind & ENV_CAPTURE_VALUE != 0);
+    let own_home = policy.match_kind & (ENV_OWN_HOME | ENV_OWN_CONFIG);
+    // The first exact-case entry of the name places `~/` (see `Scan::homes_seen`);
+    // a cut or unreadable one places none, and no later one stands in for it.
+    let first_home = own_home != 0 && scan.homes_seen & own_home == 0 && exact_case(scratch);
+    if first_home {
+        scan.homes_seen |= own_home;
+    }
     // `feed_block`: the chained scan of kernels without bpf_loop (16 entries per
     // program) has no room for it under 5.10's verifier: there, names present at exec
     // do not count toward block rules (`exposed`, counted only when a rule names it).
@@ -262,6 +277,7 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
     e.entry_id = entry_id;
     e.name_len = len as u32;
     e.flags = 0;
+    e.index = index as u16;
     e.value_len = 0;
     e.name = scratch.name;
     e.value = [0; ENV_VALUE_PREFIX_LEN];
@@ -273,13 +289,25 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
             e.flags |= EXEC_ENV_VALUE_CAPTURED;
             if value_len >= ENV_VALUE_PREFIX_LEN - 1 {
                 e.flags |= EXEC_ENV_VALUE_TRUNCATED;
-            } else if policy.match_kind & (ENV_OWN_HOME | ENV_OWN_CONFIG) != 0 {
-                own_home_len(scan.tgid, policy.match_kind, &e.value, value_len);
+            } else if first_home {
+                own_home_len(scan.tgid, own_home, &e.value, value_len);
             }
         }
     }
     reserved.submit(0);
     0
+}
+
+/// Whether the name was written as its policy key, in upper case: `HOME` and
+/// `XDG_CONFIG_HOME` are shorter than 16 bytes and both buffers are zeroed past the
+/// name, so 16 bytes decide. Branch-free, for the verifier's sake.
+#[inline(always)]
+fn exact_case(scratch: &crate::maps::EnvScratch) -> bool {
+    let mut folded = 0u8;
+    for i in 0..16 {
+        folded |= scratch.name[i] ^ scratch.key[i];
+    }
+    folded == 0
 }
 
 /// Keeps where the process's `~/` will end once this exec succeeds: the length of its

@@ -169,6 +169,79 @@ fn a_failed_execve_keeps_the_home() {
     }
 }
 
+/// An envp with two `HOME` entries, or `HOME` and `home`: the program's libc (and
+/// Python's `os.environ`, Go's, Node's) takes the first exact-case one, so the kernel
+/// and the report must too. Before, the kernel took the last match in any case and
+/// userspace the last exact-case one: a process that re-executed itself with
+/// `HOME=$HOME HOME=/` read its `~/.claude/settings.json` unreported and unfed.
+#[test]
+fn the_first_home_entry_is_the_process_home() {
+    if !bpf_available("the_first_home_entry_is_the_process_home") {
+        return;
+    }
+    let policy = relay_policy(&test_dir("block-own-home-duplicate"));
+    let home = short_dir("oh-dup").join("home");
+    let settings = home.join(".claude/settings.json");
+    put(&settings);
+    let listener = Listener::start_on("127.0.0.2:0");
+    let home_env = home_var("HOME", &home);
+    // The launcher execs Python with the raw envp (os.execve takes a dict, which
+    // cannot hold a name twice); the new image reads `~/` as it sees it.
+    let reads_own_home = READ_THEN_CONNECT.replace(
+        "open(sys.argv[1], 'rb')",
+        "import os.path\nopen(os.path.expanduser('~/.claude/settings.json'), 'rb')",
+    );
+    let launcher = "import ctypes, sys\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        def arr(xs):\n    return (ctypes.c_char_p * (len(xs) + 1))(*[x.encode() for x in xs], None)\n\
+        argv = [sys.executable, '-c', sys.argv[1], '-', sys.argv[2]]\n\
+        libc.execve(sys.executable.encode(), arr(argv), arr(sys.argv[3:]))\n\
+        sys.exit(99)\n";
+    let port = listener.port.to_string();
+    let cases = [
+        vec![home_env.clone(), "HOME=/".to_owned()],
+        vec![home_env.clone(), "home=/tmp".to_owned()],
+        vec![
+            "home=/".to_owned(),
+            home_env.clone(),
+            "HOME=/tmp".to_owned(),
+        ],
+    ];
+    for envp in &cases {
+        for attempt in 0..3 {
+            let mut argv: Vec<&OsStr> = vec![
+                OsStr::new("python3"),
+                OsStr::new("-c"),
+                OsStr::new(launcher),
+                OsStr::new(&reads_own_home),
+                OsStr::new(&port),
+            ];
+            argv.extend(envp.iter().map(OsStr::new));
+            let run = probectl_json_with(
+                &[
+                    OsStr::new("--policy"),
+                    policy.as_os_str(),
+                    OsStr::new("--enforce"),
+                ],
+                &argv,
+            );
+            assert_eq!(
+                run.code, REFUSED,
+                "attempt {attempt}: envp {envp:?}, read ~/.claude/settings.json, connect \
+                 at once: EPERM; stderr:\n{}",
+                run.stderr
+            );
+            let probes = run.of_type("probe");
+            assert!(
+                probes
+                    .iter()
+                    .any(|p| p["target"] == settings.display().to_string().as_str()),
+                "envp {envp:?}: the read is reported under the first HOME: {probes:#?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_path_that_only_looks_like_an_own_home_feeds_no_block() {
     if !bpf_available("a_path_that_only_looks_like_an_own_home_feeds_no_block") {

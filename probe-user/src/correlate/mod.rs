@@ -5,6 +5,7 @@ mod attribution;
 mod block;
 mod bypass;
 pub mod dns;
+mod exposure;
 mod first_bytes;
 mod fold;
 mod net;
@@ -32,8 +33,8 @@ pub const MAX_KEPT_CONNECTIONS: usize = 10_000;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use probe_common::{
-    EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, ExecEnvEvent,
-    UNIX_ABSTRACT, decode::Event,
+    EXEC_ARGV_LOST, EXEC_ARGV_MORE, EXEC_FILENAME_TRUNCATED, EXIT_CODE_KNOWN, UNIX_ABSTRACT,
+    decode::Event,
 };
 
 use crate::escape::escape_bytes;
@@ -83,9 +84,9 @@ pub struct Correlator {
     /// partly lost, so it is counted like a drop.
     pub truncated: BTreeMap<&'static str, u64>,
     /// Env names present at an exec, per process, until the exec completes.
-    /// Keyed by name and replaced, so a process that fails execve a million times
-    /// keeps one entry per policy name, not a million.
-    exposures: HashMap<u32, BTreeMap<Vec<u8>, ExecEnvEvent>>,
+    /// One entry per policy name, so a process that fails execve a million times
+    /// keeps one entry per name, not a million.
+    exposures: HashMap<u32, exposure::Exposure>,
     /// TCP outcomes that arrived before their connect's exit event.
     early_outcomes: pending::Pending<(u32, Destination), TcpOutcome>,
     /// Connects waiting for their TCP outcome: their number among all connections
@@ -282,8 +283,9 @@ impl Correlator {
         if let Event::Exec(e) = event
             && let Some(last) = self.exposures.remove(&e.header.tgid)
         {
-            // A PATH search tries several files with one environment: the last
-            // attempt's entry per name is the one kept.
+            // A PATH search tries several files: the last attempt's environment
+            // is the new image's (`Exposure`).
+            let last = last.into_names();
             let homes = self.exec_homes(&last);
             procs.set_homes(e.header.tgid, homes);
             for x in last.into_values() {
@@ -297,10 +299,7 @@ impl Correlator {
     pub fn handle(&mut self, event: &Event, procs: &mut ProcessTable) -> Option<Record> {
         match event {
             Event::EnvAtExec(e) => {
-                self.exposures
-                    .entry(e.header.tgid)
-                    .or_default()
-                    .insert(e.name_bytes().to_vec(), **e);
+                self.exposures.entry(e.header.tgid).or_default().add(e);
                 None
             }
             Event::Exec(e) => {
