@@ -209,10 +209,15 @@ fn icmpv6_echoes_after_the_read_are_dropped() {
         ping.stderr
     );
     assert_echo_record(&ping, "blocked", "::1");
+    // Its own record says so, not `sent`.
+    assert_send_result(&ping, "::1", "dropped");
     // A raw ICMPv6 socket reports the drop: EPERM.
     let raw = run("icmp6-raw-eperm", true, "read-raw", "::1");
     assert_eq!(raw.code, REFUSED, "EPERM; stderr:\n{}", raw.stderr);
     assert_echo_record(&raw, "blocked", "::1");
+    assert_send_result(&raw, "::1", "EPERM");
+    // Unread, the IPv6 echo's record says `sent`.
+    assert_send_result(&control, "::1", "sent");
 }
 
 /// The egress judge runs for every packet of every process, so it is attached only

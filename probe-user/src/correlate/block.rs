@@ -140,6 +140,11 @@ impl Correlator {
             dns_pending: e.net & BLOCK_NET_DNS_PENDING != 0,
         };
         let enforced = e.verdict == BLOCK_VERDICT_BLOCKED;
+        if enforced && record.event == NetworkEvent::UdpSend && e.port == 0 {
+            // An ICMP or raw send, dropped at the egress hook inside the sendto whose
+            // exit comes next.
+            self.note_dropped_send(e.header.tgid, &record.destination, at);
+        }
         let header = self.header(at, e.header.tgid, procs);
         if self.kept_blocks.len() < MAX_KEPT_BLOCKS {
             self.kept_blocks.push(KeptBlock {

@@ -98,6 +98,10 @@ pub struct Correlator {
     /// (a refused send is reported once too, next to the sent one); later datagrams
     /// are not.
     udp_seen: HashSet<(u32, Destination, bool)>,
+    /// Datagrams a block rule dropped at the egress hook, by (owner, address), with
+    /// the drop's time, until the send's own exit event: a send that returned success
+    /// then says `dropped`, not `sent` (`net::on_udp_send`).
+    dropped_sends: HashMap<(u32, String), u64>,
     /// Category indices with their names, in name order: how records list probes.
     category_rank: Vec<(usize, String)>,
     /// The policy's rules, evaluated at each network event.
@@ -161,6 +165,7 @@ impl Correlator {
             awaiting_outcome: pending::Pending::with_capacity(net::MAX_AWAITING_OUTCOMES),
             names: dns::NameBook::with_hosts_file("/etc/hosts"),
             udp_seen: HashSet::new(),
+            dropped_sends: HashMap::new(),
             rules: rules::RuleEngine::new(policy.rules.clone()),
             category_rank: rank(&policy.categories),
             pending: Vec::new(),

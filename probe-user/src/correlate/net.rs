@@ -31,6 +31,11 @@ pub(super) const MAX_AWAITING_OUTCOMES: usize = 16_384;
 /// (process, destination) pairs whose first datagram was reported; later ones are
 /// not. When full, the set starts over.
 const MAX_UDP_SEEN: usize = 65_536;
+/// Dropped sends awaiting their syscall's exit (`note_dropped_send`).
+const MAX_DROPPED_SENDS: usize = 4_096;
+/// A drop and its send's exit are one syscall apart; a noted drop older than this
+/// belongs to a send whose exit was lost.
+const DROPPED_SEND_WINDOW_NS: u64 = 1_000_000_000;
 
 impl Correlator {
     /// Marks the matching in-progress connect with its outcome and streams it. A
@@ -241,6 +246,16 @@ impl Correlator {
             return Some(self.record(e.header.ktime_ns, e.header.tgid, procs, body));
         }
         let dest = server?;
+        let dropped = self.take_dropped_send(e.header.tgid, &dest, e.header.ktime_ns);
+        // A send the kernel refused (a block rule: EPERM) was not sent, nor one a
+        // block rule dropped while the call returned success (IPv6 ping sockets).
+        let result = if e.ret < 0 {
+            ConnectResult::of_syscall(e.ret)
+        } else if dropped {
+            ConnectResult::Dropped
+        } else {
+            ConnectResult::Sent
+        };
         if self.udp_seen.len() >= MAX_UDP_SEEN {
             // Bounded: a program spraying datagrams at a million addresses must not
             // grow this without end. Forgetting only repeats a record later.
@@ -248,7 +263,7 @@ impl Correlator {
         }
         if !self
             .udp_seen
-            .insert((e.header.tgid, dest.clone(), e.ret < 0))
+            .insert((e.header.tgid, dest.clone(), result.is_failure()))
         {
             return None;
         }
@@ -259,13 +274,29 @@ impl Correlator {
         } else {
             SeenAt::SyscallAndCgroupHook
         };
-        // A send the kernel refused (a block rule: EPERM) was not sent.
-        let result = if e.ret < 0 {
-            ConnectResult::of_syscall(e.ret)
-        } else {
-            ConnectResult::Sent
-        };
         Some(self.on_connect(&e.header, dest, result, seen_at, true, procs))
+    }
+
+    /// Notes a datagram a block rule dropped at the egress hook (port 0: ICMP or raw).
+    pub(super) fn note_dropped_send(&mut self, tgid: u32, dest: &Destination, ktime_ns: u64) {
+        if self.dropped_sends.len() >= MAX_DROPPED_SENDS {
+            // Bounded; an entry is taken by its send's exit at once, so only sends
+            // whose exit was lost pile up here.
+            self.dropped_sends.clear();
+        }
+        self.dropped_sends
+            .insert((tgid, dest.address.clone()), ktime_ns);
+    }
+
+    /// Whether a send to `dest` whose exit came at `ktime_ns` is one the egress hook
+    /// dropped: a drop of the same process to the same address noted just before.
+    fn take_dropped_send(&mut self, tgid: u32, dest: &Destination, ktime_ns: u64) -> bool {
+        if dest.port != 0 {
+            return false;
+        }
+        self.dropped_sends
+            .remove(&(tgid, dest.address.clone()))
+            .is_some_and(|at| at <= ktime_ns && ktime_ns - at < DROPPED_SEND_WINDOW_NS)
     }
 
     /// A datagram sent to a unix address (sendto/sendmsg naming a path): reported like

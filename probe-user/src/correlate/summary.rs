@@ -112,7 +112,8 @@ impl Correlator {
                     dns_names: Vec::new(),
                     tls_server_name: conn.tls_server_name.clone(),
                     http: conn.http.clone(),
-                    blocked: conn.result == crate::records::ConnectResult::Failed(-libc::EPERM)
+                    blocked: (conn.result == crate::records::ConnectResult::Failed(-libc::EPERM)
+                        || conn.result == crate::records::ConnectResult::Dropped)
                         && conn
                             .matched_rules
                             .iter()

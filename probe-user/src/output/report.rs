@@ -269,6 +269,7 @@ fn verb(c: &ConnectionRecord) -> String {
         crate::records::ConnectResult::Failed(r) if r == -libc::EPERM && datagram => {
             format!("tried to send to {target} (refused)")
         }
+        crate::records::ConnectResult::Dropped => format!("tried to send to {target} (dropped)"),
         crate::records::ConnectResult::Failed(r) if r == -libc::EPERM => {
             format!("tried to connect to {target} (refused)")
         }

@@ -183,6 +183,10 @@ pub enum ConnectResult {
     Sent,
     /// A negative syscall return.
     Failed(i32),
+    /// The send returned success but a block rule dropped the packet at the cgroup
+    /// egress hook: the kernel's IPv6 ping send ignores the output's verdict, so
+    /// the call cannot say EPERM (the `blocked` record of the same send says why).
+    Dropped,
 }
 
 impl ConnectResult {
@@ -208,11 +212,12 @@ impl ConnectResult {
             ConnectResult::Issued => "issued".into(),
             ConnectResult::Sent => "sent".into(),
             ConnectResult::Failed(ret) => errno_name(ret),
+            ConnectResult::Dropped => "dropped".into(),
         }
     }
 
     pub fn is_failure(self) -> bool {
-        matches!(self, ConnectResult::Failed(_))
+        matches!(self, ConnectResult::Failed(_) | ConnectResult::Dropped)
     }
 }
 

@@ -34,7 +34,7 @@ pub fn encode(envelope: &Envelope, host: &HostInfo) -> Option<Value> {
                 ConnectResult::Ok | ConnectResult::InProgress | ConnectResult::Issued => 1, // Open
                 ConnectResult::Sent => 6, // Traffic
                 ConnectResult::Failed(ret) if ret == -libc::ECONNREFUSED => 5, // Refuse
-                ConnectResult::Failed(_) => 4, // Fail
+                ConnectResult::Failed(_) | ConnectResult::Dropped => 4, // Fail
             };
             let mut e = json!({
                 "dst_endpoint": endpoint(&c.destination, c.domain.as_deref()),
