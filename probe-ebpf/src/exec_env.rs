@@ -267,6 +267,37 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
             folded == 0,
         );
     }
+    // The home is placed before the record is reserved, from a value read into the
+    // scratch (its `NAME=` is no longer needed) that the record then takes whole: a
+    // full ring loses the record (counted) but not the home, so a process that floods
+    // the ring and then execs with a new `HOME` still has its reads there counted by
+    // the kernel for block rules. Only in the bpf_loop scan: the chained scan of
+    // kernels before 5.17 has no room for the extra paths under 5.10's verifier (16
+    // entries per program), and there places the home with the record only.
+    let early = feed_block && first_home && capture;
+    let mut early_len = 0usize;
+    let mut early_flags = 0u16;
+    if early {
+        for i in 0..ENV_VALUE_PREFIX_LEN / 8 {
+            // Volatile for the same reason as the name buffers above; zeroed so that
+            // nothing of the `NAME=` follows the value into the record.
+            // SAFETY: `i * 8 + 8` is within the 64-byte, 8-aligned buffer.
+            unsafe {
+                core::ptr::write_volatile(scratch.entry.as_mut_ptr().cast::<u64>().add(i), 0);
+            }
+        }
+        let value = (ptr + len + 1) as *const u8;
+        // On error the helper leaves the buffer zeroed.
+        if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut scratch.entry) } {
+            early_len = read.len();
+            early_flags = EXEC_ENV_VALUE_CAPTURED;
+            if early_len >= ENV_VALUE_PREFIX_LEN - 1 {
+                early_flags |= EXEC_ENV_VALUE_TRUNCATED;
+            } else {
+                own_home_len(scan.tgid, own_home, &scratch.entry, early_len);
+            }
+        }
+    }
     let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
         count_drop(DROP_RING_FULL_ENV_AT_EXEC);
         return 0;
@@ -281,7 +312,12 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
     e.value_len = 0;
     e.name = scratch.name;
     e.value = [0; ENV_VALUE_PREFIX_LEN];
-    if capture {
+    if early {
+        // The value the home was placed from, read once.
+        e.value = scratch.entry;
+        e.value_len = early_len as u32;
+        e.flags = early_flags;
+    } else if capture {
         let value = (ptr + len + 1) as *const u8;
         if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut e.value) } {
             let value_len = read.len();

@@ -44,6 +44,18 @@ fn put(file: &Path) {
     std::fs::write(file, b"{}").unwrap();
 }
 
+/// `probectl run --json --enforce --policy POLICY -- ARGV`.
+fn enforcing(policy: &Path, argv: &[&OsStr]) -> JsonRun {
+    probectl_json_with(
+        &[
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--enforce"),
+        ],
+        argv,
+    )
+}
+
 /// `env VARS python3 -c READ_THEN_CONNECT FILE PORT` under `probectl run --enforce`.
 fn read_then_connect(policy: &Path, vars: &[String], file: &Path, port: u16) -> JsonRun {
     let port = port.to_string();
@@ -56,14 +68,7 @@ fn read_then_connect(policy: &Path, vars: &[String], file: &Path, port: u16) -> 
         file.as_os_str(),
         OsStr::new(&port),
     ]);
-    probectl_json_with(
-        &[
-            OsStr::new("--policy"),
-            policy.as_os_str(),
-            OsStr::new("--enforce"),
-        ],
-        &argv,
-    )
+    enforcing(policy, &argv)
 }
 
 #[test]
@@ -138,12 +143,8 @@ fn a_failed_execve_keeps_the_home() {
     let port = listener.port.to_string();
     let home_env = home_var("HOME", &home);
     for attempt in 0..6 {
-        let run = probectl_json_with(
-            &[
-                OsStr::new("--policy"),
-                policy.as_os_str(),
-                OsStr::new("--enforce"),
-            ],
+        let run = enforcing(
+            &policy,
             &[
                 OsStr::new("env"),
                 OsStr::new(&home_env),
@@ -217,14 +218,7 @@ fn the_first_home_entry_is_the_process_home() {
                 OsStr::new(&port),
             ];
             argv.extend(envp.iter().map(OsStr::new));
-            let run = probectl_json_with(
-                &[
-                    OsStr::new("--policy"),
-                    policy.as_os_str(),
-                    OsStr::new("--enforce"),
-                ],
-                &argv,
-            );
+            let run = enforcing(&policy, &argv);
             assert_eq!(
                 run.code, REFUSED,
                 "attempt {attempt}: envp {envp:?}, read ~/.claude/settings.json, connect \
@@ -240,6 +234,76 @@ fn the_first_home_entry_is_the_process_home() {
             );
         }
     }
+}
+
+/// A full ring buffer at exec loses the environment's records (counted), not the
+/// process's home in the kernel: a CLI that floods the ring and then execs with a new
+/// `HOME` still has its reads there counted for block rules, with no userspace in the
+/// loop. The ring is filled deterministically: the fixture stops probectl (its
+/// parent; the test runs as root) before the flood and lets it go on before exiting.
+#[test]
+fn a_full_ring_at_exec_keeps_the_home_in_the_kernel() {
+    if !bpf_available("a_full_ring_at_exec_keeps_the_home_in_the_kernel") {
+        return;
+    }
+    let policy = relay_policy(&test_dir("block-own-home-ring-full"));
+    let home = short_dir("oh-ring").join("home");
+    let settings = home.join(".claude/settings.json");
+    put(&settings);
+    let listener = Listener::start_on("127.0.0.2:0");
+    // The exec'd image reads, connects, and lets probectl go on whatever happened.
+    let reads_then_resumes = format!(
+        "import os, signal\n\
+         try:\n{}\n\
+         finally:\n    os.kill(os.getppid(), signal.SIGCONT)\n",
+        READ_THEN_CONNECT
+            .replace(
+                "import socket, sys\n",
+                "import socket, sys\nimport os.path\n"
+            )
+            .replace(
+                "open(sys.argv[1], 'rb')",
+                "open(os.path.expanduser('~/.claude/settings.json'), 'rb')"
+            )
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // 40,000 file events of 4 MiB's worth and more, while nothing reads the ring.
+    let flood_then_exec = "import os, signal, sys\n\
+        os.kill(os.getppid(), signal.SIGSTOP)\n\
+        for _ in range(40000):\n    open('/etc/localtime', 'rb').close()\n\
+        os.execve(sys.executable, [sys.executable, '-c', sys.argv[1], '-', sys.argv[2]],\n\
+        \x20         {'HOME': sys.argv[3], 'PATH': os.environ['PATH']})\n";
+    let port = listener.port.to_string();
+    let run = enforcing(
+        &policy,
+        &[
+            OsStr::new("python3"),
+            OsStr::new("-c"),
+            OsStr::new(flood_then_exec),
+            OsStr::new(&reads_then_resumes),
+            OsStr::new(&port),
+            home.as_os_str(),
+        ],
+    );
+    let drops = &run.report()["drops"];
+    let lost_at_exec = drops
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["reason"] == "kernel:ring_full_env_at_exec")
+        .map(|d| d["count"].as_u64().unwrap());
+    assert!(
+        lost_at_exec.is_some_and(|n| n >= 1),
+        "the fixture filled the ring before its exec (else this test proves nothing): {drops:#}"
+    );
+    assert_eq!(
+        run.code, REFUSED,
+        "flood, exec with HOME, read ~/.claude/settings.json, connect: EPERM; stderr:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
