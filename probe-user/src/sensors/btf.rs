@@ -9,6 +9,37 @@
 use std::collections::HashMap;
 
 const BTF_MAGIC: u16 = 0xeb9f;
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel's BTF, read once per `Sensors::load` and parsed from the same bytes by
+/// aya (the programs that attach by BTF id: tp_btf, fentry, LSM) and here (member
+/// offsets), instead of once per tier that needs it (seven reads and parses, about
+/// 15 ms each for aya's, per start). Dropped when the load is done: a parse holds
+/// tens of megabytes the daemon has no use for afterwards.
+pub struct KernelTypes {
+    /// aya's parse, or why there is none.
+    pub aya: Result<aya::Btf, String>,
+    /// Member offsets, or why there are none.
+    pub offsets: Result<KernelBtf, String>,
+}
+
+impl KernelTypes {
+    pub fn read() -> Self {
+        match std::fs::read(VMLINUX) {
+            Ok(data) => Self {
+                aya: aya::Btf::parse(&data, aya::Endianness::default()).map_err(|e| e.to_string()),
+                offsets: KernelBtf::parse(&data).map_err(|e| e.to_string()),
+            },
+            Err(e) => {
+                let why = format!("cannot read {VMLINUX}: {e}");
+                Self {
+                    aya: Err(why.clone()),
+                    offsets: Err(why),
+                }
+            }
+        }
+    }
+}
 
 const KIND_INT: u32 = 1;
 const KIND_ARRAY: u32 = 3;
@@ -23,12 +54,6 @@ const KIND_ENUM64: u32 = 19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("malformed BTF: {0}")]
     Malformed(&'static str),
     #[error("BTF has no struct {0}")]
@@ -61,15 +86,6 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
 }
 
 impl KernelBtf {
-    pub fn from_sys_fs() -> Result<Self, BtfError> {
-        let path = "/sys/kernel/btf/vmlinux";
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&data)
-    }
-
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
         if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != BTF_MAGIC {
             return Err(BtfError::Malformed(
@@ -177,7 +193,7 @@ mod tests {
 
     #[test]
     fn finds_offsets_in_the_running_kernels_btf() {
-        let Ok(btf) = KernelBtf::from_sys_fs() else {
+        let Ok(btf) = KernelTypes::read().offsets else {
             // Unit tests run on build machines too; the root tests cover the real use.
             return;
         };

@@ -85,8 +85,12 @@ fn feature(name: &'static str, result: Result<String, String>) -> Feature {
 }
 
 /// Probes every capability; `tracefs` is the root that start-up found or mounted.
-pub fn probe(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> KernelFeatures {
-    let btf = Btf::from_sys_fs();
+/// `btf` is the kernel's, parsed once for the whole load (`btf::KernelTypes`).
+pub fn probe(
+    ebpf: &mut Ebpf,
+    tracefs: &std::path::Path,
+    btf: &Result<Btf, String>,
+) -> KernelFeatures {
     let cgroup2 = cgroup2_mount();
     let mut features = vec![
         feature("tracefs", Ok(format!("mounted at {}", tracefs.display()))),
@@ -99,14 +103,14 @@ pub fn probe(ebpf: &mut Ebpf, tracefs: &std::path::Path) -> KernelFeatures {
     ];
     features.push(feature(
         FENTRY,
-        match &btf {
+        match btf {
             Ok(btf) => try_fentry(ebpf, btf),
             Err(_) => Err("needs kernel BTF".to_owned()),
         },
     ));
     features.push(feature(
         BPF_LSM,
-        match &btf {
+        match btf {
             Ok(btf) => try_lsm(ebpf, btf),
             Err(_) => Err("needs kernel BTF".to_owned()),
         },

@@ -15,7 +15,6 @@ use serde::Serialize;
 
 use super::{
     AttachStatus, Family, SensorError, Sensors,
-    btf::KernelBtf,
     features::{BPF_LSM, FENTRY, why},
     map_err,
 };
@@ -90,17 +89,28 @@ impl Sensors {
     /// Loads the best tier of file hooks that loads and attaches whole. Call after
     /// the policy maps (the hooks match by `INODES`) and the kernel offsets are
     /// written.
-    pub(super) fn attach_file_hooks(&mut self) -> Result<HookOutcome, SensorError> {
+    pub(super) fn attach_file_hooks(
+        &mut self,
+        types: &super::btf::KernelTypes,
+    ) -> Result<HookOutcome, SensorError> {
         let mut outcome = HookOutcome::default();
         let matching_by_inode = self.file_resolution.as_ref().is_some_and(|r| r.by_inode);
-        let btf = Btf::from_sys_fs();
-        let offsets = KernelBtf::from_sys_fs().and_then(|btf| {
-            HOOK_OFFSETS
-                .iter()
-                .map(|(slot, strukt, member)| Ok((*slot, btf.member_offset(strukt, member)?)))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        let precondition = match (&btf, offsets) {
+        let btf = &types.aya;
+        let offsets = types
+            .offsets
+            .as_ref()
+            .map_err(String::clone)
+            .and_then(|btf| {
+                HOOK_OFFSETS
+                    .iter()
+                    .map(|(slot, strukt, member)| {
+                        btf.member_offset(strukt, member)
+                            .map(|offset| (*slot, offset))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        let precondition = match (btf, offsets) {
             _ if !matching_by_inode => {
                 Err("the hooks match files by inode, which is off (see the files note)".to_owned())
             }

@@ -10,7 +10,7 @@ use probe_common::{
 };
 use serde::Serialize;
 
-use super::{SensorError, Sensors, btf::KernelBtf, map_err};
+use super::{SensorError, Sensors, map_err};
 
 /// How the files sensor ties syscalls to policy files beyond the path string; shown
 /// by `doctor` and in reports.
@@ -50,13 +50,24 @@ impl Sensors {
     /// matching by inode stays off (said in `doctor`); it is not fatal. `INODES` and
     /// `BASENAMES` are policy maps, written with the rest of the policy
     /// (`apply_policy`).
-    pub(super) fn write_kernel_offsets(&mut self) -> Result<FileResolution, SensorError> {
-        let offsets = KernelBtf::from_sys_fs().and_then(|btf| {
-            OFFSETS
-                .iter()
-                .map(|(slot, strukt, member)| Ok((*slot, btf.member_offset(strukt, member)?)))
-                .collect::<Result<Vec<_>, _>>()
-        });
+    pub(super) fn write_kernel_offsets(
+        &mut self,
+        types: &super::btf::KernelTypes,
+    ) -> Result<FileResolution, SensorError> {
+        let offsets = types
+            .offsets
+            .as_ref()
+            .map_err(String::clone)
+            .and_then(|btf| {
+                OFFSETS
+                    .iter()
+                    .map(|(slot, strukt, member)| {
+                        btf.member_offset(strukt, member)
+                            .map(|offset| (*slot, offset))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            });
         let mut resolution = FileResolution {
             by_inode: false,
             by_inode_off: None,

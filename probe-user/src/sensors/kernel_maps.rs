@@ -8,7 +8,7 @@ use probe_common::{
     TP_SOCK_FAMILY, TP_SOCK_NEWSTATE, TP_SOCK_OLDSTATE, TP_SOCK_SKADDR,
 };
 
-use super::{SensorError, Sensors, btf::KernelBtf, tracefs};
+use super::{SensorError, Sensors, tracefs};
 
 impl Sensors {
     pub(super) fn write_tp_offsets(&mut self, root: &std::path::Path) -> Result<(), SensorError> {
@@ -119,9 +119,13 @@ impl Sensors {
     /// Nothing is written unless every slot is found.
     pub(super) fn write_btf_offsets(
         &mut self,
+        types: &super::btf::KernelTypes,
         slots: &[(u32, &[(&str, &str)])],
     ) -> Result<(), String> {
-        let kbtf = KernelBtf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+        let kbtf = types
+            .offsets
+            .as_ref()
+            .map_err(|e| format!("kernel BTF: {e}"))?;
         let offsets = slots
             .iter()
             .map(|(slot, path)| {

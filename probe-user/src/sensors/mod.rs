@@ -164,7 +164,12 @@ impl Sensors {
         }
         let (tracefs_root, mounted_tracefs) = tracefs::ensure_mounted()?;
         let original_memlock = raise_memlock_limit();
+        // Read and parsed once for every tier below; dropped at the end of the load.
+        let types = btf::KernelTypes::read();
+        // (aya's loader parses the BTF once more when it is made: 0.14 has no way
+        // around that.)
         let mut ebpf = EbpfLoader::new()
+            .btf(types.aya.as_ref().ok())
             .load(PROBE_OBJECT)
             .map_err(|source| SensorError::Load { source })?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -206,9 +211,9 @@ impl Sensors {
             load_errors: std::collections::HashMap::new(),
             logger,
         };
-        sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root);
+        sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root, &types.aya);
         sensors.write_tp_offsets(&tracefs_root)?;
-        sensors.file_resolution = Some(sensors.write_kernel_offsets()?);
+        sensors.file_resolution = Some(sensors.write_kernel_offsets(&types)?);
         sensors.apply_policy(policy)?;
         // Before the rest: while the tp_btf tier is in use, the tracepoints it
         // replaces are neither loaded nor attached.
@@ -217,14 +222,14 @@ impl Sensors {
                 tp_btf: Err("left out on request (without process)".to_owned()),
             }
         } else {
-            sensors.attach_process_tier()
+            sensors.attach_process_tier(&types)
         };
         sensors.sock_state = if without.contains(&Family::Net) {
             SockStateOutcome {
                 raw: Err("left out on request (without net)".to_owned()),
             }
         } else {
-            sensors.attach_sock_state_tier()
+            sensors.attach_sock_state_tier(&types)
         };
         sensors.attach_all(without);
         sensors.sync_raw_judges();
@@ -234,7 +239,7 @@ impl Sensors {
         sensors.file_hooks = if without.contains(&Family::Files) {
             HookOutcome::default()
         } else {
-            sensors.attach_file_hooks()?
+            sensors.attach_file_hooks(&types)?
         };
         sensors.choices = chain::choices(
             &sensors.features,

@@ -65,9 +65,12 @@ impl ProcessOutcome {
 impl Sensors {
     /// Tries the tp_btf tier: writes its offsets from BTF, then loads and attaches its
     /// three programs, or none of them.
-    pub(super) fn attach_process_tier(&mut self) -> ProcessOutcome {
+    pub(super) fn attach_process_tier(
+        &mut self,
+        types: &super::btf::KernelTypes,
+    ) -> ProcessOutcome {
         let started = std::time::Instant::now();
-        let tried = self.try_tp_btf();
+        let tried = self.try_tp_btf(types);
         tracing::debug!(
             ms = started.elapsed().as_millis(),
             ok = tried.is_ok(),
@@ -90,11 +93,14 @@ impl Sensors {
         ProcessOutcome { tp_btf: tried }
     }
 
-    fn try_tp_btf(&mut self) -> Result<(), String> {
-        let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-        self.write_btf_offsets(&OFFSETS)?;
+    fn try_tp_btf(&mut self, types: &super::btf::KernelTypes) -> Result<(), String> {
+        let btf = types
+            .aya
+            .as_ref()
+            .map_err(|e| format!("no kernel BTF: {e}"))?;
+        self.write_btf_offsets(types, &OFFSETS)?;
         for (i, (program, tracepoint, _)) in TP_BTF_PROGRAMS.iter().enumerate() {
-            if let Err(err) = self.attach_tp_btf(program, tracepoint, &btf) {
+            if let Err(err) = self.attach_tp_btf(program, tracepoint, btf) {
                 for (done, _, _) in &TP_BTF_PROGRAMS[..i] {
                     self.unload_tp_btf(done);
                 }

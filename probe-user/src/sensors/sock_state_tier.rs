@@ -60,8 +60,11 @@ impl SockStateOutcome {
 
 impl Sensors {
     /// Tries the raw tracepoint: writes its offsets from BTF, loads and attaches it.
-    pub(super) fn attach_sock_state_tier(&mut self) -> SockStateOutcome {
-        let raw = self.try_raw_sock_state();
+    pub(super) fn attach_sock_state_tier(
+        &mut self,
+        types: &super::btf::KernelTypes,
+    ) -> SockStateOutcome {
+        let raw = self.try_raw_sock_state(types);
         match &raw {
             Ok(()) => self.status.push(AttachStatus {
                 program: RAW_PROGRAM.to_owned(),
@@ -77,8 +80,8 @@ impl Sensors {
         SockStateOutcome { raw }
     }
 
-    fn try_raw_sock_state(&mut self) -> Result<(), String> {
-        self.write_btf_offsets(&OFFSETS)?;
+    fn try_raw_sock_state(&mut self, types: &super::btf::KernelTypes) -> Result<(), String> {
+        self.write_btf_offsets(types, &OFFSETS)?;
         let prog = self
             .ebpf
             .program_mut(RAW_PROGRAM)
