@@ -40,6 +40,12 @@ pub(crate) struct Scan {
     done: u32,
     /// The next entry, in the chained scan of old kernels (`scan_next`).
     next: u32,
+    /// `ENV_OWN_HOME` / `ENV_OWN_CONFIG` once this envp's first exact-case entry of
+    /// that name was seen: libc's getenv, Python's and Go's environment copies and
+    /// Node's `process.env` all take the first, so a later `HOME=` (or a `home=`)
+    /// must not move the kernel's idea of the process's `~/` away from its own.
+    homes_seen: u32,
+    _pad: u32,
 }
 
 #[tracepoint]
@@ -68,9 +74,6 @@ fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
         (*watch).next_home_hash = 0;
         (*watch).next_config_hash = 0;
     }
-    let scratch = ENV_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch, exclusively ours while this scan runs.
-    unsafe { (*scratch).homes_seen = 0 };
     let envp = unsafe { ctx.read_at::<u64>(envp_at) }.ok()?;
     (envp != 0).then_some(Scan {
         envp,
@@ -78,6 +81,8 @@ fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
         tid,
         done: 0,
         next: 0,
+        homes_seen: 0,
+        _pad: 0,
     })
 }
 
@@ -239,6 +244,13 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
         }
     };
     let (entry_id, capture) = (policy.entry_id, policy.match_kind & ENV_CAPTURE_VALUE != 0);
+    let own_home = policy.match_kind & (ENV_OWN_HOME | ENV_OWN_CONFIG);
+    // The first exact-case entry of the name places `~/` (see `Scan::homes_seen`);
+    // a cut or unreadable one places none, and no later one stands in for it.
+    let first_home = own_home != 0 && scan.homes_seen & own_home == 0 && exact_case(scratch);
+    if first_home {
+        scan.homes_seen |= own_home;
+    }
     // `feed_block`: the chained scan of kernels without bpf_loop (16 entries per
     // program) has no room for it under 5.10's verifier: there, names present at exec
     // do not count toward block rules (`exposed`, counted only when a rule names it).
@@ -255,121 +267,40 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
             folded == 0,
         );
     }
-    // The first exact-case entry of the name places `~/` (`EnvScratch::homes_seen`);
-    // a cut or unreadable one places none, and no later one stands in for it. The
-    // kind goes through map memory: kept in a register, each of its values would
-    // split the verifier's walk of the record's code (measured: 19.5k instructions
-    // verified for the scan, 53k with it in a register).
-    let own_home = policy.match_kind & (ENV_OWN_HOME | ENV_OWN_CONFIG);
-    let mut home_kind = 0;
-    if own_home != 0 && scratch.homes_seen & own_home == 0 && exact_case(scratch) {
-        scratch.homes_seen |= own_home;
-        home_kind = own_home;
-    }
-    // SAFETY: a field of our per-CPU scratch.
-    unsafe { core::ptr::write_volatile(&raw mut scratch.home_kind, home_kind) };
-    if feed_block {
-        emit_value_first(scan, scratch, ptr, len, index, entry_id, capture);
-    } else {
-        emit_record_first(scan, scratch, ptr, len, index, entry_id, capture);
-    }
-    0
-}
-
-/// The own-home kind the current entry places, or 0 (read back from map memory).
-#[inline(always)]
-fn home_kind(scratch: &crate::maps::EnvScratch) -> u32 {
-    // SAFETY: a field of our per-CPU scratch.
-    unsafe { core::ptr::read_volatile(&raw const scratch.home_kind) }
-}
-
-/// The bpf_loop scan's record: the value is read into the scratch (its `NAME=` is no
-/// longer needed) and the home placed from it *before* the record is reserved, and the
-/// record then takes that same copy. A full ring loses the record (counted) but not
-/// the home, so a process that floods the ring and then execs with a new `HOME` still
-/// has its reads there counted by the kernel for block rules. The value's length and
-/// flags go through map memory, so that the capture's outcomes rejoin before the
-/// reservation (the verifier then walks the record's code once, not once per outcome).
-#[inline(always)]
-fn emit_value_first(
-    scan: &mut Scan,
-    scratch: &mut crate::maps::EnvScratch,
-    ptr: u64,
-    len: u64,
-    index: u32,
-    entry_id: u32,
-    capture: bool,
-) {
-    for i in 0..ENV_VALUE_PREFIX_LEN / 8 {
-        // Volatile for the same reason as the name buffers in `visit`; zeroed (capture
-        // or not) so that nothing of the `NAME=` reaches the record, which takes the
-        // buffer whole.
-        // SAFETY: `i * 8 + 8` is within the 64-byte, 8-aligned buffer.
-        unsafe {
-            core::ptr::write_volatile(scratch.entry.as_mut_ptr().cast::<u64>().add(i), 0);
+    // The home is placed before the record is reserved, from a value read into the
+    // scratch (its `NAME=` is no longer needed) that the record then takes whole: a
+    // full ring loses the record (counted) but not the home, so a process that floods
+    // the ring and then execs with a new `HOME` still has its reads there counted by
+    // the kernel for block rules. Only in the bpf_loop scan: the chained scan of
+    // kernels before 5.17 has no room for the extra paths under 5.10's verifier (16
+    // entries per program), and there places the home with the record only.
+    let early = feed_block && first_home && capture;
+    let mut early_len = 0usize;
+    let mut early_flags = 0u16;
+    if early {
+        for i in 0..ENV_VALUE_PREFIX_LEN / 8 {
+            // Volatile for the same reason as the name buffers above; zeroed so that
+            // nothing of the `NAME=` follows the value into the record.
+            // SAFETY: `i * 8 + 8` is within the 64-byte, 8-aligned buffer.
+            unsafe {
+                core::ptr::write_volatile(scratch.entry.as_mut_ptr().cast::<u64>().add(i), 0);
+            }
         }
-    }
-    let mut value_len = 0u64;
-    let mut flags = 0u64;
-    if capture {
         let value = (ptr + len + 1) as *const u8;
         // On error the helper leaves the buffer zeroed.
         if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut scratch.entry) } {
-            value_len = read.len() as u64;
-            flags = u64::from(EXEC_ENV_VALUE_CAPTURED);
-            if value_len >= (ENV_VALUE_PREFIX_LEN - 1) as u64 {
-                flags |= u64::from(EXEC_ENV_VALUE_TRUNCATED);
+            early_len = read.len();
+            early_flags = EXEC_ENV_VALUE_CAPTURED;
+            if early_len >= ENV_VALUE_PREFIX_LEN - 1 {
+                early_flags |= EXEC_ENV_VALUE_TRUNCATED;
             } else {
-                let kind = home_kind(scratch);
-                if kind != 0 {
-                    own_home_len(scan.tgid, kind, &scratch.entry, value_len as usize);
-                }
+                own_home_len(scan.tgid, own_home, &scratch.entry, early_len);
             }
         }
     }
-    // SAFETY: fields of our per-CPU scratch.
-    let (value_len, flags) = unsafe {
-        core::ptr::write_volatile(&raw mut scratch.value_len, value_len);
-        core::ptr::write_volatile(&raw mut scratch.value_flags, flags);
-        (
-            core::ptr::read_volatile(&raw const scratch.value_len),
-            core::ptr::read_volatile(&raw const scratch.value_flags),
-        )
-    };
     let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
         count_drop(DROP_RING_FULL_ENV_AT_EXEC);
-        return;
-    };
-    // SAFETY: reserved record, exclusively ours until submit.
-    let e = unsafe { &mut *reserved.as_mut_ptr() };
-    e.header = header(EVENT_ENV_AT_EXEC, scan.tgid, scan.tid);
-    e.entry_id = entry_id;
-    e.name_len = len as u32;
-    e.flags = flags as u16;
-    e.index = index as u16;
-    e.value_len = value_len as u32;
-    e.name = scratch.name;
-    e.value = scratch.entry;
-    reserved.submit(0);
-}
-
-/// The chained scan's record (kernels before 5.17): reserved first, the value read
-/// into it and the home placed from it, as before. Placing the home first did not fit
-/// 5.10's verifier with 16 entries per program (over a million instructions): there a
-/// full ring at exec leaves the process without its own home until its next exec.
-#[inline(always)]
-fn emit_record_first(
-    scan: &mut Scan,
-    scratch: &mut crate::maps::EnvScratch,
-    ptr: u64,
-    len: u64,
-    index: u32,
-    entry_id: u32,
-    capture: bool,
-) {
-    let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
-        count_drop(DROP_RING_FULL_ENV_AT_EXEC);
-        return;
+        return 0;
     };
     // SAFETY: reserved record, exclusively ours until submit.
     let e = unsafe { &mut *reserved.as_mut_ptr() };
@@ -381,7 +312,12 @@ fn emit_record_first(
     e.value_len = 0;
     e.name = scratch.name;
     e.value = [0; ENV_VALUE_PREFIX_LEN];
-    if capture {
+    if early {
+        // The value the home was placed from, read once.
+        e.value = scratch.entry;
+        e.value_len = early_len as u32;
+        e.flags = early_flags;
+    } else if capture {
         let value = (ptr + len + 1) as *const u8;
         if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut e.value) } {
             let value_len = read.len();
@@ -389,15 +325,13 @@ fn emit_record_first(
             e.flags |= EXEC_ENV_VALUE_CAPTURED;
             if value_len >= ENV_VALUE_PREFIX_LEN - 1 {
                 e.flags |= EXEC_ENV_VALUE_TRUNCATED;
-            } else {
-                let kind = home_kind(scratch);
-                if kind != 0 {
-                    own_home_len(scan.tgid, kind, &e.value, value_len);
-                }
+            } else if first_home {
+                own_home_len(scan.tgid, own_home, &e.value, value_len);
             }
         }
     }
     reserved.submit(0);
+    0
 }
 
 /// Whether the name was written as its policy key, in upper case: `HOME` and
