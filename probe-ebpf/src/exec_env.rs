@@ -40,10 +40,8 @@ pub(crate) struct Scan {
     done: u32,
     /// The next entry, in the chained scan of old kernels (`scan_next`).
     next: u32,
-    /// `ENV_OWN_HOME` / `ENV_OWN_CONFIG` once this envp's first exact-case entry of
-    /// that name was seen: libc's getenv, Python's and Go's environment copies and
-    /// Node's `process.env` all take the first, so a later `HOME=` (or a `home=`)
-    /// must not move the kernel's idea of the process's `~/` away from its own.
+    /// The chained scan's homes-seen mask (`EnvScratch::homes_seen` says what it is;
+    /// the bpf_loop scan keeps it there, for its verifier's sake).
     homes_seen: u32,
     _pad: u32,
 }
@@ -138,6 +136,11 @@ fn scan(ctx: &TracePointContext, envp_at: usize) {
     let Some(mut scan) = start(ctx, envp_at) else {
         return;
     };
+    let Some(scratch) = ENV_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this scan runs.
+    unsafe { (*scratch).homes_seen = 0 };
     // SAFETY: `entry` is a static BPF subprogram with the callback signature bpf_loop
     // expects; `scan` outlives the call.
     unsafe {
@@ -245,16 +248,61 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
     };
     let (entry_id, capture) = (policy.entry_id, policy.match_kind & ENV_CAPTURE_VALUE != 0);
     let own_home = policy.match_kind & (ENV_OWN_HOME | ENV_OWN_CONFIG);
-    // The first exact-case entry of the name places `~/` (see `Scan::homes_seen`);
-    // a cut or unreadable one places none, and no later one stands in for it.
-    let first_home = own_home != 0 && scan.homes_seen & own_home == 0 && exact_case(scratch);
-    if first_home {
-        scan.homes_seen |= own_home;
+    let entry = Entry {
+        ptr,
+        len,
+        index,
+        entry_id,
+        capture,
+        own_home,
+    };
+    if feed_block {
+        looped_rest(scan, scratch, &entry);
+    } else {
+        chained_rest(scan, scratch, &entry);
     }
-    // `feed_block`: the chained scan of kernels without bpf_loop (16 entries per
-    // program) has no room for it under 5.10's verifier: there, names present at exec
-    // do not count toward block rules (`exposed`, counted only when a rule names it).
-    if feed_block && crate::block::rules_in_force() != 0 {
+    0
+}
+
+/// What `visit` found of one envp entry whose name a policy names.
+struct Entry {
+    /// The entry's address in user memory; the value starts at `ptr + len + 1`.
+    ptr: u64,
+    /// The name's length (read back from map memory: one unknown number).
+    len: u64,
+    index: u32,
+    entry_id: u32,
+    capture: bool,
+    /// `ENV_OWN_HOME` / `ENV_OWN_CONFIG` when the name places `~/`, or 0.
+    own_home: u32,
+}
+
+/// The bpf_loop scan's rest of an entry (5.17+): the block feed, then the value read
+/// into the scratch (its `NAME=` is no longer needed) and the home placed from it
+/// *before* the record is reserved; the record then takes that same copy. A full ring
+/// loses the record (counted) but not the home, so a process that floods the ring and
+/// then execs with a new `HOME` still has its reads there counted by the kernel for
+/// block rules.
+///
+/// Written for the verifier, like `visit`: the homes-seen mask, the kind this entry
+/// places and the value's length and flags all go through map memory (volatile store,
+/// then load), so that the paths of the first-home test and of the capture rejoin
+/// before the record's code, which the verifier then walks once instead of once per
+/// outcome (verified instructions for `sys_enter_execve_env` on 6.18: 101k with them
+/// in registers, 20k through the scratch).
+#[inline(always)]
+fn looped_rest(scan: &mut Scan, scratch: &mut crate::maps::EnvScratch, entry: &Entry) {
+    // The first exact-case entry of the name places `~/` (`EnvScratch::homes_seen`);
+    // a cut or unreadable one places none, and no later one stands in for it.
+    let own_home = entry.own_home;
+    let mut home_kind = 0;
+    if own_home != 0 && scratch.homes_seen & own_home == 0 && exact_case(scratch) {
+        scratch.homes_seen |= own_home;
+        home_kind = own_home;
+    }
+    // SAFETY: a field of our per-CPU scratch.
+    unsafe { core::ptr::write_volatile(&raw mut scratch.home_kind, home_kind) };
+    if crate::block::rules_in_force() != 0 {
         // Non-zero when the name was not written in upper case (see `block::feed`).
         let mut folded = 0u8;
         for i in 0..ENV_NAME_LEN {
@@ -262,63 +310,94 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
         }
         crate::block::feed(
             scan.tgid,
-            entry_id,
+            entry.entry_id,
             probe_common::BLOCK_OP_PRESENT_AT_EXEC,
             folded == 0,
         );
     }
-    // The home is placed before the record is reserved, from a value read into the
-    // scratch (its `NAME=` is no longer needed) that the record then takes whole: a
-    // full ring loses the record (counted) but not the home, so a process that floods
-    // the ring and then execs with a new `HOME` still has its reads there counted by
-    // the kernel for block rules. Only in the bpf_loop scan: the chained scan of
-    // kernels before 5.17 has no room for the extra paths under 5.10's verifier (16
-    // entries per program), and there places the home with the record only.
-    let early = feed_block && first_home && capture;
-    let mut early_len = 0usize;
-    let mut early_flags = 0u16;
-    if early {
-        for i in 0..ENV_VALUE_PREFIX_LEN / 8 {
-            // Volatile for the same reason as the name buffers above; zeroed so that
-            // nothing of the `NAME=` follows the value into the record.
-            // SAFETY: `i * 8 + 8` is within the 64-byte, 8-aligned buffer.
-            unsafe {
-                core::ptr::write_volatile(scratch.entry.as_mut_ptr().cast::<u64>().add(i), 0);
-            }
+    for i in 0..ENV_VALUE_PREFIX_LEN / 8 {
+        // Volatile for the same reason as the name buffers in `visit`; zeroed (capture
+        // or not) so that nothing of the `NAME=` reaches the record, which takes the
+        // buffer whole.
+        // SAFETY: `i * 8 + 8` is within the 64-byte, 8-aligned buffer.
+        unsafe {
+            core::ptr::write_volatile(scratch.entry.as_mut_ptr().cast::<u64>().add(i), 0);
         }
-        let value = (ptr + len + 1) as *const u8;
+    }
+    let mut value_len = 0u64;
+    let mut flags = 0u64;
+    if entry.capture {
+        let value = (entry.ptr + entry.len + 1) as *const u8;
         // On error the helper leaves the buffer zeroed.
         if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut scratch.entry) } {
-            early_len = read.len();
-            early_flags = EXEC_ENV_VALUE_CAPTURED;
-            if early_len >= ENV_VALUE_PREFIX_LEN - 1 {
-                early_flags |= EXEC_ENV_VALUE_TRUNCATED;
+            value_len = read.len() as u64;
+            flags = u64::from(EXEC_ENV_VALUE_CAPTURED);
+            if value_len >= (ENV_VALUE_PREFIX_LEN - 1) as u64 {
+                flags |= u64::from(EXEC_ENV_VALUE_TRUNCATED);
             } else {
-                own_home_len(scan.tgid, own_home, &scratch.entry, early_len);
+                // SAFETY: a field of our per-CPU scratch.
+                let kind = unsafe { core::ptr::read_volatile(&raw const scratch.home_kind) };
+                if kind != 0 {
+                    own_home_len(scan.tgid, kind, &scratch.entry, value_len as usize);
+                }
             }
         }
     }
+    // SAFETY: fields of our per-CPU scratch.
+    let (value_len, flags) = unsafe {
+        core::ptr::write_volatile(&raw mut scratch.value_len, value_len);
+        core::ptr::write_volatile(&raw mut scratch.value_flags, flags);
+        (
+            core::ptr::read_volatile(&raw const scratch.value_len),
+            core::ptr::read_volatile(&raw const scratch.value_flags),
+        )
+    };
     let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
         count_drop(DROP_RING_FULL_ENV_AT_EXEC);
-        return 0;
+        return;
     };
     // SAFETY: reserved record, exclusively ours until submit.
     let e = unsafe { &mut *reserved.as_mut_ptr() };
     e.header = header(EVENT_ENV_AT_EXEC, scan.tgid, scan.tid);
-    e.entry_id = entry_id;
-    e.name_len = len as u32;
+    e.entry_id = entry.entry_id;
+    e.name_len = entry.len as u32;
+    e.flags = flags as u16;
+    e.index = entry.index as u16;
+    e.value_len = value_len as u32;
+    e.name = scratch.name;
+    e.value = scratch.entry;
+    reserved.submit(0);
+}
+
+/// The chained scan's rest of an entry (kernels before 5.17, 16 entries per program).
+/// Neither the block feed nor the home placed before the record fit 5.10's verifier
+/// there (over a million instructions with either, or with the map-memory passing of
+/// `looped_rest`): names present at exec do not count toward block rules (`exposed`,
+/// counted only when a rule names it), and a full ring at exec leaves the process
+/// without its own home until its next exec. The homes-seen mask is `Scan`'s.
+#[inline(always)]
+fn chained_rest(scan: &mut Scan, scratch: &mut crate::maps::EnvScratch, entry: &Entry) {
+    let own_home = entry.own_home;
+    let first_home = own_home != 0 && scan.homes_seen & own_home == 0 && exact_case(scratch);
+    if first_home {
+        scan.homes_seen |= own_home;
+    }
+    let Some(mut reserved) = EVENTS.reserve::<ExecEnvEvent>(0) else {
+        count_drop(DROP_RING_FULL_ENV_AT_EXEC);
+        return;
+    };
+    // SAFETY: reserved record, exclusively ours until submit.
+    let e = unsafe { &mut *reserved.as_mut_ptr() };
+    e.header = header(EVENT_ENV_AT_EXEC, scan.tgid, scan.tid);
+    e.entry_id = entry.entry_id;
+    e.name_len = entry.len as u32;
     e.flags = 0;
-    e.index = index as u16;
+    e.index = entry.index as u16;
     e.value_len = 0;
     e.name = scratch.name;
     e.value = [0; ENV_VALUE_PREFIX_LEN];
-    if early {
-        // The value the home was placed from, read once.
-        e.value = scratch.entry;
-        e.value_len = early_len as u32;
-        e.flags = early_flags;
-    } else if capture {
-        let value = (ptr + len + 1) as *const u8;
+    if entry.capture {
+        let value = (entry.ptr + entry.len + 1) as *const u8;
         if let Ok(read) = unsafe { bpf_probe_read_user_str_bytes(value, &mut e.value) } {
             let value_len = read.len();
             e.value_len = value_len as u32;
@@ -331,7 +410,6 @@ fn visit(index: u32, scan: &mut Scan, feed_block: bool) -> i64 {
         }
     }
     reserved.submit(0);
-    0
 }
 
 /// Whether the name was written as its policy key, in upper case: `HOME` and

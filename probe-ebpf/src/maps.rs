@@ -121,6 +121,19 @@ pub struct EnvScratch {
     /// The name's length, passed through map memory so that the verifier sees one
     /// unknown number instead of one constant per path (see `exec_env::visit`).
     pub name_len: u64,
+    /// The captured value's length and `EXEC_ENV_*` flags, through map memory for the
+    /// same reason (`exec_env::looped_rest`).
+    pub value_len: u64,
+    pub value_flags: u64,
+    /// `ENV_OWN_HOME` / `ENV_OWN_CONFIG` once this envp's first exact-case entry of
+    /// that name was seen (reset at each bpf_loop scan's start): libc's getenv,
+    /// Python's and Go's environment copies and Node's `process.env` all take the
+    /// first, so a later `HOME=` (or a `home=`) must not move the kernel's idea of the
+    /// process's `~/` away from its own. In map memory, not in the scan's stack state,
+    /// for the verifier's sake; the chained scan of older kernels keeps it in `Scan`.
+    pub homes_seen: u32,
+    /// The own-home kind the current entry places, or 0 (`exec_env::looped_rest`).
+    pub home_kind: u32,
 }
 
 #[map]
