@@ -119,10 +119,20 @@ pub static BLOCK_ZERO: PerCpuArray<BlockTreeState> = PerCpuArray::with_max_entri
 /// registers, the held-slot bits were a different constant on every path through
 /// the slot loop, and the verifier followed 2^32 of them (over its 1M-instruction
 /// limit).
+///
+/// The same goes for what crosses the rule loop: whether a DNS answer is pending, and
+/// which rule matched (with its reason and the slots it held). Carried in registers,
+/// `pending` doubled the loop's paths, and the matched rule's index was a different
+/// constant at each of the loop's exits, so the verifier walked the record's code
+/// once per rule (100k instructions verified for each cgroup program).
 #[repr(C)]
 pub struct JudgeScratch {
     held: u32,
     call: u32,
+    pending: u32,
+    rule: u32,
+    why: u32,
+    rule_held: u32,
 }
 
 #[map]
@@ -323,11 +333,10 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         return ALLOW;
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
-    let held_at = unsafe { &raw mut (*scratch).held };
-    let call_at = unsafe { &raw mut (*scratch).call };
+    let scratch = unsafe { &mut *scratch };
     // Which slots hold now, each against its own window (accumulated in map memory,
     // see `JudgeScratch`).
-    unsafe { core::ptr::write_volatile(held_at, 0) };
+    put(&mut scratch.held, 0);
     for slot in 0..BLOCK_SLOTS {
         let fed = fed_at(state, late, slot);
         if fed == 0 || fed > now {
@@ -336,13 +345,11 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         if let Some(&window) = BLOCK_WINDOWS.get(slot as u32)
             && now - fed <= window
         {
-            // SAFETY: our scratch (above).
-            unsafe {
-                core::ptr::write_volatile(held_at, core::ptr::read_volatile(held_at) | 1 << slot)
-            };
+            let held = get(&scratch.held);
+            put(&mut scratch.held, held | 1 << slot);
         }
     }
-    let held = unsafe { core::ptr::read_volatile(held_at) };
+    let held = get(&scratch.held);
     if held == 0 {
         return ALLOW;
     }
@@ -353,15 +360,14 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
     } else {
         BLOCK_THEN_UDP
     };
-    let call = unsafe {
-        core::ptr::write_volatile(call_at, call);
-        core::ptr::read_volatile(call_at)
-    };
+    put(&mut scratch.call, call);
     let (nets, known) = nets(dest, now);
     // An address not learned while an answer of the tree is on its way to userspace
     // may be the one it names (`BLOCK_RULE_DNS_PENDING`); a call to port 53 is the
     // resolution itself, never held back by it.
     let pending = !known && dest.port != crate::dns::DNS_PORT && dns_pending(tree, now);
+    put(&mut scratch.pending, u32::from(pending));
+    let mut matched = false;
     for index in 0..MAX_BLOCK_RULES {
         if index >= count {
             break;
@@ -370,10 +376,10 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
             break;
         };
         let bit = 1u32 << index;
-        let by_pending = pending
+        let by_pending = get(&scratch.pending) != 0
             && rule.flags & (BLOCK_RULE_HAS_HOST | BLOCK_RULE_DNS_PENDING)
                 == BLOCK_RULE_HAS_HOST | BLOCK_RULE_DNS_PENDING;
-        if rule.then & call == 0
+        if rule.then & get(&scratch.call) == 0
             || (rule.flags & (BLOCK_RULE_HAS_CIDR | BLOCK_RULE_HAS_HOST) != 0
                 && nets.rules & bit == 0
                 && !by_pending)
@@ -386,29 +392,48 @@ pub fn judge(tgid: u32, tid: u32, dest: &HookDest, udp: bool) -> i32 {
         {
             continue;
         }
-        let enforce = SETTINGS.get(SETTING_ENFORCE).is_some_and(|on| *on != 0);
         // Held only by the pending answer (not by a CIDR or a learned name).
         let why = if by_pending && nets.rules & bit == 0 {
             BLOCK_NET_DNS_PENDING
         } else {
             0
         };
-        report(
-            tgid,
-            tid,
-            tree,
-            index,
-            enforce,
-            dest,
-            udp,
-            why,
-            held & (rule.all_of | rule.any_of),
-            state,
-            late,
-        );
-        return if enforce { DENY } else { ALLOW };
+        put(&mut scratch.rule, index);
+        put(&mut scratch.why, why);
+        put(&mut scratch.rule_held, held & (rule.all_of | rule.any_of));
+        matched = true;
+        break;
     }
-    ALLOW
+    if !matched {
+        return ALLOW;
+    }
+    let enforce = SETTINGS.get(SETTING_ENFORCE).is_some_and(|on| *on != 0);
+    report(
+        tgid,
+        tid,
+        tree,
+        get(&scratch.rule),
+        enforce,
+        dest,
+        udp,
+        get(&scratch.why),
+        get(&scratch.rule_held),
+    );
+    if enforce { DENY } else { ALLOW }
+}
+
+/// A volatile store into the judge's scratch (see `JudgeScratch`).
+#[inline(always)]
+fn put(at: &mut u32, value: u32) {
+    // SAFETY: a field of the per-CPU scratch, exclusively ours.
+    unsafe { core::ptr::write_volatile(at, value) };
+}
+
+/// A volatile load from the judge's scratch: one unknown number to the verifier.
+#[inline(always)]
+fn get(at: &u32) -> u32 {
+    // SAFETY: a field of the per-CPU scratch, exclusively ours.
+    unsafe { core::ptr::read_volatile(at) }
 }
 
 #[inline(always)]
@@ -422,9 +447,10 @@ fn report(
     udp: bool,
     why: u32,
     held: u32,
-    state: Option<*const BlockTreeState>,
-    late: Option<*const BlockTreeState>,
 ) {
+    // Looked up again rather than carried from `judge`: each pointer's null or not
+    // would otherwise split the verifier's walk of the rule loop.
+    let (state, late) = (BLOCK_STATE.get_ptr(tree), BLOCK_LATE.get_ptr(tree));
     let Some(mut entry) = EVENTS.reserve::<BlockEvent>(0) else {
         count_drop(DROP_RING_FULL_BLOCK);
         return;
