@@ -80,6 +80,9 @@ struct Bench {
 pub enum Part {
     /// Connect cost under a block rule (`bench_block`).
     Block,
+    /// Start and stop of `probectl run`, next to an earlier build when
+    /// `PROBECTL_BENCH_BASELINE` names one (`bench_start`).
+    Start,
 }
 
 pub fn run(rounds: u32, only: Option<Part>) -> Result<i32> {
@@ -110,6 +113,14 @@ pub fn run(rounds: u32, only: Option<Part>) -> Result<i32> {
         }
         let table = bench.block.table();
         println!("{table}");
+        return Ok(0);
+    }
+    if only == Some(Part::Start) {
+        for round in 1..=rounds {
+            say(TAG, format_args!("round {round}/{rounds} (start only)"));
+            bench.start_stop.round(&bench.probectl, &bench.workload);
+        }
+        println!("{}", bench.start_stop.table());
         return Ok(0);
     }
     for round in 1..=rounds {
@@ -463,7 +474,7 @@ pub(crate) fn wait_for_line(child: &mut Child, needle: &str) -> Result<()> {
     bail!("the monitor exited before printing {needle:?}")
 }
 
-fn wait_for_line_stdout(child: &mut Child, needle: &str) -> Result<()> {
+pub(crate) fn wait_for_line_stdout(child: &mut Child, needle: &str) -> Result<()> {
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {

@@ -2,7 +2,8 @@
 //! zone and a relay setting connects, allowlisted or not, next to no monitor, with
 //! probectl enforcing but not watching it, watching it while enforcing, and watching
 //! it in observe mode (would-block records). Same run, interleaved rounds, as ratios
-//! to no monitor. Target (issue 15): unwatched connects within 2% of no monitor.
+//! to no monitor. Target (issue 15): unwatched connects within 2% of no monitor. The
+//! floor column shows what any syscall tracepoint costs by itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,12 @@ const ROWS: &[(&str, &[&str])] = &[
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Cond {
     None,
+    /// No monitor, but one empty program on a syscall tracepoint the workload never
+    /// enters (bpftrace): any syscall tracepoint puts every task on the kernel's slow
+    /// syscall path, for every syscall. probectl's sensors need syscall tracepoints
+    /// on every tier (on this kernel, with no kprobes, fentry or BPF-LSM, the file
+    /// sensor has nothing else), so this is the floor under the unwatched columns.
+    Floor,
     /// probectl running with the same categories and no block rule: what an
     /// unwatched connect costs without blocking, to tell the block rule's share.
     UnwatchedNoRule,
@@ -34,8 +41,9 @@ enum Cond {
 }
 
 impl Cond {
-    const ALL: [Cond; 5] = [
+    const ALL: [Cond; 6] = [
         Cond::None,
+        Cond::Floor,
         Cond::UnwatchedNoRule,
         Cond::Unwatched,
         Cond::Watched,
@@ -44,6 +52,7 @@ impl Cond {
     fn label(self) -> &'static str {
         match self {
             Cond::None => "no monitor",
+            Cond::Floor => "floor: one empty syscall tracepoint, no monitor",
             Cond::UnwatchedNoRule => "probectl without block rules, not watched",
             Cond::Unwatched => "probectl enforcing, not watched",
             Cond::Watched => "probectl enforcing, watched",
@@ -77,6 +86,8 @@ pub struct BlockBench {
     no_rule: PathBuf,
     samples: BTreeMap<(usize, Cond), Vec<f64>>,
     unavailable: Option<String>,
+    /// Why the floor column is empty (bpftrace missing).
+    floor_unavailable: Option<String>,
 }
 
 impl BlockBench {
@@ -91,6 +102,7 @@ impl BlockBench {
             no_rule,
             samples: BTreeMap::new(),
             unavailable: None,
+            floor_unavailable: None,
         })
     }
 
@@ -130,7 +142,43 @@ impl BlockBench {
         }
         self.unwatched(probectl, workload, &self.policy.clone(), Cond::Unwatched)?;
         let no_rule = self.no_rule.clone();
-        self.unwatched(probectl, workload, &no_rule, Cond::UnwatchedNoRule)
+        self.unwatched(probectl, workload, &no_rule, Cond::UnwatchedNoRule)?;
+        self.floor(workload)
+    }
+
+    /// The rows under one empty bpftrace program on `sys_enter_sync`. Without
+    /// bpftrace the column says why, and the other columns stand.
+    fn floor(&mut self, workload: &Path) -> Result<()> {
+        if self.floor_unavailable.is_some() {
+            return Ok(());
+        }
+        let spawned = Command::new("bpftrace")
+            .args(["-e", "tracepoint:syscalls:sys_enter_sync { @n = count(); }"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                self.floor_unavailable = Some(format!(
+                    "bpftrace could not be started ({e}); the bench installs it with apt"
+                ));
+                return Ok(());
+            }
+        };
+        let result = (|| {
+            crate::bench::wait_for_line_stdout(&mut child, "Attaching")?;
+            for (i, (_, args)) in ROWS.iter().enumerate() {
+                let t = time(Command::new(workload).args(*args))?;
+                self.record(i, Cond::Floor, t);
+            }
+            Ok(())
+        })();
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        result
     }
 
     /// The rows, not watched, while probectl runs `policy` (enforcing) on a sleep.
@@ -190,6 +238,9 @@ impl BlockBench {
                 )
                 .collect();
             let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+        }
+        if let Some(why) = &self.floor_unavailable {
+            let _ = writeln!(s, "\nfloor column not measured: {why}");
         }
         s
     }
