@@ -7,7 +7,7 @@
  *   workload write N           write(2) of 64 bytes to /dev/null (the first-bytes
  *                              sensor's hook runs on every write of every process)
  *   workload getenv N          getenv("HTTPS_PROXY")
- *   workload connect N         TCP connect+accept+close on loopback
+ *   workload connect N         TCP connect+accept+close on loopback (closed with a reset)
  *   workload read-connect N    getenv("TZ") and getenv("ANTHROPIC_BASE_URL") once, then
  *                              the connect loop (a block rule's sequence holds: the
  *                              connects are judged, to an allowlisted 127.0.0.1)
@@ -103,6 +103,11 @@ int main(int argc, char **argv) {
             int c = socket(AF_INET, SOCK_STREAM, 0);
             if (connect(c, (struct sockaddr *)&addr, sizeof addr) != 0) { perror("connect"); return 1; }
             int s = accept(listener, NULL, NULL);
+            /* Closed with a reset (linger 0): no TIME_WAIT is left behind. 5000 of them
+             * per run, each kept 60 s, slowed the next runs' ephemeral port searches,
+             * so the conditions measured later in a round paid for the earlier ones. */
+            struct linger lg = {1, 0};
+            setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             close(c);
             if (s >= 0) close(s);
         } else if (strcmp(mode, "read-refused") == 0) {

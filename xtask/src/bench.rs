@@ -26,7 +26,7 @@ const WORKLOADS: &[(&str, &[&str])] = &[
     ),
     ("write 64 B to /dev/null", &["write", "1000000"]),
     ("getenv(HTTPS_PROXY)", &["getenv", "1000000"]),
-    ("TCP connect+close, loopback", &["connect", "5000"]),
+    ("TCP connect+close (reset), loopback", &["connect", "5000"]),
     ("fork+exec+wait /bin/true", &["forkexec", "300"]),
     ("30 x node -e 0", &["spawn", "30", "node", "-e", "0"]),
 ];
@@ -96,6 +96,7 @@ pub fn run(rounds: u32, only: Option<Part>) -> Result<i32> {
     let dir = target_dir()?.join("bench");
     std::fs::create_dir_all(&dir)?;
     let (probectl, workload) = build_release_and_workload(TAG, &tools, &dir, "workload")?;
+    crate::bench_settle::measuring(&probectl);
     let mut bench = Bench {
         workload,
         probectl,

@@ -6,8 +6,31 @@
 //! down programs, maps and probes). The block table's "no monitor" runs came right
 //! after such exits and the monitored ones did not, which flattered probectl by
 //! several points.
+//!
+//! Found later: that slow-down was probectl's programs, still attached. probectl hands
+//! its descriptors to a detached grandchild at exit (`teardown::close_in_background`),
+//! which closes them one RCU grace period after another: here for about 6 s after
+//! probectl's exit, its syscall tracepoints and cgroup hooks stay on every process.
+//! A pause of 1 s did not cover that, so a "no monitor" run that followed a probectl
+//! run was measured with most of probectl attached. `settle` now first waits for
+//! every process of the measured binary that is not the bench's own child (a
+//! background monitor is) to be gone.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The probectl binary being measured (`measuring`).
+static BINARY: OnceLock<PathBuf> = OnceLock::new();
+
+/// Tells `settle` which binary's teardown grandchildren to wait for.
+pub fn measuring(probectl: &std::path::Path) {
+    let path = std::fs::canonicalize(probectl).unwrap_or_else(|_| probectl.to_owned());
+    let _ = BINARY.set(path);
+}
+
+/// Longer than any teardown measured here (about 6 s).
+const TEARDOWN_MAX: Duration = Duration::from_secs(30);
 
 /// Longer than the slow-down measured after a probectl exit.
 const PAUSE: Duration = Duration::from_millis(1000);
@@ -20,6 +43,7 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 /// monitor's start-up done), for at most `MAX_WAIT`. A monitor that never goes
 /// idle is measured anyway: its cost is part of the figure.
 pub fn settle() {
+    wait_for_teardowns();
     std::thread::sleep(PAUSE);
     let started = Instant::now();
     while started.elapsed() < MAX_WAIT {
@@ -32,6 +56,40 @@ pub fn settle() {
             return;
         }
     }
+}
+
+/// Waits, at most `TEARDOWN_MAX`, until no process runs the measured binary other
+/// than the bench's own children (a background monitor it started, which the
+/// condition measures).
+fn wait_for_teardowns() {
+    let Some(binary) = BINARY.get() else { return };
+    let started = Instant::now();
+    while started.elapsed() < TEARDOWN_MAX && lingering(binary) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn lingering(binary: &std::path::Path) -> bool {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let path = e.path();
+        let is_it = std::fs::read_link(path.join("exe")).is_ok_and(|exe| exe == binary);
+        is_it
+            && std::fs::read_to_string(path.join("stat"))
+                .ok()
+                .and_then(|stat| parent_of(&stat))
+                .is_some_and(|ppid| ppid != me)
+    })
+}
+
+/// The parent pid from a /proc/PID/stat line (after the parenthesised name, which
+/// may itself hold spaces and parentheses).
+fn parent_of(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// (idle + iowait, all) jiffies of the machine, from /proc/stat's first line.
@@ -60,5 +118,12 @@ mod tests {
         );
         assert_eq!(super::parse_cpu_line("cpu0 1 2 3 4 5"), None);
         assert_eq!(super::parse_cpu_line("cpu  1 x 3 4 5"), None);
+    }
+
+    #[test]
+    fn reads_the_parent_after_a_hostile_name() {
+        assert_eq!(super::parent_of("42 (a) b) S 7 42 42 0"), Some(7));
+        assert_eq!(super::parent_of("42 (probectl) S 1 42"), Some(1));
+        assert_eq!(super::parent_of("garbage"), None);
     }
 }
