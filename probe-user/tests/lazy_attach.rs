@@ -303,11 +303,20 @@ sys.stdin.read()
         during <= baseline + 64 * per_file + 16,
         "the daemon holds {during} descriptors (from {baseline})"
     );
-    let sensors: Vec<serde_json::Value> = d
-        .records()
-        .into_iter()
-        .filter(|r| r["type"] == "sensor")
-        .collect();
+    // The sink writes the attachments' records after the daemon has answered: wait
+    // for them (with a deadline), then count exactly.
+    let deadline = Instant::now() + DEADLINE;
+    let sensors = loop {
+        let sensors: Vec<serde_json::Value> = d
+            .records()
+            .into_iter()
+            .filter(|r| r["type"] == "sensor")
+            .collect();
+        if sensors.len() as u64 >= 2 * limit || Instant::now() >= deadline {
+            break sensors;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         sensors.len() as u64,
         2 * limit,
