@@ -83,6 +83,9 @@ pub enum Part {
     /// Start and stop of `probectl run`, next to an earlier build when
     /// `PROBECTL_BENCH_BASELINE` names one (`bench_start`).
     Start,
+    /// What each hook on the connect path costs an unwatched process, counted in
+    /// instructions in a QEMU guest (`kernels/icount.rs`); `--rounds` is not used.
+    Hooks,
 }
 
 pub fn run(rounds: u32, only: Option<Part>) -> Result<i32> {
@@ -107,6 +110,14 @@ pub fn run(rounds: u32, only: Option<Part>) -> Result<i32> {
         start_stop: crate::bench_start::StartStop::default().with_baseline_from_env(),
         block: crate::bench_block::BlockBench::new(&dir)?,
     };
+    if only == Some(Part::Hooks) {
+        let table = crate::kernels::bench_hooks(&bench.probectl, &dir)?;
+        println!("{table}");
+        let out = dir.join("hooks.md");
+        std::fs::write(&out, &table)?;
+        say(TAG, format_args!("results written to {}", out.display()));
+        return Ok(0);
+    }
     if only == Some(Part::Block) {
         for round in 1..=rounds {
             say(TAG, format_args!("round {round}/{rounds} (block only)"));

@@ -61,7 +61,7 @@ impl Cond {
     }
 }
 
-const POLICY: &str = "\
+pub(crate) const POLICY: &str = "\
 apiVersion: probectl.dev/v1alpha1
 kind: Policy
 metadata: {name: bench-block}

@@ -10,6 +10,7 @@
 
 mod debian;
 mod guest;
+mod icount;
 mod report;
 mod tiers;
 
@@ -20,7 +21,10 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::{self, say};
 use crate::setup;
+
 use debian::{Kernel, SUITES, Suite};
+/// `cargo xtask bench --only hooks` (`icount.rs`): hook costs measured in a guest.
+pub use icount::run as bench_hooks;
 use report::Row;
 
 const TAG: &str = "kernels";
