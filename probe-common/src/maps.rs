@@ -15,6 +15,13 @@ pub const MAP_KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 pub const MAP_ENV_PREFIXES: &str = "ENV_PREFIXES";
 pub const MAP_SELECT_UIDS: &str = "SELECT_UIDS";
 pub const MAP_OWN_HOME_PATHS: &str = "OWN_HOME_PATHS";
+pub const MAP_WATCH_HINT: &str = "WATCH_HINT";
+
+/// `WATCH_HINT` keeps one byte per tgid, in blocks of this many (one array element).
+pub const WATCH_HINT_BLOCK: usize = 64;
+/// Blocks the object declares: enough for `PID_MAX_LIMIT` (4,194,304) on 64-bit.
+/// Userspace sizes the map to the running kernel's `pid_max` at load.
+pub const WATCH_HINT_MAX_BLOCKS: u32 = 65_536;
 
 /// Key of `SELECT_COMMS`: a program name as the kernel keeps it in `comm` (the
 /// executable's basename, cut at 15 bytes), zero padded.

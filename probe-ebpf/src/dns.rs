@@ -341,6 +341,8 @@ pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
+    // (No `maybe_watched` first: with it, LLVM kept a helper's argument register
+    // across the call in `read_dest`, which the verifier refuses.)
     let Some(pending) = take_parked(&PENDING_RECV, tid) else {
         count_missing_entry(tgid, DROP_RECV_EXIT_WITHOUT_ENTRY);
         return 0;

@@ -126,6 +126,9 @@ fn park(ctx: &ProbeContext, op: u32) {
 #[inline(always)]
 fn try_return(ctx: &RetProbeContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
+    if !crate::util::maybe_watched(tgid) {
+        return Ok(());
+    }
     let Some(pending) = take_parked(&PENDING_ENV, tid) else {
         crate::util::count_missing_entry(tgid, probe_common::DROP_ENV_EXIT_WITHOUT_ENTRY);
         return Ok(());

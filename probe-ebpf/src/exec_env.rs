@@ -62,6 +62,9 @@ pub fn sys_enter_execveat_env(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn start(ctx: &TracePointContext, envp_at: usize) -> Option<Scan> {
     let (tgid, tid) = current_ids();
+    if !crate::util::maybe_watched(tgid) {
+        return None;
+    }
     let watch = WATCHED.get_ptr_mut(tgid)?;
     // The new image's `~/` is what this envp says: unset until the scan finds it, and
     // in force only once the exec succeeds (`process::on_exec`).

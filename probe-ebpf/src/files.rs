@@ -42,7 +42,7 @@ use crate::{
     resolve::{self, AT_FDCWD},
     util::{
         SYSCALL_NR, SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched,
-        park_entry, syscall_arg, take_parked,
+        maybe_watched, park_entry, syscall_arg, take_parked,
     },
 };
 
@@ -200,6 +200,9 @@ pub(crate) fn try_exit_with(
     by_basename: impl Fn(usize) -> Option<u32>,
 ) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
+    if !maybe_watched(tgid) {
+        return Ok(());
+    }
     let Some(pending) = take_parked(&PENDING_PATH, tid) else {
         count_missing_entry(tgid, DROP_PATH_EXIT_WITHOUT_ENTRY);
         return Ok(());

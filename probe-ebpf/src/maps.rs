@@ -10,7 +10,7 @@ use probe_common::{
     BasenameKey, DROP_SLOTS, ENV_NAME_LEN, EnvNameKey, ExecEvent, InodeKey, InodeRef, KOFF_SLOTS,
     MAX_POLICY_ENTRIES, MAX_POLICY_INODES, MAX_WATCHED, PATH_LEN, PendingConnect, PendingEnv,
     PendingPath, PendingRecv, PendingSend, PolicyRef, RING_BYTES, TP_OFFSET_SLOTS, TcpOwner,
-    WatchEntry,
+    WATCH_HINT_BLOCK, WATCH_HINT_MAX_BLOCKS, WatchEntry,
 };
 
 /// The one ring buffer all events go through.
@@ -21,6 +21,20 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// added at fork by `process::sched_process_fork`, removed at exit.
 #[map]
 pub static WATCHED: HashMap<u32, WatchEntry> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// One byte per tgid, non-zero when the tgid may be in `WATCHED`: the first check of
+/// every hook (`util::maybe_watched`). An array element is found by index, with no
+/// hash and no call (the verifier inlines array lookups), so a process nobody
+/// watches costs each hook a few instructions instead of a hash lookup. The byte is
+/// set before a tgid enters `WATCHED` (by userspace through the map's shared
+/// mapping, by the kernel at fork and at a selecting exec) and cleared after the
+/// watch ends at the group's exit; userspace never clears it, so a byte left set
+/// only costs that tgid the `WATCHED` lookup. Each writer stores single bytes of its
+/// own tgids, so no write can undo another's. Sized by userspace to `pid_max`; a
+/// tgid beyond the map (pid_max raised later) is looked up in `WATCHED`.
+#[map]
+pub static WATCH_HINT: Array<[u8; WATCH_HINT_BLOCK]> =
+    Array::with_max_entries(WATCH_HINT_MAX_BLOCKS, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 /// Policy env names, upper-cased and zero padded.
 #[map]

@@ -26,8 +26,8 @@ use probe_common::{
 use crate::{
     maps::{DNS_SOCKS, EVENTS, PENDING_CONNECT},
     util::{
-        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched, park_entry,
-        syscall_arg, take_parked,
+        SYSCALL_RET, count_drop, count_missing_entry, current_ids, header, is_watched,
+        maybe_watched, park_entry, syscall_arg, take_parked,
     },
 };
 
@@ -65,6 +65,9 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
+    if !maybe_watched(tgid) {
+        return Ok(());
+    }
     let Some(pending) = take_parked(&PENDING_CONNECT, tid) else {
         count_missing_entry(tgid, DROP_CONNECT_EXIT_WITHOUT_ENTRY);
         return Ok(());

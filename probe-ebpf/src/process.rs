@@ -35,7 +35,10 @@ use crate::{
         EVENTS, EXEC_SCRATCH, EXIT_CODES, PENDING_EXEC, SELECT_COMMS, SELECT_UIDS, SETTINGS,
         WATCHED,
     },
-    util::{count_drop, current_ids, header, is_watched, syscall_arg, tp_offset},
+    util::{
+        count_drop, current_ids, header, is_watched, mark_watch_hint, maybe_watched, syscall_arg,
+        tp_offset,
+    },
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -193,6 +196,7 @@ pub(crate) fn on_exec(
                 // Not watched at execve entry: its environment was not scanned.
                 ..WatchEntry::default()
             };
+            mark_watch_hint(tgid, true);
             if WATCHED.insert(tgid, watch, 0).is_err() {
                 count_drop(DROP_WATCHED_FULL);
                 return Ok(());
@@ -300,6 +304,9 @@ pub(crate) fn on_newtask<C: EbpfContext>(
     child_and_flags: impl FnOnce() -> Option<(i32, u64)>,
 ) {
     let (tgid, tid) = current_ids();
+    if !maybe_watched(tgid) {
+        return;
+    }
     let Some(parent) = WATCHED.get_ptr(tgid) else {
         return;
     };
@@ -325,6 +332,7 @@ pub(crate) fn on_newtask<C: EbpfContext>(
         ..WatchEntry::default()
     };
     crate::block::on_fork(tgid, child);
+    mark_watch_hint(child, true);
     if WATCHED.insert(child, watch, 0).is_err() {
         count_drop(DROP_WATCHED_FULL);
         warn!(
@@ -386,6 +394,8 @@ pub(crate) fn on_exit(group_dead: impl FnOnce(u32, u32) -> Result<bool, i64>) ->
     if WATCHED.remove(tgid).is_err() {
         return Ok(());
     }
+    // After the removal: the hint is never clear while the tgid is watched.
+    mark_watch_hint(tgid, false);
     let _ = EXIT_CODES.remove(tgid);
     crate::block::on_exit(tgid);
     match EVENTS.reserve::<ExitEvent>(0) {

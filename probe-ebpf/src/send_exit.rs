@@ -16,7 +16,7 @@ use probe_common::{
 use crate::{
     dns::{MMSGHDR_SIZE, NO_PAYLOAD, Payload, dns_sock_key, emit_send, read_dest, unix_datagram},
     maps::{DNS_SOCKS, IN_SEND, SEND_MMSG_NEXT, SEND_MMSG_STATE, SEND_USED},
-    util::{SYSCALL_RET, count_drop, count_missing_entry, current_ids, take_parked},
+    util::{SYSCALL_RET, count_drop, count_missing_entry, current_ids, maybe_watched, take_parked},
 };
 
 /// Takes one of the hooks' destinations for the next message (`SEND_USED` counts
@@ -105,6 +105,9 @@ fn exit_msghdr(x: &SendExit, msg: u64, unix: u64) {
 #[inline(always)]
 fn send_exit_start(ctx: &TracePointContext) -> Option<(u32, u32, PendingSend, i64, bool)> {
     let (tgid, tid) = current_ids();
+    if !maybe_watched(tgid) {
+        return None;
+    }
     let Some(p) = take_parked(&IN_SEND, tid) else {
         count_missing_entry(tgid, DROP_SEND_EXIT_WITHOUT_ENTRY);
         return None;

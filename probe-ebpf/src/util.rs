@@ -3,11 +3,11 @@
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
 };
-use probe_common::EventHeader;
+use probe_common::{EventHeader, WATCH_HINT_BLOCK};
 
 use aya_ebpf::maps::{HashMap, LruHashMap};
 
-use crate::maps::{DROPS, ENV_PREFIXES, SETTINGS, TP_OFFSETS, WATCHED};
+use crate::maps::{DROPS, ENV_PREFIXES, SETTINGS, TP_OFFSETS, WATCH_HINT, WATCHED};
 
 /// (tgid, tid) of the current task.
 #[inline(always)]
@@ -16,10 +16,41 @@ pub fn current_ids() -> (u32, u32) {
     ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
-/// The one check every hook makes first: an unwatched process costs this lookup only.
+/// The one check every hook makes first: an unwatched process costs the hint's
+/// byte only (`maybe_watched`), a watched one also the `WATCHED` lookup.
 #[inline(always)]
 pub fn is_watched(tgid: u32) -> bool {
-    WATCHED.get_ptr(tgid).is_some()
+    maybe_watched(tgid) && WATCHED.get_ptr(tgid).is_some()
+}
+
+/// False when `tgid` is certainly not watched: its `WATCH_HINT` byte is clear. The
+/// exits check this before looking for a parked entry: an entry is parked only for a
+/// watched process, whose byte stays set until its group's exit.
+#[inline(always)]
+pub fn maybe_watched(tgid: u32) -> bool {
+    let block = tgid / WATCH_HINT_BLOCK as u32;
+    match WATCH_HINT.get(block) {
+        Some(bytes) => {
+            let i = (tgid % WATCH_HINT_BLOCK as u32) as usize;
+            // SAFETY: in bounds (i < WATCH_HINT_BLOCK); a byte another CPU or
+            // userspace may store at any time, read once.
+            unsafe { core::ptr::read_volatile(&bytes[i]) != 0 }
+        }
+        // Beyond the map as userspace sized it (pid_max raised since).
+        None => true,
+    }
+}
+
+/// Sets (before a tgid enters `WATCHED`) or clears (after it left at its exit) the
+/// tgid's `WATCH_HINT` byte.
+#[inline(always)]
+pub fn mark_watch_hint(tgid: u32, watched: bool) {
+    let block = tgid / WATCH_HINT_BLOCK as u32;
+    if let Some(bytes) = WATCH_HINT.get_ptr_mut(block) {
+        let i = (tgid % WATCH_HINT_BLOCK as u32) as usize;
+        // SAFETY: in bounds; a single byte store that no other writer shares.
+        unsafe { core::ptr::write_volatile(&mut (*bytes)[i], u8::from(watched)) };
+    }
 }
 
 #[inline(always)]

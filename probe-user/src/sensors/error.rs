@@ -17,6 +17,13 @@ pub enum SensorError {
         #[source]
         source: aya::EbpfError,
     },
+    #[error(
+        "cannot map the kernel's watch hint into probectl: {source}\n  hint: probectl needs BPF_F_MMAPABLE arrays (Linux 5.5+) and mmap of BPF maps (not refused by a seccomp filter or an LSM)"
+    )]
+    WatchHint {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the eBPF object has no map {0}: kernel and userspace builds do not match")]
     MissingMap(&'static str),
     #[error("eBPF map {map}: {source}")]

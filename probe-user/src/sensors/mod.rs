@@ -28,6 +28,7 @@ mod reload;
 mod sock_state_tier;
 pub mod teardown;
 pub mod tracefs;
+mod watch_hint;
 
 pub use env_attach::{EnvObjectsStatus, Scanned};
 pub use error::SensorError;
@@ -47,7 +48,8 @@ use aya::{
     programs::{TracePoint, UProbe, uprobe::UProbeScope},
 };
 use probe_common::{
-    DROP_SLOT_NAMES, DROP_SLOTS, MAP_DROPS, MAP_EVENTS, MAP_WATCHED, WATCH_ORIGIN_ROOT, WatchEntry,
+    DROP_SLOT_NAMES, DROP_SLOTS, MAP_DROPS, MAP_EVENTS, MAP_WATCH_HINT, MAP_WATCHED,
+    WATCH_ORIGIN_ROOT, WatchEntry,
 };
 use serde::Serialize;
 
@@ -145,6 +147,8 @@ pub struct Sensors {
     /// instead of verifying them a second time.
     load_errors: std::collections::HashMap<String, String>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// `WATCH_HINT`'s bytes: set for a root before it enters `WATCHED`.
+    watch_hint: watch_hint::WatchHint,
 }
 
 impl Sensors {
@@ -168,10 +172,18 @@ impl Sensors {
         let types = btf::KernelTypes::read();
         // (aya's loader parses the BTF once more when it is made: 0.14 has no way
         // around that.)
+        let hint_blocks = watch_hint::blocks_for_this_kernel();
         let mut ebpf = EbpfLoader::new()
             .btf(types.aya.as_ref().ok())
+            .map_max_entries(MAP_WATCH_HINT, hint_blocks)
             .load(PROBE_OBJECT)
             .map_err(|source| SensorError::Load { source })?;
+        // Without it, `watch` could not tell the kernel: no way to run blind.
+        let watch_hint = match ebpf.map(MAP_WATCH_HINT) {
+            Some(aya::maps::Map::Array(data)) => watch_hint::WatchHint::map(data, hint_blocks)
+                .map_err(|source| SensorError::WatchHint { source })?,
+            _ => return Err(SensorError::MissingMap(MAP_WATCH_HINT)),
+        };
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(err) => {
@@ -210,6 +222,7 @@ impl Sensors {
             raw_links: Default::default(),
             load_errors: std::collections::HashMap::new(),
             logger,
+            watch_hint,
         };
         sensors.features = features::probe(&mut sensors.ebpf, &tracefs_root, &types.aya);
         sensors.write_tp_offsets(&tracefs_root)?;
@@ -452,9 +465,16 @@ impl Sensors {
             // already running (`watch`) has its `~/` matched only against passwd homes.
             ..WatchEntry::default()
         };
+        // First: the kernel's hooks skip a tgid whose hint byte is clear.
+        self.watch_hint.mark(tgid);
         self.watched_map()?
             .insert(tgid, entry, 0)
             .map_err(map_err(MAP_WATCHED))
+    }
+
+    /// Whether the kernel's hooks would look `tgid` up in the watched set (tests).
+    pub fn watch_hint_set(&self, tgid: u32) -> bool {
+        self.watch_hint.is_marked(tgid)
     }
 
     /// Removes a process from the kernel's watched set (a subscription ended). Its

@@ -389,10 +389,13 @@ fn parse(console: &str) -> Vec<Group> {
 /// Per condition and pass: (ratio to the baseline just before, instructions added per
 /// operation), per row.
 type Pass = Vec<(f64, f64)>;
+/// Each condition with its passes.
+type Compared = Vec<(&'static Condition, Vec<Pass>)>;
 
-fn compare(groups: &[Group]) -> (Vec<(&'static Condition, Vec<Pass>)>, Vec<Vec<f64>>) {
-    let mut out: Vec<(&'static Condition, Vec<Pass>)> =
-        CONDITIONS.iter().map(|c| (c, Vec::new())).collect();
+/// The passes of each condition, and every baseline's instructions per operation (per
+/// row).
+fn compare(groups: &[Group]) -> (Compared, Vec<Vec<f64>>) {
+    let mut out: Compared = CONDITIONS.iter().map(|c| (c, Vec::new())).collect();
     let mut baselines = vec![Vec::new(); ROWS.len()];
     for pair in groups.windows(2) {
         let (base, cond) = (&pair[0], &pair[1]);
