@@ -60,10 +60,9 @@ pub const END: &str = "@@kernels-end";
 /// Printed last, just before poweroff: the guest got through every command.
 pub const DONE: &str = "@@kernels-done";
 
-/// The /init script.
-fn init_script() -> String {
-    let mut s = String::from(
-        r#"#!/bin/busybox sh
+/// The start of every guest's /init (this one's and the hook bench's, `icount.rs`):
+/// busybox's applets, the pseudo-filesystems, loopback up, a time zone.
+pub const INIT_PRELUDE: &str = r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -81,7 +80,13 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 dmesg -n 1
 ip link set lo up
 mkdir -p /etc && echo Etc/UTC >/etc/timezone
-section() {
+"#;
+
+/// The /init script.
+fn init_script() -> String {
+    let mut s = String::from(INIT_PRELUDE);
+    s.push_str(
+        r#"section() {
     echo "@@kernels-begin $1"
     cat "$2"
     echo "@@kernels-end $1 rc=$3"

@@ -232,29 +232,14 @@ fn build_bench_archive(work: &Path, common: &Path, out: &Path) -> Result<()> {
 
 /// The guest's /init: every condition after its own baseline, `PASSES` times.
 fn init_script() -> String {
-    let mut s = String::from(
-        r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mkdir -p /proc /sys /dev /tmp /run /sys/fs/cgroup /sys/fs/bpf /etc
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-mount -t bpf bpf /sys/fs/bpf
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-dmesg -n 1
-ip link set lo up
-echo Etc/UTC >/etc/timezone
-measure() {
+    let mut s = String::from(guest::INIT_PRELUDE);
+    s.push_str(
+        &r#"measure() {
   i=0
   while [ $i -lt RUNS ]; do
-"#,
-    )
-    .replace("RUNS", &RUNS.to_string());
+"#
+        .replace("RUNS", &RUNS.to_string()),
+    );
     for (name, _, mode, n) in ROWS {
         let _ = writeln!(
             s,
