@@ -165,6 +165,20 @@ pub fn build_initramfs(probectl: &Path, work: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `out`: the archive `common` followed by one of `dir`'s files (the kernel
+/// unpacks concatenated archives in order, the later one's files winning).
+pub fn append_archive(common: &Path, dir: &Path, out: &Path) -> Result<()> {
+    let script = "cat \"$3\" > \"$2\" && cd \"$1\" && find . -print0 | cpio --null --quiet -o -H newc -R 0:0 | gzip -1 >> \"$2\"";
+    cmd::run_ok(
+        TAG,
+        Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(dir)
+            .arg(out)
+            .arg(common),
+    )
+}
+
 /// Copies `from` (following symlinks) to `to`, creating parents, keeping the mode.
 fn copy(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {

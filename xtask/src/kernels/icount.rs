@@ -219,15 +219,7 @@ fn build_bench_archive(work: &Path, common: &Path, out: &Path) -> Result<()> {
     std::fs::write(&init, init_script())?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
-    let script = "cat \"$3\" > \"$2\" && cd \"$1\" && find . -print0 | cpio --null --quiet -o -H newc -R 0:0 | gzip -1 >> \"$2\"";
-    cmd::run_ok(
-        TAG,
-        Command::new("sh")
-            .args(["-c", script, "sh"])
-            .arg(&root)
-            .arg(out)
-            .arg(common),
-    )
+    guest::append_archive(common, &root, out)
 }
 
 /// The guest's /init: every condition after its own baseline, `PASSES` times.

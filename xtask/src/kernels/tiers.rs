@@ -107,15 +107,7 @@ pub fn kernel_initramfs(common: &Path, kernel: &Kernel, cache: &Path) -> Result<
         std::fs::copy(&module, &into)?;
     }
     let out = cache.join(format!("initramfs-{}.cpio.gz", kernel.release()));
-    let script = "cat \"$3\" > \"$2\" && cd \"$1\" && find . -print0 | cpio --null --quiet -o -H newc -R 0:0 | gzip -1 >> \"$2\"";
-    cmd::run_ok(
-        TAG,
-        Command::new("sh")
-            .args(["-c", script, "sh"])
-            .arg(work.join("root"))
-            .arg(&out)
-            .arg(common),
-    )?;
+    super::guest::append_archive(common, &work.join("root"), &out)?;
     Ok(out)
 }
 
